@@ -1,0 +1,152 @@
+//! The backend's side: the [`Broker`] trait, what it delivers ([`Delivery`]) and how each
+//! delivery ends ([`Outcome`], [`Settlement`]).
+
+use std::future::Future;
+use std::time::Duration;
+
+use crate::error::BrokerError;
+use crate::message::{Message, Source};
+
+/// What a broker promises about delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DeliveryGuarantee {
+    /// A message may be lost (a worker crash mid-message), never delivered twice.
+    AtMostOnce,
+    /// A message is never lost once accepted; after a crash it may be delivered again.
+    AtLeastOnce,
+}
+
+impl DeliveryGuarantee {
+    /// `"at-most-once"` or `"at-least-once"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::AtMostOnce => "at-most-once",
+            Self::AtLeastOnce => "at-least-once",
+        }
+    }
+}
+
+/// How one delivery ends, as the runtime decides from the worker's result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// Processed: remove it.
+    Ack,
+    /// Failed transiently: deliver it again after `delay`, with the attempt number raised.
+    Retry {
+        /// How long to wait before the next attempt.
+        delay: Duration,
+    },
+    /// Failed for good: move it to the dead-letter queue with `reason`.
+    DeadLetter {
+        /// The last error, as text.
+        reason: String,
+    },
+}
+
+impl Outcome {
+    /// A short label for metrics and logs: `ack`, `retry`, `dead_letter`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::Ack => "ack",
+            Self::Retry { .. } => "retry",
+            Self::DeadLetter { .. } => "dead_letter",
+        }
+    }
+}
+
+/// A fetched message and the broker's handle on it.
+#[derive(Debug)]
+pub struct Delivery<T> {
+    /// The broker's own handle (a stream entry id, an in-flight slot).
+    pub token: T,
+    /// The decoded message.
+    pub message: Message,
+}
+
+impl<T> Delivery<T> {
+    /// A delivery of `message` known to the broker as `token`.
+    pub fn new(token: T, message: Message) -> Self {
+        Self { token, message }
+    }
+}
+
+/// A delivery and how it ended, handed back to [`Broker::settle`].
+#[derive(Debug)]
+pub struct Settlement<T> {
+    /// The broker's handle from the [`Delivery`].
+    pub token: T,
+    /// The message as it was delivered (the broker needs it to re-enqueue or dead-letter).
+    pub message: Message,
+    /// What to do with it.
+    pub outcome: Outcome,
+}
+
+/// A source of messages: Redis list, stream, pub/sub, or the in-memory broker.
+///
+/// The runtime calls [`fetch`](Broker::fetch) only while it has free capacity, hands each
+/// finished delivery to [`settle`](Broker::settle) in batches, calls
+/// [`maintain`](Broker::maintain) periodically from a separate task (heartbeats, reaping dead
+/// consumers, promoting due retries), and on shutdown [`release`](Broker::release)s what it did
+/// not process and [`close`](Broker::close)s the broker.
+///
+/// # Contract
+///
+/// * `fetch` may wait (block) for messages, but must return within a bounded time (an empty
+///   batch is fine) so that shutdown is prompt. The runtime never drops a `fetch` future before
+///   it completes, so a broker need not make it cancel-safe.
+/// * `settle` must be idempotent: when it fails the runtime calls it again with the same batch
+///   until it succeeds (a settle is never dropped, since dropping an ack of an at-least-once
+///   broker would leave the message in flight forever).
+/// * `release` returns deliveries without counting an attempt; an at-least-once broker must
+///   also recover them by itself if the process dies before releasing.
+pub trait Broker: Send + Sync + 'static {
+    /// The broker's handle on one delivery.
+    type Token: Send + Sync + 'static;
+
+    /// What this broker promises.
+    fn guarantee(&self) -> DeliveryGuarantee;
+
+    /// The queue, stream or channel this broker consumes (used in metric labels and logs).
+    fn source(&self) -> &Source;
+
+    /// Fetches up to `max` messages, waiting a bounded time when none are ready.
+    fn fetch(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery<Self::Token>>, BrokerError>> + Send;
+
+    /// Applies the outcomes of a batch of finished deliveries. Must be idempotent.
+    fn settle(
+        &self,
+        batch: &[Settlement<Self::Token>],
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Hands back deliveries the runtime will not process (shutdown), without counting an attempt.
+    fn release(
+        &self,
+        batch: Vec<Delivery<Self::Token>>,
+    ) -> impl Future<Output = Result<(), BrokerError>> + Send;
+
+    /// Whether nothing is left to do: the queue is empty, no retry is scheduled and nothing is
+    /// in flight or orphaned by a dead consumer. Burst mode ends when this is true and the
+    /// runtime itself holds nothing.
+    fn is_drained(&self) -> impl Future<Output = Result<bool, BrokerError>> + Send;
+
+    /// Periodic housekeeping, run every [`maintenance_interval`](Broker::maintenance_interval)
+    /// on its own task: heartbeats, reaping dead consumers, promoting due retries.
+    fn maintain(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        async { Ok(()) }
+    }
+
+    /// How often to call [`maintain`](Broker::maintain); `None` for never.
+    fn maintenance_interval(&self) -> Option<Duration> {
+        None
+    }
+
+    /// Final clean-up after the last settle and release (drop heartbeats, leave groups).
+    fn close(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
+        async { Ok(()) }
+    }
+}

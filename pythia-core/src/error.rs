@@ -1,0 +1,252 @@
+//! Errors you can branch on: what a worker wants done with a failed message
+//! ([`WorkerError`]) and what went wrong talking to a broker ([`BrokerError`]).
+
+use std::fmt;
+use std::time::Duration;
+
+/// A boxed error, as tower middleware and user code produce.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+
+/// What kind of failure a [`WorkerError`] is, and so what the runtime does next.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WorkerErrorKind {
+    /// A transient failure: retry with the configured backoff.
+    Retry,
+    /// A transient failure with a known wait: retry after exactly this delay
+    /// ([`WorkerError::retry_later`]).
+    RetryAfter(Duration),
+    /// A poison message: never retry, dead-letter it now.
+    Reject,
+    /// The handler overran its deadline and was cancelled; retried like [`Retry`](Self::Retry).
+    Timeout,
+    /// The handler panicked; retried like [`Retry`](Self::Retry) (a panic may be transient, and
+    /// after `max_attempts` the message is dead-lettered with the panic text).
+    Panic,
+}
+
+/// The error a [`Worker`](crate::Worker) returns: it carries the handler's intent.
+///
+/// `?` on any error type converts it into a retryable `WorkerError` (a transient failure is the
+/// safe default). Say otherwise explicitly:
+///
+/// ```
+/// use std::time::Duration;
+/// use pythia_core::{WorkerError, WorkerErrorKind};
+///
+/// let transient = WorkerError::retry("database busy");
+/// let rate_limited = WorkerError::retry_later(Duration::from_secs(5), "429 from the API");
+/// let poison = WorkerError::reject("body is not an order");
+/// assert!(transient.is_retryable() && rate_limited.is_retryable());
+/// assert!(!poison.is_retryable());
+/// assert_eq!(rate_limited.retry_after(), Some(Duration::from_secs(5)));
+/// assert_eq!(poison.kind(), WorkerErrorKind::Reject);
+/// ```
+///
+/// Like `anyhow::Error`, `WorkerError` does not itself implement `std::error::Error`, so that
+/// `From<E: Error>` can exist; [`WorkerError::source_error`] gives the cause.
+pub struct WorkerError {
+    kind: WorkerErrorKind,
+    source: BoxError,
+}
+
+#[derive(Debug)]
+struct Plain(String);
+impl fmt::Display for Plain {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+impl std::error::Error for Plain {}
+
+fn boxed(e: impl Into<BoxError>) -> BoxError {
+    e.into()
+}
+
+impl WorkerError {
+    /// A transient failure: the message is retried with backoff.
+    pub fn retry(cause: impl Into<BoxError>) -> Self {
+        Self::new(WorkerErrorKind::Retry, cause)
+    }
+
+    /// A transient failure: the message is retried after `delay`.
+    pub fn retry_later(delay: Duration, cause: impl Into<BoxError>) -> Self {
+        Self::new(WorkerErrorKind::RetryAfter(delay), cause)
+    }
+
+    /// A poison message: no retry, straight to the dead-letter queue.
+    pub fn reject(cause: impl Into<BoxError>) -> Self {
+        Self::new(WorkerErrorKind::Reject, cause)
+    }
+
+    /// The handler overran `limit`.
+    pub fn timeout(limit: Duration) -> Self {
+        Self::new(
+            WorkerErrorKind::Timeout,
+            Plain(format!("handler timed out after {limit:?}")),
+        )
+    }
+
+    /// The handler panicked with `message`.
+    pub fn panic(message: impl Into<String>) -> Self {
+        Self::new(
+            WorkerErrorKind::Panic,
+            Plain(format!("handler panicked: {}", message.into())),
+        )
+    }
+
+    /// An error of `kind` caused by `cause`.
+    pub fn new(kind: WorkerErrorKind, cause: impl Into<BoxError>) -> Self {
+        Self {
+            kind,
+            source: boxed(cause),
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> WorkerErrorKind {
+        self.kind
+    }
+
+    /// Whether the runtime may retry the message (everything but [`WorkerErrorKind::Reject`]).
+    pub fn is_retryable(&self) -> bool {
+        !matches!(self.kind, WorkerErrorKind::Reject)
+    }
+
+    /// The delay the handler asked for, if any.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.kind {
+            WorkerErrorKind::RetryAfter(d) => Some(d),
+            _ => None,
+        }
+    }
+
+    /// The underlying cause.
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.source
+    }
+
+    /// Turns the error into its boxed cause.
+    pub fn into_source(self) -> BoxError {
+        self.source
+    }
+}
+
+impl<E: std::error::Error + Send + Sync + 'static> From<E> for WorkerError {
+    fn from(e: E) -> Self {
+        Self::retry(e)
+    }
+}
+
+impl fmt::Display for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)?;
+        let mut cause = self.source.source();
+        while let Some(c) = cause {
+            write!(f, ": {c}")?;
+            cause = c.source();
+        }
+        Ok(())
+    }
+}
+
+impl fmt::Debug for WorkerError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerError")
+            .field("kind", &self.kind)
+            .field("source", &self.source)
+            .finish()
+    }
+}
+
+/// What went wrong in a broker, in a form the runtime can branch on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum BrokerErrorKind {
+    /// The connection to the backend failed or dropped; retrying after a backoff may succeed.
+    Connection,
+    /// The backend answered with an error that a retry will not fix (wrong key type, missing
+    /// permission, script error).
+    Backend,
+    /// The configuration is invalid (bad URL, bad queue name).
+    Config,
+    /// The broker was closed.
+    Closed,
+}
+
+/// An error from a [`Broker`](crate::Broker).
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct BrokerError {
+    kind: BrokerErrorKind,
+    message: String,
+    #[source]
+    source: Option<BoxError>,
+}
+
+impl BrokerError {
+    /// An error of `kind` described by `message`.
+    pub fn new(kind: BrokerErrorKind, message: impl Into<String>) -> Self {
+        Self {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// The same error with an underlying cause.
+    #[must_use]
+    pub fn with_source(mut self, source: impl Into<BoxError>) -> Self {
+        self.source = Some(source.into());
+        self
+    }
+
+    /// A connection error.
+    pub fn connection(message: impl Into<String>) -> Self {
+        Self::new(BrokerErrorKind::Connection, message)
+    }
+
+    /// A configuration error.
+    pub fn config(message: impl Into<String>) -> Self {
+        Self::new(BrokerErrorKind::Config, message)
+    }
+
+    /// A backend error that a retry will not fix.
+    pub fn backend(message: impl Into<String>) -> Self {
+        Self::new(BrokerErrorKind::Backend, message)
+    }
+
+    /// What kind of error this is.
+    pub fn kind(&self) -> BrokerErrorKind {
+        self.kind
+    }
+
+    /// Whether retrying the operation later may succeed.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self.kind, BrokerErrorKind::Connection)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn question_mark_gives_a_retryable_error() {
+        fn parse() -> Result<u32, WorkerError> {
+            Ok("x".parse::<u32>()?)
+        }
+        let e = parse().unwrap_err();
+        assert!(e.is_retryable());
+        assert_eq!(e.kind(), WorkerErrorKind::Retry);
+        assert!(e.to_string().contains("invalid digit"));
+    }
+
+    #[test]
+    fn display_includes_the_cause_chain() {
+        let inner = BrokerError::connection("connection refused");
+        let outer = BrokerError::backend("fetch failed").with_source(inner);
+        let e = WorkerError::reject(outer);
+        assert_eq!(e.to_string(), "fetch failed: connection refused");
+    }
+}

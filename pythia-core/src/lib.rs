@@ -1,0 +1,23 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod broker;
+pub mod envelope;
+pub mod error;
+pub mod memory;
+pub mod message;
+pub mod metrics;
+pub mod retry_policy;
+pub mod runtime;
+pub mod worker;
+
+pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
+pub use crate::error::{BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
+pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
+pub use crate::message::{Headers, Message, Source};
+pub use crate::retry_policy::RetryPolicy;
+pub use crate::runtime::{
+    Dispatch, RunSummary, RuntimeError, RuntimeState, RuntimeStatus, WorkerRuntime, shutdown_signal,
+};
+pub use crate::worker::{FnWorker, HandlerService, Worker, WorkerService, worker_fn};
+pub use tokio_util::sync::CancellationToken;

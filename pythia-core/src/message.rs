@@ -1,0 +1,296 @@
+//! The unit of work: [`Message`], its [`Headers`] and where it came from ([`Source`]).
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// Message headers: string keys to string values, ordered for stable output.
+pub type Headers = BTreeMap<String, String>;
+
+/// Where a message came from: the broker kind and the queue, stream or channel name.
+///
+/// The name is shared (`Arc<str>`) by every message of one queue, so carrying it costs no
+/// allocation per message.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct Source {
+    broker: &'static str,
+    name: Arc<str>,
+    pattern: Option<Arc<str>>,
+}
+
+impl Source {
+    /// A source named `name` (a list key, stream key or channel) of the broker kind `broker`
+    /// (`"list"`, `"reliable-list"`, `"stream"`, `"pubsub"`, `"memory"`).
+    pub fn new(broker: &'static str, name: impl Into<Arc<str>>) -> Self {
+        Self {
+            broker,
+            name: name.into(),
+            pattern: None,
+        }
+    }
+
+    /// The same source, with the pub/sub pattern that matched the channel.
+    #[must_use]
+    pub fn with_pattern(mut self, pattern: impl Into<Arc<str>>) -> Self {
+        self.pattern = Some(pattern.into());
+        self
+    }
+
+    /// The broker kind, e.g. `"stream"`.
+    pub fn broker(&self) -> &'static str {
+        self.broker
+    }
+
+    /// The queue, stream or channel name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The shared queue name, cheap to clone.
+    pub fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
+    /// The pub/sub pattern that matched, when the message came through `PSUBSCRIBE`.
+    pub fn pattern(&self) -> Option<&str> {
+        self.pattern.as_deref()
+    }
+}
+
+impl fmt::Debug for Source {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.pattern {
+            Some(p) => write!(f, "{}:{} (pattern {p})", self.broker, self.name),
+            None => write!(f, "{}:{}", self.broker, self.name),
+        }
+    }
+}
+
+impl Default for Source {
+    fn default() -> Self {
+        Self::new("memory", "default")
+    }
+}
+
+#[derive(Clone)]
+struct MessageInner {
+    id: String,
+    body: Bytes,
+    headers: Headers,
+    attempt: u32,
+    enqueued_at: Option<SystemTime>,
+    source: Source,
+}
+
+/// One message handed to [`Worker::process_message`](crate::Worker::process_message).
+///
+/// A message is immutable once built and cheap to clone (one reference count), so the runtime
+/// can keep a copy for settling while the worker reads it.
+///
+/// * `id` — the producer's id from the envelope, the stream entry id, or one generated on
+///   receipt for raw items.
+/// * `body` — raw bytes; [`Message::json`] decodes typed bodies, [`Message::body_str`] reads text.
+/// * `attempt` — 1 on the first delivery, 2 on the first retry, and so on.
+/// * `enqueued_at` — when the producer wrote it, when the envelope says so.
+///
+/// ```
+/// use pythia_core::Message;
+///
+/// let msg = Message::new(r#"{"user": 7}"#).with_header("tenant", "acme");
+/// #[derive(serde::Deserialize)]
+/// struct Job { user: u32 }
+/// assert_eq!(msg.json::<Job>().unwrap().user, 7);
+/// assert_eq!(msg.header("tenant"), Some("acme"));
+/// assert_eq!(msg.attempt(), 1);
+/// ```
+#[derive(Clone)]
+pub struct Message {
+    inner: Arc<MessageInner>,
+}
+
+impl Message {
+    /// A new message with a fresh id, attempt 1, no headers, enqueued now.
+    pub fn new(body: impl Into<Bytes>) -> Self {
+        Self {
+            inner: Arc::new(MessageInner {
+                id: new_message_id(),
+                body: body.into(),
+                headers: Headers::new(),
+                attempt: 1,
+                enqueued_at: Some(SystemTime::now()),
+                source: Source::default(),
+            }),
+        }
+    }
+
+    fn inner_mut(&mut self) -> &mut MessageInner {
+        Arc::make_mut(&mut self.inner)
+    }
+
+    /// The same message with id `id`.
+    #[must_use]
+    pub fn with_id(mut self, id: impl Into<String>) -> Self {
+        self.inner_mut().id = id.into();
+        self
+    }
+
+    /// The same message with header `key` set to `value`.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.inner_mut().headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// The same message with all of `headers` (replacing any it had).
+    #[must_use]
+    pub fn with_headers(mut self, headers: Headers) -> Self {
+        self.inner_mut().headers = headers;
+        self
+    }
+
+    /// The same message with attempt number `attempt` (at least 1).
+    #[must_use]
+    pub fn with_attempt(mut self, attempt: u32) -> Self {
+        self.inner_mut().attempt = attempt.max(1);
+        self
+    }
+
+    /// The same message with the given enqueue time (`None` when unknown).
+    #[must_use]
+    pub fn with_enqueued_at(mut self, at: Option<SystemTime>) -> Self {
+        self.inner_mut().enqueued_at = at;
+        self
+    }
+
+    /// The same message with the given source.
+    #[must_use]
+    pub fn with_source(mut self, source: Source) -> Self {
+        self.inner_mut().source = source;
+        self
+    }
+
+    /// The message id.
+    pub fn id(&self) -> &str {
+        &self.inner.id
+    }
+
+    /// The raw body.
+    pub fn body(&self) -> &Bytes {
+        &self.inner.body
+    }
+
+    /// The body as UTF-8 text, or an error naming the first invalid byte.
+    pub fn body_str(&self) -> Result<&str, std::str::Utf8Error> {
+        std::str::from_utf8(&self.inner.body)
+    }
+
+    /// Decodes the body as JSON into `T`.
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_slice(&self.inner.body)
+    }
+
+    /// All headers.
+    pub fn headers(&self) -> &Headers {
+        &self.inner.headers
+    }
+
+    /// One header's value.
+    pub fn header(&self, key: &str) -> Option<&str> {
+        self.inner.headers.get(key).map(String::as_str)
+    }
+
+    /// 1 on the first delivery, 2 on the first retry, and so on.
+    pub fn attempt(&self) -> u32 {
+        self.inner.attempt
+    }
+
+    /// When the producer enqueued the message, if known.
+    pub fn enqueued_at(&self) -> Option<SystemTime> {
+        self.inner.enqueued_at
+    }
+
+    /// Time from enqueue to now, if the enqueue time is known and not in the future.
+    pub fn age(&self) -> Option<Duration> {
+        self.inner
+            .enqueued_at
+            .and_then(|at| SystemTime::now().duration_since(at).ok())
+    }
+
+    /// Where the message came from.
+    pub fn source(&self) -> &Source {
+        &self.inner.source
+    }
+}
+
+impl fmt::Debug for Message {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Bodies can be large or secret: show the size, not the bytes.
+        f.debug_struct("Message")
+            .field("id", &self.inner.id)
+            .field("body_len", &self.inner.body.len())
+            .field("headers", &self.inner.headers)
+            .field("attempt", &self.inner.attempt)
+            .field("enqueued_at", &self.inner.enqueued_at.map(unix_millis))
+            .field("source", &self.inner.source)
+            .finish()
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 for times before it).
+pub fn unix_millis(t: SystemTime) -> u64 {
+    t.duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A fresh message id: 12 hex digits of milliseconds since the epoch, then 16 random hex
+/// digits. Ids sort by creation time and collide with probability 2⁻⁶⁴ within a millisecond.
+pub fn new_message_id() -> String {
+    use std::fmt::Write;
+    let mut id = String::with_capacity(28);
+    let ms = unix_millis(SystemTime::now()) & 0xffff_ffff_ffff;
+    let _ = write!(id, "{ms:012x}{:016x}", fastrand::u64(..));
+    id
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ids_are_unique_and_time_ordered() {
+        let a = new_message_id();
+        std::thread::sleep(Duration::from_millis(2));
+        let b = new_message_id();
+        assert_eq!(a.len(), 28);
+        assert!(a < b, "{a} !< {b}");
+    }
+
+    #[test]
+    fn with_setters_do_not_touch_clones() {
+        let a = Message::new("x");
+        let b = a.clone().with_attempt(3).with_header("k", "v");
+        assert_eq!(a.attempt(), 1);
+        assert!(a.headers().is_empty());
+        assert_eq!(b.attempt(), 3);
+        assert_eq!(b.id(), a.id());
+    }
+
+    #[test]
+    fn raw_non_utf8_body_is_kept() {
+        let m = Message::new(vec![0xff, 0x00, 0xfe]);
+        assert_eq!(m.body().as_ref(), &[0xff, 0x00, 0xfe]);
+        assert!(m.body_str().is_err());
+        assert!(m.json::<serde_json::Value>().is_err());
+    }
+
+    #[test]
+    fn debug_hides_the_body() {
+        let m = Message::new("secret-token");
+        assert!(!format!("{m:?}").contains("secret"));
+    }
+}

@@ -1,0 +1,111 @@
+//! Metric names and the handles the runtime records into.
+//!
+//! Pythia records through the [`metrics`] facade: nothing is exported until the binary installs
+//! a recorder (the `pythia` CLI installs a Prometheus one). Handles are resolved once per run, so
+//! recording costs an atomic add, not a registry lookup.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge, Histogram};
+
+use crate::message::Source;
+
+/// Messages processed, by `outcome`: `ok`, `retried` (scheduled again), `dead_lettered` (out of
+/// attempts) or `rejected` (the handler said poison).
+pub const MESSAGES_TOTAL: &str = "pythia_messages_total";
+/// Handler failures, by `kind`: `error`, `timeout` or `panic`.
+pub const HANDLER_FAILURES_TOTAL: &str = "pythia_handler_failures_total";
+/// Seconds spent in the handler stack per message.
+pub const PROCESSING_SECONDS: &str = "pythia_processing_seconds";
+/// Seconds from enqueue (envelope time) to the start of processing.
+pub const END_TO_END_SECONDS: &str = "pythia_end_to_end_latency_seconds";
+/// Messages being processed right now.
+pub const IN_FLIGHT: &str = "pythia_in_flight_messages";
+/// Messages per fetch.
+pub const FETCH_BATCH_SIZE: &str = "pythia_fetch_batch_size";
+/// Failed broker operations, by `operation` (`fetch`, `settle`, `release`, `maintain`).
+pub const BROKER_ERRORS_TOTAL: &str = "pythia_broker_errors_total";
+/// Deliveries handed back unprocessed on shutdown.
+pub const RELEASED_TOTAL: &str = "pythia_released_total";
+
+/// The runtime's metric handles for one queue.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeMetrics {
+    pub(crate) ok: Counter,
+    pub(crate) retried: Counter,
+    pub(crate) dead_lettered: Counter,
+    pub(crate) rejected: Counter,
+    pub(crate) failed_error: Counter,
+    pub(crate) failed_timeout: Counter,
+    pub(crate) failed_panic: Counter,
+    pub(crate) processing: Histogram,
+    pub(crate) end_to_end: Histogram,
+    pub(crate) in_flight: Gauge,
+    pub(crate) fetch_batch: Histogram,
+    pub(crate) fetch_errors: Counter,
+    pub(crate) settle_errors: Counter,
+    pub(crate) released: Counter,
+}
+
+impl RuntimeMetrics {
+    pub(crate) fn new(source: &Source) -> Self {
+        let queue = source.name().to_owned();
+        let broker = source.broker();
+        let outcome = |o: &'static str| metrics::counter!(MESSAGES_TOTAL, "queue" => queue.clone(), "broker" => broker, "outcome" => o);
+        let failure = |k: &'static str| metrics::counter!(HANDLER_FAILURES_TOTAL, "queue" => queue.clone(), "broker" => broker, "kind" => k);
+        let errors = |op: &'static str| metrics::counter!(BROKER_ERRORS_TOTAL, "queue" => queue.clone(), "broker" => broker, "operation" => op);
+        Self {
+            ok: outcome("ok"),
+            retried: outcome("retried"),
+            dead_lettered: outcome("dead_lettered"),
+            rejected: outcome("rejected"),
+            failed_error: failure("error"),
+            failed_timeout: failure("timeout"),
+            failed_panic: failure("panic"),
+            processing: metrics::histogram!(PROCESSING_SECONDS, "queue" => queue.clone(), "broker" => broker),
+            end_to_end: metrics::histogram!(END_TO_END_SECONDS, "queue" => queue.clone(), "broker" => broker),
+            in_flight: metrics::gauge!(IN_FLIGHT, "queue" => queue.clone(), "broker" => broker),
+            fetch_batch: metrics::histogram!(FETCH_BATCH_SIZE, "queue" => queue.clone(), "broker" => broker),
+            fetch_errors: errors("fetch"),
+            settle_errors: errors("settle"),
+            released: metrics::counter!(RELEASED_TOTAL, "queue" => queue.clone(), "broker" => broker),
+        }
+    }
+
+    pub(crate) fn observe_processing(&self, took: Duration) {
+        self.processing.record(took.as_secs_f64());
+    }
+}
+
+/// Describes every runtime metric (type, unit, help text) to the installed recorder.
+pub fn describe() {
+    use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+    describe_counter!(
+        MESSAGES_TOTAL,
+        "Messages processed, by outcome (ok, retried, dead_lettered, rejected)"
+    );
+    describe_counter!(
+        HANDLER_FAILURES_TOTAL,
+        "Handler failures, by kind (error, timeout, panic)"
+    );
+    describe_histogram!(
+        PROCESSING_SECONDS,
+        Unit::Seconds,
+        "Time spent in the handler stack per message"
+    );
+    describe_histogram!(
+        END_TO_END_SECONDS,
+        Unit::Seconds,
+        "Time from enqueue to the start of processing"
+    );
+    describe_gauge!(IN_FLIGHT, "Messages being processed right now");
+    describe_histogram!(FETCH_BATCH_SIZE, "Messages per fetch");
+    describe_counter!(
+        BROKER_ERRORS_TOTAL,
+        "Failed broker operations, by operation"
+    );
+    describe_counter!(
+        RELEASED_TOTAL,
+        "Deliveries handed back unprocessed on shutdown"
+    );
+}

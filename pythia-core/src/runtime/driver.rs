@@ -1,0 +1,595 @@
+//! The consume loop: one poll function owns all state, so fetching, handling and settling
+//! overlap without locks and without a select per message.
+
+use std::any::Any;
+use std::collections::VecDeque;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures_util::stream::FuturesUnordered;
+use futures_util::{FutureExt, StreamExt};
+use tokio::runtime::RuntimeFlavor;
+use tokio::task::AbortHandle;
+use tokio::time::{Instant, Sleep};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+use tower::Service;
+
+use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
+use crate::broker::{Broker, Delivery, Outcome, Settlement};
+use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
+use crate::message::Message;
+use crate::metrics::RuntimeMetrics;
+use crate::worker::{BoxFuture, HandlerService};
+
+/// Extra time after the grace period for the final settles to reach the broker.
+const SETTLE_DEADLINE_AFTER_GRACE: Duration = Duration::from_secs(5);
+
+type FetchResult<T> = Result<Vec<Delivery<T>>, BrokerError>;
+type SettleResult<T> = (Vec<Settlement<T>>, Result<(), BrokerError>);
+
+struct Slot<T> {
+    token: T,
+    message: Message,
+    started: Instant,
+    abort: Option<AbortHandle>,
+}
+
+/// A minimal slab: in-flight deliveries indexed by a reusable slot number.
+struct Slots<T> {
+    entries: Vec<Option<Slot<T>>>,
+    free: Vec<usize>,
+    len: usize,
+}
+
+impl<T> Slots<T> {
+    fn new() -> Self {
+        Self {
+            entries: Vec::new(),
+            free: Vec::new(),
+            len: 0,
+        }
+    }
+
+    fn insert(&mut self, slot: Slot<T>) -> usize {
+        self.len += 1;
+        match self.free.pop() {
+            Some(i) => {
+                self.entries[i] = Some(slot);
+                i
+            }
+            None => {
+                self.entries.push(Some(slot));
+                self.entries.len() - 1
+            }
+        }
+    }
+
+    fn remove(&mut self, i: usize) -> Option<Slot<T>> {
+        let slot = self.entries.get_mut(i)?.take()?;
+        self.free.push(i);
+        self.len -= 1;
+        Some(slot)
+    }
+
+    fn drain(&mut self) -> impl Iterator<Item = Slot<T>> + '_ {
+        self.len = 0;
+        self.free.clear();
+        self.entries.drain(..).flatten()
+    }
+}
+
+pub(super) struct Driver<B: Broker> {
+    broker: Arc<B>,
+    service: HandlerService,
+    cfg: RuntimeConfig,
+    spawn: bool,
+    metrics: RuntimeMetrics,
+    status: RuntimeStatus,
+    summary: RunSummary,
+    started: Instant,
+
+    cancel: Pin<Box<WaitForCancellationFutureOwned>>,
+    stopping: bool,
+    grace: Option<Pin<Box<Sleep>>>,
+    hard_deadline: Option<Instant>,
+
+    fetch: Option<BoxFuture<FetchResult<B::Token>>>,
+    fetch_wait: Option<Pin<Box<Sleep>>>,
+    fetch_backoff: ExponentialBackoff,
+    fetch_failing: bool,
+    last_fetch_empty: bool,
+
+    pending: VecDeque<Delivery<B::Token>>,
+    slots: Slots<B::Token>,
+    inflight: FuturesUnordered<BoxFuture<(usize, Result<(), WorkerError>)>>,
+
+    to_settle: Vec<Settlement<B::Token>>,
+    settle: Option<BoxFuture<SettleResult<B::Token>>>,
+    settle_wait: Option<Pin<Box<Sleep>>>,
+    settle_backoff: ExponentialBackoff,
+    settle_failing: bool,
+
+    drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
+    to_release: Vec<Delivery<B::Token>>,
+    fatal: Option<RuntimeError>,
+}
+
+fn reconnect_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub(crate) fn panic_text(p: &(dyn Any + Send)) -> String {
+    if let Some(s) = p.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = p.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_owned()
+    }
+}
+
+/// Polls a pinned optional timer; clears it and returns true once it has fired.
+fn timer_done(t: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
+    match t {
+        None => true,
+        Some(s) => {
+            if s.as_mut().poll(cx).is_ready() {
+                *t = None;
+                true
+            } else {
+                false
+            }
+        }
+    }
+}
+
+impl<B: Broker> Driver<B> {
+    pub(super) fn new(
+        broker: Arc<B>,
+        service: HandlerService,
+        cfg: RuntimeConfig,
+        cancel: CancellationToken,
+        status: RuntimeStatus,
+    ) -> Self {
+        let spawn = match cfg.dispatch {
+            Dispatch::Spawn => true,
+            Dispatch::Inline => false,
+            Dispatch::Auto => matches!(
+                tokio::runtime::Handle::current().runtime_flavor(),
+                RuntimeFlavor::MultiThread
+            ),
+        };
+        let metrics = RuntimeMetrics::new(broker.source());
+        Self {
+            broker,
+            service,
+            cfg,
+            spawn,
+            metrics,
+            status,
+            summary: RunSummary::default(),
+            started: Instant::now(),
+            cancel: Box::pin(cancel.cancelled_owned()),
+            stopping: false,
+            grace: None,
+            hard_deadline: None,
+            fetch: None,
+            fetch_wait: None,
+            fetch_backoff: reconnect_backoff(),
+            fetch_failing: false,
+            last_fetch_empty: false,
+            pending: VecDeque::new(),
+            slots: Slots::new(),
+            inflight: FuturesUnordered::new(),
+            to_settle: Vec::new(),
+            settle: None,
+            settle_wait: None,
+            settle_backoff: reconnect_backoff(),
+            settle_failing: false,
+            drain_check: None,
+            to_release: Vec::new(),
+            fatal: None,
+        }
+    }
+
+    pub(super) async fn run(mut self) -> Result<RunSummary, RuntimeError> {
+        self.status.set_state(RuntimeState::Running);
+        self.status.progressed();
+        std::future::poll_fn(|cx| self.poll(cx)).await;
+        self.finish().await
+    }
+
+    async fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+        self.to_release.extend(self.pending.drain(..));
+        if !self.to_release.is_empty() {
+            let n = self.to_release.len() as u64;
+            let batch = std::mem::take(&mut self.to_release);
+            match self.broker.release(batch).await {
+                Ok(()) => {
+                    self.summary.released += n;
+                    self.metrics.released.increment(n);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, count = n, "handing back unprocessed messages failed; the broker's recovery will return them");
+                    self.summary.unsettled += n;
+                }
+            }
+        }
+        self.summary.unsettled += self.to_settle.len() as u64;
+        if !self.to_settle.is_empty() {
+            tracing::error!(
+                count = self.to_settle.len(),
+                "settles could not reach the broker before the shutdown deadline"
+            );
+        }
+        self.status.set_in_flight(0);
+        self.metrics.in_flight.set(0.0);
+        self.summary.elapsed = self.started.elapsed();
+        match self.fatal.take() {
+            Some(e) => Err(e),
+            None => Ok(self.summary),
+        }
+    }
+
+    fn begin_stop(&mut self, cx: &mut Context<'_>) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        self.status.set_state(RuntimeState::Stopping);
+        let deadline = Instant::now() + self.cfg.shutdown_grace;
+        self.hard_deadline = Some(deadline + SETTLE_DEADLINE_AFTER_GRACE);
+        let mut grace = Box::pin(tokio::time::sleep_until(deadline));
+        let _ = grace.as_mut().poll(cx);
+        self.grace = Some(grace);
+        self.to_release.extend(self.pending.drain(..));
+        self.drain_check = None;
+        tracing::debug!(in_flight = self.slots.len, "stopping: no more fetches");
+    }
+
+    /// Grace period over: abandon what is still running and hand it back.
+    fn abandon_in_flight(&mut self) {
+        if self.slots.len == 0 {
+            return;
+        }
+        tracing::warn!(
+            count = self.slots.len,
+            "shutdown grace period over: handing back unfinished messages"
+        );
+        self.inflight = FuturesUnordered::new();
+        for slot in self.slots.drain() {
+            if let Some(h) = slot.abort {
+                h.abort();
+            }
+            self.to_release
+                .push(Delivery::new(slot.token, slot.message));
+        }
+        self.sync_in_flight();
+    }
+
+    fn sync_in_flight(&self) {
+        self.status.set_in_flight(self.slots.len);
+        self.metrics.in_flight.set(self.slots.len as f64);
+    }
+
+    fn start(&mut self, delivery: Delivery<B::Token>) {
+        let Delivery { token, message } = delivery;
+        if let Some(age) = message.age() {
+            self.metrics.end_to_end.record(age.as_secs_f64());
+        }
+        let call =
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(message.clone())));
+        let fut: BoxFuture<Result<(), WorkerError>> = match call {
+            Ok(fut) => Box::pin(
+                AssertUnwindSafe(fut)
+                    .catch_unwind()
+                    .map(|r| r.unwrap_or_else(|p| Err(WorkerError::panic(panic_text(&*p))))),
+            ),
+            Err(p) => {
+                let e = WorkerError::panic(panic_text(&*p));
+                Box::pin(async move { Err(e) })
+            }
+        };
+        let mut slot = Slot {
+            token,
+            message,
+            started: Instant::now(),
+            abort: None,
+        };
+        if self.spawn {
+            let handle = tokio::spawn(fut);
+            slot.abort = Some(handle.abort_handle());
+            let idx = self.slots.insert(slot);
+            self.inflight.push(Box::pin(async move {
+                let r = handle
+                    .await
+                    .unwrap_or_else(|e| Err(WorkerError::panic(e.to_string())));
+                (idx, r)
+            }));
+        } else {
+            let idx = self.slots.insert(slot);
+            self.inflight.push(Box::pin(fut.map(move |r| (idx, r))));
+        }
+    }
+
+    fn complete(&mut self, idx: usize, result: Result<(), WorkerError>) {
+        let Some(slot) = self.slots.remove(idx) else {
+            return;
+        };
+        self.metrics.observe_processing(slot.started.elapsed());
+        if let Err(e) = &result {
+            match e.kind() {
+                WorkerErrorKind::Timeout => self.metrics.failed_timeout.increment(1),
+                WorkerErrorKind::Panic => {
+                    self.summary.panics += 1;
+                    self.metrics.failed_panic.increment(1);
+                }
+                _ => self.metrics.failed_error.increment(1),
+            }
+        }
+        let outcome = self.cfg.retry.outcome(&slot.message, &result);
+        match (&outcome, &result) {
+            (Outcome::Ack, _) => {
+                self.summary.acked += 1;
+                self.metrics.ok.increment(1);
+            }
+            (Outcome::Retry { delay }, Err(e)) => {
+                self.summary.retried += 1;
+                self.metrics.retried.increment(1);
+                tracing::debug!(id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
+            }
+            (Outcome::DeadLetter { reason }, Err(e)) => {
+                self.summary.dead_lettered += 1;
+                if e.is_retryable() {
+                    self.metrics.dead_lettered.increment(1);
+                } else {
+                    self.metrics.rejected.increment(1);
+                }
+                tracing::warn!(id = slot.message.id(), attempt = slot.message.attempt(), %reason, "message dead-lettered");
+            }
+            _ => {}
+        }
+        self.to_settle.push(Settlement {
+            token: slot.token,
+            message: slot.message,
+            outcome,
+        });
+    }
+
+    fn free_capacity(&self) -> usize {
+        self.cfg
+            .concurrency
+            .saturating_sub(self.slots.len + self.pending.len())
+    }
+
+    fn want_fetch(&self) -> bool {
+        if self.stopping
+            || self.fetch.is_some()
+            || self.drain_check.is_some()
+            || self.fatal.is_some()
+        {
+            return false;
+        }
+        let free = self.free_capacity();
+        // Wait for a useful batch rather than fetching one message at a time when busy.
+        let low_water = (self.cfg.batch_size.min(self.cfg.concurrency) / 4).max(1);
+        free > 0 && (free >= low_water || self.slots.len == 0)
+    }
+
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            let mut progressed = false;
+
+            if !self.stopping && self.cancel.as_mut().poll(cx).is_ready() {
+                self.begin_stop(cx);
+                progressed = true;
+            }
+
+            // Finished handlers.
+            while let Poll::Ready(Some((idx, result))) = self.inflight.poll_next_unpin(cx) {
+                self.complete(idx, result);
+                progressed = true;
+            }
+
+            // A fetch that came back.
+            if let Some(fetch) = self.fetch.as_mut()
+                && let Poll::Ready(res) = fetch.as_mut().poll(cx)
+            {
+                self.fetch = None;
+                progressed = true;
+                self.on_fetched(res, cx);
+            }
+
+            // Start fetched messages while the handler stack is ready.
+            while !self.stopping
+                && !self.pending.is_empty()
+                && self.slots.len < self.cfg.concurrency
+            {
+                match self.service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        let d = self.pending.pop_front().expect("checked non-empty");
+                        self.start(d);
+                        progressed = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.fail(RuntimeError::Service(e.to_string()), cx);
+                        break;
+                    }
+                    Poll::Pending => break,
+                }
+            }
+            if progressed {
+                self.sync_in_flight();
+            }
+
+            // Fetch more when there is room, the last error's backoff is over and the stack is ready.
+            if self.want_fetch() && timer_done(&mut self.fetch_wait, cx) {
+                match self.service.poll_ready(cx) {
+                    Poll::Ready(Ok(())) => {
+                        if self.cfg.burst && self.last_fetch_empty && self.is_idle() {
+                            let b = Arc::clone(&self.broker);
+                            self.drain_check = Some(Box::pin(async move { b.is_drained().await }));
+                        } else {
+                            let max = self.free_capacity().min(self.cfg.batch_size);
+                            let b = Arc::clone(&self.broker);
+                            self.fetch = Some(Box::pin(async move { b.fetch(max).await }));
+                        }
+                        progressed = true;
+                    }
+                    Poll::Ready(Err(e)) => self.fail(RuntimeError::Service(e.to_string()), cx),
+                    Poll::Pending => {}
+                }
+            }
+
+            // Burst mode: is everything done?
+            if let Some(check) = self.drain_check.as_mut()
+                && let Poll::Ready(res) = check.as_mut().poll(cx)
+            {
+                self.drain_check = None;
+                progressed = true;
+                match res {
+                    Ok(true) if self.is_idle() => {
+                        tracing::info!("burst mode: queue drained");
+                        self.begin_stop(cx);
+                    }
+                    Ok(_) => self.last_fetch_empty = false,
+                    Err(e) => self.on_fetch_error(e, cx),
+                }
+            }
+
+            // Settle what finished, one batch on the wire at a time.
+            if let Some(settle) = self.settle.as_mut()
+                && let Poll::Ready((batch, res)) = settle.as_mut().poll(cx)
+            {
+                self.settle = None;
+                progressed = true;
+                self.on_settled(batch, res, cx);
+            }
+            if self.settle.is_none()
+                && !self.to_settle.is_empty()
+                && timer_done(&mut self.settle_wait, cx)
+            {
+                let batch = std::mem::take(&mut self.to_settle);
+                let b = Arc::clone(&self.broker);
+                self.settle = Some(Box::pin(async move {
+                    let r = b.settle(&batch).await;
+                    (batch, r)
+                }));
+                progressed = true;
+            }
+
+            if self.stopping {
+                if self.slots.len > 0 && timer_done(&mut self.grace, cx) {
+                    self.abandon_in_flight();
+                    progressed = true;
+                }
+                let settled = self.settle.is_none() && self.to_settle.is_empty();
+                let past_deadline = self.hard_deadline.is_some_and(|d| Instant::now() >= d);
+                if self.fetch.is_none() && self.slots.len == 0 && (settled || past_deadline) {
+                    return Poll::Ready(());
+                }
+            }
+
+            if !progressed {
+                return Poll::Pending;
+            }
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.slots.len == 0
+            && self.pending.is_empty()
+            && self.to_settle.is_empty()
+            && self.settle.is_none()
+            && self.fetch.is_none()
+    }
+
+    fn fail(&mut self, e: RuntimeError, cx: &mut Context<'_>) {
+        tracing::error!(error = %e, "stopping the worker");
+        if self.fatal.is_none() {
+            self.fatal = Some(e);
+        }
+        self.begin_stop(cx);
+    }
+
+    fn on_fetched(&mut self, res: FetchResult<B::Token>, cx: &mut Context<'_>) {
+        match res {
+            Ok(batch) => {
+                self.status.progressed();
+                if self.fetch_failing {
+                    tracing::info!("broker reachable again: fetching resumed");
+                    self.fetch_failing = false;
+                    self.status.set_broker_ok(true);
+                }
+                self.fetch_backoff = reconnect_backoff();
+                self.last_fetch_empty = batch.is_empty();
+                if !batch.is_empty() {
+                    self.summary.fetched += batch.len() as u64;
+                    self.metrics.fetch_batch.record(batch.len() as f64);
+                }
+                if self.stopping {
+                    self.to_release.extend(batch);
+                } else {
+                    self.pending.extend(batch);
+                }
+            }
+            Err(e) => self.on_fetch_error(e, cx),
+        }
+    }
+
+    fn on_fetch_error(&mut self, e: BrokerError, cx: &mut Context<'_>) {
+        self.metrics.fetch_errors.increment(1);
+        if matches!(e.kind(), BrokerErrorKind::Config | BrokerErrorKind::Closed) {
+            self.fail(RuntimeError::Broker(e), cx);
+            return;
+        }
+        let delay = self.fetch_backoff.next().unwrap_or(Duration::from_secs(5));
+        if !self.fetch_failing || e.kind() == BrokerErrorKind::Backend {
+            tracing::error!(error = %e, retry_in = ?delay, "fetch failed; retrying with backoff");
+        }
+        self.fetch_failing = true;
+        self.status.set_broker_ok(false);
+        self.fetch_wait = Some(Box::pin(tokio::time::sleep(delay)));
+    }
+
+    fn on_settled(
+        &mut self,
+        mut batch: Vec<Settlement<B::Token>>,
+        res: Result<(), BrokerError>,
+        cx: &mut Context<'_>,
+    ) {
+        match res {
+            Ok(()) => {
+                if self.settle_failing {
+                    tracing::info!("settling resumed");
+                    self.settle_failing = false;
+                }
+                self.settle_backoff = reconnect_backoff();
+            }
+            Err(e) => {
+                self.metrics.settle_errors.increment(1);
+                let delay = self.settle_backoff.next().unwrap_or(Duration::from_secs(5));
+                if !self.settle_failing {
+                    tracing::error!(error = %e, count = batch.len(), retry_in = ?delay, "settle failed; keeping the outcomes and retrying");
+                }
+                self.settle_failing = true;
+                // Keep order: the failed batch goes before anything finished since.
+                batch.append(&mut self.to_settle);
+                self.to_settle = batch;
+                let mut wait = Box::pin(tokio::time::sleep(delay));
+                let _ = wait.as_mut().poll(cx);
+                self.settle_wait = Some(wait);
+            }
+        }
+    }
+}

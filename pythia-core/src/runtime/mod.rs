@@ -1,0 +1,354 @@
+//! The runtime that drives a [`Worker`] from a [`Broker`].
+//!
+//! ```text
+//! Broker::fetch (batch) ──► runtime (≤ concurrency in flight) ──► layers ──► Worker::process_message
+//!        ▲                                                                        │
+//!        └──────────── Broker::settle(batch of outcomes) ◄───────────────────────┘
+//! ```
+//!
+//! # Behaviour
+//!
+//! * **Concurrency.** At most `concurrency` messages are in the handler at once. The runtime
+//!   fetches only while it has free capacity, in batches of up to `batch_size`, and only while
+//!   the handler stack is ready (an open circuit breaker makes it not ready, so fetching pauses
+//!   and messages stay in the broker).
+//! * **Settling.** Outcomes are settled in batches: while one settle is on its way to the
+//!   broker, the next batch gathers. A failed settle is retried with backoff, never dropped.
+//! * **Failures.** A handler error becomes a retry (scheduled by the broker, so it survives a
+//!   crash) or a dead letter, by the [`RetryPolicy`]. A panic in the handler is caught and
+//!   counted as a failure; the runtime keeps going.
+//! * **Broker outages.** A failed fetch is logged once per outage and retried with exponential
+//!   backoff and jitter; [`RuntimeStatus`] reports the outage for readiness probes.
+//! * **Shutdown.** On SIGTERM or Ctrl-C (unless disabled), on the cancellation token, or in burst
+//!   mode once the broker is drained: fetching stops, in-flight messages get `shutdown_grace`
+//!   to finish and are settled, and whatever did not finish is handed back to the broker
+//!   ([`Broker::release`]), not acked. Then the broker is closed and `on_stop` runs.
+
+mod driver;
+mod signal;
+mod status;
+mod summary;
+
+use std::panic::AssertUnwindSafe;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::FutureExt;
+use tokio_util::sync::CancellationToken;
+use tower::util::BoxCloneService;
+use tower::{Layer, Service};
+
+pub use self::signal::shutdown_signal;
+pub use self::status::{RuntimeState, RuntimeStatus};
+pub use self::summary::RunSummary;
+use crate::broker::Broker;
+use crate::error::{BrokerError, WorkerError};
+use crate::message::Message;
+use crate::retry_policy::RetryPolicy;
+use crate::worker::{BoxFuture, HandlerService, Worker, WorkerService};
+
+/// How the runtime runs each message's handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Dispatch {
+    /// [`Spawn`](Self::Spawn) on a multi-thread tokio runtime, [`Inline`](Self::Inline) on a
+    /// current-thread one.
+    #[default]
+    Auto,
+    /// Poll handlers on the runtime's own task: no task per message, fastest for I/O-bound
+    /// handlers, but handlers share one thread.
+    Inline,
+    /// One tokio task per message: handlers run in parallel on a multi-thread runtime.
+    Spawn,
+}
+
+/// Why a run ended with an error.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RuntimeError {
+    /// The worker's `on_start` hook failed; nothing was consumed.
+    #[error("worker on_start failed: {0}")]
+    Start(String),
+    /// The broker failed in a way a retry cannot fix (bad configuration, closed).
+    #[error("broker failed: {0}")]
+    Broker(#[from] BrokerError),
+    /// A layer of the handler stack failed in `poll_ready`, so no message can be handled.
+    #[error("handler stack failed: {0}")]
+    Service(String),
+}
+
+type LayerFn = Box<dyn FnOnce(HandlerService) -> HandlerService + Send>;
+
+trait Hooks: Send + Sync {
+    fn on_start(&self) -> BoxFuture<Result<(), WorkerError>>;
+    fn on_stop(&self) -> BoxFuture<()>;
+}
+
+impl<W: Worker> Hooks for Arc<W> {
+    fn on_start(&self) -> BoxFuture<Result<(), WorkerError>> {
+        let w = Arc::clone(self);
+        Box::pin(async move { Worker::on_start(&*w).await })
+    }
+    fn on_stop(&self) -> BoxFuture<()> {
+        let w = Arc::clone(self);
+        Box::pin(async move { Worker::on_stop(&*w).await })
+    }
+}
+
+/// Settings of a [`WorkerRuntime`], with named defaults.
+#[derive(Debug, Clone)]
+pub(crate) struct RuntimeConfig {
+    pub(crate) concurrency: usize,
+    pub(crate) batch_size: usize,
+    pub(crate) shutdown_grace: Duration,
+    pub(crate) burst: bool,
+    pub(crate) handle_signals: bool,
+    pub(crate) dispatch: Dispatch,
+    pub(crate) retry: RetryPolicy,
+}
+
+/// Drives a [`Worker`] from a [`Broker`]: see the [module docs](self) for the behaviour.
+///
+/// ```
+/// use std::time::Duration;
+/// use pythia_core::{worker_fn, MemoryBroker, Message, RetryPolicy, WorkerRuntime};
+///
+/// # #[tokio::main(flavor = "current_thread")]
+/// # async fn main() {
+/// let broker = MemoryBroker::new("emails");
+/// broker.push_many((0..100).map(|i| Message::new(format!("mail {i}"))));
+///
+/// let summary = WorkerRuntime::new(broker.clone(), worker_fn(|_msg| async { Ok(()) }))
+///     .with_concurrency(16)
+///     .with_retry_policy(RetryPolicy::default().with_max_attempts(5))
+///     .with_shutdown_grace(Duration::from_secs(10))
+///     .with_burst(true) // stop once the queue is empty
+///     .run()
+///     .await
+///     .unwrap();
+/// assert_eq!(summary.acked, 100);
+/// # }
+/// ```
+#[must_use = "a runtime does nothing until `run` is awaited"]
+pub struct WorkerRuntime<B: Broker> {
+    broker: Arc<B>,
+    service: HandlerService,
+    hooks: Arc<dyn Hooks>,
+    layers: Vec<LayerFn>,
+    cfg: RuntimeConfig,
+    cancel: CancellationToken,
+    status: RuntimeStatus,
+}
+
+impl<B: Broker> std::fmt::Debug for WorkerRuntime<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WorkerRuntime")
+            .field("source", self.broker.source())
+            .field("config", &self.cfg)
+            .field("layers", &self.layers.len())
+            .finish()
+    }
+}
+
+impl<B: Broker> WorkerRuntime<B> {
+    /// Default messages in flight at once: 64.
+    pub const DEFAULT_CONCURRENCY: usize = 64;
+    /// Default upper bound of one fetch: 256.
+    pub const DEFAULT_BATCH_SIZE: usize = 256;
+    /// Default time in-flight messages get to finish on shutdown: 30 s.
+    pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
+    /// A runtime for `worker` fed by `broker`, with the defaults.
+    pub fn new<W: Worker>(broker: impl Into<Arc<B>>, worker: W) -> Self {
+        let worker = Arc::new(worker);
+        Self {
+            broker: broker.into(),
+            service: BoxCloneService::new(WorkerService::new(Arc::clone(&worker))),
+            hooks: Arc::new(worker),
+            layers: Vec::new(),
+            cfg: RuntimeConfig {
+                concurrency: Self::DEFAULT_CONCURRENCY,
+                batch_size: Self::DEFAULT_BATCH_SIZE,
+                shutdown_grace: Self::DEFAULT_SHUTDOWN_GRACE,
+                burst: false,
+                handle_signals: true,
+                dispatch: Dispatch::Auto,
+                retry: RetryPolicy::default(),
+            },
+            cancel: CancellationToken::new(),
+            status: RuntimeStatus::new(),
+        }
+    }
+
+    /// Messages in the handler at once (at least 1).
+    pub fn with_concurrency(mut self, n: usize) -> Self {
+        self.cfg.concurrency = n.max(1);
+        self
+    }
+
+    /// Upper bound of one fetch (at least 1; never more than the free capacity).
+    pub fn with_batch_size(mut self, n: usize) -> Self {
+        self.cfg.batch_size = n.max(1);
+        self
+    }
+
+    /// How long in-flight messages get to finish on shutdown before they are handed back.
+    pub fn with_shutdown_grace(mut self, d: Duration) -> Self {
+        self.cfg.shutdown_grace = d;
+        self
+    }
+
+    /// Burst mode: stop once the broker is drained and nothing is in flight.
+    pub fn with_burst(mut self, burst: bool) -> Self {
+        self.cfg.burst = burst;
+        self
+    }
+
+    /// Whether SIGTERM and Ctrl-C start a graceful shutdown (default: yes).
+    pub fn with_signal_handling(mut self, on: bool) -> Self {
+        self.cfg.handle_signals = on;
+        self
+    }
+
+    /// How handlers are run (see [`Dispatch`]).
+    pub fn with_dispatch(mut self, d: Dispatch) -> Self {
+        self.cfg.dispatch = d;
+        self
+    }
+
+    /// Redelivery policy for failed messages.
+    pub fn with_retry_policy(mut self, p: RetryPolicy) -> Self {
+        self.cfg.retry = p;
+        self
+    }
+
+    /// Stops the runtime gracefully when `token` is cancelled (in addition to signals).
+    pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
+        self.cancel = token;
+        self
+    }
+
+    /// A token that stops this runtime gracefully when cancelled.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        self.cancel.clone()
+    }
+
+    /// A live view of the runtime's health.
+    pub fn status(&self) -> RuntimeStatus {
+        self.status.clone()
+    }
+
+    /// The broker.
+    pub fn broker(&self) -> &Arc<B> {
+        &self.broker
+    }
+
+    /// Adds a tower layer around the handler.
+    ///
+    /// # Order
+    ///
+    /// As with tower's `ServiceBuilder`, the first layer added is the outermost: it sees each
+    /// message first and each result last. Pythia's recommended order is
+    /// circuit breaker → retry (in-process) → timeout → worker, so each attempt gets its own
+    /// deadline and the breaker counts whole messages.
+    pub fn layer<L>(mut self, layer: L) -> Self
+    where
+        L: Layer<HandlerService> + Send + 'static,
+        L::Service: Service<Message, Response = (), Error = WorkerError> + Clone + Send + 'static,
+        <L::Service as Service<Message>>::Future: Send + 'static,
+    {
+        self.layers.push(Box::new(move |inner| {
+            BoxCloneService::new(layer.layer(inner))
+        }));
+        self
+    }
+
+    /// Runs until shutdown (signal, token, or drained in burst mode) and returns what it did.
+    pub async fn run(self) -> Result<RunSummary, RuntimeError> {
+        let Self {
+            broker,
+            mut service,
+            hooks,
+            layers,
+            cfg,
+            cancel,
+            status,
+        } = self;
+        for layer in layers.into_iter().rev() {
+            service = layer(service);
+        }
+        status.set_state(RuntimeState::Starting);
+        if let Err(e) = AssertUnwindSafe(hooks.on_start())
+            .catch_unwind()
+            .await
+            .unwrap_or_else(|p| Err(WorkerError::panic(driver::panic_text(&*p))))
+        {
+            status.set_state(RuntimeState::Stopped);
+            return Err(RuntimeError::Start(e.to_string()));
+        }
+
+        let aux = CancellationToken::new();
+        if cfg.handle_signals {
+            let (cancel, aux) = (cancel.clone(), aux.clone());
+            tokio::spawn(async move {
+                tokio::select! {
+                    () = shutdown_signal() => {
+                        tracing::info!("shutdown signal received: draining");
+                        cancel.cancel();
+                    }
+                    () = aux.cancelled() => {}
+                }
+            });
+        }
+        if let Some(every) = broker.maintenance_interval() {
+            tokio::spawn(maintenance_loop(Arc::clone(&broker), every, aux.clone()));
+        }
+
+        tracing::info!(
+            source = ?broker.source(),
+            guarantee = broker.guarantee().as_str(),
+            concurrency = cfg.concurrency,
+            "worker started"
+        );
+        let result = driver::Driver::new(Arc::clone(&broker), service, cfg, cancel, status.clone())
+            .run()
+            .await;
+        aux.cancel();
+        if let Err(e) = broker.close().await {
+            tracing::warn!(error = %e, "closing the broker failed");
+        }
+        let _ = AssertUnwindSafe(hooks.on_stop()).catch_unwind().await;
+        status.set_state(RuntimeState::Stopped);
+        if let Ok(summary) = &result {
+            tracing::info!(%summary, "worker stopped");
+        }
+        result
+    }
+}
+
+async fn maintenance_loop<B: Broker>(broker: Arc<B>, every: Duration, stop: CancellationToken) {
+    let mut failing = false;
+    loop {
+        match stop.run_until_cancelled(broker.maintain()).await {
+            None => return,
+            Some(Ok(())) if failing => {
+                tracing::info!("broker maintenance recovered");
+                failing = false;
+            }
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
+                if !failing {
+                    tracing::warn!(error = %e, "broker maintenance failed; will keep trying");
+                }
+                failing = true;
+            }
+        }
+        if stop
+            .run_until_cancelled(tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}

@@ -1,0 +1,57 @@
+//! What one run did, returned by [`WorkerRuntime::run`](crate::WorkerRuntime::run).
+
+use std::fmt;
+use std::time::Duration;
+
+/// Counts of one run. Every fetched message ends in exactly one of `acked`, `retried`,
+/// `dead_lettered`, `released` or `unsettled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct RunSummary {
+    /// Messages fetched from the broker.
+    pub fetched: u64,
+    /// Processed successfully and acknowledged.
+    pub acked: u64,
+    /// Failed and scheduled for another attempt.
+    pub retried: u64,
+    /// Sent to the dead-letter queue (rejected, or out of attempts).
+    pub dead_lettered: u64,
+    /// Handed back unprocessed on shutdown.
+    pub released: u64,
+    /// Finished, but the settle could not reach the broker before the shutdown deadline
+    /// (an at-least-once broker delivers them again).
+    pub unsettled: u64,
+    /// Handler panics caught (each also counted in its outcome).
+    pub panics: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+impl RunSummary {
+    /// Messages processed (acked, retried or dead-lettered) per second of the run.
+    pub fn rate(&self) -> f64 {
+        let secs = self.elapsed.as_secs_f64();
+        if secs > 0.0 {
+            (self.acked + self.retried + self.dead_lettered) as f64 / secs
+        } else {
+            0.0
+        }
+    }
+}
+
+impl fmt::Display for RunSummary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "processed {} (acked {}, retried {}, dead-lettered {}), released {}, unsettled {}, in {:.3}s, {:.0} msg/s",
+            self.acked + self.retried + self.dead_lettered,
+            self.acked,
+            self.retried,
+            self.dead_lettered,
+            self.released,
+            self.unsettled,
+            self.elapsed.as_secs_f64(),
+            self.rate()
+        )
+    }
+}
