@@ -1,0 +1,125 @@
+//! Key naming: `<prefix>:{<queue>}:<what>`.
+//!
+//! The queue key itself is the name the user gives (`--queue jobs` reads the list `jobs`), so
+//! `redis-cli LPUSH jobs …` feeds a worker. Pythia's own keys for that queue carry the queue's
+//! hash tag in braces, which puts them in the same Redis Cluster slot as the queue key and
+//! lets one Lua script touch them all. A queue name that already has a hash tag (`{orders}.eu`)
+//! keeps it.
+
+/// The keys of one queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueKeys {
+    queue: String,
+    base: String,
+}
+
+impl QueueKeys {
+    /// The keys of `queue` under `prefix`.
+    pub fn new(prefix: &str, queue: &str) -> Self {
+        Self {
+            queue: queue.to_owned(),
+            base: format!("{prefix}:{{{}}}", hash_tag(queue)),
+        }
+    }
+
+    /// The queue key itself (the list, stream or channel name).
+    pub fn queue(&self) -> &str {
+        &self.queue
+    }
+
+    /// Sorted set of retries waiting for their time, scored by due time in milliseconds.
+    pub fn scheduled(&self) -> String {
+        format!("{}:scheduled", self.base)
+    }
+
+    /// The dead-letter list (newest first).
+    pub fn dead_letters(&self) -> String {
+        format!("{}:dlq", self.base)
+    }
+
+    /// Set of consumer names that may hold in-flight work.
+    pub fn consumers(&self) -> String {
+        format!("{}:consumers", self.base)
+    }
+
+    /// One consumer's in-flight hash (delivery id → item).
+    pub fn in_flight(&self, consumer: &str) -> String {
+        format!("{}:inflight:{consumer}", self.base)
+    }
+
+    /// One consumer's staging list (items a blocking move parked before they are recorded).
+    pub fn staging(&self, consumer: &str) -> String {
+        format!("{}:staging:{consumer}", self.base)
+    }
+
+    /// One consumer's heartbeat key (expires when the consumer stops refreshing it).
+    pub fn heartbeat(&self, consumer: &str) -> String {
+        format!("{}:heartbeat:{consumer}", self.base)
+    }
+}
+
+/// The part of `key` Redis Cluster hashes: the content of the first non-empty `{…}`, or the
+/// whole key.
+pub fn hash_tag(key: &str) -> &str {
+    if let Some(open) = key.find('{')
+        && let Some(len) = key[open + 1..].find('}')
+        && len > 0
+    {
+        return &key[open + 1..open + 1 + len];
+    }
+    key
+}
+
+/// A consumer name unique to this process: `<base>-<pid>-<random>`, where the base is
+/// `PYTHIA_CONSUMER_NAME`, else `POD_NAME`, else `HOSTNAME`, else the machine's host name.
+/// Two replicas with the same configuration never share a name, and a restarted pod never
+/// reuses a dead consumer's name.
+pub fn unique_consumer_name() -> String {
+    let base = ["PYTHIA_CONSUMER_NAME", "POD_NAME", "HOSTNAME"]
+        .iter()
+        .find_map(|v| std::env::var(v).ok().filter(|s| !s.trim().is_empty()))
+        .or_else(|| {
+            std::fs::read_to_string("/etc/hostname")
+                .ok()
+                .map(|s| s.trim().to_owned())
+                .filter(|s| !s.is_empty())
+        })
+        .unwrap_or_else(|| "pythia".to_owned());
+    let base: String = base
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("{base}-{}-{:08x}", std::process::id(), fastrand::u32(..))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_the_queue_hash_tag() {
+        let k = QueueKeys::new("pythia", "jobs");
+        assert_eq!(k.queue(), "jobs");
+        assert_eq!(k.scheduled(), "pythia:{jobs}:scheduled");
+        assert_eq!(k.in_flight("c1"), "pythia:{jobs}:inflight:c1");
+        assert_eq!(hash_tag(&k.dead_letters()), "jobs");
+        let k = QueueKeys::new("p", "{orders}.eu");
+        assert_eq!(k.heartbeat("c"), "p:{orders}:heartbeat:c");
+        assert_eq!(hash_tag("{orders}.eu"), "orders");
+        assert_eq!(hash_tag("a{}b"), "a{}b");
+    }
+
+    #[test]
+    fn consumer_names_are_unique_per_call() {
+        let a = unique_consumer_name();
+        let b = unique_consumer_name();
+        assert_ne!(a, b);
+        assert!(a.contains(&std::process::id().to_string()));
+    }
+}

@@ -1,0 +1,18 @@
+#![doc = include_str!("../README.md")]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+pub mod config;
+pub mod connection;
+pub mod keys;
+pub mod list;
+pub mod producer;
+pub mod reliable_list;
+pub mod retry_schedule;
+mod scripts;
+
+pub use crate::config::{DEFAULT_URL, RedisConfig, mask_url};
+pub use crate::connection::RedisConnection;
+pub use crate::keys::{QueueKeys, unique_consumer_name};
+pub use crate::list::{ListBroker, ListSide};
+pub use crate::producer::{Encoding, ListProducer};
+pub use crate::reliable_list::ReliableListBroker;

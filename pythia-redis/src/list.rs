@@ -1,0 +1,309 @@
+//! [`ListBroker`]: a plain Redis list, popped in batches. At-most-once and the fastest mode.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use pythia_core::{
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, Settlement, Source, envelope,
+};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::sync::Mutex;
+
+use crate::connection::RedisConnection;
+use crate::keys::QueueKeys;
+use crate::retry_schedule::{
+    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
+};
+
+/// Which end of the list consumers pop. Producers push on the other end, so the order is
+/// first-in first-out either way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum ListSide {
+    /// Pop the right end (`RPOP`/`BRPOP`); producers `LPUSH`. Sidekiq's convention. The default.
+    #[default]
+    Right,
+    /// Pop the left end (`LPOP`/`BLPOP`); producers `RPUSH`. The Python `pythia-framework`'s
+    /// and RQ's convention.
+    Left,
+}
+
+impl ListSide {
+    /// `"L"` or `"R"`: the end consumers pop, as the Lua scripts take it.
+    pub(crate) fn pop_flag(self) -> &'static str {
+        match self {
+            Self::Right => "R",
+            Self::Left => "L",
+        }
+    }
+
+    /// `"L"` or `"R"`: the end producers push.
+    pub(crate) fn push_flag(self) -> &'static str {
+        match self {
+            Self::Right => "L",
+            Self::Left => "R",
+        }
+    }
+
+    /// The pop command: `RPOP` or `LPOP`.
+    pub(crate) fn pop_cmd(self) -> &'static str {
+        match self {
+            Self::Right => "RPOP",
+            Self::Left => "LPOP",
+        }
+    }
+
+    /// The push command producers use: `LPUSH` or `RPUSH`.
+    pub fn push_cmd(self) -> &'static str {
+        match self {
+            Self::Right => "LPUSH",
+            Self::Left => "RPUSH",
+        }
+    }
+
+    /// The command that puts an item back at the front: `RPUSH` or `LPUSH`.
+    pub(crate) fn front_push_cmd(self) -> &'static str {
+        match self {
+            Self::Right => "RPUSH",
+            Self::Left => "LPUSH",
+        }
+    }
+
+    /// `"right"` or `"left"`, as configuration spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Right => "right",
+            Self::Left => "left",
+        }
+    }
+}
+
+impl std::str::FromStr for ListSide {
+    type Err = BrokerError;
+    fn from_str(s: &str) -> Result<Self, BrokerError> {
+        match s.to_ascii_lowercase().as_str() {
+            "right" | "r" => Ok(Self::Right),
+            "left" | "l" => Ok(Self::Left),
+            other => Err(BrokerError::config(format!(
+                "invalid list side {other:?}: expected \"right\" or \"left\""
+            ))),
+        }
+    }
+}
+
+/// Consumes a Redis list with `RPOP key count` (or `LPOP`), blocking with `BRPOP` on its own
+/// connection when the list is empty.
+///
+/// # Delivery guarantee: at-most-once
+///
+/// An item is removed from Redis when it is popped. If the worker process dies before the
+/// handler finishes, that item is **lost**. Use [`ReliableListBroker`](crate::ReliableListBroker)
+/// or [`StreamBroker`-style brokers] when a message must survive a crash.
+///
+/// Within a live process nothing is lost: failed messages are scheduled for retry in Redis
+/// (a sorted set promoted back to the queue when due), dead letters go to
+/// `<prefix>:{queue}:dlq`, and on graceful shutdown unprocessed items go back to the front.
+///
+/// [`StreamBroker`-style brokers]: crate
+///
+/// ```no_run
+/// use pythia_redis::{ListBroker, ListSide, RedisConfig, RedisConnection};
+/// # async fn f() -> Result<(), pythia_core::BrokerError> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let broker = ListBroker::new(&conn, "jobs").with_side(ListSide::Right);
+/// # let _ = broker; Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ListBroker {
+    conn: RedisConnection,
+    manager: ConnectionManager,
+    keys: QueueKeys,
+    source: Source,
+    side: ListSide,
+    dead_letter_cap: usize,
+    maintenance_interval: Duration,
+    blocking: Mutex<Option<MultiplexedConnection>>,
+}
+
+impl ListBroker {
+    /// Default interval between promotions of due retries: 500 ms.
+    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_millis(500);
+
+    /// A broker consuming the list `queue` (popping the right end).
+    pub fn new(conn: &RedisConnection, queue: &str) -> Self {
+        Self {
+            conn: conn.clone(),
+            manager: conn.manager(),
+            keys: QueueKeys::new(conn.config().key_prefix(), queue),
+            source: Source::new("list", queue),
+            side: ListSide::default(),
+            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+            blocking: Mutex::new(None),
+        }
+    }
+
+    /// Which end to pop.
+    #[must_use]
+    pub fn with_side(mut self, side: ListSide) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// How many dead letters to keep (0 = no cap; the default is
+    /// [`DEFAULT_DEAD_LETTER_CAP`]).
+    #[must_use]
+    pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
+        self.dead_letter_cap = cap;
+        self
+    }
+
+    /// How often due retries are promoted (50 ms to 60 s).
+    #[must_use]
+    pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
+        self.maintenance_interval = d.clamp(Duration::from_millis(50), Duration::from_secs(60));
+        self
+    }
+
+    /// The keys this broker uses.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    fn deliveries(&self, items: Vec<Vec<u8>>) -> Vec<Delivery<Bytes>> {
+        items
+            .into_iter()
+            .map(|raw| {
+                let raw = Bytes::from(raw);
+                let msg = envelope::decode(raw.clone(), &self.source);
+                Delivery::new(raw, msg)
+            })
+            .collect()
+    }
+
+    async fn blocking_pop(&self) -> Result<Option<Vec<u8>>, BrokerError> {
+        let mut slot = self.blocking.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.conn.blocking().await?);
+        }
+        let con = slot.as_mut().expect("just set");
+        let cmd = match self.side {
+            ListSide::Right => "BRPOP",
+            ListSide::Left => "BLPOP",
+        };
+        let res: Result<Option<(String, Vec<u8>)>, _> = redis::cmd(cmd)
+            .arg(self.keys.queue())
+            .arg(self.conn.config().block_timeout().as_secs_f64())
+            .query_async(con)
+            .await;
+        match res {
+            Ok(v) => Ok(v.map(|(_, item)| item)),
+            Err(e) => {
+                // The connection may be broken: make a new one next time.
+                *slot = None;
+                Err(self.conn.error(cmd, e))
+            }
+        }
+    }
+}
+
+impl Broker for ListBroker {
+    type Token = Bytes;
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtMostOnce
+    }
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<Bytes>>, BrokerError> {
+        let mut m = self.manager.clone();
+        let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
+            .arg(self.keys.queue())
+            .arg(max.max(1))
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error(self.side.pop_cmd(), e))?;
+        match items {
+            Some(items) if !items.is_empty() => Ok(self.deliveries(items)),
+            _ => Ok(self.deliveries(self.blocking_pop().await?.into_iter().collect())),
+        }
+    }
+
+    async fn settle(&self, batch: &[Settlement<Bytes>]) -> Result<(), BrokerError> {
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
+        let mut dead: Vec<Vec<u8>> = Vec::new();
+        for s in batch {
+            match &s.outcome {
+                Outcome::Retry { delay } => {
+                    retries.push((due_score(*delay), retry_payload(&s.message)));
+                }
+                Outcome::DeadLetter { reason } => {
+                    dead.push(dead_letter_payload(&s.message, reason));
+                }
+                _ => {}
+            }
+        }
+        if retries.is_empty() && dead.is_empty() {
+            return Ok(()); // acks of popped items need no round trip
+        }
+        if !retries.is_empty() {
+            pipe.zadd_multiple(self.keys.scheduled(), &retries).ignore();
+        }
+        if !dead.is_empty() {
+            pipe.lpush(self.keys.dead_letters(), &dead).ignore();
+            if self.dead_letter_cap > 0 {
+                pipe.ltrim(
+                    self.keys.dead_letters(),
+                    0,
+                    self.dead_letter_cap as isize - 1,
+                )
+                .ignore();
+            }
+        }
+        let mut m = self.manager.clone();
+        pipe.query_async::<()>(&mut m)
+            .await
+            .map_err(|e| self.conn.error("settle", e))
+    }
+
+    async fn release(&self, batch: Vec<Delivery<Bytes>>) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        // Back to the front, first one last, so the first is popped next.
+        let items: Vec<&[u8]> = batch.iter().rev().map(|d| d.token.as_ref()).collect();
+        let mut m = self.manager.clone();
+        redis::cmd(self.side.front_push_cmd())
+            .arg(self.keys.queue())
+            .arg(&items)
+            .query_async::<()>(&mut m)
+            .await
+            .map_err(|e| self.conn.error("release", e))
+    }
+
+    async fn is_drained(&self) -> Result<bool, BrokerError> {
+        let mut m = self.manager.clone();
+        let (len, scheduled): (u64, u64) = redis::pipe()
+            .llen(self.keys.queue())
+            .zcard(self.keys.scheduled())
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("drain check", e))?;
+        Ok(len == 0 && scheduled == 0)
+    }
+
+    async fn maintain(&self) -> Result<(), BrokerError> {
+        let mut m = self.manager.clone();
+        promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
+        Ok(())
+    }
+
+    fn maintenance_interval(&self) -> Option<Duration> {
+        Some(self.maintenance_interval)
+    }
+}

@@ -1,0 +1,464 @@
+//! [`ReliableListBroker`]: a Redis list consumed at-least-once, with per-consumer in-flight
+//! storage, heartbeats, and a reaper that returns a dead consumer's work.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use pythia_core::{
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, Settlement, Source, envelope,
+};
+use redis::aio::{ConnectionManager, MultiplexedConnection};
+use tokio::sync::Mutex;
+
+use crate::connection::RedisConnection;
+use crate::keys::{QueueKeys, unique_consumer_name};
+use crate::list::ListSide;
+use crate::retry_schedule::{
+    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
+};
+use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE, RELIABLE_SETTLE};
+
+/// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
+/// Lua's `unpack` limit of about 8,000.
+pub const MAX_FETCH_BATCH: usize = 1000;
+/// Items per reap script call.
+const REAP_BATCH: usize = 500;
+
+/// Reclaimed from dead consumers.
+pub const RECLAIMED_TOTAL: &str = "pythia_reclaimed_total";
+
+/// Consumes a Redis list at-least-once.
+///
+/// # How
+///
+/// * **Fetch**: a Lua script pops up to N items and records each in this consumer's in-flight
+///   hash `<prefix>:{queue}:inflight:<consumer>` under a delivery id of its own, in one atomic
+///   step. Equal bodies are distinct deliveries. When the queue is empty, a `BLMOVE` on a
+///   dedicated connection parks the next item in the consumer's staging list (also owned by
+///   the consumer, so a crash there loses nothing) and wakes the fetch.
+/// * **Ack**: one `HDEL` of many delivery ids. **Retry**: removed from in-flight and added to the
+///   retry schedule (a sorted set) in the same script, with the attempt raised; promoted back
+///   to the queue when due. **Dead letter**: removed and pushed to `<prefix>:{queue}:dlq` with
+///   the reason, capped. Settling the same batch twice changes nothing.
+/// * **Liveness**: the consumer refreshes `<prefix>:{queue}:heartbeat:<consumer>` (a key with a
+///   TTL) every maintenance interval and is listed in `<prefix>:{queue}:consumers`. Any live
+///   consumer's maintenance returns the in-flight items of a consumer whose heartbeat has expired
+///   to the front of the queue, with their attempt raised (so a message that kills its worker
+///   every time is dead-lettered after `max_attempts`). A live consumer running a long job keeps
+///   its items however long the job takes.
+/// * **Identity**: each broker gets a unique consumer name (see
+///   [`unique_consumer_name`]), so replicas never share in-flight storage.
+/// * **Shutdown**: unprocessed deliveries are handed back to the front of the queue; the
+///   heartbeat is deleted, so anything left (a settle that could not reach Redis) is reclaimed
+///   at once by the next consumer.
+///
+/// # Delivery guarantee: at-least-once
+///
+/// A message is removed from Redis only after its handler finished (or it was dead-lettered).
+/// After a crash it is delivered again, once the dead consumer's heartbeat expires
+/// (`heartbeat_ttl`, 10 s by default).
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use pythia_redis::{RedisConfig, RedisConnection, ReliableListBroker};
+/// # async fn f() -> Result<(), pythia_core::BrokerError> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let broker = ReliableListBroker::new(&conn, "jobs").with_heartbeat_ttl(Duration::from_secs(5));
+/// println!("consuming as {}", broker.consumer());
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct ReliableListBroker {
+    conn: RedisConnection,
+    manager: ConnectionManager,
+    keys: QueueKeys,
+    source: Source,
+    side: ListSide,
+    consumer: String,
+    in_flight_key: String,
+    staging_key: String,
+    heartbeat_key: String,
+    consumers_key: String,
+    next_delivery: AtomicU64,
+    registered: AtomicBool,
+    heartbeat_ttl: Duration,
+    maintenance_interval: Duration,
+    dead_letter_cap: usize,
+    blocking: Mutex<Option<MultiplexedConnection>>,
+    reclaimed: metrics::Counter,
+}
+
+impl ReliableListBroker {
+    /// Default heartbeat lifetime: a consumer silent this long is dead: 10 s.
+    pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+    /// Default interval of heartbeats, retry promotion and reaping: 1 s.
+    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// A broker consuming the list `queue` at-least-once, under a fresh unique consumer name.
+    pub fn new(conn: &RedisConnection, queue: &str) -> Self {
+        Self::with_consumer_name(conn, queue, &unique_consumer_name())
+    }
+
+    /// A broker with an explicit consumer name. The name must be unique among live consumers:
+    /// prefer [`new`](Self::new).
+    pub fn with_consumer_name(conn: &RedisConnection, queue: &str, consumer: &str) -> Self {
+        let keys = QueueKeys::new(conn.config().key_prefix(), queue);
+        let source = Source::new("reliable-list", queue);
+        Self {
+            conn: conn.clone(),
+            manager: conn.manager(),
+            in_flight_key: keys.in_flight(consumer),
+            staging_key: keys.staging(consumer),
+            heartbeat_key: keys.heartbeat(consumer),
+            consumers_key: keys.consumers(),
+            reclaimed: metrics::counter!(RECLAIMED_TOTAL, "queue" => queue.to_owned(), "broker" => "reliable-list"),
+            keys,
+            source,
+            side: ListSide::default(),
+            consumer: consumer.to_owned(),
+            next_delivery: AtomicU64::new(1),
+            registered: AtomicBool::new(false),
+            heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
+            maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            blocking: Mutex::new(None),
+        }
+    }
+
+    /// Which end to pop.
+    #[must_use]
+    pub fn with_side(mut self, side: ListSide) -> Self {
+        self.side = side;
+        self
+    }
+
+    /// How long a silent consumer counts as alive (at least 3 maintenance intervals).
+    #[must_use]
+    pub fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
+        self.heartbeat_ttl = ttl.max(self.maintenance_interval * 3);
+        self
+    }
+
+    /// Interval of heartbeats, retry promotion and reaping (50 ms to 10 s; the heartbeat TTL is
+    /// raised to at least three intervals).
+    #[must_use]
+    pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
+        self.maintenance_interval = d.clamp(Duration::from_millis(50), Duration::from_secs(10));
+        self.heartbeat_ttl = self.heartbeat_ttl.max(self.maintenance_interval * 3);
+        self
+    }
+
+    /// How many dead letters to keep (0 = no cap).
+    #[must_use]
+    pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
+        self.dead_letter_cap = cap;
+        self
+    }
+
+    /// This consumer's name.
+    pub fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// The keys this broker uses.
+    pub fn keys(&self) -> &QueueKeys {
+        &self.keys
+    }
+
+    fn mgr(&self) -> ConnectionManager {
+        self.manager.clone()
+    }
+
+    async fn heartbeat(&self) -> Result<(), BrokerError> {
+        let mut m = self.mgr();
+        redis::pipe()
+            .cmd("SET")
+            .arg(&self.heartbeat_key)
+            .arg(1)
+            .arg("PX")
+            .arg(self.heartbeat_ttl.as_millis() as u64)
+            .ignore()
+            .sadd(&self.consumers_key, &self.consumer)
+            .ignore()
+            .query_async::<()>(&mut m)
+            .await
+            .map_err(|e| self.conn.error("heartbeat", e))
+    }
+
+    async fn ensure_registered(&self) -> Result<(), BrokerError> {
+        if !self.registered.load(Ordering::Acquire) {
+            self.heartbeat().await?;
+            self.registered.store(true, Ordering::Release);
+            tracing::debug!(consumer = %self.consumer, queue = self.keys.queue(), "reliable-list consumer registered");
+        }
+        Ok(())
+    }
+
+    async fn move_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        let first = self.next_delivery.fetch_add(max as u64, Ordering::Relaxed);
+        let mut m = self.mgr();
+        let items: Vec<Vec<u8>> = RELIABLE_FETCH
+            .key(self.keys.queue())
+            .key(&self.in_flight_key)
+            .key(&self.staging_key)
+            .arg(max)
+            .arg(first)
+            .arg(self.side.pop_flag())
+            .invoke_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("fetch", e))?;
+        Ok(items
+            .into_iter()
+            .enumerate()
+            .map(|(i, raw)| {
+                let msg = envelope::decode(raw.into(), &self.source);
+                Delivery::new(first + i as u64, msg)
+            })
+            .collect())
+    }
+
+    /// Waits (up to the block timeout) for an item and parks it in the staging list.
+    async fn wait_for_item(&self) -> Result<bool, BrokerError> {
+        let mut slot = self.blocking.lock().await;
+        if slot.is_none() {
+            *slot = Some(self.conn.blocking().await?);
+        }
+        let con = slot.as_mut().expect("just set");
+        let from = match self.side {
+            ListSide::Right => "RIGHT",
+            ListSide::Left => "LEFT",
+        };
+        let res: Result<Option<Vec<u8>>, _> = redis::cmd("BLMOVE")
+            .arg(self.keys.queue())
+            .arg(&self.staging_key)
+            .arg(from)
+            .arg("LEFT")
+            .arg(self.conn.config().block_timeout().as_secs_f64())
+            .query_async(con)
+            .await;
+        match res {
+            Ok(v) => Ok(v.is_some()),
+            Err(e) => {
+                *slot = None;
+                Err(self.conn.error("BLMOVE", e))
+            }
+        }
+    }
+
+    /// Returns the work of every consumer whose heartbeat has expired; returns how many items.
+    pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
+        let mut m = self.mgr();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&self.consumers_key)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let others: Vec<&String> = members.iter().filter(|c| **c != self.consumer).collect();
+        if others.is_empty() {
+            return Ok(0);
+        }
+        let mut pipe = redis::pipe();
+        for c in &others {
+            pipe.exists(self.keys.heartbeat(c));
+        }
+        let alive: Vec<bool> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("heartbeat check", e))?;
+        let mut total = 0;
+        for (c, alive) in others.into_iter().zip(alive) {
+            if !alive {
+                total += self.reap(c).await?;
+            }
+        }
+        Ok(total)
+    }
+
+    async fn reap(&self, consumer: &str) -> Result<u64, BrokerError> {
+        let mut m = self.mgr();
+        let in_flight_key = self.keys.in_flight(consumer);
+        let items: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
+            .arg(&in_flight_key)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("HGETALL", e))?;
+        // Newest delivery first: each goes to the front, so the oldest ends up next in line.
+        let mut items: Vec<(u64, String, Vec<u8>)> = items
+            .into_iter()
+            .map(|(id, raw)| (id.parse().unwrap_or(u64::MAX), id, raw))
+            .collect();
+        items.sort_unstable_by_key(|(n, _, _)| std::cmp::Reverse(*n));
+        let mut total = 0u64;
+        let mut chunks: Vec<&[(u64, String, Vec<u8>)]> = items.chunks(REAP_BATCH).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]); // still move staged items and forget the consumer
+        }
+        for chunk in chunks {
+            let mut inv = RELIABLE_REAP.prepare_invoke();
+            inv.key(self.keys.heartbeat(consumer))
+                .key(&in_flight_key)
+                .key(self.keys.staging(consumer))
+                .key(self.keys.queue())
+                .key(&self.consumers_key)
+                .arg(self.side.pop_flag())
+                .arg(consumer);
+            for (_, id, raw) in chunk {
+                let msg = envelope::decode(raw.clone().into(), &self.source);
+                inv.arg(id).arg(retry_payload(&msg));
+            }
+            let n: i64 = inv
+                .invoke_async(&mut m)
+                .await
+                .map_err(|e| self.conn.error("reap", e))?;
+            if n < 0 {
+                return Ok(total); // its heartbeat came back: alive after all
+            }
+            total += n as u64;
+        }
+        if total > 0 {
+            self.reclaimed.increment(total);
+            tracing::info!(
+                dead_consumer = consumer,
+                reclaimed = total,
+                queue = self.keys.queue(),
+                "returned a dead consumer's messages to the queue"
+            );
+        }
+        Ok(total)
+    }
+}
+
+impl Broker for ReliableListBroker {
+    type Token = u64;
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        self.ensure_registered().await?;
+        let max = max.clamp(1, MAX_FETCH_BATCH);
+        let batch = self.move_batch(max).await?;
+        if !batch.is_empty() {
+            return Ok(batch);
+        }
+        if self.wait_for_item().await? {
+            return self.move_batch(max).await;
+        }
+        Ok(Vec::new())
+    }
+
+    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.mgr();
+        if batch.iter().all(|s| s.outcome == Outcome::Ack) {
+            let ids: Vec<u64> = batch.iter().map(|s| s.token).collect();
+            return redis::cmd("HDEL")
+                .arg(&self.in_flight_key)
+                .arg(&ids)
+                .query_async::<()>(&mut m)
+                .await
+                .map_err(|e| self.conn.error("ack", e));
+        }
+        let mut inv = RELIABLE_SETTLE.prepare_invoke();
+        inv.key(&self.in_flight_key)
+            .key(self.keys.scheduled())
+            .key(self.keys.dead_letters())
+            .arg(self.dead_letter_cap);
+        for s in batch {
+            match &s.outcome {
+                Outcome::Retry { delay } => inv
+                    .arg("r")
+                    .arg(s.token)
+                    .arg(due_score(*delay))
+                    .arg(retry_payload(&s.message)),
+                Outcome::DeadLetter { reason } => inv
+                    .arg("d")
+                    .arg(s.token)
+                    .arg(0)
+                    .arg(dead_letter_payload(&s.message, reason)),
+                _ => inv.arg("a").arg(s.token).arg(0).arg(""),
+            };
+        }
+        inv.invoke_async::<u64>(&mut m)
+            .await
+            .map(drop)
+            .map_err(|e| self.conn.error("settle", e))
+    }
+
+    async fn release(&self, batch: Vec<Delivery<u64>>) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let mut m = self.mgr();
+        let mut inv = RELIABLE_RELEASE.prepare_invoke();
+        inv.key(&self.in_flight_key)
+            .key(self.keys.queue())
+            .arg(self.side.pop_flag());
+        for d in &batch {
+            inv.arg(d.token);
+        }
+        inv.invoke_async::<u64>(&mut m)
+            .await
+            .map(drop)
+            .map_err(|e| self.conn.error("release", e))
+    }
+
+    /// Drained means nothing queued, nothing scheduled, and nothing in flight or staged by any
+    /// consumer: a live consumer's work may still fail and come back, and a dead one's is
+    /// reclaimed once its heartbeat expires.
+    async fn is_drained(&self) -> Result<bool, BrokerError> {
+        self.reap_dead_consumers().await?;
+        let mut m = self.mgr();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&self.consumers_key)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let mut pipe = redis::pipe();
+        pipe.llen(self.keys.queue()).zcard(self.keys.scheduled());
+        for c in members.iter().chain(std::iter::once(&self.consumer)) {
+            pipe.hlen(self.keys.in_flight(c)).llen(self.keys.staging(c));
+        }
+        let counts: Vec<u64> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("drain check", e))?;
+        Ok(counts.iter().all(|n| *n == 0))
+    }
+
+    async fn maintain(&self) -> Result<(), BrokerError> {
+        self.heartbeat().await?;
+        self.registered.store(true, Ordering::Release);
+        let mut m = self.mgr();
+        promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
+        self.reap_dead_consumers().await?;
+        Ok(())
+    }
+
+    fn maintenance_interval(&self) -> Option<Duration> {
+        Some(self.maintenance_interval)
+    }
+
+    async fn close(&self) -> Result<(), BrokerError> {
+        if !self.registered.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        let mut m = self.mgr();
+        redis::cmd("DEL")
+            .arg(&self.heartbeat_key)
+            .query_async::<()>(&mut m)
+            .await
+            .map_err(|e| self.conn.error("close", e))?;
+        // Staged items go back, and with nothing in flight the consumer is forgotten.
+        self.reap(&self.consumer).await?;
+        Ok(())
+    }
+}
