@@ -284,6 +284,29 @@ impl<B: Broker> Driver<B> {
 
     fn start(&mut self, delivery: Delivery<B::Token>) {
         let Delivery { token, message } = delivery;
+        let max = self.cfg.retry.max_attempts();
+        if message.attempt() > max {
+            // Delivered again after its worker died mid-message, more often than allowed: a
+            // message that crashes its worker must not crash the next one too.
+            self.summary.dead_lettered += 1;
+            self.metrics.dead_lettered.increment(1);
+            tracing::warn!(
+                id = message.id(),
+                attempt = message.attempt(),
+                "message dead-lettered without running: out of attempts"
+            );
+            self.to_settle.push(Settlement {
+                token,
+                outcome: Outcome::DeadLetter {
+                    reason: format!(
+                        "exceeded {max} attempts (delivery {}; its workers likely crashed)",
+                        message.attempt()
+                    ),
+                },
+                message,
+            });
+            return;
+        }
         if let Some(age) = message.age() {
             self.metrics.end_to_end.record(age.as_secs_f64());
         }

@@ -1,0 +1,396 @@
+//! The at-least-once reliable list broker against a real redis-server: crashes, long jobs,
+//! restarts, retries that outlive the worker, credentials that never leak.
+
+mod support;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pythia_core::{
+    Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
+};
+use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
+use support::{RedisServer, cmd, eventually};
+
+/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
+/// process killed mid-run leaves an exact record of what it finished.
+#[derive(Clone)]
+struct Record {
+    conn: RedisConnection,
+    delay: Duration,
+}
+
+impl Worker for Record {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        tokio::time::sleep(self.delay).await;
+        let mut m = self.conn.manager();
+        redis::cmd("HINCRBY")
+            .arg("processed")
+            .arg(msg.id())
+            .arg(1)
+            .query_async::<i64>(&mut m)
+            .await?;
+        Ok(())
+    }
+}
+
+fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
+    ReliableListBroker::new(conn, queue)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600))
+}
+
+fn burst<W: Worker>(b: ReliableListBroker, w: W) -> WorkerRuntime<ReliableListBroker> {
+    WorkerRuntime::new(b, w)
+        .with_signal_handling(false)
+        .with_burst(true)
+}
+
+async fn push_numbered(conn: &RedisConnection, queue: &str, n: usize) -> Vec<String> {
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("{i}"))).collect();
+    ListProducer::new(conn, queue)
+        .push_many(&msgs)
+        .await
+        .unwrap();
+    msgs.iter().map(|m| m.id().to_owned()).collect()
+}
+
+async fn no_pythia_state_left(conn: &RedisConnection, queue: &str) {
+    let keys: Vec<String> = cmd(conn, &["KEYS", &format!("pythia:{{{queue}}}:*")]).await;
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+    let len: i64 = cmd(conn, &["LLEN", queue]).await;
+    assert_eq!(len, 0);
+}
+
+#[tokio::test]
+async fn processes_everything_and_leaves_nothing_behind() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = push_numbered(&conn, "q", 2000).await;
+    // Equal bodies are distinct deliveries, each acked once.
+    ListProducer::new(&conn, "q")
+        .with_encoding(pythia_redis::Encoding::Raw)
+        .push_many(&vec![Message::new("same"); 50])
+        .await
+        .unwrap();
+    let summary = burst(
+        fast(&conn, "q"),
+        Record {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        },
+    )
+    .with_concurrency(64)
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(summary.acked, 2050);
+    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
+    assert!(ids.iter().all(|id| processed.get(id) == Some(&1)));
+    assert_eq!(processed.values().sum::<i64>(), 2050);
+    no_pythia_state_left(&conn, "q").await;
+}
+
+/// Not a test of its own: the body of the worker process that
+/// `a_worker_killed_mid_batch_loses_nothing` starts and kills. Does nothing unless that test
+/// set `PYTHIA_TEST_CHILD_URL`.
+#[tokio::test]
+async fn child_worker_process() {
+    let Ok(url) = std::env::var("PYTHIA_TEST_CHILD_URL") else {
+        return;
+    };
+    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let broker = fast(&conn, "crash");
+    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
+    WorkerRuntime::new(
+        broker,
+        Record {
+            conn: conn.clone(),
+            delay: Duration::from_millis(3),
+        },
+    )
+    .with_concurrency(32)
+    .with_batch_size(64)
+    .run()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = push_numbered(&conn, "crash", 3000).await;
+
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_worker_process", "--exact", "--nocapture"])
+        .env("PYTHIA_TEST_CHILD_URL", server.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the child to process 500",
+        || async {
+            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
+            n >= 500
+        },
+    )
+    .await;
+    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
+    child.wait().await.unwrap();
+
+    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let orphaned: i64 = cmd(
+        &conn,
+        &["HLEN", &format!("pythia:{{crash}}:inflight:{dead}")],
+    )
+    .await;
+    assert!(orphaned > 0, "the kill should leave work in flight");
+
+    let summary = burst(
+        fast(&conn, "crash"),
+        Record {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
+    let missing: Vec<&String> = ids
+        .iter()
+        .filter(|id| !processed.contains_key(*id))
+        .collect();
+    assert!(missing.is_empty(), "lost {} messages", missing.len());
+    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash test: 3000 messages, {orphaned} orphaned by SIGKILL, {} processed after restart, {duplicates} duplicates, 0 lost",
+        summary.acked
+    );
+    assert!(duplicates <= orphaned, "only orphaned work may run twice");
+    no_pythia_state_left(&conn, "crash").await;
+}
+
+#[tokio::test]
+async fn a_live_consumer_keeps_its_long_job() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    ListProducer::new(&conn, "long")
+        .push(&Message::new("long job"))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let slow = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3)).await; // five heartbeat lifetimes
+            Ok(())
+        }
+    });
+    let a = tokio::spawn(burst(fast(&conn, "long"), slow).run());
+    eventually(Duration::from_secs(5), "A to start the job", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let r = runs.clone();
+    let other = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let b = tokio::spawn(burst(fast(&conn, "long"), other).run());
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "B never stole A's job");
+    assert_eq!((a.acked, b.acked), (1, 0));
+}
+
+#[tokio::test]
+async fn a_retry_survives_the_worker_that_scheduled_it() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    ListProducer::new(&conn, "later")
+        .push(&Message::new("x"))
+        .await
+        .unwrap();
+    let fail = worker_fn(|_m: Message| async {
+        Err(WorkerError::retry_later(
+            Duration::from_millis(800),
+            "not yet",
+        ))
+    });
+    let rt = WorkerRuntime::new(fast(&conn, "later"), fail).with_signal_handling(false);
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    eventually(
+        Duration::from_secs(5),
+        "the retry to be scheduled",
+        || async {
+            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
+            n == 1
+        },
+    )
+    .await;
+    stop.cancel();
+    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+
+    let attempts = Arc::new(Mutex::new(Vec::new()));
+    let seen = attempts.clone();
+    let ok = worker_fn(move |m: Message| {
+        let seen = seen.clone();
+        async move {
+            seen.lock().unwrap().push(m.attempt());
+            Ok(())
+        }
+    });
+    let s = burst(fast(&conn, "later"), ok).run().await.unwrap();
+    assert_eq!(s.acked, 1);
+    assert_eq!(*attempts.lock().unwrap(), [2]);
+}
+
+#[tokio::test]
+async fn a_message_that_kills_its_worker_ends_in_the_dead_letter_queue() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let _: i64 = cmd(&conn, &["LPUSH", "poison", "kills the worker"]).await;
+    // Simulate three crashed consumers: each takes the item and dies without a heartbeat.
+    for _ in 0..3 {
+        let dying = fast(&conn, "poison");
+        let got = dying.fetch(10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        let _: i64 = cmd(&conn, &["DEL", &dying.keys().heartbeat(dying.consumer())]).await;
+        fast(&conn, "poison").reap_dead_consumers().await.unwrap();
+    }
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let w = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let s = burst(fast(&conn, "poison"), w)
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(3))
+        .run()
+        .await
+        .unwrap();
+    // Delivery 4 of a message allowed 3 attempts: dead-lettered without running it again.
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert_eq!(s.dead_lettered, 1);
+    let dlq: Vec<Vec<u8>> = cmd(&conn, &["LRANGE", "pythia:{poison}:dlq", "0", "-1"]).await;
+    assert_eq!(dlq.len(), 1);
+    let dead = pythia_core::envelope::decode_dead_letter(
+        dlq[0].clone().into(),
+        &pythia_core::Source::new("reliable-list", "poison"),
+    );
+    assert_eq!(dead.message.body().as_ref(), b"kills the worker");
+    assert_eq!(dead.message.attempt(), 4);
+    assert!(dead.reason.unwrap().contains("exceeded 3 attempts"));
+}
+
+#[tokio::test]
+async fn the_worker_reconnects_after_a_redis_restart() {
+    let mut server = RedisServer::start();
+    let conn = server.connect().await;
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    let w = worker_fn(move |_m: Message| {
+        let c = c.clone();
+        async move {
+            c.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let rt = WorkerRuntime::new(fast(&conn, "restart"), w).with_signal_handling(false);
+    let status = rt.status();
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    push_numbered(&conn, "restart", 10).await;
+    eventually(Duration::from_secs(5), "10 processed", || async {
+        count.load(Ordering::SeqCst) == 10
+    })
+    .await;
+
+    server.stop();
+    eventually(
+        Duration::from_secs(10),
+        "the outage to be noticed",
+        || async { !status.broker_ok() },
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    server.restart();
+
+    // The shared connection reconnects by itself; push once it does.
+    eventually(
+        Duration::from_secs(15),
+        "a push after the restart",
+        || async {
+            ListProducer::new(&conn, "restart")
+                .push(&Message::new("after"))
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    eventually(Duration::from_secs(15), "processing to resume", || async {
+        count.load(Ordering::SeqCst) >= 11
+    })
+    .await;
+    assert!(status.broker_ok());
+    stop.cancel();
+    h.await.unwrap().unwrap();
+}
+
+#[tokio::test]
+async fn credentials_never_appear_in_errors() {
+    let server = RedisServer::start_with(&["--requirepass", "correct-horse"]);
+    let url = format!("redis://:wrong-battery@127.0.0.1:{}", server.port());
+    let err = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
+        .await
+        .unwrap_err();
+    let text = format!("{err} {err:?}");
+    assert!(!text.contains("wrong-battery"), "{text}");
+    assert!(text.contains(":***@127.0.0.1"), "{text}");
+
+    let good = format!("redis://:correct-horse@127.0.0.1:{}", server.port());
+    let conn = RedisConnection::connect(RedisConfig::from_url(&good).unwrap())
+        .await
+        .unwrap();
+    assert!(!format!("{conn:?} {:?}", conn.config()).contains("correct-horse"));
+
+    let closed = format!("redis://:pw-123@127.0.0.1:{}", support_free_port());
+    let err = RedisConnection::connect(
+        RedisConfig::from_url(&closed)
+            .unwrap()
+            .with_connect_timeout(Duration::from_millis(300)),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.kind(), BrokerErrorKind::Connection);
+    assert!(
+        err.to_string()
+            .contains("cannot connect to Redis at redis://:***@127.0.0.1"),
+        "{err}"
+    );
+    assert!(!err.to_string().contains("pw-123"));
+}
+
+fn support_free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
