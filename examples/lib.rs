@@ -1,0 +1,8 @@
+//! Runnable examples of Pythia, one per delivery mode. Each file in this folder starts with the
+//! command that runs it; all of them need a Redis at `REDIS_URL` (default
+//! `redis://127.0.0.1:6379`), e.g. `redis-server --port 6379 --save '' &`.
+//!
+//! | example | delivery mode |
+//! |---|---|
+//! | `list.rs` | list, at-most-once (`RPOP n` / `BRPOP`) |
+//! | `reliable_list.rs` | reliable list, at-least-once (in-flight hash, heartbeat, reaper) |
