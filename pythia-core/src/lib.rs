@@ -7,6 +7,7 @@ pub mod error;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod resilience;
 pub mod retry_policy;
 pub mod runtime;
 pub mod worker;
@@ -15,6 +16,10 @@ pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement
 pub use crate::error::{BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
 pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};
+pub use crate::resilience::{
+    CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, CircuitState, InProcessRetry,
+    ResilienceConfig, ResilienceLayer, RetryLayer, TimeoutLayer,
+};
 pub use crate::retry_policy::RetryPolicy;
 pub use crate::runtime::{
     Dispatch, RunSummary, RuntimeError, RuntimeState, RuntimeStatus, WorkerRuntime, shutdown_signal,

@@ -108,4 +108,5 @@ pub fn describe() {
         RELEASED_TOTAL,
         "Deliveries handed back unprocessed on shutdown"
     );
+    crate::resilience::metrics::describe();
 }

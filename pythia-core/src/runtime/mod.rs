@@ -25,6 +25,7 @@
 //!   ([`Broker::release`]), not acked. Then the broker is closed and `on_stop` runs.
 
 mod driver;
+mod resilience;
 mod signal;
 mod status;
 mod summary;
