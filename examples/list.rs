@@ -10,7 +10,6 @@
 use pythia::redis::{ListBroker, ListProducer, RedisConfig, RedisConnection};
 use pythia::{Message, Worker, WorkerError, WorkerRuntime};
 
-
 /// Adds up the `amount` of every order; a body that is not an order is rejected (dead-lettered).
 struct Totals;
 
@@ -32,7 +31,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let orders: Vec<Message> = (0..1000)
         .map(|i| Message::new(format!("{{\"amount\":{i}}}")))
         .collect();
-    ListProducer::new(&conn, "example:list").push_many(&orders).await?;
+    ListProducer::new(&conn, "example:list")
+        .push_many(&orders)
+        .await?;
     // Any producer works: this is what `redis-cli LPUSH example:list hello` writes.
     ListProducer::new(&conn, "example:list")
         .with_encoding(pythia::redis::Encoding::Raw)

@@ -20,7 +20,7 @@ impl Worker for Flaky {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
         let n: u32 = msg.body_str().map_err(WorkerError::reject)?.parse()?;
         tokio::time::sleep(Duration::from_millis(2)).await; // some I/O
-        if n % 10 == 0 && msg.attempt() == 1 {
+        if n.is_multiple_of(10) && msg.attempt() == 1 {
             return Err(WorkerError::retry(format!("job {n}: downstream busy")));
         }
         Ok(())
@@ -32,7 +32,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
     let jobs: Vec<Message> = (0..500).map(|i| Message::new(i.to_string())).collect();
-    ListProducer::new(&conn, "example:reliable").push_many(&jobs).await?;
+    ListProducer::new(&conn, "example:reliable")
+        .push_many(&jobs)
+        .await?;
 
     let broker = ReliableListBroker::new(&conn, "example:reliable");
     println!("consumer {}", broker.consumer());

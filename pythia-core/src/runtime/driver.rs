@@ -92,6 +92,8 @@ pub(super) struct Driver<B: Broker> {
     status: RuntimeStatus,
     summary: RunSummary,
     started: Instant,
+    first_fetch: Option<Instant>,
+    last_settle: Option<Instant>,
 
     cancel: Pin<Box<WaitForCancellationFutureOwned>>,
     stopping: bool,
@@ -179,6 +181,8 @@ impl<B: Broker> Driver<B> {
             status,
             summary: RunSummary::default(),
             started: Instant::now(),
+            first_fetch: None,
+            last_settle: None,
             cancel: Box::pin(cancel.cancelled_owned()),
             stopping: false,
             grace: None,
@@ -235,6 +239,9 @@ impl<B: Broker> Driver<B> {
         self.status.set_in_flight(0);
         self.metrics.in_flight.set(0.0);
         self.summary.elapsed = self.started.elapsed();
+        if let (Some(a), Some(b)) = (self.first_fetch, self.last_settle) {
+            self.summary.active = b.saturating_duration_since(a);
+        }
         match self.fatal.take() {
             Some(e) => Err(e),
             None => Ok(self.summary),
@@ -557,6 +564,7 @@ impl<B: Broker> Driver<B> {
                 self.fetch_backoff = reconnect_backoff();
                 self.last_fetch_empty = batch.is_empty();
                 if !batch.is_empty() {
+                    self.first_fetch.get_or_insert_with(Instant::now);
                     self.summary.fetched += batch.len() as u64;
                     self.metrics.fetch_batch.record(batch.len() as f64);
                 }
@@ -593,6 +601,7 @@ impl<B: Broker> Driver<B> {
     ) {
         match res {
             Ok(()) => {
+                self.last_settle = Some(Instant::now());
                 if self.settle_failing {
                     tracing::info!("settling resumed");
                     self.settle_failing = false;

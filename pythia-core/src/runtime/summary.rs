@@ -25,14 +25,33 @@ pub struct RunSummary {
     pub panics: u64,
     /// Wall time of the run.
     pub elapsed: Duration,
+    /// Time from the first message fetched to the last outcome settled: the busy part of the
+    /// run, without waiting on an empty queue before and after.
+    pub active: Duration,
 }
 
 impl RunSummary {
-    /// Messages processed (acked, retried or dead-lettered) per second of the run.
+    /// Messages processed (acked, retried or dead-lettered).
+    pub fn processed(&self) -> u64 {
+        self.acked + self.retried + self.dead_lettered
+    }
+
+    /// Messages processed per second of the run's wall time.
     pub fn rate(&self) -> f64 {
         let secs = self.elapsed.as_secs_f64();
         if secs > 0.0 {
-            (self.acked + self.retried + self.dead_lettered) as f64 / secs
+            self.processed() as f64 / secs
+        } else {
+            0.0
+        }
+    }
+
+    /// Messages processed per second of [`active`](Self::active) time: the throughput while
+    /// there was work.
+    pub fn active_rate(&self) -> f64 {
+        let secs = self.active.as_secs_f64();
+        if secs > 0.0 {
+            self.processed() as f64 / secs
         } else {
             0.0
         }
@@ -43,15 +62,16 @@ impl fmt::Display for RunSummary {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "processed {} (acked {}, retried {}, dead-lettered {}), released {}, unsettled {}, in {:.3}s, {:.0} msg/s",
-            self.acked + self.retried + self.dead_lettered,
+            "processed {} (acked {}, retried {}, dead-lettered {}), released {}, unsettled {}, in {:.3}s ({:.3}s busy, {:.0} msg/s)",
+            self.processed(),
             self.acked,
             self.retried,
             self.dead_lettered,
             self.released,
             self.unsettled,
             self.elapsed.as_secs_f64(),
-            self.rate()
+            self.active.as_secs_f64(),
+            self.active_rate()
         )
     }
 }

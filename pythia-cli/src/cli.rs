@@ -1,0 +1,274 @@
+//! The command line: every flag, its environment variable and its default.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// Background workers on Redis: run a worker, feed a queue, or see it all in one command.
+#[derive(Debug, Parser)]
+#[command(
+    name = "pythia",
+    version,
+    about = "Background workers on Redis",
+    long_about = "Background workers on Redis.\n\n\
+        Quick start (starts a throwaway redis-server when no --redis-url is given):\n  \
+        pythia quickstart\n\n\
+        Exit codes: 0 success, 1 runtime failure (Redis error, handler stack failure), \
+        2 bad input or configuration (unknown option, bad URL, unreachable server)."
+)]
+pub(crate) struct Cli {
+    /// Log format: human-readable text or one JSON object per line.
+    #[arg(long, global = true, value_enum, env = "PYTHIA_LOG_FORMAT", default_value_t = LogFormat::Text)]
+    pub(crate) log_format: LogFormat,
+
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `pythia_core=debug`).
+    #[arg(long, global = true, env = "PYTHIA_LOG", default_value = "info")]
+    pub(crate) log: String,
+
+    #[command(subcommand)]
+    pub(crate) command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum Command {
+    /// Run a worker over a queue until stopped (SIGTERM / Ctrl-C), or until drained with --burst.
+    Run(RunArgs),
+    /// Push messages onto a queue: from arguments, a file, stdin, or generated (--count).
+    Produce(ProduceArgs),
+    /// One command that shows Pythia working: a local Redis, a batch of messages, a worker.
+    Quickstart(QuickstartArgs),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// The delivery mode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BrokerKind {
+    /// A Redis list, popped in batches: at-most-once, fastest.
+    List,
+    /// A Redis list with per-consumer in-flight storage and crash recovery: at-least-once.
+    ReliableList,
+}
+
+impl BrokerKind {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::ReliableList => "reliable-list",
+        }
+    }
+}
+
+/// Which end of a list consumers pop.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Side {
+    /// Consumers pop the right end; producers LPUSH (Sidekiq's convention).
+    Right,
+    /// Consumers pop the left end; producers RPUSH (Python pythia-framework, RQ).
+    Left,
+}
+
+impl From<Side> for pythia::redis::ListSide {
+    fn from(s: Side) -> Self {
+        match s {
+            Side::Right => Self::Right,
+            Side::Left => Self::Left,
+        }
+    }
+}
+
+/// Where Redis is and which queue.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QueueArgs {
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
+    pub(crate) redis_url: String,
+
+    /// Delivery mode.
+    #[arg(long, value_enum, env = "PYTHIA_BROKER", default_value_t = BrokerKind::ReliableList)]
+    pub(crate) broker: BrokerKind,
+
+    /// The queue: the Redis key of the list (`redis-cli LPUSH <queue> …` feeds it).
+    #[arg(long, env = "PYTHIA_QUEUE")]
+    pub(crate) queue: String,
+
+    /// Which end of the list consumers pop (producers push the other end).
+    #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
+    pub(crate) list_side: Side,
+
+    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
+    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
+    pub(crate) key_prefix: String,
+}
+
+/// What handles each message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum BuiltinHandler {
+    /// Print each body to stdout, one line per message (lossy UTF-8), then ack.
+    Print,
+    /// Ack without doing anything (for benchmarks and draining).
+    Noop,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct RunArgs {
+    #[command(flatten)]
+    pub(crate) queue: QueueArgs,
+
+    /// Messages processed at once.
+    #[arg(long, env = "PYTHIA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) concurrency: u32,
+
+    /// Upper bound of one fetch.
+    #[arg(long, env = "PYTHIA_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub(crate) batch_size: u32,
+
+    /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
+    #[arg(long, env = "PYTHIA_BURST")]
+    pub(crate) burst: bool,
+
+    /// Attempts per message in all (the first delivery counts) before it is dead-lettered.
+    #[arg(long, env = "PYTHIA_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
+    pub(crate) max_attempts: u32,
+
+    /// Delay before the first retry; doubles each attempt (with jitter), capped at 30 s.
+    #[arg(long, env = "PYTHIA_RETRY_DELAY", default_value = "100ms", value_parser = parse_duration)]
+    pub(crate) retry_delay: Duration,
+
+    /// Time in-flight messages get to finish on SIGTERM / Ctrl-C before they are handed back.
+    #[arg(long, env = "PYTHIA_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) shutdown_grace: Duration,
+
+    /// Run this command per message: the body on stdin, the id, attempt, queue and headers in
+    /// PYTHIA_* environment variables. Exit 0 acks; exit 65 rejects (dead-letters at once); any
+    /// other exit (or a signal) retries. Run through `sh -c`; the body never reaches the command
+    /// line.
+    #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
+    pub(crate) exec: Option<String>,
+
+    /// A built-in handler, when no --exec is given.
+    #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
+    pub(crate) handler: BuiltinHandler,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct ProduceArgs {
+    #[command(flatten)]
+    pub(crate) queue: QueueArgs,
+
+    /// Message bodies. `-` reads stdin, one message per line. With none, --count generates.
+    pub(crate) messages: Vec<String>,
+
+    /// Read messages from this file, one per line.
+    #[arg(long, conflicts_with = "messages")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Generate this many messages (bodies of --size bytes, numbered), or repeat the given ones
+    /// until this many were sent.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+
+    /// Size in bytes of generated bodies.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+
+    /// Messages per second at most (default: as fast as Redis takes them).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+
+    /// A header for every message, as KEY=VALUE (repeatable). Not sent with --raw.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+
+    /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
+    #[arg(long)]
+    pub(crate) raw: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QuickstartArgs {
+    /// Use this Redis instead of starting a throwaway local redis-server.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub(crate) redis_url: Option<String>,
+
+    /// Messages to produce and process.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub(crate) messages: u64,
+
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+
+    /// Messages processed at once.
+    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) concurrency: u32,
+}
+
+/// Parses `250ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    let split = s
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: f64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 30s, 2m"))?;
+    let secs = match unit.trim() {
+        "ms" => n / 1000.0,
+        "" | "s" => n,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        other => {
+            return Err(format!(
+                "invalid duration unit {other:?} in {s:?}: use ms, s, m or h"
+            ));
+        }
+    };
+    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+        return Err(format!("duration out of range: {s:?}"));
+    }
+    Ok(Duration::from_secs_f64(secs))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("invalid header {s:?}: expected KEY=VALUE")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
+        assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
+        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("5 fortnights").is_err());
+        assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_header("=x").is_err());
+        assert!(parse_header("novalue").is_err());
+    }
+
+    #[test]
+    fn the_command_line_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

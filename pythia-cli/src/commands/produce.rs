@@ -1,0 +1,174 @@
+//! `pythia produce`: push messages from arguments, a file, stdin, or a generator, pipelined,
+//! optionally paced, with progress on long runs.
+
+use std::time::{Duration, Instant};
+
+use pythia::redis::{Encoding, ListProducer};
+use pythia::{Headers, Message};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+use crate::cli::ProduceArgs;
+use crate::error::CliError;
+
+/// Messages per pipeline when not paced.
+const CHUNK: usize = 1000;
+
+/// Where bodies come from.
+enum Bodies {
+    /// The given bodies, cycled up to `count` (once each without a count).
+    Given { items: Vec<Vec<u8>>, next: usize },
+    /// Numbered bodies of a fixed size.
+    Generated { size: usize, next: u64 },
+    /// Lines of a reader (stdin or a file).
+    Lines(tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>),
+}
+
+/// A body of exactly `size` bytes that starts with its number.
+pub(crate) fn numbered_body(i: u64, size: usize) -> Vec<u8> {
+    let mut b = format!("{i:012}").into_bytes();
+    b.resize(size.max(1), b'x');
+    b.truncate(size);
+    b
+}
+
+impl Bodies {
+    async fn next(&mut self) -> Result<Option<Vec<u8>>, CliError> {
+        match self {
+            Self::Given { items, next } => {
+                let b = items[*next % items.len()].clone();
+                *next += 1;
+                Ok(Some(b))
+            }
+            Self::Generated { size, next } => {
+                let b = numbered_body(*next, *size);
+                *next += 1;
+                Ok(Some(b))
+            }
+            Self::Lines(lines) => Ok(lines
+                .next_line()
+                .await
+                .map_err(|e| CliError::usage(format!("cannot read input: {e}")))?
+                .map(String::into_bytes)),
+        }
+    }
+}
+
+pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
+    if let Some(r) = args.rate
+        && !(r.is_finite() && r > 0.0)
+    {
+        return Err(CliError::usage(format!(
+            "--rate must be a positive number, got {r}"
+        )));
+    }
+    let mut bodies = if let Some(path) = &args.file {
+        let f = tokio::fs::File::open(path)
+            .await
+            .map_err(|e| CliError::usage(format!("cannot open {}: {e}", path.display())))?;
+        let r: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(f);
+        Bodies::Lines(BufReader::new(r).lines())
+    } else if args.messages == ["-"] {
+        let r: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::stdin());
+        Bodies::Lines(BufReader::new(r).lines())
+    } else if !args.messages.is_empty() {
+        Bodies::Given {
+            items: args
+                .messages
+                .iter()
+                .map(|m| m.clone().into_bytes())
+                .collect(),
+            next: 0,
+        }
+    } else if args.count.is_some() {
+        Bodies::Generated {
+            size: args.size,
+            next: 0,
+        }
+    } else {
+        return Err(CliError::usage(
+            "nothing to produce: give messages, `-` for stdin, --file PATH, or --count N",
+        ));
+    };
+    let limit = match (&bodies, args.count) {
+        (_, Some(n)) => n,
+        (Bodies::Given { items, .. }, None) => items.len() as u64,
+        _ => u64::MAX,
+    };
+
+    let conn = super::connect(&args.queue).await?;
+    let encoding = if args.raw {
+        Encoding::Raw
+    } else {
+        Encoding::Envelope
+    };
+    let producer = ListProducer::new(&conn, &args.queue.queue)
+        .with_side(args.queue.list_side.into())
+        .with_encoding(encoding);
+    let headers: Headers = args.headers.iter().cloned().collect();
+    let chunk = match args.rate {
+        Some(r) => ((r / 20.0) as usize).clamp(1, CHUNK),
+        None => CHUNK,
+    };
+
+    let started = Instant::now();
+    let mut last_report = started;
+    let mut sent = 0u64;
+    let mut done = false;
+    while !done && sent < limit {
+        let mut batch = Vec::with_capacity(chunk);
+        while batch.len() < chunk && sent + (batch.len() as u64) < limit {
+            match bodies.next().await? {
+                Some(b) => batch.push(Message::new(b).with_headers(headers.clone())),
+                None => {
+                    done = true;
+                    break;
+                }
+            }
+        }
+        if batch.is_empty() {
+            break;
+        }
+        sent += producer
+            .push_many(&batch)
+            .await
+            .map_err(CliError::runtime)? as u64;
+        if let Some(rate) = args.rate {
+            let due = Duration::from_secs_f64(sent as f64 / rate);
+            if let Some(wait) = due.checked_sub(started.elapsed()) {
+                tokio::time::sleep(wait).await;
+            }
+        }
+        if last_report.elapsed() >= Duration::from_secs(1) {
+            last_report = Instant::now();
+            let pct = if limit == u64::MAX {
+                String::new()
+            } else {
+                format!(" ({:.0}%)", sent as f64 * 100.0 / limit as f64)
+            };
+            eprintln!(
+                "… {sent} sent{pct}, {:.0} msg/s",
+                sent as f64 / started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "produced {sent} messages to {} {:?} in {secs:.3}s ({:.0} msg/s)",
+        args.queue.broker.as_str(),
+        args.queue.queue,
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbered_bodies_have_the_exact_size() {
+        assert_eq!(numbered_body(7, 100).len(), 100);
+        assert_eq!(&numbered_body(7, 100)[..12], b"000000000007");
+        assert_eq!(numbered_body(7, 5), b"00000");
+    }
+}

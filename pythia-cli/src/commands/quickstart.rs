@@ -1,0 +1,136 @@
+//! `pythia quickstart`: Pythia end to end in one command. Starts a throwaway redis-server (unless
+//! given a URL), produces a batch of messages, drains it with a worker in each list mode, prints
+//! what happened, and cleans up what it started.
+
+use std::time::Instant;
+
+use pythia::redis::{ListBroker, ListProducer, ReliableListBroker};
+use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime};
+
+use super::produce::numbered_body;
+use crate::cli::QuickstartArgs;
+use crate::error::CliError;
+use crate::local_redis::LocalRedis;
+
+/// Checks each body is the size the quick start produced; anything else is rejected.
+struct CheckSize(usize);
+
+impl Worker for CheckSize {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        if msg.body().len() == self.0 {
+            Ok(())
+        } else {
+            Err(WorkerError::reject(format!(
+                "expected {} bytes, got {}",
+                self.0,
+                msg.body().len()
+            )))
+        }
+    }
+}
+
+pub(crate) async fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
+    let local = match &args.redis_url {
+        Some(_) => None,
+        None => Some(LocalRedis::start().await.map_err(CliError::usage)?),
+    };
+    let url = match (&args.redis_url, &local) {
+        (Some(u), _) => u.clone(),
+        (None, Some(l)) => l.url(),
+        (None, None) => unreachable!("a local server was started"),
+    };
+    let result = demo(&url, &args, local.is_some()).await;
+    if let Some(l) = local {
+        l.stop().await;
+        println!("stopped the throwaway redis-server");
+    }
+    result
+}
+
+async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliError> {
+    let conn = super::connect_url(url, "pythia").await?;
+    println!(
+        "Redis: {} ({})",
+        conn.config().masked_url(),
+        if local {
+            "a throwaway redis-server this command started"
+        } else {
+            "given"
+        }
+    );
+    let queue = format!("pythia-quickstart-{}", std::process::id());
+    let mut total_ok = true;
+    for mode in ["reliable-list", "list"] {
+        let n = produce(&conn, &queue, args).await?;
+        let summary = match mode {
+            "reliable-list" => drain(ReliableListBroker::new(&conn, &queue), args).await?,
+            _ => drain(ListBroker::new(&conn, &queue), args).await?,
+        };
+        let guarantee = if mode == "list" {
+            "at-most-once: popped, then processed"
+        } else {
+            "at-least-once: acked only after the handler finished"
+        };
+        println!(
+            "  {mode:<13} processed {} of {n} in {:.3}s = {:.0} msg/s ({guarantee})",
+            summary.acked,
+            summary.active.as_secs_f64(),
+            summary.active_rate()
+        );
+        total_ok &= summary.acked == n && summary.dead_lettered == 0;
+    }
+    let mut m = conn.manager();
+    let left: u64 = redis::cmd("LLEN")
+        .arg(&queue)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| CliError::runtime(conn.error("LLEN", e)))?;
+    println!("queue {queue:?} now holds {left} messages");
+    if total_ok && left == 0 {
+        println!("done: every message was processed exactly as produced");
+        Ok(())
+    } else {
+        Err(CliError::runtime("some messages were not processed"))
+    }
+}
+
+async fn produce(
+    conn: &pythia::redis::RedisConnection,
+    queue: &str,
+    args: &QuickstartArgs,
+) -> Result<u64, CliError> {
+    let producer = ListProducer::new(conn, queue);
+    let started = Instant::now();
+    let mut sent = 0u64;
+    while sent < args.messages {
+        let n = (args.messages - sent).min(10_000);
+        let batch: Vec<Message> = (sent..sent + n)
+            .map(|i| Message::new(numbered_body(i, args.size)))
+            .collect();
+        producer
+            .push_many(&batch)
+            .await
+            .map_err(CliError::runtime)?;
+        sent += n;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    println!(
+        "produced {sent} messages of {} bytes in {secs:.3}s = {:.0} msg/s",
+        args.size,
+        sent as f64 / secs.max(1e-9)
+    );
+    Ok(sent)
+}
+
+async fn drain<B: Broker>(
+    broker: B,
+    args: &QuickstartArgs,
+) -> Result<pythia::RunSummary, CliError> {
+    WorkerRuntime::new(broker, CheckSize(args.size))
+        .with_concurrency(args.concurrency as usize)
+        .with_batch_size(1000)
+        .with_burst(true)
+        .run()
+        .await
+        .map_err(CliError::runtime)
+}

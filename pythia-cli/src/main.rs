@@ -1,0 +1,58 @@
+//! The `pythia` command: run workers over Redis queues, feed them, and see it all work with
+//! `pythia quickstart`. See `pythia --help`.
+
+mod cli;
+mod commands;
+mod error;
+mod exec_worker;
+mod local_redis;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tracing_subscriber::EnvFilter;
+
+use crate::cli::{Cli, Command, LogFormat};
+
+fn init_logging(cli: &Cli) {
+    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
+        EnvFilter::new("info")
+    });
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match cli.log_format {
+        LogFormat::Text => builder.init(),
+        LogFormat::Json => builder.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli);
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let result = rt.block_on(async {
+        match cli.command {
+            Command::Run(args) => commands::run::run(args).await,
+            Command::Produce(args) => commands::produce::produce(args).await,
+            Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.code)
+        }
+    }
+}

@@ -1,0 +1,242 @@
+//! The `pythia` binary end to end against a real redis-server: run the command, check its
+//! output, exit code and the Redis state.
+
+#[path = "../../pythia-redis/tests/support/mod.rs"]
+mod support;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use support::{RedisServer, cmd};
+
+fn pythia(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[test]
+fn quickstart_runs_end_to_end_on_its_own_redis() {
+    let o = pythia(&["quickstart", "--messages", "3000", "--log", "warn"]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("a throwaway redis-server this command started"),
+        "{out}"
+    );
+    assert!(
+        out.contains("reliable-list processed 3000 of 3000"),
+        "{out}"
+    );
+    assert!(
+        out.contains("list          processed 3000 of 3000"),
+        "{out}"
+    );
+    assert!(out.contains("stopped the throwaway redis-server"), "{out}");
+}
+
+#[tokio::test]
+async fn produce_then_run_burst_with_each_list_broker() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    for broker in ["list", "reliable-list"] {
+        let q = format!("cli-{broker}");
+        let o = pythia(&[
+            "produce",
+            "--redis-url",
+            &url,
+            "--broker",
+            broker,
+            "--queue",
+            &q,
+            "--header",
+            "k=v",
+            "a",
+            "b",
+            "c",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        assert!(text(&o).contains("produced 3 messages"), "{}", text(&o));
+        let o = pythia(&[
+            "run",
+            "--redis-url",
+            &url,
+            "--broker",
+            broker,
+            "--queue",
+            &q,
+            "--burst",
+            "--concurrency",
+            "1",
+            "--log",
+            "warn",
+        ]);
+        let out = text(&o);
+        assert!(o.status.success(), "{out}");
+        assert_eq!(
+            String::from_utf8_lossy(&o.stdout),
+            "a\nb\nc\n",
+            "{broker}: {out}"
+        );
+        assert!(
+            out.contains("processed 3 (acked 3, retried 0, dead-lettered 0)"),
+            "{out}"
+        );
+        let left: i64 = cmd(&conn, &["LLEN", &q]).await;
+        assert_eq!(left, 0);
+    }
+}
+
+#[tokio::test]
+async fn produce_reads_stdin_and_generates_counts() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args([
+            "produce",
+            "--redis-url",
+            &url,
+            "--queue",
+            "in",
+            "--raw",
+            "-",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"one\ntwo\n")
+        .unwrap();
+    assert!(child.wait_with_output().unwrap().status.success());
+    let items: Vec<String> = cmd(&conn, &["LRANGE", "in", "0", "-1"]).await;
+    assert_eq!(items, ["two", "one"], "raw bodies, LPUSHed in order");
+
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "gen",
+        "--count",
+        "2500",
+        "--size",
+        "64",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let n: i64 = cmd(&conn, &["LLEN", "gen"]).await;
+    assert_eq!(n, 2500);
+}
+
+#[tokio::test]
+async fn exec_handlers_ack_reject_and_retry_by_exit_code() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "ex",
+        "ok",
+        "bad",
+        "flaky",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    // ok: exit 0; bad: exit 65 (reject); flaky: exit 1 on the first attempt only.
+    let script = r#"body=$(cat); case "$body" in ok) exit 0;; bad) exit 65;; flaky) [ "$PYTHIA_ATTEMPT" -ge 2 ] && exit 0 || exit 1;; esac"#;
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "ex",
+        "--exec",
+        script,
+        "--burst",
+        "--retry-delay",
+        "50ms",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("processed 4 (acked 2, retried 1, dead-lettered 1)"),
+        "{out}"
+    );
+    let dead: Vec<String> = cmd(&conn, &["LRANGE", "pythia:{ex}:dlq", "0", "-1"]).await;
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].contains(r#""body":"bad""#) && dead[0].contains("exited 65"),
+        "{dead:?}"
+    );
+}
+
+#[test]
+fn bad_input_is_named_with_exit_code_2() {
+    let o = pythia(&["run", "--queue", "q", "--broker", "carrier-pigeon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("carrier-pigeon"));
+
+    let o = pythia(&[
+        "run",
+        "--queue",
+        "q",
+        "--redis-url",
+        "http://u:hunter2@host",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("invalid Redis URL"), "{}", text(&o));
+    assert!(!text(&o).contains("hunter2"), "{}", text(&o));
+
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let url = format!("redis://:pw@127.0.0.1:{port}");
+    let o = pythia(&["produce", "--redis-url", &url, "--queue", "q", "x"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("cannot connect to Redis at redis://:***@127.0.0.1"),
+        "{}",
+        text(&o)
+    );
+
+    let o = pythia(&["produce", "--queue", "q"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nothing to produce"), "{}", text(&o));
+
+    let o = pythia(&["run", "--queue", "q", "--shutdown-grace", "soon"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}
+
+#[test]
+fn help_documents_every_command() {
+    for sub in ["run", "produce", "quickstart"] {
+        let o = pythia(&[sub, "--help"]);
+        assert!(o.status.success());
+        let help = String::from_utf8_lossy(&o.stdout);
+        assert!(help.contains("--redis-url"), "{sub}: {help}");
+    }
+    let o = pythia(&["--help"]);
+    assert!(String::from_utf8_lossy(&o.stdout).contains("Exit codes"));
+}
