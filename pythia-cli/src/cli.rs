@@ -156,6 +156,45 @@ pub(crate) struct RunArgs {
     /// A built-in handler, when no --exec is given.
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
     pub(crate) handler: BuiltinHandler,
+
+    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint.
+    #[arg(long, env = "PYTHIA_METRICS_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_metrics_addr)]
+    pub(crate) metrics_addr: MetricsAddr,
+
+    /// Per-message deadline: an overrunning handler is cancelled and retried; `0` disables it.
+    #[arg(long, env = "PYTHIA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) timeout: Duration,
+
+    /// Quick in-process retries of a transient failure before it goes back to Redis (0 = none).
+    #[arg(long, env = "PYTHIA_INPROCESS_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
+    pub(crate) inprocess_retries: u32,
+
+    /// Open the circuit breaker after this many consecutive failures (0 = no breaker). While open,
+    /// nothing is fetched: messages wait in Redis.
+    #[arg(long, env = "PYTHIA_BREAKER_FAILURES", default_value_t = 0)]
+    pub(crate) breaker_failures: u32,
+
+    /// How long an open breaker waits before letting a probe message through.
+    #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) breaker_cooldown: Duration,
+}
+
+/// `--metrics-addr`: an address, or off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum MetricsAddr {
+    /// No endpoint.
+    Off,
+    /// Serve on this address.
+    At(std::net::SocketAddr),
+}
+
+fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
+    match s.trim() {
+        "off" | "none" | "false" | "" => Ok(MetricsAddr::Off),
+        a => a.parse().map(MetricsAddr::At).map_err(|_| {
+            format!("invalid --metrics-addr {a:?}: expected HOST:PORT (e.g. 0.0.0.0:9090) or off")
+        }),
+    }
 }
 
 #[derive(Debug, Clone, Args)]

@@ -83,6 +83,26 @@ pub struct Settlement<T> {
     pub outcome: Outcome,
 }
 
+/// A snapshot of a queue as the broker sees it, for gauges, `pythia inspect` and dashboards.
+///
+/// Counts the broker cannot know stay 0 (`None` for the age).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct QueueStats {
+    /// Messages waiting to be delivered.
+    pub depth: u64,
+    /// Messages delivered and not yet settled, by any consumer.
+    pub in_flight: u64,
+    /// Retries waiting for their time.
+    pub scheduled: u64,
+    /// Entries in the dead-letter queue.
+    pub dead_letters: u64,
+    /// Age of the next message to be delivered, when known.
+    pub oldest_age: Option<Duration>,
+    /// Consumers registered for the queue.
+    pub consumers: u64,
+}
+
 /// A source of messages: Redis list, stream, pub/sub, or the in-memory broker.
 ///
 /// The runtime calls [`fetch`](Broker::fetch) only while it has free capacity, hands each
@@ -143,6 +163,12 @@ pub trait Broker: Send + Sync + 'static {
     /// How often to call [`maintain`](Broker::maintain); `None` for never.
     fn maintenance_interval(&self) -> Option<Duration> {
         None
+    }
+
+    /// A snapshot of the queue, sampled periodically for the queue gauges. `None` when the
+    /// broker has nothing to report.
+    fn stats(&self) -> impl Future<Output = Result<Option<QueueStats>, BrokerError>> + Send {
+        async { Ok(None) }
     }
 
     /// Final clean-up after the last settle and release (drop heartbeats, leave groups).

@@ -4,6 +4,9 @@
 pub mod broker;
 pub mod envelope;
 pub mod error;
+#[cfg(feature = "exporter")]
+#[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
+pub mod exporter;
 pub mod memory;
 pub mod message;
 pub mod metrics;
@@ -12,7 +15,7 @@ pub mod retry_policy;
 pub mod runtime;
 pub mod worker;
 
-pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
+pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
 pub use crate::error::{BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
 pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
-use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
+use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
 use crate::error::BrokerError;
 use crate::message::{Message, Source};
 
@@ -270,5 +270,17 @@ impl Broker for MemoryBroker {
     async fn is_drained(&self) -> Result<bool, BrokerError> {
         let st = self.lock();
         Ok(st.queue.is_empty() && st.scheduled.is_empty() && st.in_flight.is_empty())
+    }
+
+    async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
+        let st = self.lock();
+        Ok(Some(QueueStats {
+            depth: st.queue.len() as u64,
+            in_flight: st.in_flight.len() as u64,
+            scheduled: st.scheduled.len() as u64,
+            dead_letters: st.dead.len() as u64,
+            oldest_age: st.queue.front().and_then(Message::age),
+            consumers: 1,
+        }))
     }
 }

@@ -27,6 +27,21 @@ pub const FETCH_BATCH_SIZE: &str = "pythia_fetch_batch_size";
 pub const BROKER_ERRORS_TOTAL: &str = "pythia_broker_errors_total";
 /// Deliveries handed back unprocessed on shutdown.
 pub const RELEASED_TOTAL: &str = "pythia_released_total";
+/// Times fetching recovered after the broker was unreachable.
+pub const BROKER_RECONNECTS_TOTAL: &str = "pythia_broker_reconnects_total";
+/// Messages waiting in the queue (list length, or stream entries not yet delivered to the group).
+pub const QUEUE_DEPTH: &str = "pythia_queue_depth";
+/// Messages delivered and not yet settled, by any consumer, as the broker sees them.
+pub const QUEUE_IN_FLIGHT: &str = "pythia_queue_in_flight";
+/// Retries waiting for their time.
+pub const QUEUE_SCHEDULED: &str = "pythia_queue_scheduled";
+/// Entries in the dead-letter queue.
+pub const DEAD_LETTERS: &str = "pythia_dead_letters";
+/// Age in seconds of the next message to be delivered (0 when the queue is empty or the age is
+/// unknown).
+pub const QUEUE_OLDEST_AGE_SECONDS: &str = "pythia_queue_oldest_age_seconds";
+/// Consumers registered for the queue.
+pub const CONSUMERS: &str = "pythia_consumers";
 
 /// The runtime's metric handles for one queue.
 #[derive(Debug, Clone)]
@@ -45,6 +60,7 @@ pub(crate) struct RuntimeMetrics {
     pub(crate) fetch_errors: Counter,
     pub(crate) settle_errors: Counter,
     pub(crate) released: Counter,
+    pub(crate) reconnects: Counter,
 }
 
 impl RuntimeMetrics {
@@ -69,11 +85,49 @@ impl RuntimeMetrics {
             fetch_errors: errors("fetch"),
             settle_errors: errors("settle"),
             released: metrics::counter!(RELEASED_TOTAL, "queue" => queue.clone(), "broker" => broker),
+            reconnects: metrics::counter!(BROKER_RECONNECTS_TOTAL, "queue" => queue.clone(), "broker" => broker),
         }
     }
 
     pub(crate) fn observe_processing(&self, took: Duration) {
         self.processing.record(took.as_secs_f64());
+    }
+}
+
+/// The queue gauges, sampled periodically from [`Broker::stats`](crate::Broker::stats).
+#[derive(Debug, Clone)]
+pub(crate) struct QueueGauges {
+    depth: Gauge,
+    in_flight: Gauge,
+    scheduled: Gauge,
+    dead_letters: Gauge,
+    oldest_age: Gauge,
+    consumers: Gauge,
+}
+
+impl QueueGauges {
+    pub(crate) fn new(source: &Source) -> Self {
+        let queue = source.name().to_owned();
+        let broker = source.broker();
+        let g = |name: &'static str| metrics::gauge!(name, "queue" => queue.clone(), "broker" => broker);
+        Self {
+            depth: g(QUEUE_DEPTH),
+            in_flight: g(QUEUE_IN_FLIGHT),
+            scheduled: g(QUEUE_SCHEDULED),
+            dead_letters: g(DEAD_LETTERS),
+            oldest_age: g(QUEUE_OLDEST_AGE_SECONDS),
+            consumers: g(CONSUMERS),
+        }
+    }
+
+    pub(crate) fn set(&self, s: &crate::broker::QueueStats) {
+        self.depth.set(s.depth as f64);
+        self.in_flight.set(s.in_flight as f64);
+        self.scheduled.set(s.scheduled as f64);
+        self.dead_letters.set(s.dead_letters as f64);
+        self.oldest_age
+            .set(s.oldest_age.map_or(0.0, |d| d.as_secs_f64()));
+        self.consumers.set(s.consumers as f64);
     }
 }
 

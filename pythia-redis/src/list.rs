@@ -4,7 +4,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use pythia_core::{
-    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, Settlement, Source, envelope,
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
+    envelope,
 };
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;
@@ -306,4 +307,38 @@ impl Broker for ListBroker {
     fn maintenance_interval(&self) -> Option<Duration> {
         Some(self.maintenance_interval)
     }
+
+    async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
+        list_stats(&self.conn, &self.keys, self.side, &self.source)
+            .await
+            .map(Some)
+    }
+}
+
+/// Depth, scheduled retries, dead letters and the age of the next item of a list queue.
+pub(crate) async fn list_stats(
+    conn: &RedisConnection,
+    keys: &QueueKeys,
+    side: ListSide,
+    source: &Source,
+) -> Result<QueueStats, BrokerError> {
+    let next_index: isize = match side {
+        ListSide::Right => -1,
+        ListSide::Left => 0,
+    };
+    let mut m = conn.manager();
+    let (depth, scheduled, dead, next): (u64, u64, u64, Option<Vec<u8>>) = redis::pipe()
+        .llen(keys.queue())
+        .zcard(keys.scheduled())
+        .llen(keys.dead_letters())
+        .lindex(keys.queue(), next_index)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| conn.error("stats", e))?;
+    let mut stats = QueueStats::default();
+    stats.depth = depth;
+    stats.scheduled = scheduled;
+    stats.dead_letters = dead;
+    stats.oldest_age = next.and_then(|raw| envelope::decode(raw.into(), source).age());
+    Ok(stats)
 }

@@ -6,14 +6,15 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use pythia_core::{
-    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, Settlement, Source, envelope,
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
+    envelope,
 };
 use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::list::ListSide;
+use crate::list::{ListSide, list_stats};
 use crate::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
 };
@@ -445,6 +446,27 @@ impl Broker for ReliableListBroker {
 
     fn maintenance_interval(&self) -> Option<Duration> {
         Some(self.maintenance_interval)
+    }
+
+    async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
+        let mut stats = list_stats(&self.conn, &self.keys, self.side, &self.source).await?;
+        let mut m = self.mgr();
+        let members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(&self.consumers_key)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let mut pipe = redis::pipe();
+        for c in &members {
+            pipe.hlen(self.keys.in_flight(c));
+        }
+        let in_flight: Vec<u64> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("stats", e))?;
+        stats.in_flight = in_flight.iter().sum();
+        stats.consumers = members.len() as u64;
+        Ok(Some(stats))
     }
 
     async fn close(&self) -> Result<(), BrokerError> {

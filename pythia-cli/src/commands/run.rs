@@ -2,10 +2,14 @@
 
 use std::io::Write;
 
+use pythia::exporter::MetricsServer;
 use pythia::redis::{ListBroker, ReliableListBroker};
-use pythia::{Broker, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn};
+use pythia::{
+    Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
+    RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
+};
 
-use crate::cli::{BrokerKind, BuiltinHandler, RunArgs};
+use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
 
@@ -22,6 +26,10 @@ impl Worker for PrintWorker {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
+    if args.metrics_addr != MetricsAddr::Off {
+        // Before any broker or layer registers its metrics: handles made earlier record nowhere.
+        pythia::exporter::install_recorder().map_err(CliError::runtime)?;
+    }
     let conn = super::connect(&args.queue).await?;
     let q = &args.queue.queue;
     let side = args.queue.list_side.into();
@@ -45,19 +53,49 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
     }
 }
 
+/// The resilience layers the flags ask for.
+pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
+    let mut cfg = ResilienceConfig::new();
+    cfg = if args.timeout.is_zero() {
+        cfg.without_timeout()
+    } else {
+        cfg.with_timeout(args.timeout)
+    };
+    if args.inprocess_retries > 0 {
+        cfg = cfg
+            .with_in_process_retry(InProcessRetry::new().with_max_retries(args.inprocess_retries));
+    }
+    if args.breaker_failures > 0 {
+        cfg = cfg.with_circuit_breaker(
+            CircuitBreakerConfig::new()
+                .with_name(queue)
+                .with_consecutive_failures(args.breaker_failures)
+                .with_cool_down(args.breaker_cooldown),
+        );
+    }
+    cfg
+}
+
 async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Result<(), CliError> {
     let policy = RetryPolicy::default()
         .with_max_attempts(args.max_attempts)
         .with_initial_delay(args.retry_delay);
-    let summary = WorkerRuntime::new(broker, worker)
+    let runtime = WorkerRuntime::new(broker, worker)
         .with_concurrency(args.concurrency as usize)
         .with_batch_size(args.batch_size as usize)
         .with_retry_policy(policy)
+        .with_resilience(resilience(args, &args.queue.queue))
         .with_shutdown_grace(args.shutdown_grace)
-        .with_burst(args.burst)
-        .run()
-        .await
-        .map_err(CliError::runtime)?;
+        .with_burst(args.burst);
+    let stop_metrics = CancellationToken::new();
+    if let MetricsAddr::At(addr) = args.metrics_addr {
+        let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
+        server.watch(runtime.status());
+        tokio::spawn(server.serve(stop_metrics.clone()));
+    }
+    let result = runtime.run().await;
+    stop_metrics.cancel();
+    let summary = result.map_err(CliError::runtime)?;
     eprintln!("{summary}");
     Ok(())
 }

@@ -426,8 +426,13 @@ impl<B: Broker> Driver<B> {
             }
 
             // Finished handlers.
+            let mut finished = false;
             while let Poll::Ready(Some((idx, result))) = self.inflight.poll_next_unpin(cx) {
                 self.complete(idx, result);
+                finished = true;
+            }
+            if finished {
+                self.status.progressed();
                 progressed = true;
             }
 
@@ -559,7 +564,8 @@ impl<B: Broker> Driver<B> {
                 if self.fetch_failing {
                     tracing::info!("broker reachable again: fetching resumed");
                     self.fetch_failing = false;
-                    self.status.set_broker_ok(true);
+                    self.status.set_fetch_ok(true);
+                    self.metrics.reconnects.increment(1);
                 }
                 self.fetch_backoff = reconnect_backoff();
                 self.last_fetch_empty = batch.is_empty();
@@ -589,7 +595,7 @@ impl<B: Broker> Driver<B> {
             tracing::error!(error = %e, retry_in = ?delay, "fetch failed; retrying with backoff");
         }
         self.fetch_failing = true;
-        self.status.set_broker_ok(false);
+        self.status.set_fetch_ok(false);
         self.fetch_wait = Some(Box::pin(tokio::time::sleep(delay)));
     }
 

@@ -106,6 +106,7 @@ pub(crate) struct RuntimeConfig {
     pub(crate) handle_signals: bool,
     pub(crate) dispatch: Dispatch,
     pub(crate) retry: RetryPolicy,
+    pub(crate) stats_interval: Option<Duration>,
 }
 
 /// Drives a [`Worker`] from a [`Broker`]: see the [module docs](self) for the behaviour.
@@ -158,6 +159,8 @@ impl<B: Broker> WorkerRuntime<B> {
     pub const DEFAULT_BATCH_SIZE: usize = 256;
     /// Default time in-flight messages get to finish on shutdown: 30 s.
     pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+    /// Default interval of queue gauge sampling ([`Broker::stats`]): 5 s.
+    pub const DEFAULT_STATS_INTERVAL: Duration = Duration::from_secs(5);
 
     /// A runtime for `worker` fed by `broker`, with the defaults.
     pub fn new<W: Worker>(broker: impl Into<Arc<B>>, worker: W) -> Self {
@@ -175,6 +178,7 @@ impl<B: Broker> WorkerRuntime<B> {
                 handle_signals: true,
                 dispatch: Dispatch::Auto,
                 retry: RetryPolicy::default(),
+                stats_interval: Some(Self::DEFAULT_STATS_INTERVAL),
             },
             cancel: CancellationToken::new(),
             status: RuntimeStatus::new(),
@@ -214,6 +218,13 @@ impl<B: Broker> WorkerRuntime<B> {
     /// How handlers are run (see [`Dispatch`]).
     pub fn with_dispatch(mut self, d: Dispatch) -> Self {
         self.cfg.dispatch = d;
+        self
+    }
+
+    /// How often the queue gauges (depth, in flight, scheduled, dead letters, oldest age,
+    /// consumers) are sampled from the broker; `None` turns sampling off. At least 100 ms.
+    pub fn with_stats_interval(mut self, every: Option<Duration>) -> Self {
+        self.cfg.stats_interval = every.map(|d| d.max(Duration::from_millis(100)));
         self
     }
 
@@ -302,7 +313,15 @@ impl<B: Broker> WorkerRuntime<B> {
             });
         }
         if let Some(every) = broker.maintenance_interval() {
-            tokio::spawn(maintenance_loop(Arc::clone(&broker), every, aux.clone()));
+            tokio::spawn(maintenance_loop(
+                Arc::clone(&broker),
+                every,
+                status.clone(),
+                aux.clone(),
+            ));
+        }
+        if let Some(every) = cfg.stats_interval {
+            tokio::spawn(stats_loop(Arc::clone(&broker), every, aux.clone()));
         }
 
         tracing::info!(
@@ -327,10 +346,19 @@ impl<B: Broker> WorkerRuntime<B> {
     }
 }
 
-async fn maintenance_loop<B: Broker>(broker: Arc<B>, every: Duration, stop: CancellationToken) {
+async fn maintenance_loop<B: Broker>(
+    broker: Arc<B>,
+    every: Duration,
+    status: RuntimeStatus,
+    stop: CancellationToken,
+) {
     let mut failing = false;
     loop {
-        match stop.run_until_cancelled(broker.maintain()).await {
+        let result = stop.run_until_cancelled(broker.maintain()).await;
+        if let Some(r) = &result {
+            status.set_maintain_ok(r.is_ok());
+        }
+        match result {
             None => return,
             Some(Ok(())) if failing => {
                 tracing::info!("broker maintenance recovered");
@@ -343,6 +371,26 @@ async fn maintenance_loop<B: Broker>(broker: Arc<B>, every: Duration, stop: Canc
                 }
                 failing = true;
             }
+        }
+        if stop
+            .run_until_cancelled(tokio::time::sleep(every))
+            .await
+            .is_none()
+        {
+            return;
+        }
+    }
+}
+
+/// Samples [`Broker::stats`] into the queue gauges until stopped.
+async fn stats_loop<B: Broker>(broker: Arc<B>, every: Duration, stop: CancellationToken) {
+    let gauges = crate::metrics::QueueGauges::new(broker.source());
+    loop {
+        match stop.run_until_cancelled(broker.stats()).await {
+            None => return,
+            Some(Ok(Some(stats))) => gauges.set(&stats),
+            Some(Ok(None)) => return, // this broker reports nothing
+            Some(Err(e)) => tracing::debug!(error = %e, "sampling queue stats failed"),
         }
         if stop
             .run_until_cancelled(tokio::time::sleep(every))

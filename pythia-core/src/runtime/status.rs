@@ -23,7 +23,7 @@ pub enum RuntimeState {
 /// A cheap, cloneable handle on a runtime's health, readable from any task.
 ///
 /// `/readyz` is [`RuntimeStatus::is_ready`]: running, the broker reachable, and the consume loop
-/// made progress (a fetch returned, even empty) within the stall limit.
+/// made progress (a fetch returned, even empty, or a handler finished) within the stall limit.
 #[derive(Debug, Clone)]
 pub struct RuntimeStatus {
     inner: Arc<Inner>,
@@ -33,7 +33,8 @@ pub struct RuntimeStatus {
 struct Inner {
     epoch: Instant,
     last_progress_ms: AtomicU64,
-    broker_ok: AtomicBool,
+    fetch_ok: AtomicBool,
+    maintain_ok: AtomicBool,
     state: AtomicU8,
     in_flight: AtomicUsize,
 }
@@ -44,7 +45,8 @@ impl RuntimeStatus {
             inner: Arc::new(Inner {
                 epoch: Instant::now(),
                 last_progress_ms: AtomicU64::new(0),
-                broker_ok: AtomicBool::new(true),
+                fetch_ok: AtomicBool::new(true),
+                maintain_ok: AtomicBool::new(true),
                 state: AtomicU8::new(0),
                 in_flight: AtomicUsize::new(0),
             }),
@@ -56,8 +58,12 @@ impl RuntimeStatus {
         self.inner.last_progress_ms.store(ms, Ordering::Relaxed);
     }
 
-    pub(crate) fn set_broker_ok(&self, ok: bool) {
-        self.inner.broker_ok.store(ok, Ordering::Relaxed);
+    pub(crate) fn set_fetch_ok(&self, ok: bool) {
+        self.inner.fetch_ok.store(ok, Ordering::Relaxed);
+    }
+
+    pub(crate) fn set_maintain_ok(&self, ok: bool) {
+        self.inner.maintain_ok.store(ok, Ordering::Relaxed);
     }
 
     pub(crate) fn set_state(&self, s: RuntimeState) {
@@ -84,9 +90,11 @@ impl RuntimeStatus {
         }
     }
 
-    /// Whether the last broker operation succeeded.
+    /// Whether the broker is reachable: the last fetch and the last housekeeping run
+    /// (heartbeats, reaping) both succeeded.
     pub fn broker_ok(&self) -> bool {
-        self.inner.broker_ok.load(Ordering::Relaxed)
+        self.inner.fetch_ok.load(Ordering::Relaxed)
+            && self.inner.maintain_ok.load(Ordering::Relaxed)
     }
 
     /// Messages being processed now.
