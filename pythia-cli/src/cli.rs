@@ -38,6 +38,108 @@ pub(crate) enum Command {
     Produce(ProduceArgs),
     /// One command that shows Pythia working: a local Redis, a batch of messages, a worker.
     Quickstart(QuickstartArgs),
+    /// Measure throughput, CPU, memory and latency of each delivery mode against the bare
+    /// client loop of the same Redis commands.
+    Bench(BenchArgs),
+    /// One measured run inside `pythia bench` (internal).
+    #[command(hide = true)]
+    BenchChild(BenchChildArgs),
+}
+
+/// A `pythia bench` scenario.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum Scenario {
+    /// Drain a list with the at-most-once list broker (RPOP n).
+    List,
+    /// Drain a list with the at-least-once reliable list broker (Lua move + HDEL acks).
+    ReliableList,
+    /// Produce to a list: Pythia envelopes vs raw multi-value LPUSH.
+    ProduceList,
+    /// Reliable list with a handler that sleeps 10 ms, at --io-concurrency.
+    IoBound,
+    /// Enqueue-to-start latency at --latency-rate messages per second offered (reliable list).
+    Latency,
+}
+
+impl Scenario {
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::ReliableList => "reliable-list",
+            Self::ProduceList => "produce-list",
+            Self::IoBound => "io-bound",
+            Self::Latency => "latency",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchArgs {
+    /// Use this Redis instead of starting a throwaway local redis-server.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub(crate) redis_url: Option<String>,
+
+    /// Scenarios to run, comma-separated (default: all).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    pub(crate) scenarios: Vec<Scenario>,
+
+    /// Messages per throughput run.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
+    pub(crate) messages: u64,
+
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+
+    /// Runs per scenario; the median is reported.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
+    pub(crate) runs: u32,
+
+    /// Concurrency of the throughput runs.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) concurrency: usize,
+
+    /// Fetch batch size of the throughput runs.
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) batch_size: usize,
+
+    /// Concurrency of the io-bound run (each message sleeps 10 ms).
+    #[arg(long, default_value_t = 1000)]
+    pub(crate) io_concurrency: usize,
+
+    /// Messages per second offered in the latency run.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub(crate) latency_rate: f64,
+
+    /// Length of the latency run.
+    #[arg(long, default_value = "3s", value_parser = parse_duration)]
+    pub(crate) latency_duration: Duration,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// One measured run (spawned by `pythia bench` so that its CPU time and peak memory are its own).
+#[derive(Debug, Clone, Args)]
+pub(crate) struct BenchChildArgs {
+    #[arg(long)]
+    pub(crate) redis_url: String,
+    #[arg(long, value_enum)]
+    pub(crate) scenario: Scenario,
+    /// Run the bare client loop instead of the framework.
+    #[arg(long)]
+    pub(crate) bare: bool,
+    #[arg(long)]
+    pub(crate) queue: String,
+    #[arg(long)]
+    pub(crate) messages: u64,
+    #[arg(long)]
+    pub(crate) size: usize,
+    #[arg(long)]
+    pub(crate) concurrency: usize,
+    #[arg(long)]
+    pub(crate) batch_size: usize,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -46,6 +46,8 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(args).await,
             Command::Produce(args) => commands::produce::produce(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
+            Command::Bench(args) => commands::bench::bench(args).await,
+            Command::BenchChild(args) => commands::bench::child::bench_child(args).await,
         }
     });
     match result {

@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+pub(crate) mod bench;
 pub(crate) mod produce;
 pub(crate) mod quickstart;
 pub(crate) mod run;

@@ -1,0 +1,276 @@
+//! One measured run, in its own process: the framework or the bare client loop of the same
+//! Redis commands. Prints one JSON line with what it measured.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use pythia::redis::{Encoding, ListBroker, ListProducer, RedisConnection, ReliableListBroker};
+use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime, worker_fn};
+use serde::Serialize;
+
+use super::proc_stats::ProcStats;
+use crate::cli::{BenchChildArgs, Scenario};
+use crate::commands::produce::numbered_body;
+use crate::error::CliError;
+
+/// The header carrying the producer's send time, in nanoseconds since the epoch.
+pub(crate) const SENT_NS_HEADER: &str = "bench-sent-ns";
+
+/// What one run measured.
+#[derive(Debug, Serialize, serde::Deserialize, Clone, Default)]
+pub(crate) struct RunResult {
+    pub(crate) processed: u64,
+    pub(crate) seconds: f64,
+    pub(crate) cpu_seconds: f64,
+    pub(crate) peak_rss_bytes: u64,
+    /// Latency percentiles in milliseconds (latency scenario only).
+    pub(crate) p50_ms: Option<f64>,
+    pub(crate) p99_ms: Option<f64>,
+    pub(crate) p999_ms: Option<f64>,
+}
+
+pub(crate) fn now_ns() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
+    let conn = crate::commands::connect_url(&args.redis_url, "pythia").await?;
+    let before = ProcStats::read();
+    let mut result = match (args.scenario, args.bare) {
+        (Scenario::List, false) => {
+            let b = ListBroker::new(&conn, &args.queue);
+            drain(b, noop(), &args).await?
+        }
+        (Scenario::List, true) => bare_list(&conn, &args).await?,
+        (Scenario::ReliableList, false) => {
+            let b = ReliableListBroker::new(&conn, &args.queue);
+            drain(b, noop(), &args).await?
+        }
+        (Scenario::ReliableList, true) => bare_reliable(&conn, &args).await?,
+        (Scenario::ProduceList, bare) => produce(&conn, &args, bare).await?,
+        (Scenario::IoBound, _) => {
+            let sleepy = worker_fn(|_m: Message| async {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                Ok(())
+            });
+            drain(ReliableListBroker::new(&conn, &args.queue), sleepy, &args).await?
+        }
+        (Scenario::Latency, _) => latency(&conn, &args).await?,
+    };
+    let after = ProcStats::read();
+    result.cpu_seconds = after.cpu_seconds - before.cpu_seconds;
+    result.peak_rss_bytes = after.peak_rss_bytes;
+    println!(
+        "{}",
+        serde_json::to_string(&result).map_err(CliError::runtime)?
+    );
+    Ok(())
+}
+
+fn noop() -> impl Worker {
+    worker_fn(|_m: Message| async { Ok(()) })
+}
+
+fn runtime<B: Broker, W: Worker>(broker: B, w: W, args: &BenchChildArgs) -> WorkerRuntime<B> {
+    WorkerRuntime::new(broker, w)
+        .with_concurrency(args.concurrency)
+        .with_batch_size(args.batch_size)
+        .with_signal_handling(false)
+        .with_stats_interval(None)
+        .with_burst(true)
+}
+
+async fn drain<B: Broker, W: Worker>(
+    broker: B,
+    w: W,
+    args: &BenchChildArgs,
+) -> Result<RunResult, CliError> {
+    let s = runtime(broker, w, args)
+        .run()
+        .await
+        .map_err(CliError::runtime)?;
+    Ok(RunResult {
+        processed: s.processed(),
+        seconds: s.active.as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// `RPOP q n` until empty.
+async fn bare_list(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
+    let mut m = conn.manager();
+    let mut n = 0u64;
+    let started = Instant::now();
+    loop {
+        let items: Option<Vec<Vec<u8>>> = redis::cmd("RPOP")
+            .arg(&args.queue)
+            .arg(args.batch_size)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("RPOP", e)))?;
+        match items {
+            Some(v) if !v.is_empty() => n += v.len() as u64,
+            _ => break,
+        }
+    }
+    Ok(RunResult {
+        processed: n,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// The reliable list's own fetch script, then one `HDEL` per batch: the same commands as the
+/// broker, without the framework.
+async fn bare_reliable(
+    conn: &RedisConnection,
+    args: &BenchChildArgs,
+) -> Result<RunResult, CliError> {
+    let script = redis::Script::new(include_str!(
+        "../../../../pythia-redis/lua/reliable_fetch.lua"
+    ));
+    let in_flight = format!("pythia:{{{}}}:inflight:bare", args.queue);
+    let staging = format!("pythia:{{{}}}:staging:bare", args.queue);
+    let mut m = conn.manager();
+    let mut n = 0u64;
+    let mut next = 1u64;
+    let started = Instant::now();
+    loop {
+        let items: Vec<Vec<u8>> = script
+            .key(&args.queue)
+            .key(&in_flight)
+            .key(&staging)
+            .arg(args.batch_size)
+            .arg(next)
+            .arg("R")
+            .invoke_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("fetch", e)))?;
+        if items.is_empty() {
+            break;
+        }
+        let ids: Vec<u64> = (next..next + items.len() as u64).collect();
+        next += args.batch_size as u64;
+        let removed: u64 = redis::cmd("HDEL")
+            .arg(&in_flight)
+            .arg(&ids)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("HDEL", e)))?;
+        n += removed;
+    }
+    Ok(RunResult {
+        processed: n,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// Framework: Pythia envelopes through `ListProducer`. Bare: raw bodies, multi-value LPUSH.
+async fn produce(
+    conn: &RedisConnection,
+    args: &BenchChildArgs,
+    bare: bool,
+) -> Result<RunResult, CliError> {
+    let bodies: Vec<Vec<u8>> = (0..args.messages)
+        .map(|i| numbered_body(i, args.size))
+        .collect();
+    let started;
+    if bare {
+        let mut m = conn.manager();
+        let mut pipe = redis::pipe();
+        for chunk in bodies.chunks(1000) {
+            pipe.cmd("LPUSH").arg(&args.queue).arg(chunk).ignore();
+        }
+        started = Instant::now();
+        pipe.query_async::<()>(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("LPUSH", e)))?;
+    } else {
+        let msgs: Vec<Message> = bodies.into_iter().map(Message::new).collect();
+        let producer = ListProducer::new(conn, &args.queue).with_encoding(Encoding::Envelope);
+        started = Instant::now();
+        producer.push_many(&msgs).await.map_err(CliError::runtime)?;
+    }
+    Ok(RunResult {
+        processed: args.messages,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// Records enqueue-to-start latency from the producer's send-time header.
+#[derive(Clone)]
+struct LatencyRecorder {
+    samples: Arc<Mutex<Vec<u64>>>,
+    target: u64,
+    stop: pythia::CancellationToken,
+}
+
+impl Worker for LatencyRecorder {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        let now = now_ns();
+        let sent: u128 = msg
+            .header(SENT_NS_HEADER)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| WorkerError::reject("no send time"))?;
+        let mut s = self.samples.lock().unwrap_or_else(|p| p.into_inner());
+        s.push(now.saturating_sub(sent) as u64);
+        if s.len() as u64 >= self.target {
+            self.stop.cancel();
+        }
+        Ok(())
+    }
+}
+
+fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
+    if sorted.is_empty() {
+        return None;
+    }
+    let idx = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    Some(sorted[idx] as f64 / 1e6)
+}
+
+/// Consumes until `messages` were seen (the orchestrator produces them, paced).
+async fn latency(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
+    let stop = pythia::CancellationToken::new();
+    let rec = LatencyRecorder {
+        samples: Arc::new(Mutex::new(Vec::with_capacity(args.messages as usize))),
+        target: args.messages,
+        stop: stop.clone(),
+    };
+    let samples = rec.samples.clone();
+    println!("ready");
+    let s = runtime(ReliableListBroker::new(conn, &args.queue), rec, args)
+        .with_burst(false)
+        .with_cancellation(stop)
+        .run()
+        .await
+        .map_err(CliError::runtime)?;
+    let mut v = samples.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    v.sort_unstable();
+    Ok(RunResult {
+        processed: s.processed(),
+        seconds: s.active.as_secs_f64(),
+        p50_ms: percentile(&v, 0.5),
+        p99_ms: percentile(&v, 0.99),
+        p999_ms: percentile(&v, 0.999),
+        ..RunResult::default()
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_pick_the_right_rank() {
+        let v: Vec<u64> = (1..=1000).map(|i| i * 1_000_000).collect();
+        assert_eq!(percentile(&v, 0.5), Some(501.0));
+        assert_eq!(percentile(&v, 0.99), Some(990.0));
+        assert_eq!(percentile(&[], 0.5), None);
+    }
+}
