@@ -148,9 +148,7 @@ pub fn decode(raw: Bytes, source: &Source) -> Message {
 
 /// A raw body: fresh id, attempt 1.
 pub fn raw_message(raw: Bytes, source: &Source) -> Message {
-    Message::new(raw)
-        .with_enqueued_at(None)
-        .with_source(source.clone())
+    Message::from_parts(raw, None, source.clone())
 }
 
 fn from_millis(ms: u64) -> SystemTime {
@@ -203,12 +201,10 @@ fn build(env: In<'_>, raw: &Bytes, source: &Source) -> Message {
         };
         headers.insert(k, v);
     }
-    Message::new(body)
+    Message::from_parts(body, env.enqueued_at.map(from_millis), source.clone())
         .with_id(id)
         .with_attempt(env.attempt.unwrap_or(1))
-        .with_enqueued_at(env.enqueued_at.map(from_millis))
         .with_headers(headers)
-        .with_source(source.clone())
 }
 
 #[cfg(test)]

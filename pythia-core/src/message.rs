@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -78,7 +78,9 @@ impl Default for Source {
 
 #[derive(Clone)]
 struct MessageInner {
-    id: String,
+    /// Set by the producer or the broker, or generated on first read: most handlers never ask
+    /// for the id of a raw item, so it costs nothing until they do.
+    id: OnceLock<String>,
     body: Bytes,
     headers: Headers,
     attempt: u32,
@@ -115,26 +117,36 @@ pub struct Message {
 impl Message {
     /// A new message with a fresh id, attempt 1, no headers, enqueued now.
     pub fn new(body: impl Into<Bytes>) -> Self {
+        Self::from_parts(body.into(), Some(SystemTime::now()), Source::default())
+    }
+
+    /// A message as a broker received it: a fresh id (made on first read), attempt 1, no
+    /// headers. Cheaper than [`Message::new`] followed by `with_*` calls.
+    pub fn from_parts(body: Bytes, enqueued_at: Option<SystemTime>, source: Source) -> Self {
         Self {
             inner: Arc::new(MessageInner {
-                id: new_message_id(),
-                body: body.into(),
+                id: OnceLock::new(),
+                body,
                 headers: Headers::new(),
                 attempt: 1,
-                enqueued_at: Some(SystemTime::now()),
-                source: Source::default(),
+                enqueued_at,
+                source,
             }),
         }
     }
 
     fn inner_mut(&mut self) -> &mut MessageInner {
+        // Fix the id before a copy is made, so that every copy keeps the same id.
+        self.inner.id.get_or_init(new_message_id);
         Arc::make_mut(&mut self.inner)
     }
 
     /// The same message with id `id`.
     #[must_use]
     pub fn with_id(mut self, id: impl Into<String>) -> Self {
-        self.inner_mut().id = id.into();
+        let id = id.into();
+        let inner = Arc::make_mut(&mut self.inner);
+        inner.id = OnceLock::from(id);
         self
     }
 
@@ -175,7 +187,7 @@ impl Message {
 
     /// The message id.
     pub fn id(&self) -> &str {
-        &self.inner.id
+        self.inner.id.get_or_init(new_message_id)
     }
 
     /// The raw body.
@@ -230,7 +242,7 @@ impl fmt::Debug for Message {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         // Bodies can be large or secret: show the size, not the bytes.
         f.debug_struct("Message")
-            .field("id", &self.inner.id)
+            .field("id", &self.id())
             .field("body_len", &self.inner.body.len())
             .field("headers", &self.inner.headers)
             .field("attempt", &self.inner.attempt)
@@ -278,6 +290,18 @@ mod tests {
         assert!(a.headers().is_empty());
         assert_eq!(b.attempt(), 3);
         assert_eq!(b.id(), a.id());
+    }
+
+    #[test]
+    fn a_lazy_id_is_the_same_in_every_copy() {
+        let a = Message::from_parts(Bytes::from_static(b"x"), None, Source::default());
+        let b = a.clone().with_attempt(2);
+        let c = a.clone();
+        assert_eq!(a.id(), b.id());
+        assert_eq!(a.id(), c.id());
+        let d = Message::from_parts(Bytes::from_static(b"x"), None, Source::default());
+        assert_ne!(a.id(), d.id());
+        assert_eq!(d.clone().with_id("given").id(), "given");
     }
 
     #[test]

@@ -171,14 +171,10 @@ impl ListBroker {
         &self.keys
     }
 
-    fn deliveries(&self, items: Vec<Vec<u8>>) -> Vec<Delivery<Bytes>> {
+    fn deliveries(&self, items: Vec<Vec<u8>>) -> Vec<Delivery<()>> {
         items
             .into_iter()
-            .map(|raw| {
-                let raw = Bytes::from(raw);
-                let msg = envelope::decode(raw.clone(), &self.source);
-                Delivery::new(raw, msg)
-            })
+            .map(|raw| Delivery::new((), envelope::decode(Bytes::from(raw), &self.source)))
             .collect()
     }
 
@@ -209,7 +205,7 @@ impl ListBroker {
 }
 
 impl Broker for ListBroker {
-    type Token = Bytes;
+    type Token = ();
 
     fn guarantee(&self) -> DeliveryGuarantee {
         DeliveryGuarantee::AtMostOnce
@@ -219,7 +215,7 @@ impl Broker for ListBroker {
         &self.source
     }
 
-    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<Bytes>>, BrokerError> {
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
         let mut m = self.manager.clone();
         let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
             .arg(self.keys.queue())
@@ -233,7 +229,7 @@ impl Broker for ListBroker {
         }
     }
 
-    async fn settle(&self, batch: &[Settlement<Bytes>]) -> Result<(), BrokerError> {
+    async fn settle(&self, batch: &[Settlement<()>]) -> Result<(), BrokerError> {
         let mut pipe = redis::pipe();
         pipe.atomic();
         let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
@@ -272,12 +268,18 @@ impl Broker for ListBroker {
             .map_err(|e| self.conn.error("settle", e))
     }
 
-    async fn release(&self, batch: Vec<Delivery<Bytes>>) -> Result<(), BrokerError> {
+    /// Unprocessed messages go back to the front, as envelopes (a raw item comes back with its
+    /// body untouched and the id it was given).
+    async fn release(&self, batch: Vec<Delivery<()>>) -> Result<(), BrokerError> {
         if batch.is_empty() {
             return Ok(());
         }
         // Back to the front, first one last, so the first is popped next.
-        let items: Vec<&[u8]> = batch.iter().rev().map(|d| d.token.as_ref()).collect();
+        let items: Vec<Vec<u8>> = batch
+            .iter()
+            .rev()
+            .map(|d| envelope::encode(&d.message))
+            .collect();
         let mut m = self.manager.clone();
         redis::cmd(self.side.front_push_cmd())
             .arg(self.keys.queue())

@@ -8,23 +8,22 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
-use futures_util::{FutureExt, StreamExt};
-use tokio::runtime::RuntimeFlavor;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
-use tower::Service;
 
+use super::handler::{Handler, Running};
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
 use crate::broker::{Broker, Delivery, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
 use crate::message::Message;
 use crate::metrics::RuntimeMetrics;
-use crate::worker::{BoxFuture, HandlerService};
+use crate::worker::BoxFuture;
 
 /// Extra time after the grace period for the final settles to reach the broker.
 const SETTLE_DEADLINE_AFTER_GRACE: Duration = Duration::from_secs(5);
@@ -85,7 +84,7 @@ impl<T> Slots<T> {
 
 pub(super) struct Driver<B: Broker> {
     broker: Arc<B>,
-    service: HandlerService,
+    handler: Handler,
     cfg: RuntimeConfig,
     spawn: bool,
     metrics: RuntimeMetrics,
@@ -108,7 +107,7 @@ pub(super) struct Driver<B: Broker> {
 
     pending: VecDeque<Delivery<B::Token>>,
     slots: Slots<B::Token>,
-    inflight: FuturesUnordered<BoxFuture<(usize, Result<(), WorkerError>)>>,
+    inflight: FuturesUnordered<Running>,
 
     to_settle: Vec<Settlement<B::Token>>,
     settle: Option<BoxFuture<SettleResult<B::Token>>>,
@@ -158,23 +157,16 @@ fn timer_done(t: &mut Option<Pin<Box<Sleep>>>, cx: &mut Context<'_>) -> bool {
 impl<B: Broker> Driver<B> {
     pub(super) fn new(
         broker: Arc<B>,
-        service: HandlerService,
+        handler: Handler,
         cfg: RuntimeConfig,
         cancel: CancellationToken,
         status: RuntimeStatus,
     ) -> Self {
-        let spawn = match cfg.dispatch {
-            Dispatch::Spawn => true,
-            Dispatch::Inline => false,
-            Dispatch::Auto => matches!(
-                tokio::runtime::Handle::current().runtime_flavor(),
-                RuntimeFlavor::MultiThread
-            ),
-        };
+        let spawn = cfg.dispatch == Dispatch::Spawn;
         let metrics = RuntimeMetrics::new(broker.source());
         Self {
             broker,
-            service,
+            handler,
             cfg,
             spawn,
             metrics,
@@ -289,7 +281,7 @@ impl<B: Broker> Driver<B> {
         self.metrics.in_flight.set(self.slots.len as f64);
     }
 
-    fn start(&mut self, delivery: Delivery<B::Token>) {
+    fn start(&mut self, delivery: Delivery<B::Token>, now: Instant, wall: SystemTime) {
         let Delivery { token, message } = delivery;
         let max = self.cfg.retry.max_attempts();
         if message.attempt() > max {
@@ -314,17 +306,15 @@ impl<B: Broker> Driver<B> {
             });
             return;
         }
-        if let Some(age) = message.age() {
+        if let Some(at) = message.enqueued_at()
+            && let Ok(age) = wall.duration_since(at)
+        {
             self.metrics.end_to_end.record(age.as_secs_f64());
         }
         let call =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.service.call(message.clone())));
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.call(message.clone())));
         let fut: BoxFuture<Result<(), WorkerError>> = match call {
-            Ok(fut) => Box::pin(
-                AssertUnwindSafe(fut)
-                    .catch_unwind()
-                    .map(|r| r.unwrap_or_else(|p| Err(WorkerError::panic(panic_text(&*p))))),
-            ),
+            Ok(fut) => fut,
             Err(p) => {
                 let e = WorkerError::panic(panic_text(&*p));
                 Box::pin(async move { Err(e) })
@@ -333,30 +323,26 @@ impl<B: Broker> Driver<B> {
         let mut slot = Slot {
             token,
             message,
-            started: Instant::now(),
+            started: now,
             abort: None,
         };
         if self.spawn {
             let handle = tokio::spawn(fut);
             slot.abort = Some(handle.abort_handle());
-            let idx = self.slots.insert(slot);
-            self.inflight.push(Box::pin(async move {
-                let r = handle
-                    .await
-                    .unwrap_or_else(|e| Err(WorkerError::panic(e.to_string())));
-                (idx, r)
-            }));
+            let slot = self.slots.insert(slot);
+            self.inflight.push(Running::Spawned { slot, handle });
         } else {
-            let idx = self.slots.insert(slot);
-            self.inflight.push(Box::pin(fut.map(move |r| (idx, r))));
+            let slot = self.slots.insert(slot);
+            self.inflight.push(Running::Inline { slot, fut });
         }
     }
 
-    fn complete(&mut self, idx: usize, result: Result<(), WorkerError>) {
+    fn complete(&mut self, idx: usize, result: Result<(), WorkerError>, now: Instant) {
         let Some(slot) = self.slots.remove(idx) else {
             return;
         };
-        self.metrics.observe_processing(slot.started.elapsed());
+        self.metrics
+            .observe_processing(now.saturating_duration_since(slot.started));
         if let Err(e) = &result {
             match e.kind() {
                 WorkerErrorKind::Timeout => self.metrics.failed_timeout.increment(1),
@@ -426,9 +412,11 @@ impl<B: Broker> Driver<B> {
             }
 
             // Finished handlers.
+            // One clock read per pass, shared by every message started or finished in it.
+            let now = Instant::now();
             let mut finished = false;
             while let Poll::Ready(Some((idx, result))) = self.inflight.poll_next_unpin(cx) {
-                self.complete(idx, result);
+                self.complete(idx, result, now);
                 finished = true;
             }
             if finished {
@@ -446,14 +434,15 @@ impl<B: Broker> Driver<B> {
             }
 
             // Start fetched messages while the handler stack is ready.
+            let wall = SystemTime::now();
             while !self.stopping
                 && !self.pending.is_empty()
                 && self.slots.len < self.cfg.concurrency
             {
-                match self.service.poll_ready(cx) {
+                match self.handler.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         let d = self.pending.pop_front().expect("checked non-empty");
-                        self.start(d);
+                        self.start(d, now, wall);
                         progressed = true;
                     }
                     Poll::Ready(Err(e)) => {
@@ -469,7 +458,7 @@ impl<B: Broker> Driver<B> {
 
             // Fetch more when there is room, the last error's backoff is over and the stack is ready.
             if self.want_fetch() && timer_done(&mut self.fetch_wait, cx) {
-                match self.service.poll_ready(cx) {
+                match self.handler.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         if self.cfg.burst && self.last_fetch_empty && self.is_idle() {
                             let b = Arc::clone(&self.broker);
