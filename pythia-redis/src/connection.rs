@@ -114,6 +114,21 @@ impl RedisConnection {
             .map_err(|e| self.error("connect", e))
     }
 
+    /// A new dedicated pub/sub connection: it carries only `SUBSCRIBE`/`PSUBSCRIBE`, `PING`
+    /// and the messages the server pushes. A connection in subscribed mode cannot run other
+    /// commands, so it is never shared. Opening it (TCP, TLS, `AUTH`, `SELECT`) fails after
+    /// [`RedisConfig::connect_timeout`].
+    pub async fn pubsub(&self) -> Result<redis::aio::PubSub, BrokerError> {
+        let limit = self.inner.config.connect_timeout();
+        match tokio::time::timeout(limit, self.inner.client.get_async_pubsub()).await {
+            Ok(res) => res.map_err(|e| self.error("connect (pub/sub)", e)),
+            Err(_) => Err(BrokerError::connection(format!(
+                "cannot open a pub/sub connection to {}: timed out after {limit:?}",
+                self.inner.config.masked_url()
+            ))),
+        }
+    }
+
     /// Maps a Redis error from `op` to a [`BrokerError`] with the password scrubbed.
     pub fn error(&self, op: &str, e: redis::RedisError) -> BrokerError {
         redis_error(&self.inner.config, op, e)

@@ -1,0 +1,113 @@
+//! [`Publisher`]: `PUBLISH`es messages to a Redis pub/sub channel, one or many per round trip.
+
+use pythia_core::{BrokerError, Message, envelope};
+use redis::aio::ConnectionManager;
+
+use crate::connection::RedisConnection;
+use crate::producer::Encoding;
+
+/// `PUBLISH` commands per pipeline when publishing many.
+pub const PUBLISH_CHUNK: usize = 1000;
+
+/// Publishes messages to the channel a [`PubSubBroker`](crate::PubSubBroker) subscribes to
+/// (directly, or through a pattern).
+///
+/// Each call returns how many subscribers received each message, as Redis counts them (on a
+/// Cluster, the subscribers of the node the publisher is connected to). A count of 0 means
+/// nobody was subscribed and the message is gone: pub/sub keeps nothing.
+///
+/// Many messages go out as pipelines of up to [`PUBLISH_CHUNK`] `PUBLISH` commands. When a
+/// call fails (the connection dropped mid-way), part of the batch may have been published.
+///
+/// ```no_run
+/// use pythia_core::Message;
+/// use pythia_redis::{Encoding, Publisher, RedisConfig, RedisConnection};
+/// # async fn f() -> Result<(), pythia_core::BrokerError> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let news = Publisher::new(&conn, "news");
+/// let receivers = news.publish(&Message::new("hello")).await?;
+/// println!("{receivers} subscribers got it");
+/// let counts = news
+///     .publish_many(&[Message::new("two"), Message::new("three")])
+///     .await?;
+/// assert_eq!(counts.len(), 2);
+/// // Bodies alone, for subscribers that are not Pythia workers:
+/// Publisher::new(&conn, "legacy")
+///     .with_encoding(Encoding::Raw)
+///     .publish(&Message::new("plain text"))
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct Publisher {
+    conn: RedisConnection,
+    manager: ConnectionManager,
+    channel: String,
+    encoding: Encoding,
+}
+
+impl Publisher {
+    /// A publisher to `channel`, writing Pythia envelopes.
+    pub fn new(conn: &RedisConnection, channel: &str) -> Self {
+        Self {
+            conn: conn.clone(),
+            manager: conn.manager(),
+            channel: channel.to_owned(),
+            encoding: Encoding::default(),
+        }
+    }
+
+    /// Envelope (default: id, attempt, enqueue time and headers travel with the body) or raw
+    /// bodies.
+    #[must_use]
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The channel this publisher writes to.
+    pub fn channel(&self) -> &str {
+        &self.channel
+    }
+
+    fn encode(&self, msg: &Message) -> Vec<u8> {
+        match self.encoding {
+            Encoding::Envelope => envelope::encode(msg),
+            Encoding::Raw => msg.body().to_vec(),
+        }
+    }
+
+    /// Publishes one message; returns how many subscribers received it.
+    pub async fn publish(&self, msg: &Message) -> Result<usize, BrokerError> {
+        let counts = self.publish_many(std::slice::from_ref(msg)).await?;
+        Ok(counts.first().copied().unwrap_or(0))
+    }
+
+    /// Publishes messages in order, pipelined; returns the receiver count of each.
+    pub async fn publish_many(&self, msgs: &[Message]) -> Result<Vec<usize>, BrokerError> {
+        let payloads: Vec<Vec<u8>> = msgs.iter().map(|m| self.encode(m)).collect();
+        self.publish_payloads(&payloads).await
+    }
+
+    /// Publishes ready-made payloads (raw bodies or envelopes) in order, pipelined; returns the
+    /// receiver count of each.
+    pub async fn publish_payloads<P: AsRef<[u8]>>(
+        &self,
+        payloads: &[P],
+    ) -> Result<Vec<usize>, BrokerError> {
+        let mut counts = Vec::with_capacity(payloads.len());
+        let mut m = self.manager.clone();
+        for chunk in payloads.chunks(PUBLISH_CHUNK) {
+            let mut pipe = redis::pipe();
+            for payload in chunk {
+                pipe.publish(&self.channel, payload.as_ref());
+            }
+            let got: Vec<usize> = pipe
+                .query_async(&mut m)
+                .await
+                .map_err(|e| self.conn.error("PUBLISH", e))?;
+            counts.extend(got);
+        }
+        Ok(counts)
+    }
+}

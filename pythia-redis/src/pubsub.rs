@@ -1,0 +1,1247 @@
+//! [`PubSubBroker`]: Redis pub/sub (`SUBSCRIBE` / `PSUBSCRIBE`) behind the one
+//! [`Worker`](pythia_core::Worker) trait. Fan-out, at-most-once, with a bounded in-process buffer.
+
+use std::borrow::Cow;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
+use bytes::Bytes;
+use futures_util::StreamExt;
+use pythia_core::{
+    Broker, BrokerError, BrokerErrorKind, CancellationToken, Delivery, DeliveryGuarantee, Message,
+    Outcome, QueueStats, Settlement, Source, envelope,
+};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::connection::RedisConnection;
+use crate::keys::QueueKeys;
+use crate::retry_schedule::DEFAULT_DEAD_LETTER_CAP;
+
+/// Times the subscription was restored after a lost connection, by `queue` and `broker`.
+pub const RECONNECTS_TOTAL: &str = "pythia_pubsub_reconnects_total";
+/// Messages dropped in process, by `queue`, `broker` and `policy`: `drop_oldest` or
+/// `drop_newest` (the [`Overflow`] policy, when the buffer was full) or `shutdown` (still
+/// buffered, waiting for a retry or handed back when the broker closed).
+pub const DROPPED_TOTAL: &str = "pythia_pubsub_dropped_total";
+
+/// Messages moved from the subscription into the buffer per lock.
+const READ_CHUNK: usize = 512;
+/// Distinct (channel, pattern) sources remembered before the cache starts over.
+const SOURCE_CACHE_CAP: usize = 1024;
+/// A connection that stayed up this long resets the reconnect backoff; one lost sooner waits
+/// before the next attempt, so a server that drops every new subscriber is not hammered.
+const STABLE_UPTIME: Duration = Duration::from_secs(1);
+/// The longest wait between resubscribe attempts, before jitter.
+const RECONNECT_MAX_DELAY: Duration = Duration::from_secs(2);
+/// How long `close` waits for the subscriber task to let go of its connection.
+const CLOSE_WAIT: Duration = Duration::from_secs(2);
+
+/// What the buffer gives up when a message arrives and it is full.
+///
+/// The buffer holds messages received but not yet fetched, plus in-process retries waiting
+/// for their time; [`PubSubBuilder::with_capacity`] bounds the two together. Each drop is
+/// counted in [`PubSubCounters::dropped`] and in `pythia_pubsub_dropped_total{policy}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Overflow {
+    /// Drop the oldest buffered message to make room: a worker that falls behind sees the most
+    /// recent messages (right for state updates, prices, presence). The default.
+    #[default]
+    DropOldest,
+    /// Drop the arriving message: a worker that falls behind sees the earliest messages, and
+    /// what arrives while the buffer is full is lost.
+    DropNewest,
+}
+
+impl Overflow {
+    /// `"drop_oldest"` or `"drop_newest"`, the `policy` label of the dropped counter.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DropOldest => "drop_oldest",
+            Self::DropNewest => "drop_newest",
+        }
+    }
+}
+
+impl std::str::FromStr for Overflow {
+    type Err = BrokerError;
+    fn from_str(s: &str) -> Result<Self, BrokerError> {
+        match s.to_ascii_lowercase().replace('-', "_").as_str() {
+            "drop_oldest" | "oldest" => Ok(Self::DropOldest),
+            "drop_newest" | "newest" => Ok(Self::DropNewest),
+            other => Err(BrokerError::config(format!(
+                "invalid overflow policy {other:?}: expected \"drop-oldest\" or \"drop-newest\""
+            ))),
+        }
+    }
+}
+
+/// A snapshot of a [`PubSubBroker`]'s in-process counters.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub struct PubSubCounters {
+    /// Messages received from the subscription since it started.
+    pub received: u64,
+    /// Messages waiting in the buffer now.
+    pub buffered: usize,
+    /// In-process retries waiting for their time now.
+    pub pending_retries: usize,
+    /// The most messages held at once (buffered plus pending retries); never above the capacity.
+    pub peak_held: usize,
+    /// Messages dropped by the [`Overflow`] policy because the buffer was full.
+    pub dropped: u64,
+    /// Messages dropped because the broker closed while they were buffered, waiting for a
+    /// retry, or fetched and not processed.
+    pub dropped_at_shutdown: u64,
+    /// Times the subscription was restored after a lost connection.
+    pub reconnects: u64,
+    /// Whether the subscription is live right now.
+    pub connected: bool,
+}
+
+/// Where dead letters go.
+#[derive(Debug, Clone)]
+enum DeadLetterTarget {
+    /// `<prefix>:{<name>}:dlq`, like the list brokers.
+    Default,
+    /// A list the user named.
+    List(String),
+    /// Nowhere: logged and dropped.
+    Off,
+}
+
+/// Settings of a [`PubSubBroker`]; [`subscribe`](Self::subscribe) starts it.
+///
+/// Made by [`PubSubBroker::builder`]. At least one channel or pattern is required.
+#[derive(Debug, Clone)]
+#[must_use = "a builder does nothing until `subscribe` is awaited"]
+pub struct PubSubBuilder {
+    conn: RedisConnection,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    name: Option<String>,
+    capacity: usize,
+    overflow: Overflow,
+    dead_letters: DeadLetterTarget,
+    dead_letter_cap: usize,
+    ping_interval: Duration,
+}
+
+impl PubSubBuilder {
+    /// Subscribes to the channel `name` (`SUBSCRIBE`).
+    pub fn channel(mut self, name: impl Into<String>) -> Self {
+        self.channels.push(name.into());
+        self
+    }
+
+    /// Subscribes to every channel in `names`.
+    pub fn channels<I, S>(mut self, names: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.channels.extend(names.into_iter().map(Into::into));
+        self
+    }
+
+    /// Subscribes to the channels matching the glob-style `pattern` (`PSUBSCRIBE`, e.g.
+    /// `orders.*`). A message on a channel matched by several subscriptions of one broker (a
+    /// channel and a pattern, or two patterns) is delivered once per match, as Redis sends it.
+    pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
+        self.patterns.push(pattern.into());
+        self
+    }
+
+    /// Subscribes to every pattern in `patterns`.
+    pub fn patterns<I, S>(mut self, patterns: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: Into<String>,
+    {
+        self.patterns.extend(patterns.into_iter().map(Into::into));
+        self
+    }
+
+    /// The broker's name, used as the `queue` label of metrics, in logs, and in the default
+    /// dead-letter key. Defaults to the channels and patterns joined by `,`.
+    pub fn with_name(mut self, name: impl Into<String>) -> Self {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// How many messages the broker holds in process at most: buffered and waiting for a
+    /// retry together (at least 1; default [`PubSubBroker::DEFAULT_CAPACITY`]). Memory is about
+    /// this many payloads.
+    pub fn with_capacity(mut self, capacity: usize) -> Self {
+        self.capacity = capacity.max(1);
+        self
+    }
+
+    /// What to drop when the buffer is full (default [`Overflow::DropOldest`]).
+    pub fn with_overflow(mut self, overflow: Overflow) -> Self {
+        self.overflow = overflow;
+        self
+    }
+
+    /// Pushes dead letters onto the list `key` instead of the default
+    /// `<prefix>:{<name>}:dlq`.
+    pub fn with_dead_letter_list(mut self, key: impl Into<String>) -> Self {
+        self.dead_letters = DeadLetterTarget::List(key.into());
+        self
+    }
+
+    /// Keeps no dead letters: a message that is rejected or out of attempts is logged (at
+    /// `warn`, with its id and the reason) and dropped.
+    pub fn without_dead_letter_list(mut self) -> Self {
+        self.dead_letters = DeadLetterTarget::Off;
+        self
+    }
+
+    /// How many dead letters the list keeps (0 = no cap; default
+    /// [`DEFAULT_DEAD_LETTER_CAP`]).
+    pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
+        self.dead_letter_cap = cap;
+        self
+    }
+
+    /// How often the subscribed connection is pinged (50 ms to 60 s; default
+    /// [`PubSubBroker::DEFAULT_PING_INTERVAL`]). A `PING` not answered within the
+    /// configuration's response timeout counts as a lost connection, so a server that stalls
+    /// or a network path that silently dies is noticed, not waited on forever.
+    pub fn with_ping_interval(mut self, every: Duration) -> Self {
+        self.ping_interval = every.clamp(Duration::from_millis(50), Duration::from_secs(60));
+        self
+    }
+
+    /// Opens the pub/sub connection, subscribes, and returns the broker once Redis has
+    /// confirmed every subscription: a message published after this returns is delivered.
+    ///
+    /// Fails with a [`BrokerErrorKind::Config`] error when there is no channel or pattern (or
+    /// an empty one), and with the connection's error when Redis is unreachable or refuses a
+    /// subscription (an ACL without the channel). After this first success the broker keeps
+    /// itself subscribed.
+    pub async fn subscribe(self) -> Result<PubSubBroker, BrokerError> {
+        if self.channels.is_empty() && self.patterns.is_empty() {
+            return Err(BrokerError::config(
+                "a pub/sub broker needs at least one channel or pattern",
+            ));
+        }
+        if self
+            .channels
+            .iter()
+            .chain(&self.patterns)
+            .any(String::is_empty)
+        {
+            return Err(BrokerError::config(
+                "pub/sub channel and pattern names must not be empty",
+            ));
+        }
+        let name = self.name.clone().unwrap_or_else(|| {
+            let all: Vec<&str> = self
+                .channels
+                .iter()
+                .chain(&self.patterns)
+                .map(String::as_str)
+                .collect();
+            all.join(",")
+        });
+        let dead_letters = match &self.dead_letters {
+            DeadLetterTarget::Default => {
+                Some(QueueKeys::new(self.conn.config().key_prefix(), &name).dead_letters())
+            }
+            DeadLetterTarget::List(key) => Some(key.clone()),
+            DeadLetterTarget::Off => None,
+        };
+        let source = Source::new("pubsub", name.as_str());
+        let shared = Arc::new(Shared::new(&name, self.capacity, self.overflow));
+        let stop = CancellationToken::new();
+        let subscriber = Subscriber {
+            shared: Arc::clone(&shared),
+            conn: self.conn.clone(),
+            channels: self.channels.clone(),
+            patterns: self.patterns.clone(),
+            name: name.clone(),
+            ping_interval: self.ping_interval,
+            ping_timeout: self.conn.config().response_timeout(),
+            stop: stop.clone(),
+            sources: SourceCache::default(),
+        };
+        let first = subscriber.open().await?;
+        shared.connected.store(true, Ordering::Release);
+        let task = tokio::spawn(subscriber.run(first));
+        tracing::debug!(
+            subscription = %name,
+            channels = ?self.channels,
+            patterns = ?self.patterns,
+            "pub/sub subscribed"
+        );
+        Ok(PubSubBroker {
+            shared,
+            source,
+            conn: self.conn,
+            channels: self.channels,
+            patterns: self.patterns,
+            dead_letters,
+            dead_letter_cap: self.dead_letter_cap,
+            stop,
+            task: Mutex::new(Some(task)),
+        })
+    }
+}
+
+/// Consumes Redis pub/sub: `SUBSCRIBE` to channels and `PSUBSCRIBE` to patterns, on a
+/// dedicated connection.
+///
+/// # How
+///
+/// * **Receiving.** A task owned by the broker reads the subscription as fast as Redis sends
+///   and puts each message into a bounded in-process buffer. [`fetch`](Broker::fetch) takes up
+///   to `max` from the buffer, waiting up to the configuration's block timeout when it is
+///   empty. Each payload is decoded with [`envelope::decode`]: a Pythia envelope, a Python
+///   `pythia-framework` JSON item, or a raw body. The message's [`Source`] names the channel
+///   it was published on and, for a pattern subscription, the pattern that matched.
+/// * **Fan-out.** Every subscriber receives every message published while it is subscribed:
+///   two workers subscribed to one channel both process each message. To share work between
+///   workers instead, use a list or a stream.
+/// * **Overflow.** The buffer holds at most [`with_capacity`](PubSubBuilder::with_capacity)
+///   messages (buffered plus pending retries). When a publisher outpaces the worker, the
+///   [`Overflow`] policy drops the oldest buffered or the arriving message, and counts it, so
+///   memory stays bounded.
+/// * **Reconnects.** When the connection is lost (the server closed it, restarted, or stopped
+///   answering the periodic `PING`), the broker opens a new one and subscribes again by itself,
+///   retrying with exponential backoff and jitter. It logs the outage once (`warn`) and the
+///   recovery once (`info`, with the length of the gap), counts it in
+///   `pythia_pubsub_reconnects_total`, reports [`is_connected`](Self::is_connected), and makes
+///   [`maintain`](Broker::maintain) fail while it is down, so the runtime's readiness probe
+///   says so. Buffered messages are still delivered during an outage.
+/// * **Settling.** `Ack` does nothing (there is nothing in Redis to remove). `Retry` is an
+///   in-process redelivery: the message goes back into the buffer after the delay with its
+///   attempt raised; nothing is written to Redis, so a pending retry is lost if the process
+///   stops. `DeadLetter` pushes the message, the reason and the time onto the
+///   dead-letter list (`<prefix>:{<name>}:dlq` unless configured otherwise, capped), or logs
+///   and drops it when the broker has no dead-letter list.
+/// * **Shutdown.** Nothing can be handed back: deliveries released by the runtime, buffered
+///   messages and pending retries are dropped when the broker closes, counted in
+///   [`PubSubCounters::dropped_at_shutdown`] and logged.
+/// * **Burst mode** ends once the buffer is empty, no retry is pending and a fetch waited a
+///   full block timeout for nothing: a pub/sub worker in burst mode processes what arrives and
+///   stops when publishers go quiet.
+///
+/// # Delivery guarantee: at-most-once
+///
+/// Redis pub/sub keeps nothing. A message published while no subscriber is connected (before
+/// [`subscribe`](PubSubBuilder::subscribe), during a reconnect, after the worker stopped) is
+/// gone; so is a message dropped by the overflow policy, one in the buffer or waiting for an
+/// in-process retry when the process stops or crashes, and one whose handler was running when
+/// the process died. Nothing is delivered twice to one subscriber, except by a retry or when
+/// its subscriptions overlap (a channel also matched by one of its patterns).
+/// When messages must not be lost, publish to a reliable list
+/// ([`ReliableListBroker`](crate::ReliableListBroker)) or a stream instead.
+///
+/// Sharded pub/sub (`SSUBSCRIBE`) is not used: classic pub/sub messages reach every node of a
+/// Redis Cluster, so subscribing on any one node receives them all.
+///
+/// ```no_run
+/// use pythia_core::{Message, Worker, WorkerError, WorkerRuntime};
+/// use pythia_redis::{Overflow, PubSubBroker, RedisConfig, RedisConnection};
+///
+/// struct Print;
+/// impl Worker for Print {
+///     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+///         let pattern = msg.source().pattern().unwrap_or("-");
+///         println!("{} ({pattern}): {:?}", msg.source().name(), msg.body());
+///         Ok(())
+///     }
+/// }
+///
+/// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let broker = PubSubBroker::builder(&conn)
+///     .channel("news")
+///     .pattern("orders.*")
+///     .with_capacity(50_000)
+///     .with_overflow(Overflow::DropOldest)
+///     .subscribe()
+///     .await?;
+/// WorkerRuntime::new(broker, Print).run().await?;
+/// # Ok(()) }
+/// ```
+pub struct PubSubBroker {
+    shared: Arc<Shared>,
+    source: Source,
+    conn: RedisConnection,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    dead_letters: Option<String>,
+    dead_letter_cap: usize,
+    stop: CancellationToken,
+    task: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for PubSubBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PubSubBroker")
+            .field("name", &self.source.name())
+            .field("channels", &self.channels)
+            .field("patterns", &self.patterns)
+            .field("capacity", &self.shared.capacity)
+            .field("overflow", &self.shared.overflow)
+            .field("dead_letters", &self.dead_letters)
+            .field("counters", &self.counters())
+            .finish()
+    }
+}
+
+impl PubSubBroker {
+    /// Default bound of the in-process buffer: 10,000 messages.
+    pub const DEFAULT_CAPACITY: usize = 10_000;
+    /// Default interval of the liveness `PING` on the subscribed connection: 5 s.
+    pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(5);
+    /// How often the runtime asks whether the subscription is live: 1 s.
+    pub const MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+
+    /// Starts configuring a broker on `conn`'s server; add channels or patterns, then
+    /// [`subscribe`](PubSubBuilder::subscribe).
+    pub fn builder(conn: &RedisConnection) -> PubSubBuilder {
+        PubSubBuilder {
+            conn: conn.clone(),
+            channels: Vec::new(),
+            patterns: Vec::new(),
+            name: None,
+            capacity: Self::DEFAULT_CAPACITY,
+            overflow: Overflow::default(),
+            dead_letters: DeadLetterTarget::Default,
+            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            ping_interval: Self::DEFAULT_PING_INTERVAL,
+        }
+    }
+
+    /// The channels subscribed with `SUBSCRIBE`.
+    pub fn channels(&self) -> &[String] {
+        &self.channels
+    }
+
+    /// The patterns subscribed with `PSUBSCRIBE`.
+    pub fn patterns(&self) -> &[String] {
+        &self.patterns
+    }
+
+    /// The dead-letter list, or `None` when dead letters are logged and dropped.
+    pub fn dead_letter_list(&self) -> Option<&str> {
+        self.dead_letters.as_deref()
+    }
+
+    /// The bound of the in-process buffer.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// The overflow policy.
+    pub fn overflow(&self) -> Overflow {
+        self.shared.overflow
+    }
+
+    /// Whether the subscription is live right now (false during a reconnect and after close).
+    pub fn is_connected(&self) -> bool {
+        self.shared.connected.load(Ordering::Acquire) && !self.subscriber_died()
+    }
+
+    /// Whether the subscriber task ended without being stopped (it never should: it retries
+    /// forever), so that a dead task shows as a broken subscription instead of a silent stall.
+    fn subscriber_died(&self) -> bool {
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner());
+        task.as_ref().is_some_and(JoinHandle::is_finished)
+    }
+
+    /// Times the subscription was restored after a lost connection.
+    pub fn reconnects(&self) -> u64 {
+        self.shared.reconnects.load(Ordering::Relaxed)
+    }
+
+    /// Messages dropped by the overflow policy.
+    pub fn dropped(&self) -> u64 {
+        self.shared.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Messages waiting in the buffer now.
+    pub fn buffered(&self) -> usize {
+        self.shared.lock().buffer.len()
+    }
+
+    /// A snapshot of every counter.
+    pub fn counters(&self) -> PubSubCounters {
+        let (buffered, pending_retries, peak_held) = {
+            let st = self.shared.lock();
+            (st.buffer.len(), st.retries.len(), st.peak_held)
+        };
+        PubSubCounters {
+            received: self.shared.received.load(Ordering::Relaxed),
+            buffered,
+            pending_retries,
+            peak_held,
+            dropped: self.shared.dropped.load(Ordering::Relaxed),
+            dropped_at_shutdown: self.shared.dropped_at_shutdown.load(Ordering::Relaxed),
+            reconnects: self.shared.reconnects.load(Ordering::Relaxed),
+            connected: self.is_connected(),
+        }
+    }
+
+    fn closed_error(&self) -> BrokerError {
+        BrokerError::new(
+            BrokerErrorKind::Closed,
+            format!("pub/sub broker {} is closed", self.source.name()),
+        )
+    }
+
+    async fn push_dead_letters(
+        &self,
+        key: &str,
+        items: &[(&Message, &str)],
+    ) -> Result<(), BrokerError> {
+        let now = SystemTime::now();
+        let payloads: Vec<Vec<u8>> = items
+            .iter()
+            .map(|(m, reason)| envelope::encode_dead_letter(m, reason, now))
+            .collect();
+        let mut pipe = redis::pipe();
+        pipe.atomic().lpush(key, &payloads).ignore();
+        if self.dead_letter_cap > 0 {
+            pipe.ltrim(key, 0, self.dead_letter_cap as isize - 1)
+                .ignore();
+        }
+        let mut m = self.conn.manager();
+        pipe.query_async::<()>(&mut m)
+            .await
+            .map_err(|e| self.conn.error("dead-letter push", e))
+    }
+}
+
+impl Drop for PubSubBroker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.get_mut().ok().and_then(Option::take) {
+            task.abort();
+        }
+    }
+}
+
+impl Broker for PubSubBroker {
+    type Token = ();
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtMostOnce
+    }
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(self.closed_error());
+        }
+        let max = max.max(1);
+        let deadline = Instant::now() + self.conn.config().block_timeout();
+        loop {
+            // Created before looking, so a message that arrives in between still wakes us.
+            let woken = self.shared.wake.notified();
+            let now = Instant::now();
+            let (taken, next_due) = {
+                let mut st = self.shared.lock();
+                st.promote_due(now);
+                let n = st.buffer.len().min(max);
+                let taken: Vec<Buffered> = st.buffer.drain(..n).collect();
+                (taken, st.next_due())
+            };
+            if !taken.is_empty() {
+                return Ok(taken
+                    .into_iter()
+                    .map(|b| Delivery::new((), b.into_message()))
+                    .collect());
+            }
+            if now >= deadline || self.shared.closed.load(Ordering::Acquire) {
+                return Ok(Vec::new());
+            }
+            let wake_at = next_due.map_or(deadline, |due| due.min(deadline));
+            tokio::select! {
+                () = woken => {}
+                () = tokio::time::sleep_until(wake_at) => {}
+            }
+        }
+    }
+
+    async fn settle(&self, batch: &[Settlement<()>]) -> Result<(), BrokerError> {
+        let dead: Vec<(&Message, &str)> = batch
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                Outcome::DeadLetter { reason } => Some((&s.message, reason.as_str())),
+                _ => None,
+            })
+            .collect();
+        // Redis first: when the push fails the runtime settles the same batch again, and the
+        // in-process retries below must then be scheduled once, not twice.
+        if !dead.is_empty() {
+            match &self.dead_letters {
+                Some(key) => self.push_dead_letters(key, &dead).await?,
+                None => {
+                    for (msg, reason) in &dead {
+                        tracing::warn!(
+                            subscription = self.source.name(),
+                            id = msg.id(),
+                            attempt = msg.attempt(),
+                            %reason,
+                            "dead letter dropped: this pub/sub broker keeps no dead-letter list"
+                        );
+                    }
+                }
+            }
+        }
+        let retries: Vec<(Duration, Message)> = batch
+            .iter()
+            .filter_map(|s| match &s.outcome {
+                Outcome::Retry { delay } => Some((
+                    *delay,
+                    s.message.clone().with_attempt(s.message.attempt() + 1),
+                )),
+                _ => None,
+            })
+            .collect();
+        if !retries.is_empty() {
+            self.shared.schedule_retries(retries);
+        }
+        Ok(())
+    }
+
+    async fn release(&self, batch: Vec<Delivery<()>>) -> Result<(), BrokerError> {
+        if !batch.is_empty() {
+            self.shared.count_shutdown_drops(batch.len() as u64);
+            tracing::warn!(
+                subscription = self.source.name(),
+                count = batch.len(),
+                "pub/sub: unprocessed deliveries dropped at shutdown (pub/sub keeps nothing to hand back)"
+            );
+        }
+        Ok(())
+    }
+
+    async fn is_drained(&self) -> Result<bool, BrokerError> {
+        let st = self.shared.lock();
+        Ok(st.buffer.is_empty() && st.retries.is_empty())
+    }
+
+    async fn maintain(&self) -> Result<(), BrokerError> {
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Ok(());
+        }
+        if self.subscriber_died() {
+            return Err(BrokerError::backend(format!(
+                "pub/sub subscription {}: the subscriber task ended unexpectedly; nothing more \
+                 will be received",
+                self.source.name()
+            )));
+        }
+        if self.is_connected() {
+            return Ok(());
+        }
+        let since = self.shared.lock().down_since.map(|at| at.elapsed());
+        Err(BrokerError::connection(format!(
+            "pub/sub subscription {} to {} is down{}; resubscribing",
+            self.source.name(),
+            self.conn.config().masked_url(),
+            since.map_or(String::new(), |d| format!(" for {d:.1?}")),
+        )))
+    }
+
+    fn maintenance_interval(&self) -> Option<Duration> {
+        Some(Self::MAINTENANCE_INTERVAL)
+    }
+
+    /// `depth`: messages buffered in process; `scheduled`: in-process retries waiting;
+    /// `oldest_age`: how long the next buffered message has waited since it was received;
+    /// `dead_letters`: the length of the dead-letter list (0 without one). Pub/sub has no
+    /// in-flight or consumer registry of its own, so those stay 0.
+    async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
+        let dead_letters = match &self.dead_letters {
+            Some(key) => {
+                let mut m = self.conn.manager();
+                redis::cmd("LLEN")
+                    .arg(key)
+                    .query_async::<u64>(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("stats", e))?
+            }
+            None => 0,
+        };
+        let mut stats = QueueStats::default();
+        {
+            let st = self.shared.lock();
+            stats.depth = st.buffer.len() as u64;
+            stats.scheduled = st.retries.len() as u64;
+            stats.oldest_age = st.buffer.front().and_then(|b| b.waited(Instant::now()));
+        }
+        stats.dead_letters = dead_letters;
+        Ok(Some(stats))
+    }
+
+    async fn close(&self) -> Result<(), BrokerError> {
+        if self.shared.closed.swap(true, Ordering::AcqRel) {
+            return Ok(());
+        }
+        self.stop.cancel();
+        let task = self.task.lock().unwrap_or_else(|p| p.into_inner()).take();
+        if let Some(mut task) = task
+            && tokio::time::timeout(CLOSE_WAIT, &mut task).await.is_err()
+        {
+            task.abort();
+        }
+        self.shared.connected.store(false, Ordering::Release);
+        let dropped = {
+            let mut st = self.shared.lock();
+            let n = st.buffer.len() + st.retries.len();
+            st.buffer.clear();
+            st.retries.clear();
+            n as u64
+        };
+        self.shared.wake.notify_waiters();
+        if dropped > 0 {
+            self.shared.count_shutdown_drops(dropped);
+            tracing::warn!(
+                subscription = self.source.name(),
+                count = dropped,
+                "pub/sub broker closed: buffered messages and pending retries dropped"
+            );
+        }
+        tracing::debug!(subscription = self.source.name(), "pub/sub unsubscribed");
+        Ok(())
+    }
+}
+
+/// A received message with its arrival time, decoded when fetched (so a message the overflow
+/// policy drops is never parsed), or a message back for a retry.
+enum Buffered {
+    Raw(Bytes, Source, Instant),
+    Decoded(Message),
+}
+
+impl Buffered {
+    fn into_message(self) -> Message {
+        match self {
+            Self::Raw(payload, source, _) => envelope::decode(payload, &source),
+            Self::Decoded(msg) => msg,
+        }
+    }
+
+    /// How long it has waited: since it was received, or since it was first published (from
+    /// the envelope) for a retry.
+    fn waited(&self, now: Instant) -> Option<Duration> {
+        match self {
+            Self::Raw(_, _, at) => Some(now.saturating_duration_since(*at)),
+            Self::Decoded(msg) => msg.age(),
+        }
+    }
+}
+
+/// An in-process retry, ordered by due time, then by scheduling order.
+struct DueRetry {
+    due: Instant,
+    seq: u64,
+    message: Message,
+}
+
+impl PartialEq for DueRetry {
+    fn eq(&self, other: &Self) -> bool {
+        (self.due, self.seq) == (other.due, other.seq)
+    }
+}
+impl Eq for DueRetry {}
+impl PartialOrd for DueRetry {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for DueRetry {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        (self.due, self.seq).cmp(&(other.due, other.seq))
+    }
+}
+
+/// What the buffer did to make room for one arrival.
+enum Room {
+    /// There was room.
+    Free,
+    /// The oldest buffered message was dropped to make room.
+    Evicted,
+    /// No room: the arrival is dropped.
+    Full,
+}
+
+#[derive(Default)]
+struct State {
+    buffer: VecDeque<Buffered>,
+    retries: BinaryHeap<Reverse<DueRetry>>,
+    next_seq: u64,
+    peak_held: usize,
+    down_since: Option<Instant>,
+}
+
+impl State {
+    fn held(&self) -> usize {
+        self.buffer.len() + self.retries.len()
+    }
+
+    fn make_room(&mut self, capacity: usize, overflow: Overflow) -> Room {
+        if self.held() < capacity {
+            Room::Free
+        } else if overflow == Overflow::DropOldest && self.buffer.pop_front().is_some() {
+            Room::Evicted
+        } else {
+            Room::Full
+        }
+    }
+
+    fn note_peak(&mut self) {
+        self.peak_held = self.peak_held.max(self.held());
+    }
+
+    /// Moves due retries to the front of the buffer, earliest first.
+    fn promote_due(&mut self, now: Instant) {
+        let mut due = Vec::new();
+        while self.retries.peek().is_some_and(|r| r.0.due <= now) {
+            due.push(self.retries.pop().expect("peeked").0.message);
+        }
+        for msg in due.into_iter().rev() {
+            self.buffer.push_front(Buffered::Decoded(msg));
+        }
+    }
+
+    fn next_due(&self) -> Option<Instant> {
+        self.retries.peek().map(|r| r.0.due)
+    }
+}
+
+/// State shared by the broker and its subscriber task.
+struct Shared {
+    state: Mutex<State>,
+    wake: Notify,
+    capacity: usize,
+    overflow: Overflow,
+    connected: AtomicBool,
+    closed: AtomicBool,
+    received: AtomicU64,
+    dropped: AtomicU64,
+    dropped_at_shutdown: AtomicU64,
+    reconnects: AtomicU64,
+    dropped_metric: metrics::Counter,
+    shutdown_metric: metrics::Counter,
+    reconnects_metric: metrics::Counter,
+}
+
+impl Shared {
+    fn new(name: &str, capacity: usize, overflow: Overflow) -> Self {
+        let queue = name.to_owned();
+        Self {
+            state: Mutex::new(State::default()),
+            wake: Notify::new(),
+            capacity,
+            overflow,
+            connected: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            received: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            dropped_at_shutdown: AtomicU64::new(0),
+            reconnects: AtomicU64::new(0),
+            dropped_metric: metrics::counter!(DROPPED_TOTAL, "queue" => queue.clone(), "broker" => "pubsub", "policy" => overflow.as_str()),
+            shutdown_metric: metrics::counter!(DROPPED_TOTAL, "queue" => queue.clone(), "broker" => "pubsub", "policy" => "shutdown"),
+            reconnects_metric: metrics::counter!(RECONNECTS_TOTAL, "queue" => queue, "broker" => "pubsub"),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // The state stays consistent across a panic (every change is one push or pop).
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Adds received messages to the buffer, applying the overflow policy.
+    fn push_received(&self, items: Vec<Buffered>) {
+        let n = items.len() as u64;
+        let mut drops = 0u64;
+        {
+            let mut st = self.lock();
+            for item in items {
+                match st.make_room(self.capacity, self.overflow) {
+                    Room::Free => st.buffer.push_back(item),
+                    Room::Evicted => {
+                        drops += 1;
+                        st.buffer.push_back(item);
+                    }
+                    Room::Full => drops += 1,
+                }
+            }
+            st.note_peak();
+        }
+        self.received.fetch_add(n, Ordering::Relaxed);
+        self.count_drops(drops);
+        self.wake.notify_one();
+    }
+
+    /// Schedules in-process retries; they count against the capacity like arrivals.
+    fn schedule_retries(&self, retries: Vec<(Duration, Message)>) {
+        let now = Instant::now();
+        let mut drops = 0u64;
+        {
+            let mut st = self.lock();
+            for (delay, message) in retries {
+                match st.make_room(self.capacity, self.overflow) {
+                    Room::Full => {
+                        drops += 1;
+                        continue;
+                    }
+                    Room::Evicted => drops += 1,
+                    Room::Free => {}
+                }
+                let seq = st.next_seq;
+                st.next_seq += 1;
+                st.retries.push(Reverse(DueRetry {
+                    due: now + delay,
+                    seq,
+                    message,
+                }));
+            }
+            st.note_peak();
+        }
+        self.count_drops(drops);
+        // A waiting fetch recomputes its wake-up time.
+        self.wake.notify_one();
+    }
+
+    fn count_drops(&self, n: u64) {
+        if n > 0 {
+            self.dropped.fetch_add(n, Ordering::Relaxed);
+            self.dropped_metric.increment(n);
+        }
+    }
+
+    fn count_shutdown_drops(&self, n: u64) {
+        self.dropped_at_shutdown.fetch_add(n, Ordering::Relaxed);
+        self.shutdown_metric.increment(n);
+    }
+
+    fn set_connected(&self) {
+        self.lock().down_since = None;
+        self.connected.store(true, Ordering::Release);
+    }
+
+    fn set_lost(&self) {
+        self.connected.store(false, Ordering::Release);
+        self.lock().down_since = Some(Instant::now());
+    }
+}
+
+/// Remembers the [`Source`] of each (channel, pattern) seen, so a message costs no allocation
+/// for its source name.
+#[derive(Default)]
+struct SourceCache {
+    channels: HashMap<String, Source>,
+    patterns: HashMap<String, HashMap<String, Source>>,
+    len: usize,
+}
+
+impl SourceCache {
+    fn source_of(&mut self, msg: &redis::Msg) -> Source {
+        let channel: Cow<'_, str> = match msg.get_channel_name() {
+            // Not UTF-8 (or literally "?"): take it lossily.
+            "?" => Cow::Owned(
+                String::from_utf8_lossy(&msg.get_channel::<Vec<u8>>().unwrap_or_default())
+                    .into_owned(),
+            ),
+            name => Cow::Borrowed(name),
+        };
+        let pattern = msg
+            .get_pattern::<Option<Vec<u8>>>()
+            .ok()
+            .flatten()
+            .map(|p| String::from_utf8_lossy(&p).into_owned());
+        if self.len >= SOURCE_CACHE_CAP {
+            *self = Self::default();
+        }
+        let map = match &pattern {
+            None => &mut self.channels,
+            Some(p) => self.patterns.entry(p.clone()).or_default(),
+        };
+        if let Some(s) = map.get(channel.as_ref()) {
+            return s.clone();
+        }
+        let mut source = Source::new("pubsub", channel.as_ref());
+        if let Some(p) = pattern {
+            source = source.with_pattern(p);
+        }
+        map.insert(channel.into_owned(), source.clone());
+        self.len += 1;
+        source
+    }
+}
+
+/// The task that keeps the subscription alive and fills the buffer.
+struct Subscriber {
+    shared: Arc<Shared>,
+    conn: RedisConnection,
+    channels: Vec<String>,
+    patterns: Vec<String>,
+    name: String,
+    ping_interval: Duration,
+    ping_timeout: Duration,
+    stop: CancellationToken,
+    sources: SourceCache,
+}
+
+impl Subscriber {
+    /// A new connection with every subscription confirmed.
+    async fn open(&self) -> Result<redis::aio::PubSub, BrokerError> {
+        let mut pubsub = self.conn.pubsub().await?;
+        let limit = self.ping_timeout;
+        let timed_out = |what: &str| {
+            BrokerError::connection(format!(
+                "Redis {what} failed ({}): no reply within {limit:?}",
+                self.conn.config().masked_url()
+            ))
+        };
+        if !self.channels.is_empty() {
+            tokio::time::timeout(limit, pubsub.subscribe(&self.channels))
+                .await
+                .map_err(|_| timed_out("SUBSCRIBE"))?
+                .map_err(|e| self.conn.error("SUBSCRIBE", e))?;
+        }
+        if !self.patterns.is_empty() {
+            tokio::time::timeout(limit, pubsub.psubscribe(&self.patterns))
+                .await
+                .map_err(|_| timed_out("PSUBSCRIBE"))?
+                .map_err(|e| self.conn.error("PSUBSCRIBE", e))?;
+        }
+        Ok(pubsub)
+    }
+
+    async fn run(mut self, first: redis::aio::PubSub) {
+        let mut next = Some(first);
+        let mut backoff = reconnect_backoff();
+        let mut lost_at: Option<Instant> = None;
+        loop {
+            let pubsub = match next.take() {
+                Some(p) => p,
+                None => match self.stop.run_until_cancelled(self.open()).await {
+                    None => return,
+                    Some(Ok(p)) => p,
+                    Some(Err(e)) => {
+                        let delay = backoff.next().unwrap_or(RECONNECT_MAX_DELAY);
+                        if e.kind() == BrokerErrorKind::Connection {
+                            tracing::debug!(subscription = %self.name, error = %e, retry_in = ?delay, "pub/sub resubscribe failed");
+                        } else {
+                            // Not an outage but a refusal (ACL, config): say so every time.
+                            tracing::warn!(subscription = %self.name, error = %e, retry_in = ?delay, "pub/sub resubscribe refused");
+                        }
+                        if !self.pause(delay).await {
+                            return;
+                        }
+                        continue;
+                    }
+                },
+            };
+            if let Some(at) = lost_at.take() {
+                self.shared.reconnects.fetch_add(1, Ordering::Relaxed);
+                self.shared.reconnects_metric.increment(1);
+                tracing::info!(
+                    subscription = %self.name,
+                    gap = ?at.elapsed(),
+                    "pub/sub resubscribed; messages published during the gap were not received"
+                );
+            }
+            self.shared.set_connected();
+            let up = Instant::now();
+            let Some(why) = self.read(pubsub).await else {
+                return; // stopped
+            };
+            self.shared.set_lost();
+            lost_at = Some(Instant::now());
+            tracing::warn!(
+                subscription = %self.name,
+                url = %self.conn.config().masked_url(),
+                reason = %why,
+                "pub/sub connection lost; resubscribing"
+            );
+            if up.elapsed() >= STABLE_UPTIME {
+                backoff = reconnect_backoff();
+            } else if !self
+                .pause(backoff.next().unwrap_or(RECONNECT_MAX_DELAY))
+                .await
+            {
+                return;
+            }
+        }
+    }
+
+    /// Sleeps `d`; false when stopped meanwhile.
+    async fn pause(&self, d: Duration) -> bool {
+        self.stop
+            .run_until_cancelled(tokio::time::sleep(d))
+            .await
+            .is_some()
+    }
+
+    /// Reads the subscription into the buffer until the connection is lost (returns why) or
+    /// the broker stops (returns `None`).
+    async fn read(&mut self, pubsub: redis::aio::PubSub) -> Option<String> {
+        let (sink, stream) = pubsub.split();
+        let mut stream = stream.ready_chunks(READ_CHUNK);
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut ping: Option<futures_util::future::BoxFuture<'static, Result<(), String>>> = None;
+        let stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                chunk = stream.next() => match chunk {
+                    Some(msgs) => self.accept(&msgs),
+                    None => return Some("the server closed the connection".to_owned()),
+                },
+                res = async { ping.as_mut().expect("guarded by is_some").await }, if ping.is_some() => {
+                    ping = None;
+                    if let Err(why) = res {
+                        return Some(why);
+                    }
+                }
+                _ = ticker.tick(), if ping.is_none() => {
+                    let mut sink = sink.clone();
+                    let limit = self.ping_timeout;
+                    ping = Some(Box::pin(async move {
+                        match tokio::time::timeout(limit, sink.ping::<redis::Value>()).await {
+                            Ok(Ok(_)) => Ok(()),
+                            Ok(Err(e)) => Err(format!("PING failed: {e}")),
+                            Err(_) => Err(format!("no reply to PING within {limit:?}")),
+                        }
+                    }));
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self, msgs: &[redis::Msg]) {
+        let now = Instant::now();
+        let items: Vec<Buffered> = msgs
+            .iter()
+            .map(|m| {
+                Buffered::Raw(
+                    Bytes::copy_from_slice(m.get_payload_bytes()),
+                    self.sources.source_of(m),
+                    now,
+                )
+            })
+            .collect();
+        self.shared.push_received(items);
+    }
+}
+
+/// Waits between resubscribe attempts: 50 ms doubling to 2 s, each plus up to 100 % jitter, so
+/// a returning server is noticed within about 4 s and many subscribers do not reconnect in step.
+fn reconnect_backoff() -> ExponentialBackoff {
+    ExponentialBuilder::new()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(RECONNECT_MAX_DELAY)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn raw(n: usize) -> Buffered {
+        Buffered::Raw(
+            Bytes::from(n.to_string()),
+            Source::new("pubsub", "c"),
+            Instant::now(),
+        )
+    }
+
+    fn bodies(st: &mut State) -> Vec<String> {
+        st.buffer
+            .drain(..)
+            .map(|b| b.into_message().body_str().unwrap().to_owned())
+            .collect()
+    }
+
+    #[test]
+    fn overflow_policies_keep_the_right_end() {
+        for (policy, want) in [
+            (Overflow::DropOldest, ["7", "8", "9"]),
+            (Overflow::DropNewest, ["0", "1", "2"]),
+        ] {
+            let shared = Shared::new("t", 3, policy);
+            shared.push_received((0..10).map(raw).collect());
+            assert_eq!(shared.dropped.load(Ordering::Relaxed), 7, "{policy:?}");
+            assert_eq!(shared.received.load(Ordering::Relaxed), 10);
+            let mut st = shared.lock();
+            assert_eq!(st.peak_held, 3);
+            assert_eq!(bodies(&mut st), want, "{policy:?}");
+        }
+    }
+
+    #[test]
+    fn retries_count_against_the_capacity() {
+        let shared = Shared::new("t", 2, Overflow::DropNewest);
+        shared.push_received(vec![raw(0)]);
+        shared.schedule_retries(vec![
+            (Duration::from_secs(60), Message::new("r1")),
+            (Duration::from_secs(60), Message::new("r2")),
+        ]);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 1, "r2 had no room");
+        shared.push_received(vec![raw(1)]);
+        assert_eq!(shared.dropped.load(Ordering::Relaxed), 2);
+        assert_eq!(shared.lock().held(), 2);
+
+        let shared = Shared::new("t", 2, Overflow::DropOldest);
+        shared.push_received(vec![raw(0), raw(1)]);
+        shared.schedule_retries(vec![(Duration::from_secs(60), Message::new("r"))]);
+        let mut st = shared.lock();
+        assert_eq!((st.buffer.len(), st.retries.len()), (1, 1));
+        assert_eq!(bodies(&mut st), ["1"], "the oldest made room for the retry");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn due_retries_come_first_in_due_order() {
+        let shared = Shared::new("t", 10, Overflow::DropOldest);
+        shared.push_received(vec![raw(0)]);
+        shared.schedule_retries(vec![
+            (Duration::from_millis(200), Message::new("late")),
+            (Duration::from_millis(100), Message::new("early")),
+        ]);
+        let mut st = shared.lock();
+        st.promote_due(Instant::now());
+        assert_eq!(st.buffer.len(), 1, "nothing due yet");
+        assert_eq!(
+            st.next_due(),
+            Some(Instant::now() + Duration::from_millis(100))
+        );
+        st.promote_due(Instant::now() + Duration::from_millis(250));
+        assert_eq!(bodies(&mut st), ["early", "late", "0"]);
+    }
+
+    #[test]
+    fn overflow_parses_both_spellings() {
+        assert_eq!(
+            "drop-newest".parse::<Overflow>().unwrap(),
+            Overflow::DropNewest
+        );
+        assert_eq!(
+            "DROP_OLDEST".parse::<Overflow>().unwrap(),
+            Overflow::DropOldest
+        );
+        assert!("lifo".parse::<Overflow>().is_err());
+    }
+}
