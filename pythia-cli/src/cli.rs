@@ -26,6 +26,11 @@ pub(crate) struct Cli {
     #[arg(long, global = true, env = "PYTHIA_LOG", default_value = "info")]
     pub(crate) log: String,
 
+    /// Runtime threads: 1 runs everything on one thread (leanest), more use tokio's
+    /// multi-thread scheduler. Default: one per CPU.
+    #[arg(long, global = true, env = "PYTHIA_THREADS", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) threads: Option<u16>,
+
     #[command(subcommand)]
     pub(crate) command: Command,
 }
@@ -114,6 +119,10 @@ pub(crate) struct BenchArgs {
     /// Length of the latency run.
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub(crate) latency_duration: Duration,
+
+    /// Runtime threads of the measured worker process (1 = current-thread runtime).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) worker_threads: Option<u16>,
 
     /// Print one JSON document instead of the table.
     #[arg(long)]

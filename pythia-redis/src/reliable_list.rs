@@ -83,6 +83,7 @@ pub struct ReliableListBroker {
     consumers_key: String,
     next_delivery: AtomicU64,
     registered: AtomicBool,
+    last_fetch_empty: AtomicBool,
     heartbeat_ttl: Duration,
     maintenance_interval: Duration,
     dead_letter_cap: usize,
@@ -120,6 +121,7 @@ impl ReliableListBroker {
             consumer: consumer.to_owned(),
             next_delivery: AtomicU64::new(1),
             registered: AtomicBool::new(false),
+            last_fetch_empty: AtomicBool::new(false),
             heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
@@ -344,14 +346,21 @@ impl Broker for ReliableListBroker {
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         self.ensure_registered().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
-        let batch = self.move_batch(max).await?;
-        if !batch.is_empty() {
-            return Ok(batch);
+        // After an empty fetch, wait for the next item first: one round trip less per wake-up.
+        if !self.last_fetch_empty.load(Ordering::Relaxed) {
+            let batch = self.move_batch(max).await?;
+            if !batch.is_empty() {
+                return Ok(batch);
+            }
         }
-        if self.wait_for_item().await? {
-            return self.move_batch(max).await;
-        }
-        Ok(Vec::new())
+        let batch = if self.wait_for_item().await? {
+            self.move_batch(max).await?
+        } else {
+            Vec::new()
+        };
+        self.last_fetch_empty
+            .store(batch.is_empty(), Ordering::Relaxed);
+        Ok(batch)
     }
 
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {

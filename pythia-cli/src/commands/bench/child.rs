@@ -58,7 +58,8 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
             });
             drain(ReliableListBroker::new(&conn, &args.queue), sleepy, &args).await?
         }
-        (Scenario::Latency, _) => latency(&conn, &args).await?,
+        (Scenario::Latency, false) => latency(&conn, &args).await?,
+        (Scenario::Latency, true) => bare_latency(&conn, &args).await?,
     };
     let after = ProcStats::read();
     result.cpu_seconds = after.cpu_seconds - before.cpu_seconds;
@@ -224,6 +225,59 @@ impl Worker for LatencyRecorder {
         }
         Ok(())
     }
+}
+
+/// `RPOP q n`, or `BRPOP` on a dedicated connection when empty, decoding each item's send
+/// time: the latency floor of the machine, without the framework.
+async fn bare_latency(
+    conn: &RedisConnection,
+    args: &BenchChildArgs,
+) -> Result<RunResult, CliError> {
+    let mut m = conn.manager();
+    let mut blocking = conn.blocking().await.map_err(CliError::runtime)?;
+    let source = pythia::Source::new("list", args.queue.as_str());
+    let mut v = Vec::with_capacity(args.messages as usize);
+    println!("ready");
+    let started = Instant::now();
+    while (v.len() as u64) < args.messages {
+        let items: Option<Vec<Vec<u8>>> = redis::cmd("RPOP")
+            .arg(&args.queue)
+            .arg(args.batch_size)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("RPOP", e)))?;
+        let items = match items {
+            Some(items) if !items.is_empty() => items,
+            _ => {
+                let one: Option<(String, Vec<u8>)> = redis::cmd("BRPOP")
+                    .arg(&args.queue)
+                    .arg(1)
+                    .query_async(&mut blocking)
+                    .await
+                    .map_err(|e| CliError::runtime(conn.error("BRPOP", e)))?;
+                one.into_iter().map(|(_, item)| item).collect()
+            }
+        };
+        let now = now_ns();
+        for raw in items {
+            let msg = pythia::envelope::decode(raw.into(), &source);
+            if let Some(sent) = msg
+                .header(SENT_NS_HEADER)
+                .and_then(|h| h.parse::<u128>().ok())
+            {
+                v.push(now.saturating_sub(sent) as u64);
+            }
+        }
+    }
+    v.sort_unstable();
+    Ok(RunResult {
+        processed: v.len() as u64,
+        seconds: started.elapsed().as_secs_f64(),
+        p50_ms: percentile(&v, 0.5),
+        p99_ms: percentile(&v, 0.99),
+        p999_ms: percentile(&v, 0.999),
+        ..RunResult::default()
+    })
 }
 
 fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
