@@ -7,3 +7,4 @@
 //! | `list.rs` | list, at-most-once (`RPOP n` / `BRPOP`) |
 //! | `reliable_list.rs` | reliable list, at-least-once (in-flight hash, heartbeat, reaper) |
 //! | `pubsub.rs` | pub/sub, at-most-once fan-out (`SUBSCRIBE` / `PSUBSCRIBE`, bounded buffer) |
+//! | `stream.rs` | stream consumer group, at-least-once (`XREADGROUP` / `XACK`, heartbeat reclaim, trimming) |

@@ -56,6 +56,11 @@ impl QueueKeys {
     pub fn heartbeat(&self, consumer: &str) -> String {
         format!("{}:heartbeat:{consumer}", self.base)
     }
+
+    /// Set of the Pythia consumers of one stream consumer group (each also has a heartbeat).
+    pub fn group_consumers(&self, group: &str) -> String {
+        format!("{}:consumers:{group}", self.base)
+    }
 }
 
 /// The part of `key` Redis Cluster hashes: the content of the first non-empty `{…}`, or the

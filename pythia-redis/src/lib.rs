@@ -11,6 +11,8 @@ pub mod pubsub;
 pub mod reliable_list;
 pub mod retry_schedule;
 mod scripts;
+pub mod stream;
+pub mod stream_producer;
 
 pub use crate::config::{DEFAULT_URL, RedisConfig, mask_url};
 pub use crate::connection::RedisConnection;
@@ -20,3 +22,5 @@ pub use crate::producer::{Encoding, ListProducer};
 pub use crate::publisher::Publisher;
 pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};
 pub use crate::reliable_list::ReliableListBroker;
+pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
+pub use crate::stream_producer::StreamProducer;

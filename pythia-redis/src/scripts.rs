@@ -19,3 +19,24 @@ pub(crate) static RELIABLE_RELEASE: LazyLock<Script> =
 /// Return a dead consumer's work to the queue.
 pub(crate) static RELIABLE_REAP: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/reliable_reap.lua")));
+/// Ack / retry / dead-letter / hand back entries of one stream consumer group, idempotently.
+pub(crate) static STREAM_SETTLE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_settle.lua")));
+/// Promote due stream retries from the schedule back onto the stream.
+pub(crate) static STREAM_PROMOTE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_promote.lua")));
+/// Claim a dead stream consumer's pending entries, and forget it once empty.
+pub(crate) static STREAM_CLAIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_claim.lua")));
+/// Trim the entries every consumer group of a stream is done with.
+pub(crate) static STREAM_TRIM: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_trim.lua")));
+/// Whether a consumer group has anything pending, undelivered or scheduled.
+pub(crate) static STREAM_DRAINED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_drained.lua")));
+/// Remove a consumer from its group when it has nothing pending.
+pub(crate) static STREAM_LEAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_leave.lua")));
+/// A snapshot of one stream consumer group, for gauges.
+pub(crate) static STREAM_STATS: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_stats.lua")));

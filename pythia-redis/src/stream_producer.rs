@@ -1,0 +1,211 @@
+//! [`StreamProducer`]: adds messages to a Redis stream, one or many per round trip.
+
+use std::time::SystemTime;
+
+use pythia_core::message::unix_millis;
+use pythia_core::{BrokerError, Message};
+use redis::Value;
+use redis::aio::ConnectionManager;
+
+use crate::connection::RedisConnection;
+use crate::producer::Encoding;
+use crate::stream::{StreamEntryId, fields};
+
+/// `XADD`s per pipeline (one round trip) when adding many.
+pub const XADD_PIPELINE_CHUNK: usize = 1000;
+
+/// How much older than now a message's enqueue time must be for `pythia-enqueued-at` to be
+/// written; a fresher one is the time in the entry id, to within this.
+const ENQUEUED_AT_SLACK_MS: u64 = 1000;
+
+/// Adds messages to the stream a [`StreamBroker`](crate::StreamBroker) consumes.
+///
+/// Each message is one entry (`XADD <stream> MAXLEN ~ <n> * …`):
+///
+/// * [`Encoding::Envelope`] (the default) writes the `body` field, `pythia-id` (the message id,
+///   which then stays the same across retries), and one field per header. `pythia-attempt` is
+///   written only for an attempt above 1, and `pythia-enqueued-at` only for a message enqueued
+///   more than a second before (a replay): otherwise the time in the entry id, when Redis added
+///   it, is the enqueue time. Every field costs Redis memory and reply bytes on each read, and
+///   the reader an allocation or two, so the common entry carries two fields besides the
+///   headers. Header names `body` and `pythia-…` are reserved and refused.
+/// * [`Encoding::Raw`] writes the `body` field alone, for consumers that are not Pythia.
+///
+/// **Trimming**: `MAXLEN ~ n` ([`DEFAULT_MAX_LEN`](Self::DEFAULT_MAX_LEN) by default, `None`
+/// for no cap) bounds the stream's memory even if every consumer is gone. It drops the oldest
+/// entries whether they were processed or not, so size it above the largest backlog you
+/// expect (about 100–200 bytes of Redis memory per entry of a 100-byte body). Processed entries
+/// are removed long before by the consumers (see [`StreamBroker`](crate::StreamBroker),
+/// "Memory").
+///
+/// Many messages go out in pipelines of [`XADD_PIPELINE_CHUNK`] commands.
+///
+/// ```no_run
+/// use pythia_core::Message;
+/// use pythia_redis::{Encoding, RedisConfig, RedisConnection, StreamProducer};
+/// # async fn f() -> Result<(), pythia_core::BrokerError> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let producer = StreamProducer::new(&conn, "events").with_max_len(Some(100_000));
+/// let id = producer.add(&Message::new("one").with_header("tenant", "acme")).await?;
+/// println!("added {id}");
+/// let ids = producer.add_many(&[Message::new("two"), Message::new("three")]).await?;
+/// assert_eq!(ids.len(), 2);
+/// // For a consumer that knows nothing of Pythia: just the body field.
+/// let raw = StreamProducer::new(&conn, "events").with_encoding(Encoding::Raw);
+/// raw.add(&Message::new("x")).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct StreamProducer {
+    conn: RedisConnection,
+    manager: ConnectionManager,
+    stream: String,
+    max_len: Option<usize>,
+    encoding: Encoding,
+}
+
+impl StreamProducer {
+    /// Default approximate cap on the stream's length: 1,000,000 entries.
+    pub const DEFAULT_MAX_LEN: usize = 1_000_000;
+
+    /// A producer for `stream`, writing Pythia's fields, capped at
+    /// [`DEFAULT_MAX_LEN`](Self::DEFAULT_MAX_LEN) entries.
+    pub fn new(conn: &RedisConnection, stream: &str) -> Self {
+        Self {
+            conn: conn.clone(),
+            manager: conn.manager(),
+            stream: stream.to_owned(),
+            max_len: Some(Self::DEFAULT_MAX_LEN),
+            encoding: Encoding::default(),
+        }
+    }
+
+    /// The approximate cap on the stream's length (`MAXLEN ~ n`, at least 1), or `None` to add
+    /// without trimming.
+    #[must_use]
+    pub fn with_max_len(mut self, max_len: Option<usize>) -> Self {
+        self.max_len = max_len.map(|n| n.max(1));
+        self
+    }
+
+    /// Pythia's fields (default) or the body alone.
+    #[must_use]
+    pub fn with_encoding(mut self, encoding: Encoding) -> Self {
+        self.encoding = encoding;
+        self
+    }
+
+    /// The stream key.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// Adds one message; returns its entry id.
+    pub async fn add(&self, msg: &Message) -> Result<StreamEntryId, BrokerError> {
+        let ids = self.add_many(std::slice::from_ref(msg)).await?;
+        ids.into_iter()
+            .next()
+            .ok_or_else(|| BrokerError::backend("XADD returned no id"))
+    }
+
+    /// Adds messages in order, pipelined; returns their entry ids.
+    ///
+    /// Fails with a [`Config`](pythia_core::BrokerErrorKind::Config) error, before sending
+    /// anything, if a header name is reserved.
+    pub async fn add_many(&self, msgs: &[Message]) -> Result<Vec<StreamEntryId>, BrokerError> {
+        if self.encoding == Encoding::Envelope {
+            for msg in msgs {
+                if let Some(name) = msg.headers().keys().find(|k| is_reserved(k)) {
+                    return Err(BrokerError::config(format!(
+                        "header {name:?} of message {} is reserved: stream headers may not be named \"body\" or start with \"pythia-\"",
+                        msg.id()
+                    )));
+                }
+            }
+        }
+        let now = unix_millis(SystemTime::now());
+        let mut ids = Vec::with_capacity(msgs.len());
+        for chunk in msgs.chunks(XADD_PIPELINE_CHUNK) {
+            let mut pipe = redis::pipe();
+            for msg in chunk {
+                let cmd = pipe.cmd("XADD").arg(&self.stream);
+                if let Some(n) = self.max_len {
+                    cmd.arg("MAXLEN").arg("~").arg(n);
+                }
+                cmd.arg("*").arg(fields::BODY).arg(msg.body().as_ref());
+                if self.encoding == Encoding::Envelope {
+                    // Each field costs Redis memory and reply bytes, and the reader an allocation
+                    // or two: only what the entry itself does not say is written.
+                    cmd.arg(fields::ID).arg(msg.id());
+                    if msg.attempt() > 1 {
+                        cmd.arg(fields::ATTEMPT).arg(msg.attempt());
+                    }
+                    if let Some(at) = msg.enqueued_at().map(unix_millis)
+                        && now.saturating_sub(at) > ENQUEUED_AT_SLACK_MS
+                    {
+                        cmd.arg(fields::ENQUEUED_AT).arg(at);
+                    }
+                    for (k, v) in msg.headers() {
+                        cmd.arg(k).arg(v);
+                    }
+                }
+            }
+            self.send(&mut pipe, &mut ids).await?;
+        }
+        Ok(ids)
+    }
+
+    /// Adds one entry with exactly the given fields (another producer's format, a replayed
+    /// dead letter); returns its entry id. Nothing is checked or added.
+    pub async fn add_fields<K, V>(&self, entry: &[(K, V)]) -> Result<StreamEntryId, BrokerError>
+    where
+        K: AsRef<[u8]>,
+        V: AsRef<[u8]>,
+    {
+        if entry.is_empty() {
+            return Err(BrokerError::config(
+                "a stream entry needs at least one field",
+            ));
+        }
+        let mut pipe = redis::pipe();
+        let cmd = pipe.cmd("XADD").arg(&self.stream);
+        if let Some(n) = self.max_len {
+            cmd.arg("MAXLEN").arg("~").arg(n);
+        }
+        cmd.arg("*");
+        for (k, v) in entry {
+            cmd.arg(k.as_ref()).arg(v.as_ref());
+        }
+        let mut ids = Vec::with_capacity(1);
+        self.send(&mut pipe, &mut ids).await?;
+        ids.pop()
+            .ok_or_else(|| BrokerError::backend("XADD returned no id"))
+    }
+
+    async fn send(
+        &self,
+        pipe: &mut redis::Pipeline,
+        ids: &mut Vec<StreamEntryId>,
+    ) -> Result<(), BrokerError> {
+        let mut m = self.manager.clone();
+        let replies: Vec<Value> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("XADD", e))?;
+        for reply in replies {
+            let id = match &reply {
+                Value::BulkString(b) => StreamEntryId::parse(b),
+                Value::SimpleString(s) => StreamEntryId::parse(s.as_bytes()),
+                _ => None,
+            };
+            ids.push(id.ok_or_else(|| {
+                BrokerError::backend(format!("XADD gave an unexpected reply: {reply:?}"))
+            })?);
+        }
+        Ok(())
+    }
+}
+
+fn is_reserved(name: &str) -> bool {
+    name == fields::BODY || name.starts_with(fields::RESERVED_PREFIX)
+}

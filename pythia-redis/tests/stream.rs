@@ -1,0 +1,932 @@
+//! The at-least-once stream broker against a real redis-server: consumer groups, crashes, long
+//! jobs, poison entries, retries that outlive the worker, foreign producers, bounded memory,
+//! clean shutdown.
+
+mod support;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use pythia_core::{
+    Broker, Message, Outcome, RetryPolicy, Settlement, Worker, WorkerError, WorkerRuntime,
+    worker_fn,
+};
+use pythia_redis::{
+    Encoding, GroupStart, RedisConfig, RedisConnection, StreamBroker, StreamProducer,
+};
+use redis::Value;
+use support::{RedisServer, cmd, eventually};
+
+/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
+/// process killed mid-run leaves an exact record of what it finished.
+#[derive(Clone)]
+struct Record {
+    conn: RedisConnection,
+    delay: Duration,
+}
+
+impl Worker for Record {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        tokio::time::sleep(self.delay).await;
+        let mut m = self.conn.manager();
+        redis::cmd("HINCRBY")
+            .arg("processed")
+            .arg(msg.id())
+            .arg(1)
+            .query_async::<i64>(&mut m)
+            .await?;
+        Ok(())
+    }
+}
+
+fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
+    StreamBroker::new(conn, stream, group)
+        .with_start(GroupStart::Beginning)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600))
+}
+
+fn burst<W: Worker>(b: StreamBroker, w: W) -> WorkerRuntime<StreamBroker> {
+    WorkerRuntime::new(b, w)
+        .with_signal_handling(false)
+        .with_burst(true)
+}
+
+async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<String> {
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("{i}"))).collect();
+    StreamProducer::new(conn, stream)
+        .add_many(&msgs)
+        .await
+        .unwrap();
+    msgs.iter().map(|m| m.id().to_owned()).collect()
+}
+
+/// Fails the test instead of hanging it when a run does not finish.
+async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
+}
+
+/// A worker that records what it saw, in order.
+fn collector() -> (Arc<Mutex<Vec<Message>>>, impl Worker) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let s = seen.clone();
+    let w = worker_fn(move |m: Message| {
+        let s = s.clone();
+        async move {
+            s.lock().unwrap().push(m);
+            Ok(())
+        }
+    });
+    (seen, w)
+}
+
+/// `XPENDING <stream> <group>` summary count.
+async fn pending(conn: &RedisConnection, stream: &str, group: &str) -> i64 {
+    let v: Value = cmd(conn, &["XPENDING", stream, group]).await;
+    match v {
+        Value::Array(parts) => match &parts[0] {
+            Value::Int(n) => *n,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// Names of the group's consumers.
+async fn consumers(conn: &RedisConnection, stream: &str, group: &str) -> Vec<String> {
+    let v: redis::streams::StreamInfoConsumersReply =
+        cmd(conn, &["XINFO", "CONSUMERS", stream, group]).await;
+    v.consumers.into_iter().map(|c| c.name).collect()
+}
+
+/// Every entry of a stream as (id, field → value).
+async fn entries(conn: &RedisConnection, stream: &str) -> Vec<(String, HashMap<String, Vec<u8>>)> {
+    let v: redis::streams::StreamRangeReply = cmd(conn, &["XRANGE", stream, "-", "+"]).await;
+    v.ids
+        .into_iter()
+        .map(|e| {
+            let fields = e
+                .map
+                .into_iter()
+                .map(|(k, v)| (k, redis::from_redis_value::<Vec<u8>>(v).unwrap()))
+                .collect();
+            (e.id, fields)
+        })
+        .collect()
+}
+
+/// Nothing of the group is left in Redis but the stream and the group itself.
+async fn group_is_clean(conn: &RedisConnection, stream: &str, group: &str) {
+    assert_eq!(
+        pending(conn, stream, group).await,
+        0,
+        "entries left pending"
+    );
+    let left = consumers(conn, stream, group).await;
+    assert!(left.is_empty(), "consumers left in the group: {left:?}");
+    let keys: Vec<String> = cmd(conn, &["KEYS", &format!("pythia:{{{stream}}}:*")]).await;
+    let keys: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":dlq")).collect();
+    assert!(keys.is_empty(), "left behind: {keys:?}");
+}
+
+#[tokio::test]
+async fn one_consumer_gets_entries_in_order_with_their_fields() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let msgs: Vec<Message> = (0..300)
+        .map(|i| Message::new(format!("{i}")).with_header("n", i.to_string()))
+        .collect();
+    let ids = StreamProducer::new(&conn, "ordered")
+        .add_many(&msgs)
+        .await
+        .unwrap();
+    assert_eq!(ids.len(), 300);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]));
+
+    let (seen, w) = collector();
+    let summary = burst(fast(&conn, "ordered", "g"), w)
+        .with_concurrency(1)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 300);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let bodies: Vec<String> = seen
+        .iter()
+        .map(|m| m.body_str().unwrap().to_owned())
+        .collect();
+    let expected: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    assert_eq!(bodies, expected, "one consumer sees the stream's order");
+    for (got, sent) in seen.iter().zip(&msgs) {
+        assert_eq!(got.id(), sent.id());
+        assert_eq!(got.header("n"), sent.header("n"));
+        assert_eq!(got.headers().len(), 1, "Pythia's fields are not headers");
+        assert_eq!(got.attempt(), 1);
+        assert_eq!(got.source().name(), "ordered");
+        let age = got.age().expect("enqueue time from the entry id");
+        assert!(age < Duration::from_secs(60));
+    }
+    group_is_clean(&conn, "ordered", "g").await;
+}
+
+#[tokio::test]
+async fn consumers_of_one_group_split_the_entries() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "shared", 3000).await;
+
+    let got: Arc<Mutex<Vec<(usize, String)>>> = Arc::new(Mutex::new(Vec::new()));
+    let mut runs = Vec::new();
+    for c in 0..3 {
+        let got = got.clone();
+        let w = worker_fn(move |m: Message| {
+            let got = got.clone();
+            async move {
+                tokio::time::sleep(Duration::from_millis(1)).await;
+                got.lock().unwrap().push((c, m.id().to_owned()));
+                Ok(())
+            }
+        });
+        let rt = burst(fast(&conn, "shared", "workers"), w)
+            .with_concurrency(16)
+            .with_batch_size(32);
+        runs.push(tokio::spawn(rt.run()));
+    }
+    for r in runs {
+        r.await.unwrap().unwrap();
+    }
+    let got = std::mem::take(&mut *got.lock().unwrap());
+    let mut per_consumer = [0usize; 3];
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for (c, id) in got.iter() {
+        per_consumer[*c] += 1;
+        *times.entry(id).or_default() += 1;
+    }
+    assert_eq!(times.len(), 3000, "together they got every entry");
+    assert!(ids.iter().all(|id| times.get(id.as_str()) == Some(&1)));
+    assert!(
+        per_consumer.iter().all(|n| *n > 0),
+        "each consumer got a share: {per_consumer:?}"
+    );
+    eprintln!("split between three consumers: {per_consumer:?}");
+    group_is_clean(&conn, "shared", "workers").await;
+}
+
+/// Not a test of its own: the body of the worker process that
+/// `a_worker_killed_mid_batch_loses_nothing` starts and kills. Does nothing unless that test
+/// set `PYTHIA_TEST_STREAM_CHILD_URL`.
+#[tokio::test]
+async fn child_stream_worker_process() {
+    let Ok(url) = std::env::var("PYTHIA_TEST_STREAM_CHILD_URL") else {
+        return;
+    };
+    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
+        .await
+        .unwrap();
+    let broker = fast(&conn, "crash", "g");
+    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
+    WorkerRuntime::new(
+        broker,
+        Record {
+            conn: conn.clone(),
+            delay: Duration::from_millis(3),
+        },
+    )
+    .with_concurrency(32)
+    .with_batch_size(64)
+    .run()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_worker_killed_mid_batch_loses_nothing() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "crash", 3000).await;
+
+    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        .args(["child_stream_worker_process", "--exact", "--nocapture"])
+        .env("PYTHIA_TEST_STREAM_CHILD_URL", server.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    eventually(
+        Duration::from_secs(20),
+        "the child to process 500",
+        || async {
+            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
+            n >= 500
+        },
+    )
+    .await;
+    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
+    child.wait().await.unwrap();
+
+    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let orphaned: Vec<Value> =
+        cmd(&conn, &["XPENDING", "crash", "g", "-", "+", "1000", &dead]).await;
+    let orphaned = orphaned.len();
+    assert!(orphaned > 0, "the kill should leave entries pending");
+
+    let rt = burst(
+        fast(&conn, "crash", "g"),
+        Record {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        },
+    );
+    let summary = within(20, "the recovering consumer", rt.run())
+        .await
+        .unwrap();
+    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
+    let missing = ids.iter().filter(|id| !processed.contains_key(*id)).count();
+    assert_eq!(missing, 0, "lost {missing} entries");
+    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    eprintln!(
+        "crash test: 3000 entries, {orphaned} pending for the killed consumer, {} processed after it, {duplicates} duplicates, 0 lost",
+        summary.acked
+    );
+    assert!(
+        duplicates <= orphaned as i64,
+        "only the dead consumer's pending entries may run twice"
+    );
+    group_is_clean(&conn, "crash", "g").await;
+}
+
+#[tokio::test]
+async fn a_live_consumer_keeps_its_long_job() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    StreamProducer::new(&conn, "long")
+        .add(&Message::new("long job"))
+        .await
+        .unwrap();
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let slow = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            tokio::time::sleep(Duration::from_secs(3)).await; // five heartbeat lifetimes
+            Ok(())
+        }
+    });
+    let a = tokio::spawn(burst(fast(&conn, "long", "g"), slow).run());
+    eventually(Duration::from_secs(5), "A to start the job", || async {
+        runs.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let r = runs.clone();
+    let other = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let b = tokio::spawn(burst(fast(&conn, "long", "g"), other).run());
+    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
+    assert_eq!(runs.load(Ordering::SeqCst), 1, "B never stole A's job");
+    assert_eq!((a.acked, b.acked), (1, 0));
+    group_is_clean(&conn, "long", "g").await;
+}
+
+#[tokio::test]
+async fn a_rejected_entry_lands_in_the_dead_letter_stream_with_its_reason() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let producer = StreamProducer::new(&conn, "orders");
+    let bad = producer
+        .add_fields(&[("body", "not an order"), ("tenant", "acme")])
+        .await
+        .unwrap();
+    let good = producer.add(&Message::new("order 7")).await.unwrap();
+    let w = worker_fn(|m: Message| async move {
+        if m.body().as_ref() == b"not an order" {
+            return Err(WorkerError::reject("body is not an order"));
+        }
+        Ok(())
+    });
+    let s = burst(fast(&conn, "orders", "g"), w).run().await.unwrap();
+    assert_eq!((s.acked, s.dead_lettered), (1, 1));
+
+    let dlq = entries(&conn, "pythia:{orders}:dlq").await;
+    assert_eq!(dlq.len(), 1);
+    let f = &dlq[0].1;
+    assert_eq!(f["body"], b"not an order", "the original fields are kept");
+    assert_eq!(f["tenant"], b"acme");
+    let error = String::from_utf8(f["pythia-error"].clone()).unwrap();
+    assert_eq!(error, "rejected: body is not an order");
+    assert_eq!(f["pythia-attempt"], b"1");
+    assert_eq!(f["pythia-id"], bad.to_string().as_bytes());
+    assert_eq!(f["pythia-entry-id"], bad.to_string().as_bytes());
+    assert_eq!(f["pythia-group"], b"g");
+    let failed_at: u64 = String::from_utf8(f["pythia-failed-at"].clone())
+        .unwrap()
+        .parse()
+        .unwrap();
+    let now = pythia_core::message::unix_millis(SystemTime::now());
+    assert!(now - failed_at < 60_000);
+    assert_ne!(bad, good);
+    group_is_clean(&conn, "orders", "g").await;
+}
+
+#[tokio::test]
+async fn an_entry_that_kills_its_workers_is_dead_lettered_without_running() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let _: String = cmd(&conn, &["XADD", "poison", "*", "body", "kills the worker"]).await;
+    // Three consumers take it in turn and die without a word: each claims it from the last.
+    let mut attempts = Vec::new();
+    for i in 0..3 {
+        let dying = fast(&conn, "poison", "g");
+        if i > 0 {
+            assert_eq!(dying.reclaim_dead_consumers().await.unwrap(), 1);
+        }
+        let got = dying.fetch(10).await.unwrap();
+        assert_eq!(got.len(), 1);
+        attempts.push(got[0].message.attempt());
+        let _: i64 = cmd(&conn, &["DEL", &dying.keys().heartbeat(dying.consumer())]).await;
+    }
+    assert_eq!(attempts, [1, 2, 3], "each death counts an attempt");
+
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let w = worker_fn(move |_m: Message| {
+        let r = r.clone();
+        async move {
+            r.fetch_add(1, Ordering::SeqCst);
+            Ok(())
+        }
+    });
+    let rt = burst(fast(&conn, "poison", "g"), w)
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(3));
+    let s = within(10, "the last consumer", rt.run()).await.unwrap();
+    // Delivery 4 of an entry allowed 3 attempts: dead-lettered without running it again.
+    assert_eq!(runs.load(Ordering::SeqCst), 0);
+    assert_eq!(s.dead_lettered, 1);
+    let dlq = entries(&conn, "pythia:{poison}:dlq").await;
+    assert_eq!(dlq.len(), 1);
+    let f = &dlq[0].1;
+    assert_eq!(f["body"], b"kills the worker");
+    assert_eq!(f["pythia-attempt"], b"4");
+    let error = String::from_utf8(f["pythia-error"].clone()).unwrap();
+    assert!(error.contains("exceeded 3 attempts"), "{error}");
+    group_is_clean(&conn, "poison", "g").await;
+}
+
+#[tokio::test]
+async fn a_retry_survives_a_worker_restart() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let sent = Message::new("x").with_header("k", "v");
+    let entry = StreamProducer::new(&conn, "later")
+        .add(&sent)
+        .await
+        .unwrap();
+    let fail = worker_fn(|_m: Message| async {
+        Err(WorkerError::retry_later(
+            Duration::from_millis(800),
+            "not yet",
+        ))
+    });
+    let rt = WorkerRuntime::new(fast(&conn, "later", "g"), fail).with_signal_handling(false);
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    eventually(
+        Duration::from_secs(5),
+        "the retry to be scheduled",
+        || async {
+            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
+            n == 1
+        },
+    )
+    .await;
+    stop.cancel();
+    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+    assert_eq!(
+        pending(&conn, "later", "g").await,
+        0,
+        "the original is acked"
+    );
+
+    let (seen, ok) = collector();
+    let s = burst(fast(&conn, "later", "g"), ok).run().await.unwrap();
+    assert_eq!(s.acked, 1);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].attempt(), 2);
+    assert_eq!(seen[0].id(), sent.id(), "the id is stable across attempts");
+    assert_eq!(seen[0].header("k"), Some("v"));
+    assert_eq!(seen[0].body().as_ref(), b"x");
+    assert_eq!(
+        seen[0].enqueued_at().map(pythia_core::message::unix_millis),
+        Some(entry.ms()),
+        "the enqueue time is the first entry's, not the retry's"
+    );
+    group_is_clean(&conn, "later", "g").await;
+}
+
+#[tokio::test]
+async fn entries_from_any_producer_are_consumable() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let early: String = cmd(&conn, &["XADD", "mixed", "*", "body", "before the group"]).await;
+    // The default start is new entries only, as with XGROUP CREATE … $.
+    let broker = StreamBroker::new(&conn, "mixed", "g");
+    broker.ensure_group().await.unwrap();
+
+    let plain: String = cmd(
+        &conn,
+        &["XADD", "mixed", "*", "body", "hello", "color", "red"],
+    )
+    .await;
+    let no_body: String = cmd(
+        &conn,
+        &["XADD", "mixed", "*", "user", "7", "action", "signup"],
+    )
+    .await;
+    let python: String = cmd(
+        &conn,
+        &[
+            "XADD",
+            "mixed",
+            "*",
+            "body",
+            r#"{"order": 7}"#,
+            "header_tenant",
+            "acme",
+        ],
+    )
+    .await;
+    let producer = StreamProducer::new(&conn, "mixed");
+    let binary = producer
+        .add_fields(&[(&b"body"[..], &[0xff_u8, 0x00, 0xfe][..])])
+        .await
+        .unwrap();
+    let raw = producer
+        .clone()
+        .with_encoding(Encoding::Raw)
+        .add(&Message::new("raw body").with_header("dropped", "yes"))
+        .await
+        .unwrap();
+    let refused = producer
+        .add(&Message::new("x").with_header("pythia-attempt", "9"))
+        .await
+        .unwrap_err();
+    assert_eq!(refused.kind(), pythia_core::BrokerErrorKind::Config);
+
+    let (seen, w) = collector();
+    burst(
+        broker
+            .with_maintenance_interval(Duration::from_millis(100))
+            .with_heartbeat_ttl(Duration::from_millis(600)),
+        w,
+    )
+    .with_concurrency(1)
+    .run()
+    .await
+    .unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let ids: Vec<&str> = seen.iter().map(|m| m.id()).collect();
+    let expected = [
+        plain.clone(),
+        no_body.clone(),
+        python.clone(),
+        binary.to_string(),
+        raw.to_string(),
+    ];
+    assert_eq!(ids, expected, "message id = entry id without pythia-id");
+    assert!(!ids.contains(&early.as_str()));
+
+    assert_eq!(seen[0].body().as_ref(), b"hello");
+    assert_eq!(seen[0].header("color"), Some("red"));
+    let entry_ms: u64 = plain.split('-').next().unwrap().parse().unwrap();
+    assert_eq!(
+        seen[0].enqueued_at().map(pythia_core::message::unix_millis),
+        Some(entry_ms),
+        "enqueue time from the entry id"
+    );
+
+    let object: serde_json::Value = seen[1].json().unwrap();
+    assert_eq!(object, serde_json::json!({"user": "7", "action": "signup"}));
+    assert!(seen[1].headers().is_empty());
+
+    assert_eq!(seen[2].body().as_ref(), br#"{"order": 7}"#);
+    assert_eq!(seen[2].header("tenant"), Some("acme"));
+
+    assert_eq!(seen[3].body().as_ref(), &[0xff, 0x00, 0xfe]);
+    assert_eq!(seen[4].body().as_ref(), b"raw body");
+    assert!(
+        seen[4].headers().is_empty(),
+        "raw mode writes the body alone"
+    );
+    assert!(seen.iter().all(|m| m.attempt() == 1));
+}
+
+#[tokio::test]
+async fn the_stream_stays_short_under_continuous_load() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let producer = StreamProducer::new(&conn, "busy");
+    fast(&conn, "busy", "g").ensure_group().await.unwrap();
+    let rt = WorkerRuntime::new(
+        fast(&conn, "busy", "g"),
+        Record {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        },
+    )
+    .with_signal_handling(false);
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    let mut longest = 0;
+    for _ in 0..25 {
+        let batch: Vec<Message> = (0..200).map(|i| Message::new(format!("{i}"))).collect();
+        producer.add_many(&batch).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(40)).await;
+        let len: i64 = cmd(&conn, &["XLEN", "busy"]).await;
+        longest = longest.max(len);
+    }
+    eventually(Duration::from_secs(10), "all 5000 processed", || async {
+        let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
+        n == 5000
+    })
+    .await;
+    eventually(
+        Duration::from_secs(5),
+        "processed entries trimmed",
+        || async {
+            let len: i64 = cmd(&conn, &["XLEN", "busy"]).await;
+            len < 200
+        },
+    )
+    .await;
+    stop.cancel();
+    h.await.unwrap().unwrap();
+    eprintln!("5000 entries produced, longest stream seen: {longest}");
+    assert!(longest < 2500, "processed entries piled up: {longest}");
+
+    // The producer's MAXLEN ~ caps a stream nobody consumes.
+    let capped = StreamProducer::new(&conn, "capped").with_max_len(Some(1000));
+    for _ in 0..5 {
+        let batch: Vec<Message> = (0..1000).map(|i| Message::new(format!("{i}"))).collect();
+        capped.add_many(&batch).await.unwrap();
+    }
+    let len: i64 = cmd(&conn, &["XLEN", "capped"]).await;
+    assert!((1000..1200).contains(&len), "MAXLEN ~ 1000 gave {len}");
+
+    // Deleting on ack empties the stream without any trimming.
+    let ids = add_numbered(&conn, "deleted", 1000).await;
+    let s = burst(
+        fast(&conn, "deleted", "g")
+            .with_delete_on_ack(true)
+            .with_trim_processed(false),
+        Record {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        },
+    )
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(s.acked, ids.len() as u64);
+    let len: i64 = cmd(&conn, &["XLEN", "deleted"]).await;
+    assert_eq!(len, 0);
+}
+
+#[tokio::test]
+async fn a_clean_shutdown_hands_back_work_and_leaves_no_consumer_behind() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "stop", 200).await;
+    // Recorded in memory, in the same poll that completes the handler: a handler cut off by the
+    // end of the grace period has recorded nothing, so "exactly once" is exact.
+    let done: Arc<Mutex<Vec<(String, u32)>>> = Arc::new(Mutex::new(Vec::new()));
+    let worker = |delay: Duration| {
+        let done = done.clone();
+        worker_fn(move |m: Message| {
+            let done = done.clone();
+            async move {
+                tokio::time::sleep(delay).await;
+                done.lock().unwrap().push((m.id().to_owned(), m.attempt()));
+                Ok(())
+            }
+        })
+    };
+    let rt = WorkerRuntime::new(fast(&conn, "stop", "g"), worker(Duration::from_millis(50)))
+        .with_signal_handling(false)
+        .with_concurrency(4)
+        .with_shutdown_grace(Duration::ZERO); // cut off what runs, hand it back
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    eventually(Duration::from_secs(10), "10 processed", || async {
+        done.lock().unwrap().len() >= 10
+    })
+    .await;
+    stop.cancel();
+    let first = h.await.unwrap().unwrap();
+    assert!(first.released > 0, "entries in flight were handed back");
+    assert_eq!(first.unsettled, 0);
+    group_is_clean(&conn, "stop", "g").await;
+    let len: i64 = cmd(&conn, &["XLEN", "stop"]).await;
+    assert!(
+        len >= 200 - first.acked as i64,
+        "what was not done is back in the stream"
+    );
+
+    let second = burst(fast(&conn, "stop", "g"), worker(Duration::ZERO))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(first.acked + second.acked, 200);
+    let done = std::mem::take(&mut *done.lock().unwrap());
+    let mut times: HashMap<&str, usize> = HashMap::new();
+    for (id, attempt) in done.iter() {
+        *times.entry(id.as_str()).or_default() += 1;
+        assert_eq!(*attempt, 1, "handing back does not count an attempt");
+    }
+    assert!(
+        ids.iter().all(|id| times.get(id.as_str()) == Some(&1)),
+        "every entry processed exactly once"
+    );
+    group_is_clean(&conn, "stop", "g").await;
+}
+
+#[tokio::test]
+async fn retries_stay_with_the_group_that_failed_them() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "fanout", 20).await;
+    let flaky = worker_fn(|m: Message| async move {
+        if m.attempt() == 1 {
+            return Err(WorkerError::retry_later(Duration::from_millis(100), "once"));
+        }
+        Ok(())
+    });
+    let (seen, steady) = collector();
+    let a = tokio::spawn(burst(fast(&conn, "fanout", "flaky"), flaky).run());
+    let b = tokio::spawn(burst(fast(&conn, "fanout", "steady"), steady).run());
+    let a = a.await.unwrap().unwrap();
+    b.await.unwrap().unwrap();
+    assert_eq!((a.retried, a.acked), (20, 20));
+    // The steady group may stop before the retries are promoted: read what is left.
+    let (rest, steady) = collector();
+    burst(fast(&conn, "fanout", "steady"), steady)
+        .run()
+        .await
+        .unwrap();
+    let mut all: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.id().to_owned())
+        .collect();
+    all.extend(rest.lock().unwrap().iter().map(|m| m.id().to_owned()));
+    let unique: HashSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 20, "the other group never sees the retries");
+    assert_eq!(unique.len(), 20);
+    assert!(ids.iter().all(|id| unique.contains(id)));
+}
+
+#[tokio::test]
+async fn entries_of_a_lost_read_reply_are_recovered() {
+    let server = RedisServer::start();
+    let conn = RedisConnection::connect(server.config().with_block_timeout(Duration::from_secs(1)))
+        .await
+        .unwrap();
+    let broker = Arc::new(fast(&conn, "lost", "g"));
+    broker.ensure_group().await.unwrap();
+    let b = broker.clone();
+    let read = tokio::spawn(async move { b.fetch(10).await });
+    eventually(Duration::from_secs(5), "the read to block", || async {
+        let clients: String = cmd(&conn, &["CLIENT", "LIST", "TYPE", "normal"]).await;
+        clients.contains("cmd=xreadgroup")
+    })
+    .await;
+    // The server delivers an entry to this consumer, but the reply never reaches it: the entry
+    // is added and read under the consumer's name in one transaction (so the blocked read is
+    // not woken for it), then the blocked read's connection dies.
+    let (sent, _read): (String, Value) = redis::pipe()
+        .atomic()
+        .cmd("XADD")
+        .arg("lost")
+        .arg("*")
+        .arg("body")
+        .arg("in transit")
+        .cmd("XREADGROUP")
+        .arg("GROUP")
+        .arg("g")
+        .arg(broker.consumer())
+        .arg("COUNT")
+        .arg(10)
+        .arg("STREAMS")
+        .arg("lost")
+        .arg(">")
+        .query_async(&mut conn.manager())
+        .await
+        .unwrap();
+    let clients: String = cmd(&conn, &["CLIENT", "LIST", "TYPE", "normal"]).await;
+    let blocked = clients
+        .lines()
+        .find(|l| l.contains("cmd=xreadgroup"))
+        .and_then(|l| l.split(' ').find_map(|kv| kv.strip_prefix("id=")))
+        .expect("the blocked read")
+        .to_owned();
+    let _: i64 = cmd(&conn, &["CLIENT", "KILL", "ID", &blocked]).await;
+    assert!(read.await.unwrap().is_err(), "the read failed");
+
+    let got = broker.fetch(10).await.unwrap();
+    assert_eq!(
+        got.len(),
+        1,
+        "the entry in this consumer's pending list comes back"
+    );
+    assert_eq!(got[0].token.to_string(), sent);
+    assert_eq!(got[0].message.body().as_ref(), b"in transit");
+    assert_eq!(got[0].message.attempt(), 1);
+    let settle: Vec<Settlement<_>> = got
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect();
+    broker.settle(&settle).await.unwrap();
+    assert_eq!(pending(&conn, "lost", "g").await, 0);
+    assert!(broker.fetch(10).await.unwrap().is_empty());
+    broker.close().await.unwrap();
+    group_is_clean(&conn, "lost", "g").await;
+}
+
+#[tokio::test]
+async fn a_deleted_stream_is_consumed_again_from_its_start() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let (seen, w) = collector();
+    // Default start (new entries): after the stream is deleted, the group is created again at
+    // the start of the new stream, so nothing added in between is skipped.
+    let broker = StreamBroker::new(&conn, "gone", "g")
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600));
+    broker.ensure_group().await.unwrap();
+    let rt = WorkerRuntime::new(broker, w).with_signal_handling(false);
+    let stop = rt.cancellation_token();
+    let h = tokio::spawn(rt.run());
+    add_numbered(&conn, "gone", 10).await;
+    eventually(Duration::from_secs(5), "the first 10", || async {
+        seen.lock().unwrap().len() == 10
+    })
+    .await;
+    let _: i64 = cmd(&conn, &["DEL", "gone"]).await;
+    let later = add_numbered(&conn, "gone", 10).await;
+    eventually(
+        Duration::from_secs(10),
+        "the 10 added after the DEL",
+        || async { seen.lock().unwrap().len() == 20 },
+    )
+    .await;
+    stop.cancel();
+    h.await.unwrap().unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let ids: Vec<&str> = seen[10..].iter().map(|m| m.id()).collect();
+    assert_eq!(ids, later.iter().map(String::as_str).collect::<Vec<_>>());
+}
+
+#[tokio::test]
+async fn a_restarted_consumer_with_the_same_name_takes_back_its_entries() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    add_numbered(&conn, "named", 5).await;
+    let named = |conn: &RedisConnection| {
+        StreamBroker::with_consumer_name(conn, "named", "g", "pod-0")
+            .with_start(GroupStart::Beginning)
+            .with_maintenance_interval(Duration::from_millis(100))
+            .with_heartbeat_ttl(Duration::from_millis(600))
+    };
+    // The first process takes three and dies at once; its heartbeat is still alive when the
+    // next process under the same name starts, so nobody else would reclaim them.
+    let first = named(&conn);
+    let taken = first.fetch(3).await.unwrap();
+    assert_eq!(taken.len(), 3);
+    drop(first);
+
+    let (seen, w) = collector();
+    let s = within(10, "the restarted consumer", burst(named(&conn), w).run())
+        .await
+        .unwrap();
+    assert_eq!(s.acked, 5);
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let attempts: Vec<u32> = seen.iter().map(|m| m.attempt()).collect();
+    assert_eq!(
+        attempts,
+        [2, 2, 2, 1, 1],
+        "its own leftovers first, as a new attempt"
+    );
+    let first_ids: Vec<&str> = taken.iter().map(|d| d.message.id()).collect();
+    let again: Vec<&str> = seen[..3].iter().map(|m| m.id()).collect();
+    assert_eq!(again, first_ids);
+    group_is_clean(&conn, "named", "g").await;
+}
+
+#[tokio::test]
+async fn stats_report_depth_in_flight_retries_and_dead_letters() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    add_numbered(&conn, "gauged", 10).await;
+    let broker = fast(&conn, "gauged", "g");
+    broker.ensure_group().await.unwrap();
+    let s = broker.stats().await.unwrap().unwrap();
+    assert_eq!((s.depth, s.in_flight, s.consumers), (10, 0, 0));
+    assert!(s.oldest_age.is_some_and(|a| a < Duration::from_secs(60)));
+
+    let got = broker.fetch(4).await.unwrap();
+    assert_eq!(got.len(), 4);
+    let s = broker.stats().await.unwrap().unwrap();
+    assert_eq!((s.depth, s.in_flight, s.consumers), (6, 4, 1));
+
+    let outcomes = [
+        Outcome::Ack,
+        Outcome::Ack,
+        Outcome::Retry {
+            delay: Duration::from_secs(60),
+        },
+        Outcome::DeadLetter {
+            reason: "bad".into(),
+        },
+    ];
+    let batch: Vec<Settlement<_>> = got
+        .into_iter()
+        .zip(outcomes)
+        .map(|(d, outcome)| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome,
+        })
+        .collect();
+    broker.settle(&batch).await.unwrap();
+    broker.settle(&batch).await.unwrap(); // idempotent: nothing doubles
+    let s = broker.stats().await.unwrap().unwrap();
+    assert_eq!((s.depth, s.in_flight), (6, 0));
+    assert_eq!((s.scheduled, s.dead_letters), (1, 1));
+    // A deletion makes Redis 7 lose track of the group's lag: the entries are counted instead.
+    let next: Value = cmd(&conn, &["XRANGE", "gauged", "-", "+", "COUNT", "5"]).await;
+    let Value::Array(next) = next else {
+        panic!("unexpected XRANGE reply")
+    };
+    let Value::Array(last) = &next[4] else {
+        panic!("unexpected entry")
+    };
+    let id: String = redis::from_redis_value(last[0].clone()).unwrap();
+    let _: i64 = cmd(&conn, &["XDEL", "gauged", &id]).await;
+    let s = broker.stats().await.unwrap().unwrap();
+    assert_eq!(s.depth, 5);
+    broker.close().await.unwrap();
+}
