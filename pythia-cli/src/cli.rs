@@ -166,6 +166,11 @@ pub(crate) enum BrokerKind {
     List,
     /// A Redis list with per-consumer in-flight storage and crash recovery: at-least-once.
     ReliableList,
+    /// A Redis stream read by a consumer group: at-least-once, many replicas share the work.
+    Stream,
+    /// Redis pub/sub channels and patterns: at-most-once fan-out, nothing kept for absent
+    /// subscribers.
+    Pubsub,
 }
 
 impl BrokerKind {
@@ -173,6 +178,48 @@ impl BrokerKind {
         match self {
             Self::List => "list",
             Self::ReliableList => "reliable-list",
+            Self::Stream => "stream",
+            Self::Pubsub => "pubsub",
+        }
+    }
+}
+
+/// `--group-start`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum GroupStartArg {
+    /// Only entries added after the group is created (`$`).
+    New,
+    /// Every entry already in the stream (`0`).
+    Beginning,
+}
+
+impl From<GroupStartArg> for pythia::redis::GroupStart {
+    fn from(g: GroupStartArg) -> Self {
+        match g {
+            GroupStartArg::New => Self::NewEntries,
+            GroupStartArg::Beginning => Self::Beginning,
+        }
+    }
+}
+
+impl QueueArgs {
+    /// The one queue of a list or stream broker.
+    pub(crate) fn single(&self) -> Result<&str, crate::error::CliError> {
+        if !self.pattern.is_empty() && self.broker != BrokerKind::Pubsub {
+            return Err(crate::error::CliError::usage(format!(
+                "--pattern is for --broker pubsub, not {}",
+                self.broker.as_str()
+            )));
+        }
+        match self.queue.as_slice() {
+            [one] if !one.trim().is_empty() => Ok(one),
+            [] => Err(crate::error::CliError::usage("--queue is required")),
+            [_] => Err(crate::error::CliError::usage("--queue must not be empty")),
+            many => Err(crate::error::CliError::usage(format!(
+                "--queue given {} times; the {} broker consumes one queue (several channels are for --broker pubsub)",
+                many.len(),
+                self.broker.as_str()
+            ))),
         }
     }
 }
@@ -206,9 +253,28 @@ pub(crate) struct QueueArgs {
     #[arg(long, value_enum, env = "PYTHIA_BROKER", default_value_t = BrokerKind::ReliableList)]
     pub(crate) broker: BrokerKind,
 
-    /// The queue: the Redis key of the list (`redis-cli LPUSH <queue> …` feeds it).
-    #[arg(long, env = "PYTHIA_QUEUE")]
-    pub(crate) queue: String,
+    /// The queue: the key of the list or stream (`redis-cli LPUSH <queue> …` feeds a list), or
+    /// a pub/sub channel. Repeatable (or comma-separated) for pub/sub channels only.
+    #[arg(
+        long,
+        env = "PYTHIA_QUEUE",
+        value_delimiter = ',',
+        required_unless_present = "pattern"
+    )]
+    pub(crate) queue: Vec<String>,
+
+    /// A pub/sub channel pattern to PSUBSCRIBE to (e.g. `orders.*`). Repeatable.
+    #[arg(long, env = "PYTHIA_PATTERN", value_delimiter = ',')]
+    pub(crate) pattern: Vec<String>,
+
+    /// Consumer group of a stream.
+    #[arg(long, env = "PYTHIA_GROUP", default_value = "pythia")]
+    pub(crate) group: String,
+
+    /// Where a new consumer group starts reading a stream: `new` entries only, or the
+    /// `beginning`.
+    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::New)]
+    pub(crate) group_start: GroupStartArg,
 
     /// Which end of the list consumers pop (producers push the other end).
     #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
@@ -280,6 +346,14 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "PYTHIA_INPROCESS_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
     pub(crate) inprocess_retries: u32,
 
+    /// Pub/sub: messages buffered in the worker at most; beyond it --overflow decides.
+    #[arg(long, env = "PYTHIA_BUFFER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
+    pub(crate) buffer: u64,
+
+    /// Pub/sub: what a full buffer drops, each drop counted in pythia_pubsub_dropped_total.
+    #[arg(long, value_enum, env = "PYTHIA_OVERFLOW", default_value_t = OverflowArg::DropOldest)]
+    pub(crate) overflow: OverflowArg,
+
     /// Open the circuit breaker after this many consecutive failures (0 = no breaker). While open,
     /// nothing is fetched: messages wait in Redis.
     #[arg(long, env = "PYTHIA_BREAKER_FAILURES", default_value_t = 0)]
@@ -288,6 +362,24 @@ pub(crate) struct RunArgs {
     /// How long an open breaker waits before letting a probe message through.
     #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
     pub(crate) breaker_cooldown: Duration,
+}
+
+/// `--overflow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub(crate) enum OverflowArg {
+    /// Drop the oldest buffered message to make room (keep the freshest).
+    DropOldest,
+    /// Drop the message that arrives (keep the earliest).
+    DropNewest,
+}
+
+impl From<OverflowArg> for pythia::redis::Overflow {
+    fn from(o: OverflowArg) -> Self {
+        match o {
+            OverflowArg::DropOldest => Self::DropOldest,
+            OverflowArg::DropNewest => Self::DropNewest,
+        }
+    }
 }
 
 /// `--metrics-addr`: an address, or off.
@@ -340,6 +432,10 @@ pub(crate) struct ProduceArgs {
     /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
     #[arg(long)]
     pub(crate) raw: bool,
+
+    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 = no cap.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub(crate) max_len: usize,
 }
 
 #[derive(Debug, Clone, Args)]

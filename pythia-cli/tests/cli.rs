@@ -80,6 +80,8 @@ async fn produce_then_run_burst_with_each_list_broker() {
             "--burst",
             "--concurrency",
             "1",
+            "--metrics-addr",
+            "off",
             "--log",
             "warn",
         ]);
@@ -173,6 +175,8 @@ async fn exec_handlers_ack_reject_and_retry_by_exit_code() {
         "--burst",
         "--retry-delay",
         "50ms",
+        "--metrics-addr",
+        "off",
         "--log",
         "warn",
     ]);
@@ -239,4 +243,126 @@ fn help_documents_every_command() {
     }
     let o = pythia(&["--help"]);
     assert!(String::from_utf8_lossy(&o.stdout).contains("Exit codes"));
+}
+
+#[tokio::test]
+async fn stream_produce_then_run_burst_in_a_consumer_group() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--broker",
+        "stream",
+        "--queue",
+        "events",
+        "x",
+        "y",
+        "z",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--broker",
+        "stream",
+        "--queue",
+        "events",
+        "--group",
+        "g1",
+        "--group-start",
+        "beginning",
+        "--burst",
+        "--concurrency",
+        "1",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "x\ny\nz\n", "{out}");
+    assert!(out.contains("processed 3 (acked 3"), "{out}");
+    let pending: Vec<redis::Value> = cmd(&conn, &["XPENDING", "events", "g1"]).await;
+    assert_eq!(
+        pending.first(),
+        Some(&redis::Value::Int(0)),
+        "nothing left pending"
+    );
+}
+
+#[tokio::test]
+async fn pubsub_workers_receive_channels_and_patterns() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args([
+            "run",
+            "--redis-url",
+            &url,
+            "--broker",
+            "pubsub",
+            "--queue",
+            "alerts",
+        ])
+        .args([
+            "--pattern",
+            "news.*",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Publish until the subscriber is there (a publish reports its receivers).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let o = pythia(&[
+            "produce",
+            "--redis-url",
+            &url,
+            "--broker",
+            "pubsub",
+            "--queue",
+            "alerts",
+            "first",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        if text(&o).contains(", 1 deliveries") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "subscriber never appeared"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--broker",
+        "pubsub",
+        "--queue",
+        "news.eu",
+        "second",
+    ]);
+    assert!(text(&o).contains(", 1 deliveries"), "{}", text(&o));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // SIGTERM: a graceful stop that prints the summary.
+    let _ = Command::new("kill").arg(worker.id().to_string()).status();
+    let status = worker.wait().unwrap();
+    let mut out = String::new();
+    std::io::Read::read_to_string(worker.stdout.as_mut().unwrap(), &mut out).unwrap();
+    let mut err = String::new();
+    std::io::Read::read_to_string(worker.stderr.as_mut().unwrap(), &mut err).unwrap();
+    assert!(status.success(), "{status:?} {err}");
+    assert!(out.ends_with("first\nsecond\n"), "{out}");
 }

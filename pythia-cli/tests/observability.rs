@@ -161,7 +161,29 @@ async fn metrics_count_what_was_processed_and_match_the_readme() {
     assert_eq!(sample(&scrape, "pythia_queue_depth", &labels), Some(0.0));
     assert_eq!(sample(&scrape, "pythia_consumers", &labels), Some(1.0));
 
-    let exported = families(&scrape);
+    // Broker-specific metrics come from a pub/sub worker's scrape.
+    let pubsub_port = free_port();
+    let _p = worker(
+        &url,
+        "alerts",
+        pubsub_port,
+        &["--broker", "pubsub", "--handler", "noop"],
+    );
+    let mut pubsub_scrape = String::new();
+    eventually(
+        Duration::from_secs(10),
+        "the pub/sub worker's metrics",
+        || {
+            if let Some((200, body)) = get(pubsub_port, "/metrics") {
+                pubsub_scrape = body;
+            }
+            let has = pubsub_scrape.contains("pythia_pubsub_dropped_total");
+            async move { has }
+        },
+    )
+    .await;
+    let mut exported = families(&scrape);
+    exported.extend(families(&pubsub_scrape));
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let documented: BTreeSet<String> = readme

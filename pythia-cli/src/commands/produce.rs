@@ -3,11 +3,11 @@
 
 use std::time::{Duration, Instant};
 
-use pythia::redis::{Encoding, ListProducer};
+use pythia::redis::{Encoding, ListProducer, Publisher, StreamProducer};
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::ProduceArgs;
+use crate::cli::{BrokerKind, ProduceArgs};
 use crate::error::CliError;
 
 /// Messages per pipeline when not paced.
@@ -95,15 +95,27 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         _ => u64::MAX,
     };
 
+    let queue = args.queue.single()?.to_owned();
     let conn = super::connect(&args.queue).await?;
     let encoding = if args.raw {
         Encoding::Raw
     } else {
         Encoding::Envelope
     };
-    let producer = ListProducer::new(&conn, &args.queue.queue)
-        .with_side(args.queue.list_side.into())
-        .with_encoding(encoding);
+    let sink = match args.queue.broker {
+        BrokerKind::List | BrokerKind::ReliableList => Sink::List(
+            ListProducer::new(&conn, &queue)
+                .with_side(args.queue.list_side.into())
+                .with_encoding(encoding),
+        ),
+        BrokerKind::Stream => Sink::Stream(
+            StreamProducer::new(&conn, &queue)
+                .with_encoding(encoding)
+                .with_max_len((args.max_len > 0).then_some(args.max_len)),
+        ),
+        BrokerKind::Pubsub => Sink::Channel(Publisher::new(&conn, &queue).with_encoding(encoding)),
+    };
+    let mut receivers = 0u64;
     let headers: Headers = args.headers.iter().cloned().collect();
     let chunk = match args.rate {
         Some(r) => ((r / 20.0) as usize).clamp(1, CHUNK),
@@ -128,10 +140,9 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         if batch.is_empty() {
             break;
         }
-        sent += producer
-            .push_many(&batch)
-            .await
-            .map_err(CliError::runtime)? as u64;
+        let (n, heard) = sink.send(&batch).await.map_err(CliError::runtime)?;
+        sent += n;
+        receivers += heard;
         if let Some(rate) = args.rate {
             let due = Duration::from_secs_f64(sent as f64 / rate);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
@@ -152,13 +163,39 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         }
     }
     let secs = started.elapsed().as_secs_f64();
+    let heard = if args.queue.broker == BrokerKind::Pubsub {
+        format!(", {receivers} deliveries to subscribers")
+    } else {
+        String::new()
+    };
     println!(
-        "produced {sent} messages to {} {:?} in {secs:.3}s ({:.0} msg/s)",
+        "produced {sent} messages to {} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
         args.queue.broker.as_str(),
-        args.queue.queue,
         sent as f64 / secs.max(1e-9)
     );
     Ok(())
+}
+
+/// Where produced messages go.
+enum Sink {
+    List(ListProducer),
+    Stream(StreamProducer),
+    Channel(Publisher),
+}
+
+impl Sink {
+    /// Sends a batch; returns how many were sent and, for channels, how many subscribers
+    /// received them in all.
+    async fn send(&self, batch: &[Message]) -> Result<(u64, u64), pythia::BrokerError> {
+        match self {
+            Self::List(p) => Ok((p.push_many(batch).await? as u64, 0)),
+            Self::Stream(p) => Ok((p.add_many(batch).await?.len() as u64, 0)),
+            Self::Channel(p) => {
+                let counts = p.publish_many(batch).await?;
+                Ok((counts.len() as u64, counts.iter().map(|c| *c as u64).sum()))
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,7 +3,7 @@
 use std::io::Write;
 
 use pythia::exporter::MetricsServer;
-use pythia::redis::{ListBroker, ReliableListBroker};
+use pythia::redis::{ListBroker, PubSubBroker, ReliableListBroker, StreamBroker};
 use pythia::{
     Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
     RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
@@ -30,14 +30,36 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         // Before any broker or layer registers its metrics: handles made earlier record nowhere.
         pythia::exporter::install_recorder().map_err(CliError::runtime)?;
     }
-    let conn = super::connect(&args.queue).await?;
-    let q = &args.queue.queue;
-    let side = args.queue.list_side.into();
-    match args.queue.broker {
-        BrokerKind::List => with_handler(ListBroker::new(&conn, q).with_side(side), &args).await,
+    let qa = &args.queue;
+    if qa.broker != BrokerKind::Pubsub {
+        qa.single()?;
+    }
+    let conn = super::connect(qa).await?;
+    let side = qa.list_side.into();
+    match qa.broker {
+        BrokerKind::List => {
+            with_handler(ListBroker::new(&conn, qa.single()?).with_side(side), &args).await
+        }
         BrokerKind::ReliableList => {
-            let b = ReliableListBroker::new(&conn, q).with_side(side);
+            let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
+            with_handler(b, &args).await
+        }
+        BrokerKind::Stream => {
+            let b =
+                StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start.into());
+            tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
+            with_handler(b, &args).await
+        }
+        BrokerKind::Pubsub => {
+            let b = PubSubBroker::builder(&conn)
+                .channels(qa.queue.iter().filter(|q| !q.trim().is_empty()).cloned())
+                .patterns(qa.pattern.iter().cloned())
+                .with_capacity(args.buffer as usize)
+                .with_overflow(args.overflow.into())
+                .subscribe()
+                .await
+                .map_err(CliError::usage)?;
             with_handler(b, &args).await
         }
     }
@@ -84,7 +106,7 @@ async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Re
         .with_concurrency(args.concurrency as usize)
         .with_batch_size(args.batch_size as usize)
         .with_retry_policy(policy)
-        .with_resilience(resilience(args, &args.queue.queue))
+        .with_resilience(resilience(args, &args.queue.queue.join(",")))
         .with_shutdown_grace(args.shutdown_grace)
         .with_burst(args.burst);
     let stop_metrics = CancellationToken::new();
