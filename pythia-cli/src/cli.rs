@@ -64,6 +64,12 @@ pub(crate) enum Scenario {
     IoBound,
     /// Enqueue-to-start latency at --latency-rate messages per second offered (reliable list).
     Latency,
+    /// Drain a stream with a consumer group (XREADGROUP + batched XACK).
+    Stream,
+    /// Produce to a stream: Pythia entries vs raw pipelined XADD.
+    ProduceStream,
+    /// Receive published messages through the pub/sub broker.
+    Pubsub,
 }
 
 impl Scenario {
@@ -74,6 +80,9 @@ impl Scenario {
             Self::ProduceList => "produce-list",
             Self::IoBound => "io-bound",
             Self::Latency => "latency",
+            Self::Stream => "stream",
+            Self::ProduceStream => "produce-stream",
+            Self::Pubsub => "pubsub",
         }
     }
 }

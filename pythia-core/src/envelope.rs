@@ -91,8 +91,14 @@ fn out<'a>(msg: &'a Message) -> Out<'a> {
 /// Encodes `msg` as a Pythia envelope.
 pub fn encode(msg: &Message) -> Vec<u8> {
     let mut buf = Vec::with_capacity(msg.body().len() + 96);
-    serde_json::to_writer(&mut buf, &out(msg)).expect("serialising plain data cannot fail");
+    encode_into(&mut buf, msg);
     buf
+}
+
+/// Appends the Pythia envelope of `msg` to `buf` (reuse one buffer to encode many messages
+/// without an allocation each).
+pub fn encode_into(buf: &mut Vec<u8>, msg: &Message) {
+    serde_json::to_writer(buf, &out(msg)).expect("serialising plain data cannot fail");
 }
 
 /// Encodes a dead letter: the envelope of `msg` plus `"error"` and `"failed_at"` (ms).

@@ -117,7 +117,11 @@ pub struct Message {
 impl Message {
     /// A new message with a fresh id, attempt 1, no headers, enqueued now.
     pub fn new(body: impl Into<Bytes>) -> Self {
-        Self::from_parts(body.into(), Some(SystemTime::now()), Source::default())
+        let mut msg = Self::from_parts(body.into(), Some(SystemTime::now()), Source::default());
+        // A producer's message always goes out with its id: make it now, not lazily.
+        let inner = Arc::get_mut(&mut msg.inner).expect("just made");
+        inner.id = OnceLock::from(new_message_id());
+        msg
     }
 
     /// A message as a broker received it: a fresh id (made on first read), attempt 1, no
@@ -262,16 +266,35 @@ pub fn unix_millis(t: SystemTime) -> u64 {
 /// A fresh message id: 12 hex digits of milliseconds since the epoch, then 16 random hex
 /// digits. Ids sort by creation time and collide with probability 2⁻⁶⁴ within a millisecond.
 pub fn new_message_id() -> String {
-    use std::fmt::Write;
-    let mut id = String::with_capacity(28);
+    const HEX: &[u8; 16] = b"0123456789abcdef";
     let ms = unix_millis(SystemTime::now()) & 0xffff_ffff_ffff;
-    let _ = write!(id, "{ms:012x}{:016x}", fastrand::u64(..));
-    id
+    let rnd = fastrand::u64(..);
+    let mut id = [0u8; 28];
+    for (i, b) in id[..12].iter_mut().enumerate() {
+        *b = HEX[((ms >> (4 * (11 - i))) & 0xf) as usize];
+    }
+    for (i, b) in id[12..].iter_mut().enumerate() {
+        *b = HEX[((rnd >> (4 * (15 - i))) & 0xf) as usize];
+    }
+    String::from_utf8(id.to_vec()).expect("hex digits are ASCII")
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ids_are_hex_of_time_then_randomness() {
+        let id = new_message_id();
+        assert!(
+            id.bytes()
+                .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase()),
+            "{id}"
+        );
+        let ms = u64::from_str_radix(&id[..12], 16).unwrap();
+        let now = unix_millis(SystemTime::now());
+        assert!(now - ms < 1000, "{ms} vs {now}");
+    }
 
     #[test]
     fn ids_are_unique_and_time_ordered() {

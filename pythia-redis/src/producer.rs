@@ -8,6 +8,9 @@ use crate::list::ListSide;
 
 /// Values per `LPUSH`/`RPUSH` call when pushing many.
 pub const PUSH_CHUNK: usize = 1000;
+/// Messages per pipeline (one round trip) when pushing many: bounds the memory a large push
+/// holds at once.
+pub const PIPELINE_MESSAGES: usize = 10_000;
 
 /// How a producer writes each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -72,22 +75,35 @@ impl ListProducer {
         self
     }
 
-    fn encode(&self, msg: &Message) -> Vec<u8> {
-        match self.encoding {
-            Encoding::Envelope => envelope::encode(msg),
-            Encoding::Raw => msg.body().to_vec(),
-        }
-    }
-
     /// Pushes one message.
     pub async fn push(&self, msg: &Message) -> Result<(), BrokerError> {
         self.push_many(std::slice::from_ref(msg)).await.map(drop)
     }
 
-    /// Pushes messages in order, in one pipeline; returns how many were pushed.
+    /// Pushes messages in order: multi-value pushes of [`PUSH_CHUNK`], pipelined by
+    /// [`PIPELINE_MESSAGES`]; returns how many were pushed.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
-        let payloads: Vec<Vec<u8>> = msgs.iter().map(|m| self.encode(m)).collect();
-        self.push_payloads(&payloads).await
+        let mut scratch = Vec::with_capacity(256);
+        let mut m = self.manager.clone();
+        for group in msgs.chunks(PIPELINE_MESSAGES) {
+            let mut pipe = redis::pipe();
+            for chunk in group.chunks(PUSH_CHUNK) {
+                let cmd = pipe.cmd(self.side.push_cmd()).arg(&self.queue);
+                for msg in chunk {
+                    scratch.clear();
+                    match self.encoding {
+                        Encoding::Envelope => envelope::encode_into(&mut scratch, msg),
+                        Encoding::Raw => scratch.extend_from_slice(msg.body()),
+                    }
+                    cmd.arg(&scratch[..]);
+                }
+                cmd.ignore();
+            }
+            pipe.query_async::<()>(&mut m)
+                .await
+                .map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
+        }
+        Ok(msgs.len())
     }
 
     /// Pushes ready-made payloads (raw bodies or envelopes) in order; returns how many.

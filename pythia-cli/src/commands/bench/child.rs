@@ -4,7 +4,10 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pythia::redis::{Encoding, ListBroker, ListProducer, RedisConnection, ReliableListBroker};
+use pythia::redis::{
+    Encoding, GroupStart, ListBroker, ListProducer, PubSubBroker, RedisConnection,
+    ReliableListBroker, StreamBroker, StreamProducer,
+};
 use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime, worker_fn};
 use serde::Serialize;
 
@@ -58,6 +61,15 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
             });
             drain(ReliableListBroker::new(&conn, &args.queue), sleepy, &args).await?
         }
+        (Scenario::Stream, false) => {
+            let b =
+                StreamBroker::new(&conn, &args.queue, "bench").with_start(GroupStart::Beginning);
+            drain(b, noop(), &args).await?
+        }
+        (Scenario::Stream, true) => bare_stream(&conn, &args).await?,
+        (Scenario::ProduceStream, bare) => produce_stream(&conn, &args, bare).await?,
+        (Scenario::Pubsub, false) => pubsub(&conn, &args).await?,
+        (Scenario::Pubsub, true) => bare_pubsub(&conn, &args).await?,
         (Scenario::Latency, false) => latency(&conn, &args).await?,
         (Scenario::Latency, true) => bare_latency(&conn, &args).await?,
     };
@@ -199,6 +211,195 @@ async fn produce(
     Ok(RunResult {
         processed: args.messages,
         seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// `XREADGROUP … COUNT n STREAMS s >` then one `XACK` per batch, reading the reply as a raw
+/// `Value`, until the group has read everything.
+async fn bare_stream(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
+    use redis::Value;
+    let mut m = conn.manager();
+    let err = |op: &'static str| move |e| CliError::runtime(conn.error(op, e));
+    let _: Result<(), _> = redis::cmd("XGROUP")
+        .arg("CREATE")
+        .arg(&args.queue)
+        .arg("bare")
+        .arg("0")
+        .arg("MKSTREAM")
+        .query_async(&mut m)
+        .await;
+    let mut n = 0u64;
+    let started = Instant::now();
+    loop {
+        let reply: Value = redis::cmd("XREADGROUP")
+            .arg("GROUP")
+            .arg("bare")
+            .arg("c1")
+            .arg("COUNT")
+            .arg(args.batch_size)
+            .arg("STREAMS")
+            .arg(&args.queue)
+            .arg(">")
+            .query_async(&mut m)
+            .await
+            .map_err(err("XREADGROUP"))?;
+        let mut ids: Vec<Vec<u8>> = Vec::new();
+        let streams = match reply {
+            Value::Array(s) => s,
+            Value::Map(kv) => kv.into_iter().flat_map(|(k, v)| [k, v]).collect(),
+            _ => Vec::new(),
+        };
+        for s in streams {
+            let entries = match s {
+                Value::Array(mut pair) if pair.len() == 2 => pair.pop(),
+                other => Some(other),
+            };
+            if let Some(Value::Array(entries)) = entries {
+                for e in entries {
+                    if let Value::Array(mut idf) = e
+                        && !idf.is_empty()
+                        && let Value::BulkString(id) = idf.swap_remove(0)
+                    {
+                        ids.push(id);
+                    }
+                }
+            }
+        }
+        if ids.is_empty() {
+            break;
+        }
+        let acked: u64 = redis::cmd("XACK")
+            .arg(&args.queue)
+            .arg("bare")
+            .arg(&ids)
+            .query_async(&mut m)
+            .await
+            .map_err(err("XACK"))?;
+        n += acked;
+    }
+    Ok(RunResult {
+        processed: n,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// Framework: `StreamProducer` (Pythia fields). Bare: `XADD s MAXLEN ~ 1000000 * body b`,
+/// pipelined by 1000.
+async fn produce_stream(
+    conn: &RedisConnection,
+    args: &BenchChildArgs,
+    bare: bool,
+) -> Result<RunResult, CliError> {
+    let bodies: Vec<Vec<u8>> = (0..args.messages)
+        .map(|i| numbered_body(i, args.size))
+        .collect();
+    let started;
+    if bare {
+        let mut m = conn.manager();
+        started = Instant::now();
+        for chunk in bodies.chunks(1000) {
+            let mut pipe = redis::pipe();
+            for b in chunk {
+                pipe.cmd("XADD")
+                    .arg(&args.queue)
+                    .arg("MAXLEN")
+                    .arg("~")
+                    .arg(1_000_000)
+                    .arg("*")
+                    .arg("body")
+                    .arg(b)
+                    .ignore();
+            }
+            pipe.query_async::<()>(&mut m)
+                .await
+                .map_err(|e| CliError::runtime(conn.error("XADD", e)))?;
+        }
+    } else {
+        let msgs: Vec<Message> = bodies.into_iter().map(Message::new).collect();
+        let producer = StreamProducer::new(conn, &args.queue);
+        started = Instant::now();
+        producer.add_many(&msgs).await.map_err(CliError::runtime)?;
+    }
+    Ok(RunResult {
+        processed: args.messages,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// Counts messages and stops the runtime at the target.
+#[derive(Clone)]
+struct CountTo {
+    seen: Arc<std::sync::atomic::AtomicU64>,
+    target: u64,
+    stop: pythia::CancellationToken,
+}
+
+impl Worker for CountTo {
+    async fn process_message(&self, _msg: &Message) -> Result<(), WorkerError> {
+        let n = self.seen.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        if n >= self.target {
+            self.stop.cancel();
+        }
+        Ok(())
+    }
+}
+
+/// The pub/sub broker with a buffer large enough to drop nothing; the orchestrator publishes
+/// once this prints `ready`.
+async fn pubsub(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
+    let broker = PubSubBroker::builder(conn)
+        .channel(args.queue.as_str())
+        .with_capacity(args.messages as usize + 1)
+        .subscribe()
+        .await
+        .map_err(CliError::runtime)?;
+    let stop = pythia::CancellationToken::new();
+    let w = CountTo {
+        seen: Arc::default(),
+        target: args.messages,
+        stop: stop.clone(),
+    };
+    println!("ready");
+    let s = runtime(broker, w, args)
+        .with_burst(false)
+        .with_cancellation(stop)
+        .run()
+        .await
+        .map_err(CliError::runtime)?;
+    Ok(RunResult {
+        processed: s.processed(),
+        seconds: s.active.as_secs_f64(),
+        ..RunResult::default()
+    })
+}
+
+/// A plain subscription counting messages: first to last.
+async fn bare_pubsub(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
+    use futures_util::StreamExt;
+    let mut ps = conn.pubsub().await.map_err(CliError::runtime)?;
+    ps.subscribe(&args.queue)
+        .await
+        .map_err(|e| CliError::runtime(conn.error("SUBSCRIBE", e)))?;
+    println!("ready");
+    let mut stream = ps.on_message();
+    let mut n = 0u64;
+    let mut started = None;
+    while n < args.messages {
+        match stream.next().await {
+            Some(msg) => {
+                started.get_or_insert_with(Instant::now);
+                std::hint::black_box(msg.get_payload_bytes());
+                n += 1;
+            }
+            None => break,
+        }
+    }
+    Ok(RunResult {
+        processed: n,
+        seconds: started.map_or(0.0, |s| s.elapsed().as_secs_f64()),
         ..RunResult::default()
     })
 }

@@ -11,7 +11,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use pythia::Message;
-use pythia::redis::{Encoding, ListProducer, RedisConnection};
+use pythia::redis::{Encoding, ListProducer, Publisher, RedisConnection, StreamProducer};
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -21,10 +21,13 @@ use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;
 
-const ALL: [Scenario; 5] = [
+const ALL: [Scenario; 8] = [
     Scenario::List,
     Scenario::ReliableList,
+    Scenario::Stream,
+    Scenario::Pubsub,
     Scenario::ProduceList,
+    Scenario::ProduceStream,
     Scenario::IoBound,
     Scenario::Latency,
 ];
@@ -147,6 +150,45 @@ async fn preload(conn: &RedisConnection, queue: &str, n: u64, size: usize) -> Re
     Ok(())
 }
 
+async fn preload_stream(
+    conn: &RedisConnection,
+    queue: &str,
+    n: u64,
+    size: usize,
+) -> Result<(), CliError> {
+    let p = StreamProducer::new(conn, queue).with_encoding(Encoding::Raw);
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(50_000);
+        let msgs: Vec<Message> = (i..i + k)
+            .map(|j| Message::new(numbered_body(j, size)))
+            .collect();
+        p.add_many(&msgs).await.map_err(CliError::runtime)?;
+        i += k;
+    }
+    Ok(())
+}
+
+/// Publishes `n` raw bodies as fast as Redis takes them.
+async fn publish_all(
+    conn: &RedisConnection,
+    channel: &str,
+    n: u64,
+    size: usize,
+) -> Result<(), CliError> {
+    let p = Publisher::new(conn, channel).with_encoding(Encoding::Raw);
+    let mut i = 0;
+    while i < n {
+        let k = (n - i).min(10_000);
+        let bodies: Vec<Vec<u8>> = (i..i + k).map(|j| numbered_body(j, size)).collect();
+        p.publish_payloads(&bodies)
+            .await
+            .map_err(CliError::runtime)?;
+        i += k;
+    }
+    Ok(())
+}
+
 async fn clean(conn: &RedisConnection, queue: &str) {
     let mut m = conn.manager();
     let mut keys: Vec<String> = redis::cmd("KEYS")
@@ -184,6 +226,9 @@ async fn run_scenario(
                 if is_bare { "bare" } else { "pythia" }
             );
             clean(conn, &queue).await;
+            if s == Scenario::Stream {
+                preload_stream(conn, &queue, messages, args.size).await?;
+            }
             if matches!(
                 s,
                 Scenario::List | Scenario::ReliableList | Scenario::IoBound
@@ -283,14 +328,18 @@ async fn spawn_child(
     let stdout = child.stdout.take().expect("piped");
     let mut lines = BufReader::new(stdout).lines();
     let mut last = String::new();
-    if s == Scenario::Latency {
+    if matches!(s, Scenario::Latency | Scenario::Pubsub) {
         // Wait for the consumer, then offer the load.
         while let Some(l) = lines.next_line().await.map_err(CliError::runtime)? {
             if l == "ready" {
                 break;
             }
         }
-        paced_produce(conn, queue, messages, args).await?;
+        if s == Scenario::Latency {
+            paced_produce(conn, queue, messages, args).await?;
+        } else {
+            publish_all(conn, queue, messages, args.size).await?;
+        }
     }
     while let Some(l) = lines.next_line().await.map_err(CliError::runtime)? {
         last = l;
