@@ -44,13 +44,12 @@ impl RedisConnection {
     /// Fails with a [`BrokerErrorKind::Connection`] error naming the (masked) URL when the
     /// server is unreachable, and [`BrokerErrorKind::Config`] when the URL is unusable.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
-        let client = redis::Client::open(config.url()).map_err(|e| {
-            BrokerError::config(format!(
-                "invalid Redis URL {}: {}",
-                config.masked_url(),
-                config.scrub(&e.to_string())
-            ))
-        })?;
+        #[cfg(feature = "tls")]
+        {
+            // rustls needs a process-wide crypto provider; installing it twice is harmless.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        let client = open_client(&config)?;
         let mgr_cfg = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(config.connect_timeout()))
             .set_response_timeout(Some(config.response_timeout()))
@@ -132,6 +131,35 @@ impl RedisConnection {
     /// Maps a Redis error from `op` to a [`BrokerError`] with the password scrubbed.
     pub fn error(&self, op: &str, e: redis::RedisError) -> BrokerError {
         redis_error(&self.inner.config, op, e)
+    }
+}
+
+fn open_client(config: &RedisConfig) -> Result<redis::Client, BrokerError> {
+    let invalid = |e: redis::RedisError| {
+        BrokerError::config(format!(
+            "invalid Redis URL {}: {}",
+            config.masked_url(),
+            config.scrub(&e.to_string())
+        ))
+    };
+    match config.tls_ca_file() {
+        None => redis::Client::open(config.url()).map_err(invalid),
+        #[cfg(feature = "tls")]
+        Some(path) => {
+            let pem = std::fs::read(path).map_err(|e| {
+                BrokerError::config(format!("cannot read TLS CA file {}: {e}", path.display()))
+            })?;
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(pem),
+            };
+            redis::Client::build_with_tls(config.url(), certs).map_err(invalid)
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(path) => Err(BrokerError::config(format!(
+            "a TLS CA file ({}) needs pythia-redis built with the `tls` feature",
+            path.display()
+        ))),
     }
 }
 

@@ -17,9 +17,13 @@ pub(crate) async fn connect(args: &QueueArgs) -> Result<RedisConnection, CliErro
 }
 
 pub(crate) async fn connect_url(url: &str, key_prefix: &str) -> Result<RedisConnection, CliError> {
-    let config = RedisConfig::from_url(url)
+    let mut config = RedisConfig::from_url(url)
         .map_err(CliError::usage)?
         .with_key_prefix(key_prefix);
+    // A private CA for rediss:// (the binary needs the `tls` feature).
+    if let Some(ca) = std::env::var_os("REDIS_TLS_CA_FILE").filter(|v| !v.is_empty()) {
+        config = config.with_tls_ca_file(ca);
+    }
     RedisConnection::connect(config)
         .await
         .map_err(|e| match e.kind() {
