@@ -366,3 +366,50 @@ async fn pubsub_workers_receive_channels_and_patterns() {
     assert!(status.success(), "{status:?} {err}");
     assert!(out.ends_with("first\nsecond\n"), "{out}");
 }
+
+#[test]
+fn bench_smoke_runs_every_scenario_and_prints_json() {
+    let o = pythia(&[
+        "bench",
+        "--messages",
+        "2000",
+        "--runs",
+        "1",
+        "--latency-rate",
+        "2000",
+        "--latency-duration",
+        "500ms",
+        "--io-concurrency",
+        "200",
+        "--json",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    let names: Vec<&str> = reports
+        .iter()
+        .map(|r| r["scenario"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "list",
+            "reliable-list",
+            "stream",
+            "pubsub",
+            "produce-list",
+            "produce-stream",
+            "io-bound",
+            "latency"
+        ]
+    );
+    for r in reports {
+        assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
+    }
+    let latency = reports.last().unwrap();
+    assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
+}
