@@ -3,6 +3,7 @@
 
 pub mod config;
 pub mod connection;
+pub mod dead_letters;
 pub mod keys;
 pub mod list;
 pub mod producer;
@@ -16,6 +17,7 @@ pub mod stream_producer;
 
 pub use crate::config::{DEFAULT_URL, RedisConfig, mask_url};
 pub use crate::connection::RedisConnection;
+pub use crate::dead_letters::{DeadLetter, DeadLetterQueue, ReplayReport};
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::{ListBroker, ListSide};
 pub use crate::producer::{Encoding, ListProducer};

@@ -40,3 +40,6 @@ pub(crate) static STREAM_LEAVE: LazyLock<Script> =
 /// A snapshot of one stream consumer group, for gauges.
 pub(crate) static STREAM_STATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/stream_stats.lua")));
+/// Move dead letters back onto their queue, atomically per item.
+pub(crate) static DEAD_LETTERS_REPLAY: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/dead_letters_replay.lua")));
