@@ -281,7 +281,13 @@ impl<B: Broker> Driver<B> {
         self.metrics.in_flight.set(self.slots.len as f64);
     }
 
-    fn start(&mut self, delivery: Delivery<B::Token>, now: Instant, wall: SystemTime) {
+    fn start(
+        &mut self,
+        delivery: Delivery<B::Token>,
+        now: Instant,
+        wall: SystemTime,
+        cx: &mut Context<'_>,
+    ) {
         let Delivery { token, message } = delivery;
         let max = self.cfg.retry.max_attempts();
         if message.attempt() > max {
@@ -331,16 +337,29 @@ impl<B: Broker> Driver<B> {
             slot.abort = Some(handle.abort_handle());
             let slot = self.slots.insert(slot);
             self.inflight.push(Running::Spawned { slot, handle });
-        } else {
-            let slot = self.slots.insert(slot);
-            self.inflight.push(Running::Inline { slot, fut });
+            return;
+        }
+        // A handler that finishes on its first poll (most fast handlers) never needs a slot or
+        // a place in the in-flight set: poll it once here.
+        let mut fut = fut;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+            Ok(Poll::Ready(result)) => self.settle_one(slot, result, now),
+            Ok(Poll::Pending) => {
+                let slot = self.slots.insert(slot);
+                self.inflight.push(Running::Inline { slot, fut });
+            }
+            Err(p) => self.settle_one(slot, Err(WorkerError::panic(panic_text(&*p))), now),
         }
     }
 
     fn complete(&mut self, idx: usize, result: Result<(), WorkerError>, now: Instant) {
-        let Some(slot) = self.slots.remove(idx) else {
-            return;
-        };
+        if let Some(slot) = self.slots.remove(idx) {
+            self.settle_one(slot, result, now);
+        }
+    }
+
+    /// Records a finished handler's outcome and queues its settlement.
+    fn settle_one(&mut self, slot: Slot<B::Token>, result: Result<(), WorkerError>, now: Instant) {
         self.metrics
             .observe_processing(now.saturating_duration_since(slot.started));
         if let Err(e) = &result {
@@ -442,7 +461,7 @@ impl<B: Broker> Driver<B> {
                 match self.handler.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         let d = self.pending.pop_front().expect("checked non-empty");
-                        self.start(d, now, wall);
+                        self.start(d, now, wall, cx);
                         progressed = true;
                     }
                     Poll::Ready(Err(e)) => {
