@@ -1,0 +1,534 @@
+//! Chaos, worker side: worker processes killed with SIGKILL at random moments while they drain
+//! a queue, and stopped with SIGTERM while busy. Each scenario prints one `CHAOS …` line with
+//! its figures (see RELIABILITY.md):
+//!
+//! ```sh
+//! cargo test -p pythia-redis --test chaos_kill -- --nocapture
+//! ```
+//!
+//! Workers are child processes (this test binary re-executed with only `chaos_child`
+//! selected), so a kill is a real process death: no drain, no hand-back, no goodbye. Each
+//! processed message is counted in the Redis hash `processed` (`HINCRBY`) by the handler, before
+//! the ack: a kill after the count and before the ack shows as a duplicate, a kill before the
+//! count as a redelivery, and an id never counted as a lost message.
+//!
+//! Set `PYTHIA_CHAOS_SEED` to replay the kill schedule of a run (each run prints its seed).
+
+#[path = "support/chaos.rs"]
+mod chaos;
+mod support;
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use chaos::{ChildSpec, ChildWorker, lost_and_duplicated, pythia_keys, query, report, within};
+use pythia_core::{Broker, Message, RetryPolicy, RunSummary, Worker, WorkerError, WorkerRuntime};
+use pythia_redis::{
+    GroupStart, ListBroker, ListProducer, RedisConfig, RedisConnection, ReliableListBroker,
+    StreamBroker, StreamProducer,
+};
+use redis::Value;
+use support::{RedisServer, eventually};
+
+const QUEUE: &str = "chaos";
+const GROUP: &str = "g";
+/// Worker processes draining at once.
+const WORKERS: usize = 3;
+/// Messages in a worker's handler at once.
+const CONCURRENCY: u64 = 32;
+/// Heartbeats every 100 ms and a heartbeat lifetime of 600 ms, so a dead worker's messages come
+/// back within about a second instead of the default 10 s.
+const MAINTENANCE: Duration = Duration::from_millis(100);
+const HEARTBEAT_TTL: Duration = Duration::from_millis(600);
+
+/// Counts each message in Redis: `started` (optional) when the handler begins, `processed` once
+/// it is done, so a process killed mid-run leaves an exact record.
+#[derive(Clone)]
+struct Recorder {
+    conn: RedisConnection,
+    delay: Duration,
+    record_start: bool,
+}
+
+impl Worker for Recorder {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        let mut m = self.conn.manager();
+        if self.record_start {
+            redis::cmd("HINCRBY")
+                .arg("started")
+                .arg(msg.id())
+                .arg(1)
+                .query_async::<i64>(&mut m)
+                .await?;
+        }
+        tokio::time::sleep(self.delay).await;
+        redis::cmd("HINCRBY")
+            .arg("processed")
+            .arg(msg.id())
+            .arg(1)
+            .query_async::<i64>(&mut m)
+            .await?;
+        Ok(())
+    }
+}
+
+fn reliable(conn: &RedisConnection) -> ReliableListBroker {
+    ReliableListBroker::new(conn, QUEUE)
+        .with_maintenance_interval(MAINTENANCE)
+        .with_heartbeat_ttl(HEARTBEAT_TTL)
+}
+
+fn stream(conn: &RedisConnection) -> StreamBroker {
+    StreamBroker::new(conn, QUEUE, GROUP)
+        .with_start(GroupStart::Beginning)
+        .with_maintenance_interval(MAINTENANCE)
+        .with_heartbeat_ttl(HEARTBEAT_TTL)
+}
+
+fn configure<B: Broker>(rt: WorkerRuntime<B>, spec: &ChildSpec, burst: bool) -> WorkerRuntime<B> {
+    rt.with_concurrency(spec.num("concurrency", CONCURRENCY) as usize)
+        .with_batch_size(spec.num("batch", 64) as usize)
+        .with_shutdown_grace(Duration::from_millis(spec.num("grace_ms", 10_000)))
+        // A message orphaned by several kills in a row must still be processed, not
+        // dead-lettered as a poison message: this test is about crash recovery alone.
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(1000))
+        .with_stats_interval(None)
+        .with_burst(burst)
+        // The child keeps the runtime's default SIGTERM handling; the test process does not.
+        .with_signal_handling(!burst)
+}
+
+/// Runs the worker `spec` describes: until SIGTERM in a child, until drained when `burst`.
+async fn run_worker(conn: &RedisConnection, spec: &ChildSpec, burst: bool) -> RunSummary {
+    let worker = Recorder {
+        conn: conn.clone(),
+        delay: Duration::from_millis(spec.num("delay_ms", 2)),
+        record_start: spec.num("record_start", 0) == 1,
+    };
+    let me = std::process::id().to_string();
+    let result = match spec.get("broker").expect("broker") {
+        "reliable" => {
+            let b = reliable(conn);
+            let _: i64 = query(conn, &["HSET", "chaos:consumers", &me, b.consumer()]).await;
+            configure(WorkerRuntime::new(b, worker), spec, burst)
+                .run()
+                .await
+        }
+        "stream" => {
+            let b = stream(conn);
+            let _: i64 = query(conn, &["HSET", "chaos:consumers", &me, b.consumer()]).await;
+            configure(WorkerRuntime::new(b, worker), spec, burst)
+                .run()
+                .await
+        }
+        "list" => {
+            let b = ListBroker::new(conn, QUEUE);
+            let _: i64 = query(conn, &["HSET", "chaos:consumers", &me, "list"]).await;
+            configure(WorkerRuntime::new(b, worker), spec, burst)
+                .run()
+                .await
+        }
+        other => panic!("unknown broker {other}"),
+    };
+    result.expect("the runtime ends without error")
+}
+
+/// Not a test of its own: the body of the worker processes the tests below start, kill and
+/// stop. Does nothing unless `PYTHIA_CHAOS_CHILD` is set.
+#[tokio::test]
+async fn chaos_child() {
+    let Some(spec) = ChildSpec::from_env() else {
+        return;
+    };
+    let config = RedisConfig::from_url(spec.get("url").expect("url"))
+        .unwrap()
+        .with_block_timeout(Duration::from_millis(200));
+    let conn = RedisConnection::connect(config).await.unwrap();
+    let s = run_worker(&conn, &spec, false).await;
+    let me = std::process::id().to_string();
+    let key = format!("chaos:summary:{me}");
+    let _: i64 = query(
+        &conn,
+        &[
+            "HSET",
+            &key,
+            "fetched",
+            &s.fetched.to_string(),
+            "acked",
+            &s.acked.to_string(),
+            "released",
+            &s.released.to_string(),
+            "unsettled",
+            &s.unsettled.to_string(),
+        ],
+    )
+    .await;
+}
+
+async fn produce(conn: &RedisConnection, broker: &str, n: usize) -> Vec<String> {
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("{i}"))).collect();
+    if broker == "stream" {
+        stream(conn).ensure_group().await.unwrap();
+        StreamProducer::new(conn, QUEUE)
+            .add_many(&msgs)
+            .await
+            .unwrap();
+    } else {
+        ListProducer::new(conn, QUEUE)
+            .push_many(&msgs)
+            .await
+            .unwrap();
+    }
+    msgs.iter().map(|m| m.id().to_owned()).collect()
+}
+
+async fn hlen(conn: &RedisConnection, key: &str) -> i64 {
+    query(conn, &["HLEN", key]).await
+}
+
+/// What a killed consumer left behind: in-flight and staged items, or pending entries.
+async fn orphaned(conn: &RedisConnection, broker: &str, consumer: &str) -> i64 {
+    match broker {
+        "reliable" => {
+            let inflight: i64 = query(
+                conn,
+                &["HLEN", &format!("pythia:{{{QUEUE}}}:inflight:{consumer}")],
+            )
+            .await;
+            let staged: i64 = query(
+                conn,
+                &["LLEN", &format!("pythia:{{{QUEUE}}}:staging:{consumer}")],
+            )
+            .await;
+            inflight + staged
+        }
+        "stream" => {
+            let p: Vec<Value> = query(
+                conn,
+                &["XPENDING", QUEUE, GROUP, "-", "+", "100000", consumer],
+            )
+            .await;
+            p.len() as i64
+        }
+        _ => 0,
+    }
+}
+
+/// Whether nothing of `consumer` is left: its work returned to the queue and the consumer
+/// forgotten (reliable list: no in-flight hash, staging list or registry entry; stream: no
+/// longer a member of the group).
+async fn recovered(conn: &RedisConnection, broker: &str, consumer: &str) -> bool {
+    match broker {
+        "reliable" => {
+            let n: i64 = query(
+                conn,
+                &[
+                    "EXISTS",
+                    &format!("pythia:{{{QUEUE}}}:inflight:{consumer}"),
+                    &format!("pythia:{{{QUEUE}}}:staging:{consumer}"),
+                ],
+            )
+            .await;
+            let member: i64 = query(
+                conn,
+                &[
+                    "SISMEMBER",
+                    &format!("pythia:{{{QUEUE}}}:consumers"),
+                    consumer,
+                ],
+            )
+            .await;
+            n == 0 && member == 0
+        }
+        "stream" => !group_consumers(conn).await.iter().any(|c| c == consumer),
+        _ => true,
+    }
+}
+
+async fn group_consumers(conn: &RedisConnection) -> Vec<String> {
+    let v: redis::streams::StreamInfoConsumersReply =
+        query(conn, &["XINFO", "CONSUMERS", QUEUE, GROUP]).await;
+    v.consumers.into_iter().map(|c| c.name).collect()
+}
+
+async fn xpending_total(conn: &RedisConnection) -> i64 {
+    let v: Value = query(conn, &["XPENDING", QUEUE, GROUP]).await;
+    match v {
+        Value::Array(parts) => match parts.first() {
+            Some(Value::Int(n)) => *n,
+            other => panic!("unexpected XPENDING reply {other:?}"),
+        },
+        other => panic!("unexpected XPENDING reply {other:?}"),
+    }
+}
+
+/// Nothing of Pythia's is left for the queue: no in-flight hash, staging list, heartbeat,
+/// registry, schedule or dead letter; for a stream, no pending entry and no consumer.
+async fn assert_no_state_left(conn: &RedisConnection, broker: &str) {
+    let keys = pythia_keys(conn, QUEUE).await;
+    assert!(keys.is_empty(), "{broker}: left behind: {keys:?}");
+    if broker == "stream" {
+        assert_eq!(xpending_total(conn).await, 0, "stream PEL not empty");
+        let left = group_consumers(conn).await;
+        assert!(left.is_empty(), "consumers left in the group: {left:?}");
+    } else {
+        let len: i64 = query(conn, &["LLEN", QUEUE]).await;
+        assert_eq!(len, 0, "{broker}: items left in the queue");
+    }
+}
+
+fn seed() -> u64 {
+    std::env::var("PYTHIA_CHAOS_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| fastrand::u64(..))
+}
+
+/// Scenario 1: `WORKERS` worker processes drain `n` messages; `kills` times, at a random moment
+/// (spread over the drain by progress, jittered), a random one is SIGKILLed and a new one
+/// started in its place. At the end every message was processed, extra deliveries are bounded
+/// by what the killed workers held, and once the survivors stop cleanly nothing is left.
+async fn sigkill_while_draining(broker: &'static str, n: usize, kills: usize) {
+    let seed = seed();
+    let mut rng = fastrand::Rng::with_seed(seed);
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = produce(&conn, broker, n).await;
+    let spec = ChildSpec::new()
+        .set("url", server.url())
+        .set("broker", broker)
+        .set("delay_ms", 2);
+    let mut children: Vec<ChildWorker> = (0..WORKERS)
+        .map(|_| ChildWorker::spawn("chaos_child", &spec))
+        .collect();
+
+    let started = Instant::now();
+    let mut orphaned_total = 0i64;
+    let mut watchers = Vec::new();
+    for k in 1..=kills {
+        // Kill points spread over the drain, each moved by up to a quarter of a step.
+        let step = n / (kills + 1);
+        let jitter = rng.usize(0..=step / 2) as i64 - (step / 4) as i64;
+        let at = ((step * k) as i64 + jitter).clamp(1, n as i64 - 1);
+        eventually(
+            Duration::from_secs(120),
+            &format!("{at} processed before kill {k}"),
+            || async { hlen(&conn, "processed").await >= at },
+        )
+        .await;
+        // A victim that has registered its consumer name (it started consuming).
+        let victim = loop {
+            let i = rng.usize(..children.len());
+            let pid = children[i].pid.to_string();
+            let name: Option<String> = query(&conn, &["HGET", "chaos:consumers", &pid]).await;
+            if let Some(name) = name {
+                break (i, name);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        let (i, consumer) = victim;
+        let dead = children.swap_remove(i);
+        let t_kill = Instant::now();
+        dead.kill().await;
+        let left = orphaned(&conn, broker, &consumer).await;
+        orphaned_total += left;
+        children.push(ChildWorker::spawn("chaos_child", &spec));
+        let watch_conn = conn.clone();
+        watchers.push(tokio::spawn(async move {
+            eventually(
+                Duration::from_secs(30),
+                "a killed consumer's work to be recovered",
+                || async { recovered(&watch_conn, broker, &consumer).await },
+            )
+            .await;
+            (left, t_kill.elapsed())
+        }));
+    }
+
+    // The rest of the drain, with the last replacements.
+    if broker == "list" {
+        eventually(Duration::from_secs(120), "the list to be empty", || async {
+            let len: i64 = query(&conn, &["LLEN", QUEUE]).await;
+            len == 0
+        })
+        .await;
+    } else {
+        eventually(
+            Duration::from_secs(120),
+            "every message processed",
+            || async { hlen(&conn, "processed").await == n as i64 },
+        )
+        .await;
+    }
+    let mut recovery = Duration::ZERO;
+    for w in watchers {
+        let (_left, took) = within(40, "recovery watchers", w).await.unwrap();
+        recovery = recovery.max(took);
+    }
+    let drained_in = started.elapsed();
+
+    // The survivors stop cleanly, as on a deploy.
+    for c in &children {
+        c.terminate();
+    }
+    for c in &mut children {
+        let status = c.wait(30).await;
+        assert!(
+            status.success(),
+            "a survivor exited with {status}: {}",
+            c.log_text()
+        );
+    }
+
+    let processed: HashMap<String, i64> = query(&conn, &["HGETALL", "processed"]).await;
+    let (lost, duplicated) = lost_and_duplicated(&ids, &processed);
+    report(
+        "sigkill",
+        broker,
+        n,
+        lost,
+        duplicated,
+        (broker != "list").then_some(recovery),
+        &format!(
+            "kills={kills} orphaned={orphaned_total} workers={WORKERS} drained_in={:.1}s seed={seed}",
+            drained_in.as_secs_f64()
+        ),
+    );
+    if broker == "list" {
+        // At-most-once: a killed worker loses what it had fetched and not finished, which the
+        // runtime bounds by its concurrency; nothing is ever delivered twice.
+        let bound = kills * CONCURRENCY as usize;
+        assert!(
+            lost <= bound,
+            "list lost {lost}, more than {kills} kills x {CONCURRENCY} in flight"
+        );
+        assert_eq!(duplicated, 0, "an at-most-once list never redelivers");
+    } else {
+        assert_eq!(lost, 0, "{broker} lost messages (seed {seed})");
+        assert!(
+            duplicated <= orphaned_total,
+            "{broker}: {duplicated} duplicates, but the killed workers held only {orphaned_total}"
+        );
+    }
+    assert_no_state_left(&conn, broker).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_reliable_list_workers_while_draining() {
+    sigkill_while_draining("reliable", 100_000, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_stream_workers_while_draining() {
+    sigkill_while_draining("stream", 100_000, 6).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_list_workers_loses_at_most_what_they_held() {
+    sigkill_while_draining("list", 20_000, 4).await;
+}
+
+/// Scenario 2: a busy worker process gets SIGTERM. Every message whose handler had started
+/// finishes within the grace period, the process exits 0, its consumer leaves no state behind,
+/// and what it had not started is processed later exactly once.
+async fn sigterm_while_busy(broker: &'static str) {
+    let n = 3000;
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = produce(&conn, broker, n).await;
+    let spec = ChildSpec::new()
+        .set("url", server.url())
+        .set("broker", broker)
+        .set("delay_ms", 200)
+        .set("concurrency", 32)
+        .set("batch", 32)
+        .set("grace_ms", 10_000)
+        .set("record_start", 1);
+    let mut child = ChildWorker::spawn("chaos_child", &spec);
+    eventually(Duration::from_secs(30), "the child to be busy", || async {
+        hlen(&conn, "processed").await >= 64 && hlen(&conn, "started").await >= 96
+    })
+    .await;
+    let in_flight_at_term = hlen(&conn, "started").await - hlen(&conn, "processed").await;
+    let pid = child.pid.to_string();
+    let consumer: String = query(&conn, &["HGET", "chaos:consumers", &pid]).await;
+    let t = Instant::now();
+    child.terminate();
+    let status = child.wait(20).await;
+    let exit_took = t.elapsed();
+    assert!(status.success(), "exit {status}: {}", child.log_text());
+    assert!(
+        exit_took < Duration::from_secs(10),
+        "took {exit_took:?}, longer than the grace period"
+    );
+
+    let started: HashMap<String, i64> = query(&conn, &["HGETALL", "started"]).await;
+    let processed: HashMap<String, i64> = query(&conn, &["HGETALL", "processed"]).await;
+    let cut_off: Vec<&String> = started
+        .keys()
+        .filter(|id| !processed.contains_key(*id))
+        .collect();
+    assert!(
+        cut_off.is_empty(),
+        "{} handlers were cut off by a graceful stop",
+        cut_off.len()
+    );
+    let summary: HashMap<String, u64> =
+        query(&conn, &["HGETALL", &format!("chaos:summary:{pid}")]).await;
+    assert_eq!(summary.get("unsettled"), Some(&0), "{summary:?}");
+    // The consumer is gone: nothing in flight, staged, pending or registered under its name.
+    if broker != "list" {
+        assert_eq!(orphaned(&conn, broker, &consumer).await, 0);
+        assert!(
+            recovered(&conn, broker, &consumer).await,
+            "{consumer} left state"
+        );
+        let hb: i64 = query(
+            &conn,
+            &[
+                "EXISTS",
+                &format!("pythia:{{{QUEUE}}}:heartbeat:{consumer}"),
+            ],
+        )
+        .await;
+        assert_eq!(hb, 0, "heartbeat key left");
+    }
+
+    // The rest, by a worker in this process.
+    let rest = ChildSpec::new().set("broker", broker).set("delay_ms", 0);
+    let second = within(60, "draining the rest", run_worker(&conn, &rest, true)).await;
+    let processed: HashMap<String, i64> = query(&conn, &["HGETALL", "processed"]).await;
+    let (lost, duplicated) = lost_and_duplicated(&ids, &processed);
+    report(
+        "sigterm",
+        broker,
+        n,
+        lost,
+        duplicated,
+        Some(exit_took),
+        &format!(
+            "in_flight_at_term={in_flight_at_term} released={} acked_before_exit={} acked_after={} exit=0",
+            summary.get("released").copied().unwrap_or(0),
+            summary.get("acked").copied().unwrap_or(0),
+            second.acked
+        ),
+    );
+    assert_eq!(lost, 0, "{broker}: lost on a graceful stop");
+    assert_eq!(duplicated, 0, "{broker}: a graceful stop never redelivers");
+    assert_no_state_left(&conn, broker).await;
+}
+
+#[tokio::test]
+async fn sigterm_reliable_list_worker_while_busy() {
+    sigterm_while_busy("reliable").await;
+}
+
+#[tokio::test]
+async fn sigterm_stream_worker_while_busy() {
+    sigterm_while_busy("stream").await;
+}
+
+#[tokio::test]
+async fn sigterm_list_worker_while_busy() {
+    sigterm_while_busy("list").await;
+}

@@ -1,0 +1,297 @@
+//! Shared helpers of the chaos tests (`tests/chaos_*.rs`): worker child processes to kill,
+//! commands that survive a dropped connection, tallies of what was processed, and the one-line
+//! figure every scenario prints.
+//!
+//! Included with `#[path = "support/chaos.rs"] mod chaos;` next to `mod support;`, so it may
+//! use `crate::support`.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::process::{ExitStatus, Stdio};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use pythia_core::{Message, Worker, WorkerError};
+use pythia_redis::RedisConnection;
+
+/// The env var that turns a test binary's `chaos_child` test into a worker process; its value is
+/// the child's settings, `key=value` pairs separated by `;`.
+pub const CHILD_ENV: &str = "PYTHIA_CHAOS_CHILD";
+
+/// Fails the test instead of hanging it when `fut` does not finish within `secs`.
+pub async fn within<T>(secs: u64, what: &str, fut: impl Future<Output = T>) -> T {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
+}
+
+/// Runs a raw command, retrying for up to 10 s while the connection is being killed or the
+/// server restarted: the chaos tests break the test's own connections too.
+pub async fn query<T: redis::FromRedisValue>(conn: &RedisConnection, args: &[&str]) -> T {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let mut m = conn.manager();
+        let mut c = redis::cmd(args[0]);
+        for a in &args[1..] {
+            c.arg(*a);
+        }
+        match c.query_async(&mut m).await {
+            Ok(v) => return v,
+            Err(e) if Instant::now() > deadline => panic!("{args:?} kept failing: {e}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Every `pythia:{queue}:*` key.
+pub async fn pythia_keys(conn: &RedisConnection, queue: &str) -> Vec<String> {
+    query(conn, &["KEYS", &format!("pythia:{{{queue}}}:*")]).await
+}
+
+/// Messages lost and extra deliveries, given the ids sent and how often each was processed.
+pub fn lost_and_duplicated(sent: &[String], processed: &HashMap<String, i64>) -> (usize, i64) {
+    let lost = sent
+        .iter()
+        .filter(|id| !processed.contains_key(*id))
+        .count();
+    let duplicated = processed.values().map(|n| (n - 1).max(0)).sum();
+    (lost, duplicated)
+}
+
+/// The one-line figure of a scenario, in a fixed shape that RELIABILITY.md quotes.
+pub fn report(
+    scenario: &str,
+    broker: &str,
+    messages: usize,
+    lost: usize,
+    duplicated: i64,
+    recovery: Option<Duration>,
+    extra: &str,
+) {
+    let recovery = recovery.map_or("-".to_owned(), |d| format!("{:.2}s", d.as_secs_f64()));
+    eprintln!(
+        "CHAOS {scenario} broker={broker} messages={messages} lost={lost} duplicated={duplicated} recovery={recovery} {extra}"
+    );
+}
+
+/// A worker that counts each processed message id in process memory, for runtimes that run in
+/// the test process (a Redis outage must not make recording fail).
+#[derive(Clone, Default)]
+pub struct Tally {
+    seen: Arc<Mutex<HashMap<String, i64>>>,
+    total: Arc<AtomicU64>,
+    delay: Duration,
+}
+
+impl Tally {
+    /// A tally whose handler sleeps `delay` per message first.
+    pub fn with_delay(delay: Duration) -> Self {
+        Self {
+            delay,
+            ..Self::default()
+        }
+    }
+
+    /// Deliveries processed so far (duplicates included).
+    pub fn total(&self) -> u64 {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Distinct message ids processed so far.
+    pub fn distinct(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Id → times processed.
+    pub fn counts(&self) -> HashMap<String, i64> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Worker for Tally {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        *self
+            .seen
+            .lock()
+            .unwrap()
+            .entry(msg.id().to_owned())
+            .or_default() += 1;
+        self.total.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Watches a progress counter and remembers the longest time it stood still: a stall shows as a
+/// long gap even when the run finishes in the end.
+pub struct GapWatch {
+    last_value: u64,
+    last_change: Instant,
+    longest: Duration,
+}
+
+impl GapWatch {
+    pub fn new(value: u64) -> Self {
+        Self {
+            last_value: value,
+            last_change: Instant::now(),
+            longest: Duration::ZERO,
+        }
+    }
+
+    pub fn observe(&mut self, value: u64) {
+        let now = Instant::now();
+        if value != self.last_value {
+            self.longest = self.longest.max(now - self.last_change);
+            self.last_value = value;
+            self.last_change = now;
+        }
+    }
+
+    pub fn longest(&self) -> Duration {
+        self.longest
+    }
+}
+
+/// `VmRSS` of this process in KiB, from `/proc/self/status`.
+pub fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// The value of `field` in an `INFO` reply.
+pub fn info_field(info: &str, field: &str) -> Option<u64> {
+    info.lines().find_map(|l| {
+        l.strip_prefix(field)
+            .and_then(|rest| rest.strip_prefix(':'))
+            .and_then(|v| v.trim().parse().ok())
+    })
+}
+
+/// Settings of a worker child process, passed through [`CHILD_ENV`].
+#[derive(Debug, Clone, Default)]
+pub struct ChildSpec(pub Vec<(String, String)>);
+
+impl ChildSpec {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    #[must_use]
+    pub fn set(mut self, k: &str, v: impl ToString) -> Self {
+        self.0.push((k.to_owned(), v.to_string()));
+        self
+    }
+
+    fn encode(&self) -> String {
+        self.0
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(";")
+    }
+
+    /// The settings this process was started with, if it is a chaos child.
+    pub fn from_env() -> Option<Self> {
+        let raw = std::env::var(CHILD_ENV).ok()?;
+        Some(Self(
+            raw.split(';')
+                .filter_map(|kv| kv.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+        ))
+    }
+
+    pub fn get(&self, k: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == k)
+            .map(|(_, v)| v.as_str())
+    }
+
+    pub fn num(&self, k: &str, default: u64) -> u64 {
+        self.get(k).and_then(|v| v.parse().ok()).unwrap_or(default)
+    }
+}
+
+/// A worker process: this test binary re-executed with only the test `entry` selected and
+/// [`CHILD_ENV`] set. Killed when dropped, so a failing test leaves no process behind.
+pub struct ChildWorker {
+    child: tokio::process::Child,
+    pub pid: u32,
+    pub started: Instant,
+    pub log: PathBuf,
+}
+
+impl ChildWorker {
+    pub fn spawn(entry: &str, spec: &ChildSpec) -> Self {
+        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+            "chaos-{entry}-{}-{:x}.log",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let file = std::fs::File::create(&log).expect("child log file");
+        let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+            .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+            .env(CHILD_ENV, spec.encode())
+            .stdout(Stdio::null())
+            .stderr(file)
+            .kill_on_drop(true)
+            .spawn()
+            .expect("spawn the worker child");
+        let pid = child.id().expect("a running child has a pid");
+        Self {
+            child,
+            pid,
+            started: Instant::now(),
+            log,
+        }
+    }
+
+    /// SIGKILL: no drain, no hand-back, no goodbye. Returns once the process is gone.
+    pub async fn kill(mut self) {
+        self.child.start_kill().unwrap();
+        within(10, "a SIGKILLed child to exit", self.child.wait())
+            .await
+            .unwrap();
+        let _ = std::fs::remove_file(&self.log);
+    }
+
+    /// SIGTERM: the runtime's graceful shutdown.
+    pub fn terminate(&self) {
+        let ok = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid.to_string()])
+            .status()
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "kill -TERM {}", self.pid);
+    }
+
+    /// Waits for the process to exit (failing the test after `secs`).
+    pub async fn wait(&mut self, secs: u64) -> ExitStatus {
+        within(secs, "the worker child to exit", self.child.wait())
+            .await
+            .unwrap()
+    }
+
+    /// The child's stderr so far (panics, test harness output), for failure messages.
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for ChildWorker {
+    fn drop(&mut self) {
+        let _ = self.child.start_kill();
+    }
+}
