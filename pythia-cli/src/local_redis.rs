@@ -130,6 +130,19 @@ impl LocalRedis {
         Err(last)
     }
 
+    /// The given URL, or a throwaway local server started now (returned too, to stop later).
+    pub(crate) async fn unless_given(
+        url: Option<&str>,
+    ) -> Result<(String, Option<LocalRedis>), String> {
+        match url {
+            Some(u) => Ok((u.to_owned(), None)),
+            None => {
+                let local = Self::start().await?;
+                Ok((local.url(), Some(local)))
+            }
+        }
+    }
+
     /// `redis://127.0.0.1:<port>`.
     pub(crate) fn url(&self) -> String {
         format!("redis://127.0.0.1:{}", self.port)

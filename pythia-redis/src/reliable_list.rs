@@ -249,14 +249,19 @@ impl ReliableListBroker {
         }
     }
 
+    /// The consumers registered for this queue, dead or alive.
+    async fn consumers(&self, m: &mut ConnectionManager) -> Result<Vec<String>, BrokerError> {
+        redis::cmd("SMEMBERS")
+            .arg(&self.consumers_key)
+            .query_async(m)
+            .await
+            .map_err(|e| self.conn.error("SMEMBERS", e))
+    }
+
     /// Returns the work of every consumer whose heartbeat has expired; returns how many items.
     pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&self.consumers_key)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let members = self.consumers(&mut m).await?;
         let others: Vec<&String> = members.iter().filter(|c| **c != self.consumer).collect();
         if others.is_empty() {
             return Ok(0);
@@ -427,11 +432,7 @@ impl Broker for ReliableListBroker {
     async fn is_drained(&self) -> Result<bool, BrokerError> {
         self.reap_dead_consumers().await?;
         let mut m = self.mgr();
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&self.consumers_key)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let members = self.consumers(&mut m).await?;
         let mut pipe = redis::pipe();
         pipe.llen(self.keys.queue()).zcard(self.keys.scheduled());
         for c in members.iter().chain(std::iter::once(&self.consumer)) {
@@ -460,11 +461,7 @@ impl Broker for ReliableListBroker {
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
         let mut stats = list_stats(&self.conn, &self.keys, self.side, &self.source).await?;
         let mut m = self.mgr();
-        let members: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(&self.consumers_key)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("SMEMBERS", e))?;
+        let members = self.consumers(&mut m).await?;
         let mut pipe = redis::pipe();
         for c in &members {
             pipe.hlen(self.keys.in_flight(c));

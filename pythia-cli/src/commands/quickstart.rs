@@ -30,15 +30,9 @@ impl Worker for CheckSize {
 }
 
 pub(crate) async fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
-    let local = match &args.redis_url {
-        Some(_) => None,
-        None => Some(LocalRedis::start().await.map_err(CliError::usage)?),
-    };
-    let url = match (&args.redis_url, &local) {
-        (Some(u), _) => u.clone(),
-        (None, Some(l)) => l.url(),
-        (None, None) => unreachable!("a local server was started"),
-    };
+    let (url, local) = LocalRedis::unless_given(args.redis_url.as_deref())
+        .await
+        .map_err(CliError::usage)?;
     let result = demo(&url, &args, local.is_some()).await;
     if let Some(l) = local {
         l.stop().await;

@@ -57,15 +57,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 pub(crate) async fn bench(args: BenchArgs) -> Result<(), CliError> {
-    let local = match &args.redis_url {
-        Some(_) => None,
-        None => Some(LocalRedis::start().await.map_err(CliError::usage)?),
-    };
-    let url = match (&args.redis_url, &local) {
-        (Some(u), _) => u.clone(),
-        (None, Some(l)) => l.url(),
-        (None, None) => unreachable!("a local server was started"),
-    };
+    let (url, local) = LocalRedis::unless_given(args.redis_url.as_deref())
+        .await
+        .map_err(CliError::usage)?;
     let result = run_all(&url, &args).await;
     if let Some(l) = local {
         l.stop().await;
