@@ -14,8 +14,13 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
     long_about = "Background workers on Redis.\n\n\
         Quick start (starts a throwaway redis-server when no --redis-url is given):\n  \
         pythia quickstart\n\n\
-        Exit codes: 0 success, 1 runtime failure (Redis error, handler stack failure), \
-        2 bad input or configuration (unknown option, bad URL, unreachable server)."
+        Operate a queue:\n  \
+        pythia inspect --queue jobs        depth, consumers, retries, dead letters, memory\n  \
+        pythia dlq list --queue jobs       dead letters; `dlq replay` and `dlq purge` too\n  \
+        pythia doctor                      is this Redis fit for a queue?\n\n\
+        Exit codes: 0 success; 1 runtime failure (Redis error, handler stack failure) or a \
+        `pythia doctor` check that FAILed; 2 bad input or configuration (unknown option, bad \
+        URL, bad config file, unreachable server, `dlq purge` without --yes and no terminal)."
 )]
 pub(crate) struct Cli {
     /// Log format: human-readable text or one JSON object per line.
@@ -41,6 +46,14 @@ pub(crate) enum Command {
     Run(RunArgs),
     /// Push messages onto a queue: from arguments, a file, stdin, or generated (--count).
     Produce(ProduceArgs),
+    /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
+    /// memory (lists and streams), or subscriber counts (pub/sub).
+    Inspect(InspectArgs),
+    /// List, replay or purge a queue's dead letters.
+    Dlq(DlqArgs),
+    /// Check that a Redis server is fit for a queue: version, eviction policy, persistence,
+    /// ACL permissions, idle timeout, latency. Exit 1 when a check FAILs.
+    Doctor(DoctorArgs),
     /// One command that shows Pythia working: a local Redis, a batch of messages, a worker.
     Quickstart(QuickstartArgs),
     /// Measure throughput, CPU, memory and latency of each delivery mode against the bare
@@ -264,12 +277,8 @@ pub(crate) struct QueueArgs {
 
     /// The queue: the key of the list or stream (`redis-cli LPUSH <queue> …` feeds a list), or
     /// a pub/sub channel. Repeatable (or comma-separated) for pub/sub channels only.
-    #[arg(
-        long,
-        env = "PYTHIA_QUEUE",
-        value_delimiter = ',',
-        required_unless_present = "pattern"
-    )]
+    /// Required (unless --pattern is given for pub/sub); it may also come from --config.
+    #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',')]
     pub(crate) queue: Vec<String>,
 
     /// A pub/sub channel pattern to PSUBSCRIBE to (e.g. `orders.*`). Repeatable.
@@ -304,7 +313,17 @@ pub(crate) enum BuiltinHandler {
 }
 
 #[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "Settings come from flags, then environment variables, then the \
+    --config file, then defaults (a flag wins over all)."
+)]
 pub(crate) struct RunArgs {
+    /// A TOML file of settings: its keys are this command's long flags (`redis_url` or
+    /// `redis-url`, `queue`, `concurrency`, `retry_delay = "100ms"`, `burst = true`, …). Flags
+    /// and environment variables win over it; it wins over the defaults.
+    #[arg(long, env = "PYTHIA_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     #[command(flatten)]
     pub(crate) queue: QueueArgs,
 
@@ -338,6 +357,18 @@ pub(crate) struct RunArgs {
     /// line.
     #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
     pub(crate) exec: Option<String>,
+
+    /// POST each message to this http:// URL: the body as the request body, the id, attempt,
+    /// queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx retry (after
+    /// the Retry-After seconds when given); any other 4xx rejects (dead-letters at once); a
+    /// connection error or --http-timeout retries. https:// is not supported: put a TLS sidecar
+    /// on localhost in front of the endpoint.
+    #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
+    pub(crate) http: Option<crate::http_worker::HttpUrl>,
+
+    /// Deadline of one --http request (connect, send, response).
+    #[arg(long, env = "PYTHIA_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
+    pub(crate) http_timeout: Duration,
 
     /// A built-in handler, when no --exec is given.
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
@@ -464,6 +495,176 @@ pub(crate) struct QuickstartArgs {
     /// Messages processed at once.
     #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency: u32,
+}
+
+/// Which queue `inspect` and `dlq` look at.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct TargetArgs {
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
+    pub(crate) redis_url: String,
+
+    /// Delivery mode of the queue. Default: from the key's type (a stream key is a stream,
+    /// anything else a list); give `pubsub` for a channel.
+    #[arg(long, value_enum, env = "PYTHIA_BROKER")]
+    pub(crate) broker: Option<BrokerKind>,
+
+    /// The queue: the key of the list or stream, or a pub/sub channel (repeatable for
+    /// `inspect --broker pubsub`).
+    #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',', required = true)]
+    pub(crate) queue: Vec<String>,
+
+    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
+    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
+    pub(crate) key_prefix: String,
+
+    /// Which end of the list consumers pop: decides which message is the oldest, and where
+    /// replayed dead letters are pushed (the other end, behind the backlog).
+    #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
+    pub(crate) list_side: Side,
+}
+
+impl TargetArgs {
+    /// The one queue of a list or stream (or the one channel of a dead-letter list).
+    pub(crate) fn single(&self) -> Result<&str, crate::error::CliError> {
+        match self.queue.as_slice() {
+            [one] if !one.trim().is_empty() => Ok(one),
+            [_] | [] => Err(crate::error::CliError::usage("--queue must not be empty")),
+            many => Err(crate::error::CliError::usage(format!(
+                "--queue given {} times; only `inspect --broker pubsub` takes several channels",
+                many.len()
+            ))),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "JSON fields (--json), lists and reliable lists: queue, broker, \
+    depth, in_flight, scheduled, dead_letters, oldest_age_seconds (null when empty or unknown), \
+    consumers[] {name, in_flight, staged, alive, heartbeat_ttl_ms (null when dead)}, \
+    memory_bytes {queue, pythia_keys}.\n\
+    Streams: queue, broker, length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, \
+    groups[] {name, lag (null when Redis cannot tell), lag_lower_bound, pending, \
+    last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
+    heartbeat_ttl_ms}}.\n\
+    Pub/sub: broker, channels[] {channel, subscribers, dead_letters}, pattern_subscriptions.\n\
+    Memory is MEMORY USAGE (sampled for big keys) of the queue key and of Pythia's keys for it \
+    (retry schedule, dead letters, consumer set, in-flight, staging and heartbeat keys)."
+)]
+pub(crate) struct InspectArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Streams: show this consumer group only (default: every group).
+    #[arg(long, env = "PYTHIA_GROUP")]
+    pub(crate) group: Option<String>,
+
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqArgs {
+    #[command(subcommand)]
+    pub(crate) action: DlqAction,
+}
+
+/// What to do with dead letters.
+#[derive(Debug, Clone, Subcommand)]
+#[command(
+    after_long_help = "Dead letters live in `<prefix>:{queue}:dlq`: a list of envelopes \
+    for list, reliable-list and pub/sub queues, a stream for stream queues."
+)]
+pub(crate) enum DlqAction {
+    /// Show dead letters, newest first: id, attempts, when, error and a body preview.
+    List(DlqListArgs),
+    /// Put dead letters back on the queue (all, or those given by --id) with the attempt reset
+    /// to 1, each atomically: a dead letter leaves the DLQ only when it was re-enqueued.
+    Replay(DlqReplayArgs),
+    /// Delete dead letters (all, or those given by --id). Asks for confirmation on a terminal;
+    /// without one, refuses (exit 2) unless --yes is given.
+    Purge(DlqPurgeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "JSON fields (--json): queue, broker, total, dead_letters[] {id, \
+    entry_id (streams), original_entry_id (streams), attempts, failed_at (RFC 3339, UTC), \
+    failed_at_ms, error, headers, body (lossy UTF-8, truncated to --preview), body_bytes}."
+)]
+pub(crate) struct DlqListArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Show at most this many (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+
+    /// Characters of each body shown (escaped; longer bodies are cut with …).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) preview: usize,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqReplayArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Replay only the dead letter with this id (the `id` column of `dlq list`; for streams
+    /// the dead-letter entry id works too). Repeatable. Without it, every dead letter.
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqPurgeArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Delete only the dead letter with this id (as for `replay`). Repeatable. Without it,
+    /// every dead letter.
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "Each check prints PASS, WARN or FAIL with the fix. Exit 0 when \
+    nothing FAILed (warnings allowed), 1 when a check FAILed, 2 when Redis cannot be reached.\n\
+    JSON fields (--json): redis_url (password masked), server_version, checks[] {check, status \
+    (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
+)]
+pub(crate) struct DoctorArgs {
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
+    pub(crate) redis_url: String,
+
+    /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
+    /// `pythia-doctor`).
+    #[arg(long, env = "PYTHIA_QUEUE")]
+    pub(crate) queue: Option<String>,
+
+    /// Namespace of Pythia's own keys.
+    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
+    pub(crate) key_prefix: String,
+
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+fn parse_http_url(s: &str) -> Result<crate::http_worker::HttpUrl, String> {
+    s.parse()
 }
 
 /// Parses `250ms`, `30s`, `2m`, `1h`, or a bare number of seconds.

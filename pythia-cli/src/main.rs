@@ -1,15 +1,16 @@
-//! The `pythia` command: run workers over Redis queues, feed them, and see it all work with
-//! `pythia quickstart`. See `pythia --help`.
+//! The `pythia` command: run workers over Redis queues, feed them, inspect them, handle their
+//! dead letters, check the Redis they live in, and see it all work with `pythia quickstart`.
+//! See `pythia --help`.
 
 mod cli;
 mod commands;
 mod error;
 mod exec_worker;
+mod http_worker;
 mod local_redis;
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 use crate::cli::{Cli, Command, LogFormat};
@@ -29,7 +30,14 @@ fn init_logging(cli: &Cli) {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match commands::config_file::parse_from(std::env::args_os().collect()) {
+        Ok(cli) => cli,
+        Err(commands::config_file::ParseError::Clap(e)) => e.exit(),
+        Err(commands::config_file::ParseError::Config(e)) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(e.code);
+        }
+    };
     init_logging(&cli);
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -45,6 +53,9 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Run(args) => commands::run::run(args).await,
             Command::Produce(args) => commands::produce::produce(args).await,
+            Command::Inspect(args) => commands::inspect::inspect(args).await,
+            Command::Dlq(args) => commands::dlq::dlq(args).await,
+            Command::Doctor(args) => commands::doctor::doctor(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::BenchChild(args) => commands::bench::child::bench_child(args).await,

@@ -1,16 +1,36 @@
 -- Moves retries whose time has come from the schedule (a sorted set scored by due time in
 -- milliseconds) to the back of the queue, atomically: a retry is never lost or doubled even
 -- when several workers promote at once.
--- KEYS[1] schedule (zset), KEYS[2] queue (list)
+-- A member 'delayed:<id>' is a delayed message (see delayed_schedule.lua): its payload is taken
+-- from the hash of delayed messages, and removed from it, in the same step.
+-- KEYS[1] schedule (zset), KEYS[2] queue (list), KEYS[3] delayed messages (hash, optional)
 -- ARGV[1] now (ms), ARGV[2] at most this many, ARGV[3] 'L' to LPUSH, 'R' to RPUSH
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 if #due == 0 then
   return 0
 end
 redis.call('ZREM', KEYS[1], unpack(due))
-if ARGV[3] == 'L' then
-  redis.call('LPUSH', KEYS[2], unpack(due))
-else
-  redis.call('RPUSH', KEYS[2], unpack(due))
+local items = due
+if KEYS[3] then
+  items = {}
+  for _, member in ipairs(due) do
+    if string.sub(member, 1, 8) == 'delayed:' then
+      local id = string.sub(member, 9)
+      local payload = redis.call('HGET', KEYS[3], id)
+      if payload then
+        redis.call('HDEL', KEYS[3], id)
+        items[#items + 1] = payload
+      end
+    else
+      items[#items + 1] = member
+    end
+  end
+end
+if #items > 0 then
+  if ARGV[3] == 'L' then
+    redis.call('LPUSH', KEYS[2], unpack(items))
+  else
+    redis.call('RPUSH', KEYS[2], unpack(items))
+  end
 end
 return #due

@@ -2,10 +2,19 @@
 -- milliseconds) back onto the stream as new entries, atomically: a retry is never lost or
 -- doubled even when several workers promote at once. Each member is the entry's fields, each
 -- written as <length>:<bytes> (see stream_settle.lua).
--- KEYS[1] schedule (zset), KEYS[2] stream
+-- A member 'delayed:<id>' is a delayed message (see delayed_schedule.lua): its fields, encoded
+-- the same way, are taken from the hash of delayed messages, and removed from it, in the same
+-- step.
+-- KEYS[1] schedule (zset), KEYS[2] stream, KEYS[3] delayed messages (hash, optional)
 -- ARGV[1] now (ms), ARGV[2] at most this many
 local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
 for _, member in ipairs(due) do
+  redis.call('ZREM', KEYS[1], member)
+  if KEYS[3] and string.sub(member, 1, 8) == 'delayed:' then
+    local id = string.sub(member, 9)
+    member = redis.call('HGET', KEYS[3], id) or ''
+    redis.call('HDEL', KEYS[3], id)
+  end
   local fields, pos = {}, 1
   while pos <= #member do
     local colon = string.find(member, ':', pos, true)
@@ -19,6 +28,5 @@ for _, member in ipairs(due) do
   if #fields >= 2 and #fields % 2 == 0 then
     redis.call('XADD', KEYS[2], '*', unpack(fields))
   end
-  redis.call('ZREM', KEYS[1], member)
 end
 return #due

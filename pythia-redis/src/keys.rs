@@ -61,6 +61,37 @@ impl QueueKeys {
     pub fn group_consumers(&self, group: &str) -> String {
         format!("{}:consumers:{group}", self.base)
     }
+
+    /// Hash of delayed messages waiting in the schedule: message id → payload. The schedule
+    /// holds `delayed:<id>` for each, so a message can be cancelled by its id.
+    pub fn scheduled_ids(&self) -> String {
+        format!("{}:scheduled:ids", self.base)
+    }
+
+    /// A distributed lock named after this queue (or any name given as the "queue").
+    pub fn lock(&self) -> String {
+        format!("{}:lock", self.base)
+    }
+
+    /// The last slot a periodic job fired onto this queue (ms since the Unix epoch).
+    pub fn periodic_slot(&self, job: &str) -> String {
+        format!("{}:periodic:{job}", self.base)
+    }
+
+    /// The record that a message with idempotency key `key` completed.
+    pub fn idempotency(&self, key: &str) -> String {
+        format!("{}:done:{key}", self.base)
+    }
+
+    /// The status record of the message (job) with id `id`.
+    pub fn job_status(&self, id: &str) -> String {
+        format!("{}:job:{id}", self.base)
+    }
+
+    /// The last id an `XREAD` reader named `reader` processed.
+    pub fn checkpoint(&self, reader: &str) -> String {
+        format!("{}:checkpoint:{reader}", self.base)
+    }
 }
 
 /// The part of `key` Redis Cluster hashes: the content of the first non-empty `{…}`, or the

@@ -26,3 +26,12 @@ pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};
 pub use crate::reliable_list::ReliableListBroker;
 pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 pub use crate::stream_producer::StreamProducer;
+
+// Coordination features (issue #13): delayed messages, locks, periodic jobs, idempotency, job
+// status, checkpoints.
+pub mod delayed;
+pub mod destination;
+mod transient_retry;
+
+pub use crate::delayed::DelayedProducer;
+pub use crate::destination::Destination;

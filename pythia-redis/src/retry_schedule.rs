@@ -32,7 +32,8 @@ pub(crate) fn dead_letter_payload(msg: &Message, reason: &str) -> Vec<u8> {
     envelope::encode_dead_letter(msg, reason, SystemTime::now())
 }
 
-/// Promotes every due retry to the back of the queue; returns how many moved.
+/// Promotes every due retry and delayed message to the back of the queue; returns how many
+/// moved.
 pub(crate) async fn promote_due(
     conn: &RedisConnection,
     manager: &mut ConnectionManager,
@@ -45,6 +46,7 @@ pub(crate) async fn promote_due(
         let n: u64 = PROMOTE_DUE
             .key(keys.scheduled())
             .key(keys.queue())
+            .key(keys.scheduled_ids())
             .arg(now)
             .arg(PROMOTE_BATCH)
             .arg(side.push_flag())

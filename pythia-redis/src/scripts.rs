@@ -43,3 +43,9 @@ pub(crate) static STREAM_STATS: LazyLock<Script> =
 /// Move dead letters back onto their queue, atomically per item.
 pub(crate) static DEAD_LETTERS_REPLAY: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/dead_letters_replay.lua")));
+/// Schedule delayed messages by id (payload in a hash, `delayed:<id>` in the schedule).
+pub(crate) static DELAYED_SCHEDULE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/delayed_schedule.lua")));
+/// Cancel a delayed message by id.
+pub(crate) static DELAYED_CANCEL: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/delayed_cancel.lua")));

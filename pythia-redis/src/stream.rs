@@ -983,7 +983,7 @@ impl StreamBroker {
         Ok((total, all))
     }
 
-    /// Moves due retries back onto the stream; returns how many moved.
+    /// Moves due retries and delayed messages onto the stream; returns how many moved.
     pub async fn promote_due_retries(&self) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
         let mut total = 0u64;
@@ -991,6 +991,7 @@ impl StreamBroker {
             let n: u64 = STREAM_PROMOTE
                 .key(&self.scheduled_key)
                 .key(self.stream())
+                .key(self.keys.scheduled_ids())
                 .arg(unix_millis(SystemTime::now()))
                 .arg(PROMOTE_BATCH)
                 .invoke_async(&mut m)

@@ -12,6 +12,7 @@ use pythia::{
 use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
+use crate::http_worker::HttpWorker;
 
 /// Prints each body on its own line.
 struct PrintWorker;
@@ -33,6 +34,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let qa = &args.queue;
     if qa.broker != BrokerKind::Pubsub {
         qa.single()?;
+    } else if qa.queue.iter().all(|q| q.trim().is_empty()) && qa.pattern.is_empty() {
+        return Err(CliError::usage(
+            "--queue (a channel) or --pattern is required for --broker pubsub",
+        ));
     }
     let conn = super::connect(qa).await?;
     let side = qa.list_side.into();
@@ -66,6 +71,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
 }
 
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
+    if let Some(url) = &args.http {
+        let worker = HttpWorker::new(url.clone(), args.http_timeout);
+        return drive(broker, worker, args).await;
+    }
     match (&args.exec, args.handler) {
         (Some(cmd), _) => drive(broker, ExecWorker::new(cmd.clone()), args).await,
         (None, BuiltinHandler::Print) => drive(broker, PrintWorker, args).await,

@@ -1,0 +1,261 @@
+//! `pythia dlq list|replay|purge`: a queue's dead letters, through
+//! [`DeadLetterQueue`](pythia::redis::DeadLetterQueue).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::SystemTime;
+
+use pythia::redis::{DeadLetter, DeadLetterQueue, QueueKeys, RedisConnection};
+use serde_json::json;
+
+use super::{escaped_preview, human_duration, key_type, rfc3339, table};
+use crate::cli::{
+    BrokerKind, DlqAction, DlqArgs, DlqListArgs, DlqPurgeArgs, DlqReplayArgs, TargetArgs,
+};
+use crate::error::CliError;
+
+/// Characters of an error shown in the table.
+const ERROR_PREVIEW: usize = 60;
+
+pub(crate) async fn dlq(args: DlqArgs) -> Result<(), CliError> {
+    match args.action {
+        DlqAction::List(a) => list(a).await,
+        DlqAction::Replay(a) => replay(a).await,
+        DlqAction::Purge(a) => purge(a).await,
+    }
+}
+
+/// The dead-letter queue of the target, and what kind of queue it belongs to (`None` when it
+/// cannot be told: a list dead-letter queue of a queue key that does not exist may be a list's
+/// or a pub/sub channel's).
+async fn open(
+    t: &TargetArgs,
+) -> Result<(RedisConnection, DeadLetterQueue, Option<BrokerKind>), CliError> {
+    let q = t.single()?.to_owned();
+    let conn = super::connect_url(&t.redis_url, &t.key_prefix).await?;
+    let kind = match t.broker {
+        Some(k) => Some(k),
+        None => {
+            let dlq_key = QueueKeys::new(&t.key_prefix, &q).dead_letters();
+            match (
+                key_type(&conn, &q).await?.as_str(),
+                key_type(&conn, &dlq_key).await?.as_str(),
+            ) {
+                ("stream", _) | ("none", "stream") => Some(BrokerKind::Stream),
+                ("list", _) => Some(BrokerKind::List),
+                ("none", _) => None,
+                (other, _) => {
+                    return Err(CliError::usage(format!(
+                        "{q:?} is a Redis {other}, not a queue (a list or a stream); give --broker pubsub for a channel"
+                    )));
+                }
+            }
+        }
+    };
+    let dlq = match kind {
+        Some(BrokerKind::Stream) => DeadLetterQueue::stream(&conn, &q),
+        Some(BrokerKind::Pubsub) => DeadLetterQueue::channel(&conn, &q),
+        _ => DeadLetterQueue::list(&conn, &q).with_side(t.list_side.into()),
+    };
+    Ok((conn, dlq, kind))
+}
+
+fn describe(kind: Option<BrokerKind>, q: &str) -> String {
+    match kind {
+        Some(BrokerKind::Stream) => format!("stream {q:?}"),
+        Some(BrokerKind::Pubsub) => format!("channel {q:?}"),
+        _ => format!("list {q:?}"),
+    }
+}
+
+async fn list(args: DlqListArgs) -> Result<(), CliError> {
+    let (_conn, dlq, kind) = open(&args.target).await?;
+    let q = args.target.single()?;
+    let total = dlq.len().await.map_err(CliError::runtime)?;
+    let letters = dlq.newest(args.limit).await.map_err(CliError::runtime)?;
+    if args.json {
+        let items: Vec<_> = letters
+            .iter()
+            .map(|d| {
+                let body = String::from_utf8_lossy(d.message.body());
+                json!({
+                    "id": d.message.id(),
+                    "entry_id": d.entry_id(),
+                    "original_entry_id": d.original_entry_id(),
+                    "attempts": d.message.attempt(),
+                    "failed_at": d.failed_at.map(rfc3339),
+                    "failed_at_ms": d.failed_at.map(pythia::message::unix_millis),
+                    "error": d.reason,
+                    "headers": d.message.headers().iter().collect::<std::collections::BTreeMap<_, _>>(),
+                    "body": body.chars().take(args.preview).collect::<String>(),
+                    "body_bytes": d.message.body().len(),
+                })
+            })
+            .collect();
+        let doc = json!({
+            "queue": q,
+            "broker": kind.map(BrokerKind::as_str),
+            "key": dlq.key(),
+            "total": total,
+            "dead_letters": items,
+        });
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&doc).expect("JSON values serialise")
+        );
+        return Ok(());
+    }
+    println!(
+        "{total} dead letter{} of {} in {}{}",
+        if total == 1 { "" } else { "s" },
+        describe(kind, q),
+        dlq.key(),
+        if total > letters.len() as u64 {
+            format!(", newest {} shown (--limit)", letters.len())
+        } else if total > 1 {
+            ", newest first".to_owned()
+        } else {
+            String::new()
+        }
+    );
+    if letters.is_empty() {
+        return Ok(());
+    }
+    let now = SystemTime::now();
+    let rows: Vec<Vec<String>> = letters
+        .iter()
+        .map(|d| {
+            let when = d
+                .failed_at
+                .map(|t| {
+                    let ago = now
+                        .duration_since(t)
+                        .map(|a| format!(" ({} ago)", human_duration(a)))
+                        .unwrap_or_default();
+                    format!("{}{ago}", rfc3339(t))
+                })
+                .unwrap_or_else(|| "-".to_owned());
+            let body = String::from_utf8_lossy(d.message.body());
+            vec![
+                d.message.id().to_owned(),
+                d.message.attempt().to_string(),
+                when,
+                escaped_preview(d.reason.as_deref().unwrap_or("-"), ERROR_PREVIEW),
+                format!("\"{}\"", escaped_preview(&body, args.preview)),
+            ]
+        })
+        .collect();
+    print!(
+        "{}",
+        table(&["ID", "ATTEMPTS", "FAILED AT", "ERROR", "BODY"], &rows)
+    );
+    Ok(())
+}
+
+/// The dead letters named by `ids` (message id, or stream dead-letter entry id); an error
+/// naming those not found.
+async fn select(dlq: &DeadLetterQueue, ids: &[String]) -> Result<Vec<DeadLetter>, CliError> {
+    let matches = |d: &DeadLetter, id: &str| d.message.id() == id || d.entry_id() == Some(id);
+    let found = dlq
+        .find(|d| ids.iter().any(|id| matches(d, id)))
+        .await
+        .map_err(CliError::runtime)?;
+    let missing: Vec<&str> = ids
+        .iter()
+        .filter(|id| !found.iter().any(|d| matches(d, id)))
+        .map(String::as_str)
+        .collect();
+    if !missing.is_empty() {
+        return Err(CliError::usage(format!(
+            "no dead letter with id {} in {} (see `pythia dlq list`); nothing done",
+            missing.join(", "),
+            dlq.key()
+        )));
+    }
+    Ok(found)
+}
+
+async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
+    let (_conn, dlq, kind) = open(&args.target).await?;
+    let q = args.target.single()?;
+    if kind.is_none() {
+        return Err(CliError::usage(format!(
+            "{q:?} holds no list or stream: give --broker list (or reliable-list) to replay onto a list, or --broker pubsub to publish to a channel"
+        )));
+    }
+    let report = if args.ids.is_empty() {
+        dlq.replay_all().await
+    } else {
+        let selected = select(&dlq, &args.ids).await?;
+        dlq.replay(&selected).await
+    }
+    .map_err(CliError::runtime)?;
+    println!(
+        "replayed {} dead letter{} onto {} (attempt reset to 1)",
+        report.replayed,
+        if report.replayed == 1 { "" } else { "s" },
+        describe(kind, q)
+    );
+    if report.missing > 0 {
+        println!(
+            "{} were gone before they could be replayed (replayed or purged meanwhile)",
+            report.missing
+        );
+    }
+    if report.unheard > 0 {
+        return Err(CliError::runtime(format!(
+            "{} left in {}: no subscriber received the first of them on channel {q:?}",
+            report.unheard,
+            dlq.key()
+        )));
+    }
+    Ok(())
+}
+
+async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
+    let (_conn, dlq, kind) = open(&args.target).await?;
+    let q = args.target.single()?;
+    let selected = if args.ids.is_empty() {
+        None
+    } else {
+        Some(select(&dlq, &args.ids).await?)
+    };
+    let count = match &selected {
+        Some(s) => s.len() as u64,
+        None => dlq.len().await.map_err(CliError::runtime)?,
+    };
+    if count == 0 {
+        println!("no dead letters of {} to purge", describe(kind, q));
+        return Ok(());
+    }
+    let what = format!(
+        "{}{count} dead letter{} of {}",
+        if selected.is_none() { "all " } else { "" },
+        if count == 1 { "" } else { "s" },
+        describe(kind, q)
+    );
+    if !args.yes {
+        if !std::io::stdin().is_terminal() {
+            return Err(CliError::usage(format!(
+                "refusing to delete {what} without confirmation: not a terminal; pass --yes"
+            )));
+        }
+        eprint!("delete {what}? [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        let _ = std::io::stdin().lock().read_line(&mut answer);
+        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+            return Err(CliError::runtime("purge cancelled: nothing deleted"));
+        }
+    }
+    let deleted = match &selected {
+        Some(s) => dlq.delete(s).await,
+        None => dlq.purge().await,
+    }
+    .map_err(CliError::runtime)?;
+    println!(
+        "deleted {deleted} dead letter{} of {}",
+        if deleted == 1 { "" } else { "s" },
+        describe(kind, q)
+    );
+    Ok(())
+}
