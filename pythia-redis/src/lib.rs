@@ -31,7 +31,9 @@ pub use crate::stream_producer::StreamProducer;
 // status, checkpoints.
 pub mod delayed;
 pub mod destination;
+pub mod lock;
 mod transient_retry;
 
 pub use crate::delayed::DelayedProducer;
 pub use crate::destination::Destination;
+pub use crate::lock::{Exclusive, Lock, LockGuard};

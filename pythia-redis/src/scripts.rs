@@ -49,3 +49,12 @@ pub(crate) static DELAYED_SCHEDULE: LazyLock<Script> =
 /// Cancel a delayed message by id.
 pub(crate) static DELAYED_CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/delayed_cancel.lua")));
+/// Take a lock for an owner token, or refresh it if the token holds it already.
+pub(crate) static LOCK_ACQUIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/lock_acquire.lua")));
+/// Extend a lock's TTL, only for the owner.
+pub(crate) static LOCK_EXTEND: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/lock_extend.lua")));
+/// Release a lock, only by the owner (compare-and-delete).
+pub(crate) static LOCK_RELEASE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/lock_release.lua")));
