@@ -178,9 +178,10 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
     let (_conn, dlq, kind) = open(&args.target).await?;
     let q = args.target.single()?;
     if kind.is_none() {
-        return Err(CliError::usage(format!(
-            "{q:?} holds no list or stream: give --broker list (or reliable-list) to replay onto a list, or --broker pubsub to publish to a channel"
-        )));
+        // An empty list does not exist in Redis: most likely a drained list queue.
+        eprintln!(
+            "note: no key {q:?}; replaying onto a list (give --broker pubsub to publish to a channel)"
+        );
     }
     let report = if args.ids.is_empty() {
         dlq.replay_all().await
