@@ -493,3 +493,33 @@ async fn doctor_passes_warns_and_fails() {
     assert!(acl["detail"].as_str().unwrap().contains("XCLAIM"), "{acl}");
     assert!(!text(&o).contains(":pw@"), "password masked: {}", text(&o));
 }
+
+#[test]
+fn help_documents_the_operations_commands() {
+    let help = |args: &[&str]| {
+        let o = pythia(args);
+        assert!(o.status.success(), "{}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    for sub in [
+        &["inspect", "--help"][..],
+        &["dlq", "list", "--help"],
+        &["dlq", "replay", "--help"],
+        &["dlq", "purge", "--help"],
+        &["doctor", "--help"],
+    ] {
+        let h = help(sub);
+        assert!(h.contains("--redis-url"), "{sub:?}: {h}");
+    }
+    assert!(help(&["inspect", "--help"]).contains("JSON fields"));
+    assert!(help(&["dlq", "purge", "--help"]).contains("--yes"));
+    assert!(help(&["doctor", "--help"]).contains("Exit 0 when"));
+    let run = help(&["run", "--help"]);
+    for flag in ["--config", "--http", "--http-timeout", "PYTHIA_CONFIG"] {
+        assert!(run.contains(flag), "{flag}: {run}");
+    }
+    let top = help(&["--help"]);
+    for want in ["inspect", "dlq", "doctor", "Exit codes", "FAILed"] {
+        assert!(top.contains(want), "{want}: {top}");
+    }
+}

@@ -82,6 +82,10 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
     println!("queue {queue:?} now holds {left} messages");
     if total_ok && left == 0 {
         println!("done: every message was processed exactly as produced");
+        println!(
+            "metrics: this demo runs in-process and serves none; `pythia run --metrics-addr 0.0.0.0:9090` \
+             (the default) serves /metrics, /healthz and /readyz"
+        );
         Ok(())
     } else {
         Err(CliError::runtime("some messages were not processed"))
