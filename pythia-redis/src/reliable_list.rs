@@ -37,7 +37,10 @@ pub const RECLAIMED_TOTAL: &str = "pythia_reclaimed_total";
 ///   hash `<prefix>:{queue}:inflight:<consumer>` under a delivery id of its own, in one atomic
 ///   step. Equal bodies are distinct deliveries. When the queue is empty, a `BLMOVE` on a
 ///   dedicated connection parks the next item in the consumer's staging list (also owned by
-///   the consumer, so a crash there loses nothing) and wakes the fetch.
+///   the consumer, so a crash there loses nothing) and wakes the fetch. A fetch whose reply is
+///   lost (a killed connection, a reply timeout, a server that died after persisting the move)
+///   is read back from the in-flight hash by the next fetch, so its items are not stranded
+///   there while the consumer lives.
 /// * **Ack**: one `HDEL` of many delivery ids. **Retry**: removed from in-flight and added to the
 ///   retry schedule (a sorted set) in the same script, with the attempt raised; promoted back
 ///   to the queue when due. **Dead letter**: removed and pushed to `<prefix>:{queue}:dlq` with
@@ -82,6 +85,10 @@ pub struct ReliableListBroker {
     heartbeat_key: String,
     consumers_key: String,
     next_delivery: AtomicU64,
+    /// Delivery ids of fetches whose reply never arrived (first id, count): the script may have
+    /// moved items into the in-flight hash under them, where nobody would deliver them while
+    /// this consumer lives. The next fetch reads them back.
+    unanswered: std::sync::Mutex<Vec<(u64, usize)>>,
     registered: AtomicBool,
     last_fetch_empty: AtomicBool,
     heartbeat_ttl: Duration,
@@ -120,6 +127,7 @@ impl ReliableListBroker {
             side: ListSide::default(),
             consumer: consumer.to_owned(),
             next_delivery: AtomicU64::new(1),
+            unanswered: std::sync::Mutex::new(Vec::new()),
             registered: AtomicBool::new(false),
             last_fetch_empty: AtomicBool::new(false),
             heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
@@ -201,7 +209,7 @@ impl ReliableListBroker {
     async fn move_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         let first = self.next_delivery.fetch_add(max as u64, Ordering::Relaxed);
         let mut m = self.mgr();
-        let items: Vec<Vec<u8>> = RELIABLE_FETCH
+        let items: Vec<Vec<u8>> = match RELIABLE_FETCH
             .key(self.keys.queue())
             .key(&self.in_flight_key)
             .key(&self.staging_key)
@@ -210,7 +218,18 @@ impl ReliableListBroker {
             .arg(self.side.pop_flag())
             .invoke_async(&mut m)
             .await
-            .map_err(|e| self.conn.error("fetch", e))?;
+        {
+            Ok(items) => items,
+            Err(e) => {
+                // The script may have run and only its reply been lost (a killed connection, a
+                // reply timeout, a server that died after persisting the move).
+                self.unanswered
+                    .lock()
+                    .expect("unanswered lock")
+                    .push((first, max));
+                return Err(self.conn.error("fetch", e));
+            }
+        };
         Ok(items
             .into_iter()
             .enumerate()
@@ -219,6 +238,58 @@ impl ReliableListBroker {
                 Delivery::new(first + i as u64, msg)
             })
             .collect())
+    }
+
+    /// Delivers what fetches whose reply was lost moved into the in-flight hash: the items
+    /// stored under their delivery ids (ids nothing was stored under come back empty), at most
+    /// `max` at a time.
+    async fn recover_unanswered(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        let ranges = std::mem::take(&mut *self.unanswered.lock().expect("unanswered lock"));
+        if ranges.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<u64> = ranges
+            .iter()
+            .flat_map(|&(first, n)| first..first + n as u64)
+            .collect();
+        let mut m = self.mgr();
+        let mut pipe = redis::pipe();
+        for chunk in ids.chunks(MAX_FETCH_BATCH) {
+            pipe.cmd("HMGET").arg(&self.in_flight_key).arg(chunk);
+        }
+        let found: Vec<Vec<Option<Vec<u8>>>> = match pipe.query_async(&mut m).await {
+            Ok(v) => v,
+            Err(e) => {
+                self.unanswered
+                    .lock()
+                    .expect("unanswered lock")
+                    .extend(ranges);
+                return Err(self.conn.error("fetch (recovering a lost reply)", e));
+            }
+        };
+        let mut batch: Vec<Delivery<u64>> = ids
+            .into_iter()
+            .zip(found.into_iter().flatten())
+            .filter_map(|(id, raw)| {
+                let msg = envelope::decode(raw?.into(), &self.source);
+                Some(Delivery::new(id, msg))
+            })
+            .collect();
+        if batch.len() > max {
+            let rest = batch.split_off(max);
+            self.unanswered
+                .lock()
+                .expect("unanswered lock")
+                .extend(rest.iter().map(|d| (d.token, 1)));
+        }
+        if !batch.is_empty() {
+            tracing::warn!(
+                count = batch.len(),
+                consumer = %self.consumer,
+                "recovered in-flight items whose fetch reply was lost"
+            );
+        }
+        Ok(batch)
     }
 
     /// Waits (up to the block timeout) for an item and parks it in the staging list.
@@ -351,6 +422,10 @@ impl Broker for ReliableListBroker {
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         self.ensure_registered().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
+        let recovered = self.recover_unanswered(max).await?;
+        if !recovered.is_empty() {
+            return Ok(recovered);
+        }
         // After an empty fetch, wait for the next item first: one round trip less per wake-up.
         if !self.last_fetch_empty.load(Ordering::Relaxed) {
             let batch = self.move_batch(max).await?;
