@@ -32,8 +32,10 @@ pub use crate::stream_producer::StreamProducer;
 pub mod delayed;
 pub mod destination;
 pub mod lock;
+pub mod periodic;
 mod transient_retry;
 
 pub use crate::delayed::DelayedProducer;
 pub use crate::destination::Destination;
 pub use crate::lock::{Exclusive, Lock, LockGuard};
+pub use crate::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};

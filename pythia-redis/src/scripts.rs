@@ -58,3 +58,6 @@ pub(crate) static LOCK_EXTEND: LazyLock<Script> =
 /// Release a lock, only by the owner (compare-and-delete).
 pub(crate) static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/lock_release.lua")));
+/// Fire one slot of a periodic job at most once (compare-and-set of the last slot + enqueue).
+pub(crate) static PERIODIC_FIRE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/periodic_fire.lua")));

@@ -1,0 +1,718 @@
+//! Periodic jobs: [`PeriodicScheduler`] enqueues each [`PeriodicJob`]'s message on its
+//! [`Schedule`] (a cron expression or a fixed interval), from exactly one replica at a time.
+
+use std::str::FromStr;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use croner::Cron;
+use croner::parser::{CronParser, Seconds};
+use pythia_core::message::unix_millis;
+use pythia_core::{BrokerError, CancellationToken, Headers, Message, envelope};
+use redis::aio::ConnectionManager;
+use tokio::time::Instant;
+
+use crate::connection::RedisConnection;
+use crate::destination::{Destination, stream_fields};
+use crate::keys::{QueueKeys, unique_consumer_name};
+use crate::lock::{Lock, LockGuard};
+use crate::scripts::PERIODIC_FIRE;
+use crate::stream_producer::StreamProducer;
+use crate::transient_retry::retry_transient;
+
+/// When a periodic job fires: the instants ("slots") of a cron expression or a fixed interval.
+///
+/// ```
+/// use std::time::Duration;
+/// use pythia_redis::Schedule;
+///
+/// let nightly = Schedule::cron("30 2 * * *").unwrap(); // 02:30 UTC every day
+/// let every_15s = Schedule::every(Duration::from_secs(15));
+/// let with_seconds = Schedule::cron("*/10 * * * * *").unwrap(); // every 10 s
+/// assert!(Schedule::cron("61 * * * *").is_err());
+/// # let _ = (nightly, every_15s, with_seconds);
+/// ```
+#[derive(Debug, Clone)]
+pub struct Schedule {
+    kind: ScheduleKind,
+}
+
+#[derive(Debug, Clone)]
+enum ScheduleKind {
+    /// Every `ms` milliseconds, at multiples of it since the Unix epoch.
+    Every {
+        ms: u64,
+    },
+    Cron {
+        cron: Box<Cron>,
+        expr: String,
+    },
+}
+
+impl Schedule {
+    /// Every `period` (at least 1 ms), at whole multiples of it since the Unix epoch, so every
+    /// replica computes the same slots: `every(1 min)` fires at the start of each minute.
+    pub fn every(period: Duration) -> Self {
+        Self {
+            kind: ScheduleKind::Every {
+                ms: (period.as_millis() as u64).max(1),
+            },
+        }
+    }
+
+    /// A cron expression, evaluated in UTC: five fields (minute hour day-of-month month
+    /// day-of-week) or six with seconds first; `*`, lists, ranges, steps, month and day names,
+    /// `L`, `W`, `#` and `@hourly`-style aliases, with Vixie cron's rule that a day matches
+    /// when either the day-of-month or the day-of-week field does. A
+    /// [`Config`](pythia_core::BrokerErrorKind::Config) error names a bad expression.
+    pub fn cron(expr: &str) -> Result<Self, BrokerError> {
+        let cron = CronParser::builder()
+            .seconds(Seconds::Optional)
+            .build()
+            .parse(expr)
+            .map_err(|e| BrokerError::config(format!("invalid cron expression {expr:?}: {e}")))?;
+        Ok(Self {
+            kind: ScheduleKind::Cron {
+                cron: Box::new(cron),
+                expr: expr.to_owned(),
+            },
+        })
+    }
+
+    /// The first slot strictly after `t`.
+    pub fn next_after(&self, t: SystemTime) -> Option<SystemTime> {
+        let ms = unix_millis(t);
+        let next = match &self.kind {
+            ScheduleKind::Every { ms: p } => Some((ms / p + 1) * p),
+            ScheduleKind::Cron { cron, .. } => cron
+                .find_next_occurrence(&to_utc(ms)?, false)
+                .ok()
+                .map(|d| d.timestamp_millis().max(0) as u64),
+        }?;
+        Some(UNIX_EPOCH + Duration::from_millis(next))
+    }
+
+    /// The slots in `(after, upto]` (ms since the epoch), the newest `limit` of them in
+    /// ascending order, and whether older ones were left out.
+    fn due_slots(&self, after: u64, upto: u64, limit: usize) -> (Vec<u64>, bool) {
+        let limit = limit.max(1);
+        match &self.kind {
+            ScheduleKind::Every { ms: p } => {
+                let first = after / p + 1;
+                let last = upto / p;
+                if last < first {
+                    return (Vec::new(), false);
+                }
+                let start = first.max(last.saturating_sub(limit as u64 - 1));
+                ((start..=last).map(|k| k * p).collect(), start > first)
+            }
+            ScheduleKind::Cron { cron, .. } => {
+                let mut out = Vec::new();
+                let Some(upto_t) = to_utc(upto) else {
+                    return (out, false);
+                };
+                let mut t = cron.find_previous_occurrence(&upto_t, true).ok();
+                while let Some(at) = t {
+                    let ms = at.timestamp_millis();
+                    if ms < 0 || ms as u64 <= after {
+                        break;
+                    }
+                    if out.len() == limit {
+                        out.reverse();
+                        return (out, true);
+                    }
+                    out.push(ms as u64);
+                    t = cron.find_previous_occurrence(&at, false).ok();
+                }
+                out.reverse();
+                (out, false)
+            }
+        }
+    }
+
+    /// An upper bound on the time between two slots, for the slot record's TTL.
+    fn period_hint(&self) -> Duration {
+        match &self.kind {
+            ScheduleKind::Every { ms } => Duration::from_millis(*ms),
+            ScheduleKind::Cron { .. } => {
+                let now = SystemTime::now();
+                let a = self.next_after(now);
+                let b = a.and_then(|a| self.next_after(a));
+                match (a, b) {
+                    (Some(a), Some(b)) => b.duration_since(a).unwrap_or_default(),
+                    _ => Duration::ZERO,
+                }
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match &self.kind {
+            ScheduleKind::Every { ms } => write!(f, "every {ms} ms"),
+            ScheduleKind::Cron { expr, .. } => write!(f, "cron {expr:?} (UTC)"),
+        }
+    }
+}
+
+impl FromStr for Schedule {
+    type Err = BrokerError;
+    /// A cron expression, or `every <duration>` with the duration in `ms`, `s`, `m` or `h`
+    /// (`every 30s`).
+    fn from_str(s: &str) -> Result<Self, BrokerError> {
+        let s = s.trim();
+        if let Some(rest) = s.strip_prefix("every ") {
+            let rest = rest.trim();
+            let split = rest
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(rest.len());
+            let (n, unit) = rest.split_at(split);
+            let n: u64 = n.parse().map_err(|_| {
+                BrokerError::config(format!("invalid interval {rest:?}: expected e.g. 30s"))
+            })?;
+            let ms = match unit.trim() {
+                "ms" => n,
+                "s" | "" => n * 1000,
+                "m" => n * 60_000,
+                "h" => n * 3_600_000,
+                other => {
+                    return Err(BrokerError::config(format!(
+                        "invalid interval unit {other:?}: expected ms, s, m or h"
+                    )));
+                }
+            };
+            return Ok(Self::every(Duration::from_millis(ms)));
+        }
+        Self::cron(s)
+    }
+}
+
+fn to_utc(ms: u64) -> Option<DateTime<Utc>> {
+    DateTime::<Utc>::from_timestamp_millis(i64::try_from(ms).ok()?)
+}
+
+/// One periodic job: a name, a [`Schedule`], a [`Destination`] and the message to enqueue.
+///
+/// Each firing enqueues a message with the job's body and headers, plus the headers
+/// `periodic-job` (the name) and `periodic-slot` (the slot, ms since the Unix epoch); its id
+/// is `<name>:<slot>`, the same whichever replica fires it, so a worker can deduplicate by it.
+/// Its enqueue time is the slot.
+///
+/// ```
+/// use std::time::Duration;
+/// use pythia_redis::{Destination, PeriodicJob, Schedule};
+///
+/// let job = PeriodicJob::new(
+///     "cleanup",
+///     Schedule::cron("0 * * * *").unwrap(),
+///     Destination::list("maintenance"),
+/// )
+/// .with_body(r#"{"task":"cleanup"}"#)
+/// .with_header("tenant", "all");
+/// assert_eq!(job.name(), "cleanup");
+/// ```
+#[derive(Debug, Clone)]
+pub struct PeriodicJob {
+    name: String,
+    schedule: Schedule,
+    destination: Destination,
+    body: Bytes,
+    headers: Headers,
+}
+
+impl PeriodicJob {
+    /// A job named `name` (unique among a scheduler's jobs, and stable across deployments: the
+    /// last fired slot is recorded under it) enqueuing an empty body onto `destination`.
+    pub fn new(name: &str, schedule: Schedule, destination: Destination) -> Self {
+        Self {
+            name: name.to_owned(),
+            schedule,
+            destination,
+            body: Bytes::new(),
+            headers: Headers::new(),
+        }
+    }
+
+    /// The body of each message.
+    #[must_use]
+    pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
+        self.body = body.into();
+        self
+    }
+
+    /// A header on each message.
+    #[must_use]
+    pub fn with_header(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.insert(key.into(), value.into());
+        self
+    }
+
+    /// The job's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The job's schedule.
+    pub fn schedule(&self) -> &Schedule {
+        &self.schedule
+    }
+
+    /// The message of slot `slot`.
+    fn message(&self, slot: u64) -> Message {
+        Message::new(self.body.clone())
+            .with_id(format!("{}:{slot}", self.name))
+            .with_headers(self.headers.clone())
+            .with_header("periodic-job", self.name.clone())
+            .with_header("periodic-slot", slot.to_string())
+            .with_enqueued_at(Some(UNIX_EPOCH + Duration::from_millis(slot)))
+    }
+}
+
+/// What one pass of [`PeriodicScheduler::fire_due`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct FireReport {
+    /// Slots fired by this pass.
+    pub fired: u64,
+    /// Jobs whose missed slots went beyond the catch-up limit (the oldest were skipped).
+    pub skipped_jobs: u64,
+}
+
+/// Enqueues periodic jobs from one replica at a time, firing every slot once.
+///
+/// # How
+///
+/// * **One leader**: every replica runs the scheduler; they compete for the lock
+///   `<prefix>:{periodic:<name>}:lock` (a [`Lock`], [`DEFAULT_LOCK_TTL`](Self::DEFAULT_LOCK_TTL)).
+///   The holder extends it every tick and fires jobs; the others try to take it every third of
+///   the TTL. A leader that dies stops extending; its lock expires and another replica takes
+///   over. A leader that cannot confirm its lock for a whole TTL steps down.
+/// * **Each slot at most once**: each job's last fired slot is kept in
+///   `<prefix>:{<queue>}:periodic:<job>`, in the queue's hash slot. Firing a slot is one Lua
+///   script that compares it with the record, records it and enqueues the message together,
+///   so even two replicas that both believe they lead (a paused process waking up) fire a slot
+///   once, and a slot is recorded if and only if its message was enqueued.
+/// * **No slot missed**: each pass fires, in order, every slot after the recorded one up to
+///   now (by the Redis server's clock, `TIME`, so replicas' clocks do not matter), so a new
+///   leader catches up on slots missed while no leader was alive, up to
+///   [`with_catch_up_limit`](Self::with_catch_up_limit) slots per job (the newest ones; the
+///   older ones are skipped and logged).
+/// * **A new job** (no record yet) starts at its first slot after the scheduler first sees it:
+///   nothing before is fired.
+/// * **Bounded memory**: the slot record expires after
+///   [`with_record_ttl`](Self::with_record_ttl) (7 days by default, at least three periods of
+///   the job) without firing; after that the job starts afresh as a new one.
+/// * **Errors**: Redis errors are retried with backoff (every step is safe to repeat); a
+///   pass that still fails is logged once per outage and tried again at the next tick.
+///
+/// ```no_run
+/// use std::time::Duration;
+/// use pythia_core::CancellationToken;
+/// use pythia_redis::{Destination, PeriodicJob, PeriodicScheduler, RedisConfig, RedisConnection, Schedule};
+/// # async fn f() -> Result<(), pythia_core::BrokerError> {
+/// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// let stop = CancellationToken::new();
+/// let scheduler = PeriodicScheduler::new(&conn, "billing")
+///     .with_job(PeriodicJob::new(
+///         "invoices",
+///         Schedule::cron("0 6 * * 1-5")?, // 06:00 UTC on weekdays
+///         Destination::list("invoices"),
+///     ))
+///     .with_job(
+///         PeriodicJob::new("heartbeat", Schedule::every(Duration::from_secs(30)), Destination::stream("events"))
+///             .with_body("tick"),
+///     );
+/// // On every replica: one of them fires each slot.
+/// tokio::spawn(scheduler.run(stop.clone()));
+/// # Ok(()) }
+/// ```
+#[derive(Debug, Clone)]
+pub struct PeriodicScheduler {
+    conn: RedisConnection,
+    manager: ConnectionManager,
+    name: String,
+    owner: String,
+    jobs: Vec<PeriodicJob>,
+    lock_ttl: Duration,
+    tick: Duration,
+    catch_up_limit: usize,
+    record_ttl: Duration,
+}
+
+impl PeriodicScheduler {
+    /// Default TTL of the leader lock: a dead leader is replaced within this: 10 s.
+    pub const DEFAULT_LOCK_TTL: Duration = Duration::from_secs(10);
+    /// Default interval between passes of the leader: 1 s (a slot fires at most this late).
+    pub const DEFAULT_TICK: Duration = Duration::from_secs(1);
+    /// Default number of missed slots per job a new leader fires: 60.
+    pub const DEFAULT_CATCH_UP_LIMIT: usize = 60;
+    /// Default lifetime of a job's slot record after its last firing: 7 days.
+    pub const DEFAULT_RECORD_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+    /// A scheduler named `name` (replicas with the same name share one leader) with no jobs.
+    pub fn new(conn: &RedisConnection, name: &str) -> Self {
+        Self {
+            conn: conn.clone(),
+            manager: conn.manager(),
+            name: name.to_owned(),
+            owner: unique_consumer_name(),
+            jobs: Vec::new(),
+            lock_ttl: Self::DEFAULT_LOCK_TTL,
+            tick: Self::DEFAULT_TICK,
+            catch_up_limit: Self::DEFAULT_CATCH_UP_LIMIT,
+            record_ttl: Self::DEFAULT_RECORD_TTL,
+        }
+    }
+
+    /// Adds a job. A job with the same name replaces the earlier one.
+    #[must_use]
+    pub fn with_job(mut self, job: PeriodicJob) -> Self {
+        self.jobs.retain(|j| j.name != job.name);
+        self.jobs.push(job);
+        self
+    }
+
+    /// TTL of the leader lock (at least 30 ms; the tick is lowered to a third of it if longer).
+    #[must_use]
+    pub fn with_lock_ttl(mut self, ttl: Duration) -> Self {
+        self.lock_ttl = ttl.max(Duration::from_millis(30));
+        self.tick = self.tick.min(self.lock_ttl / 3);
+        self
+    }
+
+    /// Interval between passes (10 ms to a third of the lock TTL).
+    #[must_use]
+    pub fn with_tick(mut self, tick: Duration) -> Self {
+        self.tick = tick.clamp(Duration::from_millis(10), self.lock_ttl / 3);
+        self
+    }
+
+    /// Most missed slots per job fired by one pass (at least 1: the current slot always fires).
+    #[must_use]
+    pub fn with_catch_up_limit(mut self, n: usize) -> Self {
+        self.catch_up_limit = n.max(1);
+        self
+    }
+
+    /// Lifetime of a job's slot record after its last firing (raised to three periods of the
+    /// job when that is longer).
+    #[must_use]
+    pub fn with_record_ttl(mut self, ttl: Duration) -> Self {
+        self.record_ttl = ttl.max(Duration::from_secs(1));
+        self
+    }
+
+    /// The owner name in the leader lock's token (default: [`unique_consumer_name`]).
+    #[must_use]
+    pub fn with_owner(mut self, owner: &str) -> Self {
+        self.owner = owner.to_owned();
+        self
+    }
+
+    /// The jobs.
+    pub fn jobs(&self) -> &[PeriodicJob] {
+        &self.jobs
+    }
+
+    /// The leader lock.
+    pub fn leader_lock(&self) -> Lock {
+        Lock::new(&self.conn, &format!("periodic:{}", self.name)).with_owner(&self.owner)
+    }
+
+    /// The last slot job `job` fired, if it has a record.
+    pub async fn last_fired(&self, job: &str) -> Result<Option<SystemTime>, BrokerError> {
+        let Some(j) = self.jobs.iter().find(|j| j.name == job) else {
+            return Ok(None);
+        };
+        let key = self.record_key(j);
+        let ms: Option<u64> = retry_transient("read a periodic job's last slot", || {
+            let mut m = self.manager.clone();
+            let key = &key;
+            async move {
+                redis::cmd("GET")
+                    .arg(key)
+                    .query_async(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("GET", e))
+            }
+        })
+        .await?;
+        Ok(ms.map(|ms| UNIX_EPOCH + Duration::from_millis(ms)))
+    }
+
+    /// Runs until `stop` is cancelled: competes for leadership and, while leading, fires due
+    /// slots every tick. Returns when stopped (releasing the lock if held).
+    pub async fn run(self, stop: CancellationToken) {
+        let lock = self.leader_lock();
+        let mut failing = false;
+        while !stop.is_cancelled() {
+            match lock.try_acquire(self.lock_ttl).await {
+                Ok(Some(guard)) => {
+                    failing = false;
+                    tracing::info!(scheduler = %self.name, owner = %self.owner, "periodic scheduler: leading");
+                    self.lead(guard, &stop).await;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(scheduler = %self.name, error = %e, "periodic scheduler: cannot reach the leader lock; will keep trying");
+                    }
+                    failing = true;
+                }
+            }
+            let pause = (self.lock_ttl / 3).mul_f64(0.75 + fastrand::f64() / 2.0);
+            if stop
+                .run_until_cancelled(tokio::time::sleep(pause))
+                .await
+                .is_none()
+            {
+                break;
+            }
+        }
+    }
+
+    /// Leads until stopped or the lock is lost.
+    async fn lead(&self, guard: LockGuard, stop: &CancellationToken) {
+        let mut confirmed = Instant::now();
+        let mut failing = false;
+        loop {
+            match self.fire_due().await {
+                Ok(_) if failing => {
+                    tracing::info!(scheduler = %self.name, "periodic scheduler: firing recovered");
+                    failing = false;
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if !failing {
+                        tracing::warn!(scheduler = %self.name, error = %e, "periodic scheduler: firing failed; will keep trying");
+                    }
+                    failing = true;
+                }
+            }
+            if stop
+                .run_until_cancelled(tokio::time::sleep(self.tick))
+                .await
+                .is_none()
+            {
+                if let Err(e) = guard.release().await {
+                    tracing::debug!(error = %e, "releasing the periodic leader lock failed; it expires by itself");
+                }
+                return;
+            }
+            let asked = Instant::now();
+            match guard.extend(self.lock_ttl).await {
+                Ok(true) => confirmed = asked,
+                Ok(false) => {
+                    tracing::info!(scheduler = %self.name, "periodic scheduler: lost the leader lock");
+                    return;
+                }
+                Err(e) if asked.duration_since(confirmed) >= self.lock_ttl => {
+                    tracing::warn!(scheduler = %self.name, error = %e, "periodic scheduler: leader lock unconfirmed for a whole TTL; stepping down");
+                    return;
+                }
+                Err(_) => {}
+            }
+        }
+    }
+
+    /// One pass: fires every job's due slots now, whether or not this replica leads (the
+    /// firing script keeps each slot to one firing anyway; the leader lock only spares the
+    /// others the work). [`run`](Self::run) calls this every tick while leading.
+    pub async fn fire_due(&self) -> Result<FireReport, BrokerError> {
+        let now = self.server_time().await?;
+        let mut report = FireReport::default();
+        for job in &self.jobs {
+            let (fired, skipped) = self.fire_job(job, now).await?;
+            report.fired += fired;
+            report.skipped_jobs += u64::from(skipped);
+        }
+        Ok(report)
+    }
+
+    async fn fire_job(&self, job: &PeriodicJob, now: u64) -> Result<(u64, bool), BrokerError> {
+        let key = self.record_key(job);
+        let ttl_ms = self.record_ttl_for(job).as_millis() as u64;
+        let last: Option<u64> = retry_transient("start a periodic job's record", || {
+            let mut m = self.manager.clone();
+            let key = &key;
+            async move {
+                // A new job starts now: SET NX keeps any record another replica made.
+                let (_, last): ((), Option<u64>) = redis::pipe()
+                    .cmd("SET")
+                    .arg(key)
+                    .arg(now)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl_ms)
+                    .cmd("GET")
+                    .arg(key)
+                    .query_async(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("periodic record", e))?;
+                Ok(last)
+            }
+        })
+        .await?;
+        let last = last.unwrap_or(now);
+        let (slots, skipped) = job.schedule.due_slots(last, now, self.catch_up_limit);
+        if skipped {
+            tracing::warn!(
+                job = %job.name,
+                first_fired = slots.first().copied().unwrap_or_default(),
+                last_recorded = last,
+                limit = self.catch_up_limit,
+                "periodic job missed more slots than the catch-up limit; the oldest were skipped"
+            );
+        }
+        let mut fired = 0;
+        for slot in slots {
+            if self.fire_slot(job, &key, slot, ttl_ms).await? {
+                fired += 1;
+                tracing::debug!(job = %job.name, slot, "periodic job fired");
+            }
+        }
+        Ok((fired, skipped))
+    }
+
+    async fn fire_slot(
+        &self,
+        job: &PeriodicJob,
+        key: &str,
+        slot: u64,
+        ttl_ms: u64,
+    ) -> Result<bool, BrokerError> {
+        let msg = job.message(slot);
+        let (mode, payload): (&str, Vec<Vec<u8>>) = match job.destination.list_side() {
+            Some(side) => (side.push_flag(), vec![envelope::encode(&msg)]),
+            None => (
+                "X",
+                stream_fields(&msg)?
+                    .into_iter()
+                    .flat_map(|(k, v)| [k.to_vec(), v])
+                    .collect(),
+            ),
+        };
+        let max_len = if job.destination.is_stream() {
+            StreamProducer::DEFAULT_MAX_LEN
+        } else {
+            0
+        };
+        let payload = &payload;
+        let fired: i64 = retry_transient("fire a periodic job", || async move {
+            let mut m = self.manager.clone();
+            let mut inv = PERIODIC_FIRE.prepare_invoke();
+            inv.key(key)
+                .key(job.destination.name())
+                .arg(slot)
+                .arg(ttl_ms)
+                .arg(mode)
+                .arg(max_len);
+            for p in payload {
+                inv.arg(&p[..]);
+            }
+            inv.invoke_async(&mut m).await.map_err(|e| {
+                self.conn
+                    .error(&format!("fire periodic job {:?}", job.name), e)
+            })
+        })
+        .await?;
+        Ok(fired == 1)
+    }
+
+    fn record_key(&self, job: &PeriodicJob) -> String {
+        QueueKeys::new(self.conn.config().key_prefix(), job.destination.name())
+            .periodic_slot(&job.name)
+    }
+
+    fn record_ttl_for(&self, job: &PeriodicJob) -> Duration {
+        self.record_ttl.max(job.schedule.period_hint() * 3)
+    }
+
+    /// The Redis server's clock, in ms since the epoch: one clock for every replica.
+    async fn server_time(&self) -> Result<u64, BrokerError> {
+        let (secs, micros): (u64, u64) = retry_transient("read the server time", || {
+            let mut m = self.manager.clone();
+            async move {
+                redis::cmd("TIME")
+                    .query_async(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("TIME", e))
+            }
+        })
+        .await?;
+        Ok(secs * 1000 + micros / 1000)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interval_slots_are_aligned_and_capped() {
+        let s = Schedule::every(Duration::from_millis(100));
+        assert_eq!(s.due_slots(1000, 1000, 10), (vec![], false));
+        assert_eq!(s.due_slots(1000, 1099, 10), (vec![], false));
+        assert_eq!(s.due_slots(1000, 1100, 10), (vec![1100], false));
+        assert_eq!(s.due_slots(1050, 1350, 10), (vec![1100, 1200, 1300], false));
+        assert_eq!(s.due_slots(1000, 2000, 3), (vec![1800, 1900, 2000], true));
+        assert_eq!(
+            s.next_after(UNIX_EPOCH + Duration::from_millis(1250)),
+            Some(UNIX_EPOCH + Duration::from_millis(1300))
+        );
+    }
+
+    #[test]
+    fn cron_slots_walk_back_from_now() {
+        let s = Schedule::cron("*/10 * * * * *").unwrap();
+        // 2024-01-01T00:00:00Z = 1704067200000
+        let t0 = 1_704_067_200_000u64;
+        let (slots, skipped) = s.due_slots(t0, t0 + 35_000, 10);
+        assert_eq!(slots, vec![t0 + 10_000, t0 + 20_000, t0 + 30_000]);
+        assert!(!skipped);
+        let (slots, skipped) = s.due_slots(t0 - 1, t0 + 35_000, 2);
+        assert_eq!(slots, vec![t0 + 20_000, t0 + 30_000]);
+        assert!(skipped);
+        let hourly = Schedule::cron("0 * * * *").unwrap();
+        assert_eq!(
+            hourly.next_after(UNIX_EPOCH + Duration::from_millis(t0 + 1)),
+            Some(UNIX_EPOCH + Duration::from_millis(t0 + 3_600_000))
+        );
+        assert_eq!(hourly.period_hint(), Duration::from_secs(3600));
+    }
+
+    #[test]
+    fn schedules_parse_from_text() {
+        assert!(matches!(
+            "every 30s".parse::<Schedule>().unwrap().kind,
+            ScheduleKind::Every { ms: 30_000 }
+        ));
+        assert!(matches!(
+            "every 250ms".parse::<Schedule>().unwrap().kind,
+            ScheduleKind::Every { ms: 250 }
+        ));
+        assert!("every 3 weeks".parse::<Schedule>().is_err());
+        assert!("0 0 * * *".parse::<Schedule>().is_ok());
+        let e = "nope".parse::<Schedule>().unwrap_err();
+        assert!(e.to_string().contains("invalid cron expression"), "{e}");
+    }
+
+    #[test]
+    fn a_slot_message_has_a_stable_id() {
+        let job = PeriodicJob::new(
+            "j",
+            Schedule::every(Duration::from_secs(1)),
+            Destination::list("q"),
+        )
+        .with_body("b");
+        let m = job.message(5000);
+        assert_eq!(m.id(), "j:5000");
+        assert_eq!(m.header("periodic-slot"), Some("5000"));
+        assert_eq!(
+            m.enqueued_at(),
+            Some(UNIX_EPOCH + Duration::from_millis(5000))
+        );
+    }
+}
