@@ -590,7 +590,8 @@ pub(crate) enum DlqAction {
 
 #[derive(Debug, Clone, Args)]
 #[command(
-    after_long_help = "JSON fields (--json): queue, broker, total, dead_letters[] {id, \
+    after_long_help = "JSON fields (--json): queue, broker (null when the queue key does not \
+    exist and --broker was not given), key (of the dead letters), total, dead_letters[] {id, \
     entry_id (streams), original_entry_id (streams), attempts, failed_at (RFC 3339, UTC), \
     failed_at_ms, error, headers, body (lossy UTF-8, truncated to --preview), body_bytes}."
 )]

@@ -209,7 +209,7 @@ struct Seen {
 }
 
 /// Answers by body: `ok` 200, `bad` 422, `flaky` 503 then 200, `busy` 429 with `Retry-After: 1`
-/// then 200 (chunked). Connections are kept alive.
+/// then 200 (chunked), `hang` nothing for 3 s then 200. Connections are kept alive.
 fn serve(listener: TcpListener, seen: Arc<Mutex<Vec<Seen>>>) {
     for stream in listener.incoming() {
         let Ok(stream) = stream else { return };
@@ -255,6 +255,9 @@ fn connection(stream: TcpStream, seen: &Mutex<Vec<Seen>>) {
             });
             n
         };
+        if (body.as_str(), earlier) == ("hang", 0) {
+            std::thread::sleep(Duration::from_secs(3));
+        }
         let response = match (body.as_str(), earlier) {
             ("bad", _) => {
                 "HTTP/1.1 422 Unprocessable Entity\r\nContent-Length: 15\r\n\r\nno such account"
@@ -304,6 +307,7 @@ async fn http_handler_acks_rejects_and_retries_by_status() {
             "flaky",
             "busy",
             "ok",
+            "hang",
         ],
         &[],
     );
@@ -319,7 +323,7 @@ async fn http_handler_acks_rejects_and_retries_by_status() {
             "--http",
             &format!("http://127.0.0.1:{port}/hook?v=1"),
             "--http-timeout",
-            "5s",
+            "500ms",
             "--retry-delay",
             "50ms",
             "--concurrency",
@@ -335,7 +339,7 @@ async fn http_handler_acks_rejects_and_retries_by_status() {
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(
-        out.contains("processed 7 (acked 4, retried 2, dead-lettered 1)"),
+        out.contains("processed 9 (acked 5, retried 3, dead-lettered 1)"),
         "{out}"
     );
     assert!(
@@ -355,7 +359,12 @@ async fn http_handler_acks_rejects_and_retries_by_status() {
     assert_eq!(left, 0);
 
     let seen = seen.lock().unwrap().clone();
-    assert_eq!(seen.len(), 7);
+    assert_eq!(seen.len(), 9);
+    assert_eq!(
+        seen.iter().filter(|r| r.body == "hang").count(),
+        2,
+        "timed out, retried"
+    );
     let header = |r: &Seen, name: &str| {
         r.headers
             .iter()

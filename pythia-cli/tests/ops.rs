@@ -251,7 +251,7 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
     let o = pythia(&["dlq", "list", "--redis-url", &url, "--queue", "q"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
-    assert!(out.contains("3 dead letters of list \"q\""), "{out}");
+    assert!(out.contains("3 dead letters of queue \"q\""), "{out}");
     assert!(out.contains("\"bad\\n3\""), "escaped body: {out}");
     assert!(out.contains("rejected: "), "{out}");
     let doc = json(&pythia(&[

@@ -63,7 +63,8 @@ fn describe(kind: Option<BrokerKind>, q: &str) -> String {
     match kind {
         Some(BrokerKind::Stream) => format!("stream {q:?}"),
         Some(BrokerKind::Pubsub) => format!("channel {q:?}"),
-        _ => format!("list {q:?}"),
+        Some(_) => format!("list {q:?}"),
+        None => format!("queue {q:?}"),
     }
 }
 
@@ -183,6 +184,7 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
             "note: no key {q:?}; replaying onto a list (give --broker pubsub to publish to a channel)"
         );
     }
+    let kind = kind.or(Some(BrokerKind::List));
     let report = if args.ids.is_empty() {
         dlq.replay_all().await
     } else {
