@@ -31,11 +31,13 @@ pub use crate::stream_producer::StreamProducer;
 // status, checkpoints.
 pub mod delayed;
 pub mod destination;
+pub mod idempotency;
 pub mod lock;
 pub mod periodic;
 mod transient_retry;
 
 pub use crate::delayed::DelayedProducer;
 pub use crate::destination::Destination;
+pub use crate::idempotency::{Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore};
 pub use crate::lock::{Exclusive, Lock, LockGuard};
 pub use crate::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
