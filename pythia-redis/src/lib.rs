@@ -32,6 +32,7 @@ pub use crate::stream_producer::StreamProducer;
 pub mod delayed;
 pub mod destination;
 pub mod idempotency;
+pub mod job_status;
 pub mod lock;
 pub mod periodic;
 mod transient_retry;
@@ -39,5 +40,8 @@ mod transient_retry;
 pub use crate::delayed::DelayedProducer;
 pub use crate::destination::Destination;
 pub use crate::idempotency::{Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore};
+pub use crate::job_status::{
+    JobState, JobStatus, JobStatusLayer, JobStatusService, JobStatusStore, record_job_result,
+};
 pub use crate::lock::{Exclusive, Lock, LockGuard};
 pub use crate::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};

@@ -61,3 +61,6 @@ pub(crate) static LOCK_RELEASE: LazyLock<Script> =
 /// Fire one slot of a periodic job at most once (compare-and-set of the last slot + enqueue).
 pub(crate) static PERIODIC_FIRE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/periodic_fire.lua")));
+/// Record messages as queued unless they already have a status record.
+pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/job_status_queued.lua")));
