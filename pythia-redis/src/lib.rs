@@ -29,14 +29,17 @@ pub use crate::stream_producer::StreamProducer;
 
 // Coordination features (issue #13): delayed messages, locks, periodic jobs, idempotency, job
 // status, checkpoints.
+pub mod checkpoint;
 pub mod delayed;
 pub mod destination;
 pub mod idempotency;
 pub mod job_status;
 pub mod lock;
 pub mod periodic;
+pub mod stream_reader;
 mod transient_retry;
 
+pub use crate::checkpoint::Checkpoint;
 pub use crate::delayed::DelayedProducer;
 pub use crate::destination::Destination;
 pub use crate::idempotency::{Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore};
@@ -45,3 +48,4 @@ pub use crate::job_status::{
 };
 pub use crate::lock::{Exclusive, Lock, LockGuard};
 pub use crate::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
+pub use crate::stream_reader::{ReaderStart, StreamReader};

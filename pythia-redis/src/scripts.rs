@@ -64,3 +64,6 @@ pub(crate) static PERIODIC_FIRE: LazyLock<Script> =
 /// Record messages as queued unless they already have a status record.
 pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/job_status_queued.lua")));
+/// Move an XREAD reader's checkpoint forward (never back).
+pub(crate) static CHECKPOINT_SAVE: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/checkpoint_save.lua")));
