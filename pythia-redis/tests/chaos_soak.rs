@@ -45,7 +45,7 @@ struct Soak {
 impl Worker for Soak {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
         let n = self.seen.fetch_add(1, Ordering::Relaxed);
-        if msg.attempt() == 1 && n % 100 == 0 {
+        if msg.attempt() == 1 && n.is_multiple_of(100) {
             return Err(WorkerError::retry_later(
                 Duration::from_millis(50),
                 "soak: a transient failure",
