@@ -36,10 +36,12 @@ const GROUP: &str = "g";
 const WORKERS: usize = 3;
 /// Messages in a worker's handler at once.
 const CONCURRENCY: u64 = 32;
-/// Heartbeats every 100 ms and a heartbeat lifetime of 600 ms, so a dead worker's messages come
-/// back within about a second instead of the default 10 s.
+/// Heartbeats every 100 ms and a heartbeat lifetime of 1.5 s, so a dead worker's messages come
+/// back within about two seconds instead of the default 10 s, while a live worker starved of
+/// CPU for a moment on a busy 2-core CI machine is not taken for dead (its work would then run
+/// twice, beyond what the duplicate bound below allows).
 const MAINTENANCE: Duration = Duration::from_millis(100);
-const HEARTBEAT_TTL: Duration = Duration::from_millis(600);
+const HEARTBEAT_TTL: Duration = Duration::from_millis(1500);
 
 /// Counts each message in Redis: `started` (optional) when the handler begins, `processed` once
 /// it is done, so a process killed mid-run leaves an exact record.
