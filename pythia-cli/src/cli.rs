@@ -51,6 +51,9 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
+    /// Show a job's status record: state, attempts, times, last error and result (workers with
+    /// the job-status layer write it; `produce --track` records it as queued).
+    Job(JobArgs),
     /// Check that a Redis server is fit for a queue: version, eviction policy, persistence,
     /// ACL permissions, idle timeout, latency. Exit 1 when a check FAILs.
     Doctor(DoctorArgs),
@@ -476,6 +479,16 @@ pub(crate) struct ProduceArgs {
     /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 = no cap.
     #[arg(long, default_value_t = 1_000_000)]
     pub(crate) max_len: usize,
+
+    /// Print each message's id on stdout, one per line, once sent (the summary then goes to
+    /// stderr). Look a job up with `pythia job --queue <queue> <id>`.
+    #[arg(long, conflicts_with = "raw")]
+    pub(crate) print_ids: bool,
+
+    /// Record each message as queued in its job status record (`<prefix>:{queue}:job:<id>`,
+    /// kept 24 h) before sending it, for `pythia job`.
+    #[arg(long, conflicts_with = "raw")]
+    pub(crate) track: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -660,6 +673,37 @@ pub(crate) struct DoctorArgs {
     pub(crate) key_prefix: String,
 
     /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = "\
+The record is the hash <prefix>:{queue}:job:<id>, written by workers that have the job-status \
+layer (pythia::redis::JobStatusLayer: running, then succeeded, failed (a retry follows) or dead) \
+and by producers that track their messages (`pythia produce --track`: queued). It expires 24 h \
+after its last change by default. Exit 1 when there is no record.
+
+JSON fields (--json): id, queue, state (queued, running, succeeded, failed, dead), attempts, \
+queued_at, started_at, finished_at, updated_at (RFC 3339, UTC, or null), last_error (or null), \
+result (the handler's result as text, or null), result_hex (a result that is not UTF-8, or null).")]
+pub(crate) struct JobArgs {
+    /// The message (job) id, as `pythia produce --print-ids` prints it.
+    pub(crate) id: String,
+
+    /// The queue the job went to (its records are under the queue's key prefix and hash tag).
+    #[arg(long, env = "PYTHIA_QUEUE")]
+    pub(crate) queue: String,
+
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
+    pub(crate) redis_url: String,
+
+    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
+    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
+    pub(crate) key_prefix: String,
+
+    /// Print one JSON document instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
 }

@@ -55,6 +55,7 @@ fn main() -> ExitCode {
             Command::Produce(args) => commands::produce::produce(args).await,
             Command::Inspect(args) => commands::inspect::inspect(args).await,
             Command::Dlq(args) => commands::dlq::dlq(args).await,
+            Command::Job(args) => commands::job::job(args).await,
             Command::Doctor(args) => commands::doctor::doctor(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,

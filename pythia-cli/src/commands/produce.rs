@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use pythia::redis::{Encoding, ListProducer, Publisher, StreamProducer};
+use pythia::redis::{Encoding, JobStatusStore, ListProducer, Publisher, StreamProducer};
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -115,6 +115,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         ),
         BrokerKind::Pubsub => Sink::Channel(Publisher::new(&conn, &queue).with_encoding(encoding)),
     };
+    let status = args.track.then(|| JobStatusStore::new(&conn, &queue));
     let mut receivers = 0u64;
     let headers: Headers = args.headers.iter().cloned().collect();
     let chunk = match args.rate {
@@ -140,7 +141,22 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         if batch.is_empty() {
             break;
         }
+        if let Some(status) = &status {
+            // Before sending: a fast worker's record is then never older than "queued".
+            status
+                .record_queued(&batch)
+                .await
+                .map_err(CliError::runtime)?;
+        }
         let (n, heard) = sink.send(&batch).await.map_err(CliError::runtime)?;
+        if args.print_ids {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            for m in &batch {
+                writeln!(out, "{}", m.id())
+                    .map_err(|e| CliError::runtime(format!("cannot write ids: {e}")))?;
+            }
+        }
         sent += n;
         receivers += heard;
         if let Some(rate) = args.rate {
@@ -168,11 +184,16 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     } else {
         String::new()
     };
-    println!(
+    let summary = format!(
         "produced {sent} messages to {} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
         args.queue.broker.as_str(),
         sent as f64 / secs.max(1e-9)
     );
+    if args.print_ids {
+        eprintln!("{summary}"); // stdout holds the ids alone
+    } else {
+        println!("{summary}");
+    }
     Ok(())
 }
 

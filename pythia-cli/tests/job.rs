@@ -1,0 +1,136 @@
+//! `pythia produce --print-ids --track` and `pythia job <id>` end to end against a real
+//! redis-server.
+
+#[path = "../../pythia-redis/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use pythia::redis::{JobStatusLayer, JobStatusStore, ReliableListBroker, record_job_result};
+use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use serde_json::Value as Json;
+use support::RedisServer;
+
+fn pythia(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("PYTHIA_BROKER")
+        .env_remove("PYTHIA_QUEUE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "status {:?}\nstdout:\n{}\nstderr:\n{}",
+        o.status.code(),
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+#[tokio::test]
+async fn produce_prints_ids_and_job_shows_their_status() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "reports",
+        "--print-ids",
+        "--track",
+        "ok",
+        "boom",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(ids.len(), 2, "stdout holds the ids alone: {}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("produced 2 messages"));
+
+    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", &ids[0]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("state       queued"), "{out}");
+    assert!(out.contains("attempts    0"), "{out}");
+
+    // A worker with the job-status layer: "ok" succeeds with a result, "boom" is rejected.
+    let policy = RetryPolicy::default();
+    let worker = worker_fn(|m: Message| async move {
+        if m.body().as_ref() == b"ok" {
+            record_job_result(r#"{"pages":3}"#);
+            Ok(())
+        } else {
+            Err(WorkerError::reject("cannot render \"boom\""))
+        }
+    });
+    WorkerRuntime::new(ReliableListBroker::new(&conn, "reports"), worker)
+        .with_retry_policy(policy.clone())
+        .layer(JobStatusLayer::new(&conn).with_retry_policy(policy))
+        .with_signal_handling(false)
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    let store = JobStatusStore::new(&conn, "reports");
+    store
+        .wait_finished(&ids[1], Duration::from_secs(5))
+        .await
+        .unwrap();
+
+    let o = pythia(&[
+        "job",
+        "--redis-url",
+        &url,
+        "--queue",
+        "reports",
+        "--json",
+        &ids[0],
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["id"], ids[0].as_str());
+    assert_eq!(j["queue"], "reports");
+    assert_eq!(j["state"], "succeeded");
+    assert_eq!(j["attempts"], 1);
+    assert_eq!(j["result"], r#"{"pages":3}"#);
+    assert_eq!(j["last_error"], Json::Null);
+    assert!(j["queued_at"].as_str().unwrap().ends_with('Z'));
+    assert!(j["finished_at"].is_string());
+
+    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", &ids[1]]);
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("state       dead"), "{}", text(&o));
+    assert!(out.contains(r#"last error  cannot render "boom""#), "{out}");
+
+    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", "nope"]);
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("no status record"));
+
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "q",
+        "--raw",
+        "--print-ids",
+        "x",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(2),
+        "raw messages carry no id: {}",
+        text(&o)
+    );
+}
