@@ -4,6 +4,7 @@
 
 mod cli;
 mod commands;
+mod dashboard;
 mod error;
 mod exec_worker;
 mod http_worker;
@@ -57,6 +58,7 @@ fn main() -> ExitCode {
             Command::Dlq(args) => commands::dlq::dlq(args).await,
             Command::Job(args) => commands::job::job(args).await,
             Command::Doctor(args) => commands::doctor::doctor(args).await,
+            Command::Dashboard(args) => dashboard::dashboard(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
             Command::BenchChild(args) => commands::bench::child::bench_child(args).await,

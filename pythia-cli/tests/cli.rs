@@ -413,3 +413,86 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
     let latency = reports.last().unwrap();
     assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
 }
+
+#[tokio::test]
+async fn produce_delay_and_at_schedule_in_redis() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "later",
+        "--delay",
+        "1s",
+        "soon",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "later",
+        "--at",
+        "2000-01-01T00:00:00Z",
+        "overdue",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let queued: i64 = cmd(&conn, &["LLEN", "later"]).await;
+    let scheduled: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
+    assert_eq!((queued, scheduled), (0, 2), "both wait in the schedule");
+    let started = std::time::Instant::now();
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "later",
+        "--burst",
+        "--concurrency",
+        "1",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "overdue\nsoon\n",
+        "{}",
+        text(&o)
+    );
+    assert!(
+        started.elapsed() >= std::time::Duration::from_millis(500),
+        "the delay was honoured"
+    );
+
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--broker",
+        "pubsub",
+        "--queue",
+        "c",
+        "--delay",
+        "1s",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "q",
+        "--at",
+        "tomorrow",
+        "x",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+}

@@ -5,7 +5,7 @@ use std::io::{BufRead, IsTerminal, Write};
 use std::time::SystemTime;
 
 use pythia::redis::{DeadLetter, DeadLetterQueue, QueueKeys, RedisConnection};
-use serde_json::json;
+use serde_json::{Value as Json, json};
 
 use super::{escaped_preview, human_duration, key_type, rfc3339, table};
 use crate::cli::{
@@ -30,8 +30,19 @@ pub(crate) async fn dlq(args: DlqArgs) -> Result<(), CliError> {
 async fn open(
     t: &TargetArgs,
 ) -> Result<(RedisConnection, DeadLetterQueue, Option<BrokerKind>), CliError> {
-    let q = t.single()?.to_owned();
+    t.single()?;
     let conn = super::connect_url(&t.redis_url, &t.key_prefix).await?;
+    let (dlq, kind) = open_on(&conn, t).await?;
+    Ok((conn, dlq, kind))
+}
+
+/// [`open`] on an existing connection (`t.redis_url` is not used).
+pub(crate) async fn open_on(
+    conn: &RedisConnection,
+    t: &TargetArgs,
+) -> Result<(DeadLetterQueue, Option<BrokerKind>), CliError> {
+    let q = t.single()?.to_owned();
+    let conn = conn.clone();
     let kind = match t.broker {
         Some(k) => Some(k),
         None => {
@@ -56,7 +67,7 @@ async fn open(
         Some(BrokerKind::Pubsub) => DeadLetterQueue::channel(&conn, &q),
         _ => DeadLetterQueue::list(&conn, &q).with_side(t.list_side.into()),
     };
-    Ok((conn, dlq, kind))
+    Ok((dlq, kind))
 }
 
 fn describe(kind: Option<BrokerKind>, q: &str) -> String {
@@ -68,37 +79,49 @@ fn describe(kind: Option<BrokerKind>, q: &str) -> String {
     }
 }
 
+/// One dead letter as `pythia dlq list --json` prints it (the body as lossy UTF-8, cut to
+/// `preview` characters).
+pub(crate) fn dead_letter_json(d: &DeadLetter, preview: usize) -> Json {
+    let body = String::from_utf8_lossy(d.message.body());
+    json!({
+        "id": d.message.id(),
+        "entry_id": d.entry_id(),
+        "original_entry_id": d.original_entry_id(),
+        "attempts": d.message.attempt(),
+        "failed_at": d.failed_at.map(rfc3339),
+        "failed_at_ms": d.failed_at.map(pythia::message::unix_millis),
+        "error": d.reason,
+        "headers": d.message.headers().iter().collect::<std::collections::BTreeMap<_, _>>(),
+        "body": body.chars().take(preview).collect::<String>(),
+        "body_bytes": d.message.body().len(),
+    })
+}
+
+/// The `--json` document of `pythia dlq list` with `letters` (the newest of `total`).
+pub(crate) fn list_json(
+    q: &str,
+    dlq: &DeadLetterQueue,
+    kind: Option<BrokerKind>,
+    total: u64,
+    letters: &[DeadLetter],
+    preview: usize,
+) -> Json {
+    json!({
+        "queue": q,
+        "broker": kind.map(BrokerKind::as_str),
+        "key": dlq.key(),
+        "total": total,
+        "dead_letters": letters.iter().map(|d| dead_letter_json(d, preview)).collect::<Vec<_>>(),
+    })
+}
+
 async fn list(args: DlqListArgs) -> Result<(), CliError> {
     let (_conn, dlq, kind) = open(&args.target).await?;
     let q = args.target.single()?;
     let total = dlq.len().await.map_err(CliError::runtime)?;
     let letters = dlq.newest(args.limit).await.map_err(CliError::runtime)?;
     if args.json {
-        let items: Vec<_> = letters
-            .iter()
-            .map(|d| {
-                let body = String::from_utf8_lossy(d.message.body());
-                json!({
-                    "id": d.message.id(),
-                    "entry_id": d.entry_id(),
-                    "original_entry_id": d.original_entry_id(),
-                    "attempts": d.message.attempt(),
-                    "failed_at": d.failed_at.map(rfc3339),
-                    "failed_at_ms": d.failed_at.map(pythia::message::unix_millis),
-                    "error": d.reason,
-                    "headers": d.message.headers().iter().collect::<std::collections::BTreeMap<_, _>>(),
-                    "body": body.chars().take(args.preview).collect::<String>(),
-                    "body_bytes": d.message.body().len(),
-                })
-            })
-            .collect();
-        let doc = json!({
-            "queue": q,
-            "broker": kind.map(BrokerKind::as_str),
-            "key": dlq.key(),
-            "total": total,
-            "dead_letters": items,
-        });
+        let doc = list_json(q, &dlq, kind, total, &letters, args.preview);
         println!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialise")
@@ -154,7 +177,10 @@ async fn list(args: DlqListArgs) -> Result<(), CliError> {
 
 /// The dead letters named by `ids` (message id, or stream dead-letter entry id); an error
 /// naming those not found.
-async fn select(dlq: &DeadLetterQueue, ids: &[String]) -> Result<Vec<DeadLetter>, CliError> {
+pub(crate) async fn select(
+    dlq: &DeadLetterQueue,
+    ids: &[String],
+) -> Result<Vec<DeadLetter>, CliError> {
     let matches = |d: &DeadLetter, id: &str| d.message.id() == id || d.entry_id() == Some(id);
     let found = dlq
         .find(|d| ids.iter().any(|id| matches(d, id)))

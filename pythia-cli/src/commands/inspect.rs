@@ -27,15 +27,7 @@ const LAG_COUNT_LIMIT: usize = 10_000;
 pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
     let t = &args.target;
     let conn = super::connect_url(&t.redis_url, &t.key_prefix).await?;
-    let kind = match t.broker {
-        Some(k) => k,
-        None => detect(&conn, t).await?,
-    };
-    let report = match kind {
-        BrokerKind::Pubsub => pubsub(&conn, t).await?,
-        BrokerKind::Stream => stream(&conn, t, args.group.as_deref()).await?,
-        BrokerKind::List | BrokerKind::ReliableList => list(&conn, t, kind).await?,
-    };
+    let report = report(&conn, t, args.group.as_deref()).await?;
     if args.json {
         println!(
             "{}",
@@ -45,6 +37,25 @@ pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
         print!("{}", render(&report));
     }
     Ok(())
+}
+
+/// The `--json` document of `pythia inspect` for `t` (on `conn`; `t.redis_url` is not used):
+/// the broker kind from `t.broker`, else from the key ([`detect`]). `pythia dashboard` serves
+/// the same document.
+pub(crate) async fn report(
+    conn: &RedisConnection,
+    t: &TargetArgs,
+    group: Option<&str>,
+) -> Result<Json, CliError> {
+    let kind = match t.broker {
+        Some(k) => k,
+        None => detect(conn, t).await?,
+    };
+    match kind {
+        BrokerKind::Pubsub => pubsub(conn, t).await,
+        BrokerKind::Stream => stream(conn, t, group).await,
+        BrokerKind::List | BrokerKind::ReliableList => list(conn, t, kind).await,
+    }
 }
 
 /// The broker kind of a queue from its key: a stream is a stream; a list (or nothing) is a

@@ -3,7 +3,9 @@
 
 use std::time::{Duration, Instant};
 
-use pythia::redis::{Encoding, JobStatusStore, ListProducer, Publisher, StreamProducer};
+use pythia::redis::{
+    DelayedProducer, Encoding, JobStatusStore, ListProducer, Publisher, StreamProducer,
+};
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -102,18 +104,37 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     } else {
         Encoding::Envelope
     };
-    let sink = match args.queue.broker {
-        BrokerKind::List | BrokerKind::ReliableList => Sink::List(
+    let when = match (args.delay, args.at) {
+        (Some(d), _) => Some(When::In(d)),
+        (_, Some(at)) => Some(When::At(at)),
+        _ => None,
+    };
+    let sink = match (args.queue.broker, when) {
+        (BrokerKind::Pubsub, Some(_)) => {
+            return Err(CliError::usage(
+                "--delay and --at need a list or a stream: pub/sub keeps nothing to deliver later",
+            ));
+        }
+        (BrokerKind::List | BrokerKind::ReliableList, Some(when)) => Sink::Delayed(
+            DelayedProducer::list(&conn, &queue).with_side(args.queue.list_side.into()),
+            when,
+        ),
+        (BrokerKind::Stream, Some(when)) => {
+            Sink::Delayed(DelayedProducer::stream(&conn, &queue), when)
+        }
+        (BrokerKind::List | BrokerKind::ReliableList, None) => Sink::List(
             ListProducer::new(&conn, &queue)
                 .with_side(args.queue.list_side.into())
                 .with_encoding(encoding),
         ),
-        BrokerKind::Stream => Sink::Stream(
+        (BrokerKind::Stream, None) => Sink::Stream(
             StreamProducer::new(&conn, &queue)
                 .with_encoding(encoding)
                 .with_max_len((args.max_len > 0).then_some(args.max_len)),
         ),
-        BrokerKind::Pubsub => Sink::Channel(Publisher::new(&conn, &queue).with_encoding(encoding)),
+        (BrokerKind::Pubsub, None) => {
+            Sink::Channel(Publisher::new(&conn, &queue).with_encoding(encoding))
+        }
     };
     let status = args.track.then(|| JobStatusStore::new(&conn, &queue));
     let mut receivers = 0u64;
@@ -197,11 +218,19 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     Ok(())
 }
 
+/// When a delayed message is due.
+#[derive(Debug, Clone, Copy)]
+enum When {
+    In(Duration),
+    At(std::time::SystemTime),
+}
+
 /// Where produced messages go.
 enum Sink {
     List(ListProducer),
     Stream(StreamProducer),
     Channel(Publisher),
+    Delayed(DelayedProducer, When),
 }
 
 impl Sink {
@@ -214,6 +243,16 @@ impl Sink {
             Self::Channel(p) => {
                 let counts = p.publish_many(batch).await?;
                 Ok((counts.len() as u64, counts.iter().map(|c| *c as u64).sum()))
+            }
+            Self::Delayed(p, when) => {
+                let at = match when {
+                    When::In(d) => std::time::SystemTime::now() + *d,
+                    When::At(t) => *t,
+                };
+                let items: Vec<(Message, std::time::SystemTime)> =
+                    batch.iter().map(|m| (m.clone(), at)).collect();
+                p.schedule_many(&items).await?;
+                Ok((batch.len() as u64, 0))
             }
         }
     }

@@ -1,0 +1,351 @@
+//! The JSON API, and the reads and actions the pages share with it.
+//!
+//! `GET /api/queues/<queue>` is the document of `pythia inspect --json` and
+//! `GET /api/queues/<queue>/dlq` that of `pythia dlq list --json` (plus `body_binary` and
+//! `body_hex`): the same functions build them. The routes are listed in `pythia dashboard
+//! --help` and the README.
+
+use std::fmt::Write as _;
+
+use axum::Json;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use pythia::redis::{DeadLetter, DeadLetterQueue, ReplayReport};
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{App, OVERVIEW_SPARK_POINTS, html};
+use crate::cli::BrokerKind;
+use crate::commands::{dlq, inspect};
+use crate::error::CliError;
+
+/// Dead letters listed when no `limit` is given.
+pub(super) const DEFAULT_LIMIT: usize = 50;
+/// Most dead letters listed at once.
+pub(super) const MAX_LIMIT: usize = 1000;
+/// Characters of a body shown when no `preview` is given.
+const DEFAULT_PREVIEW: usize = 200;
+/// Most characters of a body shown.
+const MAX_PREVIEW: usize = 10_000;
+/// Bytes of a binary body shown as hex.
+const HEX_BYTES: usize = 64;
+
+/// A request that failed: its status and why.
+#[derive(Debug)]
+pub(super) struct Failure {
+    status: StatusCode,
+    message: String,
+}
+
+impl Failure {
+    pub(super) fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            message: message.into(),
+        }
+    }
+
+    /// Bad input (exit 2 in the CLI) is a 400; a Redis failure a 502.
+    fn from_cli(e: CliError) -> Self {
+        let status = if e.code == 2 {
+            StatusCode::BAD_REQUEST
+        } else {
+            StatusCode::BAD_GATEWAY
+        };
+        Self::new(status, e.message)
+    }
+
+    /// As the API answers: `{"error": …}`.
+    pub(super) fn json(self) -> Response {
+        (self.status, Json(json!({ "error": self.message }))).into_response()
+    }
+
+    /// As a page.
+    pub(super) fn page(self, app: &App) -> Response {
+        let title = self.status.canonical_reason().unwrap_or("Error");
+        (
+            self.status,
+            Html(html::message_page(app, title, &self.message)),
+        )
+            .into_response()
+    }
+}
+
+/// The `pythia inspect --json` document of `queue`; a queue that exists is tracked from then on.
+pub(super) async fn report(app: &App, queue: &str) -> Result<Value, Failure> {
+    let r = inspect::report(&app.conn, &app.sampler.target(queue), None)
+        .await
+        .map_err(Failure::from_cli)?;
+    let m = &r["memory_bytes"];
+    let exists = m["queue"].as_u64().is_none_or(|n| n > 0)
+        || m["pythia_keys"].as_u64().is_none_or(|n| n > 0);
+    if exists {
+        app.sampler.track(queue);
+    }
+    Ok(r)
+}
+
+/// The dead-letter queue of `queue`, as `pythia dlq` opens it.
+async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<BrokerKind>), Failure> {
+    dlq::open_on(&app.conn, &app.sampler.target(queue))
+        .await
+        .map_err(Failure::from_cli)
+}
+
+/// Whether a body is shown as hex: not UTF-8, or control characters other than white space.
+fn is_binary(body: &[u8]) -> bool {
+    match std::str::from_utf8(body) {
+        Err(_) => true,
+        Ok(s) => s
+            .chars()
+            .any(|c| c.is_control() && !matches!(c, '\n' | '\r' | '\t')),
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+/// One dead letter as `pythia dlq list --json` has it, plus `body_binary` and `body_hex`.
+fn dead_letter(d: &DeadLetter, preview: usize) -> Value {
+    let mut j = dlq::dead_letter_json(d, preview);
+    let body = d.message.body();
+    let binary = is_binary(body);
+    j["body_binary"] = json!(binary);
+    j["body_hex"] = if binary {
+        let mut h = hex(&body[..body.len().min(HEX_BYTES)]);
+        if body.len() > HEX_BYTES {
+            h.push_str(" …");
+        }
+        json!(h)
+    } else {
+        Value::Null
+    };
+    j
+}
+
+/// `?limit=&preview=` of a dead-letter listing.
+#[derive(Debug, Default, Deserialize)]
+pub(super) struct ListQuery {
+    limit: Option<usize>,
+    preview: Option<usize>,
+}
+
+impl ListQuery {
+    pub(super) fn limit(&self) -> usize {
+        self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
+    }
+
+    fn preview(&self) -> usize {
+        self.preview.unwrap_or(DEFAULT_PREVIEW).min(MAX_PREVIEW)
+    }
+}
+
+/// The `pythia dlq list --json` document of `queue`, newest first.
+pub(super) async fn dead_letters(app: &App, queue: &str, q: &ListQuery) -> Result<Value, Failure> {
+    let (dlq, kind) = open(app, queue).await?;
+    let cli = |e| Failure::from_cli(CliError::runtime(e));
+    let total = dlq.len().await.map_err(cli)?;
+    let letters = dlq.newest(q.limit()).await.map_err(cli)?;
+    let mut doc = dlq::list_json(queue, &dlq, kind, total, &letters, q.preview());
+    doc["dead_letters"] = letters
+        .iter()
+        .map(|d| dead_letter(d, q.preview()))
+        .collect();
+    if total > 0 {
+        app.sampler.track(queue);
+    }
+    Ok(doc)
+}
+
+/// The dead letter of `queue` with this id (message id or stream entry id), as listed.
+pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
+    let (dlq, _) = open(app, queue).await?;
+    let found = select(&dlq, &[id.to_owned()]).await?;
+    Ok(dead_letter(&found[0], MAX_PREVIEW.min(2000)))
+}
+
+/// How many dead letters `queue` has.
+pub(super) async fn count(app: &App, queue: &str) -> Result<u64, Failure> {
+    let (dlq, _) = open(app, queue).await?;
+    dlq.len()
+        .await
+        .map_err(|e| Failure::from_cli(CliError::runtime(e)))
+}
+
+/// The dead letters named by `ids`; 404 when one is not there.
+async fn select(dlq: &DeadLetterQueue, ids: &[String]) -> Result<Vec<DeadLetter>, Failure> {
+    dlq::select(dlq, ids).await.map_err(|e| {
+        if e.code == 2 {
+            Failure::new(StatusCode::NOT_FOUND, e.message)
+        } else {
+            Failure::from_cli(e)
+        }
+    })
+}
+
+/// Which dead letters an action is about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Selection {
+    All,
+    Ids(Vec<String>),
+}
+
+/// Puts the selected dead letters of `queue` back on it.
+pub(super) async fn replay(
+    app: &App,
+    queue: &str,
+    which: &Selection,
+) -> Result<ReplayReport, Failure> {
+    let (dlq, _) = open(app, queue).await?;
+    let report = match which {
+        Selection::All => dlq.replay_all().await,
+        Selection::Ids(ids) => {
+            let found = select(&dlq, ids).await?;
+            dlq.replay(&found).await
+        }
+    }
+    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    tracing::info!(
+        queue,
+        replayed = report.replayed,
+        missing = report.missing,
+        unheard = report.unheard,
+        "dashboard: dead letters replayed"
+    );
+    Ok(report)
+}
+
+/// Deletes the selected dead letters of `queue`; how many were deleted.
+pub(super) async fn delete(app: &App, queue: &str, which: &Selection) -> Result<u64, Failure> {
+    let (dlq, _) = open(app, queue).await?;
+    let deleted = match which {
+        Selection::All => dlq.purge().await,
+        Selection::Ids(ids) => {
+            let found = select(&dlq, ids).await?;
+            dlq.delete(&found).await
+        }
+    }
+    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    tracing::info!(queue, deleted, "dashboard: dead letters deleted");
+    Ok(deleted)
+}
+
+/// `GET /api/overview`.
+pub(super) async fn overview(State(app): State<App>) -> Json<Value> {
+    Json(app.sampler.overview(OVERVIEW_SPARK_POINTS))
+}
+
+/// `GET /api/csrf`.
+pub(super) async fn csrf(State(app): State<App>) -> Json<Value> {
+    Json(json!({ "csrf_token": app.security.csrf() }))
+}
+
+/// `GET /api/queues/<queue>`: `pythia inspect --json`.
+pub(super) async fn queue(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, Response> {
+    report(&app, &queue).await.map(Json).map_err(Failure::json)
+}
+
+/// `GET /api/queues/<queue>/history`.
+pub(super) async fn history(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, Response> {
+    if let Some(h) = app.sampler.history(&queue) {
+        return Ok(Json(h));
+    }
+    report(&app, &queue).await.map_err(Failure::json)?;
+    app.sampler.history(&queue).map(Json).ok_or_else(|| {
+        Failure::new(
+            StatusCode::NOT_FOUND,
+            format!("no queue {queue:?}: nothing in Redis under that name"),
+        )
+        .json()
+    })
+}
+
+/// `GET /api/queues/<queue>/dlq`: `pythia dlq list --json`.
+pub(super) async fn dlq(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<Value>, Response> {
+    dead_letters(&app, &queue, &q)
+        .await
+        .map(Json)
+        .map_err(Failure::json)
+}
+
+/// The body of `POST /api/queues/<queue>/dlq/{replay,delete}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct ActionBody {
+    #[serde(default)]
+    ids: Vec<String>,
+    #[serde(default)]
+    all: bool,
+}
+
+fn selection(body: Result<Json<ActionBody>, JsonRejection>) -> Result<Selection, Failure> {
+    let Json(b) = body.map_err(|e| Failure::new(StatusCode::BAD_REQUEST, e.body_text()))?;
+    match (b.all, b.ids.is_empty()) {
+        (true, true) => Ok(Selection::All),
+        (false, false) => Ok(Selection::Ids(b.ids)),
+        _ => Err(Failure::new(
+            StatusCode::BAD_REQUEST,
+            "give either {\"ids\": [...]} or {\"all\": true}",
+        )),
+    }
+}
+
+/// `POST /api/queues/<queue>/dlq/replay`.
+pub(super) async fn replay_api(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Value>, Response> {
+    let which = selection(body).map_err(Failure::json)?;
+    let r = replay(&app, &queue, &which).await.map_err(Failure::json)?;
+    Ok(Json(json!({
+        "replayed": r.replayed,
+        "missing": r.missing,
+        "unheard": r.unheard,
+    })))
+}
+
+/// `POST /api/queues/<queue>/dlq/delete`.
+pub(super) async fn delete_api(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    body: Result<Json<ActionBody>, JsonRejection>,
+) -> Result<Json<Value>, Response> {
+    let which = selection(body).map_err(Failure::json)?;
+    let deleted = delete(&app, &queue, &which).await.map_err(Failure::json)?;
+    Ok(Json(json!({ "deleted": deleted })))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binary_bodies() {
+        assert!(!is_binary(b"hello\n\tworld"));
+        assert!(!is_binary("héllo <script>".as_bytes()));
+        assert!(is_binary(b"\xff\xfe"));
+        assert!(is_binary(b"a\x00b"));
+        assert_eq!(hex(b"\x00\xffA"), "00 ff 41");
+    }
+}

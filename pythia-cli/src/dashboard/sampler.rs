@@ -1,0 +1,480 @@
+//! The dashboard's memory: which queues exist, their latest `pythia inspect` report, and a
+//! window of samples for the charts and rates.
+//!
+//! Pythia keeps no processed counters in Redis, so rates are computed here from samples of
+//! what Redis does hold, and named for what they are:
+//!
+//! * **net drain** — how fast the backlog (depth + in flight + scheduled retries) shrank per
+//!   second over the last minute; negative when it grows. Producers adding while workers drain
+//!   cancel out: it is not the processing rate (each worker's `/metrics` has that).
+//! * **dead-lettered** — how fast the dead-letter queue grew per second over the last minute
+//!   (replays and purges, which shrink it, are not subtracted).
+//!
+//! Queues are found by `SCAN <prefix>:{*}:*`, grouped by hash tag: a tag with a retry
+//! schedule, dead letters, consumers, in-flight, staging, heartbeat, periodic-job or checkpoint
+//! key is a queue (a lock, idempotency record or job status alone is not), and so is any name
+//! given with `--queue` or opened in the browser. A queue stays on the list while the process
+//! runs, even once its keys are gone (a drained list is an empty list).
+
+use std::collections::{BTreeMap, VecDeque};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::StreamExt;
+use pythia::redis::RedisConnection;
+use pythia::redis::keys::hash_tag;
+use serde_json::{Value as Json, json};
+
+use crate::cli::{Side, TargetArgs};
+use crate::commands::inspect;
+
+/// How often the key space is scanned for new queues.
+const DISCOVER_EVERY: Duration = Duration::from_secs(10);
+/// The span the rates are computed over.
+pub(super) const RATE_WINDOW: Duration = Duration::from_secs(60);
+/// Queues sampled at once.
+const PARALLEL: usize = 8;
+/// Most queues tracked: beyond it, new names are ignored (and the overview says so).
+pub(super) const MAX_QUEUES: usize = 500;
+/// Keys asked per `SCAN` call.
+const SCAN_COUNT: usize = 1000;
+
+/// What one sample records of a queue.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Sample {
+    /// When, in ms since the Unix epoch (one value per sampling round, shared by all queues).
+    pub(super) t_ms: u64,
+    /// List depth; for a stream the lag summed over its groups (its length without groups).
+    pub(super) depth: u64,
+    /// Messages held by consumers: list in-flight, stream pending entries.
+    pub(super) in_flight: u64,
+    /// Retries waiting for their time.
+    pub(super) scheduled: u64,
+    /// Dead letters.
+    pub(super) dead_letters: u64,
+}
+
+impl Sample {
+    fn backlog(&self) -> u64 {
+        self.depth + self.in_flight + self.scheduled
+    }
+
+    /// The sample an `inspect` report describes.
+    fn from_report(t_ms: u64, r: &Json) -> Self {
+        let n = |v: &Json| v.as_u64().unwrap_or(0);
+        let (depth, in_flight) = if r["broker"] == "stream" {
+            let groups = r["groups"].as_array().cloned().unwrap_or_default();
+            if groups.is_empty() {
+                (n(&r["length"]), 0)
+            } else {
+                (
+                    groups.iter().map(|g| n(&g["lag"])).sum(),
+                    groups.iter().map(|g| n(&g["pending"])).sum(),
+                )
+            }
+        } else {
+            (n(&r["depth"]), n(&r["in_flight"]))
+        };
+        Self {
+            t_ms,
+            depth,
+            in_flight,
+            scheduled: n(&r["scheduled"]),
+            dead_letters: n(&r["dead_letters"]),
+        }
+    }
+}
+
+/// The rates over the last [`RATE_WINDOW`] of `samples` (`None` with fewer than two samples).
+pub(super) fn rates(samples: &VecDeque<Sample>) -> (Option<f64>, Option<f64>) {
+    let Some(last) = samples.back() else {
+        return (None, None);
+    };
+    let from = last.t_ms.saturating_sub(RATE_WINDOW.as_millis() as u64);
+    let window: Vec<&Sample> = samples.iter().filter(|s| s.t_ms >= from).collect();
+    let first = window[0];
+    let secs = (last.t_ms - first.t_ms) as f64 / 1000.0;
+    if window.len() < 2 || secs <= 0.0 {
+        return (None, None);
+    }
+    let drain = (first.backlog() as f64 - last.backlog() as f64) / secs;
+    let added: u64 = window
+        .windows(2)
+        .map(|w| w[1].dead_letters.saturating_sub(w[0].dead_letters))
+        .sum();
+    (Some(drain), Some(added as f64 / secs))
+}
+
+/// One queue as the sampler knows it.
+#[derive(Debug, Default)]
+struct Tracked {
+    report: Option<Json>,
+    error: Option<String>,
+    samples: VecDeque<Sample>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    queues: BTreeMap<String, Tracked>,
+    sampled_at_ms: Option<u64>,
+    discovery_error: Option<String>,
+    /// Names left out because [`MAX_QUEUES`] were tracked already.
+    overflow: bool,
+}
+
+/// Samples every known queue every `interval`, keeping `capacity` samples of each.
+#[derive(Debug)]
+pub(super) struct Sampler {
+    conn: RedisConnection,
+    prefix: String,
+    side: Side,
+    interval: Duration,
+    capacity: usize,
+    state: RwLock<State>,
+}
+
+impl Sampler {
+    pub(super) fn new(
+        conn: RedisConnection,
+        prefix: &str,
+        side: Side,
+        interval: Duration,
+        history: Duration,
+        queues: &[String],
+    ) -> Self {
+        let capacity = (history.as_secs_f64() / interval.as_secs_f64()).ceil() as usize;
+        let s = Self {
+            conn,
+            prefix: prefix.to_owned(),
+            side,
+            interval,
+            capacity: capacity.clamp(2, 100_000),
+            state: RwLock::default(),
+        };
+        for q in queues.iter().filter(|q| !q.trim().is_empty()) {
+            s.track(q);
+        }
+        s
+    }
+
+    /// The sampling interval.
+    pub(super) fn interval(&self) -> Duration {
+        self.interval
+    }
+
+    /// The `inspect` target of `queue` (the broker kind read from its key).
+    pub(super) fn target(&self, queue: &str) -> TargetArgs {
+        TargetArgs {
+            redis_url: String::new(),
+            broker: None,
+            queue: vec![queue.to_owned()],
+            key_prefix: self.prefix.clone(),
+            list_side: self.side,
+        }
+    }
+
+    /// Starts tracking `queue` (no effect when known, or when [`MAX_QUEUES`] are tracked).
+    pub(super) fn track(&self, queue: &str) {
+        let mut st = self.state.write().expect("sampler lock");
+        if st.queues.contains_key(queue) {
+            return;
+        }
+        if st.queues.len() >= MAX_QUEUES {
+            st.overflow = true;
+            return;
+        }
+        st.queues.insert(queue.to_owned(), Tracked::default());
+    }
+
+    /// Samples forever, every interval (a round that overruns delays the next one).
+    pub(super) async fn run(self: Arc<Self>) {
+        let mut tick = tokio::time::interval(self.interval);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut discovered: Option<Instant> = None;
+        loop {
+            tick.tick().await;
+            if discovered.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY) {
+                discovered = Some(Instant::now());
+                let found = self.discover().await;
+                let mut st = self.state.write().expect("sampler lock");
+                st.discovery_error = found.as_ref().err().cloned();
+                drop(st);
+                for q in found.unwrap_or_default() {
+                    self.track(&q);
+                }
+            }
+            self.sample_all().await;
+        }
+    }
+
+    /// One sampling round over every tracked queue.
+    async fn sample_all(&self) {
+        let names: Vec<String> = self
+            .state
+            .read()
+            .expect("sampler lock")
+            .queues
+            .keys()
+            .cloned()
+            .collect();
+        let t_ms = pythia::message::unix_millis(SystemTime::now());
+        let results: Vec<(String, Result<Json, String>)> = futures_util::stream::iter(names)
+            .map(|q| async move {
+                let r = inspect::report(&self.conn, &self.target(&q), None)
+                    .await
+                    .map_err(|e| e.to_string());
+                (q, r)
+            })
+            .buffer_unordered(PARALLEL)
+            .collect()
+            .await;
+        let mut st = self.state.write().expect("sampler lock");
+        st.sampled_at_ms = Some(t_ms);
+        for (q, r) in results {
+            let Some(tracked) = st.queues.get_mut(&q) else {
+                continue;
+            };
+            match r {
+                Ok(report) => {
+                    tracked
+                        .samples
+                        .push_back(Sample::from_report(t_ms, &report));
+                    while tracked.samples.len() > self.capacity {
+                        tracked.samples.pop_front();
+                    }
+                    tracked.report = Some(report);
+                    tracked.error = None;
+                }
+                Err(e) => tracked.error = Some(e),
+            }
+        }
+    }
+
+    /// The queue names found among the keys under the prefix.
+    async fn discover(&self) -> Result<Vec<String>, String> {
+        let pattern = format!("{}:{{*}}:*", glob_escape(&self.prefix));
+        let mut m = self.conn.manager();
+        let mut cursor = 0u64;
+        let mut names = std::collections::BTreeSet::new();
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| self.conn.error("SCAN", e).to_string())?;
+            for k in keys {
+                if let Ok(k) = std::str::from_utf8(&k)
+                    && let Some(q) = queue_of_key(&self.prefix, k)
+                {
+                    names.insert(q.to_owned());
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        Ok(names.into_iter().collect())
+    }
+
+    /// The overview document (see `pythia dashboard --help`), with the last `points` samples
+    /// of each queue.
+    pub(super) fn overview(&self, points: usize) -> Json {
+        let st = self.state.read().expect("sampler lock");
+        let queues: Vec<Json> = st
+            .queues
+            .iter()
+            .map(|(name, t)| row(name, t, points))
+            .collect();
+        json!({
+            "prefix": self.prefix,
+            "sampled_at_ms": st.sampled_at_ms,
+            "interval_ms": self.interval.as_millis() as u64,
+            "rate_window_seconds": RATE_WINDOW.as_secs(),
+            "discovery_error": st.discovery_error,
+            "queues_capped": st.overflow.then_some(MAX_QUEUES),
+            "circuit_breakers": {
+                "shared_in_redis": false,
+                "note": "Pythia does not share circuit-breaker state in Redis: each worker keeps \
+                    its breaker in its own process and reports it as pythia_circuit_breaker_state \
+                    (0 closed, 1 half-open, 2 open) on its /metrics endpoint.",
+            },
+            "queues": queues,
+        })
+    }
+
+    /// The history document of one queue (`None` when it is not tracked).
+    pub(super) fn history(&self, queue: &str) -> Option<Json> {
+        let st = self.state.read().expect("sampler lock");
+        let t = st.queues.get(queue)?;
+        let (drain, dead) = rates(&t.samples);
+        Some(json!({
+            "queue": queue,
+            "interval_ms": self.interval.as_millis() as u64,
+            "rate_window_seconds": RATE_WINDOW.as_secs(),
+            "net_drain_per_second": drain,
+            "dead_lettered_per_second": dead,
+            "history": series(&t.samples, usize::MAX),
+        }))
+    }
+}
+
+/// The samples as columns: `{t_ms: [...], depth: [...], ...}`, the last `points` of them.
+fn series(samples: &VecDeque<Sample>, points: usize) -> Json {
+    let skip = samples.len().saturating_sub(points);
+    let col = |f: fn(&Sample) -> u64| samples.iter().skip(skip).map(f).collect::<Vec<u64>>();
+    json!({
+        "t_ms": col(|s| s.t_ms),
+        "depth": col(|s| s.depth),
+        "in_flight": col(|s| s.in_flight),
+        "scheduled": col(|s| s.scheduled),
+        "dead_letters": col(|s| s.dead_letters),
+    })
+}
+
+/// One queue's overview row.
+fn row(name: &str, t: &Tracked, points: usize) -> Json {
+    let r = t.report.as_ref();
+    let last = t.samples.back();
+    let (drain, dead) = rates(&t.samples);
+    let consumers: Vec<&Json> = match r {
+        Some(r) if r["broker"] == "stream" => r["groups"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .flat_map(|g| g["consumers"].as_array().into_iter().flatten())
+            .collect(),
+        Some(r) => r["consumers"].as_array().into_iter().flatten().collect(),
+        None => Vec::new(),
+    };
+    let oldest = r.and_then(|r| {
+        if r["broker"] == "stream" {
+            r["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|g| g["oldest_age_seconds"].as_f64())
+                .reduce(f64::max)
+        } else {
+            r["oldest_age_seconds"].as_f64()
+        }
+    });
+    json!({
+        "queue": name,
+        "broker": r.map(|r| r["broker"].clone()),
+        "length": r.and_then(|r| r.get("length").cloned()),
+        "groups": r.and_then(|r| r["groups"].as_array().map(Vec::len)),
+        "depth": last.map(|s| s.depth),
+        "in_flight": last.map(|s| s.in_flight),
+        "scheduled": last.map(|s| s.scheduled),
+        "dead_letters": last.map(|s| s.dead_letters),
+        "oldest_age_seconds": oldest,
+        "consumers": consumers.len(),
+        "consumers_alive": consumers.iter().filter(|c| c["alive"] == true).count(),
+        "net_drain_per_second": drain,
+        "dead_lettered_per_second": dead,
+        "error": t.error,
+        "history": series(&t.samples, points),
+    })
+}
+
+/// `pattern` with Redis glob characters escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// The queue a key of Pythia's belongs to: the hash tag of `<prefix>:{tag}:<kind>…` when the
+/// kind is one a queue has.
+fn queue_of_key<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
+    let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let close = rest.find('}')?;
+    let (tag, after) = (&rest[..close], rest[close + 1..].strip_prefix(':')?);
+    let kind = after.split(':').next().unwrap_or("");
+    const QUEUE_KINDS: [&str; 8] = [
+        "scheduled",
+        "dlq",
+        "consumers",
+        "inflight",
+        "staging",
+        "heartbeat",
+        "periodic",
+        "checkpoint",
+    ];
+    (!tag.is_empty() && hash_tag(tag) == tag && QUEUE_KINDS.contains(&kind)).then_some(tag)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(t: u64, depth: u64, dead: u64) -> Sample {
+        Sample {
+            t_ms: t,
+            depth,
+            in_flight: 0,
+            scheduled: 0,
+            dead_letters: dead,
+        }
+    }
+
+    #[test]
+    fn keys_name_their_queue() {
+        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:dlq"), Some("jobs"));
+        assert_eq!(
+            queue_of_key("pythia", "pythia:{a:b}:inflight:c-1"),
+            Some("a:b")
+        );
+        assert_eq!(
+            queue_of_key("pythia", "pythia:{ev}:consumers:billing"),
+            Some("ev")
+        );
+        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:lock"), None);
+        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:done:k"), None);
+        assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);
+        assert_eq!(queue_of_key("pythia", "pythia:{}:dlq"), None);
+        assert_eq!(queue_of_key("p", "pythia:{jobs}:dlq"), None);
+        assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+    }
+
+    #[test]
+    fn rates_over_the_window() {
+        let mut v = VecDeque::new();
+        assert_eq!(rates(&v), (None, None));
+        v.push_back(s(0, 100, 0));
+        assert_eq!(rates(&v), (None, None));
+        v.push_back(s(2_000, 80, 2));
+        v.push_back(s(4_000, 60, 1)); // a replay shrank the DLQ: not counted
+        v.push_back(s(6_000, 40, 3));
+        let (drain, dead) = rates(&v);
+        assert_eq!(drain, Some(10.0));
+        assert_eq!(dead, Some(4.0 / 6.0));
+        // Samples older than the window are ignored.
+        let v: VecDeque<Sample> = [s(0, 10_000, 0), s(30_000, 50, 0), s(90_000, 50, 0)].into();
+        let (drain, _) = rates(&v);
+        assert!(drain.unwrap().abs() < 1e-9, "{drain:?}");
+    }
+
+    #[test]
+    fn samples_of_streams_sum_their_groups() {
+        let r = json!({"broker": "stream", "length": 9, "scheduled": 1, "dead_letters": 2,
+            "groups": [{"lag": 3, "pending": 1}, {"lag": 4, "pending": 2}]});
+        let s = Sample::from_report(5, &r);
+        assert_eq!(
+            (s.depth, s.in_flight, s.scheduled, s.dead_letters),
+            (7, 3, 1, 2)
+        );
+        let r = json!({"broker": "stream", "length": 9, "scheduled": 0, "dead_letters": 0, "groups": []});
+        assert_eq!(Sample::from_report(5, &r).depth, 9);
+    }
+}

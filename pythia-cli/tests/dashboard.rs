@@ -1,0 +1,709 @@
+//! `pythia dashboard` against a real redis-server: the JSON API's numbers against the state
+//! made in Redis and against `pythia inspect --json` / `pythia dlq list --json`, replay and
+//! delete through the API and the forms, the CSRF, origin, host and token checks, and escaping
+//! in the pages. Each dashboard listens on a free port (`--addr 127.0.0.1:0`, read back from
+//! its first line of output).
+
+#[path = "../../pythia-redis/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use pythia::{Message, envelope};
+use serde_json::Value as Json;
+use support::{RedisServer, cmd};
+
+/// A dashboard process, killed when dropped.
+struct Dashboard {
+    child: Child,
+    /// `127.0.0.1:<port>`.
+    addr: String,
+}
+
+impl Dashboard {
+    fn start(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
+        c.args([
+            "dashboard",
+            "--redis-url",
+            redis_url,
+            "--addr",
+            "127.0.0.1:0",
+            "--interval",
+            "200ms",
+        ])
+        .args(extra)
+        .env_remove("REDIS_URL")
+        .env_remove("PYTHIA_QUEUE")
+        .env_remove("PYTHIA_DASHBOARD_TOKEN")
+        .env_remove("PYTHIA_KEY_PREFIX")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+        for (k, v) in env {
+            c.env(k, v);
+        }
+        let mut child = c.spawn().expect("spawn pythia dashboard");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .split("serving http://")
+            .nth(1)
+            .and_then(|r| r.split('/').next())
+            .unwrap_or_else(|| panic!("no address in {line:?}"))
+            .to_owned();
+        Self { child, addr }
+    }
+
+    fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
+        self.request("GET", path, headers, None)
+    }
+
+    fn post(&self, path: &str, headers: &[(&str, &str)], body: &str) -> Response {
+        self.request("POST", path, headers, Some(body))
+    }
+
+    /// One HTTP/1.1 request on a fresh connection (`Connection: close`), read to the end.
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&str>,
+    ) -> Response {
+        let mut s = TcpStream::connect(&self.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        let mut req = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+        if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+            req.push_str(&format!("Host: {}\r\n", self.addr));
+        }
+        for (k, v) in headers {
+            req.push_str(&format!("{k}: {v}\r\n"));
+        }
+        if let Some(b) = body {
+            req.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        }
+        req.push_str("\r\n");
+        req.push_str(body.unwrap_or(""));
+        s.write_all(req.as_bytes()).unwrap();
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw).unwrap();
+        Response::parse(&raw)
+    }
+
+    fn json(&self, path: &str) -> Json {
+        let r = self.get(path, &[]);
+        assert_eq!(r.status, 200, "GET {path}: {}", r.body);
+        r.json()
+    }
+
+    fn csrf(&self, headers: &[(&str, &str)]) -> String {
+        let r = self.get("/api/csrf", headers);
+        assert_eq!(r.status, 200, "{}", r.body);
+        r.json()["csrf_token"].as_str().unwrap().to_owned()
+    }
+
+    /// Polls the overview until `queue`'s row satisfies `ok`.
+    fn wait_row(&self, queue: &str, what: &str, ok: impl Fn(&Json) -> bool) -> Json {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let doc = self.json("/api/overview");
+            let row = doc["queues"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|q| q["queue"] == queue)
+                .cloned();
+            if let Some(r) = row.filter(|r| ok(r)) {
+                return r;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "timed out waiting for {queue}: {what}; last overview: {doc}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for Dashboard {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+struct Response {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Response {
+    fn parse(raw: &[u8]) -> Self {
+        let text = String::from_utf8_lossy(raw);
+        let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+        let mut lines = head.lines();
+        let status = lines
+            .next()
+            .and_then(|l| l.split_whitespace().nth(1))
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad response: {text}"));
+        let headers: Vec<(String, String)> = lines
+            .filter_map(|l| l.split_once(':'))
+            .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+            .collect();
+        let chunked = headers
+            .iter()
+            .any(|(k, v)| k == "transfer-encoding" && v.contains("chunked"));
+        let body = if chunked {
+            dechunk(body)
+        } else {
+            body.to_owned()
+        };
+        Self {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Json {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("{e}: {}", self.body))
+    }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = &rest[n + 2..];
+    }
+    out
+}
+
+fn pythia(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("PYTHIA_QUEUE")
+        .env_remove("PYTHIA_BROKER")
+        .env_remove("PYTHIA_DASHBOARD_TOKEN")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+fn ok_json(o: &Output) -> Json {
+    assert!(
+        o.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+/// Pushes dead letters of `queue` directly, as a worker writes them.
+async fn dead_letters(conn: &pythia::redis::RedisConnection, queue: &str, bodies: &[&[u8]]) {
+    for b in bodies {
+        let m = Message::new(b.to_vec()).with_attempt(3);
+        let raw = envelope::encode_dead_letter(&m, "boom <b>bold</b>", SystemTime::now());
+        let key = format!("pythia:{{{queue}}}:dlq");
+        let mut mgr = conn.manager();
+        let _: i64 = redis::cmd("LPUSH")
+            .arg(&key)
+            .arg(raw)
+            .query_async(&mut mgr)
+            .await
+            .unwrap();
+    }
+}
+
+/// The `inspect` document without what changes from one read to the next.
+fn stable(mut doc: Json) -> Json {
+    doc["oldest_age_seconds"] = Json::Null;
+    doc["memory_bytes"] = Json::Null;
+    if let Some(cs) = doc["consumers"].as_array_mut() {
+        for c in cs {
+            c["heartbeat_ttl_ms"] = Json::Null;
+        }
+    }
+    doc
+}
+
+#[tokio::test]
+async fn api_reports_what_redis_holds_like_inspect_and_dlq_list() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    // 3 dead-lettered by a worker whose handler rejects everything, then 7 waiting.
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "a",
+        "b",
+        "c",
+    ]);
+    assert!(o.status.success());
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--exec",
+        "exit 65",
+        "--burst",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "error",
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--count",
+        "7",
+    ]);
+    assert!(o.status.success());
+    // A list nobody ever failed on leaves no key of Pythia's: shown because --queue names it.
+    let _: i64 = cmd(&conn, &["RPUSH", "plain", "x", "y"]).await;
+    // A lock alone is not a queue.
+    let _: String = cmd(&conn, &["SET", "pythia:{mutex}:lock", "me"]).await;
+
+    let d = Dashboard::start(&url, &["--queue", "plain"], &[]);
+    let row = d.wait_row("emails", "depth 7, 3 dead letters", |r| {
+        r["depth"] == 7 && r["dead_letters"] == 3
+    });
+    assert_eq!(row["broker"], "list");
+    assert_eq!(row["in_flight"], 0);
+    assert!(!row["history"]["t_ms"].as_array().unwrap().is_empty());
+    d.wait_row("plain", "depth 2", |r| r["depth"] == 2);
+    let overview = d.json("/api/overview");
+    assert!(
+        !overview["queues"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|q| q["queue"] == "mutex"),
+        "a lock is not a queue: {overview}"
+    );
+    assert_eq!(overview["circuit_breakers"]["shared_in_redis"], false);
+
+    // Rates appear once there are two samples: nothing moved, so 0.
+    let row = d.wait_row("emails", "rates", |r| r["net_drain_per_second"].is_number());
+    assert_eq!(row["net_drain_per_second"], 0.0);
+    assert_eq!(row["dead_lettered_per_second"], 0.0);
+    let h = d.json("/api/queues/emails/history");
+    assert_eq!(h["history"]["depth"].as_array().unwrap().last().unwrap(), 7);
+
+    // The queue document is `pythia inspect --json`'s.
+    let api = d.json("/api/queues/emails");
+    let cli = ok_json(&pythia(&[
+        "inspect",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--json",
+    ]));
+    assert_eq!(stable(api), stable(cli));
+
+    // The dead letters are `pythia dlq list --json`'s, plus body_binary/body_hex.
+    let api = d.json("/api/queues/emails/dlq");
+    let cli = ok_json(&pythia(&[
+        "dlq",
+        "list",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--json",
+        "--preview",
+        "200",
+        "--limit",
+        "50",
+    ]));
+    assert_eq!(api["total"], 3);
+    assert_eq!(api["key"], "pythia:{emails}:dlq");
+    let strip = |mut v: Json| {
+        for d in v["dead_letters"].as_array_mut().unwrap() {
+            let o = d.as_object_mut().unwrap();
+            assert_eq!(o.remove("body_binary"), Some(Json::Bool(false)));
+            assert_eq!(o.remove("body_hex"), Some(Json::Null));
+        }
+        v
+    };
+    assert_eq!(strip(api), cli);
+    let limited = d.json("/api/queues/emails/dlq?limit=1");
+    assert_eq!(limited["dead_letters"].as_array().unwrap().len(), 1);
+    assert_eq!(limited["total"], 3);
+
+    // Unknown routes and dead letters.
+    let r = d.get("/api/nope", &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.json()["error"].is_string());
+    let r = d.get("/api/queues/emails/dlq?limit=abc", &[]);
+    assert_eq!(r.status, 400);
+    drop(conn);
+}
+
+#[tokio::test]
+async fn replay_and_delete_need_the_csrf_token_and_the_same_origin() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    dead_letters(&conn, "jobs", &[b"one", b"two", b"three", b"four"]).await;
+    let d = Dashboard::start(&url, &[], &[]);
+    let json = [("Content-Type", "application/json")];
+    let llen = |key: &'static str| {
+        let conn = conn.clone();
+        async move { cmd::<i64>(&conn, &["LLEN", key]).await }
+    };
+
+    // No token, a wrong one: 403, nothing replayed.
+    let r = d.post("/api/queues/jobs/dlq/replay", &json, r#"{"all": true}"#);
+    assert_eq!(r.status, 403, "{}", r.body);
+    assert!(r.json()["error"].as_str().unwrap().contains("CSRF"));
+    let wrong = [
+        ("Content-Type", "application/json"),
+        ("X-CSRF-Token", "0000"),
+    ];
+    assert_eq!(
+        d.post("/api/queues/jobs/dlq/replay", &wrong, r#"{"all": true}"#)
+            .status,
+        403
+    );
+    assert_eq!(llen("jobs").await, 0);
+
+    // With it: back on the queue.
+    let token = d.csrf(&[]);
+    let with = [
+        ("Content-Type", "application/json"),
+        ("X-CSRF-Token", token.as_str()),
+    ];
+    let listed = d.json("/api/queues/jobs/dlq");
+    let oldest = listed["dead_letters"][3]["id"].as_str().unwrap().to_owned();
+    let r = d.post(
+        "/api/queues/jobs/dlq/replay",
+        &with,
+        &format!(r#"{{"ids": ["{oldest}"]}}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["replayed"], 1);
+    assert_eq!(llen("jobs").await, 1);
+    assert_eq!(llen("pythia:{jobs}:dlq").await, 3);
+    let items: Vec<Vec<u8>> = cmd(&conn, &["LRANGE", "jobs", "0", "-1"]).await;
+    let msg = envelope::decode(
+        items[0].clone().into(),
+        &pythia::Source::new("list", "jobs"),
+    );
+    assert_eq!((msg.body().as_ref(), msg.attempt()), (&b"one"[..], 1));
+
+    // Replaying it again: 404, nothing done. A body that selects nothing: 400.
+    let r = d.post(
+        "/api/queues/jobs/dlq/replay",
+        &with,
+        &format!(r#"{{"ids": ["{oldest}"]}}"#),
+    );
+    assert_eq!(r.status, 404, "{}", r.body);
+    assert_eq!(
+        d.post("/api/queues/jobs/dlq/replay", &with, "{}").status,
+        400
+    );
+    assert_eq!(
+        d.post("/api/queues/jobs/dlq/replay", &with, "not json")
+            .status,
+        400
+    );
+
+    // The right token from another origin: 403.
+    let cross = [
+        ("Content-Type", "application/json"),
+        ("X-CSRF-Token", token.as_str()),
+        ("Origin", "http://evil.example"),
+    ];
+    assert_eq!(
+        d.post("/api/queues/jobs/dlq/delete", &cross, r#"{"all": true}"#)
+            .status,
+        403
+    );
+    let referer = [
+        ("Content-Type", "application/json"),
+        ("X-CSRF-Token", token.as_str()),
+        ("Referer", "http://evil.example/queues/jobs/dlq"),
+    ];
+    assert_eq!(
+        d.post("/api/queues/jobs/dlq/delete", &referer, r#"{"all": true}"#)
+            .status,
+        403
+    );
+    assert_eq!(llen("pythia:{jobs}:dlq").await, 3);
+
+    // The confirmation page's form: without the field 403, with it a redirect and the notice.
+    let form = "application/x-www-form-urlencoded";
+    let same = format!("http://{}", d.addr);
+    let r = d.post(
+        "/queues/jobs/dlq/replay",
+        &[("Content-Type", form), ("Origin", &same)],
+        "all=1",
+    );
+    assert_eq!(r.status, 403);
+    let page = d.get("/queues/jobs/dlq/confirm?action=replay", &[]);
+    assert_eq!(page.status, 200);
+    assert!(
+        page.body.contains("Replay all 3 dead letters"),
+        "{}",
+        page.body
+    );
+    assert!(
+        page.body
+            .contains(&format!("name=\"csrf\" value=\"{token}\"")),
+        "the form carries the CSRF token"
+    );
+    let r = d.post(
+        "/queues/jobs/dlq/replay",
+        &[("Content-Type", form), ("Origin", &same)],
+        &format!("csrf={token}&all=1"),
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let to = r.header("location").unwrap().to_owned();
+    assert_eq!(to, "/queues/jobs/dlq?replayed=3&missing=0&unheard=0");
+    assert!(
+        d.get(&to, &[])
+            .body
+            .contains("Replayed 3 dead letters onto jobs")
+    );
+    assert_eq!(llen("jobs").await, 4);
+    assert_eq!(llen("pythia:{jobs}:dlq").await, 0);
+
+    // Delete one, then all, through the API.
+    dead_letters(&conn, "jobs", &[b"x", b"y"]).await;
+    let id = d.json("/api/queues/jobs/dlq")["dead_letters"][0]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let r = d.post(
+        "/api/queues/jobs/dlq/delete",
+        &with,
+        &format!(r#"{{"ids": ["{id}"]}}"#),
+    );
+    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(1)));
+    let r = d.post("/api/queues/jobs/dlq/delete", &with, r#"{"all": true}"#);
+    assert_eq!((r.status, r.json()["deleted"].as_u64()), (200, Some(1)));
+    assert_eq!(llen("pythia:{jobs}:dlq").await, 0);
+    assert_eq!(llen("jobs").await, 4, "deleting never touches the queue");
+
+    // A GET never changes anything; a GET on an action is not allowed.
+    assert_eq!(d.get("/queues/jobs/dlq/replay?all=1", &[]).status, 405);
+}
+
+#[tokio::test]
+async fn a_token_guards_every_request() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    dead_letters(&conn, "jobs", &[b"one"]).await;
+    let d = Dashboard::start(&url, &[], &[("PYTHIA_DASHBOARD_TOKEN", "s3cret")]);
+
+    for path in ["/api/overview", "/api/queues/jobs", "/assets/dashboard.js"] {
+        let r = d.get(path, &[]);
+        assert_eq!(r.status, 401, "{path}");
+        let r = d.get(path, &[("Authorization", "Bearer wrong")]);
+        assert_eq!(r.status, 401, "{path} with a wrong token");
+        let r = d.get(path, &[("Authorization", "Bearer s3cret")]);
+        assert_eq!(r.status, 200, "{path} with the token: {}", r.body);
+    }
+    assert_eq!(
+        d.get("/api/overview", &[]).header("www-authenticate"),
+        Some("Bearer")
+    );
+    // A page without the token: the login form.
+    let r = d.get("/queues/jobs/dlq", &[]);
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("action=\"/login\""), "{}", r.body);
+
+    // ?token= logs in: a session cookie (not the token), and the token leaves the address.
+    let r = d.get("/queues/jobs/dlq?token=wrong", &[]);
+    assert_eq!(r.status, 401);
+    let r = d.get("/queues/jobs/dlq?limit=5&token=s3cret", &[]);
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/queues/jobs/dlq?limit=5"));
+    let cookie = r.header("set-cookie").unwrap().to_owned();
+    assert!(
+        cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),
+        "{cookie}"
+    );
+    assert!(!cookie.contains("s3cret"), "{cookie}");
+    let session = cookie.split(';').next().unwrap().to_owned();
+    let r = d.get("/queues/jobs/dlq", &[("Cookie", &session)]);
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Dead letters of jobs"));
+    let r = d.get("/api/overview", &[("Cookie", "pythia_dashboard=s3cret")]);
+    assert_eq!(r.status, 401, "the token is not a session");
+
+    // The login form works too; a wrong token does not.
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", &*format!("http://{}", d.addr)),
+    ];
+    let r = d.post("/login", &form, "token=nope&next=%2F");
+    assert_eq!(r.status, 401);
+    let r = d.post("/login", &form, "token=s3cret&next=%2F%2Fevil.example");
+    assert_eq!(r.status, 303);
+    assert_eq!(r.header("location"), Some("/"), "no open redirect");
+    assert!(r.header("set-cookie").is_some());
+
+    // A POST needs the token as well as the CSRF token.
+    let csrf = d.csrf(&[("Authorization", "Bearer s3cret")]);
+    let r = d.post(
+        "/api/queues/jobs/dlq/replay",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &csrf),
+        ],
+        r#"{"all": true}"#,
+    );
+    assert_eq!(r.status, 401);
+    let r = d.post(
+        "/api/queues/jobs/dlq/replay",
+        &[
+            ("Content-Type", "application/json"),
+            ("X-CSRF-Token", &csrf),
+            ("Authorization", "Bearer s3cret"),
+        ],
+        r#"{"all": true}"#,
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["replayed"], 1);
+}
+
+#[tokio::test]
+async fn pages_escape_what_redis_holds_and_set_the_security_headers() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let script = "<script>alert(1)</script>";
+    dead_letters(
+        &conn,
+        "<b>q</b>",
+        &[script.as_bytes(), b"\xff\x00\x01binary"],
+    )
+    .await;
+    let d = Dashboard::start(&url, &[], &[]);
+
+    let r = d.get("/queues/%3Cb%3Eq%3C%2Fb%3E/dlq", &[]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert!(
+        r.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
+        "{}",
+        r.body
+    );
+    assert!(!r.body.contains(script), "the body is never markup");
+    assert!(!r.body.contains("<b>q</b>"), "nor the queue name");
+    assert!(r.body.contains("&lt;b&gt;q&lt;/b&gt;"));
+    assert!(!r.body.contains("<b>bold</b>"), "nor the error");
+    assert!(
+        r.body.contains("ff 00 01 62 69 6e"),
+        "binary as hex: {}",
+        r.body
+    );
+    assert!(r.body.contains("binary, 9 bytes"));
+    // The only script is our own file; no inline script or style attribute.
+    assert_eq!(r.body.matches("<script").count(), 1);
+    assert!(
+        r.body
+            .contains("<script src=\"/assets/dashboard.js\" defer></script>")
+    );
+    assert!(!r.body.contains(" style="));
+    assert!(!r.body.contains(" onclick="));
+
+    for path in ["/", "/queues/%3Cb%3Eq%3C%2Fb%3E", "/api/overview", "/nope"] {
+        let r = d.get(path, &[]);
+        let csp = r.header("content-security-policy").unwrap_or_default();
+        assert!(csp.starts_with("default-src 'self'"), "{path}: {csp:?}");
+        assert_eq!(
+            r.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(r.header("x-frame-options"), Some("DENY"), "{path}");
+    }
+    let js = d.get("/assets/dashboard.js", &[]);
+    assert_eq!(
+        js.header("content-type"),
+        Some("text/javascript; charset=utf-8")
+    );
+    assert!(
+        !js.body.contains("innerHTML"),
+        "the script never parses HTML"
+    );
+
+    // The JSON API has the body as it is (JSON, not HTML, with nosniff).
+    let doc = d.json("/api/queues/%3Cb%3Eq%3C%2Fb%3E/dlq");
+    let bodies: Vec<&str> = doc["dead_letters"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["body"].as_str().unwrap())
+        .collect();
+    assert!(bodies.contains(&script));
+
+    // DNS rebinding: another Host than the loopback address is refused.
+    let r = d.get("/api/overview", &[("Host", "rebound.example:80")]);
+    assert_eq!(r.status, 400);
+    let port = d.addr.rsplit(':').next().unwrap();
+    let r = d.get("/api/overview", &[("Host", &format!("localhost:{port}"))]);
+    assert_eq!(r.status, 200);
+}
+
+#[test]
+fn another_address_than_loopback_needs_a_token() {
+    let o = pythia(&[
+        "dashboard",
+        "--redis-url",
+        "redis://127.0.0.1:1",
+        "--addr",
+        "0.0.0.0:0",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("without --token"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let o = pythia(&["dashboard", "--help"]);
+    let help = String::from_utf8_lossy(&o.stdout);
+    for want in [
+        "/api/overview",
+        "/api/queues/<queue>/dlq/replay",
+        "X-CSRF-Token",
+        "Authorization: Bearer",
+    ] {
+        assert!(help.contains(want), "--help lacks {want}");
+    }
+}
