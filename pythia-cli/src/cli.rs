@@ -493,6 +493,87 @@ pub(crate) struct ProduceArgs {
     /// kept 24 h) before sending it, for `pythia job`.
     #[arg(long, conflicts_with = "raw")]
     pub(crate) track: bool,
+
+    /// Deliver after this delay (e.g. `30s`, `5m`): scheduled in Redis, promoted to the queue by
+    /// any running worker when due; cancellable by id. Lists and streams only.
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["raw", "at"])]
+    pub(crate) delay: Option<Duration>,
+
+    /// Deliver at this time, RFC 3339 (e.g. `2026-11-22T08:00:00Z` or `…+01:00`).
+    #[arg(long, value_parser = parse_rfc3339, conflicts_with = "raw")]
+    pub(crate) at: Option<std::time::SystemTime>,
+}
+
+/// Parses an RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+pub(crate) fn parse_rfc3339(s: &str) -> Result<std::time::SystemTime, String> {
+    let bad = || format!("invalid time {s:?}: expected RFC 3339, e.g. 2026-11-22T08:00:00Z");
+    let s = s.trim();
+    if s.len() < 20 || !s.is_char_boundary(19) {
+        return Err(bad());
+    }
+    let (date_time, zone) = s.split_at(19);
+    let b = date_time.as_bytes();
+    if b[4] != b'-'
+        || b[7] != b'-'
+        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        || b[13] != b':'
+        || b[16] != b':'
+    {
+        return Err(bad());
+    }
+    let num = |r: std::ops::Range<usize>| date_time[r].parse::<i64>().map_err(|_| bad());
+    let (y, mo, d, h, mi, sec) = (
+        num(0..4)?,
+        num(5..7)?,
+        num(8..10)?,
+        num(11..13)?,
+        num(14..16)?,
+        num(17..19)?,
+    );
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return Err(bad());
+    }
+    let (frac, offset) = match zone.find(['Z', 'z', '+', '-']) {
+        Some(i) => zone.split_at(i),
+        None => return Err(bad()),
+    };
+    let nanos = match frac.strip_prefix('.') {
+        None if frac.is_empty() => 0,
+        Some(digits)
+            if !digits.is_empty()
+                && digits.len() <= 9
+                && digits.bytes().all(|c| c.is_ascii_digit()) =>
+        {
+            digits.parse::<u64>().map_err(|_| bad())? * 10u64.pow(9 - digits.len() as u32)
+        }
+        _ => return Err(bad()),
+    };
+    let offset_secs = match offset {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && &o[3..4] == ":" => {
+            let sign = if o.starts_with('-') { -1 } else { 1 };
+            let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
+            let om: i64 = o[4..6].parse().map_err(|_| bad())?;
+            sign * (oh * 3600 + om * 60)
+        }
+        _ => return Err(bad()),
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
+    if secs < 0 {
+        return Err(format!("{s:?} is before 1970"));
+    }
+    Ok(std::time::UNIX_EPOCH + Duration::new(secs as u64, nanos as u32))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -837,6 +918,33 @@ mod tests {
         assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("5 fortnights").is_err());
         assert!(parse_duration("-1s").is_err());
+    }
+
+    #[test]
+    fn rfc3339_times() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |s| {
+            parse_rfc3339(s)
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+        };
+        assert_eq!(t("1970-01-01T00:00:00Z"), Duration::ZERO);
+        assert_eq!(t("2026-11-22T08:00:00Z").as_secs(), 1_795_334_400);
+        assert_eq!(t("2026-11-22T09:00:00+01:00").as_secs(), 1_795_334_400);
+        assert_eq!(
+            t("2000-02-29T12:30:15.25Z"),
+            Duration::from_millis(951_827_415_250)
+        );
+        for bad in [
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T08:00:00",
+            "yesterday",
+            "2026-11-22T08:00:00+0100",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
