@@ -863,7 +863,8 @@ pub(crate) struct DashboardArgs {
     #[arg(long, default_value = "2s", value_parser = parse_duration)]
     pub(crate) interval: Duration,
 
-    /// How long samples are kept in memory (the span of the charts).
+    /// How long samples are kept in memory (the span of the charts; at most 10,000 samples
+    /// per queue).
     #[arg(long, default_value = "15m", value_parser = parse_duration)]
     pub(crate) history: Duration,
 }

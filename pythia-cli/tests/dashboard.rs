@@ -379,6 +379,11 @@ async fn replay_and_delete_need_the_csrf_token_and_the_same_origin() {
     let conn = server.connect().await;
     dead_letters(&conn, "jobs", &[b"one", b"two", b"three", b"four"]).await;
     let d = Dashboard::start(&url, &[], &[]);
+    let page = d.get("/queues/jobs/dlq", &[]);
+    assert!(
+        page.body.contains("There is no key <code>jobs</code>"),
+        "a replay onto a missing key warns that a channel's would be pushed onto a list"
+    );
     let json = [("Content-Type", "application/json")];
     let llen = |key: &'static str| {
         let conn = conn.clone();
@@ -480,6 +485,7 @@ async fn replay_and_delete_need_the_csrf_token_and_the_same_origin() {
         "{}",
         page.body
     );
+    assert!(!page.body.contains("There is no key"), "jobs is a list now");
     assert!(
         page.body
             .contains(&format!("name=\"csrf\" value=\"{token}\"")),
@@ -546,6 +552,11 @@ async fn a_token_guards_every_request() {
     let r = d.get("/queues/jobs/dlq", &[]);
     assert_eq!(r.status, 401);
     assert!(r.body.contains("action=\"/login\""), "{}", r.body);
+    assert!(
+        !r.body.contains("redis://") && !r.body.contains("csrf"),
+        "a stranger learns nothing: {}",
+        r.body
+    );
 
     // ?token= logs in: a session cookie (not the token), and the token leaves the address.
     let r = d.get("/queues/jobs/dlq?token=wrong", &[]);

@@ -29,6 +29,8 @@ pub(super) const MAX_LIMIT: usize = 1000;
 const DEFAULT_PREVIEW: usize = 200;
 /// Most characters of a body shown.
 const MAX_PREVIEW: usize = 10_000;
+/// Characters of a body shown on the confirmation page.
+const CONFIRM_PREVIEW: usize = 2000;
 /// Bytes of a binary body shown as hex.
 const HEX_BYTES: usize = 64;
 
@@ -167,19 +169,22 @@ pub(super) async fn dead_letters(app: &App, queue: &str, q: &ListQuery) -> Resul
     Ok(doc)
 }
 
-/// The dead letter of `queue` with this id (message id or stream entry id), as listed.
-pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
-    let (dlq, _) = open(app, queue).await?;
+/// The dead letter of `queue` with this id (message id or stream entry id), as listed, and
+/// whether the kind of the queue is known (its key exists).
+pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(Value, bool), Failure> {
+    let (dlq, kind) = open(app, queue).await?;
     let found = select(&dlq, &[id.to_owned()]).await?;
-    Ok(dead_letter(&found[0], MAX_PREVIEW.min(2000)))
+    Ok((dead_letter(&found[0], CONFIRM_PREVIEW), kind.is_some()))
 }
 
-/// How many dead letters `queue` has.
-pub(super) async fn count(app: &App, queue: &str) -> Result<u64, Failure> {
-    let (dlq, _) = open(app, queue).await?;
-    dlq.len()
+/// How many dead letters `queue` has, and whether the kind of the queue is known.
+pub(super) async fn count(app: &App, queue: &str) -> Result<(u64, bool), Failure> {
+    let (dlq, kind) = open(app, queue).await?;
+    let n = dlq
+        .len()
         .await
-        .map_err(|e| Failure::from_cli(CliError::runtime(e)))
+        .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    Ok((n, kind.is_some()))
 }
 
 /// The dead letters named by `ids`; 404 when one is not there.

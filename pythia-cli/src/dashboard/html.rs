@@ -76,29 +76,46 @@ fn age(v: &Json) -> String {
         .unwrap_or_else(|| "–".to_owned())
 }
 
-/// The frame of every page.
+/// The frame of every page: the header names the Redis (password masked) and the prefix.
 fn layout(app: &App, title: &str, page: &str, queue: Option<&str>, content: &str) -> String {
+    let header = format!(
+        "<span class=\"where\">{} · prefix <code>{}</code></span>\
+<span class=\"live\" id=\"live\" title=\"refreshed every {} s\">live</span>",
+        esc(&app.redis),
+        esc(&app.prefix),
+        app.sampler.interval().as_secs_f64(),
+    );
+    frame(app, title, page, queue, &header, content)
+}
+
+/// The frame of the pages a stranger may see (login, refusals): nothing about the Redis.
+fn bare_layout(app: &App, title: &str, page: &str, content: &str) -> String {
+    frame(app, title, page, None, "", content)
+}
+
+fn frame(
+    app: &App,
+    title: &str,
+    page: &str,
+    queue: Option<&str>,
+    header: &str,
+    content: &str,
+) -> String {
     let queue_attr = queue
         .map(|q| format!(" data-queue=\"{}\"", esc(q)))
         .unwrap_or_default();
     format!(
         "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
 <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<meta name=\"pythia-csrf\" content=\"{csrf}\">\
 <title>{title} · Pythia</title>\
 <link rel=\"stylesheet\" href=\"/assets/dashboard.css\">\
 <script src=\"/assets/dashboard.js\" defer></script></head>\
 <body data-page=\"{page}\"{queue_attr} data-interval-ms=\"{interval}\">\
-<header><a class=\"brand\" href=\"/\">Pythia</a><span class=\"where\">{redis} · prefix <code>{prefix}</code></span>\
-<span class=\"live\" id=\"live\" title=\"refreshed every {secs} s\">live</span></header>\
+<header><a class=\"brand\" href=\"/\">Pythia</a>{header}</header>\
 <main>{content}</main></body></html>\n",
-        csrf = esc(app.security.csrf()),
         title = esc(title),
         page = esc(page),
         interval = app.sampler.interval().as_millis(),
-        secs = app.sampler.interval().as_secs_f64(),
-        redis = esc(&app.redis),
-        prefix = esc(&app.prefix),
     )
 }
 
@@ -500,6 +517,9 @@ pub(super) fn dlq_page(app: &App, q: &str, doc: &Json, notice: &Notice, limit: u
         esc(q),
         esc(doc["broker"].as_str().unwrap_or("queue"))
     );
+    if doc["broker"].is_null() {
+        c.push_str(&unknown_kind_note(q));
+    }
     if let Some(n) = notice.render(q) {
         let _ = write!(c, "<p class=\"notice\" id=\"notice\">{n}</p>");
     }
@@ -598,6 +618,16 @@ fn cut(s: &str, max: usize) -> String {
     out
 }
 
+/// Said where the queue key does not exist: a replay cannot tell a drained list from a channel.
+fn unknown_kind_note(q: &str) -> String {
+    format!(
+        "<p class=\"warning\">There is no key <code>{q}</code>: a replay pushes onto the list \
+<code>{q}</code>. If <code>{q}</code> is a pub/sub channel, replay with \
+<code>pythia dlq replay --broker pubsub --queue {q}</code> instead.</p>",
+        q = esc(q)
+    )
+}
+
 /// What a confirmation page is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Action {
@@ -621,6 +651,7 @@ pub(super) fn confirm_page(
     action: Action,
     one: Option<&Json>,
     total: u64,
+    kind_known: bool,
 ) -> String {
     let path = queue_path(q);
     let verb = match action {
@@ -648,6 +679,9 @@ pub(super) fn confirm_page(
         ),
     };
     let _ = write!(c, "<h1 id=\"confirm-question\">{what}</h1>");
+    if action == Action::Replay && !kind_known {
+        c.push_str(&unknown_kind_note(q));
+    }
     c.push_str(match action {
         Action::Replay => {
             "<p>Each message goes back on the queue with its attempt reset to 1, atomically: it \
@@ -715,7 +749,7 @@ autocomplete=\"current-password\" autofocus></label> <button type=\"submit\" cla
         esc(message),
         esc(next)
     );
-    layout(app, "Log in", "login", None, &c)
+    bare_layout(app, "Log in", "login", &c)
 }
 
 /// A page that only says something (errors, refusals).
@@ -725,7 +759,7 @@ pub(super) fn message_page(app: &App, title: &str, message: &str) -> String {
         esc(title),
         esc(message)
     );
-    layout(app, title, "message", None, &c)
+    bare_layout(app, title, "message", &c)
 }
 
 #[cfg(test)]

@@ -78,12 +78,12 @@ pub(super) async fn confirm(
     let act = action(&q.action).map_err(|f| f.page(&app))?;
     let page = match q.id.as_deref().filter(|id| !id.is_empty()) {
         Some(id) => {
-            let d = api::one(&app, &queue, id).await.map_err(|f| f.page(&app))?;
-            html::confirm_page(&app, &queue, act, Some(&d), 1)
+            let (d, known) = api::one(&app, &queue, id).await.map_err(|f| f.page(&app))?;
+            html::confirm_page(&app, &queue, act, Some(&d), 1, known)
         }
         None => {
-            let total = api::count(&app, &queue).await.map_err(|f| f.page(&app))?;
-            html::confirm_page(&app, &queue, act, None, total)
+            let (total, known) = api::count(&app, &queue).await.map_err(|f| f.page(&app))?;
+            html::confirm_page(&app, &queue, act, None, total, known)
         }
     };
     Ok(Html(page))

@@ -36,6 +36,8 @@ pub(super) const RATE_WINDOW: Duration = Duration::from_secs(60);
 const PARALLEL: usize = 8;
 /// Most queues tracked: beyond it, new names are ignored (and the overview says so).
 pub(super) const MAX_QUEUES: usize = 500;
+/// Most samples kept per queue, whatever `--history` says (5.5 h at 2 s; 400 KiB a queue).
+const MAX_SAMPLES: usize = 10_000;
 /// Keys asked per `SCAN` call.
 const SCAN_COUNT: usize = 1000;
 
@@ -148,7 +150,7 @@ impl Sampler {
             prefix: prefix.to_owned(),
             side,
             interval,
-            capacity: capacity.clamp(2, 100_000),
+            capacity: capacity.clamp(2, MAX_SAMPLES),
             state: RwLock::default(),
         };
         for q in queues.iter().filter(|q| !q.trim().is_empty()) {
