@@ -1318,6 +1318,46 @@ pub fn message_from_entry(id: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, source: &So
     .expect("no group filter, so never skipped")
 }
 
+/// **Benchmark hook, not API** (used by `benches/stream_reply.rs`; may change or go away):
+/// decodes a one-stream `XREADGROUP` reply for consumer group `group` with the same helpers, in
+/// the same order, as `StreamBroker::decode_read` (a private method, unreachable without a
+/// connected broker). Returns the deliveries and the number of entries that would be acked
+/// without being delivered. Keep it in step with `decode_read`.
+#[doc(hidden)]
+pub fn decode_read_reply_for_bench(
+    reply: Value,
+    group: &str,
+    source: &Source,
+) -> (Vec<Delivery<StreamEntryId>>, usize) {
+    let entries = reply_entries(reply);
+    let mut deliveries = Vec::with_capacity(entries.len());
+    let mut skipped = 0;
+    for entry in entries {
+        let Some((id_bytes, fields)) = split_entry(entry) else {
+            continue;
+        };
+        let Some(id) = StreamEntryId::parse(&id_bytes) else {
+            continue;
+        };
+        let Some(fields) = fields else {
+            skipped += 1;
+            continue;
+        };
+        match decode_fields(
+            id,
+            id_bytes,
+            FieldPairs::new(fields),
+            Some(group),
+            source,
+            0,
+        ) {
+            Some(msg) => deliveries.push(Delivery::new(id, msg)),
+            None => skipped += 1,
+        }
+    }
+    (deliveries, skipped)
+}
+
 /// Builds the message of one entry; `None` when the entry is marked for another group.
 /// `extra_attempts` counts deliveries that ended with a dead consumer.
 fn decode_fields(
