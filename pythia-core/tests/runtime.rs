@@ -439,3 +439,39 @@ async fn burst_mode_waits_for_scheduled_retries() {
     assert_eq!((summary.retried, summary.acked), (1, 1));
     assert!(summary.elapsed >= Duration::from_secs(30));
 }
+
+/// A broker that answers an empty fetch at once must not make the driver spin: spawned
+/// handlers on a current-thread runtime need the thread too. The runtime runs on its own
+/// thread, so a regression fails this test by timeout instead of hanging it.
+#[test]
+fn an_instant_empty_fetch_does_not_starve_spawned_handlers() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let summary = rt.block_on(async {
+            let b = MemoryBroker::with_fetch_wait("instant", Duration::ZERO);
+            b.push_many((0..1000).map(|i| Message::new(format!("{i}"))));
+            let w = worker_fn(|_m: Message| async {
+                tokio::task::yield_now().await;
+                Ok(())
+            });
+            WorkerRuntime::new(b.clone(), w)
+                .with_signal_handling(false)
+                .with_dispatch(Dispatch::Spawn)
+                .with_concurrency(100)
+                .with_batch_size(100)
+                .with_burst(true)
+                .run()
+                .await
+                .unwrap()
+        });
+        let _ = tx.send(summary.acked);
+    });
+    let acked = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the runtime spun instead of letting handlers run");
+    assert_eq!(acked, 1000);
+}

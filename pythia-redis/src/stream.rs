@@ -1418,11 +1418,14 @@ fn decode_fields(
         }
     };
     let enqueued = UNIX_EPOCH + Duration::from_millis(enqueued_ms.unwrap_or(id.ms()));
-    let mut msg = Message::new(body)
-        .with_id(pythia_id.unwrap_or_else(|| into_string(id_bytes)))
-        .with_attempt(attempt.saturating_add(extra_attempts))
-        .with_enqueued_at(Some(enqueued))
-        .with_source(source.clone());
+    // Built from its parts: `Message::new` would make an id and read the clock only to have
+    // both replaced (about half of the decode time per entry).
+    let mut msg = Message::from_parts(body, Some(enqueued), source.clone())
+        .with_id(pythia_id.unwrap_or_else(|| into_string(id_bytes)));
+    let attempt = attempt.saturating_add(extra_attempts);
+    if attempt != 1 {
+        msg = msg.with_attempt(attempt);
+    }
     if !headers.is_empty() {
         msg = msg.with_headers(headers.into_iter().collect::<Headers>());
     }

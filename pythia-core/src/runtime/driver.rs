@@ -422,6 +422,9 @@ impl<B: Broker> Driver<B> {
     }
 
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        // A broker may answer an empty fetch at once; fetching again in the same pass would
+        // loop without ever yielding, starving spawned handlers on a current-thread runtime.
+        let mut fetched_empty = false;
         loop {
             let mut progressed = false;
 
@@ -449,6 +452,7 @@ impl<B: Broker> Driver<B> {
             {
                 self.fetch = None;
                 progressed = true;
+                fetched_empty |= res.as_ref().is_ok_and(Vec::is_empty);
                 self.on_fetched(res, cx);
             }
 
@@ -476,7 +480,10 @@ impl<B: Broker> Driver<B> {
             }
 
             // Fetch more when there is room, the last error's backoff is over and the stack is ready.
-            if self.want_fetch() && timer_done(&mut self.fetch_wait, cx) {
+            if fetched_empty && self.want_fetch() {
+                // Come back after other tasks ran.
+                cx.waker().wake_by_ref();
+            } else if self.want_fetch() && timer_done(&mut self.fetch_wait, cx) {
                 match self.handler.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
                         if self.cfg.burst && self.last_fetch_empty && self.is_idle() {
