@@ -670,38 +670,7 @@ impl StreamBroker {
     }
 
     fn decode_read(&self, reply: Value) -> ReadBatch {
-        let entries = reply_entries(reply);
-        let mut batch = ReadBatch {
-            deliveries: Vec::with_capacity(entries.len()),
-            to_ack: Vec::new(),
-            last: None,
-        };
-        for entry in entries {
-            let Some((id_bytes, fields)) = split_entry(entry) else {
-                continue;
-            };
-            let Some(id) = StreamEntryId::parse(&id_bytes) else {
-                continue;
-            };
-            batch.last = Some(id);
-            let Some(fields) = fields else {
-                // Deleted while pending: nothing left to deliver.
-                batch.to_ack.push(id);
-                continue;
-            };
-            match decode_fields(
-                id,
-                id_bytes,
-                FieldPairs::new(fields),
-                Some(&self.group),
-                &self.source,
-                0,
-            ) {
-                Some(msg) => batch.deliveries.push(Delivery::new(id, msg)),
-                None => batch.to_ack.push(id),
-            }
-        }
-        batch
+        decode_read_reply(reply, &self.group, &self.source)
     }
 
     async fn ack_ids(&self, ids: &[StreamEntryId]) -> Result<(), BrokerError> {
@@ -1319,19 +1288,28 @@ pub fn message_from_entry(id: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, source: &So
 }
 
 /// **Benchmark hook, not API** (used by `benches/stream_reply.rs`; may change or go away):
-/// decodes a one-stream `XREADGROUP` reply for consumer group `group` with the same helpers, in
-/// the same order, as `StreamBroker::decode_read` (a private method, unreachable without a
-/// connected broker). Returns the deliveries and the number of entries that would be acked
-/// without being delivered. Keep it in step with `decode_read`.
+/// decodes a one-stream `XREADGROUP` reply for consumer group `group` exactly as the broker
+/// does (the same function). Returns the deliveries and the number of entries that would be
+/// acked without being delivered.
 #[doc(hidden)]
 pub fn decode_read_reply_for_bench(
     reply: Value,
     group: &str,
     source: &Source,
 ) -> (Vec<Delivery<StreamEntryId>>, usize) {
+    let batch = decode_read_reply(reply, group, source);
+    (batch.deliveries, batch.to_ack.len())
+}
+
+/// Decodes an `XREADGROUP` reply for consumer group `group`: the deliveries, the entries to ack
+/// without delivering (deleted while pending, or marked for another group), and the last id.
+fn decode_read_reply(reply: Value, group: &str, source: &Source) -> ReadBatch {
     let entries = reply_entries(reply);
-    let mut deliveries = Vec::with_capacity(entries.len());
-    let mut skipped = 0;
+    let mut batch = ReadBatch {
+        deliveries: Vec::with_capacity(entries.len()),
+        to_ack: Vec::new(),
+        last: None,
+    };
     for entry in entries {
         let Some((id_bytes, fields)) = split_entry(entry) else {
             continue;
@@ -1339,8 +1317,10 @@ pub fn decode_read_reply_for_bench(
         let Some(id) = StreamEntryId::parse(&id_bytes) else {
             continue;
         };
+        batch.last = Some(id);
         let Some(fields) = fields else {
-            skipped += 1;
+            // Deleted while pending: nothing left to deliver.
+            batch.to_ack.push(id);
             continue;
         };
         match decode_fields(
@@ -1351,11 +1331,11 @@ pub fn decode_read_reply_for_bench(
             source,
             0,
         ) {
-            Some(msg) => deliveries.push(Delivery::new(id, msg)),
-            None => skipped += 1,
+            Some(msg) => batch.deliveries.push(Delivery::new(id, msg)),
+            None => batch.to_ack.push(id),
         }
     }
-    (deliveries, skipped)
+    batch
 }
 
 /// Builds the message of one entry; `None` when the entry is marked for another group.
