@@ -1,30 +1,15 @@
 //! The `pythia` binary end to end against a real redis-server: run the command, check its
 //! output, exit code and the Redis state.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
+use common::{pythia, text};
 use std::io::Write;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 
 use support::{RedisServer, cmd};
-
-fn pythia(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[test]
 fn quickstart_runs_end_to_end_on_its_own_redis() {

@@ -2,9 +2,11 @@
 //! file under the environment and the flags, bad files, and the `--http` handler against a
 //! small HTTP server run by the test.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
+use common::text;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -28,15 +30,6 @@ fn pythia(args: &[&str], env: &[(&str, &str)]) -> Output {
     }
     c.envs(env.iter().copied());
     c.output().unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
 }
 
 /// A file in a fresh temporary directory, removed on drop.

@@ -4,9 +4,11 @@
 //! in the pages. Each dashboard listens on a free port (`--addr 127.0.0.1:0`, read back from
 //! its first line of output).
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
+use common::pythia;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Output, Stdio};
@@ -196,18 +198,6 @@ fn dechunk(mut s: &str) -> String {
         s = &rest[n + 2..];
     }
     out
-}
-
-fn pythia(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_BROKER")
-        .env_remove("PYTHIA_DASHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
 }
 
 fn ok_json(o: &Output) -> Json {

@@ -1,36 +1,17 @@
 //! `pythia produce --print-ids --track` and `pythia job <id>` end to end against a real
 //! redis-server.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use common::{pythia, text};
 use std::time::Duration;
 
 use pythia::redis::{JobStatusLayer, JobStatusStore, ReliableListBroker, record_job_result};
 use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
 use serde_json::Value as Json;
 use support::RedisServer;
-
-fn pythia(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
-        .env_remove("PYTHIA_QUEUE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 #[tokio::test]
 async fn produce_prints_ids_and_job_shows_their_status() {

@@ -1,9 +1,11 @@
 //! `/metrics`, `/healthz` and `/readyz` of a running `pythia run`, scraped over HTTP, against a
 //! real redis-server; and the README's metric list against what is actually exported.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
+use common::free_port;
 use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -11,14 +13,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::{RedisServer, eventually};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// One HTTP GET; returns (status code, body). `None` when nothing listens.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {

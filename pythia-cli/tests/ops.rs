@@ -1,36 +1,18 @@
 //! `pythia inspect`, `pythia dlq` and `pythia doctor` end to end against a real redis-server:
 //! the numbers they print (as text and as JSON) against the state made in Redis.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
-use std::process::{Command, Output, Stdio};
+use common::{pythia, text};
+use std::process::Output;
 
 use pythia::Broker;
 use pythia::redis::{ListProducer, ReliableListBroker, StreamBroker, StreamProducer};
 use pythia::{Message, envelope};
 use serde_json::Value as Json;
 use support::{RedisServer, cmd};
-
-fn pythia(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
-        .env_remove("PYTHIA_QUEUE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "status {:?}\nstdout:\n{}\nstderr:\n{}",
-        o.status.code(),
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
 
 fn json(o: &Output) -> Json {
     assert!(o.status.success(), "{}", text(o));
