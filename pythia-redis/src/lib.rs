@@ -6,6 +6,7 @@ pub mod connection;
 pub mod dead_letters;
 pub mod keys;
 pub mod list;
+mod liveness;
 pub mod producer;
 pub mod publisher;
 pub mod pubsub;

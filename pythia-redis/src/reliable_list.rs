@@ -15,6 +15,7 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
+use crate::liveness::Liveness;
 use crate::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
 };
@@ -91,8 +92,7 @@ pub struct ReliableListBroker {
     unanswered: std::sync::Mutex<Vec<(u64, usize)>>,
     registered: AtomicBool,
     last_fetch_empty: AtomicBool,
-    heartbeat_ttl: Duration,
-    maintenance_interval: Duration,
+    liveness: Liveness,
     dead_letter_cap: usize,
     blocking: Mutex<Option<MultiplexedConnection>>,
     reclaimed: metrics::Counter,
@@ -100,9 +100,9 @@ pub struct ReliableListBroker {
 
 impl ReliableListBroker {
     /// Default heartbeat lifetime: a consumer silent this long is dead: 10 s.
-    pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_HEARTBEAT_TTL: Duration = Liveness::DEFAULT_HEARTBEAT_TTL;
     /// Default interval of heartbeats, retry promotion and reaping: 1 s.
-    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Liveness::DEFAULT_INTERVAL;
 
     /// A broker consuming the list `queue` at-least-once, under a fresh unique consumer name.
     pub fn new(conn: &RedisConnection, queue: &str) -> Self {
@@ -130,8 +130,7 @@ impl ReliableListBroker {
             unanswered: std::sync::Mutex::new(Vec::new()),
             registered: AtomicBool::new(false),
             last_fetch_empty: AtomicBool::new(false),
-            heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
-            maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+            liveness: Liveness::default(),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
             blocking: Mutex::new(None),
         }
@@ -147,7 +146,7 @@ impl ReliableListBroker {
     /// How long a silent consumer counts as alive (at least 3 maintenance intervals).
     #[must_use]
     pub fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
-        self.heartbeat_ttl = ttl.max(self.maintenance_interval * 3);
+        self.liveness = self.liveness.with_heartbeat_ttl(ttl);
         self
     }
 
@@ -155,8 +154,7 @@ impl ReliableListBroker {
     /// raised to at least three intervals).
     #[must_use]
     pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
-        self.maintenance_interval = d.clamp(Duration::from_millis(50), Duration::from_secs(10));
-        self.heartbeat_ttl = self.heartbeat_ttl.max(self.maintenance_interval * 3);
+        self.liveness = self.liveness.with_interval(d);
         self
     }
 
@@ -183,15 +181,8 @@ impl ReliableListBroker {
 
     async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
-        redis::pipe()
-            .cmd("SET")
-            .arg(&self.heartbeat_key)
-            .arg(1)
-            .arg("PX")
-            .arg(self.heartbeat_ttl.as_millis() as u64)
-            .ignore()
-            .sadd(&self.consumers_key, &self.consumer)
-            .ignore()
+        self.liveness
+            .heartbeat(&self.heartbeat_key, &self.consumers_key, &self.consumer)
             .query_async::<()>(&mut m)
             .await
             .map_err(|e| self.conn.error("heartbeat", e))
@@ -530,7 +521,7 @@ impl Broker for ReliableListBroker {
     }
 
     fn maintenance_interval(&self) -> Option<Duration> {
-        Some(self.maintenance_interval)
+        Some(self.liveness.interval())
     }
 
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {

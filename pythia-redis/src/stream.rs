@@ -41,6 +41,7 @@ use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
+use crate::liveness::Liveness;
 use crate::reliable_list::RECLAIMED_TOTAL;
 use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, PROMOTE_BATCH, due_score};
 use crate::scripts::{
@@ -356,8 +357,7 @@ pub struct StreamBroker {
     scheduled_key: String,
     dead_letters_key: String,
     start: GroupStart,
-    heartbeat_ttl: Duration,
-    maintenance_interval: Duration,
+    liveness: Liveness,
     foreign_idle_timeout: Option<Duration>,
     delete_on_ack: bool,
     trim_processed: bool,
@@ -393,9 +393,9 @@ enum ReadFrom {
 
 impl StreamBroker {
     /// Default heartbeat lifetime: a consumer silent this long is dead: 10 s.
-    pub const DEFAULT_HEARTBEAT_TTL: Duration = Duration::from_secs(10);
+    pub const DEFAULT_HEARTBEAT_TTL: Duration = Liveness::DEFAULT_HEARTBEAT_TTL;
     /// Default interval of heartbeats, retry promotion, reclaim and trimming: 1 s.
-    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Duration::from_secs(1);
+    pub const DEFAULT_MAINTENANCE_INTERVAL: Duration = Liveness::DEFAULT_INTERVAL;
     /// Default idle time after which a consumer without a Pythia heartbeat (another tool) is
     /// treated as dead and its entries are reclaimed: 1 hour.
     pub const DEFAULT_FOREIGN_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
@@ -440,8 +440,7 @@ impl StreamBroker {
             reclaimed_total: metrics::counter!(RECLAIMED_TOTAL, "queue" => stream.to_owned(), "broker" => "stream"),
             keys,
             start: GroupStart::default(),
-            heartbeat_ttl: Self::DEFAULT_HEARTBEAT_TTL,
-            maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
+            liveness: Liveness::default(),
             foreign_idle_timeout: Some(Self::DEFAULT_FOREIGN_IDLE_TIMEOUT),
             delete_on_ack: false,
             trim_processed: true,
@@ -468,7 +467,7 @@ impl StreamBroker {
     /// How long a silent consumer counts as alive (at least 3 maintenance intervals).
     #[must_use]
     pub fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
-        self.heartbeat_ttl = ttl.max(self.maintenance_interval * 3);
+        self.liveness = self.liveness.with_heartbeat_ttl(ttl);
         self
     }
 
@@ -476,8 +475,7 @@ impl StreamBroker {
     /// heartbeat TTL is raised to at least three intervals).
     #[must_use]
     pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
-        self.maintenance_interval = d.clamp(Duration::from_millis(50), Duration::from_secs(10));
-        self.heartbeat_ttl = self.heartbeat_ttl.max(self.maintenance_interval * 3);
+        self.liveness = self.liveness.with_interval(d);
         self
     }
 
@@ -578,15 +576,8 @@ impl StreamBroker {
 
     async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
-        redis::pipe()
-            .cmd("SET")
-            .arg(&self.heartbeat_key)
-            .arg(1)
-            .arg("PX")
-            .arg(self.heartbeat_ttl.as_millis() as u64)
-            .ignore()
-            .sadd(&self.consumers_key, &self.consumer)
-            .ignore()
+        self.liveness
+            .heartbeat(&self.heartbeat_key, &self.consumers_key, &self.consumer)
             .query_async::<()>(&mut m)
             .await
             .map_err(|e| self.conn.error("heartbeat", e))?;
@@ -1194,7 +1185,7 @@ impl Broker for StreamBroker {
     }
 
     fn maintenance_interval(&self) -> Option<Duration> {
-        Some(self.maintenance_interval)
+        Some(self.liveness.interval())
     }
 
     /// Depth: entries not yet delivered to the group (its lag; counted up to 10,000 when Redis
