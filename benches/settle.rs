@@ -92,21 +92,7 @@ fn reliable_mixed_invocation(script: &Script, batch: &[Settlement<u64>]) -> usiz
         .key(SCHEDULED_KEY)
         .key(DLQ_KEY)
         .arg(DEAD_LETTER_CAP);
-    for s in batch {
-        match &s.outcome {
-            Outcome::Retry { delay } => inv
-                .arg("r")
-                .arg(s.token)
-                .arg(due_score(*delay))
-                .arg(retry_payload(&s.message)),
-            Outcome::DeadLetter { reason } => inv
-                .arg("d")
-                .arg(s.token)
-                .arg(0)
-                .arg(dead_letter_payload(&s.message, reason)),
-            _ => inv.arg("a").arg(s.token).arg(0).arg(""),
-        };
-    }
+    pythia_redis::reliable_list::push_settle_args(&mut inv, batch);
     black_box(&inv);
     batch.len()
 }

@@ -453,21 +453,7 @@ impl Broker for ReliableListBroker {
             .key(self.keys.scheduled())
             .key(self.keys.dead_letters())
             .arg(self.dead_letter_cap);
-        for s in batch {
-            match &s.outcome {
-                Outcome::Retry { delay } => inv
-                    .arg("r")
-                    .arg(s.token)
-                    .arg(due_score(*delay))
-                    .arg(retry_payload(&s.message)),
-                Outcome::DeadLetter { reason } => inv
-                    .arg("d")
-                    .arg(s.token)
-                    .arg(0)
-                    .arg(dead_letter_payload(&s.message, reason)),
-                _ => inv.arg("a").arg(s.token).arg(0).arg(""),
-            };
-        }
+        push_settle_args(&mut inv, batch);
         inv.invoke_async::<u64>(&mut m)
             .await
             .map(drop)
@@ -554,5 +540,27 @@ impl Broker for ReliableListBroker {
         // Staged items go back, and with nothing in flight the consumer is forgotten.
         self.reap(&self.consumer).await?;
         Ok(())
+    }
+}
+
+/// Appends one settlement group per delivery (`op`, delivery id, due time, payload) to the
+/// settle script's arguments, as `lua/reliable_settle.lua` reads them. Public only for the
+/// benches (`benches/settle.rs`), which must measure exactly what the broker builds.
+#[doc(hidden)]
+pub fn push_settle_args(inv: &mut redis::ScriptInvocation<'_>, batch: &[Settlement<u64>]) {
+    for s in batch {
+        match &s.outcome {
+            Outcome::Retry { delay } => inv
+                .arg("r")
+                .arg(s.token)
+                .arg(due_score(*delay))
+                .arg(retry_payload(&s.message)),
+            Outcome::DeadLetter { reason } => inv
+                .arg("d")
+                .arg(s.token)
+                .arg(0)
+                .arg(dead_letter_payload(&s.message, reason)),
+            _ => inv.arg("a").arg(s.token).arg(0).arg(""),
+        };
     }
 }
