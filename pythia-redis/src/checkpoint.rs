@@ -3,8 +3,8 @@
 
 use std::time::Duration;
 
+use crate::connection::SharedConnection;
 use pythia_core::BrokerError;
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
@@ -41,7 +41,7 @@ use crate::transient_retry::retry_transient;
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     key: String,
     ttl: Option<Duration>,
 }

@@ -8,10 +8,49 @@ use pythia_core::BrokerError;
 /// The URL used when neither a URL nor `REDIS_URL` is given.
 pub const DEFAULT_URL: &str = "redis://127.0.0.1:6379";
 
+/// Where the Redis deployment is and how Pythia finds the server to write to.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum Topology {
+    /// One server at the (single) URL.
+    #[default]
+    Standalone,
+    /// A Redis Cluster; the URLs are seed nodes (any reachable one is enough). Every key of
+    /// one queue carries the queue's hash tag, so a queue lives in one slot.
+    Cluster,
+    /// A master watched by Redis Sentinel; the URLs are the sentinels, `master` the name they
+    /// know it by. Pythia asks the sentinels for the current master and asks again when the
+    /// master stops answering or turns into a replica (a failover).
+    Sentinel {
+        /// The master's name in the sentinels' configuration (`sentinel monitor <name> …`).
+        master: String,
+    },
+}
+
 /// Connection settings shared by every Redis broker and producer.
 ///
 /// Built from a URL: `redis://[user[:password]@]host[:port][/db]`, or `rediss://…` for TLS
 /// (needs the `tls` feature). [`RedisConfig::from_env`] reads `REDIS_URL`.
+///
+/// For Redis Cluster and Sentinel the URL is a comma-separated list: the cluster's seed nodes
+/// with [`with_cluster`](Self::with_cluster), or the sentinels with
+/// [`with_sentinel_master`](Self::with_sentinel_master). With Sentinel, the user name,
+/// password and database in the URLs are used for the sentinels and for the master alike.
+///
+/// ```
+/// use pythia_redis::{RedisConfig, Topology};
+///
+/// let cluster = RedisConfig::from_url("redis://10.0.0.1:7000,redis://10.0.0.2:7000")
+///     .unwrap()
+///     .with_cluster();
+/// assert_eq!(cluster.topology(), &Topology::Cluster);
+/// assert_eq!(cluster.urls().len(), 2);
+///
+/// let sentinel = RedisConfig::from_url("redis://s1:26379,redis://s2:26379,redis://s3:26379")
+///     .unwrap()
+///     .with_sentinel_master("mymaster");
+/// assert!(matches!(sentinel.topology(), Topology::Sentinel { master } if master == "mymaster"));
+/// ```
 ///
 /// The URL's password is masked in `Debug`, in [`RedisConfig::masked_url`] and in every
 /// error Pythia builds (`redis://user:***@host:6379`).
@@ -36,6 +75,7 @@ pub struct RedisConfig {
     response_timeout: Duration,
     block_timeout: Duration,
     tls_ca_file: Option<std::path::PathBuf>,
+    topology: Topology,
 }
 
 impl RedisConfig {
@@ -53,40 +93,111 @@ impl RedisConfig {
     pub const BLOCK_REPLY_MARGIN: Duration = Duration::from_secs(2);
 
     /// Settings for the Redis at `url`, with the defaults. Checks the URL's form (scheme,
-    /// host, port, db), not whether the server is reachable.
+    /// host, port, db), not whether the server is reachable. `url` may be a comma-separated
+    /// list (cluster seed nodes or sentinels); each one is checked.
     pub fn from_url(url: &str) -> Result<Self, BrokerError> {
         let url = url.trim();
-        let masked = mask_url(url);
-        let scheme = url.split_once("://").map(|(s, _)| s);
-        match scheme {
-            Some("redis" | "rediss" | "redis+unix" | "unix") => {}
-            _ => {
-                return Err(BrokerError::config(format!(
-                    "invalid Redis URL {masked:?}: expected redis://[user[:password]@]host[:port][/db] or rediss://…"
-                )));
-            }
-        }
-        if let Err(e) = redis::Client::open(url) {
-            return Err(BrokerError::config(format!(
-                "invalid Redis URL {masked:?}: {}",
-                scrub(&e.to_string(), url)
-            )));
+        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        for one in &urls {
+            check_url(one)?;
         }
         Ok(Self {
-            url: url.to_owned(),
+            url: urls.join(","),
             key_prefix: Self::DEFAULT_KEY_PREFIX.to_owned(),
             connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
             response_timeout: Self::DEFAULT_RESPONSE_TIMEOUT,
             block_timeout: Self::DEFAULT_BLOCK_TIMEOUT,
             tls_ca_file: None,
+            topology: Topology::Standalone,
         })
     }
 
-    /// Settings from `REDIS_URL`, or [`DEFAULT_URL`] when it is unset or empty.
+    /// Settings from the environment: `REDIS_URL` ([`DEFAULT_URL`] when unset or empty),
+    /// `PYTHIA_CLUSTER` (`1`/`true`/`yes`: the URLs are cluster seed nodes) and
+    /// `PYTHIA_SENTINEL_MASTER` (a master name: the URLs are sentinels).
     pub fn from_env() -> Result<Self, BrokerError> {
-        match std::env::var("REDIS_URL") {
-            Ok(u) if !u.trim().is_empty() => Self::from_url(&u),
-            _ => Self::from_url(DEFAULT_URL),
+        let cfg = match std::env::var("REDIS_URL") {
+            Ok(u) if !u.trim().is_empty() => Self::from_url(&u)?,
+            _ => Self::from_url(DEFAULT_URL)?,
+        };
+        let cluster = match std::env::var("PYTHIA_CLUSTER") {
+            Ok(v) => parse_flag("PYTHIA_CLUSTER", &v)?,
+            Err(_) => false,
+        };
+        let master = std::env::var("PYTHIA_SENTINEL_MASTER")
+            .ok()
+            .filter(|m| !m.trim().is_empty());
+        match (cluster, master) {
+            (true, Some(_)) => Err(BrokerError::config(
+                "PYTHIA_CLUSTER and PYTHIA_SENTINEL_MASTER are both set: choose one topology",
+            )),
+            (true, None) => Ok(cfg.with_cluster()),
+            (false, Some(m)) => Ok(cfg.with_sentinel_master(m.trim())),
+            (false, None) => Ok(cfg),
+        }
+    }
+
+    /// The URLs are the seed nodes of a Redis Cluster.
+    #[must_use]
+    pub fn with_cluster(mut self) -> Self {
+        self.topology = Topology::Cluster;
+        self
+    }
+
+    /// The URLs are Redis Sentinels watching the master named `master`.
+    #[must_use]
+    pub fn with_sentinel_master(mut self, master: impl Into<String>) -> Self {
+        self.topology = Topology::Sentinel {
+            master: master.into(),
+        };
+        self
+    }
+
+    /// Sets the topology (standalone, cluster or sentinel).
+    #[must_use]
+    pub fn with_topology(mut self, topology: Topology) -> Self {
+        self.topology = topology;
+        self
+    }
+
+    /// Where the deployment is: one server, a cluster or a sentinel-watched master.
+    pub fn topology(&self) -> &Topology {
+        &self.topology
+    }
+
+    /// The URLs, split at commas (one for a standalone server).
+    pub fn urls(&self) -> Vec<&str> {
+        self.url.split(',').collect()
+    }
+
+    /// Checks that the URLs fit the topology: one URL for a standalone server, no database
+    /// other than 0 on a cluster, a non-empty master name for Sentinel.
+    pub fn validate(&self) -> Result<(), BrokerError> {
+        let n = self.urls().len();
+        match &self.topology {
+            Topology::Standalone if n > 1 => Err(BrokerError::config(format!(
+                "{n} Redis URLs given ({}): a list of URLs needs --cluster (seed nodes) or \
+                 --sentinel-master NAME (sentinels)",
+                self.masked_url()
+            ))),
+            Topology::Cluster => {
+                for u in self.urls() {
+                    let info = redis::IntoConnectionInfo::into_connection_info(u)
+                        .map_err(|e| BrokerError::config(scrub(&e.to_string(), u)))?;
+                    if info.redis_settings().db() != 0 {
+                        return Err(BrokerError::config(format!(
+                            "Redis Cluster has only database 0, but {} names database {}",
+                            mask_url(u),
+                            info.redis_settings().db()
+                        )));
+                    }
+                }
+                Ok(())
+            }
+            Topology::Sentinel { master } if master.trim().is_empty() => Err(BrokerError::config(
+                "the Sentinel master name is empty (--sentinel-master NAME)",
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -187,6 +298,7 @@ impl fmt::Debug for RedisConfig {
             .field("response_timeout", &self.response_timeout)
             .field("block_timeout", &self.block_timeout)
             .field("tls_ca_file", &self.tls_ca_file)
+            .field("topology", &self.topology)
             .finish()
     }
 }
@@ -217,6 +329,34 @@ fn mask_one(url: &str) -> String {
     }
 }
 
+fn check_url(url: &str) -> Result<(), BrokerError> {
+    let masked = mask_url(url);
+    match url.split_once("://").map(|(s, _)| s) {
+        Some("redis" | "rediss" | "redis+unix" | "unix") => {}
+        _ => {
+            return Err(BrokerError::config(format!(
+                "invalid Redis URL {masked:?}: expected redis://[user[:password]@]host[:port][/db] or rediss://…"
+            )));
+        }
+    }
+    redis::Client::open(url).map(drop).map_err(|e| {
+        BrokerError::config(format!(
+            "invalid Redis URL {masked:?}: {}",
+            scrub(&e.to_string(), url)
+        ))
+    })
+}
+
+fn parse_flag(name: &str, value: &str) -> Result<bool, BrokerError> {
+    match value.trim().to_ascii_lowercase().as_str() {
+        "1" | "true" | "yes" | "on" => Ok(true),
+        "" | "0" | "false" | "no" | "off" => Ok(false),
+        other => Err(BrokerError::config(format!(
+            "{name}={other:?}: expected true or false"
+        ))),
+    }
+}
+
 fn password(url: &str) -> Option<&str> {
     let rest = url.split_once("://")?.1;
     let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
@@ -227,8 +367,11 @@ fn password(url: &str) -> Option<&str> {
 
 fn scrub(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &mask_url(url));
-    if let Some(pw) = password(url) {
-        out = out.replace(pw, "***");
+    for one in url.split(',') {
+        out = out.replace(one, &mask_one(one));
+        if let Some(pw) = password(one) {
+            out = out.replace(pw, "***");
+        }
     }
     out
 }
@@ -273,6 +416,36 @@ mod tests {
         let cfg = RedisConfig::from_url("redis://u:hunter2@localhost:1").unwrap();
         let s = cfg.scrub("failed: redis://u:hunter2@localhost:1 said hunter2");
         assert!(!s.contains("hunter2"), "{s}");
+    }
+
+    #[test]
+    fn url_lists_need_a_topology() {
+        let urls = "redis://u:hunter2@a:7000, redis://u:hunter2@b:7000";
+        let cfg = RedisConfig::from_url(urls).unwrap();
+        assert_eq!(
+            cfg.urls(),
+            ["redis://u:hunter2@a:7000", "redis://u:hunter2@b:7000"]
+        );
+        let e = cfg.validate().unwrap_err();
+        assert!(e.to_string().contains("--cluster"), "{e}");
+        assert!(!e.to_string().contains("hunter2"), "{e}");
+        assert!(cfg.clone().with_cluster().validate().is_ok());
+        assert!(cfg.clone().with_sentinel_master("m").validate().is_ok());
+        assert!(cfg.with_sentinel_master(" ").validate().is_err());
+        let e = RedisConfig::from_url("redis://a:7000/3")
+            .unwrap()
+            .with_cluster()
+            .validate()
+            .unwrap_err();
+        assert!(e.to_string().contains("database 3"), "{e}");
+        assert!(RedisConfig::from_url("redis://a:1,http://b").is_err());
+    }
+
+    #[test]
+    fn scrub_masks_every_password_of_a_list() {
+        let cfg = RedisConfig::from_url("redis://:one@a:1,redis://:two@b:2").unwrap();
+        let s = cfg.scrub("a said one, b said two");
+        assert!(!s.contains("one") && !s.contains("two"), "{s}");
     }
 
     #[test]

@@ -1,20 +1,29 @@
 //! [`RedisConnection`]: one shared auto-reconnecting connection for everything non-blocking,
-//! and dedicated connections for blocking reads.
+//! and dedicated connections for blocking reads, on a standalone server, a Redis Cluster or a
+//! Sentinel-watched master alike.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
 
 use pythia_core::{BrokerError, BrokerErrorKind};
-use redis::AsyncConnectionConfig;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, MultiplexedConnection};
+use redis::aio::{
+    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
+};
+use redis::cluster::{ClusterClient, ClusterClientBuilder};
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
+use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
+use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::config::RedisConfig;
+use crate::config::{RedisConfig, Topology};
 
-/// A handle on one Redis server, cheap to clone.
+/// A handle on one Redis deployment (a server, a cluster or a Sentinel-watched master), cheap
+/// to clone.
 ///
-/// * [`manager`](Self::manager): a multiplexed [`ConnectionManager`] shared by every
-///   non-blocking command (acks, produces, heartbeats, scripts). It reconnects by itself after
-///   a restart or a dropped connection; the command that failed returns its error, and the
-///   caller's own backoff retries it.
+/// * [`manager`](Self::manager): a [`SharedConnection`] shared by every non-blocking command
+///   (acks, produces, heartbeats, scripts). It reconnects by itself after a restart or a
+///   dropped connection, follows slot moves on a cluster and a failover under Sentinel; the
+///   command that failed returns its error, and the caller's own backoff retries it.
 /// * [`blocking`](Self::blocking): a fresh connection for one consumer's blocking reads
 ///   (BRPOP, BLMOVE, XREADGROUP BLOCK). A blocking command on the shared connection would stall
 ///   every other command behind it; and its reply timeout is set above the block time, since a
@@ -26,73 +35,99 @@ pub struct RedisConnection {
 
 struct Inner {
     config: RedisConfig,
-    client: redis::Client,
-    manager: ConnectionManager,
+    backend: Backend,
+    shared: SharedConnection,
+}
+
+enum Backend {
+    Standalone(redis::Client),
+    /// The client for blocking connections (its reply timeout is the blocking one).
+    Cluster(ClusterClient),
+    Sentinel(Arc<SentinelState>),
 }
 
 impl std::fmt::Debug for RedisConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RedisConnection")
             .field("url", &self.inner.config.masked_url())
+            .field("topology", self.inner.config.topology())
             .finish()
     }
 }
 
 impl RedisConnection {
-    /// Connects to the server in `config` and checks it answers `PING`.
+    /// Connects to the deployment in `config` and checks it answers `PING`.
     ///
     /// Fails with a [`BrokerErrorKind::Connection`] error naming the (masked) URL when the
-    /// server is unreachable, and [`BrokerErrorKind::Config`] when the URL is unusable.
+    /// server (the cluster, the sentinels or the master they name) is unreachable, and
+    /// [`BrokerErrorKind::Config`] when the URLs are unusable or do not fit the topology.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
         #[cfg(feature = "tls")]
         {
             // rustls needs a process-wide crypto provider; installing it twice is harmless.
             let _ = rustls::crypto::ring::default_provider().install_default();
         }
-        let client = open_client(&config)?;
-        let mgr_cfg = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(config.connect_timeout()))
-            .set_response_timeout(Some(config.response_timeout()))
-            .set_number_of_retries(2)
-            .set_max_delay(std::time::Duration::from_secs(2));
-        let connect = tokio::time::timeout(
-            config.connect_timeout() * 3,
-            ConnectionManager::new_with_config(client.clone(), mgr_cfg),
-        );
-        let mut manager = match connect.await {
-            Ok(Ok(m)) => m,
-            Ok(Err(e)) => {
-                return Err(BrokerError::connection(format!(
-                    "cannot connect to Redis at {}: {}",
-                    config.masked_url(),
-                    config.scrub(&e.to_string())
-                )));
+        config.validate()?;
+        let limit = config.connect_timeout() * 3;
+        let connecting = async {
+            match config.topology() {
+                Topology::Standalone => {
+                    let client = open_client(&config, config.url())?;
+                    let manager =
+                        ConnectionManager::new_with_config(client.clone(), manager_config(&config))
+                            .await
+                            .map_err(|e| unreachable(&config, &e))?;
+                    Ok((
+                        Backend::Standalone(client),
+                        SharedConnection(Kind::Standalone(manager)),
+                    ))
+                }
+                Topology::Cluster => {
+                    let shared = cluster_client(&config, config.response_timeout())?
+                        .get_async_connection()
+                        .await
+                        .map_err(|e| unreachable(&config, &e))?;
+                    let blocking = cluster_client(&config, config.blocking_response_timeout())?;
+                    Ok((
+                        Backend::Cluster(blocking),
+                        SharedConnection(Kind::Cluster(shared)),
+                    ))
+                }
+                Topology::Sentinel { master } => {
+                    let state = Arc::new(SentinelState::connect(&config, master).await?);
+                    Ok((
+                        Backend::Sentinel(state.clone()),
+                        SharedConnection(Kind::Sentinel(state)),
+                    ))
+                }
             }
+        };
+        let (backend, mut shared) = match tokio::time::timeout(limit, connecting).await {
+            Ok(res) => res?,
             Err(_) => {
                 return Err(BrokerError::connection(format!(
-                    "cannot connect to Redis at {}: timed out after {:?}",
+                    "cannot connect to Redis at {}: timed out after {limit:?}",
                     config.masked_url(),
-                    config.connect_timeout() * 3
                 )));
             }
         };
-        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut manager).await;
+        let pong: Result<String, _> = redis::cmd("PING").query_async(&mut shared).await;
         if let Err(e) = pong {
             return Err(redis_error(&config, "PING", e));
         }
-        tracing::debug!(url = %config.masked_url(), "connected to Redis");
+        tracing::debug!(url = %config.masked_url(), topology = ?config.topology(), "connected to Redis");
         Ok(Self {
             inner: Arc::new(Inner {
                 config,
-                client,
-                manager,
+                backend,
+                shared,
             }),
         })
     }
 
     /// The shared, auto-reconnecting connection for non-blocking commands.
-    pub fn manager(&self) -> ConnectionManager {
-        self.inner.manager.clone()
+    pub fn manager(&self) -> SharedConnection {
+        self.inner.shared.clone()
     }
 
     /// The settings this connection was made with.
@@ -100,31 +135,207 @@ impl RedisConnection {
         &self.inner.config
     }
 
+    /// Whether this is a Redis Cluster (keys of different hash tags live on different nodes,
+    /// pub/sub is sharded).
+    pub fn is_cluster(&self) -> bool {
+        matches!(self.inner.backend, Backend::Cluster(_))
+    }
+
     /// A new dedicated connection for blocking reads, with a reply timeout of
-    /// [`RedisConfig::blocking_response_timeout`].
-    pub async fn blocking(&self) -> Result<MultiplexedConnection, BrokerError> {
+    /// [`RedisConfig::blocking_response_timeout`]. Under Sentinel it goes to the master the
+    /// sentinels name now, so a consumer that reconnects after a failover reads from the new
+    /// master.
+    pub async fn blocking(&self) -> Result<BlockingConnection, BrokerError> {
         let cfg = AsyncConnectionConfig::new()
             .set_connection_timeout(Some(self.inner.config.connect_timeout()))
             .set_response_timeout(Some(self.inner.config.blocking_response_timeout()));
-        self.inner
-            .client
-            .get_multiplexed_async_connection_with_config(&cfg)
-            .await
-            .map_err(|e| self.error("connect", e))
+        let limit = self.inner.config.connect_timeout() * 2;
+        let opening = async {
+            match &self.inner.backend {
+                Backend::Standalone(client) => client
+                    .get_multiplexed_async_connection_with_config(&cfg)
+                    .await
+                    .map(|c| BlockingConnection(BlockingKind::Standalone(c)))
+                    .map_err(|e| self.error("connect", e)),
+                Backend::Cluster(client) => client
+                    .get_async_connection()
+                    .await
+                    .map(|c| BlockingConnection(BlockingKind::Cluster(c)))
+                    .map_err(|e| self.error("connect", e)),
+                Backend::Sentinel(state) => {
+                    let client = state.resolve(true).await?;
+                    client
+                        .get_multiplexed_async_connection_with_config(&cfg)
+                        .await
+                        .map(|c| BlockingConnection(BlockingKind::Standalone(c)))
+                        .map_err(|e| self.error("connect", e))
+                }
+            }
+        };
+        match tokio::time::timeout(limit, opening).await {
+            Ok(res) => res,
+            Err(_) => Err(BrokerError::connection(format!(
+                "cannot open a blocking connection to {}: timed out after {limit:?}",
+                self.inner.config.masked_url()
+            ))),
+        }
     }
 
     /// A new dedicated pub/sub connection: it carries only `SUBSCRIBE`/`PSUBSCRIBE`, `PING`
     /// and the messages the server pushes. A connection in subscribed mode cannot run other
     /// commands, so it is never shared. Opening it (TCP, TLS, `AUTH`, `SELECT`) fails after
-    /// [`RedisConfig::connect_timeout`].
+    /// [`RedisConfig::connect_timeout`]. On a cluster use
+    /// [`cluster_subscriber`](Self::cluster_subscriber) (sharded pub/sub) instead.
     pub async fn pubsub(&self) -> Result<redis::aio::PubSub, BrokerError> {
         let limit = self.inner.config.connect_timeout();
-        match tokio::time::timeout(limit, self.inner.client.get_async_pubsub()).await {
-            Ok(res) => res.map_err(|e| self.error("connect (pub/sub)", e)),
+        let opening = async {
+            let client = match &self.inner.backend {
+                Backend::Standalone(client) => client.clone(),
+                Backend::Sentinel(state) => state.resolve(true).await?,
+                Backend::Cluster(_) => {
+                    return Err(BrokerError::config(
+                        "a Redis Cluster has no single pub/sub connection: use sharded pub/sub \
+                         (RedisConnection::cluster_subscriber)",
+                    ));
+                }
+            };
+            client
+                .get_async_pubsub()
+                .await
+                .map_err(|e| self.error("connect (pub/sub)", e))
+        };
+        match tokio::time::timeout(limit, opening).await {
+            Ok(res) => res,
             Err(_) => Err(BrokerError::connection(format!(
                 "cannot open a pub/sub connection to {}: timed out after {limit:?}",
                 self.inner.config.masked_url()
             ))),
+        }
+    }
+
+    /// On a cluster: a new RESP3 cluster connection whose pushed messages (sharded pub/sub
+    /// `smessage`s, subscription confirmations, disconnection notices) go to `pushes`. It
+    /// subscribes with `SSUBSCRIBE`, routed to the node owning each channel's slot, and
+    /// re-subscribes by itself after a reconnect or a slot move.
+    pub async fn cluster_subscriber(
+        &self,
+        pushes: tokio::sync::mpsc::UnboundedSender<redis::PushInfo>,
+    ) -> Result<ClusterConnection, BrokerError> {
+        if !self.is_cluster() {
+            return Err(BrokerError::config(
+                "sharded pub/sub needs a Redis Cluster (--cluster)",
+            ));
+        }
+        let config = &self.inner.config;
+        let client = cluster_builder(config, config.response_timeout())?
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(pushes)
+            .build()
+            .map_err(|e| invalid(config, &e))?;
+        let limit = config.connect_timeout();
+        match tokio::time::timeout(limit, client.get_async_connection()).await {
+            Ok(res) => res.map_err(|e| self.error("connect (sharded pub/sub)", e)),
+            Err(_) => Err(BrokerError::connection(format!(
+                "cannot open a sharded pub/sub connection to {}: timed out after {limit:?}",
+                config.masked_url()
+            ))),
+        }
+    }
+
+    /// Runs `cmd` on every master (one on a standalone server or under Sentinel, each
+    /// primary of a cluster) and returns each node's address with its reply. For commands
+    /// that are about a server rather than a key: `INFO`, `SCAN`, `DBSIZE`, `SCRIPT LOAD`.
+    pub async fn on_each_master(&self, cmd: &Cmd) -> Result<Vec<(String, Value)>, BrokerError> {
+        let op = command_name(cmd);
+        match &self.inner.shared.0 {
+            Kind::Cluster(c) => {
+                let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
+                let reply = c
+                    .clone()
+                    .route_command(cmd.clone(), routing)
+                    .await
+                    .map_err(|e| self.error(&op, e))?;
+                by_node(reply).map_err(|e| self.error(&op, e))
+            }
+            _ => {
+                let value: Value = cmd
+                    .query_async(&mut self.manager())
+                    .await
+                    .map_err(|e| self.error(&op, e))?;
+                Ok(vec![(self.node_name(), value)])
+            }
+        }
+    }
+
+    /// Every key matching `pattern` on every master, found with `SCAN` (never `KEYS`), at
+    /// most `limit` of them.
+    pub async fn scan_keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BrokerError> {
+        let nodes: Vec<String> = match &self.inner.shared.0 {
+            Kind::Cluster(_) => self
+                .on_each_master(&redis::cmd("PING"))
+                .await?
+                .into_iter()
+                .map(|(node, _)| node)
+                .collect(),
+            _ => vec![String::new()],
+        };
+        let mut keys = Vec::new();
+        for node in nodes {
+            let mut cursor = 0u64;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let value = self.on_node(&node, &scan).await?;
+                let (next, page): (u64, Vec<String>) =
+                    redis::from_redis_value(value).map_err(|e| self.error("SCAN", e.into()))?;
+                keys.extend(page);
+                if next == 0 || keys.len() >= limit {
+                    break;
+                }
+                cursor = next;
+            }
+            if keys.len() >= limit {
+                keys.truncate(limit);
+                break;
+            }
+        }
+        keys.sort();
+        keys.dedup();
+        Ok(keys)
+    }
+
+    /// Runs `cmd` on the node at `addr` (`host:port` as [`on_each_master`](Self::on_each_master)
+    /// names it); an empty `addr` means the one server of a standalone or Sentinel setup.
+    async fn on_node(&self, addr: &str, cmd: &Cmd) -> Result<Value, BrokerError> {
+        let op = command_name(cmd);
+        match &self.inner.shared.0 {
+            Kind::Cluster(c) if !addr.is_empty() => {
+                let (host, port) = addr
+                    .rsplit_once(':')
+                    .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
+                    .ok_or_else(|| BrokerError::backend(format!("bad node address {addr:?}")))?;
+                let routing =
+                    RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress { host, port });
+                c.clone()
+                    .route_command(cmd.clone(), routing)
+                    .await
+                    .map_err(|e| self.error(&op, e))
+            }
+            _ => cmd
+                .query_async(&mut self.manager())
+                .await
+                .map_err(|e| self.error(&op, e)),
+        }
+    }
+
+    fn node_name(&self) -> String {
+        match &self.inner.shared.0 {
+            Kind::Sentinel(s) => s.current_addr(),
+            _ => self.inner.config.masked_url(),
         }
     }
 
@@ -134,38 +345,386 @@ impl RedisConnection {
     }
 }
 
-fn open_client(config: &RedisConfig) -> Result<redis::Client, BrokerError> {
-    let invalid = |e: redis::RedisError| {
-        BrokerError::config(format!(
-            "invalid Redis URL {}: {}",
-            config.masked_url(),
-            config.scrub(&e.to_string())
-        ))
-    };
-    match config.tls_ca_file() {
-        None => redis::Client::open(config.url()).map_err(invalid),
-        #[cfg(feature = "tls")]
-        Some(path) => {
-            let pem = std::fs::read(path).map_err(|e| {
-                BrokerError::config(format!("cannot read TLS CA file {}: {e}", path.display()))
-            })?;
-            let certs = redis::TlsCertificates {
-                client_tls: None,
-                root_cert: Some(pem),
-            };
-            redis::Client::build_with_tls(config.url(), certs).map_err(invalid)
-        }
-        #[cfg(not(feature = "tls"))]
-        Some(path) => Err(BrokerError::config(format!(
-            "a TLS CA file ({}) needs pythia-redis built with the `tls` feature",
-            path.display()
-        ))),
+/// The connection every non-blocking command of a [`RedisConnection`] goes through: a
+/// reconnecting multiplexed connection to one server, a cluster connection routing each
+/// command to the node owning its key's slot, or a connection to the master the sentinels
+/// name, replaced after a failover. Cheap to clone; run commands with
+/// `cmd.query_async(&mut conn.manager())`.
+#[derive(Clone)]
+pub struct SharedConnection(Kind);
+
+#[derive(Clone)]
+enum Kind {
+    Standalone(ConnectionManager),
+    Cluster(ClusterConnection),
+    Sentinel(Arc<SentinelState>),
+}
+
+impl std::fmt::Debug for SharedConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            Kind::Standalone(_) => "standalone",
+            Kind::Cluster(_) => "cluster",
+            Kind::Sentinel(_) => "sentinel",
+        };
+        f.debug_tuple("SharedConnection").field(&kind).finish()
     }
 }
 
-/// Classifies a Redis error: I/O, timeouts and dropped connections are retryable
-/// [`BrokerErrorKind::Connection`] errors; server replies (WRONGTYPE, NOPERM, script errors) are
-/// [`BrokerErrorKind::Backend`].
+impl ConnectionLike for SharedConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            Kind::Standalone(m) => m.req_packed_command(cmd),
+            Kind::Cluster(c) => c.req_packed_command(cmd),
+            Kind::Sentinel(s) => Box::pin(async move {
+                let mut m = s.current();
+                let reply = m.req_packed_command(cmd).await;
+                if let Err(e) = &reply {
+                    s.after_error(e).await;
+                }
+                reply
+            }),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            Kind::Standalone(m) => m.req_packed_commands(pipeline, offset, count),
+            Kind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Kind::Sentinel(s) => Box::pin(async move {
+                let mut m = s.current();
+                let reply = m.req_packed_commands(pipeline, offset, count).await;
+                if let Err(e) = &reply {
+                    s.after_error(e).await;
+                }
+                reply
+            }),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            Kind::Standalone(m) => m.get_db(),
+            Kind::Cluster(c) => c.get_db(),
+            Kind::Sentinel(s) => s.current().get_db(),
+        }
+    }
+}
+
+/// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
+#[derive(Clone)]
+pub struct BlockingConnection(BlockingKind);
+
+#[derive(Clone)]
+enum BlockingKind {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for BlockingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            BlockingKind::Standalone(_) => "standalone",
+            BlockingKind::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("BlockingConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for BlockingConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            BlockingKind::Standalone(c) => c.req_packed_command(cmd),
+            BlockingKind::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            BlockingKind::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            BlockingKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            BlockingKind::Standalone(c) => c.get_db(),
+            BlockingKind::Cluster(c) => c.get_db(),
+        }
+    }
+}
+
+/// The master the sentinels named last, and how to ask them again.
+struct SentinelState {
+    config: RedisConfig,
+    sentinels: tokio::sync::Mutex<SentinelClient>,
+    current: RwLock<Current>,
+    /// When the sentinels were last asked, to ask at most every [`RESOLVE_EVERY`].
+    last_asked: Mutex<Instant>,
+}
+
+struct Current {
+    client: redis::Client,
+    manager: ConnectionManager,
+}
+
+/// The shortest gap between two questions to the sentinels after errors.
+const RESOLVE_EVERY: Duration = Duration::from_millis(250);
+
+impl SentinelState {
+    async fn connect(config: &RedisConfig, master: &str) -> Result<Self, BrokerError> {
+        if config.tls_ca_file().is_some() {
+            return Err(BrokerError::config(
+                "a TLS CA file is not supported with Sentinel yet; use the system's roots",
+            ));
+        }
+        let urls = config.urls();
+        let first = urls[0]
+            .into_connection_info()
+            .map_err(|e| invalid(config, &e))?;
+        let mut node = SentinelNodeConnectionInfo::default()
+            .set_redis_connection_info(first.redis_settings().clone());
+        if urls[0].starts_with("rediss://") {
+            node = node.set_tls_mode(redis::TlsMode::Secure);
+        }
+        let mut sentinels = SentinelClient::build(
+            urls.clone(),
+            master.to_owned(),
+            Some(node),
+            SentinelServerType::Master,
+        )
+        .map_err(|e| invalid(config, &e))?;
+        let client = sentinels.async_get_client().await.map_err(|e| {
+            BrokerError::connection(format!(
+                "no sentinel at {} names a reachable master {master:?}: {}",
+                config.masked_url(),
+                config.scrub(&e.to_string())
+            ))
+        })?;
+        let manager = ConnectionManager::new_with_config(client.clone(), manager_config(config))
+            .await
+            .map_err(|e| unreachable(config, &e))?;
+        tracing::info!(master, addr = %client.get_connection_info().addr(), "the sentinels name the master");
+        Ok(Self {
+            config: config.clone(),
+            sentinels: tokio::sync::Mutex::new(sentinels),
+            current: RwLock::new(Current { client, manager }),
+            last_asked: Mutex::new(Instant::now()),
+        })
+    }
+
+    fn current(&self) -> ConnectionManager {
+        self.current.read().expect("sentinel state").manager.clone()
+    }
+
+    fn current_addr(&self) -> String {
+        let current = self.current.read().expect("sentinel state");
+        current.client.get_connection_info().addr().to_string()
+    }
+
+    /// After a failed command: when the failure says the master may have moved (it refuses
+    /// writes as a replica, or cannot be reached), ask the sentinels again.
+    async fn after_error(&self, e: &redis::RedisError) {
+        let moved = e.code() == Some("READONLY")
+            || e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout();
+        if moved && let Err(err) = self.resolve(false).await {
+            tracing::debug!(error = %err, "asking the sentinels for the master failed");
+        }
+    }
+
+    /// Asks the sentinels for the master and, when it moved, points the shared connection at
+    /// the new one. Returns a client for the current master. Without `force`, asks at most
+    /// every [`RESOLVE_EVERY`] and not while another task is asking.
+    async fn resolve(&self, force: bool) -> Result<redis::Client, BrokerError> {
+        let recent = {
+            let mut last = self.last_asked.lock().expect("sentinel clock");
+            let recent = last.elapsed() < RESOLVE_EVERY;
+            if !recent || force {
+                *last = Instant::now();
+            }
+            recent
+        };
+        let current = || self.current.read().expect("sentinel state").client.clone();
+        if recent && !force {
+            return Ok(current());
+        }
+        let mut sentinels = if force {
+            self.sentinels.lock().await
+        } else {
+            match self.sentinels.try_lock() {
+                Ok(guard) => guard,
+                Err(_) => return Ok(current()),
+            }
+        };
+        let asking =
+            tokio::time::timeout(self.config.connect_timeout(), sentinels.async_get_client());
+        let client = match asking.await {
+            Ok(Ok(client)) => client,
+            Ok(Err(e)) => {
+                return Err(redis_error(
+                    &self.config,
+                    "SENTINEL get-master-addr-by-name",
+                    e,
+                ));
+            }
+            Err(_) => {
+                return Err(BrokerError::connection(format!(
+                    "the sentinels at {} did not answer within {:?}",
+                    self.config.masked_url(),
+                    self.config.connect_timeout()
+                )));
+            }
+        };
+        let addr = client.get_connection_info().addr().to_string();
+        if addr == self.current_addr() {
+            return Ok(client);
+        }
+        let manager =
+            ConnectionManager::new_with_config(client.clone(), manager_config(&self.config))
+                .await
+                .map_err(|e| unreachable(&self.config, &e))?;
+        tracing::warn!(
+            from = %self.current_addr(),
+            to = %addr,
+            "the Redis master moved (Sentinel failover); following it"
+        );
+        *self.current.write().expect("sentinel state") = Current {
+            client: client.clone(),
+            manager,
+        };
+        Ok(client)
+    }
+}
+
+fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
+    ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(config.connect_timeout()))
+        .set_response_timeout(Some(config.response_timeout()))
+        .set_number_of_retries(2)
+        .set_max_delay(Duration::from_secs(2))
+}
+
+fn cluster_builder(
+    config: &RedisConfig,
+    response_timeout: Duration,
+) -> Result<ClusterClientBuilder, BrokerError> {
+    let builder = ClusterClientBuilder::new(config.urls())
+        .connection_timeout(config.connect_timeout())
+        .response_timeout(response_timeout)
+        .retries(3)
+        .max_retry_wait(1000);
+    match config.tls_ca_file() {
+        None => Ok(builder),
+        #[cfg(feature = "tls")]
+        Some(path) => Ok(builder.certs(redis::TlsCertificates {
+            client_tls: None,
+            root_cert: Some(read_ca(path)?),
+        })),
+        #[cfg(not(feature = "tls"))]
+        Some(path) => Err(no_tls(path)),
+    }
+}
+
+fn cluster_client(
+    config: &RedisConfig,
+    response_timeout: Duration,
+) -> Result<ClusterClient, BrokerError> {
+    cluster_builder(config, response_timeout)?
+        .build()
+        .map_err(|e| invalid(config, &e))
+}
+
+fn open_client(config: &RedisConfig, url: &str) -> Result<redis::Client, BrokerError> {
+    match config.tls_ca_file() {
+        None => redis::Client::open(url).map_err(|e| invalid(config, &e)),
+        #[cfg(feature = "tls")]
+        Some(path) => {
+            let certs = redis::TlsCertificates {
+                client_tls: None,
+                root_cert: Some(read_ca(path)?),
+            };
+            redis::Client::build_with_tls(url, certs).map_err(|e| invalid(config, &e))
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(path) => Err(no_tls(path)),
+    }
+}
+
+#[cfg(feature = "tls")]
+fn read_ca(path: &std::path::Path) -> Result<Vec<u8>, BrokerError> {
+    std::fs::read(path).map_err(|e| {
+        BrokerError::config(format!("cannot read TLS CA file {}: {e}", path.display()))
+    })
+}
+
+#[cfg(not(feature = "tls"))]
+fn no_tls(path: &std::path::Path) -> BrokerError {
+    BrokerError::config(format!(
+        "a TLS CA file ({}) needs pythia-redis built with the `tls` feature",
+        path.display()
+    ))
+}
+
+fn invalid(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
+    BrokerError::config(format!(
+        "invalid Redis URL {}: {}",
+        config.masked_url(),
+        config.scrub(&e.to_string())
+    ))
+}
+
+fn unreachable(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
+    BrokerError::connection(format!(
+        "cannot connect to Redis at {}: {}",
+        config.masked_url(),
+        config.scrub(&e.to_string())
+    ))
+}
+
+fn command_name(cmd: &Cmd) -> String {
+    cmd.args_iter()
+        .next()
+        .and_then(|a| match a {
+            redis::Arg::Simple(b) => Some(String::from_utf8_lossy(b).into_owned()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "command".to_owned())
+}
+
+/// A cluster fan-out reply (a map of node address → reply) as pairs; a node's error reply
+/// fails the whole call.
+fn by_node(reply: Value) -> Result<Vec<(String, Value)>, redis::RedisError> {
+    let Value::Map(pairs) = reply else {
+        return Ok(vec![(String::new(), reply)]);
+    };
+    let mut out = Vec::with_capacity(pairs.len());
+    for (node, value) in pairs {
+        let node: String = redis::from_redis_value(node)?;
+        if let Value::ServerError(e) = value {
+            return Err(e.into());
+        }
+        out.push((node, value));
+    }
+    out.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(out)
+}
+
+/// Classifies a Redis error: I/O, timeouts, dropped connections and a cluster or master in
+/// transition are retryable [`BrokerErrorKind::Connection`] errors; other server replies
+/// (WRONGTYPE, NOPERM, CROSSSLOT, script errors) are [`BrokerErrorKind::Backend`].
 pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) -> BrokerError {
     let transient = e.is_io_error()
         || e.is_timeout()
@@ -173,8 +732,18 @@ pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) 
         || e.is_connection_refusal()
         || matches!(
             e.code(),
-            Some("LOADING" | "BUSY" | "TRYAGAIN" | "MASTERDOWN" | "READONLY")
-        );
+            Some(
+                "LOADING"
+                    | "BUSY"
+                    | "TRYAGAIN"
+                    | "MASTERDOWN"
+                    | "READONLY"
+                    | "CLUSTERDOWN"
+                    | "MOVED"
+                    | "ASK"
+            )
+        )
+        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
     let kind = if transient {
         BrokerErrorKind::Connection
     } else {

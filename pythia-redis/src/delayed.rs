@@ -2,9 +2,9 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::SharedConnection;
 use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, Message};
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::destination::{Destination, scheduled_payload};
@@ -67,7 +67,7 @@ const SCHEDULE_BATCH: usize = 500;
 #[derive(Debug, Clone)]
 pub struct DelayedProducer {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     keys: QueueKeys,
     destination: Destination,
 }

@@ -6,10 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime};
 
+use crate::connection::SharedConnection;
 use pythia_core::message::unix_millis;
 use pythia_core::worker::BoxFuture;
 use pythia_core::{BrokerError, Message, WorkerError};
-use redis::aio::ConnectionManager;
 use tower::{Layer, Service};
 
 use crate::connection::RedisConnection;
@@ -92,7 +92,7 @@ fn body_hash(msg: &Message) -> String {
 #[derive(Debug, Clone)]
 pub struct IdempotencyStore {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     ttl: Duration,
 }
 

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::SharedConnection;
 use bytes::Bytes;
 use pythia_core::message::unix_millis;
 use pythia_core::worker::BoxFuture;
 use pythia_core::{BrokerError, Message, Outcome, RetryPolicy, WorkerError};
-use redis::aio::ConnectionManager;
 use tower::{Layer, Service};
 
 use crate::connection::RedisConnection;
@@ -312,7 +312,7 @@ impl JobStatusStore {
 #[derive(Debug, Clone)]
 struct StatusWriter {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     ttl: Duration,
 }
 

@@ -16,8 +16,8 @@ mod scripts;
 pub mod stream;
 pub mod stream_producer;
 
-pub use crate::config::{DEFAULT_URL, RedisConfig, mask_url};
-pub use crate::connection::RedisConnection;
+pub use crate::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
+pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
 pub use crate::dead_letters::{DeadLetter, DeadLetterQueue, ReplayReport};
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::{ListBroker, ListSide};

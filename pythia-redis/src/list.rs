@@ -2,12 +2,12 @@
 
 use std::time::Duration;
 
+use crate::connection::{BlockingConnection, SharedConnection};
 use bytes::Bytes;
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
     envelope,
 };
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
@@ -117,13 +117,13 @@ impl std::str::FromStr for ListSide {
 #[derive(Debug)]
 pub struct ListBroker {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     keys: QueueKeys,
     source: Source,
     side: ListSide,
     dead_letter_cap: usize,
     maintenance_interval: Duration,
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: Mutex<Option<BlockingConnection>>,
 }
 
 impl ListBroker {

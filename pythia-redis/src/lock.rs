@@ -3,8 +3,8 @@
 use std::future::Future;
 use std::time::Duration;
 
+use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, CancellationToken};
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
@@ -63,7 +63,7 @@ use crate::transient_retry::retry_transient;
 #[derive(Debug, Clone)]
 pub struct Lock {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     name: String,
     key: String,
     owner: String,

@@ -4,13 +4,13 @@
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::SharedConnection;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use croner::Cron;
 use croner::parser::{CronParser, Seconds};
 use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, CancellationToken, Headers, Message, envelope};
-use redis::aio::ConnectionManager;
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
@@ -331,7 +331,7 @@ pub struct FireReport {
 #[derive(Debug, Clone)]
 pub struct PeriodicScheduler {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     name: String,
     owner: String,
     jobs: Vec<PeriodicJob>,

@@ -1,7 +1,7 @@
 //! [`ListProducer`]: pushes messages onto a Redis list, one or many per round trip.
 
+use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::list::ListSide;
@@ -43,7 +43,7 @@ pub enum Encoding {
 #[derive(Debug, Clone)]
 pub struct ListProducer {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     queue: String,
     side: ListSide,
     encoding: Encoding,

@@ -1,7 +1,7 @@
 //! [`Publisher`]: `PUBLISH`es messages to a Redis pub/sub channel, one or many per round trip.
 
+use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::producer::Encoding;
@@ -41,7 +41,7 @@ pub const PUBLISH_CHUNK: usize = 1000;
 #[derive(Debug, Clone)]
 pub struct Publisher {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     channel: String,
     encoding: Encoding,
 }

@@ -5,11 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
+use crate::connection::{BlockingConnection, SharedConnection};
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
     envelope,
 };
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
@@ -76,7 +76,7 @@ pub const RECLAIMED_TOTAL: &str = "pythia_reclaimed_total";
 #[derive(Debug)]
 pub struct ReliableListBroker {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     keys: QueueKeys,
     source: Source,
     side: ListSide,
@@ -94,7 +94,7 @@ pub struct ReliableListBroker {
     last_fetch_empty: AtomicBool,
     liveness: Liveness,
     dead_letter_cap: usize,
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: metrics::Counter,
 }
 
@@ -175,7 +175,7 @@ impl ReliableListBroker {
         &self.keys
     }
 
-    fn mgr(&self) -> ConnectionManager {
+    fn mgr(&self) -> SharedConnection {
         self.manager.clone()
     }
 
@@ -312,7 +312,7 @@ impl ReliableListBroker {
     }
 
     /// The consumers registered for this queue, dead or alive.
-    async fn consumers(&self, m: &mut ConnectionManager) -> Result<Vec<String>, BrokerError> {
+    async fn consumers(&self, m: &mut SharedConnection) -> Result<Vec<String>, BrokerError> {
         redis::cmd("SMEMBERS")
             .arg(&self.consumers_key)
             .query_async(m)

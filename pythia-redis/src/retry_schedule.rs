@@ -3,8 +3,8 @@
 
 use std::time::{Duration, SystemTime};
 
+use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope, message::unix_millis};
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
@@ -36,7 +36,7 @@ pub(crate) fn dead_letter_payload(msg: &Message, reason: &str) -> Vec<u8> {
 /// moved.
 pub(crate) async fn promote_due(
     conn: &RedisConnection,
-    manager: &mut ConnectionManager,
+    manager: &mut SharedConnection,
     keys: &QueueKeys,
     side: ListSide,
 ) -> Result<u64, BrokerError> {

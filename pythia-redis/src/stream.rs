@@ -28,13 +28,13 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::connection::{BlockingConnection, SharedConnection};
 use bytes::Bytes;
 use pythia_core::message::unix_millis;
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, Headers, Message, Outcome, QueueStats,
     Settlement, Source,
 };
-use redis::aio::{ConnectionManager, MultiplexedConnection};
 use redis::streams::StreamInfoConsumersReply;
 use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 use tokio::sync::Mutex;
@@ -347,7 +347,7 @@ struct Reclaimed {
 #[derive(Debug)]
 pub struct StreamBroker {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     keys: QueueKeys,
     source: Source,
     group: String,
@@ -369,7 +369,7 @@ pub struct StreamBroker {
     /// Entries a previous process under this consumer name left pending may remain.
     own_leftovers: AtomicBool,
     read_mark: StdMutex<StreamEntryId>,
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: StdMutex<Reclaimed>,
     claim_lock: Mutex<()>,
     reclaimed_total: metrics::Counter,
@@ -531,7 +531,7 @@ impl StreamBroker {
         &self.keys
     }
 
-    fn mgr(&self) -> ConnectionManager {
+    fn mgr(&self) -> SharedConnection {
         self.manager.clone()
     }
 

@@ -2,10 +2,10 @@
 
 use std::time::SystemTime;
 
+use crate::connection::SharedConnection;
 use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, Message};
 use redis::Value;
-use redis::aio::ConnectionManager;
 
 use crate::connection::RedisConnection;
 use crate::producer::Encoding;
@@ -58,7 +58,7 @@ const ENQUEUED_AT_SLACK_MS: u64 = 1000;
 #[derive(Debug, Clone)]
 pub struct StreamProducer {
     conn: RedisConnection,
-    manager: ConnectionManager,
+    manager: SharedConnection,
     stream: String,
     max_len: Option<usize>,
     encoding: Encoding,

@@ -3,9 +3,9 @@
 
 use std::time::Duration;
 
+use crate::connection::BlockingConnection;
 use pythia_core::{BrokerError, CancellationToken, Message, Outcome, RetryPolicy, Source, Worker};
 use redis::Value;
-use redis::aio::MultiplexedConnection;
 use tokio::sync::Mutex;
 
 use crate::checkpoint::Checkpoint;
@@ -72,7 +72,7 @@ pub struct StreamReader {
     batch: usize,
     policy: RetryPolicy,
     position: Mutex<Option<StreamEntryId>>,
-    blocking: Mutex<Option<MultiplexedConnection>>,
+    blocking: Mutex<Option<BlockingConnection>>,
 }
 
 impl StreamReader {
