@@ -271,12 +271,42 @@ impl From<Side> for pythia::redis::ListSide {
     }
 }
 
+/// Which kind of Redis deployment the URLs name.
+#[derive(Debug, Clone, Default, Args)]
+pub(crate) struct TopologyArgs {
+    /// The URLs are seed nodes of a Redis Cluster (any reachable one is enough).
+    #[arg(long, env = "PYTHIA_CLUSTER", conflicts_with = "sentinel_master")]
+    pub(crate) cluster: bool,
+
+    /// The URLs are Redis Sentinels; connect to the master they know by this name and follow
+    /// its failovers.
+    #[arg(long, env = "PYTHIA_SENTINEL_MASTER", value_name = "NAME")]
+    pub(crate) sentinel_master: Option<String>,
+}
+
+impl TopologyArgs {
+    /// The library's form of these flags.
+    pub(crate) fn topology(&self) -> pythia::redis::Topology {
+        match (&self.sentinel_master, self.cluster) {
+            (Some(master), _) => pythia::redis::Topology::Sentinel {
+                master: master.clone(),
+            },
+            (None, true) => pythia::redis::Topology::Cluster,
+            (None, false) => pythia::redis::Topology::Standalone,
+        }
+    }
+}
+
 /// Where Redis is and which queue.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct QueueArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
+    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
     pub(crate) redis_url: String,
+
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
 
     /// Delivery mode.
     #[arg(long, value_enum, env = "PYTHIA_BROKER", default_value_t = BrokerKind::ReliableList)]
@@ -598,9 +628,13 @@ pub(crate) struct QuickstartArgs {
 /// Which queue `inspect` and `dlq` look at.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
+    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
     pub(crate) redis_url: String,
+
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
 
     /// Delivery mode of the queue. Default: from the key's type (a stream key is a stream,
     /// anything else a list); give `pubsub` for a channel.
@@ -744,9 +778,13 @@ pub(crate) struct DlqPurgeArgs {
     (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
 )]
 pub(crate) struct DoctorArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
+    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
     pub(crate) redis_url: String,
+
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
 
     /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
     /// `pythia-doctor`).
@@ -780,9 +818,13 @@ pub(crate) struct JobArgs {
     #[arg(long, env = "PYTHIA_QUEUE")]
     pub(crate) queue: String,
 
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
+    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
     pub(crate) redis_url: String,
+
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
 
     /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
     #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
@@ -831,9 +873,13 @@ reports as pythia_messages_total); dead-lettered = increase per second of the de
 Queues are found by SCANning <prefix>:{*}:* every 10 s and by --queue; a list queue that never \
 retried or dead-lettered anything leaves no key of Pythia's: name it with --queue.")]
 pub(crate) struct DashboardArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS.
+    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
+    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
     pub(crate) redis_url: String,
+
+    #[command(flatten)]
+    pub(crate) topology: TopologyArgs,
 
     /// Address to serve on. Loopback by default; any other address requires --token.
     #[arg(long, env = "PYTHIA_DASHBOARD_ADDR", default_value = "127.0.0.1:9191")]

@@ -268,7 +268,7 @@ impl RedisConnection {
     }
 
     /// Every key matching `pattern` on every master, found with `SCAN` (never `KEYS`), at
-    /// most `limit` of them.
+    /// most `limit` of them, sorted. Keys whose names are not UTF-8 are left out.
     pub async fn scan_keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BrokerError> {
         let nodes: Vec<String> = match &self.inner.shared.0 {
             Kind::Cluster(_) => self
@@ -290,9 +290,10 @@ impl RedisConnection {
                     .arg("COUNT")
                     .arg(1000);
                 let value = self.on_node(&node, &scan).await?;
-                let (next, page): (u64, Vec<String>) =
+                let (next, page): (u64, Vec<Vec<u8>>) =
                     redis::from_redis_value(value).map_err(|e| self.error("SCAN", e.into()))?;
-                keys.extend(page);
+                // Key names that are not UTF-8 are not Pythia's; skip them.
+                keys.extend(page.into_iter().filter_map(|k| String::from_utf8(k).ok()));
                 if next == 0 || keys.len() >= limit {
                     break;
                 }

@@ -31,7 +31,7 @@ async fn open(
     t: &TargetArgs,
 ) -> Result<(RedisConnection, DeadLetterQueue, Option<BrokerKind>), CliError> {
     t.single()?;
-    let conn = super::connect_url(&t.redis_url, &t.key_prefix).await?;
+    let conn = super::connect_to(&t.redis_url, &t.topology, &t.key_prefix).await?;
     let (dlq, kind) = open_on(&conn, t).await?;
     Ok((conn, dlq, kind))
 }

@@ -26,7 +26,7 @@ const LAG_COUNT_LIMIT: usize = 10_000;
 
 pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
     let t = &args.target;
-    let conn = super::connect_url(&t.redis_url, &t.key_prefix).await?;
+    let conn = super::connect_to(&t.redis_url, &t.topology, &t.key_prefix).await?;
     let report = report(&conn, t, args.group.as_deref()).await?;
     if args.json {
         println!(

@@ -13,18 +13,30 @@ pub(crate) mod run;
 use pythia::BrokerErrorKind;
 use pythia::redis::{RedisConfig, RedisConnection};
 
-use crate::cli::QueueArgs;
+use crate::cli::{QueueArgs, TopologyArgs};
 use crate::error::CliError;
 
 /// Connects to the Redis of `args`, with clear errors for a bad URL or an unreachable server.
 pub(crate) async fn connect(args: &QueueArgs) -> Result<RedisConnection, CliError> {
-    connect_url(&args.redis_url, &args.key_prefix).await
+    connect_to(&args.redis_url, &args.topology, &args.key_prefix).await
 }
 
+/// Connects to the standalone Redis at `url`.
 pub(crate) async fn connect_url(url: &str, key_prefix: &str) -> Result<RedisConnection, CliError> {
+    connect_to(url, &TopologyArgs::default(), key_prefix).await
+}
+
+/// Connects to the Redis deployment at `url` (one URL, or a list of cluster seed nodes or
+/// sentinels as `topology` says).
+pub(crate) async fn connect_to(
+    url: &str,
+    topology: &TopologyArgs,
+    key_prefix: &str,
+) -> Result<RedisConnection, CliError> {
     let mut config = RedisConfig::from_url(url)
         .map_err(CliError::usage)?
-        .with_key_prefix(key_prefix);
+        .with_key_prefix(key_prefix)
+        .with_topology(topology.topology());
     // A private CA for rediss:// (the binary needs the `tls` feature).
     if let Some(ca) = std::env::var_os("REDIS_TLS_CA_FILE").filter(|v| !v.is_empty()) {
         config = config.with_tls_ca_file(ca);

@@ -82,7 +82,8 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
     if args.history < args.interval {
         return Err(CliError::usage("--history must be at least --interval"));
     }
-    let conn = crate::commands::connect_url(&args.redis_url, &args.key_prefix).await?;
+    let conn =
+        crate::commands::connect_to(&args.redis_url, &args.topology, &args.key_prefix).await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.addr)))?;

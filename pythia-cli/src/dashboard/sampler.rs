@@ -38,8 +38,8 @@ const PARALLEL: usize = 8;
 pub(super) const MAX_QUEUES: usize = 500;
 /// Most samples kept per queue, whatever `--history` says (5.5 h at 2 s; 400 KiB a queue).
 const MAX_SAMPLES: usize = 10_000;
-/// Keys asked per `SCAN` call.
-const SCAN_COUNT: usize = 1000;
+/// Most keys read by one discovery `SCAN` of every master (job-status records are keys too).
+const SCAN_LIMIT: usize = 1_000_000;
 
 /// What one sample records of a queue.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -168,6 +168,7 @@ impl Sampler {
     pub(super) fn target(&self, queue: &str) -> TargetArgs {
         TargetArgs {
             redis_url: String::new(),
+            topology: Default::default(),
             broker: None,
             queue: vec![queue.to_owned()],
             key_prefix: self.prefix.clone(),
@@ -255,32 +256,16 @@ impl Sampler {
     /// The queue names found among the keys under the prefix.
     async fn discover(&self) -> Result<Vec<String>, String> {
         let pattern = format!("{}:{{*}}:*", glob_escape(&self.prefix));
-        let mut m = self.conn.manager();
-        let mut cursor = 0u64;
-        let mut names = std::collections::BTreeSet::new();
-        loop {
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(SCAN_COUNT)
-                .query_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("SCAN", e).to_string())?;
-            for k in keys {
-                if let Ok(k) = std::str::from_utf8(&k)
-                    && let Some(q) = queue_of_key(&self.prefix, k)
-                {
-                    names.insert(q.to_owned());
-                }
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        Ok(names.into_iter().collect())
+        let keys = self
+            .conn
+            .scan_keys(&pattern, SCAN_LIMIT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let names: std::collections::BTreeSet<&str> = keys
+            .iter()
+            .filter_map(|k| queue_of_key(&self.prefix, k))
+            .collect();
+        Ok(names.into_iter().map(str::to_owned).collect())
     }
 
     /// The overview document (see `pythia dashboard --help`), with the last `points` samples
