@@ -10,6 +10,7 @@ mod liveness;
 pub mod producer;
 pub mod publisher;
 pub mod pubsub;
+mod recent_settlements;
 pub mod reliable_list;
 pub mod retry_schedule;
 mod scripts;

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::connection::{BlockingConnection, SharedConnection};
 use pythia_core::{
-    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
-    envelope,
+    Broker, BrokerError, BrokerErrorKind, Delivery, DeliveryGuarantee, Outcome, QueueStats,
+    Settlement, Source, envelope,
 };
 use tokio::sync::Mutex;
 
@@ -16,6 +16,7 @@ use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
 use crate::liveness::Liveness;
+use crate::recent_settlements::RecentSettlements;
 use crate::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
 };
@@ -96,6 +97,8 @@ pub struct ReliableListBroker {
     dead_letter_cap: usize,
     blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: metrics::Counter,
+    /// Sent again after a connection error (a failover can lose the last acks).
+    recent: RecentSettlements<u64>,
 }
 
 impl ReliableListBroker {
@@ -133,6 +136,7 @@ impl ReliableListBroker {
             liveness: Liveness::default(),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
             blocking: Mutex::new(None),
+            recent: RecentSettlements::new(),
         }
     }
 
@@ -397,20 +401,8 @@ impl ReliableListBroker {
         }
         Ok(total)
     }
-}
 
-impl Broker for ReliableListBroker {
-    type Token = u64;
-
-    fn guarantee(&self) -> DeliveryGuarantee {
-        DeliveryGuarantee::AtLeastOnce
-    }
-
-    fn source(&self) -> &Source {
-        &self.source
-    }
-
-    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+    async fn fetch_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         self.ensure_registered().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
         let recovered = self.recover_unanswered(max).await?;
@@ -434,7 +426,7 @@ impl Broker for ReliableListBroker {
         Ok(batch)
     }
 
-    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
+    async fn settle_batch(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
         if batch.is_empty() {
             return Ok(());
         }
@@ -458,6 +450,74 @@ impl Broker for ReliableListBroker {
             .await
             .map(drop)
             .map_err(|e| self.conn.error("settle", e))
+    }
+
+    /// After a connection error, remembers that the settlements made before it may be lost.
+    fn noted(&self, e: &BrokerError) {
+        if e.kind() == BrokerErrorKind::Connection {
+            self.recent.suspect();
+        }
+    }
+
+    /// After a connection error (once the connection works again): sends the recent
+    /// settlements again, so that acks a failover lost do not leave processed messages in
+    /// this consumer's in-flight hash (see `recent_settlements`).
+    async fn resend_recent(&self) -> Result<(), BrokerError> {
+        let Some((acks, others)) = self.recent.to_resend() else {
+            return Ok(());
+        };
+        let mut m = self.mgr();
+        let mut removed = 0u64;
+        for chunk in acks.chunks(10_000) {
+            let n: Result<u64, _> = redis::cmd("HDEL")
+                .arg(&self.in_flight_key)
+                .arg(chunk)
+                .query_async(&mut m)
+                .await;
+            match n {
+                Ok(n) => removed += n,
+                Err(e) => {
+                    self.recent.suspect();
+                    return Err(self.conn.error("ack (resent after a connection error)", e));
+                }
+            }
+        }
+        if let Err(e) = self.settle_batch(&others).await {
+            self.recent.suspect();
+            return Err(e);
+        }
+        if removed > 0 {
+            tracing::warn!(
+                removed,
+                consumer = %self.consumer,
+                "acks lost by the server (a failover?) were sent again"
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Broker for ReliableListBroker {
+    type Token = u64;
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        DeliveryGuarantee::AtLeastOnce
+    }
+
+    fn source(&self) -> &Source {
+        &self.source
+    }
+
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        self.fetch_batch(max).await.inspect_err(|e| self.noted(e))
+    }
+
+    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
+        self.settle_batch(batch)
+            .await
+            .inspect_err(|e| self.noted(e))?;
+        self.recent.record(batch);
+        Ok(())
     }
 
     async fn release(&self, batch: Vec<Delivery<u64>>) -> Result<(), BrokerError> {
@@ -498,8 +558,9 @@ impl Broker for ReliableListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
-        self.heartbeat().await?;
+        self.heartbeat().await.inspect_err(|e| self.noted(e))?;
         self.registered.store(true, Ordering::Release);
+        self.resend_recent().await?;
         let mut m = self.mgr();
         promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
         self.reap_dead_consumers().await?;

@@ -394,3 +394,47 @@ fn support_free_port() -> u16 {
         .unwrap()
         .port()
 }
+
+/// A failover to a replica loses the writes the old master had not replicated: an ack lost so
+/// leaves a processed message in the live consumer's in-flight hash, where nothing would
+/// deliver or remove it while the consumer lives (and a burst worker would wait for it
+/// forever). After a connection error the broker sends its recent settlements again.
+#[tokio::test]
+async fn acks_lost_with_a_connection_are_sent_again() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    push_numbered(&conn, "lost-acks", 10).await;
+    let broker = fast(&conn, "lost-acks");
+    let got = broker.fetch(10).await.unwrap();
+    assert_eq!(got.len(), 10);
+    let settled: Vec<pythia_core::Settlement<u64>> = got
+        .iter()
+        .map(|d| pythia_core::Settlement {
+            token: d.token,
+            message: d.message.clone(),
+            outcome: pythia_core::Outcome::Ack,
+        })
+        .collect();
+    broker.settle(&settled).await.unwrap();
+    // What the promoted replica would hold: two of the acked deliveries still in flight.
+    let in_flight = broker.keys().in_flight(broker.consumer());
+    for d in &got[..2] {
+        let _: i64 = cmd(&conn, &["HSET", &in_flight, &d.token.to_string(), "stale"]).await;
+    }
+    broker.maintain().await.unwrap();
+    let left: i64 = cmd(&conn, &["HLEN", &in_flight]).await;
+    assert_eq!(left, 2, "without a connection error nothing is sent again");
+
+    // The server drops every client: the broker's next command fails, the one after works.
+    let _: i64 = cmd(&conn, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no"]).await;
+    eventually(
+        Duration::from_secs(10),
+        "the stale entries removed",
+        || async {
+            let _ = broker.maintain().await;
+            let left: i64 = cmd(&conn, &["HLEN", &in_flight]).await;
+            left == 0
+        },
+    )
+    .await;
+}
