@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use pythia_redis::{RedisConfig, RedisConnection};
 
+pub mod cluster;
+mod redis_process;
+pub mod sentinel;
+
 /// A redis-server process owned by a test.
 pub struct RedisServer {
     port: u16,
