@@ -39,6 +39,8 @@ struct Inner {
     shared: SharedConnection,
 }
 
+// One per connection, behind an `Arc`: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
 enum Backend {
     Standalone(redis::Client),
     /// The client for blocking connections (its reply timeout is the blocking one).
@@ -500,7 +502,7 @@ impl SentinelState {
         }
         let mut sentinels = SentinelClient::build(
             urls.clone(),
-            master.to_owned(),
+            String::from(master),
             Some(node),
             SentinelServerType::Master,
         )

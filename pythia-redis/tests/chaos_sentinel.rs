@@ -5,12 +5,11 @@
 //! cargo test -p pythia-redis --test chaos_sentinel -- --nocapture
 //! ```
 //!
-//! Pythia cannot connect through Sentinel yet (`RedisConfig` takes `redis://` and `rediss://`
-//! URLs only; issue #12 adds Sentinel). So what runs today is the harness itself (the topology
-//! comes up and `SENTINEL FAILOVER` promotes the replica with the data) and what a worker
-//! pointed straight at the old master does then: it is told `READONLY`, reports not ready, and
-//! loses nothing. The test of a worker that follows the failover through Sentinel is written
-//! and `#[ignore]`d until #12 lands.
+//! Two workers: one pointed straight at the master's address (no Sentinel in between), which
+//! is told `READONLY` once the master is demoted, reports not ready and loses nothing; and one
+//! connected through the sentinels (`RedisConfig::with_sentinel_master`), which follows the
+//! failover to the new master and processes every message. `tests/sentinel.rs` has the hard
+//! failover (the master SIGKILLed) under a stream worker.
 
 #[path = "support/chaos.rs"]
 mod chaos;
@@ -24,10 +23,10 @@ use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroke
 use support::eventually;
 use support::sentinel::SentinelSetup;
 
-/// The harness, and today's behaviour: a failover promotes the replica with every
-/// acknowledged message, and a worker connected straight to the old master (no Sentinel
-/// support yet) is refused (`READONLY`) once it is demoted, reports not ready, and loses
-/// nothing: the messages are on the new master.
+/// A failover promotes the replica with every acknowledged message, and a worker connected
+/// straight to the old master's address (not through the sentinels) is refused (`READONLY`)
+/// once it is demoted, reports not ready, and loses nothing: the messages are on the new
+/// master.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sentinel_failover_promotes_the_replica_with_the_data() {
     let topo = SentinelSetup::start().await;
@@ -90,18 +89,15 @@ async fn sentinel_failover_promotes_the_replica_with_the_data() {
         0,
         0,
         Some(took),
-        "master+replica+3 sentinels; worker on the old master: not ready after demotion (no Sentinel support yet, #12)",
+        "master+replica+3 sentinels; a worker on the old master's address: not ready after demotion",
     );
 }
 
-/// What #12 must make pass: a worker connected through the sentinels keeps consuming across
-/// a failover, and nothing acknowledged is lost.
+/// A worker connected through the sentinels keeps consuming across a failover, and nothing
+/// acknowledged is lost.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "needs Sentinel support (#12)"]
 async fn a_worker_follows_a_sentinel_failover() {
     let topo = SentinelSetup::start().await;
-    // The sentinels' URLs and the master's name, as #12's connection layer takes them. Still
-    // ignored here: un-ignoring it is for #12's worker-side change to decide.
     let config = RedisConfig::from_url(&topo.sentinel_urls())
         .expect("the sentinels' URLs")
         .with_sentinel_master(topo.master_name())

@@ -1,0 +1,147 @@
+//! The CLI on a Redis Cluster and through Redis Sentinel: `--cluster` / `--sentinel-master`
+//! and their environment variables on produce, run, inspect and doctor; a list of URLs without
+//! either is a usage error.
+
+mod common;
+#[path = "../../pythia-redis/tests/support/mod.rs"]
+mod support;
+
+use common::{pythia, text};
+use std::process::{Command, Output};
+
+use serde_json::Value as Json;
+use support::cluster::RedisCluster;
+use support::sentinel::SentinelSetup;
+
+fn json(o: &Output) -> Json {
+    assert!(o.status.success(), "{}", text(o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
+}
+
+/// `pythia produce` 50 messages, `pythia run --burst`, and `pythia inspect`, with `topo` (the
+/// flags naming the topology).
+fn produce_run_inspect(urls: &str, topo: &[&str], broker: &str, queue: &str) {
+    let with = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend(["--redis-url", urls]);
+        all.extend(topo);
+        pythia(&all)
+    };
+    let o = with(&[
+        "produce", "--broker", broker, "--queue", queue, "--count", "50",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stream = broker == "stream";
+    let doc = json(&with(&["inspect", "--queue", queue, "--json"]));
+    assert_eq!(doc[if stream { "length" } else { "depth" }], 50, "{doc}");
+    let o = with(&[
+        "run",
+        "--broker",
+        broker,
+        "--queue",
+        queue,
+        "--group-start",
+        "beginning",
+        "--burst",
+        "--handler",
+        "noop",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(out.contains("processed 50 (acked 50"), "{broker}: {out}");
+    let doc = json(&with(&["inspect", "--queue", queue, "--json"]));
+    if stream {
+        assert_eq!(doc["groups"][0]["lag"], 0, "{doc}");
+        assert_eq!(doc["groups"][0]["pending"], 0, "{doc}");
+    } else {
+        assert_eq!(doc["depth"], 0, "{doc}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_on_a_cluster() {
+    let cluster = RedisCluster::start();
+    let seeds = cluster.seed_urls();
+    for (broker, queue) in [("reliable-list", "cli-jobs"), ("stream", "cli-events")] {
+        produce_run_inspect(&seeds, &["--cluster"], broker, queue);
+    }
+
+    // The environment variable does what the flag does.
+    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(["doctor", "--json", "--redis-url", &seeds])
+        .env("PYTHIA_CLUSTER", "true")
+        .output()
+        .unwrap();
+    let doc: Json =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let checks = doc["checks"].as_array().unwrap();
+    let cluster_check = checks.iter().find(|c| c["check"] == "cluster").unwrap();
+    assert_eq!(cluster_check["status"], "pass", "{cluster_check}");
+    // The server checks run on each of the three masters, naming it.
+    let versions: Vec<&Json> = checks.iter().filter(|c| c["check"] == "version").collect();
+    assert_eq!(versions.len(), 3, "{doc}");
+    for port in cluster.master_ports() {
+        assert!(
+            versions
+                .iter()
+                .any(|c| c["detail"].as_str().unwrap().contains(&port.to_string())),
+            "master {port} checked: {doc}"
+        );
+    }
+
+    // Seed URLs without --cluster: a usage error that says what to add.
+    let o = pythia(&["inspect", "--redis-url", &seeds, "--queue", "cli-jobs"]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("--cluster"), "{}", text(&o));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_works_through_sentinel() {
+    let topo = SentinelSetup::start().await;
+    let sentinels = topo.sentinel_urls();
+    produce_run_inspect(
+        &sentinels,
+        &["--sentinel-master", topo.master_name()],
+        "reliable-list",
+        "s-jobs",
+    );
+
+    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(["doctor", "--json", "--redis-url", &sentinels])
+        .env("PYTHIA_SENTINEL_MASTER", topo.master_name())
+        .output()
+        .unwrap();
+    let doc: Json =
+        serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
+    let check = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["check"] == "sentinel")
+        .unwrap()
+        .clone();
+    assert_eq!(check["status"], "pass", "{check}");
+    assert!(
+        check["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&topo.master().port().to_string()),
+        "names the master: {check}"
+    );
+
+    let o = pythia(&[
+        "inspect",
+        "--redis-url",
+        &sentinels,
+        "--sentinel-master",
+        "nobody",
+        "--queue",
+        "s-jobs",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(text(&o).contains("nobody"), "{}", text(&o));
+}
