@@ -70,6 +70,34 @@ async fn the_cli_works_on_a_cluster() {
         produce_run_inspect(&seeds, &["--cluster"], broker, queue);
     }
 
+    // The config file's `cluster = true` does what the flag does.
+    let o = pythia(&[
+        "produce",
+        "--cluster",
+        "--redis-url",
+        &seeds,
+        "--queue",
+        "cli-file",
+        "--count",
+        "20",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dir = std::env::temp_dir().join(format!("pythia-topology-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("worker.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "redis_url = \"{seeds}\"\ncluster = true\nqueue = \"cli-file\"\nburst = true\n\
+             handler = \"noop\"\nmetrics_addr = \"off\"\n"
+        ),
+    )
+    .unwrap();
+    let o = pythia(&["run", "--config", file.to_str().unwrap(), "--log", "warn"]);
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&o).contains("processed 20 (acked 20"), "{}", text(&o));
+
     // The environment variable does what the flag does.
     let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
         .args(["doctor", "--json", "--redis-url", &seeds])
