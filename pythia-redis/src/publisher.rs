@@ -1,23 +1,45 @@
-//! [`Publisher`]: `PUBLISH`es messages to a Redis pub/sub channel, one or many per round trip.
+//! [`Publisher`]: `PUBLISH`es messages to a Redis pub/sub channel (`SPUBLISH` on a Redis
+//! Cluster), one or many per round trip.
 
 use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;
 use crate::producer::Encoding;
+use crate::scripts::SPUBLISH;
 
-/// `PUBLISH` commands per pipeline when publishing many.
+/// `PUBLISH` commands per pipeline when publishing many (on a Redis Cluster: payloads per
+/// script call).
 pub const PUBLISH_CHUNK: usize = 1000;
 
 /// Publishes messages to the channel a [`PubSubBroker`](crate::PubSubBroker) subscribes to
 /// (directly, or through a pattern).
 ///
-/// Each call returns how many subscribers received each message, as Redis counts them (on a
-/// Cluster, the subscribers of the node the publisher is connected to). A count of 0 means
-/// nobody was subscribed and the message is gone: pub/sub keeps nothing.
+/// Each call returns how many subscribers received each message, as Redis counts them. A count
+/// of 0 means nobody was subscribed and the message is gone: pub/sub keeps nothing.
 ///
 /// Many messages go out as pipelines of up to [`PUBLISH_CHUNK`] `PUBLISH` commands. When a
 /// call fails (the connection dropped mid-way), part of the batch may have been published.
+///
+/// # On a Redis Cluster
+///
+/// The publisher uses sharded pub/sub, as a cluster [`PubSubBroker`](crate::PubSubBroker)
+/// does: `SPUBLISH`, on the master that owns the channel's hash slot, which relays each
+/// message to the shard's replicas. The count is the master's own subscribers (a cluster
+/// `PubSubBroker` subscribes there; subscribers attached to a replica receive the message but
+/// are not counted). A subscriber that used classic `SUBSCRIBE` receives nothing.
+///
+/// # Behaviour
+///
+/// On a cluster each chunk of up to [`PUBLISH_CHUNK`] payloads is one Lua script call
+/// (`EVALSHA`, so the user needs the `@scripting` ACL category) that runs `SPUBLISH` per
+/// payload. A bare `SPUBLISH` would be routed like a read: a replica accepts it for its
+/// master's slots and delivers it to its own subscribers only. After a failover, while the
+/// shared connection still names the demoted master first for the slot, every message would
+/// go there, counted 0, and be lost without an error. A script is a write, so a replica
+/// answers `MOVED` and the connection follows it to the new master. While the master is down
+/// and its replica not yet promoted, publishing fails with a retryable
+/// [`Connection`](pythia_core::BrokerErrorKind::Connection) error.
 ///
 /// ```no_run
 /// use pythia_core::Message;
@@ -44,6 +66,7 @@ pub struct Publisher {
     manager: SharedConnection,
     channel: String,
     encoding: Encoding,
+    sharded: bool,
 }
 
 impl Publisher {
@@ -54,6 +77,7 @@ impl Publisher {
             manager: conn.manager(),
             channel: channel.to_owned(),
             encoding: Encoding::default(),
+            sharded: conn.is_cluster(),
         }
     }
 
@@ -68,6 +92,11 @@ impl Publisher {
     /// The channel this publisher writes to.
     pub fn channel(&self) -> &str {
         &self.channel
+    }
+
+    /// Whether messages go out with `SPUBLISH` (sharded pub/sub): true on a Redis Cluster.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
     }
 
     fn encode(&self, msg: &Message) -> Vec<u8> {
@@ -98,14 +127,25 @@ impl Publisher {
         let mut counts = Vec::with_capacity(payloads.len());
         let mut m = self.manager.clone();
         for chunk in payloads.chunks(PUBLISH_CHUNK) {
-            let mut pipe = redis::pipe();
-            for payload in chunk {
-                pipe.publish(&self.channel, payload.as_ref());
-            }
-            let got: Vec<usize> = pipe
-                .query_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("PUBLISH", e))?;
+            let got: Vec<usize> = if self.sharded {
+                let mut spublish = SPUBLISH.prepare_invoke();
+                spublish.key(&self.channel);
+                for payload in chunk {
+                    spublish.arg(payload.as_ref());
+                }
+                spublish
+                    .invoke_async(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("SPUBLISH", e))?
+            } else {
+                let mut pipe = redis::pipe();
+                for payload in chunk {
+                    pipe.publish(&self.channel, payload.as_ref());
+                }
+                pipe.query_async(&mut m)
+                    .await
+                    .map_err(|e| self.conn.error("PUBLISH", e))?
+            };
             counts.extend(got);
         }
         Ok(counts)

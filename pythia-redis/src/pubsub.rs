@@ -1,5 +1,8 @@
-//! [`PubSubBroker`]: Redis pub/sub (`SUBSCRIBE` / `PSUBSCRIBE`) behind the one
-//! [`Worker`](pythia_core::Worker) trait. Fan-out, at-most-once, with a bounded in-process buffer.
+//! [`PubSubBroker`]: Redis pub/sub (`SUBSCRIBE` / `PSUBSCRIBE`, or sharded `SSUBSCRIBE` on a
+//! Redis Cluster) behind the one [`Worker`](pythia_core::Worker) trait. Fan-out, at-most-once,
+//! with a bounded in-process buffer.
+
+mod sharded;
 
 use std::borrow::Cow;
 use std::cmp::Reverse;
@@ -22,6 +25,7 @@ use tokio::time::Instant;
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 use crate::retry_schedule::DEFAULT_DEAD_LETTER_CAP;
+use sharded::{Event, ShardedLink};
 
 /// Times the subscription was restored after a lost connection, by `queue` and `broker`.
 pub const RECONNECTS_TOTAL: &str = "pythia_pubsub_reconnects_total";
@@ -134,7 +138,7 @@ pub struct PubSubBuilder {
 }
 
 impl PubSubBuilder {
-    /// Subscribes to the channel `name` (`SUBSCRIBE`).
+    /// Subscribes to the channel `name` (`SUBSCRIBE`; `SSUBSCRIBE` on a Redis Cluster).
     pub fn channel(mut self, name: impl Into<String>) -> Self {
         self.channels.push(name.into());
         self
@@ -153,6 +157,9 @@ impl PubSubBuilder {
     /// Subscribes to the channels matching the glob-style `pattern` (`PSUBSCRIBE`, e.g.
     /// `orders.*`). A message on a channel matched by several subscriptions of one broker (a
     /// channel and a pattern, or two patterns) is delivered once per match, as Redis sends it.
+    ///
+    /// Not on a Redis Cluster: sharded pub/sub has no pattern form, and
+    /// [`subscribe`](Self::subscribe) fails with a [`BrokerErrorKind::Config`] error.
     pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
         self.patterns.push(pattern.into());
         self
@@ -213,7 +220,9 @@ impl PubSubBuilder {
     /// How often the subscribed connection is pinged (50 ms to 60 s; default
     /// [`PubSubBroker::DEFAULT_PING_INTERVAL`]). A `PING` not answered within the
     /// configuration's response timeout counts as a lost connection, so a server that stalls
-    /// or a network path that silently dies is noticed, not waited on forever.
+    /// or a network path that silently dies is noticed, not waited on forever. On a Redis
+    /// Cluster each tick sends `ROLE` instead, to the node of every slot the channels live in
+    /// (it also tells whether the subscription sits on the right node).
     pub fn with_ping_interval(mut self, every: Duration) -> Self {
         self.ping_interval = every.clamp(Duration::from_millis(50), Duration::from_secs(60));
         self
@@ -223,9 +232,9 @@ impl PubSubBuilder {
     /// confirmed every subscription: a message published after this returns is delivered.
     ///
     /// Fails with a [`BrokerErrorKind::Config`] error when there is no channel or pattern (or
-    /// an empty one), and with the connection's error when Redis is unreachable or refuses a
-    /// subscription (an ACL without the channel). After this first success the broker keeps
-    /// itself subscribed.
+    /// an empty one) or when a pattern is given on a Redis Cluster, and with the connection's
+    /// error when Redis is unreachable or refuses a subscription (an ACL without the channel).
+    /// After this first success the broker keeps itself subscribed.
     pub async fn subscribe(self) -> Result<PubSubBroker, BrokerError> {
         if self.channels.is_empty() && self.patterns.is_empty() {
             return Err(BrokerError::config(
@@ -241,6 +250,15 @@ impl PubSubBuilder {
             return Err(BrokerError::config(
                 "pub/sub channel and pattern names must not be empty",
             ));
+        }
+        let sharded = self.conn.is_cluster();
+        if sharded && !self.patterns.is_empty() {
+            return Err(BrokerError::config(format!(
+                "pub/sub patterns {:?} cannot be subscribed on a Redis Cluster: Pythia uses \
+                 sharded pub/sub there (SSUBSCRIBE), which has no pattern form; subscribe to \
+                 the channels by name",
+                self.patterns
+            )));
         }
         let name = self.name.clone().unwrap_or_else(|| {
             let all: Vec<&str> = self
@@ -271,6 +289,7 @@ impl PubSubBuilder {
             ping_timeout: self.conn.config().response_timeout(),
             stop: stop.clone(),
             sources: SourceCache::default(),
+            sharded,
         };
         let first = subscriber.open().await?;
         shared.connected.store(true, Ordering::Release);
@@ -279,11 +298,13 @@ impl PubSubBuilder {
             subscription = %name,
             channels = ?self.channels,
             patterns = ?self.patterns,
+            sharded,
             "pub/sub subscribed"
         );
         Ok(PubSubBroker {
             shared,
             source,
+            sharded,
             conn: self.conn,
             channels: self.channels,
             patterns: self.patterns,
@@ -296,7 +317,7 @@ impl PubSubBuilder {
 }
 
 /// Consumes Redis pub/sub: `SUBSCRIBE` to channels and `PSUBSCRIBE` to patterns, on a
-/// dedicated connection.
+/// dedicated connection; on a Redis Cluster, sharded pub/sub (`SSUBSCRIBE`).
 ///
 /// # How
 ///
@@ -344,8 +365,36 @@ impl PubSubBuilder {
 /// When messages must not be lost, publish to a reliable list
 /// ([`ReliableListBroker`](crate::ReliableListBroker)) or a stream instead.
 ///
-/// Sharded pub/sub (`SSUBSCRIBE`) is not used: classic pub/sub messages reach every node of a
-/// Redis Cluster, so subscribing on any one node receives them all.
+/// # On a Redis Cluster
+///
+/// When the [`RedisConnection`] is a cluster ([`RedisConfig::with_cluster`]), the broker uses
+/// sharded pub/sub: each channel is subscribed with `SSUBSCRIBE` on the node that owns its
+/// hash slot, through one RESP3 cluster connection, and a [`Publisher`](crate::Publisher)
+/// publishes with `SPUBLISH` to the same node. (Classic `PUBLISH` on a cluster is broadcast to
+/// every node over the cluster bus; sharded messages stay in their shard.) Messages take the
+/// same path into the same buffer, with the same overflow policy, counters and settling.
+///
+/// * **Patterns** have no sharded form: [`subscribe`](PubSubBuilder::subscribe) refuses them
+///   with a [`BrokerErrorKind::Config`] error on a cluster.
+/// * **Liveness.** The subscription counts as lost when a node's connection drops (the redis
+///   crate's `Disconnection` notice, for any node of the cluster), when a node unsubscribes a
+///   channel because its slot moved (a failover or a resharding: the server's `sunsubscribe`),
+///   or when the periodic check fails: at the [ping interval](PubSubBuilder::with_ping_interval),
+///   `ROLE` to the node of every slot the channels live in, which must answer within the
+///   response timeout and be the slot's master (or a replica whose master is gone). The
+///   broker then drops the cluster connection and opens a new one (a fresh slot map from the
+///   seed nodes, every channel subscribed again), with the backoff, logs and counters
+///   described above. Every channel of the broker misses what is published during that
+///   reopening (about 0.1 s on loopback), not only the channels of the node that failed. The
+///   redis crate's own resubscription is not relied on: after a master was killed, or a slot
+///   moved, it was seen to leave the subscription silent for good.
+/// * **Failover.** When the master owning a channel's slot dies, the broker subscribes again
+///   at once: until the cluster promotes a replica, the subscription goes to the shard's
+///   replica, which serves sharded pub/sub for its master's slots and keeps its subscribers
+///   when promoted. A [`Publisher`](crate::Publisher) gets retryable errors until the
+///   promotion. Messages published while the broker reopens are lost (at-most-once).
+///
+/// [`RedisConfig::with_cluster`]: crate::RedisConfig::with_cluster
 ///
 /// ```no_run
 /// use pythia_core::{Message, Worker, WorkerError, WorkerRuntime};
@@ -375,6 +424,7 @@ impl PubSubBuilder {
 pub struct PubSubBroker {
     shared: Arc<Shared>,
     source: Source,
+    sharded: bool,
     conn: RedisConnection,
     channels: Vec<String>,
     patterns: Vec<String>,
@@ -390,6 +440,7 @@ impl std::fmt::Debug for PubSubBroker {
             .field("name", &self.source.name())
             .field("channels", &self.channels)
             .field("patterns", &self.patterns)
+            .field("sharded", &self.sharded)
             .field("capacity", &self.shared.capacity)
             .field("overflow", &self.shared.overflow)
             .field("dead_letters", &self.dead_letters)
@@ -422,9 +473,15 @@ impl PubSubBroker {
         }
     }
 
-    /// The channels subscribed with `SUBSCRIBE`.
+    /// The channels subscribed with `SUBSCRIBE` (`SSUBSCRIBE` when [`is_sharded`](Self::is_sharded)).
     pub fn channels(&self) -> &[String] {
         &self.channels
+    }
+
+    /// Whether the channels are subscribed with sharded pub/sub (`SSUBSCRIBE`): true on a
+    /// Redis Cluster.
+    pub fn is_sharded(&self) -> bool {
+        self.sharded
     }
 
     /// The patterns subscribed with `PSUBSCRIBE`.
@@ -967,6 +1024,15 @@ impl SourceCache {
             .ok()
             .flatten()
             .map(|p| String::from_utf8_lossy(&p).into_owned());
+        self.lookup(channel, pattern)
+    }
+
+    /// The source of a sharded message (a channel, never a pattern).
+    fn source_of_channel(&mut self, channel: &[u8]) -> Source {
+        self.lookup(String::from_utf8_lossy(channel), None)
+    }
+
+    fn lookup(&mut self, channel: Cow<'_, str>, pattern: Option<String>) -> Source {
         if self.len >= SOURCE_CACHE_CAP {
             *self = Self::default();
         }
@@ -987,6 +1053,12 @@ impl SourceCache {
     }
 }
 
+/// A live subscription: a pub/sub connection to one server, or sharded pub/sub on a cluster.
+enum Link {
+    Classic(redis::aio::PubSub),
+    Sharded(ShardedLink),
+}
+
 /// The task that keeps the subscription alive and fills the buffer.
 struct Subscriber {
     shared: Arc<Shared>,
@@ -998,11 +1070,23 @@ struct Subscriber {
     ping_timeout: Duration,
     stop: CancellationToken,
     sources: SourceCache,
+    /// On a cluster: `SSUBSCRIBE` through a cluster connection.
+    sharded: bool,
 }
 
 impl Subscriber {
     /// A new connection with every subscription confirmed.
-    async fn open(&self) -> Result<redis::aio::PubSub, BrokerError> {
+    async fn open(&self) -> Result<Link, BrokerError> {
+        if self.sharded {
+            ShardedLink::open(&self.conn, &self.channels, self.ping_timeout)
+                .await
+                .map(Link::Sharded)
+        } else {
+            self.open_classic().await.map(Link::Classic)
+        }
+    }
+
+    async fn open_classic(&self) -> Result<redis::aio::PubSub, BrokerError> {
         let mut pubsub = self.conn.pubsub().await?;
         let limit = self.ping_timeout;
         let timed_out = |what: &str| {
@@ -1026,12 +1110,12 @@ impl Subscriber {
         Ok(pubsub)
     }
 
-    async fn run(mut self, first: redis::aio::PubSub) {
+    async fn run(mut self, first: Link) {
         let mut next = Some(first);
         let mut backoff = reconnect_backoff();
         let mut lost_at: Option<Instant> = None;
         loop {
-            let pubsub = match next.take() {
+            let link = match next.take() {
                 Some(p) => p,
                 None => match self.stop.run_until_cancelled(self.open()).await {
                     None => return,
@@ -1062,7 +1146,11 @@ impl Subscriber {
             }
             self.shared.set_connected();
             let up = Instant::now();
-            let Some(why) = self.read(pubsub).await else {
+            let lost = match link {
+                Link::Classic(pubsub) => self.read(pubsub).await,
+                Link::Sharded(link) => self.read_sharded(link).await,
+            };
+            let Some(why) = lost else {
                 return; // stopped
             };
             self.shared.set_lost();
@@ -1128,6 +1216,67 @@ impl Subscriber {
                 }
             }
         }
+    }
+
+    /// [`read`](Self::read) for sharded pub/sub on a cluster: the same buffer, and a `ROLE`
+    /// check at the `PING` cadence; see [`sharded`] for what counts as lost.
+    async fn read_sharded(&mut self, mut link: ShardedLink) -> Option<String> {
+        let mut pushes = Vec::with_capacity(READ_CHUNK);
+        let mut ticker =
+            tokio::time::interval_at(Instant::now() + self.ping_interval, self.ping_interval);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut check: Option<futures_util::future::BoxFuture<'static, Result<(), String>>> = None;
+        let stop = self.stop.clone();
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return None,
+                open = link.recv(&mut pushes, READ_CHUNK) => {
+                    if !open {
+                        return Some("the cluster connection closed".to_owned());
+                    }
+                    if let Some(why) = self.accept_pushes(&mut pushes) {
+                        // What the other nodes delivered meanwhile is already here: keep it.
+                        link.received_now(&mut pushes, READ_CHUNK * 8);
+                        self.accept_pushes(&mut pushes);
+                        return Some(why);
+                    }
+                }
+                res = async { check.as_mut().expect("guarded by is_some").await }, if check.is_some() => {
+                    check = None;
+                    if let Err(why) = res {
+                        return Some(why);
+                    }
+                }
+                _ = ticker.tick(), if check.is_none() => {
+                    check = Some(link.check(self.ping_timeout));
+                }
+            }
+        }
+    }
+
+    /// Buffers the messages among `pushes` (draining it); returns why the subscription is lost
+    /// when a push says so.
+    fn accept_pushes(&mut self, pushes: &mut Vec<redis::PushInfo>) -> Option<String> {
+        let now = Instant::now();
+        let mut items = Vec::with_capacity(pushes.len());
+        let mut lost = None;
+        for push in pushes.drain(..) {
+            match sharded::classify(push) {
+                Event::Message(channel, payload) => items.push(Buffered::Raw(
+                    Bytes::from(payload),
+                    self.sources.source_of_channel(&channel),
+                    now,
+                )),
+                Event::Lost(why) => {
+                    lost.get_or_insert(why);
+                }
+                Event::Other => {}
+            }
+        }
+        if !items.is_empty() {
+            self.shared.push_received(items);
+        }
+        lost
     }
 
     fn accept(&mut self, msgs: &[redis::Msg]) {

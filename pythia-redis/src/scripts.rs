@@ -67,3 +67,6 @@ pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> =
 /// Move an XREAD reader's checkpoint forward (never back).
 pub(crate) static CHECKPOINT_SAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/checkpoint_save.lua")));
+/// Publish payloads to a sharded pub/sub channel on its slot's master (never a replica).
+pub(crate) static SPUBLISH: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/spublish.lua")));
