@@ -121,6 +121,34 @@ async fn the_cli_works_on_a_cluster() {
         );
     }
 
+    // Pub/sub channels are sharded on a cluster: inspect counts SSUBSCRIBErs on every node.
+    let cfg = pythia::redis::RedisConfig::from_url(&seeds)
+        .unwrap()
+        .with_cluster();
+    let conn = pythia::redis::RedisConnection::connect(cfg).await.unwrap();
+    let sub = pythia::redis::PubSubBroker::builder(&conn)
+        .channel("news")
+        .subscribe()
+        .await
+        .unwrap();
+    let doc = json(&pythia(&[
+        "inspect",
+        "--cluster",
+        "--redis-url",
+        &seeds,
+        "--broker",
+        "pubsub",
+        "--queue",
+        "news,alerts",
+        "--json",
+    ]));
+    let channels = doc["channels"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"));
+    let subscribers: Vec<_> = channels.iter().map(|c| c["subscribers"].clone()).collect();
+    assert_eq!(subscribers, [1, 0], "{doc}");
+    drop(sub);
+
     // Seed URLs without --cluster: a usage error that says what to add.
     let o = pythia(&["inspect", "--redis-url", &seeds, "--queue", "cli-jobs"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));

@@ -6,7 +6,7 @@
 //! * stream: length, scheduled retries, dead letters, memory, and per consumer group its lag,
 //!   pending entries, last-delivered id and next entry's age, with each consumer's pending
 //!   count, idle time and heartbeat;
-//! * pub/sub: subscribers per channel (`PUBSUB NUMSUB`), pattern subscriptions of the server
+//! * pub/sub: subscribers per channel (`PUBSUB NUMSUB`; `SHARDNUMSUB` summed over the nodes of a cluster), pattern subscriptions of the server
 //!   (`PUBSUB NUMPAT`) and each channel's dead letters.
 
 use std::collections::{BTreeSet, HashMap};
@@ -306,19 +306,42 @@ async fn pubsub(conn: &RedisConnection, t: &TargetArgs) -> Result<Json, CliError
     }
     let mut m = conn.manager();
     let mut numsub = redis::cmd("PUBSUB");
-    numsub.arg("NUMSUB");
+    // On a cluster, channels are sharded (SSUBSCRIBE): SHARDNUMSUB, asked of every node and
+    // summed; there are no pattern subscriptions; each dead-letter list is in its own slot.
+    numsub.arg(if conn.is_cluster() {
+        "SHARDNUMSUB"
+    } else {
+        "NUMSUB"
+    });
     for c in &channels {
         numsub.arg(c.as_str());
     }
-    let mut pipe = redis::pipe();
-    pipe.add_command(numsub).cmd("PUBSUB").arg("NUMPAT");
-    for c in &channels {
-        pipe.llen(QueueKeys::new(&t.key_prefix, c).dead_letters());
-    }
-    let mut reply: Vec<Value> = pipe
-        .query_async(&mut m)
-        .await
-        .map_err(|e| CliError::runtime(conn.error("PUBSUB", e)))?;
+    let mut reply: Vec<Value> = if conn.is_cluster() {
+        let counts: Value = numsub
+            .query_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("PUBSUB SHARDNUMSUB", e)))?;
+        let mut reply = vec![counts, Value::Int(0)];
+        for c in &channels {
+            let dlq = QueueKeys::new(&t.key_prefix, c).dead_letters();
+            let len: Value = redis::cmd("LLEN")
+                .arg(&dlq)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| CliError::runtime(conn.error("LLEN", e)))?;
+            reply.push(len);
+        }
+        reply
+    } else {
+        let mut pipe = redis::pipe();
+        pipe.add_command(numsub).cmd("PUBSUB").arg("NUMPAT");
+        for c in &channels {
+            pipe.llen(QueueKeys::new(&t.key_prefix, c).dead_letters());
+        }
+        pipe.query_async(&mut m)
+            .await
+            .map_err(|e| CliError::runtime(conn.error("PUBSUB", e)))?
+    };
     let dead: Vec<i64> = reply
         .split_off(2)
         .into_iter()
