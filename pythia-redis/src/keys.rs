@@ -88,6 +88,11 @@ impl QueueKeys {
         format!("{}:job:{id}", self.base)
     }
 
+    /// The layout of a sharded queue: the names of its shard streams, one a line.
+    pub fn shard_layout(&self) -> String {
+        format!("{}:shards", self.base)
+    }
+
     /// The last id an `XREAD` reader named `reader` processed.
     pub fn checkpoint(&self, reader: &str) -> String {
         format!("{}:checkpoint:{reader}", self.base)

@@ -14,6 +14,7 @@ mod recent_settlements;
 pub mod reliable_list;
 pub mod retry_schedule;
 mod scripts;
+pub mod sharded_stream;
 pub mod stream;
 pub mod stream_producer;
 
@@ -26,6 +27,9 @@ pub use crate::producer::{Encoding, ListProducer};
 pub use crate::publisher::Publisher;
 pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};
 pub use crate::reliable_list::ReliableListBroker;
+pub use crate::sharded_stream::{
+    ShardEntryId, ShardedQueue, ShardedStreamBroker, ShardedStreamProducer,
+};
 pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 pub use crate::stream_producer::StreamProducer;
 

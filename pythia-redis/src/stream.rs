@@ -385,8 +385,8 @@ struct ReadBatch {
 
 #[derive(Clone, Copy)]
 enum ReadFrom {
-    /// New entries (`>`), blocking.
-    New,
+    /// New entries (`>`), blocking this long (`None`: not blocking).
+    New(Option<u64>),
     /// This consumer's pending entries after the id (history), not blocking.
     PendingAfter(StreamEntryId),
 }
@@ -419,7 +419,9 @@ impl StreamBroker {
         Self::build(conn, stream, group, consumer, true)
     }
 
-    fn build(
+    /// A broker under `consumer`; `reused_name` when the name may be a previous process's (its
+    /// leftovers are taken back first). The sharded broker gives every shard the same name.
+    pub(crate) fn build(
         conn: &RedisConnection,
         stream: &str,
         group: &str,
@@ -455,6 +457,12 @@ impl StreamBroker {
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
         }
+    }
+
+    /// The source its messages carry (the sharded broker's shards carry the logical queue).
+    pub(crate) fn with_message_source(mut self, source: Source) -> Self {
+        self.source = source;
+        self
     }
 
     /// Where the group starts when this broker creates it (default: new entries only).
@@ -633,12 +641,12 @@ impl StreamBroker {
             .arg("COUNT")
             .arg(max);
         match from {
-            ReadFrom::New => cmd
-                .arg("BLOCK")
-                .arg(self.block_ms())
-                .arg("STREAMS")
-                .arg(self.stream())
-                .arg(">"),
+            ReadFrom::New(block_ms) => {
+                if let Some(ms) = block_ms {
+                    cmd.arg("BLOCK").arg(ms);
+                }
+                cmd.arg("STREAMS").arg(self.stream()).arg(">")
+            }
             ReadFrom::PendingAfter(id) => cmd.arg("STREAMS").arg(self.stream()).arg(id),
         };
         let reply: Value = match cmd.query_async(con).await {
@@ -647,7 +655,7 @@ impl StreamBroker {
                 // The connection may be broken: make a new one next time.
                 *slot = None;
                 self.note_error(&e);
-                if matches!(from, ReadFrom::New) && e.code() != Some("NOGROUP") {
+                if matches!(from, ReadFrom::New(_)) && e.code() != Some("NOGROUP") {
                     // The server may have delivered entries whose reply never arrived: they sit
                     // in this consumer's pending list, and nobody else will take them while it
                     // lives. Read them back before anything new.
@@ -1056,6 +1064,72 @@ impl StreamBroker {
         }
     }
 
+    /// [`Broker::fetch`] with the read blocking up to `block_ms` (`None`: not at all, an empty
+    /// batch at once when nothing is new). For the sharded broker, which polls its shards.
+    pub(crate) async fn fetch_blocking(
+        &self,
+        max: usize,
+        block_ms: Option<u64>,
+    ) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
+        self.ensure_ready().await?;
+        let max = max.clamp(1, MAX_FETCH_BATCH);
+        let reclaimed = self.take_reclaimed(max);
+        if !reclaimed.is_empty() {
+            return Ok(reclaimed);
+        }
+        if self.recovering.load(Ordering::Acquire) {
+            let recovered = self.recover_lost_reply(max).await?;
+            if !recovered.is_empty() || self.recovering.load(Ordering::Acquire) {
+                return Ok(recovered);
+            }
+        }
+        for _ in 0..SKIP_ROUNDS {
+            let batch = self.read_group(max, ReadFrom::New(block_ms)).await?;
+            if let Some(last) = batch.last {
+                *self.read_mark.lock().expect("read mark lock") = last;
+            }
+            self.ack_ids(&batch.to_ack).await?;
+            if !batch.deliveries.is_empty() || batch.to_ack.is_empty() {
+                return Ok(batch.deliveries);
+            }
+        }
+        Ok(Vec::new())
+    }
+
+    /// [`Broker::settle`] of `(token, message, outcome)` triples, so that the sharded broker
+    /// settles a shard's part of a batch without copying the messages.
+    pub(crate) async fn settle_refs(
+        &self,
+        batch: &[(StreamEntryId, &Message, &Outcome)],
+    ) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        if batch.iter().all(|s| *s.2 == Outcome::Ack) {
+            let ids: Vec<StreamEntryId> = batch.iter().map(|s| s.0).collect();
+            self.ack_ids(&ids).await?;
+        } else {
+            let mut acks = Vec::new();
+            let mut items = Vec::new();
+            let due_now = due_score(Duration::ZERO);
+            for &(token, message, outcome) in batch {
+                match outcome {
+                    Outcome::Retry { delay } => {
+                        let due = due_now.saturating_add(delay.as_millis() as u64);
+                        items.push((token, message, Item::Retry { due }));
+                    }
+                    Outcome::DeadLetter { reason } => {
+                        items.push((token, message, Item::DeadLetter { reason }));
+                    }
+                    _ => acks.push(token),
+                }
+            }
+            self.settle_script(&acks, &items).await?;
+        }
+        self.forget_reclaimed(batch.iter().map(|s| s.0));
+        Ok(())
+    }
+
     /// Acks deliveries and adds them again as new entries for this group, unchanged.
     async fn hand_back(&self, batch: &[Delivery<StreamEntryId>]) -> Result<(), BrokerError> {
         if batch.is_empty() {
@@ -1089,58 +1163,15 @@ impl Broker for StreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
-        self.ensure_ready().await?;
-        let max = max.clamp(1, MAX_FETCH_BATCH);
-        let reclaimed = self.take_reclaimed(max);
-        if !reclaimed.is_empty() {
-            return Ok(reclaimed);
-        }
-        if self.recovering.load(Ordering::Acquire) {
-            let recovered = self.recover_lost_reply(max).await?;
-            if !recovered.is_empty() || self.recovering.load(Ordering::Acquire) {
-                return Ok(recovered);
-            }
-        }
-        for _ in 0..SKIP_ROUNDS {
-            let batch = self.read_group(max, ReadFrom::New).await?;
-            if let Some(last) = batch.last {
-                *self.read_mark.lock().expect("read mark lock") = last;
-            }
-            self.ack_ids(&batch.to_ack).await?;
-            if !batch.deliveries.is_empty() || batch.to_ack.is_empty() {
-                return Ok(batch.deliveries);
-            }
-        }
-        Ok(Vec::new())
+        self.fetch_blocking(max, Some(self.block_ms())).await
     }
 
     async fn settle(&self, batch: &[Settlement<StreamEntryId>]) -> Result<(), BrokerError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        if batch.iter().all(|s| s.outcome == Outcome::Ack) {
-            let ids: Vec<StreamEntryId> = batch.iter().map(|s| s.token).collect();
-            self.ack_ids(&ids).await?;
-        } else {
-            let mut acks = Vec::new();
-            let mut items = Vec::new();
-            let due_now = due_score(Duration::ZERO);
-            for s in batch {
-                match &s.outcome {
-                    Outcome::Retry { delay } => {
-                        let due = due_now.saturating_add(delay.as_millis() as u64);
-                        items.push((s.token, &s.message, Item::Retry { due }));
-                    }
-                    Outcome::DeadLetter { reason } => {
-                        items.push((s.token, &s.message, Item::DeadLetter { reason }));
-                    }
-                    _ => acks.push(s.token),
-                }
-            }
-            self.settle_script(&acks, &items).await?;
-        }
-        self.forget_reclaimed(batch.iter().map(|s| s.token));
-        Ok(())
+        let refs: Vec<_> = batch
+            .iter()
+            .map(|s| (s.token, &s.message, &s.outcome))
+            .collect();
+        self.settle_refs(&refs).await
     }
 
     async fn release(&self, batch: Vec<Delivery<StreamEntryId>>) -> Result<(), BrokerError> {

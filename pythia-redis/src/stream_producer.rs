@@ -113,6 +113,13 @@ impl StreamProducer {
     /// Fails with a [`Config`](pythia_core::BrokerErrorKind::Config) error, before sending
     /// anything, if a header name is reserved.
     pub async fn add_many(&self, msgs: &[Message]) -> Result<Vec<StreamEntryId>, BrokerError> {
+        let refs: Vec<&Message> = msgs.iter().collect();
+        self.check_headers(&refs)?;
+        self.add_refs(&refs).await
+    }
+
+    /// Refuses reserved header names (Envelope encoding only), before anything is sent.
+    pub(crate) fn check_headers(&self, msgs: &[&Message]) -> Result<(), BrokerError> {
         if self.encoding == Encoding::Envelope {
             for msg in msgs {
                 if let Some(name) = msg.headers().keys().find(|k| is_reserved(k)) {
@@ -123,6 +130,15 @@ impl StreamProducer {
                 }
             }
         }
+        Ok(())
+    }
+
+    /// [`add_many`](Self::add_many) of messages already checked, by reference (the sharded
+    /// producer hands each shard its part of a batch without copying it).
+    pub(crate) async fn add_refs(
+        &self,
+        msgs: &[&Message],
+    ) -> Result<Vec<StreamEntryId>, BrokerError> {
         let now = unix_millis(SystemTime::now());
         let mut ids = Vec::with_capacity(msgs.len());
         for chunk in msgs.chunks(XADD_PIPELINE_CHUNK) {
