@@ -90,6 +90,10 @@ pub(crate) enum Scenario {
     ProduceStream,
     /// Receive published messages through the pub/sub broker.
     Pubsub,
+    /// Horizontal scaling: for each --processes count K, K worker processes drain one stream
+    /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
+    /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
+    Scale,
 }
 
 impl Scenario {
@@ -103,6 +107,7 @@ impl Scenario {
             Self::Stream => "stream",
             Self::ProduceStream => "produce-stream",
             Self::Pubsub => "pubsub",
+            Self::Scale => "scale",
         }
     }
 }
@@ -113,7 +118,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
 
-    /// Scenarios to run, comma-separated (default: all).
+    /// Scenarios to run, comma-separated (default: all but `scale`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) scenarios: Vec<Scenario>,
 
@@ -149,6 +154,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value = "3s", value_parser = parse_duration)]
     pub(crate) latency_duration: Duration,
 
+    /// Worker process counts of the scale scenario, comma-separated; the speed-up is relative to
+    /// the smallest.
+    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub(crate) processes: Vec<u16>,
+
     /// Runtime threads of the measured worker process (1 = current-thread runtime).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) worker_threads: Option<u16>,
@@ -168,6 +178,11 @@ pub(crate) struct BenchChildArgs {
     /// Run the bare client loop instead of the framework.
     #[arg(long)]
     pub(crate) bare: bool,
+    /// One of several worker processes on the same stream or reliable list (the scale
+    /// scenario): prints `ready`, starts on a `go` line on stdin, records which messages it
+    /// processed.
+    #[arg(long)]
+    pub(crate) replica: bool,
     #[arg(long)]
     pub(crate) queue: String,
     #[arg(long)]

@@ -399,6 +399,55 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
     assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
 }
 
+#[test]
+fn bench_smoke_scale_shares_one_queue_without_duplicates() {
+    let o = pythia(&[
+        "bench",
+        "--scenarios",
+        "scale",
+        "--processes",
+        "2,1",
+        "--messages",
+        "3000",
+        "--batch-size",
+        "100",
+        "--runs",
+        "1",
+        "--json",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let rows: Vec<(&str, u64)> = reports
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["scenario"], "scale", "{r}");
+            assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
+            assert!(r["redis_cpu_seconds"].as_f64().unwrap() >= 0.0, "{r}");
+            assert_eq!(r["processed_all_runs"], 3000, "{r}");
+            assert_eq!(r["distinct_all_runs"], 3000, "{r}");
+            assert_eq!(r["duplicates_all_runs"], 0, "{r}");
+            (
+                r["broker"].as_str().unwrap(),
+                r["processes"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("stream", 1),
+            ("stream", 2),
+            ("reliable-list", 1),
+            ("reliable-list", 2)
+        ]
+    );
+}
+
 #[tokio::test]
 async fn produce_delay_and_at_schedule_in_redis() {
     let server = RedisServer::start();

@@ -12,6 +12,7 @@ use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime, worker_fn};
 use serde::Serialize;
 
 use super::proc_stats::ProcStats;
+use super::replica::{ReplicaRecord, replica};
 use crate::cli::{BenchChildArgs, Scenario};
 use crate::commands::produce::numbered_body;
 use crate::error::CliError;
@@ -30,6 +31,9 @@ pub(crate) struct RunResult {
     pub(crate) p50_ms: Option<f64>,
     pub(crate) p99_ms: Option<f64>,
     pub(crate) p999_ms: Option<f64>,
+    /// What a replica of the scale scenario saw.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) replica: Option<ReplicaRecord>,
 }
 
 pub(crate) fn now_ns() -> u128 {
@@ -43,6 +47,7 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
     let conn = crate::commands::connect_url(&args.redis_url, "pythia").await?;
     let before = ProcStats::read();
     let mut result = match (args.scenario, args.bare) {
+        _ if args.replica => replica(&conn, &args).await?,
         (Scenario::List, false) => {
             let b = ListBroker::new(&conn, &args.queue);
             drain(b, noop(), &args).await?
@@ -72,6 +77,11 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         (Scenario::Pubsub, true) => bare_pubsub(&conn, &args).await?,
         (Scenario::Latency, false) => latency(&conn, &args).await?,
         (Scenario::Latency, true) => bare_latency(&conn, &args).await?,
+        (Scenario::Scale, _) => {
+            return Err(CliError::usage(
+                "the scale scenario runs its children with --replica",
+            ));
+        }
     };
     let after = ProcStats::read();
     result.cpu_seconds = after.cpu_seconds - before.cpu_seconds;
@@ -96,7 +106,7 @@ fn runtime<B: Broker, W: Worker>(broker: B, w: W, args: &BenchChildArgs) -> Work
         .with_burst(true)
 }
 
-async fn drain<B: Broker, W: Worker>(
+pub(super) async fn drain<B: Broker, W: Worker>(
     broker: B,
     w: W,
     args: &BenchChildArgs,

@@ -2,10 +2,14 @@
 //! process with a no-op worker, and does the same with the bare client loop of the same Redis
 //! commands; prints the median rate of each, the framework's share of the bare rate, the
 //! worker's CPU seconds and peak RSS. The latency scenario offers a paced load and prints
-//! enqueue-to-start percentiles.
+//! enqueue-to-start percentiles. The scale scenario (not in the default list) runs many worker
+//! processes on one queue (see `scale.rs`).
 
 pub(crate) mod child;
 mod proc_stats;
+mod processed_set;
+mod replica;
+mod scale;
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -51,6 +55,14 @@ struct ScenarioReport {
     all_rates: Vec<f64>,
 }
 
+/// One line of the report.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+enum Report {
+    Scenario(ScenarioReport),
+    Scale(scale::ScaleReport),
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));
     v.get(v.len() / 2).copied().unwrap_or(0.0)
@@ -87,11 +99,20 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
     }
     let mut reports = Vec::new();
     for s in scenarios {
+        if s == Scenario::Scale {
+            for r in scale::run(url, &conn, args).await? {
+                if !args.json {
+                    scale::print_line(&r);
+                }
+                reports.push(Report::Scale(r));
+            }
+            continue;
+        }
         let r = run_scenario(url, &conn, args, s).await?;
         if !args.json {
             print_line(&r);
         }
-        reports.push(r);
+        reports.push(Report::Scenario(r));
     }
     if args.json {
         println!(
@@ -294,27 +315,7 @@ async fn spawn_child(
     messages: u64,
     concurrency: usize,
 ) -> Result<RunResult, CliError> {
-    let exe = std::env::current_exe().map_err(CliError::runtime)?;
-    let mut cmd = tokio::process::Command::new(exe);
-    cmd.args([
-        "--log",
-        "warn",
-        "bench-child",
-        "--redis-url",
-        url,
-        "--queue",
-        queue,
-    ])
-    .args(["--scenario", s.name(), "--messages", &messages.to_string()])
-    .args([
-        "--size",
-        &args.size.to_string(),
-        "--concurrency",
-        &concurrency.to_string(),
-    ])
-    .args(["--batch-size", &args.batch_size.to_string()])
-    .stdout(Stdio::piped())
-    .kill_on_drop(true);
+    let mut cmd = child_command(url, args, s, queue, messages, concurrency)?;
     if bare {
         cmd.arg("--bare");
     }
@@ -347,6 +348,39 @@ async fn spawn_child(
     }
     serde_json::from_str(&last)
         .map_err(|e| CliError::runtime(format!("bad child output {last:?}: {e}")))
+}
+
+/// `pythia bench-child` for one run, its stdout piped, killed if dropped.
+fn child_command(
+    url: &str,
+    args: &BenchArgs,
+    s: Scenario,
+    queue: &str,
+    messages: u64,
+    concurrency: usize,
+) -> Result<tokio::process::Command, CliError> {
+    let exe = std::env::current_exe().map_err(CliError::runtime)?;
+    let mut cmd = tokio::process::Command::new(exe);
+    cmd.args([
+        "--log",
+        "warn",
+        "bench-child",
+        "--redis-url",
+        url,
+        "--queue",
+        queue,
+    ])
+    .args(["--scenario", s.name(), "--messages", &messages.to_string()])
+    .args([
+        "--size",
+        &args.size.to_string(),
+        "--concurrency",
+        &concurrency.to_string(),
+    ])
+    .args(["--batch-size", &args.batch_size.to_string()])
+    .stdout(Stdio::piped())
+    .kill_on_drop(true);
+    Ok(cmd)
 }
 
 /// Offers `n` envelope messages at `args.latency_rate` per second, in ticks of 1 ms.
