@@ -50,14 +50,22 @@ impl<T: Copy> RecentSettlements<T> {
 
     /// Remembers a batch that was settled.
     pub(crate) fn record(&self, batch: &[Settlement<T>]) {
+        self.record_refs(batch.iter().map(|s| (s.token, &s.message, &s.outcome)));
+    }
+
+    /// Remembers a batch that was settled, as `(token, message, outcome)`.
+    pub(crate) fn record_refs<'a>(
+        &self,
+        batch: impl IntoIterator<Item = (T, &'a Message, &'a Outcome)>,
+    ) {
         let mut inner = self.inner.lock().expect("recent settlements");
-        for s in batch {
-            if s.outcome == Outcome::Ack {
-                inner.acks.push_back(s.token);
+        for (token, message, outcome) in batch {
+            if *outcome == Outcome::Ack {
+                inner.acks.push_back(token);
             } else {
                 inner
                     .others
-                    .push_back((s.token, s.message.clone(), s.outcome.clone()));
+                    .push_back((token, message.clone(), outcome.clone()));
             }
         }
         let extra = inner.acks.len().saturating_sub(ACKS_KEPT);

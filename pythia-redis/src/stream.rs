@@ -32,8 +32,8 @@ use crate::connection::{BlockingConnection, SharedConnection};
 use bytes::Bytes;
 use pythia_core::message::unix_millis;
 use pythia_core::{
-    Broker, BrokerError, Delivery, DeliveryGuarantee, Headers, Message, Outcome, QueueStats,
-    Settlement, Source,
+    Broker, BrokerError, BrokerErrorKind, Delivery, DeliveryGuarantee, Headers, Message, Outcome,
+    QueueStats, Settlement, Source,
 };
 use redis::streams::StreamInfoConsumersReply;
 use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
@@ -42,6 +42,7 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::liveness::Liveness;
+use crate::recent_settlements::RecentSettlements;
 use crate::reliable_list::RECLAIMED_TOTAL;
 use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, PROMOTE_BATCH, due_score};
 use crate::scripts::{
@@ -373,6 +374,8 @@ pub struct StreamBroker {
     reclaimed: StdMutex<Reclaimed>,
     claim_lock: Mutex<()>,
     reclaimed_total: metrics::Counter,
+    /// Sent again after a connection error (a failover can lose the last acks).
+    recent: RecentSettlements<StreamEntryId>,
 }
 
 /// What a read gave: deliveries, ids to ack without delivering (entries for other groups,
@@ -456,6 +459,7 @@ impl StreamBroker {
             blocking: Mutex::new(None),
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
+            recent: RecentSettlements::new(),
         }
     }
 
@@ -1071,6 +1075,16 @@ impl StreamBroker {
         max: usize,
         block_ms: Option<u64>,
     ) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
+        self.fetch_batch(max, block_ms)
+            .await
+            .inspect_err(|e| self.noted(e))
+    }
+
+    async fn fetch_batch(
+        &self,
+        max: usize,
+        block_ms: Option<u64>,
+    ) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
         self.ensure_ready().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
         let reclaimed = self.take_reclaimed(max);
@@ -1099,6 +1113,52 @@ impl StreamBroker {
     /// [`Broker::settle`] of `(token, message, outcome)` triples, so that the sharded broker
     /// settles a shard's part of a batch without copying the messages.
     pub(crate) async fn settle_refs(
+        &self,
+        batch: &[(StreamEntryId, &Message, &Outcome)],
+    ) -> Result<(), BrokerError> {
+        self.settle_now(batch)
+            .await
+            .inspect_err(|e| self.noted(e))?;
+        self.recent.record_refs(batch.iter().copied());
+        Ok(())
+    }
+
+    /// After a connection error, remembers that the settlements made before it may be lost.
+    fn noted(&self, e: &BrokerError) {
+        if e.kind() == BrokerErrorKind::Connection {
+            self.recent.suspect();
+        }
+    }
+
+    /// After a connection error (once the connection works again): sends the recent
+    /// settlements again (the settle script and XACK are idempotent), so that acks a failover
+    /// lost do not leave processed entries pending for this live consumer, where nothing
+    /// claims them (see `recent_settlements`).
+    async fn resend_recent(&self) -> Result<(), BrokerError> {
+        let Some((acks, others)) = self.recent.to_resend() else {
+            return Ok(());
+        };
+        let refs: Vec<_> = others
+            .iter()
+            .map(|s| (s.token, &s.message, &s.outcome))
+            .collect();
+        let mut sent = Ok(());
+        for chunk in acks.chunks(10_000) {
+            sent = self.ack_ids(chunk).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
+            sent = self.settle_now(&refs).await;
+        }
+        if sent.is_err() {
+            self.recent.suspect();
+        }
+        sent
+    }
+
+    async fn settle_now(
         &self,
         batch: &[(StreamEntryId, &Message, &Outcome)],
     ) -> Result<(), BrokerError> {
@@ -1206,7 +1266,8 @@ impl Broker for StreamBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
-        self.heartbeat().await?;
+        self.heartbeat().await.inspect_err(|e| self.noted(e))?;
+        self.resend_recent().await?;
         self.promote_due_retries().await?;
         self.reclaim_dead_consumers().await?;
         if self.trim_processed {

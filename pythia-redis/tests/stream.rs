@@ -930,3 +930,61 @@ async fn stats_report_depth_in_flight_retries_and_dead_letters() {
     assert_eq!(s.depth, 5);
     broker.close().await.unwrap();
 }
+
+/// A failover to a replica loses the writes the old master had not replicated: an XACK lost so
+/// leaves a processed entry pending for its live consumer, where nothing claims it (and a
+/// burst worker would wait for it forever). After a connection error the broker sends its
+/// recent settlements again.
+#[tokio::test]
+async fn acks_lost_with_a_connection_are_sent_again() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    add_numbered(&conn, "lost-acks", 10).await;
+    let broker = fast(&conn, "lost-acks", "g");
+    let got = broker.fetch(10).await.unwrap();
+    assert_eq!(got.len(), 10);
+    let settled: Vec<Settlement<pythia_redis::StreamEntryId>> = got
+        .iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message.clone(),
+            outcome: Outcome::Ack,
+        })
+        .collect();
+    broker.settle(&settled).await.unwrap();
+    assert_eq!(pending(&conn, "lost-acks", "g").await, 0);
+    // What the promoted replica would hold: two acked entries still pending for the consumer.
+    let _: () = cmd(&conn, &["XGROUP", "SETID", "lost-acks", "g", "0"]).await;
+    let _: Value = cmd(
+        &conn,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            broker.consumer(),
+            "COUNT",
+            "2",
+            "STREAMS",
+            "lost-acks",
+            ">",
+        ],
+    )
+    .await;
+    broker.maintain().await.unwrap();
+    assert_eq!(
+        pending(&conn, "lost-acks", "g").await,
+        2,
+        "without a connection error nothing is sent again"
+    );
+
+    let _: i64 = cmd(&conn, &["CLIENT", "KILL", "TYPE", "normal", "SKIPME", "no"]).await;
+    eventually(
+        Duration::from_secs(10),
+        "the stale entries acked",
+        || async {
+            let _ = broker.maintain().await;
+            pending(&conn, "lost-acks", "g").await == 0
+        },
+    )
+    .await;
+}
