@@ -530,3 +530,64 @@ async fn produce_delay_and_at_schedule_in_redis() {
     ]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// `--threads 1` runs the worker on one thread; `--threads 4` on four runtime workers.
+#[tokio::test]
+async fn threads_sets_the_runtime_threads() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let mut counts = Vec::new();
+    for threads in ["1", "4"] {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
+            .args([
+                "--threads",
+                threads,
+                "run",
+                "--redis-url",
+                &url,
+                "--queue",
+                "idle",
+                "--handler",
+                "noop",
+                "--metrics-addr",
+                "off",
+                "--log",
+                "warn",
+            ])
+            .spawn()
+            .unwrap();
+        let status = format!("/proc/{}/status", child.id());
+        let mut n = 0;
+        for _ in 0..50 {
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            n = std::fs::read_to_string(&status)
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+                .unwrap_or(0);
+            // Running once it made its consumer (its blocking read is under way).
+            let consumers: i64 = cmd(
+                &server.connect().await,
+                &["SCARD", "pythia:{idle}:consumers"],
+            )
+            .await;
+            if consumers > 0 {
+                break;
+            }
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let _: i64 = cmd(&server.connect().await, &["DEL", "pythia:{idle}:consumers"]).await;
+        counts.push(n);
+    }
+    eprintln!("threads of the worker process with --threads 1 and 4: {counts:?}");
+    assert!(
+        counts[0] >= 1 && counts[0] < counts[1],
+        "threads: {counts:?}"
+    );
+    assert!(
+        counts[1] >= 5,
+        "four workers and the main thread: {counts:?}"
+    );
+}

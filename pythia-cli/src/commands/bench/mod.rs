@@ -380,6 +380,9 @@ fn child_command(
     .args(["--batch-size", &args.batch_size.to_string()])
     .stdout(Stdio::piped())
     .kill_on_drop(true);
+    if let Some(n) = args.worker_threads {
+        cmd.args(["--threads", &n.to_string()]);
+    }
     Ok(cmd)
 }
 
