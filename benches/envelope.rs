@@ -24,6 +24,16 @@ fn producer_message(body: Vec<u8>) -> Message {
     Message::new(body).with_header("tenant", "acme")
 }
 
+/// A JSON object of exactly 100 bytes: a body with quotes to escape, as most real ones are.
+fn json_object_100b() -> Vec<u8> {
+    let prefix = r#"{"user": 7, "action": "signup", "note": ""#;
+    let mut body = prefix.as_bytes().to_vec();
+    body.extend_from_slice(&text(100 - prefix.len() - 2));
+    body.extend_from_slice(b"\"}");
+    assert_eq!(body.len(), 100);
+    body
+}
+
 fn encode(c: &mut Criterion) {
     let mut g = c.benchmark_group("envelope/encode");
     g.throughput(Throughput::Elements(1));
@@ -31,6 +41,9 @@ fn encode(c: &mut Criterion) {
         ("text_100B", producer_message(text(100))),
         ("text_1KiB", producer_message(text(1024))),
         ("binary_100B_base64", producer_message(binary(100))),
+        ("json_100B_escaped", producer_message(json_object_100b())),
+        // What `pythia bench`'s produce scenarios send: no header.
+        ("text_100B_no_header", Message::new(text(100))),
     ];
     assert!(
         cases[2].1.body_str().is_err(),
@@ -59,10 +72,10 @@ fn decode(c: &mut Criterion) {
     g.throughput(Throughput::Elements(1));
 
     let body100 = String::from_utf8(text(100)).unwrap();
-    // JSON objects of exactly 100 bytes.
+    // The Python framework's JSON body, exactly 100 bytes.
     let pad = |prefix: &str| format!(r#"{prefix}"{}"}}"#, &body100[..100 - prefix.len() - 3]);
     let python_body = pad(r#"{"order": 7, "note": "#);
-    let json_body = pad(r#"{"user": 7, "action": "signup", "note": "#);
+    let json_body = json_object_100b();
     assert_eq!((python_body.len(), json_body.len()), (100, 100));
     let cases: [(&str, Bytes); 6] = [
         (

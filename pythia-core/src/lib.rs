@@ -7,6 +7,7 @@ pub mod error;
 #[cfg(feature = "exporter")]
 #[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
 pub mod exporter;
+mod json_write;
 pub mod memory;
 pub mod message;
 pub mod metrics;
