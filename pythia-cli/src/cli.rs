@@ -247,6 +247,19 @@ impl From<GroupStartArg> for pythia::redis::GroupStart {
 }
 
 impl QueueArgs {
+    /// The sharded stream queue of `--shards N` (N > 1), `None` for one plain key or channel.
+    pub(crate) fn sharded(
+        &self,
+    ) -> Result<Option<pythia::redis::ShardedQueue>, crate::error::CliError> {
+        if self.shards <= 1 {
+            return Ok(None);
+        }
+        if self.broker != BrokerKind::Stream {
+            return sharded_queue(self.broker, "", self.shards);
+        }
+        sharded_queue(self.broker, self.single()?, self.shards)
+    }
+
     /// The one queue of a list or stream broker.
     pub(crate) fn single(&self) -> Result<&str, crate::error::CliError> {
         if !self.pattern.is_empty() && self.broker != BrokerKind::Pubsub {
@@ -266,6 +279,27 @@ impl QueueArgs {
             ))),
         }
     }
+}
+
+/// `--shards N` of a stream queue: `None` for the plain stream (N = 1), else the sharded
+/// queue; a usage error with another broker than `stream`.
+pub(crate) fn sharded_queue(
+    broker: BrokerKind,
+    queue: &str,
+    shards: u16,
+) -> Result<Option<pythia::redis::ShardedQueue>, crate::error::CliError> {
+    if shards <= 1 {
+        return Ok(None);
+    }
+    if broker != BrokerKind::Stream {
+        return Err(crate::error::CliError::usage(format!(
+            "--shards {shards} is for --broker stream (a sharded stream queue), not {}",
+            broker.as_str()
+        )));
+    }
+    pythia::redis::ShardedQueue::new(queue, usize::from(shards))
+        .map(Some)
+        .map_err(crate::error::CliError::usage)
 }
 
 /// Which end of a list consumers pop.
@@ -336,6 +370,13 @@ pub(crate) struct QueueArgs {
     /// A pub/sub channel pattern to PSUBSCRIBE to (e.g. `orders.*`). Repeatable.
     #[arg(long, env = "PYTHIA_PATTERN", value_delimiter = ',')]
     pub(crate) pattern: Vec<String>,
+
+    /// Streams: spread the queue over this many streams, each in a Redis Cluster slot of its
+    /// own (shard `i` is the stream `{<queue>#i.k}`); 1 is the plain stream `<queue>`. Every
+    /// producer and consumer of the queue must give the same count (checked against
+    /// `<prefix>:{<queue>}:shards`). With --broker stream only.
+    #[arg(long, env = "PYTHIA_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) shards: u16,
 
     /// Consumer group of a stream.
     #[arg(long, env = "PYTHIA_GROUP", default_value = "pythia")]
@@ -696,6 +737,11 @@ impl TargetArgs {
     last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
     heartbeat_ttl_ms}}.\n\
     Pub/sub: broker, channels[] {channel, subscribers, dead_letters}, pattern_subscriptions.\n\
+    Sharded streams (--shards N, N > 1): queue (the logical name), broker, shard_count, layout \
+    {key, stored_shards (null when not stored yet), matches (null likewise)}, totals over the \
+    shards: length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, groups[] {name, \
+    lag, lag_lower_bound, pending, shards_with_group} (summed over the shards that have the \
+    group); and shards[]: each shard's stream report as above, with shard (its index).\n\
     Memory is MEMORY USAGE (sampled for big keys) of the queue key and of Pythia's keys for it \
     (retry schedule, dead letters, consumer set, in-flight, staging and heartbeat keys)."
 )]
@@ -706,6 +752,11 @@ pub(crate) struct InspectArgs {
     /// Streams: show this consumer group only (default: every group).
     #[arg(long, env = "PYTHIA_GROUP")]
     pub(crate) group: Option<String>,
+
+    /// A sharded stream queue of this many shards (as `run --shards`): each shard's stream
+    /// report, and totals. 1 is the plain queue. Implies --broker stream.
+    #[arg(long, env = "PYTHIA_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) shards: u16,
 
     /// Print one JSON document instead of tables.
     #[arg(long)]

@@ -13,12 +13,12 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pythia::Broker;
-use pythia::redis::{ListBroker, QueueKeys, RedisConnection, StreamEntryId};
+use pythia::redis::{ListBroker, QueueKeys, RedisConnection, ShardedQueue, StreamEntryId};
 use redis::Value;
 use serde_json::{Value as Json, json};
 
 use super::{human_bytes, human_duration, key_type, table};
-use crate::cli::{BrokerKind, InspectArgs, TargetArgs};
+use crate::cli::{BrokerKind, InspectArgs, TargetArgs, sharded_queue};
 use crate::error::CliError;
 
 /// Most undelivered entries counted one by one when Redis does not know a group's lag.
@@ -26,8 +26,15 @@ const LAG_COUNT_LIMIT: usize = 10_000;
 
 pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
     let t = &args.target;
+    let sharded = match args.shards {
+        1 => None,
+        n => sharded_queue(t.broker.unwrap_or(BrokerKind::Stream), t.single()?, n)?,
+    };
     let conn = super::connect_to(&t.redis_url, &t.topology, &t.key_prefix).await?;
-    let report = report(&conn, t, args.group.as_deref()).await?;
+    let report = match &sharded {
+        Some(queue) => sharded_report(&conn, &t.key_prefix, queue, args.group.as_deref()).await?,
+        None => report(&conn, t, args.group.as_deref()).await?,
+    };
     if args.json {
         println!(
             "{}",
@@ -53,7 +60,7 @@ pub(crate) async fn report(
     };
     match kind {
         BrokerKind::Pubsub => pubsub(conn, t).await,
-        BrokerKind::Stream => stream(conn, t, group).await,
+        BrokerKind::Stream => stream(conn, &t.key_prefix, t.single()?, group).await,
         BrokerKind::List | BrokerKind::ReliableList => list(conn, t, kind).await,
     }
 }
@@ -165,12 +172,12 @@ async fn list(conn: &RedisConnection, t: &TargetArgs, kind: BrokerKind) -> Resul
 
 async fn stream(
     conn: &RedisConnection,
-    t: &TargetArgs,
+    key_prefix: &str,
+    q: &str,
     only_group: Option<&str>,
 ) -> Result<Json, CliError> {
-    let q = t.single()?;
     check_type(conn, q, "stream").await?;
-    let keys = QueueKeys::new(&t.key_prefix, q);
+    let keys = QueueKeys::new(key_prefix, q);
     let mut m = conn.manager();
     let (length, scheduled, dead): (u64, u64, u64) = redis::pipe()
         .xlen(q)
@@ -296,6 +303,99 @@ async fn stream(
         "dead_letters": dead,
         "groups": out_groups,
         "memory_bytes": memory(conn, q, &own).await,
+    }))
+}
+
+/// A sharded stream queue: the stream report of each shard's stream, and totals over them
+/// (length, scheduled, dead letters, memory, and per consumer group its lag and pending).
+async fn sharded_report(
+    conn: &RedisConnection,
+    key_prefix: &str,
+    queue: &ShardedQueue,
+    only_group: Option<&str>,
+) -> Result<Json, CliError> {
+    let mut shards = Vec::with_capacity(queue.shard_count());
+    for (i, name) in queue.streams().iter().enumerate() {
+        // Every group of every shard: a shard may lack a group the others have (a consumer
+        // group is created on a shard by the first consumer reading it).
+        let mut r = stream(conn, key_prefix, name, None).await?;
+        if let (Some(g), Some(groups)) = (only_group, r["groups"].as_array_mut()) {
+            groups.retain(|info| info["name"] == g);
+        }
+        r["shard"] = json!(i);
+        shards.push(r);
+    }
+    let sum = |field: &str| -> u64 { shards.iter().filter_map(|r| r[field].as_u64()).sum() };
+    let (length, scheduled, dead) = (sum("length"), sum("scheduled"), sum("dead_letters"));
+    let memory = |part: &str| -> Json {
+        let sizes: Option<Vec<u64>> = shards
+            .iter()
+            .map(|r| r["memory_bytes"][part].as_u64())
+            .collect();
+        sizes.map_or(Json::Null, |s| json!(s.iter().sum::<u64>()))
+    };
+    let memory_bytes = json!({ "queue": memory("queue"), "pythia_keys": memory("pythia_keys") });
+    // Per group: lag and pending summed over the shards that have it.
+    let mut groups: Vec<(String, u64, bool, u64, usize)> = Vec::new();
+    for g in shards
+        .iter()
+        .filter_map(|r| r["groups"].as_array())
+        .flatten()
+    {
+        let name = g["name"].as_str().unwrap_or_default();
+        let at = match groups.iter().position(|t| t.0 == name) {
+            Some(at) => at,
+            None => {
+                groups.push((name.to_owned(), 0, false, 0, 0));
+                groups.len() - 1
+            }
+        };
+        let t = &mut groups[at];
+        t.1 += g["lag"].as_u64().unwrap_or(0);
+        t.2 |= g["lag_lower_bound"].as_bool() == Some(true);
+        t.3 += g["pending"].as_u64().unwrap_or(0);
+        t.4 += 1;
+    }
+    if let Some(g) = only_group
+        && groups.is_empty()
+    {
+        return Err(CliError::usage(format!(
+            "no shard of the sharded queue {:?} has a consumer group {g:?}",
+            queue.name()
+        )));
+    }
+    let layout_key = queue.layout_key(key_prefix);
+    let mut m = conn.manager();
+    let stored: Option<String> = redis::cmd("GET")
+        .arg(&layout_key)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| CliError::runtime(conn.error("GET (shard layout)", e)))?;
+    let matches = stored.as_ref().map(|s| *s == queue.streams().join("\n"));
+    Ok(json!({
+        "queue": queue.name(),
+        "broker": "stream",
+        "shard_count": queue.shard_count(),
+        "layout": {
+            "key": layout_key,
+            "stored_shards": stored.as_ref().map(|s| s.lines().count()),
+            "matches": matches,
+        },
+        "length": length,
+        "scheduled": scheduled,
+        "dead_letters": dead,
+        "memory_bytes": memory_bytes,
+        "groups": groups
+            .into_iter()
+            .map(|(name, lag, lower_bound, pending, with)| json!({
+                "name": name,
+                "lag": lag,
+                "lag_lower_bound": lower_bound,
+                "pending": pending,
+                "shards_with_group": with,
+            }))
+            .collect::<Vec<_>>(),
+        "shards": shards,
     }))
 }
 
@@ -556,6 +656,53 @@ fn render(r: &Json) -> String {
                 "pattern subscriptions on the server (all patterns): {}\n",
                 num(&r["pattern_subscriptions"])
             ));
+        }
+        Some("stream") if r["shards"].is_array() => {
+            let count = num(&r["shard_count"]);
+            out.push_str(&format!("sharded stream {} ({count} shards)\n", r["queue"]));
+            line(&mut out, "length", num(&r["length"]));
+            line(&mut out, "scheduled retries", num(&r["scheduled"]));
+            line(&mut out, "dead letters", num(&r["dead_letters"]));
+            line(&mut out, "memory", memory_text(&r["memory_bytes"]));
+            let layout = &r["layout"];
+            let stored = match layout["matches"].as_bool() {
+                None => "not stored yet (no producer or consumer has run)".to_owned(),
+                Some(true) => format!("{} (matches)", layout["key"]),
+                Some(false) => format!(
+                    "{} holds {} shards, not {count}: producers and consumers disagree with \
+                     this --shards",
+                    layout["key"],
+                    num(&layout["stored_shards"])
+                ),
+            };
+            line(&mut out, "layout", stored);
+            let rows: Vec<Vec<String>> = r["groups"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|g| {
+                    let lag = if g["lag_lower_bound"].as_bool() == Some(true) {
+                        format!("{}+", num(&g["lag"]))
+                    } else {
+                        num(&g["lag"])
+                    };
+                    vec![
+                        g["name"].as_str().unwrap_or_default().to_owned(),
+                        lag,
+                        num(&g["pending"]),
+                        format!("{}/{count}", num(&g["shards_with_group"])),
+                    ]
+                })
+                .collect();
+            if rows.is_empty() {
+                out.push_str("no consumer group yet\n");
+            } else {
+                out.push_str(&table(&["GROUP", "LAG", "PENDING", "SHARDS"], &rows));
+            }
+            for shard in r["shards"].as_array().into_iter().flatten() {
+                out.push_str(&format!("\nshard {}: ", num(&shard["shard"])));
+                out.push_str(&render(shard));
+            }
         }
         Some("stream") => {
             out.push_str(&format!("stream {}\n", r["queue"]));

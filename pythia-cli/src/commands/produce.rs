@@ -4,7 +4,8 @@
 use std::time::{Duration, Instant};
 
 use pythia::redis::{
-    DelayedProducer, Encoding, JobStatusStore, ListProducer, Publisher, StreamProducer,
+    DelayedProducer, Encoding, JobStatusStore, ListProducer, Publisher, ShardedStreamProducer,
+    StreamProducer,
 };
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -98,6 +99,15 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     };
 
     let queue = args.queue.single()?.to_owned();
+    let sharded = args.queue.sharded()?;
+    if sharded.is_some() && (args.delay.is_some() || args.at.is_some()) {
+        // Each shard has a schedule of its own: cancelling by id would need the shard, and a
+        // DelayedProducer does not check the shard layout the way ShardedStreamProducer does.
+        return Err(CliError::usage(
+            "--delay and --at are not supported with --shards: produce to the plain stream \
+             (--shards 1), or schedule from the application",
+        ));
+    }
     let conn = super::connect(&args.queue).await?;
     let encoding = if args.raw {
         Encoding::Raw
@@ -109,30 +119,35 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         (_, Some(at)) => Some(When::At(at)),
         _ => None,
     };
-    let sink = match (args.queue.broker, when) {
-        (BrokerKind::Pubsub, Some(_)) => {
+    let sink = match (args.queue.broker, when, &sharded) {
+        (_, _, Some(sharded)) => Sink::Sharded(
+            ShardedStreamProducer::new(&conn, sharded)
+                .with_encoding(encoding)
+                .with_max_len((args.max_len > 0).then_some(args.max_len)),
+        ),
+        (BrokerKind::Pubsub, Some(_), None) => {
             return Err(CliError::usage(
                 "--delay and --at need a list or a stream: pub/sub keeps nothing to deliver later",
             ));
         }
-        (BrokerKind::List | BrokerKind::ReliableList, Some(when)) => Sink::Delayed(
+        (BrokerKind::List | BrokerKind::ReliableList, Some(when), None) => Sink::Delayed(
             DelayedProducer::list(&conn, &queue).with_side(args.queue.list_side.into()),
             when,
         ),
-        (BrokerKind::Stream, Some(when)) => {
+        (BrokerKind::Stream, Some(when), None) => {
             Sink::Delayed(DelayedProducer::stream(&conn, &queue), when)
         }
-        (BrokerKind::List | BrokerKind::ReliableList, None) => Sink::List(
+        (BrokerKind::List | BrokerKind::ReliableList, None, None) => Sink::List(
             ListProducer::new(&conn, &queue)
                 .with_side(args.queue.list_side.into())
                 .with_encoding(encoding),
         ),
-        (BrokerKind::Stream, None) => Sink::Stream(
+        (BrokerKind::Stream, None, None) => Sink::Stream(
             StreamProducer::new(&conn, &queue)
                 .with_encoding(encoding)
                 .with_max_len((args.max_len > 0).then_some(args.max_len)),
         ),
-        (BrokerKind::Pubsub, None) => {
+        (BrokerKind::Pubsub, None, None) => {
             Sink::Channel(Publisher::new(&conn, &queue).with_encoding(encoding))
         }
     };
@@ -205,9 +220,12 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     } else {
         String::new()
     };
+    let kind = match &sharded {
+        Some(q) => format!("sharded stream ({} shards)", q.shard_count()),
+        None => args.queue.broker.as_str().to_owned(),
+    };
     let summary = format!(
-        "produced {sent} messages to {} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
-        args.queue.broker.as_str(),
+        "produced {sent} messages to {kind} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
         sent as f64 / secs.max(1e-9)
     );
     if args.print_ids {
@@ -229,6 +247,8 @@ enum When {
 enum Sink {
     List(ListProducer),
     Stream(StreamProducer),
+    /// Round robin over the shards of a sharded stream queue.
+    Sharded(ShardedStreamProducer),
     Channel(Publisher),
     Delayed(DelayedProducer, When),
 }
@@ -240,6 +260,7 @@ impl Sink {
         match self {
             Self::List(p) => Ok((p.push_many(batch).await? as u64, 0)),
             Self::Stream(p) => Ok((p.add_many(batch).await?.len() as u64, 0)),
+            Self::Sharded(p) => Ok((p.add_many(batch).await?.len() as u64, 0)),
             Self::Channel(p) => {
                 let counts = p.publish_many(batch).await?;
                 Ok((counts.len() as u64, counts.iter().map(|c| *c as u64).sum()))

@@ -3,7 +3,9 @@
 use std::io::Write;
 
 use pythia::exporter::MetricsServer;
-use pythia::redis::{ListBroker, PubSubBroker, ReliableListBroker, StreamBroker};
+use pythia::redis::{
+    ListBroker, PubSubBroker, ReliableListBroker, ShardedStreamBroker, StreamBroker,
+};
 use pythia::{
     Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
     RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
@@ -39,8 +41,20 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             "--queue (a channel) or --pattern is required for --broker pubsub",
         ));
     }
+    let sharded = qa.sharded()?;
     let conn = super::connect(qa).await?;
     let side = qa.list_side.into();
+    if let Some(queue) = sharded {
+        let b =
+            ShardedStreamBroker::new(&conn, &queue, &qa.group).with_start(qa.group_start.into());
+        tracing::info!(
+            consumer = b.consumer(),
+            group = b.group(),
+            shards = queue.shard_count(),
+            "consumer name"
+        );
+        return with_handler(b, &args).await;
+    }
     match qa.broker {
         BrokerKind::List => {
             with_handler(ListBroker::new(&conn, qa.single()?).with_side(side), &args).await
