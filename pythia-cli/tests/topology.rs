@@ -70,6 +70,47 @@ async fn the_cli_works_on_a_cluster() {
         produce_run_inspect(&seeds, &["--cluster"], broker, queue);
     }
 
+    // A sharded stream queue over the masters.
+    let sharded = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--cluster",
+            "--redis-url",
+            &seeds,
+            "--shards",
+            "4",
+            "--queue",
+            "orders",
+        ]);
+        pythia(&all)
+    };
+    let o = sharded(&["produce", "--broker", "stream", "--count", "100"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = sharded(&[
+        "run",
+        "--broker",
+        "stream",
+        "--group-start",
+        "beginning",
+        "--burst",
+        "--handler",
+        "noop",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("processed 100 (acked 100"),
+        "{}",
+        text(&o)
+    );
+    let doc = json(&sharded(&["inspect", "--json"]));
+    assert_eq!(doc["length"], 100, "{doc}");
+    assert_eq!(doc["groups"][0]["pending"], 0, "{doc}");
+    assert_eq!(doc["groups"][0]["lag"], 0, "{doc}");
+
     // The config file's `cluster = true` does what the flag does.
     let o = pythia(&[
         "produce",
