@@ -12,7 +12,7 @@
 use std::collections::VecDeque;
 use std::sync::Mutex;
 
-use pythia_core::{Message, Outcome, Settlement};
+use pythia_core::{BrokerError, BrokerErrorKind, Message, Outcome, Settlement};
 
 /// Acks remembered (delivery ids): at full speed about a fifth of a second, far more than a
 /// replica lags behind its master on a healthy link.
@@ -72,6 +72,14 @@ impl<T: Copy> RecentSettlements<T> {
         inner.acks.drain(..extra);
         let extra = inner.others.len().saturating_sub(OTHERS_KEPT);
         inner.others.drain(..extra);
+    }
+
+    /// After an error: when it is a connection error, the settlements made before it may be
+    /// lost.
+    pub(crate) fn note(&self, e: &BrokerError) {
+        if e.kind() == BrokerErrorKind::Connection {
+            self.suspect();
+        }
     }
 
     /// A connection error happened: the settlements made before it may be lost.

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use crate::connection::{BlockingConnection, SharedConnection};
 use pythia_core::{
-    Broker, BrokerError, BrokerErrorKind, Delivery, DeliveryGuarantee, Outcome, QueueStats,
-    Settlement, Source, envelope,
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
+    envelope,
 };
 use tokio::sync::Mutex;
 
@@ -452,13 +452,6 @@ impl ReliableListBroker {
             .map_err(|e| self.conn.error("settle", e))
     }
 
-    /// After a connection error, remembers that the settlements made before it may be lost.
-    fn noted(&self, e: &BrokerError) {
-        if e.kind() == BrokerErrorKind::Connection {
-            self.recent.suspect();
-        }
-    }
-
     /// After a connection error (once the connection works again): sends the recent
     /// settlements again, so that acks a failover lost do not leave processed messages in
     /// this consumer's in-flight hash (see `recent_settlements`).
@@ -509,13 +502,15 @@ impl Broker for ReliableListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
-        self.fetch_batch(max).await.inspect_err(|e| self.noted(e))
+        self.fetch_batch(max)
+            .await
+            .inspect_err(|e| self.recent.note(e))
     }
 
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
         self.settle_batch(batch)
             .await
-            .inspect_err(|e| self.noted(e))?;
+            .inspect_err(|e| self.recent.note(e))?;
         self.recent.record(batch);
         Ok(())
     }
@@ -558,7 +553,9 @@ impl Broker for ReliableListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
-        self.heartbeat().await.inspect_err(|e| self.noted(e))?;
+        self.heartbeat()
+            .await
+            .inspect_err(|e| self.recent.note(e))?;
         self.registered.store(true, Ordering::Release);
         self.resend_recent().await?;
         let mut m = self.mgr();

@@ -32,8 +32,8 @@ use crate::connection::{BlockingConnection, SharedConnection};
 use bytes::Bytes;
 use pythia_core::message::unix_millis;
 use pythia_core::{
-    Broker, BrokerError, BrokerErrorKind, Delivery, DeliveryGuarantee, Headers, Message, Outcome,
-    QueueStats, Settlement, Source,
+    Broker, BrokerError, Delivery, DeliveryGuarantee, Headers, Message, Outcome, QueueStats,
+    Settlement, Source,
 };
 use redis::streams::StreamInfoConsumersReply;
 use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
@@ -1077,7 +1077,7 @@ impl StreamBroker {
     ) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
         self.fetch_batch(max, block_ms)
             .await
-            .inspect_err(|e| self.noted(e))
+            .inspect_err(|e| self.recent.note(e))
     }
 
     async fn fetch_batch(
@@ -1118,16 +1118,9 @@ impl StreamBroker {
     ) -> Result<(), BrokerError> {
         self.settle_now(batch)
             .await
-            .inspect_err(|e| self.noted(e))?;
+            .inspect_err(|e| self.recent.note(e))?;
         self.recent.record_refs(batch.iter().copied());
         Ok(())
-    }
-
-    /// After a connection error, remembers that the settlements made before it may be lost.
-    fn noted(&self, e: &BrokerError) {
-        if e.kind() == BrokerErrorKind::Connection {
-            self.recent.suspect();
-        }
     }
 
     /// After a connection error (once the connection works again): sends the recent
@@ -1266,7 +1259,9 @@ impl Broker for StreamBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
-        self.heartbeat().await.inspect_err(|e| self.noted(e))?;
+        self.heartbeat()
+            .await
+            .inspect_err(|e| self.recent.note(e))?;
         self.resend_recent().await?;
         self.promote_due_retries().await?;
         self.reclaim_dead_consumers().await?;

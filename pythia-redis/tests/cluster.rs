@@ -13,35 +13,11 @@ use std::time::{Duration, Instant};
 use pythia_core::{Broker, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn};
 use pythia_redis::{
     DeadLetterQueue, DelayedProducer, Destination, GroupStart, ListBroker, ListProducer, Lock,
-    PeriodicJob, PeriodicScheduler, RedisConfig, RedisConnection, ReliableListBroker, Schedule,
-    StreamBroker, StreamProducer,
+    PeriodicJob, PeriodicScheduler, RedisConnection, ReliableListBroker, Schedule, StreamBroker,
+    StreamProducer,
 };
 use support::cluster::RedisCluster;
 use support::{cmd, eventually};
-
-async fn connect(cluster: &RedisCluster) -> RedisConnection {
-    let cfg = RedisConfig::from_url(&cluster.seed_urls())
-        .unwrap()
-        .with_cluster();
-    RedisConnection::connect(cfg).await.unwrap()
-}
-
-/// Queue names whose slots are served by `n` different masters.
-fn spread_names(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<String> {
-    let mut by_master: HashMap<u16, String> = HashMap::new();
-    for i in 0.. {
-        let name = format!("{prefix}-{i}");
-        by_master
-            .entry(cluster.master_port_for_key(&name))
-            .or_insert(name);
-        if by_master.len() == n {
-            break;
-        }
-    }
-    let mut names: Vec<String> = by_master.into_values().collect();
-    names.sort();
-    names
-}
 
 /// Counts each processed body in the hash `processed:<queue>` (its own slot: the worker's
 /// writes go to another node than the queue's, as a real handler's would).
@@ -79,6 +55,26 @@ async fn exactly_once(conn: &RedisConnection, key: &str, n: usize, prefix: &str)
     assert_eq!((missing, dups), (0, 0), "{key}: missing, duplicated");
 }
 
+/// Runs `broker` in burst mode on the messages "ok", "flaky" (fails its first attempt) and
+/// "poison" (rejected): 2 acked, 1 retried, 1 dead-lettered.
+async fn ok_flaky_poison<B: Broker>(broker: B) {
+    let w = worker_fn(|m: Message| async move {
+        match (m.body_str().unwrap(), m.attempt()) {
+            ("flaky", 1) => Err(WorkerError::retry("try again")),
+            ("poison", _) => Err(WorkerError::reject("cannot parse")),
+            _ => Ok(()),
+        }
+    });
+    let s = WorkerRuntime::new(broker, w)
+        .with_signal_handling(false)
+        .with_burst(true)
+        .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(50)))
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((s.acked, s.retried, s.dead_lettered), (2, 1, 1));
+}
+
 async fn no_state_left(conn: &RedisConnection, queue: &str) {
     let keys: Vec<String> = cmd(conn, &["KEYS", &format!("pythia:{{{queue}}}:*")]).await;
     assert!(keys.is_empty(), "left behind: {keys:?}");
@@ -87,9 +83,9 @@ async fn no_state_left(conn: &RedisConnection, queue: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn list_and_reliable_list_brokers_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
+    let conn = cluster.connect().await;
     assert!(conn.is_cluster());
-    let queues = spread_names(&cluster, "jobs", 3);
+    let queues = cluster.names_on_different_masters("jobs", 3);
 
     // Round trips, one queue per master, both list brokers.
     for q in &queues {
@@ -167,23 +163,9 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
         .push_many(&["ok", "flaky", "poison"].map(Message::new))
         .await
         .unwrap();
-    let w = worker_fn(|m: Message| async move {
-        match (m.body_str().unwrap(), m.attempt()) {
-            ("flaky", 1) => Err(WorkerError::retry("try again")),
-            ("poison", _) => Err(WorkerError::reject("cannot parse")),
-            _ => Ok(()),
-        }
-    });
     let broker =
         ReliableListBroker::new(&conn, q).with_maintenance_interval(Duration::from_millis(50));
-    let s = WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
-        .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(50)))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!((s.acked, s.retried, s.dead_lettered), (2, 1, 1));
+    ok_flaky_poison(broker).await;
     let dlq = DeadLetterQueue::list(&conn, q);
     let letters = dlq.oldest(10).await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -218,8 +200,8 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stream_broker_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
-    let streams = spread_names(&cluster, "events", 3);
+    let conn = cluster.connect().await;
+    let streams = cluster.names_on_different_masters("events", 3);
 
     for s in &streams {
         let producer = StreamProducer::new(&conn, s);
@@ -286,24 +268,10 @@ async fn stream_broker_on_a_cluster() {
         .add_many(&["ok", "flaky", "poison"].map(Message::new))
         .await
         .unwrap();
-    let w = worker_fn(|m: Message| async move {
-        match (m.body_str().unwrap(), m.attempt()) {
-            ("flaky", 1) => Err(WorkerError::retry("try again")),
-            ("poison", _) => Err(WorkerError::reject("cannot parse")),
-            _ => Ok(()),
-        }
-    });
     let broker = StreamBroker::new(&conn, s, "g")
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(Duration::from_millis(50));
-    let run = WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
-        .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(50)))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!((run.acked, run.retried, run.dead_lettered), (2, 1, 1));
+    ok_flaky_poison(broker).await;
     let dlq = DeadLetterQueue::stream(&conn, s);
     let letters = dlq.oldest(10).await.unwrap();
     assert_eq!(letters.len(), 1);
@@ -315,8 +283,8 @@ async fn stream_broker_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn coordination_and_list_retries_on_a_cluster() {
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
-    let queues = spread_names(&cluster, "coord", 2);
+    let conn = cluster.connect().await;
+    let queues = cluster.names_on_different_masters("coord", 2);
 
     let lock = Lock::new(&conn, "nightly-report");
     let guard = lock
@@ -351,22 +319,8 @@ async fn coordination_and_list_retries_on_a_cluster() {
         .push_many(&["ok", "flaky", "poison"].map(Message::new))
         .await
         .unwrap();
-    let w = worker_fn(|m: Message| async move {
-        match (m.body_str().unwrap(), m.attempt()) {
-            ("flaky", 1) => Err(WorkerError::retry("try again")),
-            ("poison", _) => Err(WorkerError::reject("cannot parse")),
-            _ => Ok(()),
-        }
-    });
     let broker = ListBroker::new(&conn, q).with_maintenance_interval(Duration::from_millis(50));
-    let s = WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
-        .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(50)))
-        .run()
-        .await
-        .unwrap();
-    assert_eq!((s.acked, s.retried, s.dead_lettered), (2, 1, 1));
+    ok_flaky_poison(broker).await;
     assert_eq!(DeadLetterQueue::list(&conn, q).len().await.unwrap(), 1);
 }
 
@@ -378,7 +332,7 @@ async fn coordination_and_list_retries_on_a_cluster() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_keeps_going_through_a_cluster_failover() {
     let mut cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
+    let conn = cluster.connect().await;
     let q = "failover-jobs";
     const N: usize = 3000;
     ListProducer::new(&conn, q)
@@ -400,7 +354,7 @@ async fn a_worker_keeps_going_through_a_cluster_failover() {
             Ok(())
         }
     });
-    let worker_conn = connect(&cluster).await;
+    let worker_conn = cluster.connect().await;
     let broker = ReliableListBroker::new(&worker_conn, q)
         .with_maintenance_interval(Duration::from_millis(200))
         .with_heartbeat_ttl(Duration::from_secs(3));

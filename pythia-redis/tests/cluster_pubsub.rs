@@ -26,30 +26,6 @@ use support::{cmd, eventually};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-async fn connect(cluster: &RedisCluster) -> RedisConnection {
-    let cfg = RedisConfig::from_url(&cluster.seed_urls())
-        .unwrap()
-        .with_cluster();
-    RedisConnection::connect(cfg).await.unwrap()
-}
-
-/// `n` channel names whose slots are served by `n` different masters.
-fn channels_on_different_masters(cluster: &RedisCluster, prefix: &str, n: usize) -> Vec<String> {
-    let mut by_master: HashMap<u16, String> = HashMap::new();
-    for i in 0.. {
-        let name = format!("{prefix}-{i}");
-        by_master
-            .entry(cluster.master_port_for_key(&name))
-            .or_insert(name);
-        if by_master.len() == n {
-            break;
-        }
-    }
-    let mut names: Vec<String> = by_master.into_values().collect();
-    names.sort();
-    names
-}
-
 async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     let broker = b.subscribe().await.expect("subscribe");
     assert!(broker.is_sharded(), "a cluster broker uses SSUBSCRIBE");
@@ -86,8 +62,8 @@ fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {
 async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
-    let channels = channels_on_different_masters(&cluster, "news", 3);
+    let conn = cluster.connect().await;
+    let channels = cluster.names_on_different_masters("news", 3);
     let masters: HashSet<u16> = channels
         .iter()
         .map(|c| cluster.master_port_for_key(c))
@@ -191,7 +167,7 @@ async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
 async fn patterns_are_refused_on_a_cluster() {
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
+    let conn = cluster.connect().await;
     for builder in [
         PubSubBroker::builder(&conn).pattern("orders.*"),
         PubSubBroker::builder(&conn)
@@ -367,7 +343,7 @@ async fn overflow_policies_work_the_same_on_a_cluster() {
     const CAP: usize = 100;
     let _serial = ONE_CLUSTER_AT_A_TIME.lock().await;
     let cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
+    let conn = cluster.connect().await;
     let mut brokers = Vec::new();
     for policy in [Overflow::DropOldest, Overflow::DropNewest] {
         brokers.push((
@@ -562,8 +538,8 @@ async fn through_a_failover(
     disrupt: impl FnOnce(&mut RedisCluster, &str) -> Duration,
 ) -> u64 {
     let mut cluster = RedisCluster::start();
-    let conn = connect(&cluster).await;
-    let channels = channels_on_different_masters(&cluster, "failover", 2);
+    let conn = cluster.connect().await;
+    let channels = cluster.names_on_different_masters("failover", 2);
     let (victim, bystander) = (channels[0].clone(), channels[1].clone());
     let broker = subscribe(
         PubSubBroker::builder(&conn)

@@ -197,6 +197,31 @@ impl RedisCluster {
             .join(",")
     }
 
+    /// A Pythia connection to this cluster (`--cluster` with the seed URLs).
+    pub async fn connect(&self) -> pythia_redis::RedisConnection {
+        let cfg = pythia_redis::RedisConfig::from_url(&self.seed_urls())
+            .unwrap()
+            .with_cluster();
+        pythia_redis::RedisConnection::connect(cfg).await.unwrap()
+    }
+
+    /// `n` names `<prefix>-<i>` whose slots are served by `n` different masters, sorted.
+    pub fn names_on_different_masters(&self, prefix: &str, n: usize) -> Vec<String> {
+        let mut by_master = std::collections::HashMap::new();
+        for i in 0.. {
+            let name = format!("{prefix}-{i}");
+            by_master
+                .entry(self.master_port_for_key(&name))
+                .or_insert(name);
+            if by_master.len() == n {
+                break;
+            }
+        }
+        let mut names: Vec<String> = by_master.into_values().collect();
+        names.sort();
+        names
+    }
+
     /// The port of the master that owns `key`'s slot.
     pub fn master_port_for_key(&self, key: &str) -> u16 {
         blocking(|| self.range_for_key(key).1.master)
