@@ -708,3 +708,24 @@ fn another_address_than_loopback_needs_a_token() {
         assert!(help.contains(want), "--help lacks {want}");
     }
 }
+
+/// On a Redis Cluster the dashboard finds queues on every master (SCAN of each) and reads each
+/// queue from the node that holds it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_finds_queues_on_every_master_of_a_cluster() {
+    let cluster = support::cluster::RedisCluster::start();
+    let conn = cluster.connect().await;
+    let queues = cluster.names_on_different_masters("dash", 3);
+    for (i, q) in queues.iter().enumerate() {
+        let bodies: Vec<Vec<u8>> = (0..=i).map(|n| format!("dead {n}").into_bytes()).collect();
+        let refs: Vec<&[u8]> = bodies.iter().map(Vec::as_slice).collect();
+        dead_letters(&conn, q, &refs).await;
+    }
+    let dash = Dashboard::start(&cluster.seed_urls(), &["--cluster"], &[]);
+    for (i, q) in queues.iter().enumerate() {
+        let row = dash.wait_row(q, "its dead letters", |r| {
+            r["dead_letters"] == (i + 1) as u64
+        });
+        assert!(row["error"].is_null(), "{row}");
+    }
+}
