@@ -3,9 +3,10 @@
 //! Three shapes are read:
 //!
 //! * **Pythia envelope** (what Pythia producers write by default): a JSON object
-//!   `{"pythia":1,"id":"…","attempt":1,"enqueued_at":<ms>,"headers":{…},"body":"…"}`; a body
+//!   `{"pythia":1,"id":"…","attempt":2,"enqueued_at":<ms>,"headers":{…},"body":"…"}`; a body
 //!   that is not UTF-8 goes in `"body_b64"` (standard base64) instead of `"body"`, so the
-//!   envelope is binary-safe.
+//!   envelope is binary-safe. Absent fields are not written: `"attempt"` only past the first
+//!   attempt (absent means 1), `"enqueued_at"` and `"headers"` only when set.
 //! * **Python `pythia-framework` envelope**: `{"body": …, "headers": {…}, "message_id": …}`.
 //!   A string body is taken as its text; any other JSON body as its JSON text.
 //! * **Anything else is a raw body**, taken byte for byte (`redis-cli LPUSH jobs hello`): a
@@ -102,8 +103,12 @@ fn write_fields(buf: &mut Vec<u8>, msg: &Message) {
     const _: () = assert!(ENVELOPE_VERSION == 1, "the version is in the literal below");
     buf.extend_from_slice(br#"{"pythia":1,"id":"#);
     json_write::write_str(buf, msg.id());
-    buf.extend_from_slice(br#","attempt":"#);
-    json_write::write_u64(buf, msg.attempt().into());
+    // Attempt 1 is what a reader assumes when the field is absent: 12 bytes less per message
+    // on the wire and in Redis for every first delivery.
+    if msg.attempt() != 1 {
+        buf.extend_from_slice(br#","attempt":"#);
+        json_write::write_u64(buf, msg.attempt().into());
+    }
     if let Some(at) = msg.enqueued_at() {
         buf.extend_from_slice(br#","enqueued_at":"#);
         json_write::write_u64(buf, unix_millis(at));
@@ -258,7 +263,8 @@ mod tests {
         struct Out<'a> {
             pythia: u32,
             id: &'a str,
-            attempt: u32,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            attempt: Option<u32>,
             #[serde(skip_serializing_if = "Option::is_none")]
             enqueued_at: Option<u64>,
             #[serde(skip_serializing_if = "Headers::is_empty")]
@@ -281,7 +287,7 @@ mod tests {
             serde_json::to_vec(&Out {
                 pythia: ENVELOPE_VERSION,
                 id: msg.id(),
-                attempt: msg.attempt(),
+                attempt: (msg.attempt() != 1).then_some(msg.attempt()),
                 enqueued_at: msg.enqueued_at().map(unix_millis),
                 headers: msg.headers(),
                 body,
