@@ -53,6 +53,7 @@ struct ScenarioReport {
     p999_ms: Option<f64>,
     bare_p99_ms: Option<f64>,
     all_rates: Vec<f64>,
+    all_bare_rates: Vec<f64>,
 }
 
 /// One line of the report.
@@ -289,13 +290,25 @@ async fn run_scenario(
         seconds: pick.seconds,
         cpu_seconds: pick.cpu_seconds,
         peak_rss_bytes: pick.peak_rss_bytes,
-        fraction_of_bare: bare_rate.map(|b| med / b.max(1e-9)),
+        // Each run's framework rate against the bare rate measured right after it: the
+        // machine's speed drifts between minutes, so pairs share its state where medians taken
+        // apart would not.
+        fraction_of_bare: has_bare.then(|| {
+            median(
+                framework
+                    .iter()
+                    .zip(&bare)
+                    .map(|(f, b)| rate(f) / rate(b).max(1e-9))
+                    .collect(),
+            )
+        }),
         bare_rate,
         p50_ms: median_of(&framework, |r| r.p50_ms),
         p99_ms: median_of(&framework, |r| r.p99_ms),
         p999_ms: median_of(&framework, |r| r.p999_ms),
         bare_p99_ms: median_of(&bare, |r| r.p99_ms),
         all_rates,
+        all_bare_rates: bare.iter().map(rate).collect(),
     })
 }
 
