@@ -4,6 +4,7 @@
 pub mod config;
 pub mod connection;
 pub mod dead_letters;
+mod in_order;
 pub mod keys;
 pub mod list;
 mod liveness;

@@ -1,6 +1,7 @@
 //! [`ListProducer`]: pushes messages onto a Redis list, one or many per round trip.
 
 use crate::connection::SharedConnection;
+use crate::in_order::InOrder;
 use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;
@@ -8,9 +9,9 @@ use crate::list::ListSide;
 
 /// Values per `LPUSH`/`RPUSH` call when pushing many.
 pub const PUSH_CHUNK: usize = 1000;
-/// Messages per pipeline (one round trip) when pushing many: bounds the memory a large push
-/// holds at once.
-pub const PIPELINE_MESSAGES: usize = 10_000;
+/// Pushes sent and not yet answered while the next is encoded, when pushing many: one keeps
+/// Redis busy while the client works, two also hide the round trip between them.
+pub const PUSHES_IN_FLIGHT: usize = 2;
 
 /// How a producer writes each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -80,30 +81,49 @@ impl ListProducer {
         self.push_many(std::slice::from_ref(msg)).await.map(drop)
     }
 
-    /// Pushes messages in order: multi-value pushes of [`PUSH_CHUNK`], pipelined by
-    /// [`PIPELINE_MESSAGES`]; returns how many were pushed.
+    /// Pushes messages in order, in multi-value pushes of [`PUSH_CHUNK`]; returns how many
+    /// were pushed.
+    ///
+    /// Up to [`PUSHES_IN_FLIGHT`] pushes are on their way (in order, on one connection) while
+    /// the next is encoded, and command buffers are reused: fresh multi-megabyte pipeline
+    /// buffers cost more in page faults than Redis spends on the pushes (measured in
+    /// BENCHMARKS.md). At most `PUSHES_IN_FLIGHT + 1` chunks' encodings are held at once,
+    /// however many messages are given. On an error, every chunk before the failed one is on
+    /// the list, and the one sent after it may be.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
+        let mut spare: Vec<redis::Cmd> = Vec::new();
+        let mut window = InOrder::new(PUSHES_IN_FLIGHT);
         let mut scratch = Vec::with_capacity(256);
-        let mut m = self.manager.clone();
-        for group in msgs.chunks(PIPELINE_MESSAGES) {
-            let mut pipe = redis::pipe();
-            for chunk in group.chunks(PUSH_CHUNK) {
-                let cmd = pipe.cmd(self.side.push_cmd()).arg(&self.queue);
-                for msg in chunk {
-                    scratch.clear();
-                    match self.encoding {
-                        Encoding::Envelope => envelope::encode_into(&mut scratch, msg),
-                        Encoding::Raw => scratch.extend_from_slice(msg.body()),
-                    }
-                    cmd.arg(&scratch[..]);
-                }
-                cmd.ignore();
+        for chunk in msgs.chunks(PUSH_CHUNK) {
+            let mut cmd = spare.pop().unwrap_or_default();
+            self.build_push(&mut cmd, chunk, &mut scratch);
+            if let Some((cmd, res)) = window.send(send_owned(cmd, self.manager.clone())).await {
+                res.map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
+                spare.push(cmd);
             }
-            pipe.query_async::<()>(&mut m)
-                .await
-                .map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
+        }
+        while let Some((_, res)) = window.next().await {
+            res.map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
         }
         Ok(msgs.len())
+    }
+
+    /// Makes `cmd` (its buffers reused) the push of `chunk`.
+    fn build_push(&self, cmd: &mut redis::Cmd, chunk: &[Message], scratch: &mut Vec<u8>) {
+        cmd.clear();
+        cmd.arg(self.side.push_cmd()).arg(&self.queue);
+        for msg in chunk {
+            match self.encoding {
+                Encoding::Envelope => {
+                    scratch.clear();
+                    envelope::encode_into(scratch, msg);
+                    cmd.arg(&scratch[..]);
+                }
+                Encoding::Raw => {
+                    cmd.arg(msg.body().as_ref());
+                }
+            }
+        }
     }
 
     /// Pushes ready-made payloads (raw bodies or envelopes) in order; returns how many.
@@ -128,4 +148,13 @@ impl ListProducer {
             .map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
         Ok(payloads.len())
     }
+}
+
+/// Sends `cmd` and hands it back with the outcome, so that its buffers serve the next push.
+async fn send_owned(
+    cmd: redis::Cmd,
+    mut conn: SharedConnection,
+) -> (redis::Cmd, redis::RedisResult<()>) {
+    let res = cmd.query_async::<()>(&mut conn).await;
+    (cmd, res)
 }

@@ -8,11 +8,14 @@ use pythia_core::{BrokerError, Message};
 use redis::Value;
 
 use crate::connection::RedisConnection;
+use crate::in_order::InOrder;
 use crate::producer::Encoding;
 use crate::stream::{StreamEntryId, fields};
 
 /// `XADD`s per pipeline (one round trip) when adding many.
 pub const XADD_PIPELINE_CHUNK: usize = 1000;
+/// Pipelines sent and not yet answered while the next is built, when adding many.
+pub const PIPELINES_IN_FLIGHT: usize = 2;
 
 /// How much older than now a message's enqueue time must be for `pythia-enqueued-at` to be
 /// written; a fresher one is the time in the entry id, to within this.
@@ -141,6 +144,8 @@ impl StreamProducer {
     ) -> Result<Vec<StreamEntryId>, BrokerError> {
         let now = unix_millis(SystemTime::now());
         let mut ids = Vec::with_capacity(msgs.len());
+        // The next pipeline is built while Redis works on the previous ones (see `InOrder`).
+        let mut window = InOrder::new(PIPELINES_IN_FLIGHT);
         for chunk in msgs.chunks(XADD_PIPELINE_CHUNK) {
             let mut pipe = redis::pipe();
             for msg in chunk {
@@ -166,7 +171,12 @@ impl StreamProducer {
                     }
                 }
             }
-            self.send(&mut pipe, &mut ids).await?;
+            if let Some(replies) = window.send(send_owned(pipe, self.manager.clone())).await {
+                self.collect_ids(replies, &mut ids)?;
+            }
+        }
+        while let Some(replies) = window.next().await {
+            self.collect_ids(replies, &mut ids)?;
         }
         Ok(ids)
     }
@@ -193,21 +203,19 @@ impl StreamProducer {
             cmd.arg(k.as_ref()).arg(v.as_ref());
         }
         let mut ids = Vec::with_capacity(1);
-        self.send(&mut pipe, &mut ids).await?;
+        let replies = send_owned(pipe, self.manager.clone()).await;
+        self.collect_ids(replies, &mut ids)?;
         ids.pop()
             .ok_or_else(|| BrokerError::backend("XADD returned no id"))
     }
 
-    async fn send(
+    /// The entry ids of one pipeline's `XADD` replies, in order.
+    fn collect_ids(
         &self,
-        pipe: &mut redis::Pipeline,
+        replies: redis::RedisResult<Vec<Value>>,
         ids: &mut Vec<StreamEntryId>,
     ) -> Result<(), BrokerError> {
-        let mut m = self.manager.clone();
-        let replies: Vec<Value> = pipe
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("XADD", e))?;
+        let replies = replies.map_err(|e| self.conn.error("XADD", e))?;
         for reply in replies {
             let id = match &reply {
                 Value::BulkString(b) => StreamEntryId::parse(b),
@@ -224,4 +232,12 @@ impl StreamProducer {
 
 fn is_reserved(name: &str) -> bool {
     name == fields::BODY || name.starts_with(fields::RESERVED_PREFIX)
+}
+
+/// Sends `pipe`; its replies, one per command.
+async fn send_owned(
+    pipe: redis::Pipeline,
+    mut conn: SharedConnection,
+) -> redis::RedisResult<Vec<Value>> {
+    pipe.query_async(&mut conn).await
 }

@@ -250,3 +250,51 @@ async fn shutdown_puts_unstarted_and_unfinished_items_back_in_front() {
     let bodies: Vec<&str> = next.iter().map(|d| d.message.body_str().unwrap()).collect();
     assert_eq!(bodies, ["0", "1", "2"]);
 }
+
+/// Many chunks with pushes in flight while the next is encoded: the list holds every message
+/// once, in the order given, on either side; nothing to push is no round trip.
+#[tokio::test]
+async fn pushes_in_flight_keep_the_order_of_many_chunks() {
+    use pythia_redis::producer::{PUSH_CHUNK, PUSHES_IN_FLIGHT};
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    // More chunks than the window, the last one short.
+    let n = PUSH_CHUNK * (PUSHES_IN_FLIGHT + 3) + 7;
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("{i}"))).collect();
+    for side in [ListSide::Right, ListSide::Left] {
+        let queue = format!("many-{}", side.as_str());
+        let producer = ListProducer::new(&conn, &queue).with_side(side);
+        assert_eq!(producer.push_many(&[]).await.unwrap(), 0);
+        assert_eq!(producer.push_many(&msgs).await.unwrap(), n);
+        let broker = ListBroker::new(&conn, &queue).with_side(side);
+        let mut bodies = Vec::new();
+        loop {
+            let batch = broker.fetch(1000).await.unwrap();
+            if batch.is_empty() {
+                break;
+            }
+            bodies.extend(
+                batch
+                    .iter()
+                    .map(|d| d.message.body_str().unwrap().to_owned()),
+            );
+        }
+        let want: Vec<String> = (0..n).map(|i| i.to_string()).collect();
+        assert_eq!(bodies, want, "{side:?}");
+    }
+}
+
+/// A key of the wrong type fails the push with Redis's own error, named by the command.
+#[tokio::test]
+async fn pushing_onto_a_key_of_the_wrong_type_fails_clearly() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let _: i64 = cmd(&conn, &["HSET", "hashed", "f", "v"]).await;
+    let msgs: Vec<Message> = (0..2500).map(|i| Message::new(format!("{i}"))).collect();
+    let e = ListProducer::new(&conn, "hashed")
+        .push_many(&msgs)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+    assert!(e.to_string().contains("LPUSH"), "{e}");
+}

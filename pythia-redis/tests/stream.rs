@@ -988,3 +988,46 @@ async fn acks_lost_with_a_connection_are_sent_again() {
     )
     .await;
 }
+
+/// Many pipelines with some in flight while the next is built: every id comes back, in the
+/// order of the messages, and the entries are in that order too.
+#[tokio::test]
+async fn pipelines_in_flight_return_every_id_in_order() {
+    use pythia_redis::stream_producer::{PIPELINES_IN_FLIGHT, XADD_PIPELINE_CHUNK};
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let n = XADD_PIPELINE_CHUNK * (PIPELINES_IN_FLIGHT + 2) + 3;
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("{i}"))).collect();
+    let producer = StreamProducer::new(&conn, "many");
+    assert!(producer.add_many(&[]).await.unwrap().is_empty());
+    let ids = producer.add_many(&msgs).await.unwrap();
+    assert_eq!(ids.len(), n);
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids in sending order");
+    let entries: redis::Value = cmd(&conn, &["XRANGE", "many", "-", "+"]).await;
+    let redis::Value::Array(entries) = entries else {
+        panic!("XRANGE: {entries:?}")
+    };
+    assert_eq!(entries.len(), n);
+    for (i, (entry, id)) in entries.iter().zip(&ids).enumerate() {
+        let redis::Value::Array(parts) = entry else {
+            panic!("entry: {entry:?}")
+        };
+        let Some(redis::Value::BulkString(got_id)) = parts.first() else {
+            panic!("entry id: {entry:?}")
+        };
+        assert_eq!(String::from_utf8_lossy(got_id), id.to_string());
+        let Some(redis::Value::Array(fields)) = parts.get(1) else {
+            panic!("fields: {entry:?}")
+        };
+        assert_eq!(
+            fields.get(1),
+            Some(&redis::Value::BulkString(i.to_string().into_bytes()))
+        );
+    }
+    let _: i64 = cmd(&conn, &["HSET", "hashed", "f", "v"]).await;
+    let e = StreamProducer::new(&conn, "hashed")
+        .add_many(&msgs)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+}
