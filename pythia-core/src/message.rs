@@ -117,10 +117,12 @@ pub struct Message {
 impl Message {
     /// A new message with a fresh id, attempt 1, no headers, enqueued now.
     pub fn new(body: impl Into<Bytes>) -> Self {
-        let mut msg = Self::from_parts(body.into(), Some(SystemTime::now()), Source::default());
-        // A producer's message always goes out with its id: make it now, not lazily.
+        let now = SystemTime::now();
+        let mut msg = Self::from_parts(body.into(), Some(now), Source::default());
+        // A producer's message always goes out with its id: make it now, not lazily. Its time
+        // is the enqueue time's own, so that the envelope need not repeat it.
         let inner = Arc::get_mut(&mut msg.inner).expect("just made");
-        inner.id = OnceLock::from(new_message_id());
+        inner.id = OnceLock::from(message_id_at(now));
         msg
     }
 
@@ -266,17 +268,38 @@ pub fn unix_millis(t: SystemTime) -> u64 {
 /// A fresh message id: 12 hex digits of milliseconds since the epoch, then 16 random hex
 /// digits. Ids sort by creation time and collide with probability 2⁻⁶⁴ within a millisecond.
 pub fn new_message_id() -> String {
+    message_id_at(SystemTime::now())
+}
+
+/// The length of an id made by [`new_message_id`].
+const ID_LEN: usize = 28;
+/// Its leading hex digits that hold the milliseconds.
+const ID_TIME_DIGITS: usize = 12;
+
+/// A fresh message id carrying the time `t`.
+fn message_id_at(t: SystemTime) -> String {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let ms = unix_millis(SystemTime::now()) & 0xffff_ffff_ffff;
+    let ms = unix_millis(t) & 0xffff_ffff_ffff;
     let rnd = fastrand::u64(..);
-    let mut id = [0u8; 28];
-    for (i, b) in id[..12].iter_mut().enumerate() {
-        *b = HEX[((ms >> (4 * (11 - i))) & 0xf) as usize];
+    let mut id = [0u8; ID_LEN];
+    for (i, b) in id[..ID_TIME_DIGITS].iter_mut().enumerate() {
+        *b = HEX[((ms >> (4 * (ID_TIME_DIGITS - 1 - i))) & 0xf) as usize];
     }
-    for (i, b) in id[12..].iter_mut().enumerate() {
+    for (i, b) in id[ID_TIME_DIGITS..].iter_mut().enumerate() {
         *b = HEX[((rnd >> (4 * (15 - i))) & 0xf) as usize];
     }
     String::from_utf8(id.to_vec()).expect("hex digits are ASCII")
+}
+
+/// The milliseconds since the epoch an id of [`new_message_id`]'s shape carries (28 lowercase
+/// hex digits, the first 12 the time); `None` for an id of any other shape. The envelope
+/// leaves out an enqueue time equal to its id's, and readers take it from here.
+pub fn id_millis(id: &str) -> Option<u64> {
+    let b = id.as_bytes();
+    if b.len() != ID_LEN || !b.iter().all(|c| matches!(c, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    u64::from_str_radix(&id[..ID_TIME_DIGITS], 16).ok()
 }
 
 #[cfg(test)]
@@ -294,6 +317,29 @@ mod tests {
         let ms = u64::from_str_radix(&id[..12], 16).unwrap();
         let now = unix_millis(SystemTime::now());
         assert!(now - ms < 1000, "{ms} vs {now}");
+    }
+
+    #[test]
+    fn the_time_of_an_id_is_read_back_only_from_ids_of_that_shape() {
+        let m = Message::new("x");
+        let at = m.enqueued_at().map(unix_millis);
+        assert_eq!(
+            id_millis(m.id()),
+            at,
+            "a new message's id carries its enqueue time"
+        );
+        assert_eq!(id_millis(&new_message_id()).map(|ms| ms > 0), Some(true));
+        for other in [
+            "",
+            "order-42",
+            "0123456789abcdef0123456789a",   // 27 digits
+            "0123456789abcdef0123456789abc", // 29
+            "0123456789ABCDEF0123456789AB",  // upper case
+            "0123456789abcdef0123456789ag",  // not hex
+        ] {
+            assert_eq!(id_millis(other), None, "{other}");
+        }
+        assert_eq!(id_millis("00000000000a0123456789abcdef"), Some(10));
     }
 
     #[test]
