@@ -32,6 +32,11 @@ pub(crate) struct RunResult {
     pub(crate) p50_ms: Option<f64>,
     pub(crate) p99_ms: Option<f64>,
     pub(crate) p999_ms: Option<f64>,
+    /// Pub/sub only: the most messages the broker held in process at once. A publisher that
+    /// outpaces the worker leaves this backlog in the worker's memory, and it is most of the
+    /// scenario's peak RSS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) peak_backlog: Option<u64>,
     /// What a replica of the scale scenario saw.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub(crate) replica: Option<ReplicaRecord>,
@@ -386,15 +391,15 @@ async fn pubsub(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResu
         stop: stop.clone(),
     };
     println!("ready");
-    let s = runtime(broker, w, args)
+    let rt = runtime(broker, w, args)
         .with_burst(false)
-        .with_cancellation(stop)
-        .run()
-        .await
-        .map_err(CliError::runtime)?;
+        .with_cancellation(stop);
+    let broker = Arc::clone(rt.broker());
+    let s = rt.run().await.map_err(CliError::runtime)?;
     Ok(RunResult {
         processed: s.processed(),
         seconds: s.active.as_secs_f64(),
+        peak_backlog: Some(broker.counters().peak_held as u64),
         ..RunResult::default()
     })
 }

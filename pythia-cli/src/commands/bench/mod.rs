@@ -54,6 +54,9 @@ struct ScenarioReport {
     bare_p99_ms: Option<f64>,
     all_rates: Vec<f64>,
     all_bare_rates: Vec<f64>,
+    /// Pub/sub: the median run's most messages held in process at once.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    peak_backlog: Option<u64>,
 }
 
 /// One line of the report.
@@ -139,13 +142,16 @@ fn print_line(r: &ScenarioReport) {
             r.cpu_seconds
         ),
         (None, Some(bare)) => println!(
-            "{:<14} {:>10.0} msg/s  bare {:>10.0} msg/s  {:>5.1}% of bare  {:.3}s  cpu {:.2}s  rss {mb:.1} MB",
+            "{:<14} {:>10.0} msg/s  bare {:>10.0} msg/s  {:>5.1}% of bare  {:.3}s  cpu {:.2}s  rss {mb:.1} MB{}",
             r.scenario,
             r.rate,
             bare,
             r.fraction_of_bare.unwrap_or(0.0) * 100.0,
             r.seconds,
-            r.cpu_seconds
+            r.cpu_seconds,
+            r.peak_backlog
+                .map(|n| format!(" (peak backlog {n} msgs)"))
+                .unwrap_or_default()
         ),
         (None, None) => println!(
             "{:<14} {:>10.0} msg/s  {:.3}s  cpu {:.2}s  rss {mb:.1} MB",
@@ -309,6 +315,7 @@ async fn run_scenario(
         bare_p99_ms: median_of(&bare, |r| r.p99_ms),
         all_rates,
         all_bare_rates: bare.iter().map(rate).collect(),
+        peak_backlog: pick.peak_backlog,
     })
 }
 
