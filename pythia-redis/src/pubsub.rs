@@ -36,6 +36,8 @@ pub const DROPPED_TOTAL: &str = "pythia_pubsub_dropped_total";
 
 /// Messages moved from the subscription into the buffer per lock.
 const READ_CHUNK: usize = 512;
+/// Chunks the reader moves into the buffer before it yields to other tasks.
+const CHUNKS_PER_TURN: usize = 64;
 /// Distinct (channel, pattern) sources remembered before the cache starts over.
 const SOURCE_CACHE_CAP: usize = 1024;
 /// A connection that stayed up this long resets the reconnect backoff; one lost sooner waits
@@ -1190,11 +1192,24 @@ impl Subscriber {
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut ping: Option<futures_util::future::BoxFuture<'static, Result<(), String>>> = None;
         let stop = self.stop.clone();
+        // Chunks taken since this task last gave way to others.
+        let mut turn = 0;
         loop {
+            if turn >= CHUNKS_PER_TURN {
+                turn = 0;
+                tokio::task::yield_now().await;
+            }
             tokio::select! {
                 () = stop.cancelled() => return None,
-                chunk = stream.next() => match chunk {
-                    Some(msgs) => self.accept(&msgs),
+                // Unconstrained: tokio's budget would end the task's turn after 128 messages,
+                // while the connection task parses a whole socket read per turn into the
+                // `redis` crate's unbounded channel, where neither the capacity nor the
+                // overflow policy applies. The backlog belongs in the bounded buffer.
+                chunk = tokio::task::coop::unconstrained(stream.next()) => match chunk {
+                    Some(msgs) => {
+                        turn += 1;
+                        self.accept(&msgs);
+                    }
                     None => return Some("the server closed the connection".to_owned()),
                 },
                 res = async { ping.as_mut().expect("guarded by is_some").await }, if ping.is_some() => {
