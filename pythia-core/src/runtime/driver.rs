@@ -110,6 +110,9 @@ pub(super) struct Driver<B: Broker> {
     inflight: FuturesUnordered<Running>,
 
     to_settle: Vec<Settlement<B::Token>>,
+    /// A settled batch's emptied vector, the next `to_settle`: a fresh one would grow from
+    /// nothing, reallocating and moving every settlement, for each batch.
+    spare_settle: Vec<Settlement<B::Token>>,
     settle: Option<BoxFuture<SettleResult<B::Token>>>,
     settle_wait: Option<Pin<Box<Sleep>>>,
     settle_backoff: ExponentialBackoff,
@@ -188,6 +191,7 @@ impl<B: Broker> Driver<B> {
             slots: Slots::new(),
             inflight: FuturesUnordered::new(),
             to_settle: Vec::new(),
+            spare_settle: Vec::new(),
             settle: None,
             settle_wait: None,
             settle_backoff: reconnect_backoff(),
@@ -529,7 +533,8 @@ impl<B: Broker> Driver<B> {
                 && !self.to_settle.is_empty()
                 && timer_done(&mut self.settle_wait, cx)
             {
-                let batch = std::mem::take(&mut self.to_settle);
+                let spare = std::mem::take(&mut self.spare_settle);
+                let batch = std::mem::replace(&mut self.to_settle, spare);
                 let b = Arc::clone(&self.broker);
                 self.settle = Some(Box::pin(async move {
                     let r = b.settle(&batch).await;
@@ -628,6 +633,10 @@ impl<B: Broker> Driver<B> {
                     self.settle_failing = false;
                 }
                 self.settle_backoff = reconnect_backoff();
+                batch.clear();
+                if batch.capacity() > self.spare_settle.capacity() {
+                    self.spare_settle = batch;
+                }
             }
             Err(e) => {
                 self.metrics.settle_errors.increment(1);
