@@ -123,7 +123,7 @@ fn write_fields(buf: &mut Vec<u8>, msg: &Message) {
         buf.extend_from_slice(br#","attempt":"#);
         json_write::write_u64(buf, msg.attempt().into());
     }
-    // 29 bytes a message saved: a reader takes the enqueue time from the id when it says the
+    // 28 bytes a message saved: a reader takes the enqueue time from the id when it says the
     // same (every `Message::new`), so it is written only when it differs, or as `null` when
     // there is none but the id carries a time.
     let id_ms = id_millis(msg.id());
@@ -502,7 +502,7 @@ mod tests {
         assert_eq!(
             d.enqueued_at(),
             new.enqueued_at()
-                .map(|t| { UNIX_EPOCH + Duration::from_millis(unix_millis(t)) })
+                .map(|t| UNIX_EPOCH + Duration::from_millis(unix_millis(t)))
         );
 
         let later = new
