@@ -259,6 +259,9 @@ async fn redis_restart_mid_run(kind: Kind) {
         .await;
     }
     let summary = worker.finish().await;
+    if kind == Kind::List {
+        drain_released(&conn, &tally).await;
+    }
     let (lost, duplicated) = lost_and_duplicated(&produced, &tally.counts());
     report(
         "redis-restart",
