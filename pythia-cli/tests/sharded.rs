@@ -17,6 +17,23 @@ fn json(o: &Output) -> Json {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
+/// `pythia produce --broker stream --queue <queue> --shards <shards>`, then `rest`.
+fn produce_sharded(url: &str, queue: &str, shards: &str, rest: &[&str]) -> Output {
+    let mut args = vec![
+        "produce",
+        "--redis-url",
+        url,
+        "--broker",
+        "stream",
+        "--queue",
+        queue,
+        "--shards",
+        shards,
+    ];
+    args.extend_from_slice(rest);
+    pythia(&args)
+}
+
 fn inspect(url: &str) -> Json {
     json(&pythia(&[
         "inspect",
@@ -37,21 +54,7 @@ async fn produce_run_and_inspect_a_sharded_queue() {
     let conn = server.connect().await;
     let queue = ShardedQueue::new("orders", 4).unwrap();
 
-    let out = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "orders",
-        "--shards",
-        "4",
-        "--count",
-        "200",
-        "--size",
-        "20",
-    ]);
+    let out = produce_sharded(&url, "orders", "4", &["--count", "200", "--size", "20"]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stdout).contains("sharded stream (4 shards)"),
@@ -189,18 +192,7 @@ async fn produce_run_and_inspect_a_sharded_queue() {
     ]));
     assert_eq!(doc["layout"]["matches"], false, "{doc}");
     assert_eq!(doc["layout"]["stored_shards"], 4);
-    let out = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "orders",
-        "--shards",
-        "2",
-        "x",
-    ]);
+    let out = produce_sharded(&url, "orders", "2", &["x"]);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("4 shards"),
@@ -261,18 +253,7 @@ fn shards_usage_errors() {
         usage(&args, "--shards");
     }
     // A queue name the shards cannot carry.
-    let out = pythia(&[
-        "produce",
-        "--redis-url",
-        url,
-        "--broker",
-        "stream",
-        "--queue",
-        "{orders}",
-        "--shards",
-        "4",
-        "x",
-    ]);
+    let out = produce_sharded(url, "{orders}", "4", &["x"]);
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("braces"),
@@ -302,19 +283,7 @@ async fn config_file_sets_the_shard_count() {
     let url = server.url();
     let conn = server.connect().await;
     let queue = ShardedQueue::new("cfg", 4).unwrap();
-    let out = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "cfg",
-        "--shards",
-        "4",
-        "--count",
-        "40",
-    ]);
+    let out = produce_sharded(&url, "cfg", "4", &["--count", "40"]);
     assert!(out.status.success(), "{}", text(&out));
 
     let dir = std::env::temp_dir().join(format!("pythia-shards-{}", std::process::id()));

@@ -22,7 +22,7 @@ use pythia_redis::{
     Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConfig, RedisConnection,
 };
 use support::cluster::RedisCluster;
-use support::{cmd, eventually};
+use support::{Resume, cmd, eventually};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -241,29 +241,6 @@ async fn a_user_without_admin_commands_subscribes_and_publishes() {
         got = broker.fetch(10).await.unwrap();
     }
     assert_eq!(bodies_of(&got), ["hi"]);
-}
-
-/// Sends SIGCONT to a stopped process when dropped, so a failing test never leaves it stopped.
-struct Resume(String);
-
-impl Resume {
-    fn stop(pid: &str) -> Self {
-        let ok = std::process::Command::new("kill")
-            .args(["-STOP", pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -STOP {pid}");
-        Self(pid.to_owned())
-    }
-}
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0])
-            .status();
-    }
 }
 
 /// A master that stops answering (its socket open, nothing read) for less than the cluster's

@@ -15,7 +15,7 @@ use pythia_core::{
     WorkerRuntime, envelope,
 };
 use pythia_redis::{Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConnection};
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, Resume, cmd, eventually};
 
 // ---- a counting metrics recorder, installed once for this test binary ----
 
@@ -339,29 +339,6 @@ async fn resubscribes_after_a_server_restart() {
         ),
         1
     );
-}
-
-/// Sends SIGCONT to a stopped process when dropped, so a failing test never leaves it stopped.
-struct Resume(String);
-
-impl Resume {
-    fn stop(pid: &str) -> Self {
-        let ok = std::process::Command::new("kill")
-            .args(["-STOP", pid])
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "kill -STOP {pid}");
-        Self(pid.to_owned())
-    }
-}
-
-impl Drop for Resume {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0])
-            .status();
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

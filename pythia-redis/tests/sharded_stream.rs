@@ -17,8 +17,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pythia_core::{
-    Broker, BrokerErrorKind, Message, Outcome, RetryPolicy, Settlement, Worker, WorkerError,
-    WorkerRuntime, worker_fn,
+    Broker, BrokerErrorKind, Delivery, Message, Outcome, RetryPolicy, Settlement, Worker,
+    WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{
     GroupStart, RedisConnection, ShardEntryId, ShardedQueue, ShardedStreamBroker,
@@ -515,18 +515,23 @@ async fn idle_fetches_are_short_and_see_every_shard(conn: &RedisConnection, name
             );
         }
         assert_eq!(got[0].token.shard(), shard);
-        let ack: Vec<Settlement<ShardEntryId>> = got
-            .into_iter()
-            .map(|d| Settlement {
-                token: d.token,
-                message: d.message,
-                outcome: Outcome::Ack,
-            })
-            .collect();
-        broker.settle(&ack).await.unwrap();
+        ack_all(&broker, got).await;
     }
     broker.close().await.unwrap();
     shards_are_clean(conn, &queue).await;
+}
+
+/// Acknowledges every delivery of `got`.
+async fn ack_all(broker: &ShardedStreamBroker, got: Vec<Delivery<ShardEntryId>>) {
+    let ack: Vec<Settlement<ShardEntryId>> = got
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect();
+    broker.settle(&ack).await.unwrap();
 }
 
 /// A consumer configured with another shard count than the stored layout fails with a
@@ -589,15 +594,7 @@ async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name:
     assert_eq!(got.len(), 10);
     let ids: HashSet<&str> = got.iter().map(|d| d.message.id()).collect();
     assert!(msgs.iter().all(|m| ids.contains(m.id())));
-    let ack: Vec<Settlement<ShardEntryId>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
-    broker.settle(&ack).await.unwrap();
+    ack_all(&broker, got).await;
     assert!(broker.is_drained().await.unwrap());
     broker.close().await.unwrap();
     shards_are_clean(conn, &queue).await;

@@ -174,3 +174,26 @@ where
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A process stopped with SIGSTOP (a server that keeps its sockets open and answers nothing),
+/// sent SIGCONT when dropped, so that a failing test never leaves it stopped.
+pub struct Resume(String);
+
+impl Resume {
+    /// Stops the process `pid`.
+    pub fn stop(pid: &str) -> Self {
+        let ok = Command::new("kill")
+            .args(["-STOP", pid])
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "kill -STOP {pid}");
+        Self(pid.to_owned())
+    }
+}
+
+impl Drop for Resume {
+    fn drop(&mut self) {
+        let _ = Command::new("kill").args(["-CONT", &self.0]).status();
+    }
+}
