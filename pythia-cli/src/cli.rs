@@ -936,7 +936,7 @@ Rates are computed by this process from its samples (every --interval, kept for 
 on restart): net drain = decrease per second of depth + in flight + scheduled over the last \
 minute (negative: the backlog grows; it is not the processing rate, which each worker's /metrics \
 reports as pythia_messages_total); dead-lettered = increase per second of the dead letters. \
-Queues are found by SCANning <prefix>:{*}:* every 10 s and by --queue; a list queue that never \
+Queues are found by SCANning <prefix>:{*}:* and <prefix>:q:* every 10 s and by --queue; a list queue that never \
 retried or dead-lettered anything leaves no key of Pythia's: name it with --queue.")]
 pub(crate) struct DashboardArgs {
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With

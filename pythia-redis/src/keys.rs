@@ -1,10 +1,18 @@
-//! Key naming: `<prefix>:{<queue>}:<what>`.
+//! Key naming: `<prefix>:{<queue>}:<what>`, or `<prefix>:q:<queue>:<what>` for a queue whose
+//! name holds a hash tag.
 //!
 //! The queue key itself is the name the user gives (`--queue jobs` reads the list `jobs`), so
-//! `redis-cli LPUSH jobs …` feeds a worker. Pythia's own keys for that queue carry the queue's
-//! hash tag in braces, which puts them in the same Redis Cluster slot as the queue key and
-//! lets one Lua script touch them all. A queue name that already has a hash tag (`{orders}.eu`)
-//! keeps it.
+//! `redis-cli LPUSH jobs …` feeds a worker. Pythia's own keys for that queue are in the same
+//! Redis Cluster slot as the queue key, which lets one Lua script touch them all:
+//!
+//! * `jobs` (no hash tag): the whole name becomes the tag, `pythia:{jobs}:scheduled`.
+//! * `{orders}.eu` (a hash tag of its own): the name is kept whole, tag and all, after a `q:`
+//!   marker, `pythia:q:{orders}.eu:scheduled`. Its neighbour `{orders}.us` shares the slot but
+//!   not a single key, and neither can meet the keys of a queue named `orders` (whose keys start
+//!   `pythia:{orders}:`).
+//!
+//! Every key is derived from the whole queue name: two queues never share a retry schedule, a
+//! dead-letter queue, a consumer registry or in-flight storage.
 
 /// The keys of one queue.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,9 +24,14 @@ pub struct QueueKeys {
 impl QueueKeys {
     /// The keys of `queue` under `prefix`.
     pub fn new(prefix: &str, queue: &str) -> Self {
+        let base = if hash_tag(queue).len() < queue.len() {
+            format!("{prefix}:q:{queue}")
+        } else {
+            format!("{prefix}:{{{queue}}}")
+        };
         Self {
             queue: queue.to_owned(),
-            base: format!("{prefix}:{{{}}}", hash_tag(queue)),
+            base,
         }
     }
 
@@ -151,7 +164,8 @@ mod tests {
         assert_eq!(k.in_flight("c1"), "pythia:{jobs}:inflight:c1");
         assert_eq!(hash_tag(&k.dead_letters()), "jobs");
         let k = QueueKeys::new("p", "{orders}.eu");
-        assert_eq!(k.heartbeat("c"), "p:{orders}:heartbeat:c");
+        assert_eq!(k.heartbeat("c"), "p:q:{orders}.eu:heartbeat:c");
+        assert_eq!(hash_tag(&k.heartbeat("c")), "orders");
         assert_eq!(hash_tag("{orders}.eu"), "orders");
         assert_eq!(hash_tag("a{}b"), "a{}b");
     }

@@ -255,12 +255,20 @@ impl Sampler {
 
     /// The queue names found among the keys under the prefix.
     async fn discover(&self) -> Result<Vec<String>, String> {
-        let pattern = format!("{}:{{*}}:*", glob_escape(&self.prefix));
-        let keys = self
-            .conn
-            .scan_keys(&pattern, SCAN_LIMIT)
-            .await
-            .map_err(|e| e.to_string())?;
+        let mut keys = Vec::new();
+        // Queues without a hash tag of their own (`<prefix>:{jobs}:…`), then those with one
+        // (`<prefix>:q:{orders}.eu:…`; see `pythia_redis::keys`).
+        for pattern in [
+            format!("{}:{{*}}:*", glob_escape(&self.prefix)),
+            format!("{}:q:*", glob_escape(&self.prefix)),
+        ] {
+            keys.extend(
+                self.conn
+                    .scan_keys(&pattern, SCAN_LIMIT)
+                    .await
+                    .map_err(|e| e.to_string())?,
+            );
+        }
         let names: std::collections::BTreeSet<&str> = keys
             .iter()
             .filter_map(|k| queue_of_key(&self.prefix, k))
@@ -381,23 +389,38 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// The queue a key of Pythia's belongs to: the hash tag of `<prefix>:{tag}:<kind>…` when the
-/// kind is one a queue has.
+/// The kinds of key a queue has (a lock, an idempotency record or a job status is not one).
+const QUEUE_KINDS: [&str; 8] = [
+    "scheduled",
+    "dlq",
+    "consumers",
+    "inflight",
+    "staging",
+    "heartbeat",
+    "periodic",
+    "checkpoint",
+];
+
+/// The queue a key of Pythia's belongs to, when the key's kind is one a queue has: the hash tag
+/// of `<prefix>:{tag}:<kind>…`, or the name of `<prefix>:q:<name>:<kind>…` (a queue whose name
+/// holds a hash tag of its own; the name ends at the first `:<kind>` after that tag).
 fn queue_of_key<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-    let rest = key.strip_prefix(prefix)?.strip_prefix(":{")?;
+    let rest = key.strip_prefix(prefix)?;
+    if let Some(rest) = rest.strip_prefix(":q:") {
+        let tag_end = rest.find('}')? + 1;
+        let name = (tag_end..rest.len())
+            .filter(|&i| rest.as_bytes()[i] == b':')
+            .map(|i| &rest[..i])
+            .find(|name| {
+                let kind = rest[name.len() + 1..].split(':').next().unwrap_or("");
+                QUEUE_KINDS.contains(&kind)
+            })?;
+        return (hash_tag(name).len() < name.len()).then_some(name);
+    }
+    let rest = rest.strip_prefix(":{")?;
     let close = rest.find('}')?;
     let (tag, after) = (&rest[..close], rest[close + 1..].strip_prefix(':')?);
     let kind = after.split(':').next().unwrap_or("");
-    const QUEUE_KINDS: [&str; 8] = [
-        "scheduled",
-        "dlq",
-        "consumers",
-        "inflight",
-        "staging",
-        "heartbeat",
-        "periodic",
-        "checkpoint",
-    ];
     (!tag.is_empty() && hash_tag(tag) == tag && QUEUE_KINDS.contains(&kind)).then_some(tag)
 }
 
@@ -431,6 +454,17 @@ mod tests {
         assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);
         assert_eq!(queue_of_key("pythia", "pythia:{}:dlq"), None);
         assert_eq!(queue_of_key("p", "pythia:{jobs}:dlq"), None);
+        assert_eq!(queue_of_key("pythia", "pythia:q:{o}.a:dlq"), Some("{o}.a"));
+        assert_eq!(
+            queue_of_key("pythia", "pythia:q:{o}.a:b:inflight:c-1"),
+            Some("{o}.a:b")
+        );
+        assert_eq!(
+            queue_of_key("pythia", "pythia:q:{o}:scheduled:ids"),
+            Some("{o}")
+        );
+        assert_eq!(queue_of_key("pythia", "pythia:q:{o}.a:lock"), None);
+        assert_eq!(queue_of_key("pythia", "pythia:q:o.a:dlq"), None);
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
     }
 
