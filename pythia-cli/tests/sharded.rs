@@ -139,7 +139,7 @@ async fn produce_run_and_inspect_a_sharded_queue() {
         &conn,
         &[
             "XADD",
-            &format!("pythia:{}:dlq", queue.stream(2)),
+            &format!("pythia:q:{}:dlq", queue.stream(2)),
             "*",
             "x",
             "y",

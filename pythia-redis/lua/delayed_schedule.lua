@@ -5,6 +5,8 @@
 -- KEYS[1] schedule (zset), KEYS[2] delayed messages (hash id -> payload)
 -- ARGV: groups of three: message id, due time (ms), payload
 -- Returns how many ids were already scheduled (and so replaced).
+expect_type(KEYS[1], 'zset')
+expect_type(KEYS[2], 'hash')
 local replaced = 0
 for i = 1, #ARGV, 3 do
   if redis.call('HSET', KEYS[2], ARGV[i], ARGV[i + 2]) == 0 then

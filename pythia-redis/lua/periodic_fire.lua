@@ -6,13 +6,18 @@
 -- 'X' (XADD), ARGV[4] stream MAXLEN ~ (0 = none), ARGV[5] the list item, or ARGV[5..] the
 -- stream entry's field/value pairs
 -- Returns 1 if the slot fired now, 0 if it (or a later one) had fired already.
+expect_type(KEYS[1], 'string')
+local mode = ARGV[3]
+if mode == 'X' then
+  expect_type(KEYS[2], 'stream')
+else
+  expect_type(KEYS[2], 'list')
+end
 local last = tonumber(redis.call('GET', KEYS[1]))
 local slot = tonumber(ARGV[1])
 if last and last >= slot then
   return 0
 end
-redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-local mode = ARGV[3]
 if mode == 'X' then
   local maxlen = tonumber(ARGV[4])
   if maxlen > 0 then
@@ -25,4 +30,5 @@ elseif mode == 'L' then
 else
   redis.call('RPUSH', KEYS[2], ARGV[5])
 end
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 1

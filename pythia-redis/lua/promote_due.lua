@@ -1,16 +1,23 @@
--- Moves retries whose time has come from the schedule (a sorted set scored by due time in
--- milliseconds) to the back of the queue, atomically: a retry is never lost or doubled even
--- when several workers promote at once.
+-- Moves retries whose time has come (on the server's clock) from the schedule (a sorted set
+-- scored by due time in milliseconds) to the back of the queue, atomically: a retry is never
+-- lost or doubled even when several workers promote at once. The items are pushed before they
+-- leave the schedule.
 -- A member 'delayed:<id>' is a delayed message (see delayed_schedule.lua): its payload is taken
 -- from the hash of delayed messages, and removed from it, in the same step.
 -- KEYS[1] schedule (zset), KEYS[2] queue (list), KEYS[3] delayed messages (hash, optional)
--- ARGV[1] now (ms), ARGV[2] at most this many, ARGV[3] 'L' to LPUSH, 'R' to RPUSH
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', ARGV[1], 'LIMIT', 0, tonumber(ARGV[2]))
+-- ARGV[1] (unused: the server's clock decides), ARGV[2] at most this many, ARGV[3] 'L' to
+-- LPUSH, 'R' to RPUSH
+-- Returns how many schedule members were due.
+expect_type(KEYS[1], 'zset')
+expect_type(KEYS[2], 'list')
+if KEYS[3] then
+  expect_type(KEYS[3], 'hash')
+end
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
 if #due == 0 then
   return 0
 end
-redis.call('ZREM', KEYS[1], unpack(due))
-local items = due
+local items, delayed = due, {}
 if KEYS[3] then
   items = {}
   for _, member in ipairs(due) do
@@ -18,8 +25,8 @@ if KEYS[3] then
       local id = string.sub(member, 9)
       local payload = redis.call('HGET', KEYS[3], id)
       if payload then
-        redis.call('HDEL', KEYS[3], id)
         items[#items + 1] = payload
+        delayed[#delayed + 1] = id
       end
     else
       items[#items + 1] = member
@@ -32,5 +39,9 @@ if #items > 0 then
   else
     redis.call('RPUSH', KEYS[2], unpack(items))
   end
+end
+redis.call('ZREM', KEYS[1], unpack(due))
+if #delayed > 0 then
+  redis.call('HDEL', KEYS[3], unpack(delayed))
 end
 return #due

@@ -16,6 +16,8 @@ local stream, group, dead = KEYS[1], ARGV[1], ARGV[3]
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return {-1, 0}
 end
+expect_type(KEYS[1], 'stream')
+expect_type(KEYS[3], 'set')
 local out = {0, 0}
 local pending = redis.call('XPENDING', stream, group, 'IDLE', tonumber(ARGV[5]), '-', '+',
   tonumber(ARGV[6]), dead)

@@ -726,8 +726,11 @@ fn by_node(reply: Value) -> Result<Vec<(String, Value)>, redis::RedisError> {
 }
 
 /// Classifies a Redis error: I/O, timeouts, dropped connections and a cluster or master in
-/// transition are retryable [`BrokerErrorKind::Connection`] errors; other server replies
-/// (WRONGTYPE, NOPERM, CROSSSLOT, script errors) are [`BrokerErrorKind::Backend`].
+/// transition are retryable [`BrokerErrorKind::Connection`] errors; a key of the wrong type
+/// (WRONGTYPE, also from Pythia's scripts, which check every key's type before their first
+/// write) is a [`BrokerErrorKind::Config`] error, fatal for a worker (another program, or
+/// another queue's configuration, owns that key); other server replies (NOPERM, CROSSSLOT,
+/// script errors) are [`BrokerErrorKind::Backend`].
 pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) -> BrokerError {
     let transient = e.is_io_error()
         || e.is_timeout()
@@ -749,6 +752,8 @@ pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) 
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
     let kind = if transient {
         BrokerErrorKind::Connection
+    } else if e.code() == Some("WRONGTYPE") {
+        BrokerErrorKind::Config
     } else {
         BrokerErrorKind::Backend
     };

@@ -96,6 +96,9 @@ pub struct ReplayReport {
     /// Pub/sub: messages left in the dead-letter list because no subscriber received the
     /// first of them (the replay stops there: publishing to nobody would lose them).
     pub unheard: u64,
+    /// Stream dead letters with more fields than a script can pass to one command: left in the
+    /// dead-letter stream, untouched (replay them with `XADD` by hand).
+    pub too_big: u64,
 }
 
 impl std::ops::AddAssign for ReplayReport {
@@ -103,6 +106,7 @@ impl std::ops::AddAssign for ReplayReport {
         self.replayed += o.replayed;
         self.missing += o.missing;
         self.unheard += o.unheard;
+        self.too_big += o.too_big;
     }
 }
 
@@ -374,14 +378,22 @@ impl DeadLetterQueue {
             }
         }
         let mut m = self.conn.manager();
-        let (replayed, missing, unheard): (u64, u64, u64) = inv
+        let (replayed, missing, unheard, too_big): (u64, u64, u64, u64) = inv
             .invoke_async(&mut m)
             .await
             .map_err(|e| self.conn.error("replay dead letters", e))?;
+        if too_big > 0 {
+            tracing::warn!(
+                count = too_big,
+                queue = self.keys.queue(),
+                "dead letters with too many fields for a script were left in the dead-letter stream"
+            );
+        }
         Ok(ReplayReport {
             replayed,
             missing,
             unheard,
+            too_big,
         })
     }
 

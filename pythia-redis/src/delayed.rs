@@ -10,8 +10,8 @@ use crate::connection::RedisConnection;
 use crate::destination::{Destination, scheduled_payload};
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
-use crate::retry_schedule::{PROMOTE_BATCH, promote_due};
-use crate::scripts::{DELAYED_CANCEL, DELAYED_SCHEDULE, STREAM_PROMOTE};
+use crate::retry_schedule::{promote_due, promote_due_to_stream};
+use crate::scripts::{DELAYED_CANCEL, DELAYED_SCHEDULE};
 use crate::transient_retry::retry_transient;
 
 /// The schedule member of a delayed message is this prefix and the message id.
@@ -221,24 +221,7 @@ impl DelayedProducer {
         let mut m = self.manager.clone();
         match self.destination.list_side() {
             Some(side) => promote_due(&self.conn, &mut m, &self.keys, side).await,
-            None => {
-                let mut total = 0;
-                loop {
-                    let n: u64 = STREAM_PROMOTE
-                        .key(self.keys.scheduled())
-                        .key(self.keys.queue())
-                        .key(self.keys.scheduled_ids())
-                        .arg(unix_millis(SystemTime::now()))
-                        .arg(PROMOTE_BATCH)
-                        .invoke_async(&mut m)
-                        .await
-                        .map_err(|e| self.conn.error("promote delayed messages", e))?;
-                    total += n;
-                    if (n as usize) < PROMOTE_BATCH {
-                        return Ok(total);
-                    }
-                }
-            }
+            None => promote_due_to_stream(&self.conn, &mut m, &self.keys).await,
         }
     }
 }

@@ -123,6 +123,21 @@ pub(crate) fn encode_scheduled_fields(entry: &[(&[u8], Vec<u8>)]) -> Vec<u8> {
     out
 }
 
+/// The inverse of [`encode_scheduled_fields`]: the flat list of names and values, or `None` when
+/// `encoded` is not a whole number of `<length>:<bytes>` parts.
+pub(crate) fn decode_scheduled_fields(encoded: &[u8]) -> Option<Vec<&[u8]>> {
+    let mut out = Vec::new();
+    let mut rest = encoded;
+    while !rest.is_empty() {
+        let colon = rest.iter().position(|&b| b == b':')?;
+        let len: usize = std::str::from_utf8(&rest[..colon]).ok()?.parse().ok()?;
+        let value = rest.get(colon + 1..colon + 1 + len)?;
+        out.push(value);
+        rest = &rest[colon + 1 + len..];
+    }
+    (out.len() >= 2 && out.len() % 2 == 0).then_some(out)
+}
+
 /// The payload of `msg` for `dest` as the schedule keeps it: an envelope for a list, encoded
 /// fields for a stream.
 pub(crate) fn scheduled_payload(dest: &Destination, msg: &Message) -> Result<Vec<u8>, BrokerError> {

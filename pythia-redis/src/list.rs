@@ -13,8 +13,9 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 use crate::retry_schedule::{
-    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
+    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
+use crate::scripts::LIST_SETTLE;
 
 /// Which end of the list consumers pop. Producers push on the other end, so the order is
 /// first-in first-out either way.
@@ -230,41 +231,30 @@ impl Broker for ListBroker {
     }
 
     async fn settle(&self, batch: &[Settlement<()>]) -> Result<(), BrokerError> {
-        let mut pipe = redis::pipe();
-        pipe.atomic();
-        let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
-        let mut dead: Vec<Vec<u8>> = Vec::new();
+        let mut inv = LIST_SETTLE.prepare_invoke();
+        inv.key(self.keys.scheduled())
+            .key(self.keys.dead_letters())
+            .arg(self.dead_letter_cap);
+        let mut any = false;
         for s in batch {
             match &s.outcome {
                 Outcome::Retry { delay } => {
-                    retries.push((due_score(*delay), retry_payload(&s.message)));
+                    inv.arg(delay_ms(*delay)).arg(retry_payload(&s.message));
                 }
                 Outcome::DeadLetter { reason } => {
-                    dead.push(dead_letter_payload(&s.message, reason));
+                    inv.arg("d").arg(dead_letter_payload(&s.message, reason));
                 }
-                _ => {}
+                _ => continue,
             }
+            any = true;
         }
-        if retries.is_empty() && dead.is_empty() {
+        if !any {
             return Ok(()); // acks of popped items need no round trip
         }
-        if !retries.is_empty() {
-            pipe.zadd_multiple(self.keys.scheduled(), &retries).ignore();
-        }
-        if !dead.is_empty() {
-            pipe.lpush(self.keys.dead_letters(), &dead).ignore();
-            if self.dead_letter_cap > 0 {
-                pipe.ltrim(
-                    self.keys.dead_letters(),
-                    0,
-                    self.dead_letter_cap as isize - 1,
-                )
-                .ignore();
-            }
-        }
         let mut m = self.manager.clone();
-        pipe.query_async::<()>(&mut m)
+        inv.invoke_async::<u64>(&mut m)
             .await
+            .map(drop)
             .map_err(|e| self.conn.error("settle", e))
     }
 

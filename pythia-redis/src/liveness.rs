@@ -35,6 +35,11 @@ impl Liveness {
         self.interval
     }
 
+    /// The heartbeat lifetime in milliseconds, as `SET … PX` takes it.
+    pub(crate) fn heartbeat_ttl_ms(&self) -> u64 {
+        self.heartbeat_ttl.as_millis() as u64
+    }
+
     /// The heartbeat: `SET <key> 1 PX <ttl>` and the consumer's entry in its registry set.
     pub(crate) fn heartbeat(
         &self,
@@ -47,7 +52,7 @@ impl Liveness {
             .arg(heartbeat_key)
             .arg(1)
             .arg("PX")
-            .arg(self.heartbeat_ttl.as_millis() as u64)
+            .arg(self.heartbeat_ttl_ms())
             .ignore()
             .sadd(registry, consumer)
             .ignore();

@@ -18,7 +18,7 @@ use crate::list::{ListSide, list_stats};
 use crate::liveness::Liveness;
 use crate::recent_settlements::RecentSettlements;
 use crate::retry_schedule::{
-    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, due_score, promote_due, retry_payload,
+    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
 use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE, RELIABLE_SETTLE};
 
@@ -194,6 +194,12 @@ impl ReliableListBroker {
 
     async fn ensure_registered(&self) -> Result<(), BrokerError> {
         if !self.registered.load(Ordering::Acquire) {
+            // A name given by the caller (a StatefulSet pod's) may be a crashed process's: what
+            // it left in flight is returned before this one records deliveries of its own.
+            let left = self.reap(&self.consumer, true).await?;
+            if left > 0 {
+                tracing::info!(consumer = %self.consumer, returned = left, "returned what an earlier process under this consumer name left in flight");
+            }
             self.heartbeat().await?;
             self.registered.store(true, Ordering::Release);
             tracing::debug!(consumer = %self.consumer, queue = self.keys.queue(), "reliable-list consumer registered");
@@ -208,9 +214,13 @@ impl ReliableListBroker {
             .key(self.keys.queue())
             .key(&self.in_flight_key)
             .key(&self.staging_key)
+            .key(&self.consumers_key)
+            .key(&self.heartbeat_key)
             .arg(max)
             .arg(first)
             .arg(self.side.pop_flag())
+            .arg(&self.consumer)
+            .arg(self.liveness.heartbeat_ttl_ms())
             .invoke_async(&mut m)
             .await
         {
@@ -343,13 +353,15 @@ impl ReliableListBroker {
         let mut total = 0;
         for (c, alive) in others.into_iter().zip(alive) {
             if !alive {
-                total += self.reap(c).await?;
+                total += self.reap(c, false).await?;
             }
         }
         Ok(total)
     }
 
-    async fn reap(&self, consumer: &str) -> Result<u64, BrokerError> {
+    /// Returns `consumer`'s in-flight and staged items to the queue, while its heartbeat is
+    /// absent (or whatever it says, with `force`: this consumer's own leftovers).
+    async fn reap(&self, consumer: &str, force: bool) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
         let in_flight_key = self.keys.in_flight(consumer);
         let items: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
@@ -376,7 +388,8 @@ impl ReliableListBroker {
                 .key(self.keys.queue())
                 .key(&self.consumers_key)
                 .arg(self.side.pop_flag())
-                .arg(consumer);
+                .arg(consumer)
+                .arg(if force { "1" } else { "0" });
             for (_, id, raw) in chunk {
                 let msg = envelope::decode(raw.clone().into(), &self.source);
                 inv.arg(id).arg(retry_payload(&msg));
@@ -553,10 +566,12 @@ impl Broker for ReliableListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.ensure_registered()
+            .await
+            .inspect_err(|e| self.recent.note(e))?;
         self.heartbeat()
             .await
             .inspect_err(|e| self.recent.note(e))?;
-        self.registered.store(true, Ordering::Release);
         self.resend_recent().await?;
         let mut m = self.mgr();
         promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
@@ -596,7 +611,7 @@ impl Broker for ReliableListBroker {
             .await
             .map_err(|e| self.conn.error("close", e))?;
         // Staged items go back, and with nothing in flight the consumer is forgotten.
-        self.reap(&self.consumer).await?;
+        self.reap(&self.consumer, true).await?;
         Ok(())
     }
 }
@@ -611,7 +626,7 @@ pub fn push_settle_args(inv: &mut redis::ScriptInvocation<'_>, batch: &[Settleme
             Outcome::Retry { delay } => inv
                 .arg("r")
                 .arg(s.token)
-                .arg(due_score(*delay))
+                .arg(delay_ms(*delay))
                 .arg(retry_payload(&s.message)),
             Outcome::DeadLetter { reason } => inv
                 .arg("d")

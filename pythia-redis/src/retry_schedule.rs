@@ -7,9 +7,10 @@ use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope, message::unix_millis};
 
 use crate::connection::RedisConnection;
+use crate::destination::decode_scheduled_fields;
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
-use crate::scripts::PROMOTE_DUE;
+use crate::scripts::{PROMOTE_DUE, STREAM_PROMOTE};
 
 /// Due retries moved per script call (well below Lua's `unpack` limit).
 pub(crate) const PROMOTE_BATCH: usize = 1000;
@@ -22,9 +23,10 @@ pub(crate) fn retry_payload(msg: &Message) -> Vec<u8> {
     envelope::encode(&msg.clone().with_attempt(msg.attempt() + 1))
 }
 
-/// The score (due time in ms since the epoch) of a retry after `delay`.
-pub(crate) fn due_score(delay: Duration) -> u64 {
-    unix_millis(SystemTime::now() + delay)
+/// A retry delay as the settle scripts take it: milliseconds from now on the server's clock
+/// (every worker's retries are due on one clock, whatever its own says).
+pub(crate) fn delay_ms(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// The payload of a dead letter.
@@ -42,12 +44,11 @@ pub(crate) async fn promote_due(
 ) -> Result<u64, BrokerError> {
     let mut total = 0u64;
     loop {
-        let now = unix_millis(SystemTime::now());
         let n: u64 = PROMOTE_DUE
             .key(keys.scheduled())
             .key(keys.queue())
             .key(keys.scheduled_ids())
-            .arg(now)
+            .arg(0)
             .arg(PROMOTE_BATCH)
             .arg(side.push_flag())
             .invoke_async(manager)
@@ -58,4 +59,87 @@ pub(crate) async fn promote_due(
             return Ok(total);
         }
     }
+}
+
+/// Promotes every due retry and delayed message of a stream queue onto the stream; returns how
+/// many schedule members were due.
+///
+/// The script moves each entry (added, then removed from the schedule). An entry with more
+/// fields than a script can pass to one command is left to [`promote_by_transaction`]; a member
+/// that is not a Pythia stream retry is dead-lettered whole.
+pub(crate) async fn promote_due_to_stream(
+    conn: &RedisConnection,
+    manager: &mut SharedConnection,
+    keys: &QueueKeys,
+) -> Result<u64, BrokerError> {
+    let mut total = 0u64;
+    loop {
+        let (n, too_big, bad): (u64, Vec<Vec<u8>>, u64) = STREAM_PROMOTE
+            .key(keys.scheduled())
+            .key(keys.queue())
+            .key(keys.scheduled_ids())
+            .key(keys.dead_letters())
+            .arg(0)
+            .arg(PROMOTE_BATCH)
+            .arg(unix_millis(SystemTime::now()))
+            .invoke_async(manager)
+            .await
+            .map_err(|e| conn.error("promote retries", e))?;
+        if bad > 0 {
+            tracing::warn!(
+                count = bad,
+                queue = keys.queue(),
+                "retry schedule members that are not Pythia stream entries were dead-lettered whole"
+            );
+        }
+        for member in &too_big {
+            promote_by_transaction(conn, manager, keys, member).await?;
+        }
+        total += n;
+        if (n as usize) < PROMOTE_BATCH {
+            return Ok(total);
+        }
+    }
+}
+
+/// Moves one due stream retry whose entry has too many fields for a script: `XADD` of the entry,
+/// then its removal from the schedule, in one `MULTI` transaction. Two workers doing this at once
+/// may both add it (it runs twice; it is never lost).
+async fn promote_by_transaction(
+    conn: &RedisConnection,
+    manager: &mut SharedConnection,
+    keys: &QueueKeys,
+    member: &[u8],
+) -> Result<(), BrokerError> {
+    let delayed_id = member.strip_prefix(b"delayed:");
+    let encoded: Option<Vec<u8>> = match delayed_id {
+        Some(id) => redis::cmd("HGET")
+            .arg(keys.scheduled_ids())
+            .arg(id)
+            .query_async(manager)
+            .await
+            .map_err(|e| conn.error("promote retries", e))?,
+        None => Some(member.to_vec()),
+    };
+    let mut pipe = redis::pipe();
+    pipe.atomic();
+    if let Some(fields) = encoded.as_deref().and_then(decode_scheduled_fields) {
+        pipe.cmd("XADD")
+            .arg(keys.queue())
+            .arg("*")
+            .arg(fields)
+            .ignore();
+    }
+    pipe.zrem(keys.scheduled(), member).ignore();
+    if let Some(id) = delayed_id {
+        pipe.hdel(keys.scheduled_ids(), id).ignore();
+    }
+    pipe.query_async::<()>(manager)
+        .await
+        .map_err(|e| conn.error("promote retries", e))?;
+    tracing::info!(
+        queue = keys.queue(),
+        "promoted a retry with too many fields for a script by a transaction"
+    );
+    Ok(())
 }

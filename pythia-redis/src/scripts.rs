@@ -1,33 +1,43 @@
 //! The Lua scripts, loaded once from `lua/*.lua`. Every key a script touches is passed in KEYS.
+//!
+//! Every script that moves a message starts with `lua/lib/checks.lua` (`checked!`): it checks
+//! key types and sizes before its first write, adds before it removes, and takes due times from
+//! the server's clock (STYLE rule 13: a message is never nowhere).
 
 use std::sync::LazyLock;
 
 use redis::Script;
 
+/// A script from `lua/<file>` with the shared checks of `lua/lib/checks.lua` in front.
+macro_rules! checked {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("../lua/lib/checks.lua"),
+                include_str!(concat!("../lua/", $file))
+            ))
+        })
+    };
+}
+
 /// Promote due retries from the schedule to the queue.
-pub(crate) static PROMOTE_DUE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/promote_due.lua")));
+pub(crate) static PROMOTE_DUE: LazyLock<Script> = checked!("promote_due.lua");
+/// Schedule retries and dead-letter messages of the at-most-once list broker.
+pub(crate) static LIST_SETTLE: LazyLock<Script> = checked!("list_settle.lua");
 /// Move a batch into a consumer's in-flight hash.
-pub(crate) static RELIABLE_FETCH: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reliable_fetch.lua")));
+pub(crate) static RELIABLE_FETCH: LazyLock<Script> = checked!("reliable_fetch.lua");
 /// Ack / retry / dead-letter deliveries of one consumer, idempotently.
-pub(crate) static RELIABLE_SETTLE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reliable_settle.lua")));
+pub(crate) static RELIABLE_SETTLE: LazyLock<Script> = checked!("reliable_settle.lua");
 /// Hand deliveries back to the front of the queue.
-pub(crate) static RELIABLE_RELEASE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reliable_release.lua")));
+pub(crate) static RELIABLE_RELEASE: LazyLock<Script> = checked!("reliable_release.lua");
 /// Return a dead consumer's work to the queue.
-pub(crate) static RELIABLE_REAP: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/reliable_reap.lua")));
+pub(crate) static RELIABLE_REAP: LazyLock<Script> = checked!("reliable_reap.lua");
 /// Ack / retry / dead-letter / hand back entries of one stream consumer group, idempotently.
-pub(crate) static STREAM_SETTLE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/stream_settle.lua")));
+pub(crate) static STREAM_SETTLE: LazyLock<Script> = checked!("stream_settle.lua");
 /// Promote due stream retries from the schedule back onto the stream.
-pub(crate) static STREAM_PROMOTE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/stream_promote.lua")));
+pub(crate) static STREAM_PROMOTE: LazyLock<Script> = checked!("stream_promote.lua");
 /// Claim a dead stream consumer's pending entries, and forget it once empty.
-pub(crate) static STREAM_CLAIM: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/stream_claim.lua")));
+pub(crate) static STREAM_CLAIM: LazyLock<Script> = checked!("stream_claim.lua");
 /// Trim the entries every consumer group of a stream is done with.
 pub(crate) static STREAM_TRIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/stream_trim.lua")));
@@ -41,11 +51,9 @@ pub(crate) static STREAM_LEAVE: LazyLock<Script> =
 pub(crate) static STREAM_STATS: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/stream_stats.lua")));
 /// Move dead letters back onto their queue, atomically per item.
-pub(crate) static DEAD_LETTERS_REPLAY: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/dead_letters_replay.lua")));
+pub(crate) static DEAD_LETTERS_REPLAY: LazyLock<Script> = checked!("dead_letters_replay.lua");
 /// Schedule delayed messages by id (payload in a hash, `delayed:<id>` in the schedule).
-pub(crate) static DELAYED_SCHEDULE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/delayed_schedule.lua")));
+pub(crate) static DELAYED_SCHEDULE: LazyLock<Script> = checked!("delayed_schedule.lua");
 /// Cancel a delayed message by id.
 pub(crate) static DELAYED_CANCEL: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/delayed_cancel.lua")));
@@ -59,8 +67,7 @@ pub(crate) static LOCK_EXTEND: LazyLock<Script> =
 pub(crate) static LOCK_RELEASE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/lock_release.lua")));
 /// Fire one slot of a periodic job at most once (compare-and-set of the last slot + enqueue).
-pub(crate) static PERIODIC_FIRE: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/periodic_fire.lua")));
+pub(crate) static PERIODIC_FIRE: LazyLock<Script> = checked!("periodic_fire.lua");
 /// Record messages as queued unless they already have a status record.
 pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/job_status_queued.lua")));

@@ -44,10 +44,9 @@ use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::liveness::Liveness;
 use crate::recent_settlements::RecentSettlements;
 use crate::reliable_list::RECLAIMED_TOTAL;
-use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, PROMOTE_BATCH, due_score};
+use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
 use crate::scripts::{
-    STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_PROMOTE, STREAM_SETTLE, STREAM_STATS,
-    STREAM_TRIM,
+    STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_SETTLE, STREAM_STATS, STREAM_TRIM,
 };
 
 /// The field names Pythia reads and writes in stream entries.
@@ -79,6 +78,9 @@ pub mod fields {
     /// Dead letters: the id of the stream entry that was dead-lettered.
     pub const ENTRY_ID: &str = "pythia-entry-id";
 }
+
+/// One field of a stream entry: name, value.
+type FieldPair = (Vec<u8>, Vec<u8>);
 
 /// Most entries one fetch asks for (`XREADGROUP … COUNT`).
 pub const MAX_FETCH_BATCH: usize = 10_000;
@@ -958,22 +960,7 @@ impl StreamBroker {
     /// Moves due retries and delayed messages onto the stream; returns how many moved.
     pub async fn promote_due_retries(&self) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
-        let mut total = 0u64;
-        loop {
-            let n: u64 = STREAM_PROMOTE
-                .key(&self.scheduled_key)
-                .key(self.stream())
-                .key(self.keys.scheduled_ids())
-                .arg(unix_millis(SystemTime::now()))
-                .arg(PROMOTE_BATCH)
-                .invoke_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("promote retries", e))?;
-            total += n;
-            if (n as usize) < PROMOTE_BATCH {
-                return Ok(total);
-            }
-        }
+        promote_due_to_stream(&self.conn, &mut m, &self.keys).await
     }
 
     /// Trims the entries every consumer group of the stream has processed (see "Memory" above);
@@ -1016,13 +1003,117 @@ impl StreamBroker {
             for id in first {
                 inv.arg(*id);
             }
-            for (token, msg, item) in chunk.unwrap_or(&[]) {
+            let chunk = chunk.unwrap_or(&[]);
+            for (token, msg, item) in chunk {
                 self.push_item(&mut inv, *token, msg, *item, now);
             }
-            inv.invoke_async::<u64>(&mut m)
+            let (_, too_big): (u64, Vec<Vec<u8>>) = inv
+                .invoke_async(&mut m)
                 .await
                 .map_err(|e| self.conn.error("settle", e))?;
+            for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
+                if let Some((token, msg, item)) = chunk.iter().find(|(t, _, _)| *t == id) {
+                    self.settle_by_transaction(&mut m, *token, msg, *item, now)
+                        .await?;
+                }
+            }
         }
+    }
+
+    /// Dead-letters or hands back one entry with too many fields for the settle script: its
+    /// fields (read back, Pythia's replaced) are added where they go, then the entry is
+    /// acknowledged, in one `MULTI` transaction. Unlike the script this is not idempotent: sent
+    /// again after a lost reply, the entry is added twice (never lost).
+    async fn settle_by_transaction(
+        &self,
+        m: &mut SharedConnection,
+        token: StreamEntryId,
+        msg: &Message,
+        item: Item<'_>,
+        now: u64,
+    ) -> Result<(), BrokerError> {
+        let found: Vec<(String, Vec<FieldPair>)> = redis::cmd("XRANGE")
+            .arg(self.stream())
+            .arg(token)
+            .arg(token)
+            .query_async(m)
+            .await
+            .map_err(|e| self.conn.error("settle (XRANGE)", e))?;
+        let (_, _, set) = self.pythia_fields(token, msg, item, now);
+        let mut fields: Vec<FieldPair> = match found.into_iter().next() {
+            Some((_, fields)) => fields,
+            None => std::iter::once((fields::BODY.as_bytes().to_vec(), msg.body().to_vec()))
+                .chain(
+                    msg.headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+                )
+                .collect(),
+        };
+        fields.retain(|(k, _)| !set.iter().any(|(name, _)| name.as_bytes() == k));
+        fields.extend(
+            set.into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes())),
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let target = match item {
+            Item::DeadLetter { .. } => &self.dead_letters_key,
+            _ => self.stream(),
+        };
+        let mut add = redis::cmd("XADD");
+        add.arg(target);
+        if matches!(item, Item::DeadLetter { .. }) && self.dead_letter_cap > 0 {
+            add.arg("MAXLEN").arg("~").arg(self.dead_letter_cap);
+        }
+        add.arg("*").arg(&fields);
+        pipe.add_command(add).ignore();
+        pipe.cmd("XACK")
+            .arg(self.stream())
+            .arg(&self.group)
+            .arg(token)
+            .ignore();
+        if self.delete_on_ack {
+            pipe.cmd("XDEL").arg(self.stream()).arg(token).ignore();
+        }
+        pipe.query_async::<()>(m)
+            .await
+            .map_err(|e| self.conn.error("settle (transaction)", e))?;
+        tracing::info!(
+            entry = %token,
+            fields = fields.len(),
+            "settled an entry with too many fields for a script by a transaction"
+        );
+        Ok(())
+    }
+
+    /// The operation, the retry delay and Pythia's fields for one settled entry (see
+    /// `lua/stream_settle.lua`).
+    fn pythia_fields(
+        &self,
+        token: StreamEntryId,
+        msg: &Message,
+        item: Item<'_>,
+        now: u64,
+    ) -> (&'static str, u64, Vec<(&'static str, String)>) {
+        let enqueued = msg.enqueued_at().map(unix_millis).unwrap_or(token.ms());
+        let (op, delay, attempt, reason) = match item {
+            Item::Retry { delay } => ("r", delay, msg.attempt().saturating_add(1), None),
+            Item::DeadLetter { reason } => ("d", 0, msg.attempt(), Some(reason)),
+            Item::HandBack => ("l", 0, msg.attempt(), None),
+        };
+        let mut set = vec![
+            (fields::ID, msg.id().to_owned()),
+            (fields::ATTEMPT, attempt.to_string()),
+            (fields::ENQUEUED_AT, enqueued.to_string()),
+            (fields::GROUP, self.group.clone()),
+        ];
+        if let Some(reason) = reason {
+            set.push((fields::ERROR, reason.to_owned()));
+            set.push((fields::FAILED_AT, now.to_string()));
+            set.push((fields::ENTRY_ID, token.to_string()));
+        }
+        (op, delay, set)
     }
 
     fn push_item(
@@ -1033,31 +1124,10 @@ impl StreamBroker {
         item: Item<'_>,
         now: u64,
     ) {
-        let enqueued = msg.enqueued_at().map(unix_millis).unwrap_or(token.ms());
-        let (op, due, attempt, reason) = match item {
-            Item::Retry { due } => ("r", due, msg.attempt().saturating_add(1), None),
-            Item::DeadLetter { reason } => ("d", 0, msg.attempt(), Some(reason)),
-            Item::HandBack => ("l", 0, msg.attempt(), None),
-        };
-        inv.arg(op)
-            .arg(token)
-            .arg(due)
-            .arg(if reason.is_some() { 7 } else { 4 })
-            .arg(fields::ID)
-            .arg(msg.id())
-            .arg(fields::ATTEMPT)
-            .arg(attempt)
-            .arg(fields::ENQUEUED_AT)
-            .arg(enqueued)
-            .arg(fields::GROUP)
-            .arg(&self.group);
-        if let Some(reason) = reason {
-            inv.arg(fields::ERROR)
-                .arg(reason)
-                .arg(fields::FAILED_AT)
-                .arg(now)
-                .arg(fields::ENTRY_ID)
-                .arg(token);
+        let (op, delay, set) = self.pythia_fields(token, msg, item, now);
+        inv.arg(op).arg(token).arg(delay).arg(set.len());
+        for (k, v) in &set {
+            inv.arg(*k).arg(v);
         }
         // Stand-ins, used only if the entry is gone from the stream.
         inv.arg(1 + msg.headers().len())
@@ -1164,12 +1234,11 @@ impl StreamBroker {
         } else {
             let mut acks = Vec::new();
             let mut items = Vec::new();
-            let due_now = due_score(Duration::ZERO);
             for &(token, message, outcome) in batch {
                 match outcome {
                     Outcome::Retry { delay } => {
-                        let due = due_now.saturating_add(delay.as_millis() as u64);
-                        items.push((token, message, Item::Retry { due }));
+                        let delay = delay_ms(*delay);
+                        items.push((token, message, Item::Retry { delay }));
                     }
                     Outcome::DeadLetter { reason } => {
                         items.push((token, message, Item::DeadLetter { reason }));
@@ -1199,8 +1268,13 @@ impl StreamBroker {
 /// What the settle script does with one entry besides acking it.
 #[derive(Clone, Copy)]
 enum Item<'a> {
-    Retry { due: u64 },
-    DeadLetter { reason: &'a str },
+    /// Due after this many milliseconds (on the server's clock).
+    Retry {
+        delay: u64,
+    },
+    DeadLetter {
+        reason: &'a str,
+    },
     HandBack,
 }
 

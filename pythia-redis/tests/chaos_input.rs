@@ -23,7 +23,8 @@ use std::time::Duration;
 use bytes::Bytes;
 use chaos::{query, report, within};
 use pythia_core::{
-    Broker, BrokerErrorKind, Message, Source, Worker, WorkerError, WorkerRuntime, envelope,
+    Broker, BrokerErrorKind, Message, RuntimeError, Source, Worker, WorkerError, WorkerRuntime,
+    envelope,
 };
 use pythia_redis::stream::message_from_entry;
 use pythia_redis::{
@@ -374,9 +375,10 @@ async fn awkward_pubsub_payloads() {
 }
 
 /// Scenario 6, a queue key of the wrong type (a hash where a list or stream belongs): a clear
-/// `WRONGTYPE` backend error, the worker not ready while it lasts, still running, and consuming
-/// as soon as the key is fixed.
-async fn wrong_type_key<B: Broker>(name: &str, make: impl FnOnce(&RedisConnection) -> B) {
+/// `WRONGTYPE` configuration error, fatal for the worker (no retry fixes another program's
+/// key; `pythia run` exits 2), nothing written or lost, and a worker started once the key is
+/// fixed consumes.
+async fn wrong_type_key<B: Broker>(name: &str, make: impl Fn(&RedisConnection) -> B) {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let _: i64 = query(&conn, &["HSET", "wrong", "f", "v"]).await;
@@ -385,26 +387,19 @@ async fn wrong_type_key<B: Broker>(name: &str, make: impl FnOnce(&RedisConnectio
         Ok(got) => panic!("{name}: fetched {} from a hash", got.len()),
         Err(e) => e,
     };
-    assert_eq!(e.kind(), BrokerErrorKind::Backend, "{e}");
+    assert_eq!(e.kind(), BrokerErrorKind::Config, "{e}");
     assert!(e.to_string().contains("WRONGTYPE"), "{e}");
 
     let w = JsonOrReject::default();
     let rt = WorkerRuntime::new(broker, w.clone())
         .with_signal_handling(false)
         .with_stats_interval(None);
-    let status = rt.status();
-    let stop = rt.cancellation_token();
-    let run = tokio::spawn(rt.run());
-    eventually(Duration::from_secs(10), "the error to show", || async {
-        !status.broker_ok()
-    })
-    .await;
-    assert!(!status.is_ready(Duration::from_secs(60)), "/readyz is 503");
-    tokio::time::sleep(Duration::from_millis(500)).await; // a few failed fetches, backing off
-    assert!(
-        !run.is_finished(),
-        "{name}: the worker gave up on a wrong-type key"
-    );
+    match within(10, "the worker to stop", rt.run()).await {
+        Err(RuntimeError::Broker(e)) => assert_eq!(e.kind(), BrokerErrorKind::Config, "{e}"),
+        other => panic!("{name}: the worker went on with a wrong-type key: {other:?}"),
+    }
+    let kept: i64 = query(&conn, &["HLEN", "wrong"]).await;
+    assert_eq!(kept, 1, "{name}: the other program's key is untouched");
 
     let _: i64 = query(&conn, &["DEL", "wrong"]).await;
     if name == "stream" {
@@ -412,15 +407,16 @@ async fn wrong_type_key<B: Broker>(name: &str, make: impl FnOnce(&RedisConnectio
     } else {
         let _: i64 = query(&conn, &["LPUSH", "wrong", "{}"]).await;
     }
+    let rt = WorkerRuntime::new(make(&conn), w.clone())
+        .with_signal_handling(false)
+        .with_stats_interval(None);
+    let stop = rt.cancellation_token();
+    let run = tokio::spawn(rt.run());
     eventually(
         Duration::from_secs(15),
         "consuming once the key is fixed",
         || async { !w.seen.lock().unwrap().is_empty() },
     )
-    .await;
-    eventually(Duration::from_secs(10), "ready again", || async {
-        status.is_ready(Duration::from_secs(60))
-    })
     .await;
     stop.cancel();
     let summary = within(30, "the worker", run).await.unwrap().unwrap();

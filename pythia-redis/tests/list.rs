@@ -201,7 +201,7 @@ async fn dead_letters_are_capped() {
 }
 
 #[tokio::test]
-async fn a_key_of_the_wrong_type_is_a_clear_backend_error() {
+async fn a_key_of_the_wrong_type_is_a_clear_configuration_error() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let _: i64 = cmd(&conn, &["HSET", "not-a-list", "f", "v"]).await;
@@ -209,7 +209,11 @@ async fn a_key_of_the_wrong_type_is_a_clear_backend_error() {
         .fetch(10)
         .await
         .unwrap_err();
-    assert_eq!(e.kind(), BrokerErrorKind::Backend);
+    assert_eq!(
+        e.kind(),
+        BrokerErrorKind::Config,
+        "fatal: no retry fixes it"
+    );
     assert!(e.to_string().contains("WRONGTYPE"), "{e}");
 }
 

@@ -21,7 +21,7 @@ use pythia_core::{
     WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{
-    GroupStart, RedisConnection, ShardEntryId, ShardedQueue, ShardedStreamBroker,
+    GroupStart, QueueKeys, RedisConnection, ShardEntryId, ShardedQueue, ShardedStreamBroker,
     ShardedStreamProducer,
 };
 use redis::Value;
@@ -128,7 +128,7 @@ async fn shards_are_clean(conn: &RedisConnection, queue: &ShardedQueue) {
         let left = consumers(conn, stream).await;
         assert!(left.is_empty(), "consumers left in {stream}: {left:?}");
         let keys = conn
-            .scan_keys(&format!("pythia:{stream}:*"), 100)
+            .scan_keys(&format!("pythia:q:{stream}:*"), 100)
             .await
             .unwrap();
         let keys: Vec<&String> = keys.iter().filter(|k| !k.ends_with(":dlq")).collect();
@@ -298,7 +298,7 @@ async fn a_failing_message_lands_in_its_shards_dead_letters(conn: &RedisConnecti
     let s = within(60, "the run", rt.run()).await.unwrap();
     assert_eq!((s.acked, s.retried, s.dead_lettered), (100, 2, 1));
     for (i, stream) in queue.streams().iter().enumerate() {
-        let dlq = format!("pythia:{stream}:dlq");
+        let dlq = QueueKeys::new("pythia", stream).dead_letters();
         assert_eq!(
             xlen(conn, &dlq).await,
             i64::from(i == poison.shard()),
@@ -307,7 +307,7 @@ async fn a_failing_message_lands_in_its_shards_dead_letters(conn: &RedisConnecti
     }
     let dlq = entries(
         conn,
-        &format!("pythia:{}:dlq", queue.stream(poison.shard())),
+        &QueueKeys::new("pythia", queue.stream(poison.shard())).dead_letters(),
     )
     .await;
     assert_eq!(dlq[0]["body"], b"poison");
@@ -692,7 +692,11 @@ async fn on_a_cluster_every_scenario_holds() {
         let slot: i64 = cmd(&conn, &["CLUSTER", "KEYSLOT", stream]).await;
         let its_keys: i64 = cmd(
             &conn,
-            &["CLUSTER", "KEYSLOT", &format!("pythia:{stream}:dlq")],
+            &[
+                "CLUSTER",
+                "KEYSLOT",
+                &QueueKeys::new("pythia", stream).dead_letters(),
+            ],
         )
         .await;
         assert_eq!(slot, its_keys, "{stream}'s own keys share its slot");
