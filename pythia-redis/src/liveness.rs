@@ -1,9 +1,15 @@
 //! Consumer liveness, shared by the reliable list and the stream broker: how often a consumer
-//! refreshes its heartbeat key and how long silence means it is dead.
+//! refreshes its heartbeat key, how long silence means it is dead, and when a consumer may judge
+//! the others ([`ReapGate`]).
 
+use std::sync::Mutex;
 use std::time::Duration;
 
+use pythia_core::BrokerError;
 use redis::Pipeline;
+use tokio::time::Instant;
+
+use crate::connection::{RedisConnection, SharedConnection};
 
 /// Heartbeat lifetime and maintenance interval, kept consistent: the interval stays within
 /// 50 ms to 10 s and the lifetime at least three intervals, so one late refresh never makes a
@@ -40,6 +46,32 @@ impl Liveness {
         self.heartbeat_ttl.as_millis() as u64
     }
 
+    /// Sends the heartbeat ([`heartbeat`](Self::heartbeat)) and tells `gate` how it went.
+    pub(crate) async fn beat(
+        &self,
+        gate: &ReapGate,
+        conn: &RedisConnection,
+        manager: &mut SharedConnection,
+        heartbeat_key: &str,
+        registry: &str,
+        consumer: &str,
+    ) -> Result<(), BrokerError> {
+        match self
+            .heartbeat(heartbeat_key, registry, consumer)
+            .query_async::<()>(manager)
+            .await
+        {
+            Ok(()) => {
+                gate.beat_ok(self);
+                Ok(())
+            }
+            Err(e) => {
+                gate.beat_failed();
+                Err(conn.error("heartbeat", e))
+            }
+        }
+    }
+
     /// The heartbeat: `SET <key> 1 PX <ttl>` and the consumer's entry in its registry set.
     pub(crate) fn heartbeat(
         &self,
@@ -60,6 +92,73 @@ impl Liveness {
     }
 }
 
+/// Whether this consumer may take another consumer's silence for death.
+///
+/// A missing heartbeat key proves a consumer dead only if it could have refreshed it: after a
+/// Redis outage (a restart, a failover, a network cut, a paused server) longer than the heartbeat
+/// lifetime, every key has expired while every consumer was still working, and the first one
+/// back would reap the others' running jobs. So a consumer judges others only once it has itself
+/// heartbeated without a break for a whole heartbeat lifetime: then every live peer has had that
+/// same lifetime to heartbeat again. A failed heartbeat, or a gap between two successful ones
+/// longer than half the lifetime (a stalled connection, a stopped process), starts that wait
+/// again; so does a new consumer's first heartbeat.
+///
+/// A consumer that starts or reconnects thus reclaims a dead peer's work at most one heartbeat
+/// lifetime later than it could; one that has been running all along reclaims as soon as the
+/// peer's heartbeat expires.
+#[derive(Debug, Default)]
+pub(crate) struct ReapGate {
+    state: Mutex<GateState>,
+}
+
+#[derive(Debug, Default)]
+struct GateState {
+    /// Start of the current unbroken run of heartbeats.
+    since: Option<Instant>,
+    last_ok: Option<Instant>,
+}
+
+impl ReapGate {
+    /// A heartbeat reached Redis.
+    pub(crate) fn beat_ok(&self, liveness: &Liveness) {
+        let now = Instant::now();
+        let mut st = self.state.lock().expect("reap gate lock");
+        let broken = st
+            .last_ok
+            .is_none_or(|last| now.duration_since(last) > liveness.heartbeat_ttl / 2);
+        if broken || st.since.is_none() {
+            if st.since.is_some() {
+                tracing::info!(
+                    wait = ?liveness.heartbeat_ttl,
+                    "heartbeats were interrupted: not judging other consumers dead for one heartbeat lifetime"
+                );
+            }
+            st.since = Some(now);
+        }
+        st.last_ok = Some(now);
+    }
+
+    /// A heartbeat failed: whatever kept this consumer from Redis may have kept the others too.
+    pub(crate) fn beat_failed(&self) {
+        let mut st = self.state.lock().expect("reap gate lock");
+        st.since = None;
+        st.last_ok = None;
+    }
+
+    /// Whether other consumers' missing heartbeats may be taken for death now.
+    pub(crate) fn is_open(&self, liveness: &Liveness) -> bool {
+        let st = self.state.lock().expect("reap gate lock");
+        let now = Instant::now();
+        match (st.since, st.last_ok) {
+            (Some(since), Some(last)) => {
+                now.duration_since(since) >= liveness.heartbeat_ttl
+                    && now.duration_since(last) <= liveness.heartbeat_ttl / 2
+            }
+            _ => false,
+        }
+    }
+}
+
 impl Default for Liveness {
     fn default() -> Self {
         Self {
@@ -72,6 +171,42 @@ impl Default for Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn judging_others_waits_for_a_whole_lifetime_of_unbroken_heartbeats() {
+        let l = Liveness::default(); // 1 s interval, 10 s lifetime
+        let gate = ReapGate::default();
+        assert!(!gate.is_open(&l), "never before a first heartbeat");
+        for _ in 0..10 {
+            gate.beat_ok(&l);
+            assert!(!gate.is_open(&l), "a new consumer waits a lifetime");
+            tokio::time::advance(Duration::from_secs(1)).await;
+        }
+        gate.beat_ok(&l);
+        assert!(gate.is_open(&l));
+
+        // An outage: heartbeats fail, then come back.
+        gate.beat_failed();
+        assert!(!gate.is_open(&l));
+        gate.beat_ok(&l);
+        tokio::time::advance(Duration::from_secs(9)).await;
+        gate.beat_ok(&l);
+        assert!(
+            !gate.is_open(&l),
+            "9 s (with a gap) after the outage is too soon"
+        );
+        for _ in 0..10 {
+            tokio::time::advance(Duration::from_secs(1)).await;
+            gate.beat_ok(&l);
+        }
+        assert!(gate.is_open(&l));
+
+        // A stall without an error (a stopped process, a hung connection): the same.
+        tokio::time::advance(Duration::from_secs(12)).await;
+        assert!(!gate.is_open(&l), "silent for longer than half a lifetime");
+        gate.beat_ok(&l);
+        assert!(!gate.is_open(&l), "back, but the others may not be yet");
+    }
 
     #[test]
     fn the_lifetime_stays_at_least_three_intervals() {

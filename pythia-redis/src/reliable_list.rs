@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
-use crate::liveness::Liveness;
+use crate::liveness::{Liveness, ReapGate};
 use crate::recent_settlements::RecentSettlements;
 use crate::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
@@ -94,6 +94,8 @@ pub struct ReliableListBroker {
     registered: AtomicBool,
     last_fetch_empty: AtomicBool,
     liveness: Liveness,
+    /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
+    reap_gate: ReapGate,
     dead_letter_cap: usize,
     blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: metrics::Counter,
@@ -134,6 +136,7 @@ impl ReliableListBroker {
             registered: AtomicBool::new(false),
             last_fetch_empty: AtomicBool::new(false),
             liveness: Liveness::default(),
+            reap_gate: ReapGate::default(),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
             blocking: Mutex::new(None),
             recent: RecentSettlements::new(),
@@ -186,10 +189,15 @@ impl ReliableListBroker {
     async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
         self.liveness
-            .heartbeat(&self.heartbeat_key, &self.consumers_key, &self.consumer)
-            .query_async::<()>(&mut m)
+            .beat(
+                &self.reap_gate,
+                &self.conn,
+                &mut m,
+                &self.heartbeat_key,
+                &self.consumers_key,
+                &self.consumer,
+            )
             .await
-            .map_err(|e| self.conn.error("heartbeat", e))
     }
 
     async fn ensure_registered(&self) -> Result<(), BrokerError> {
@@ -335,7 +343,14 @@ impl ReliableListBroker {
     }
 
     /// Returns the work of every consumer whose heartbeat has expired; returns how many items.
+    ///
+    /// Does nothing until this consumer has heartbeated without a break for a whole heartbeat
+    /// lifetime (after it starts, and after any outage): a missing heartbeat then means a dead
+    /// consumer, not one that could not reach Redis either (see `liveness.rs`).
     pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
+        if !self.reap_gate.is_open(&self.liveness) {
+            return Ok(0);
+        }
         let mut m = self.mgr();
         let members = self.consumers(&mut m).await?;
         let others: Vec<&String> = members.iter().filter(|c| **c != self.consumer).collect();

@@ -41,7 +41,7 @@ use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::liveness::Liveness;
+use crate::liveness::{Liveness, ReapGate};
 use crate::recent_settlements::RecentSettlements;
 use crate::reliable_list::RECLAIMED_TOTAL;
 use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
@@ -361,6 +361,8 @@ pub struct StreamBroker {
     dead_letters_key: String,
     start: GroupStart,
     liveness: Liveness,
+    /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
+    reap_gate: ReapGate,
     foreign_idle_timeout: Option<Duration>,
     delete_on_ack: bool,
     trim_processed: bool,
@@ -448,6 +450,7 @@ impl StreamBroker {
             keys,
             start: GroupStart::default(),
             liveness: Liveness::default(),
+            reap_gate: ReapGate::default(),
             foreign_idle_timeout: Some(Self::DEFAULT_FOREIGN_IDLE_TIMEOUT),
             delete_on_ack: false,
             trim_processed: true,
@@ -591,10 +594,15 @@ impl StreamBroker {
     async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
         self.liveness
-            .heartbeat(&self.heartbeat_key, &self.consumers_key, &self.consumer)
-            .query_async::<()>(&mut m)
-            .await
-            .map_err(|e| self.conn.error("heartbeat", e))?;
+            .beat(
+                &self.reap_gate,
+                &self.conn,
+                &mut m,
+                &self.heartbeat_key,
+                &self.consumers_key,
+                &self.consumer,
+            )
+            .await?;
         self.registered.store(true, Ordering::Release);
         Ok(())
     }
@@ -784,9 +792,17 @@ impl StreamBroker {
     ///
     /// A Pythia consumer is dead when its heartbeat has expired; a consumer without one (another
     /// tool) when it has been idle longer than the foreign idle timeout. Dead consumers left
-    /// with nothing pending are removed from the group.
+    /// with nothing pending are removed from the group. Nothing is judged until this consumer
+    /// has heartbeated without a break for a whole heartbeat lifetime (after it starts, and
+    /// after any outage), so a Redis outage longer than the lifetime never makes live consumers
+    /// reclaim each other's running jobs.
     pub async fn reclaim_dead_consumers(&self) -> Result<u64, BrokerError> {
         self.ensure_group_once().await?;
+        if !self.reap_gate.is_open(&self.liveness) {
+            // Not until this consumer has heartbeated without a break for a whole lifetime
+            // (after it starts, and after any outage): see `liveness.rs`.
+            return Ok(0);
+        }
         let mut m = self.mgr();
         let (info, members): (StreamInfoConsumersReply, Vec<String>) = match redis::pipe()
             .cmd("XINFO")

@@ -17,7 +17,7 @@ use pythia_redis::{
     StreamProducer,
 };
 use support::cluster::RedisCluster;
-use support::{cmd, eventually};
+use support::{cmd, eventually, season};
 
 /// Counts each processed body in the hash `processed:<queue>` (its own slot: the worker's
 /// writes go to another node than the queue's, as a real handler's would).
@@ -140,8 +140,13 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
     let dead = ReliableListBroker::new(&conn, q).with_heartbeat_ttl(Duration::from_millis(300));
     assert_eq!(dead.fetch(20).await.unwrap().len(), 20);
     let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
-    let reaper = ReliableListBroker::new(&conn, q);
-    assert_eq!(reaper.reap_dead_consumers().await.unwrap(), 20);
+    let reaper = ReliableListBroker::new(&conn, q)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(300));
+    season(&reaper, Duration::from_millis(300)).await; // reaps on the way
+    reaper.reap_dead_consumers().await.unwrap();
+    let back: i64 = cmd(&conn, &["LLEN", q]).await;
+    assert_eq!(back, 20, "returned to the queue");
     let s = WorkerRuntime::new(
         reaper,
         Record {
@@ -245,8 +250,12 @@ async fn stream_broker_on_a_cluster() {
         .with_heartbeat_ttl(Duration::from_millis(300));
     assert_eq!(dead.fetch(10).await.unwrap().len(), 10);
     let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
-    let claimer = StreamBroker::new(&conn, s, "g").with_start(GroupStart::Beginning);
-    assert_eq!(claimer.reclaim_dead_consumers().await.unwrap(), 10);
+    let claimer = StreamBroker::new(&conn, s, "g")
+        .with_start(GroupStart::Beginning)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(300));
+    season(&claimer, Duration::from_millis(300)).await; // claims on the way
+    claimer.reclaim_dead_consumers().await.unwrap();
     let run = WorkerRuntime::new(
         claimer,
         Record {

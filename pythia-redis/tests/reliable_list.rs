@@ -12,7 +12,7 @@ use pythia_core::{
     Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, cmd, eventually, season};
 
 /// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
 /// process killed mid-run leaves an exact record of what it finished.
@@ -269,7 +269,11 @@ async fn a_message_that_kills_its_worker_ends_in_the_dead_letter_queue() {
         let got = dying.fetch(10).await.unwrap();
         assert_eq!(got.len(), 1);
         let _: i64 = cmd(&conn, &["DEL", &dying.keys().heartbeat(dying.consumer())]).await;
-        fast(&conn, "poison").reap_dead_consumers().await.unwrap();
+        let reaper = fast(&conn, "poison");
+        season(&reaper, Duration::from_millis(600)).await; // reaps on the way
+        let back: i64 = cmd(&conn, &["LLEN", "poison"]).await;
+        assert_eq!(back, 1, "returned to the queue");
+        reaper.close().await.unwrap();
     }
     let runs = Arc::new(AtomicUsize::new(0));
     let r = runs.clone();

@@ -157,6 +157,18 @@ pub async fn cmd<T: redis::FromRedisValue>(conn: &RedisConnection, args: &[&str]
     c.query_async(&mut m).await.unwrap()
 }
 
+/// Runs `broker`'s maintenance every 100 ms for a little more than `lifetime`: a consumer
+/// judges others dead only once it has heartbeated without a break for a whole heartbeat
+/// lifetime (see `pythia-redis/src/liveness.rs`). Its maintenance may reclaim meanwhile.
+pub async fn season<B: pythia_core::Broker>(broker: &B, lifetime: Duration) {
+    let until = Instant::now() + lifetime + Duration::from_millis(150);
+    while Instant::now() < until {
+        broker.maintain().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    broker.maintain().await.unwrap();
+}
+
 /// Polls `f` every 20 ms until it returns true or `within` passes.
 pub async fn eventually<F, Fut>(within: Duration, what: &str, mut f: F)
 where
