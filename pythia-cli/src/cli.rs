@@ -451,6 +451,19 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
     pub(crate) exec: Option<String>,
 
+    /// Let --exec commands inherit this environment variable. Repeatable (or comma-separated).
+    /// Without it they get only PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ,
+    /// TMPDIR and TERM, plus the per-message PYTHIA_* variables: never REDIS_URL (the Redis
+    /// password), PYTHIA_DASHBOARD_TOKEN or cloud credentials unless named here.
+    #[arg(
+        long,
+        env = "PYTHIA_PASS_ENV",
+        value_delimiter = ',',
+        value_name = "NAME",
+        requires = "exec"
+    )]
+    pub(crate) pass_env: Vec<String>,
+
     /// POST each message to this http:// URL: the body as the request body, the id, attempt,
     /// queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx retry (after
     /// the Retry-After seconds when given); any other 4xx rejects (dead-letters at once); a

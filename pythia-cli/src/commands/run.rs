@@ -90,7 +90,7 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
         return drive(broker, worker, args).await;
     }
     match (&args.exec, args.handler) {
-        (Some(cmd), _) => drive(broker, ExecWorker::new(cmd.clone()), args).await,
+        (Some(cmd), _) => drive(broker, ExecWorker::new(cmd.clone(), &args.pass_env), args).await,
         (None, BuiltinHandler::Print) => drive(broker, PrintWorker, args).await,
         (None, BuiltinHandler::Noop) => {
             drive(broker, worker_fn(|_m: Message| async { Ok(()) }), args).await
