@@ -399,7 +399,8 @@ pub(crate) struct QueueArgs {
 /// What handles each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BuiltinHandler {
-    /// Print each body to stdout, one line per message (lossy UTF-8), then ack.
+    /// Print each body to stdout, one line per message, then ack. A closed stdout (`| head`)
+    /// stops the worker and hands unprinted messages back (exit 141).
     Print,
     /// Ack without doing anything (for benchmarks and draining).
     Noop,

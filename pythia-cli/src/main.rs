@@ -17,6 +17,7 @@ mod error;
 mod exec_worker;
 mod http_worker;
 mod local_redis;
+mod output;
 
 use std::process::ExitCode;
 
@@ -83,7 +84,11 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_output_closed() {
+                // Not eprintln!: a closed stderr must not turn the exit code into a panic's.
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stderr(), "error: {e}");
+            }
             ExitCode::from(e.code)
         }
     }

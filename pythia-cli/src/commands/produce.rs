@@ -231,7 +231,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
     if args.print_ids {
         eprintln!("{summary}"); // stdout holds the ids alone
     } else {
-        println!("{summary}");
+        crate::output::outln!("{summary}")?;
     }
     Ok(())
 }

@@ -1,6 +1,7 @@
 //! `pythia run`: a worker over one queue, with a built-in or `--exec` handler.
 
 use std::io::Write;
+use std::sync::{Arc, OnceLock};
 
 use pythia::exporter::MetricsServer;
 use pythia::redis::{
@@ -17,14 +18,43 @@ use crate::exec_worker::ExecWorker;
 use crate::http_worker::HttpWorker;
 
 /// Prints each body on its own line.
-struct PrintWorker;
+///
+/// When stdout fails (closed by `pythia run | head`, or a full disk), the message was not
+/// printed, and nothing about the message caused that: failing it would retry and then
+/// dead-letter the whole queue. Instead the worker asks the runtime for a hard stop and never
+/// completes, so this message and every other unfinished one go back to the queue, finished
+/// ones are settled, and `pythia run` exits 141 (1 for another write error).
+struct PrintWorker {
+    stop: CancellationToken,
+    failed: Arc<OnceLock<std::io::Error>>,
+}
+
+impl PrintWorker {
+    fn new() -> Self {
+        Self {
+            stop: CancellationToken::new(),
+            failed: Arc::new(OnceLock::new()),
+        }
+    }
+}
 
 impl Worker for PrintWorker {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(msg.body())?;
-        out.write_all(b"\n")?;
-        Ok(())
+        if !self.stop.is_cancelled() {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(msg.body())
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot write to stdout: stopping; unprinted messages go back to the queue");
+                    let _ = self.failed.set(e);
+                    self.stop.cancel();
+                }
+            }
+        }
+        std::future::pending().await
     }
 }
 
@@ -87,13 +117,35 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
     if let Some(url) = &args.http {
         let worker = HttpWorker::new(url.clone(), args.http_timeout);
-        return drive(broker, worker, args).await;
+        return drive(broker, worker, args, None).await;
     }
     match (&args.exec, args.handler) {
-        (Some(cmd), _) => drive(broker, ExecWorker::new(cmd.clone(), &args.pass_env), args).await,
-        (None, BuiltinHandler::Print) => drive(broker, PrintWorker, args).await,
+        (Some(cmd), _) => {
+            drive(
+                broker,
+                ExecWorker::new(cmd.clone(), &args.pass_env),
+                args,
+                None,
+            )
+            .await
+        }
+        (None, BuiltinHandler::Print) => {
+            let worker = PrintWorker::new();
+            let (stop, failed) = (worker.stop.clone(), Arc::clone(&worker.failed));
+            let result = drive(broker, worker, args, Some(stop)).await;
+            match failed.get() {
+                Some(e) => Err(CliError::output(e)),
+                None => result,
+            }
+        }
         (None, BuiltinHandler::Noop) => {
-            drive(broker, worker_fn(|_m: Message| async { Ok(()) }), args).await
+            drive(
+                broker,
+                worker_fn(|_m: Message| async { Ok(()) }),
+                args,
+                None,
+            )
+            .await
         }
     }
 }
@@ -121,7 +173,14 @@ pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
     cfg
 }
 
-async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Result<(), CliError> {
+/// Runs `worker` over `broker` as the flags say; `hard_stop`, when given, stops it at once
+/// (see [`WorkerRuntime::with_hard_stop`]).
+async fn drive<B: Broker, W: Worker>(
+    broker: B,
+    worker: W,
+    args: &RunArgs,
+    hard_stop: Option<CancellationToken>,
+) -> Result<(), CliError> {
     let policy = RetryPolicy::default()
         .with_max_attempts(args.max_attempts)
         .with_initial_delay(args.retry_delay);
@@ -132,6 +191,10 @@ async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Re
         .with_resilience(resilience(args, &args.queue.queue.join(",")))
         .with_shutdown_grace(args.shutdown_grace)
         .with_burst(args.burst);
+    let runtime = match hard_stop {
+        Some(token) => runtime.with_hard_stop(token),
+        None => runtime,
+    };
     let stop_metrics = CancellationToken::new();
     if let MetricsAddr::At(addr) = args.metrics_addr {
         let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
@@ -141,6 +204,7 @@ async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Re
     let result = runtime.run().await;
     stop_metrics.cancel();
     let summary = result.map_err(CliError::runtime)?;
-    eprintln!("{summary}");
+    // Not eprintln!: a closed stderr must not turn the exit code into a panic's.
+    let _ = writeln!(std::io::stderr(), "{summary}");
     Ok(())
 }
