@@ -125,3 +125,60 @@ async fn http_failure_reasons_never_carry_the_query() {
         "{dead:?}"
     );
 }
+
+/// `pythia ARGS` with no Redis settings from the environment.
+fn pythia_plain(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("PYTHIA_QUEUE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn passwords_are_masked_for_sockets_and_special_characters() {
+    // repro/e5_password.sh: a password with `/` and `#`, given as a socket URL's `pass=` and
+    // percent-encoded in a TCP URL; right (doctor --json names the URL) and wrong (the error
+    // names it).
+    let dir = std::env::temp_dir().join(format!("pythia-sock-{:x}", fastrand::u64(..)));
+    std::fs::create_dir_all(&dir).unwrap();
+    let sock = dir.join("r.sock");
+    let sock = sock.to_str().unwrap();
+    let server = RedisServer::start_with(&[
+        "--requirepass",
+        "hunt/er#2",
+        "--unixsocket",
+        sock,
+        "--unixsocketperm",
+        "700",
+    ]);
+    let tcp = format!("redis://:hunt%2Fer%232@127.0.0.1:{}", server.port());
+    for scheme in ["unix", "redis+unix"] {
+        let url = format!("{scheme}://{sock}?pass=hunt%2Fer%232");
+        let o = pythia_plain(&["doctor", "--json", "--redis-url", &url]);
+        let out = text(&o);
+        assert!(out.contains("pass=***"), "{out}");
+        assert!(!out.contains("hunt"), "{out}");
+        let wrong = format!("{scheme}://{sock}?user=default&pass=hunt%2Fer%233");
+        let o = pythia_plain(&["inspect", "--redis-url", &wrong, "--queue", "q"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        assert!(!out.contains("hunt"), "{out}");
+    }
+    let o = pythia_plain(&["doctor", "--json", "--redis-url", &tcp]);
+    let out = text(&o);
+    assert!(!out.contains("hunt"), "{out}");
+    for bad in [
+        format!("redis://:hunt/er2@127.0.0.1:{}", server.port()),
+        format!("redis://:hunt#er2@127.0.0.1:{}", server.port()),
+        format!("redis://:hunt?er2@127.0.0.1:{}", server.port()),
+    ] {
+        let o = pythia_plain(&["inspect", "--redis-url", &bad, "--queue", "q"]);
+        let out = text(&o);
+        assert_eq!(o.status.code(), Some(2), "{out}");
+        assert!(!out.contains("hunt"), "{out}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -283,8 +283,9 @@ impl RedisConfig {
         &self.url
     }
 
-    /// Replaces any occurrence of this URL or its password in `text` with the masked form.
-    pub(crate) fn scrub(&self, text: &str) -> String {
+    /// `text` (an error message, say) with every occurrence of these URLs masked and every
+    /// password in them, raw or percent-decoded, replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
         scrub(text, &self.url)
     }
 }

@@ -263,7 +263,7 @@ async fn sentinel_check(conn: &RedisConnection, master: &str) -> Check {
         .await;
         match reply {
             Ok(_) => ok += 1,
-            Err(e) => problems.push(format!("{masked}: {e}")),
+            Err(e) => problems.push(format!("{masked}: {}", conn.config().scrub(&e))),
         }
     }
     let total = urls.len();
