@@ -27,7 +27,7 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
+        crate::output::errln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -44,7 +44,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(commands::config_file::ParseError::Clap(e)) => e.exit(),
         Err(commands::config_file::ParseError::Config(e)) => {
-            eprintln!("error: {e}");
+            crate::output::errln!("error: {e}");
             return ExitCode::from(e.code);
         }
     };
@@ -63,7 +63,7 @@ fn main() -> ExitCode {
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::output::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -85,9 +85,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_output_closed() {
-                // Not eprintln!: a closed stderr must not turn the exit code into a panic's.
-                use std::io::Write as _;
-                let _ = writeln!(std::io::stderr(), "error: {e}");
+                crate::output::errln!("error: {e}");
             }
             ExitCode::from(e.code)
         }

@@ -149,6 +149,16 @@ async fn commands_that_print_exit_141_on_a_closed_pipe_instead_of_panicking() {
         vec!["dlq", "list", "--redis-url", &url, "--queue", "dq"],
         vec!["inspect", "--redis-url", &url, "--queue", "dq", "--json"],
         vec!["doctor", "--redis-url", &url],
+        vec![
+            "produce",
+            "--redis-url",
+            &url,
+            "--queue",
+            "pp",
+            "--print-ids",
+            "a",
+            "b",
+        ],
     ] {
         // `| head -c 0`: the reader is gone before the first byte is written.
         let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
@@ -166,4 +176,22 @@ async fn commands_that_print_exit_141_on_a_closed_pipe_instead_of_panicking() {
         assert_eq!(code, EXIT_OUTPUT_CLOSED, "{args:?}: {stderr}");
         assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_closed_stderr_keeps_the_exit_code() {
+    // `pythia … 2>&1 | head -c 0`: the error message cannot be written; the exit code still
+    // says what happened (2: bad input), not a panic's 101.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args(["inspect", "--redis-url", "http://nope", "--queue", "q"])
+        .env_remove("REDIS_URL")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    drop(child.stderr.take());
+    let code = wait_with_deadline(&mut child, Duration::from_secs(20));
+    assert_eq!(code, 2);
 }

@@ -206,7 +206,7 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
     let q = args.target.single()?;
     if kind.is_none() {
         // An empty list does not exist in Redis: most likely a drained list queue.
-        eprintln!(
+        crate::output::errln!(
             "note: no key {q:?}; replaying onto a list (give --broker pubsub to publish to a channel)"
         );
     }

@@ -204,7 +204,6 @@ async fn drive<B: Broker, W: Worker>(
     let result = runtime.run().await;
     stop_metrics.cancel();
     let summary = result.map_err(CliError::runtime)?;
-    // Not eprintln!: a closed stderr must not turn the exit code into a panic's.
-    let _ = writeln!(std::io::stderr(), "{summary}");
+    crate::output::errln!("{summary}");
     Ok(())
 }
