@@ -34,7 +34,7 @@ const STDERR_TAIL: usize = 300;
 const STDERR_LINGER: Duration = Duration::from_millis(200);
 
 /// Runs `sh -c <command>` for each message.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub(crate) struct ExecWorker {
     command: String,
     /// The program, as failure reasons name it.
@@ -71,6 +71,16 @@ impl ExecWorker {
             command,
             env,
         }
+    }
+}
+
+/// Names the program and the inherited variables, never the command line or the values.
+impl std::fmt::Debug for ExecWorker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ExecWorker")
+            .field("program", &self.program)
+            .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
+            .finish_non_exhaustive()
     }
 }
 
@@ -252,6 +262,11 @@ mod tests {
             !w.env
                 .iter()
                 .any(|(k, _)| k == "REDIS_URL" || k == "PYTHIA_DASHBOARD_TOKEN")
+        );
+        let shown = format!("{w:?}");
+        assert!(
+            shown.contains("API_KEY") && !shown.contains("\"k\""),
+            "{shown}"
         );
     }
 
