@@ -5,8 +5,9 @@
 //! * **Token** (`--token` / `PYTHIA_DASHBOARD_TOKEN`). Every request needs
 //!   `Authorization: Bearer <token>` or the session cookie. A browser gets the cookie by opening
 //!   any page with `?token=<token>` (redirected to the same page without it, however the name
-//!   is percent-encoded) or through the login form. The cookie holds a random per-process session secret, never the token, and
-//!   is `HttpOnly; SameSite=Lax`: a restart logs everyone out. Without it: 401.
+//!   is percent-encoded) or through the login form. The cookie holds a random per-process
+//!   session secret, never the token, and is `HttpOnly; SameSite=Lax`: a restart logs everyone
+//!   out. Without it: 401.
 //! * **CSRF.** Every POST but the login needs this process's random CSRF token, in the header
 //!   `X-CSRF-Token` or the form field `csrf` (the pages embed it), and a browser's `Origin`
 //!   (else `Referer`) must be this server: 403 otherwise. A client that sends neither header is
