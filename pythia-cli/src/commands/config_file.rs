@@ -249,6 +249,18 @@ mod tests {
     }
 
     #[test]
+    fn pass_env_comes_from_the_file_as_a_list() {
+        let r = parse(
+            "queue = \"q\"\nexec = \"./handle.sh\"\npass_env = [\"API_KEY\", \"DB_URL\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.pass_env, ["API_KEY", "DB_URL"]);
+        let e = parse("queue = \"q\"\npass_env = [\"API_KEY\"]\n", &[]).unwrap_err();
+        assert!(e.contains("key `pass_env`"), "only with --exec: {e}");
+    }
+
+    #[test]
     fn syntax_errors_name_the_place_not_the_line() {
         // The offending line may hold a password (an unterminated string runs to its end).
         let e = parse(
