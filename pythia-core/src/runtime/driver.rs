@@ -439,16 +439,6 @@ impl<B: Broker> Driver<B> {
                 self.begin_stop(cx);
                 progressed = true;
             }
-            // A hard stop: whatever has not finished by now goes back, with no grace period.
-            if let Some(hard) = self.hard_stop.as_mut()
-                && hard.as_mut().poll(cx).is_ready()
-            {
-                self.hard_stop = None;
-                // In-flight first: they were fetched before the pending ones.
-                self.abandon_in_flight("hard stop");
-                self.begin_stop(cx);
-                progressed = true;
-            }
 
             // Finished handlers.
             // One clock read per pass, shared by every message started or finished in it.
@@ -460,6 +450,17 @@ impl<B: Broker> Driver<B> {
             }
             if finished {
                 self.status.progressed();
+                progressed = true;
+            }
+            // A hard stop: what has not finished by now (finished ones were just settled) goes
+            // back, with no grace period.
+            if let Some(hard) = self.hard_stop.as_mut()
+                && hard.as_mut().poll(cx).is_ready()
+            {
+                self.hard_stop = None;
+                // In-flight first: they were fetched before the pending ones.
+                self.abandon_in_flight("hard stop");
+                self.begin_stop(cx);
                 progressed = true;
             }
 
