@@ -448,7 +448,7 @@ pub(crate) struct RunArgs {
     /// Run this command per message: the body on stdin, the id, attempt, queue and headers in
     /// PYTHIA_* environment variables. Exit 0 acks; exit 65 rejects (dead-letters at once); any
     /// other exit (or a signal) retries. Run through `sh -c`; the body never reaches the command
-    /// line.
+    /// line. Its stdout is copied to the worker's; a closed stdout stops the worker (exit 141).
     #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
     pub(crate) exec: Option<String>,
 

@@ -7,6 +7,10 @@
 //! per-message `PYTHIA_*` ones. A failure reason, which reaches the logs, the dead-letter
 //! queue and the dashboard, names the program (the command's first word), the exit status and
 //! the end of the child's stderr, never the whole command line.
+//!
+//! The child's stdout is copied to the worker's ([`HandlerStdout`]): when that is closed
+//! (`pythia run --exec … | head`), the message goes back to the queue and the worker stops,
+//! where the child dying of SIGPIPE would have counted as the message's failure.
 
 use std::ffi::OsString;
 use std::process::Stdio;
@@ -16,6 +20,8 @@ use std::time::Duration;
 use pythia::{Message, Worker, WorkerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
+
+use crate::output::HandlerStdout;
 
 /// Exit code that rejects the message (dead-letters it without retry): `EX_DATAERR`.
 pub(crate) const EXIT_REJECT: i32 = 65;
@@ -29,8 +35,8 @@ pub(crate) const SAFE_ENV: [&str; 10] = [
 /// Bytes of the child's stderr kept for the failure reason (its end).
 const STDERR_TAIL: usize = 300;
 
-/// How long the stderr copy may run on after the child exited (a background grandchild may
-/// keep the pipe open).
+/// How long the stdout and stderr copies may run on after the child exited (a background
+/// grandchild may keep the pipes open).
 const STDERR_LINGER: Duration = Duration::from_millis(200);
 
 /// Runs `sh -c <command>` for each message.
@@ -41,13 +47,15 @@ pub(crate) struct ExecWorker {
     program: String,
     /// The inherited environment: the safe variables and those `--pass-env` names.
     env: Vec<(OsString, OsString)>,
+    /// Where the children's stdout goes.
+    stdout: HandlerStdout,
 }
 
 impl ExecWorker {
     /// A worker running `command`, its children seeing the safe part of this process's
-    /// environment and the variables named in `pass_env`.
-    pub(crate) fn new(command: String, pass_env: &[String]) -> Self {
-        Self::with_parent_env(command, std::env::vars_os(), pass_env)
+    /// environment and the variables named in `pass_env`, their stdout copied to `stdout`.
+    pub(crate) fn new(command: String, pass_env: &[String], stdout: HandlerStdout) -> Self {
+        Self::with_parent_env(command, std::env::vars_os(), pass_env, stdout)
     }
 
     /// As [`new`](Self::new), inheriting from `parent` instead of this process's environment.
@@ -55,6 +63,7 @@ impl ExecWorker {
         command: String,
         parent: impl IntoIterator<Item = (OsString, OsString)>,
         pass_env: &[String],
+        stdout: HandlerStdout,
     ) -> Self {
         let env = parent
             .into_iter()
@@ -70,6 +79,7 @@ impl ExecWorker {
             program: program_name(&command),
             command,
             env,
+            stdout,
         }
     }
 }
@@ -165,7 +175,7 @@ impl Worker for ExecWorker {
             .env_clear()
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::piped())
-            .stdout(Stdio::inherit())
+            .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .env("PYTHIA_MESSAGE_ID", env_value(msg.id()))
@@ -193,17 +203,40 @@ impl Worker for ExecWorker {
                 }
             })
         });
+        // Its stdout goes to the worker's through here, so that a closed stdout (`| head`) is
+        // seen as such: the message goes back to the queue, it has not failed.
+        let out = child.stdout.take().map(|mut from| {
+            let stdout = self.stdout.clone();
+            tokio::spawn(async move {
+                let mut to = tokio::io::stdout();
+                let mut buf = [0u8; 8192];
+                while let Ok(n @ 1..) = from.read(&mut buf).await {
+                    if let Err(e) = to.write_all(&buf[..n]).await {
+                        stdout.failed_with(e);
+                        return; // the child's next write fails: it stops
+                    }
+                }
+                if let Err(e) = to.flush().await {
+                    stdout.failed_with(e);
+                }
+            })
+        });
         if let Some(mut stdin) = child.stdin.take() {
             // A command that does not read its stdin closes the pipe early: not a failure.
             let _ = stdin.write_all(msg.body()).await;
         }
         let status = child.wait().await?;
-        if let Some(mut copy) = copy
-            && tokio::time::timeout(STDERR_LINGER, &mut copy)
+        for mut copy in [out, copy].into_iter().flatten() {
+            if tokio::time::timeout(STDERR_LINGER, &mut copy)
                 .await
                 .is_err()
-        {
-            copy.abort();
+            {
+                copy.abort();
+            }
+        }
+        if self.stdout.is_closed() {
+            // The hard stop drops this future and hands the message back.
+            return std::future::pending().await;
         }
         if status.success() {
             return Ok(());
@@ -230,14 +263,15 @@ mod tests {
         let ok = ExecWorker::new(
             r#"body=$(cat); [ "$body" = '$(touch /tmp/pythia-never) hello' ] && [ "$PYTHIA_HEADER_TENANT" = acme ] && [ "$PYTHIA_ATTEMPT" = 1 ]"#.into(),
             &[],
+            HandlerStdout::default(),
         );
         ok.process_message(&msg).await.unwrap();
         assert!(!std::path::Path::new("/tmp/pythia-never").exists());
 
-        let reject = ExecWorker::new("exit 65".into(), &[]);
+        let reject = ExecWorker::new("exit 65".into(), &[], HandlerStdout::default());
         let e = reject.process_message(&msg).await.unwrap_err();
         assert!(!e.is_retryable());
-        let retry = ExecWorker::new("exit 3".into(), &[]);
+        let retry = ExecWorker::new("exit 3".into(), &[], HandlerStdout::default());
         let e = retry.process_message(&msg).await.unwrap_err();
         assert!(e.is_retryable());
         assert!(e.to_string().contains("exited 3"));
@@ -255,7 +289,12 @@ mod tests {
         ]
         .map(|(k, v)| (OsString::from(k), OsString::from(v)));
         let check = r#"[ -z "${REDIS_URL+x}" ] && [ -z "${PYTHIA_DASHBOARD_TOKEN+x}" ] && [ "$API_KEY" = k ] && [ "$LC_ALL" = C ] && [ "$PYTHIA_QUEUE" = default ] && [ -n "$PATH" ] || { env >&2; exit 3; }"#;
-        let w = ExecWorker::with_parent_env(check.into(), parent, &["API_KEY".to_owned()]);
+        let w = ExecWorker::with_parent_env(
+            check.into(),
+            parent,
+            &["API_KEY".to_owned()],
+            HandlerStdout::default(),
+        );
         let msg = Message::new("x");
         w.process_message(&msg).await.unwrap();
         assert!(
@@ -276,10 +315,15 @@ mod tests {
         let w = ExecWorker::new(
             r#"TOKEN=SECRET1 sh -c 'echo "disk full" >&2; exit 4' --key SECRET2"#.into(),
             &[],
+            HandlerStdout::default(),
         );
         let e = w.process_message(&msg).await.unwrap_err().to_string();
         assert_eq!(e, "`sh` exited 4: disk full");
-        let w = ExecWorker::new("exit 65 # --key SECRET".into(), &[]);
+        let w = ExecWorker::new(
+            "exit 65 # --key SECRET".into(),
+            &[],
+            HandlerStdout::default(),
+        );
         let e = w.process_message(&msg).await.unwrap_err();
         assert!(!e.is_retryable());
         assert_eq!(e.to_string(), "`exit` exited 65 (reject)");

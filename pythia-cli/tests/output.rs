@@ -41,9 +41,9 @@ fn wait_with_deadline(child: &mut std::process::Child, limit: Duration) -> i32 {
     }
 }
 
-#[tokio::test]
-async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
-    const N: usize = 20_000;
+/// `pythia run --burst HANDLER | head -n 3` over `n` messages: the worker must exit 141, fail
+/// nothing, and leave every message printed (acked) or back in the queue.
+async fn closed_pipe_hands_messages_back(queue: &str, n: usize, handler: &[&str]) {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
@@ -52,28 +52,26 @@ async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
         "--redis-url",
         &url,
         "--queue",
-        "pq",
+        queue,
         "--count",
-        &N.to_string(),
+        &n.to_string(),
     ]);
     assert!(o.status.success(), "{}", text(&o));
 
-    // `pythia run --handler print --burst | head -n 3`.
     let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
         .args([
             "run",
             "--redis-url",
             &url,
             "--queue",
-            "pq",
-            "--handler",
-            "print",
+            queue,
             "--burst",
             "--metrics-addr",
             "off",
             "--log",
             "warn",
         ])
+        .args(handler)
         .env_remove("REDIS_URL")
         .env_remove("PYTHIA_BROKER")
         .stdin(Stdio::null())
@@ -87,11 +85,11 @@ async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
         lines.next().unwrap().unwrap();
     }
     drop(lines); // closes the read end, as `head` does when it has its lines
-    let code = wait_with_deadline(&mut child, Duration::from_secs(20));
+    let code = wait_with_deadline(&mut child, Duration::from_secs(60));
     let stderr = stderr.join().unwrap();
-    assert_eq!(code, EXIT_OUTPUT_CLOSED, "{stderr}");
+    assert_eq!(code, EXIT_OUTPUT_CLOSED, "{handler:?}: {stderr}");
 
-    let dead: i64 = cmd(&conn, &["LLEN", "pythia:{pq}:dlq"]).await;
+    let dead: i64 = cmd(&conn, &["LLEN", &format!("pythia:{{{queue}}}:dlq")]).await;
     assert_eq!(dead, 0, "nothing dead-lettered: {stderr}");
     assert!(
         stderr.contains("retried 0, dead-lettered 0"),
@@ -103,14 +101,14 @@ async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
         .and_then(|s| s.split(',').next())
         .and_then(|s| s.parse().ok())
         .unwrap_or_else(|| panic!("a summary on stderr: {stderr}"));
-    let left: u64 = cmd(&conn, &["LLEN", "pq"]).await;
-    assert!(left > 0, "the pipe cannot have taken all {N}: {stderr}");
+    let left: u64 = cmd(&conn, &["LLEN", queue]).await;
+    assert!(left > 0, "the pipe cannot have taken all {n}: {stderr}");
     assert_eq!(
         left + acked,
-        N as u64,
+        n as u64,
         "every message printed (acked) or back in the queue: {stderr}"
     );
-    let keys: Vec<String> = cmd(&conn, &["KEYS", "pythia:{pq}:*"]).await;
+    let keys: Vec<String> = cmd(&conn, &["KEYS", &format!("pythia:{{{queue}}}:*")]).await;
     for key in keys {
         let t: String = cmd(&conn, &["TYPE", &key]).await;
         let n: i64 = match t.as_str() {
@@ -123,6 +121,18 @@ async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
             "{key} holds {n}: nothing in flight or scheduled"
         );
     }
+}
+
+#[tokio::test]
+async fn print_to_a_closed_pipe_hands_messages_back_and_exits_141() {
+    closed_pipe_hands_messages_back("pq", 20_000, &["--handler", "print"]).await;
+}
+
+#[tokio::test]
+async fn exec_output_to_a_closed_pipe_hands_messages_back_and_exits_141() {
+    // The command writes to the worker's stdout: `pythia run --exec cat | head` (each line
+    // ~100 bytes, so 2,000 overflow the 64 KiB pipe).
+    closed_pipe_hands_messages_back("xq", 2_000, &["--exec", "cat; echo"]).await;
 }
 
 #[tokio::test]

@@ -1,7 +1,6 @@
 //! `pythia run`: a worker over one queue, with a built-in or `--exec` handler.
 
 use std::io::Write;
-use std::sync::{Arc, OnceLock};
 
 use pythia::exporter::MetricsServer;
 use pythia::redis::{
@@ -16,44 +15,27 @@ use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
 use crate::http_worker::HttpWorker;
+use crate::output::HandlerStdout;
 
-/// Prints each body on its own line.
-///
-/// When stdout fails (closed by `pythia run | head`, or a full disk), the message was not
-/// printed, and nothing about the message caused that: failing it would retry and then
-/// dead-letter the whole queue. Instead the worker asks the runtime for a hard stop and never
-/// completes, so this message and every other unfinished one go back to the queue, finished
-/// ones are settled, and `pythia run` exits 141 (1 for another write error).
+/// Prints each body on its own line. When stdout fails, the message goes back to the queue
+/// and the worker stops at once: see [`HandlerStdout`].
 struct PrintWorker {
-    stop: CancellationToken,
-    failed: Arc<OnceLock<std::io::Error>>,
-}
-
-impl PrintWorker {
-    fn new() -> Self {
-        Self {
-            stop: CancellationToken::new(),
-            failed: Arc::new(OnceLock::new()),
-        }
-    }
+    stdout: HandlerStdout,
 }
 
 impl Worker for PrintWorker {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        if !self.stop.is_cancelled() {
+        if !self.stdout.is_closed() {
             let mut out = std::io::stdout().lock();
             match out
                 .write_all(msg.body())
                 .and_then(|()| out.write_all(b"\n"))
             {
                 Ok(()) => return Ok(()),
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot write to stdout: stopping; unprinted messages go back to the queue");
-                    let _ = self.failed.set(e);
-                    self.stop.cancel();
-                }
+                Err(e) => self.stdout.failed_with(e),
             }
         }
+        // The hard stop drops this future and hands the message back.
         std::future::pending().await
     }
 }
@@ -119,24 +101,19 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
         let worker = HttpWorker::new(url.clone(), args.http_timeout);
         return drive(broker, worker, args, None).await;
     }
+    let stdout = HandlerStdout::default();
     match (&args.exec, args.handler) {
         (Some(cmd), _) => {
-            drive(
-                broker,
-                ExecWorker::new(cmd.clone(), &args.pass_env),
-                args,
-                None,
-            )
-            .await
+            let worker = ExecWorker::new(cmd.clone(), &args.pass_env, stdout.clone());
+            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            stdout.result(run)
         }
         (None, BuiltinHandler::Print) => {
-            let worker = PrintWorker::new();
-            let (stop, failed) = (worker.stop.clone(), Arc::clone(&worker.failed));
-            let result = drive(broker, worker, args, Some(stop)).await;
-            match failed.get() {
-                Some(e) => Err(CliError::output(e)),
-                None => result,
-            }
+            let worker = PrintWorker {
+                stdout: stdout.clone(),
+            };
+            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            stdout.result(run)
         }
         (None, BuiltinHandler::Noop) => {
             drive(
