@@ -399,7 +399,8 @@ pub(crate) struct QueueArgs {
 /// What handles each message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub(crate) enum BuiltinHandler {
-    /// Print each body to stdout, one line per message (lossy UTF-8), then ack.
+    /// Print each body to stdout, one line per message, then ack. A closed stdout (`| head`)
+    /// stops the worker and hands unprinted messages back (exit 141).
     Print,
     /// Ack without doing anything (for benchmarks and draining).
     Noop,
@@ -447,9 +448,22 @@ pub(crate) struct RunArgs {
     /// Run this command per message: the body on stdin, the id, attempt, queue and headers in
     /// PYTHIA_* environment variables. Exit 0 acks; exit 65 rejects (dead-letters at once); any
     /// other exit (or a signal) retries. Run through `sh -c`; the body never reaches the command
-    /// line.
+    /// line. Its stdout is copied to the worker's; a closed stdout stops the worker (exit 141).
     #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
     pub(crate) exec: Option<String>,
+
+    /// Let --exec commands inherit this environment variable. Repeatable (or comma-separated).
+    /// Without it they get only PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ,
+    /// TMPDIR and TERM, plus the per-message PYTHIA_* variables: never REDIS_URL (the Redis
+    /// password), PYTHIA_DASHBOARD_TOKEN or cloud credentials unless named here.
+    #[arg(
+        long,
+        env = "PYTHIA_PASS_ENV",
+        value_delimiter = ',',
+        value_name = "NAME",
+        requires = "exec"
+    )]
+    pub(crate) pass_env: Vec<String>,
 
     /// POST each message to this http:// URL: the body as the request body, the id, attempt,
     /// queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx retry (after

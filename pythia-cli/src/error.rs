@@ -2,7 +2,8 @@
 
 use std::fmt;
 
-/// A failure with its exit code: 2 for bad input or configuration, 1 for runtime failures.
+/// A failure with its exit code: 2 for bad input or configuration, 1 for runtime failures,
+/// 141 when stdout was closed ([`crate::output::EXIT_OUTPUT_CLOSED`]).
 #[derive(Debug)]
 pub(crate) struct CliError {
     pub(crate) code: u8,
@@ -24,6 +25,26 @@ impl CliError {
             code: 1,
             message: e.to_string(),
         }
+    }
+}
+
+impl CliError {
+    /// Writing to stdout failed: exit 141 when it was closed (a broken pipe: the reader, e.g.
+    /// `head`, has what it wanted), else exit 1.
+    pub(crate) fn output(e: &std::io::Error) -> Self {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            Self {
+                code: crate::output::EXIT_OUTPUT_CLOSED,
+                message: "stdout was closed (broken pipe)".to_owned(),
+            }
+        } else {
+            Self::runtime(format!("cannot write to stdout: {e}"))
+        }
+    }
+
+    /// Whether this is a closed stdout, which needs no message: the reader left on purpose.
+    pub(crate) fn is_output_closed(&self) -> bool {
+        self.code == crate::output::EXIT_OUTPUT_CLOSED
     }
 }
 

@@ -47,7 +47,8 @@ impl FromStr for HttpUrl {
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let shown = pythia::redis::mask_url(s);
+        // Errors show the URL without its query or fragment (an API key may be there).
+        let shown = pythia::redis::mask_url(&s[..s.find(['?', '#']).unwrap_or(s.len())]);
         let lower = s.to_ascii_lowercase();
         if lower.starts_with("https://") {
             return Err(format!(
@@ -107,9 +108,16 @@ impl FromStr for HttpUrl {
     }
 }
 
+/// `http://host:port/path`: never the query, where API keys and tokens live, because this is
+/// what failure reasons name, and they reach the logs, the dead-letter queue and the dashboard.
 impl fmt::Display for HttpUrl {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "http://{}{}", self.authority, self.target)
+        let path = &self.target[..self.target.find('?').unwrap_or(self.target.len())];
+        if self.host.contains(':') {
+            write!(f, "http://[{}]:{}{path}", self.host, self.port)
+        } else {
+            write!(f, "http://{}:{}{path}", self.host, self.port)
+        }
     }
 }
 
@@ -482,7 +490,11 @@ mod tests {
         let u: HttpUrl = "http://127.0.0.1:8080/hook?x=1".parse().unwrap();
         assert_eq!((u.host.as_str(), u.port), ("127.0.0.1", 8080));
         assert_eq!(u.target, "/hook?x=1");
-        assert_eq!(u.to_string(), "http://127.0.0.1:8080/hook?x=1");
+        assert_eq!(
+            u.to_string(),
+            "http://127.0.0.1:8080/hook",
+            "no query: it may hold a key"
+        );
         let u: HttpUrl = "HTTP://example.com".parse().unwrap();
         assert_eq!((u.port, u.target.as_str()), (80, "/"));
         let u: HttpUrl = "http://[::1]:9000/a".parse().unwrap();
@@ -495,6 +507,34 @@ mod tests {
         assert!("http://h/a b".parse::<HttpUrl>().is_err());
         let e = "http://u:hunter2@h/".parse::<HttpUrl>().unwrap_err();
         assert!(!e.contains("hunter2"), "{e}");
+        let e = "http://h:99999/hook?api_key=SECRET"
+            .parse::<HttpUrl>()
+            .unwrap_err();
+        assert!(!e.contains("SECRET"), "{e}");
+        let u: HttpUrl = "http://[::1]/a?k=SECRET#f".parse().unwrap();
+        assert_eq!(u.to_string(), "http://[::1]:80/a");
+    }
+
+    #[tokio::test]
+    async fn failure_reasons_never_name_the_query() {
+        // Reasons go to the logs, the DLQ and the dashboard: no query, where API keys live.
+        let url: HttpUrl = "http://127.0.0.1:1/hook?api_key=SECRET".parse().unwrap();
+        let w = HttpWorker::new(url, Duration::from_secs(5));
+        let e = w.process_message(&Message::new("x")).await.unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("POST http://127.0.0.1:1/hook failed"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains("SECRET"), "{e}");
+        let r = Response {
+            status: 500,
+            reason: "Oops".into(),
+            retry_after: None,
+            preview: Vec::new(),
+        };
+        let e = w.outcome(r).unwrap_err();
+        assert!(!e.to_string().contains("SECRET"), "{e}");
     }
 
     #[test]

@@ -41,7 +41,7 @@ pub(crate) async fn ensure_redis_server() -> Result<(), String> {
                 .into(),
         );
     }
-    eprintln!(
+    crate::output::errln!(
         "redis-server not found: installing the Debian package (apt-get install -y redis-server)…"
     );
     for args in [

@@ -17,6 +17,7 @@ mod error;
 mod exec_worker;
 mod http_worker;
 mod local_redis;
+mod output;
 
 use std::process::ExitCode;
 
@@ -26,7 +27,7 @@ use crate::cli::{Cli, Command, LogFormat};
 
 fn init_logging(cli: &Cli) {
     let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
+        crate::output::errln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
         EnvFilter::new("info")
     });
     let builder = tracing_subscriber::fmt()
@@ -43,7 +44,7 @@ fn main() -> ExitCode {
         Ok(cli) => cli,
         Err(commands::config_file::ParseError::Clap(e)) => e.exit(),
         Err(commands::config_file::ParseError::Config(e)) => {
-            eprintln!("error: {e}");
+            crate::output::errln!("error: {e}");
             return ExitCode::from(e.code);
         }
     };
@@ -62,7 +63,7 @@ fn main() -> ExitCode {
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            eprintln!("error: cannot start the async runtime: {e}");
+            crate::output::errln!("error: cannot start the async runtime: {e}");
             return ExitCode::from(1);
         }
     };
@@ -83,7 +84,9 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_output_closed() {
+                crate::output::errln!("error: {e}");
+            }
             ExitCode::from(e.code)
         }
     }

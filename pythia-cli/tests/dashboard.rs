@@ -554,6 +554,16 @@ async fn a_token_guards_every_request() {
     let r = d.get("/queues/jobs/dlq?limit=5&token=s3cret", &[]);
     assert_eq!(r.status, 303);
     assert_eq!(r.header("location"), Some("/queues/jobs/dlq?limit=5"));
+    // However the parameter's name is percent-encoded (repro/e13_dashboard.sh).
+    for query in ["%74oken=s3cret&limit=5", "limit=5&tok%65n=s3cret"] {
+        let r = d.get(&format!("/queues/jobs/dlq?{query}"), &[]);
+        assert_eq!(r.status, 303, "{query}");
+        assert_eq!(
+            r.header("location"),
+            Some("/queues/jobs/dlq?limit=5"),
+            "{query}"
+        );
+    }
     let cookie = r.header("set-cookie").unwrap().to_owned();
     assert!(
         cookie.contains("HttpOnly") && cookie.contains("SameSite=Lax"),

@@ -475,3 +475,69 @@ fn an_instant_empty_fetch_does_not_starve_spawned_handlers() {
         .expect("the runtime spun instead of letting handlers run");
     assert_eq!(acked, 1000);
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_hard_stop_hands_back_at_once_what_is_in_the_handler() {
+    // A handler that can finish nothing any more (the CLI's print handler on a closed stdout):
+    // it asks for a hard stop and never completes. Its message and every other unfinished one
+    // go back to the broker now, not after the grace period, and none counts as a failure.
+    struct GivesUp {
+        after: usize,
+        seen: AtomicUsize,
+        stop: pythia_core::CancellationToken,
+    }
+    impl Worker for GivesUp {
+        async fn process_message(&self, _msg: &Message) -> Result<(), WorkerError> {
+            if self.seen.fetch_add(1, Ordering::SeqCst) < self.after {
+                return Ok(());
+            }
+            self.stop.cancel();
+            std::future::pending().await
+        }
+    }
+    for dispatch in [Dispatch::Inline, Dispatch::Spawn] {
+        let b = broker_with(50);
+        let stop = pythia_core::CancellationToken::new();
+        let rt = runtime(
+            &b,
+            GivesUp {
+                after: 5,
+                seen: AtomicUsize::new(0),
+                stop: stop.clone(),
+            },
+        )
+        .with_concurrency(4)
+        .with_batch_size(10)
+        .with_shutdown_grace(Duration::from_secs(3600))
+        .with_hard_stop(stop)
+        .with_dispatch(dispatch);
+        let started = tokio::time::Instant::now();
+        let summary = rt.run().await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "no grace period: {:?}",
+            started.elapsed()
+        );
+        assert_eq!(summary.acked, 5, "{dispatch:?}");
+        assert_eq!(
+            (summary.retried, summary.dead_lettered),
+            (0, 0),
+            "{dispatch:?}"
+        );
+        assert!(summary.released >= 1, "{dispatch:?}: {summary:?}");
+        assert_eq!(b.in_flight(), 0, "{dispatch:?}");
+        assert_eq!(
+            b.len(),
+            45,
+            "{dispatch:?}: everything not acked is back in the queue"
+        );
+        if dispatch == Dispatch::Inline {
+            let again = broker_first_bodies(&b, 1).await;
+            assert_eq!(
+                again,
+                ["5"],
+                "the message the handler gave up on is first again"
+            );
+        }
+    }
+}

@@ -53,7 +53,8 @@ pub enum Topology {
 /// ```
 ///
 /// The URL's password is masked in `Debug`, in [`RedisConfig::masked_url`] and in every
-/// error Pythia builds (`redis://user:***@host:6379`).
+/// error Pythia builds (`redis://user:***@host:6379`, `unix:///run/redis.sock?pass=***`):
+/// see [`mask_url`].
 ///
 /// ```
 /// use std::time::Duration;
@@ -96,8 +97,7 @@ impl RedisConfig {
     /// host, port, db), not whether the server is reachable. `url` may be a comma-separated
     /// list (cluster seed nodes or sentinels); each one is checked.
     pub fn from_url(url: &str) -> Result<Self, BrokerError> {
-        let url = url.trim();
-        let urls: Vec<&str> = url.split(',').map(str::trim).collect();
+        let urls = split_urls(url.trim());
         for one in &urls {
             check_url(one)?;
         }
@@ -165,9 +165,9 @@ impl RedisConfig {
         &self.topology
     }
 
-    /// The URLs, split at commas (one for a standalone server).
+    /// The URLs, split at the commas that start a new URL (one for a standalone server).
     pub fn urls(&self) -> Vec<&str> {
-        self.url.split(',').collect()
+        split_urls(&self.url)
     }
 
     /// Checks that the URLs fit the topology: one URL for a standalone server, no database
@@ -283,8 +283,9 @@ impl RedisConfig {
         &self.url
     }
 
-    /// Replaces any occurrence of this URL or its password in `text` with the masked form.
-    pub(crate) fn scrub(&self, text: &str) -> String {
+    /// `text` (an error message, say) with every occurrence of these URLs masked and every
+    /// password in them, raw or percent-decoded, replaced by `***`.
+    pub fn scrub(&self, text: &str) -> String {
         scrub(text, &self.url)
     }
 }
@@ -303,36 +304,173 @@ impl fmt::Debug for RedisConfig {
     }
 }
 
-/// `url` with the password of its user-info part replaced by `***`
-/// (`redis://:pw@h` → `redis://:***@h`, `redis://user:pw@h` → `redis://user:***@h`). A user
-/// name alone is kept. Comma-separated lists of URLs are masked one by one.
+/// `url` with every password replaced by `***`: the password of the user-info part
+/// (`redis://:pw@h` → `redis://:***@h`, `redis://user:pw@h` → `redis://user:***@h`) and the
+/// `pass` query parameter of socket URLs (`unix:///s.sock?pass=pw` → `unix:///s.sock?pass=***`).
+/// A user name alone is kept. Comma-separated lists of URLs (cluster seed nodes, sentinels)
+/// are masked one by one.
+///
+/// A URL is masked from redis-rs's own parse of it (`redis`, `rediss`, `valkey`, `valkeys`,
+/// `redis+unix`, `valkey+unix`, `unix`), so that what is masked is exactly what would be sent
+/// as a password. A URL that does not parse (a password holding `/`, `#` or `?` unencoded, a
+/// bad port, another scheme) is masked conservatively: everything between the user name and
+/// the last `@`, and every `pass=`/`password=` query value.
 pub fn mask_url(url: &str) -> String {
-    url.split(',').map(mask_one).collect::<Vec<_>>().join(",")
+    split_urls(url)
+        .into_iter()
+        .map(mask_one)
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Query parameters that hold a password (redis-rs reads `pass` on socket URLs).
+const PASSWORD_PARAMS: [&str; 2] = ["pass", "password"];
+
+/// Splits a list of URLs at the commas that start a new URL (`…,redis://…`), so that a comma
+/// inside a password does not cut a URL in two.
+fn split_urls(list: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for (i, _) in list.match_indices(',') {
+        if starts_with_scheme(list[i + 1..].trim_start()) {
+            out.push(list[start..i].trim());
+            start = i + 1;
+        }
+    }
+    out.push(list[start..].trim());
+    out
+}
+
+/// `scheme://` at the start of `s` (a letter, then letters, digits, `+`, `-` or `.`).
+fn starts_with_scheme(s: &str) -> bool {
+    let Some((scheme, _)) = s.split_once("://") else {
+        return false;
+    };
+    let mut chars = scheme.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic())
+        && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '+' | '-' | '.'))
 }
 
 fn mask_one(url: &str) -> String {
-    let Some((scheme, rest)) = url.split_once("://") else {
-        return url.to_owned();
+    match redis::parse_redis_url(url) {
+        Some(mut parsed) => {
+            if parsed.password().is_some() {
+                // Cannot fail: the URL has a host, or it would have no password.
+                let _ = parsed.set_password(Some("***"));
+            }
+            if parsed
+                .query_pairs()
+                .any(|(k, _)| PASSWORD_PARAMS.contains(&k.as_ref()))
+            {
+                let pairs: Vec<(String, String)> = parsed
+                    .query_pairs()
+                    .map(|(k, v)| {
+                        let v = if PASSWORD_PARAMS.contains(&k.as_ref()) {
+                            "***".to_owned()
+                        } else {
+                            v.into_owned()
+                        };
+                        (k.into_owned(), v)
+                    })
+                    .collect();
+                parsed.query_pairs_mut().clear().extend_pairs(pairs);
+            }
+            parsed.to_string()
+        }
+        None => mask_unparsed(url),
+    }
+}
+
+/// Masks a URL that redis-rs does not accept, erring on the side of masking too much.
+fn mask_unparsed(url: &str) -> String {
+    let (prefix, rest) = match url.split_once("://") {
+        Some((scheme, rest)) => (format!("{scheme}://"), rest),
+        None => (String::new(), url),
     };
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
-    match authority.rsplit_once('@') {
-        Some((userinfo, host)) => {
-            let user = userinfo.split_once(':').map_or(userinfo, |(u, _)| u);
-            if userinfo.contains(':') {
-                format!("{scheme}://{user}:***@{host}{tail}")
-            } else {
-                format!("{scheme}://{user}@{host}{tail}")
+    let rest = match rest.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => format!("{userinfo}@{host}"),
+        },
+        None => rest.to_owned(),
+    };
+    let mut out = prefix;
+    let mut rest = rest.as_str();
+    while let Some(at) = find_password_param(rest) {
+        let (head, tail) = rest.split_at(at);
+        out.push_str(head);
+        out.push_str("***");
+        rest = &tail[tail.find(['&', '#']).unwrap_or(tail.len())..];
+    }
+    out.push_str(rest);
+    out
+}
+
+/// Where the value of the first `pass=` or `password=` parameter in `s` starts.
+fn find_password_param(s: &str) -> Option<usize> {
+    PASSWORD_PARAMS
+        .iter()
+        .filter_map(|name| {
+            s.match_indices(&format!("{name}="))
+                .find(|(i, _)| *i > 0 && matches!(s.as_bytes()[i - 1], b'?' | b'&' | b';'))
+                .map(|(i, m)| i + m.len())
+        })
+        .min()
+}
+
+/// The secrets in one URL as they may appear in a message: raw and percent-decoded.
+fn secrets(url: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    match redis::parse_redis_url(url) {
+        Some(parsed) => {
+            if let Some(pw) = parsed.password() {
+                out.push(pw.to_owned());
+            }
+            if let Ok(info) = redis::IntoConnectionInfo::into_connection_info(url)
+                && let Some(pw) = info.redis_settings().password()
+            {
+                out.push(pw.to_owned());
+            }
+            for (k, v) in parsed.query_pairs() {
+                if PASSWORD_PARAMS.contains(&k.as_ref()) {
+                    out.push(v.into_owned());
+                }
+            }
+            if let Some(query) = parsed.query() {
+                out.extend(raw_password_params(query));
             }
         }
-        None => url.to_owned(),
+        None => {
+            if let Some((_, rest)) = url.split_once("://")
+                && let Some((userinfo, _)) = rest.rsplit_once('@')
+                && let Some((_, pw)) = userinfo.split_once(':')
+            {
+                out.push(pw.to_owned());
+            }
+            out.extend(raw_password_params(url));
+        }
     }
+    out.retain(|s| !s.is_empty() && s != "***");
+    out
+}
+
+/// The raw values of the `pass=`/`password=` parameters in `s`.
+fn raw_password_params(mut s: &str) -> Vec<String> {
+    let mut out = Vec::new();
+    while let Some(at) = find_password_param(s) {
+        let tail = &s[at..];
+        let end = tail.find(['&', '#']).unwrap_or(tail.len());
+        out.push(tail[..end].to_owned());
+        s = &tail[end..];
+    }
+    out
 }
 
 fn check_url(url: &str) -> Result<(), BrokerError> {
     let masked = mask_url(url);
     match url.split_once("://").map(|(s, _)| s) {
-        Some("redis" | "rediss" | "redis+unix" | "unix") => {}
+        Some("redis" | "rediss" | "redis+unix" | "unix" | "valkey" | "valkeys" | "valkey+unix") => {
+        }
         _ => {
             return Err(BrokerError::config(format!(
                 "invalid Redis URL {masked:?}: expected redis://[user[:password]@]host[:port][/db] or rediss://…"
@@ -357,20 +495,15 @@ fn parse_flag(name: &str, value: &str) -> Result<bool, BrokerError> {
     }
 }
 
-fn password(url: &str) -> Option<&str> {
-    let rest = url.split_once("://")?.1;
-    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
-    let userinfo = authority.rsplit_once('@')?.0;
-    let pw = userinfo.split_once(':')?.1;
-    (!pw.is_empty()).then_some(pw)
-}
-
 fn scrub(text: &str, url: &str) -> String {
     let mut out = text.replace(url, &mask_url(url));
-    for one in url.split(',') {
+    for one in split_urls(url) {
         out = out.replace(one, &mask_one(one));
-        if let Some(pw) = password(one) {
-            out = out.replace(pw, "***");
+        let mut secrets = secrets(one);
+        // The longest first: a password that holds another one is replaced whole.
+        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        for secret in secrets {
+            out = out.replace(&secret, "***");
         }
     }
     out
@@ -395,6 +528,88 @@ mod tests {
         ];
         for (url, want) in cases {
             assert_eq!(mask_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn masks_socket_url_passwords_and_every_scheme_redis_accepts() {
+        let cases = [
+            (
+                "unix:///tmp/r.sock?pass=hunter2",
+                "unix:///tmp/r.sock?pass=***",
+            ),
+            (
+                "redis+unix:///tmp/r.sock?user=u&pass=hunter2&db=1",
+                "redis+unix:///tmp/r.sock?user=u&pass=***&db=1",
+            ),
+            (
+                "valkey+unix:///tmp/r.sock?pass=hunter2",
+                "valkey+unix:///tmp/r.sock?pass=***",
+            ),
+            ("valkeys://u:hunter2@h:1", "valkeys://u:***@h:1"),
+            ("redis://:hunter2@h:1", "redis://:***@h:1"),
+            // Percent-encoded special characters: the whole password goes.
+            ("redis://u:hu%2Fnt%23er2@h:1", "redis://u:***@h:1"),
+            // Not accepted by redis-rs (the password cuts the authority short): masked anyway.
+            ("redis://:hunt/er2@h:1", "redis://:***@h:1"),
+            ("redis://:hunt#er2@h:1", "redis://:***@h:1"),
+            ("redis://:hunt?er2@h:1", "redis://:***@h:1"),
+            (
+                "unix://$STATE/r.sock?pass=hunter2",
+                "unix://$STATE/r.sock?pass=***",
+            ),
+            // A comma in a password does not split the list there.
+            (
+                "redis://:hun,ter2@a:1,redis://:hunter2@b:2",
+                "redis://:***@a:1,redis://:***@b:2",
+            ),
+        ];
+        for (url, want) in cases {
+            assert_eq!(mask_url(url), want, "{url}");
+        }
+    }
+
+    #[test]
+    fn configs_never_show_a_password() {
+        // Each URL, and its password as redis-rs decodes it (its errors may name that).
+        for (url, password) in [
+            ("unix:///tmp/r.sock?pass=hunter2", "hunter2"),
+            (
+                "redis+unix:///tmp/r.sock?user=u&pass=hunter%262",
+                "hunter&2",
+            ),
+            ("redis://u:hunter2@h:1", "hunter2"),
+            ("redis://u:hunter%2F2@h:1", "hunter/2"),
+            (
+                "redis://:hunter2@s1:26379,redis://:hunter2@s2:26379",
+                "hunter2",
+            ),
+            ("redis://:hunter,2@a:1,redis://:hunter2@b:2", "hunter,2"),
+        ] {
+            let cfg = RedisConfig::from_url(url).unwrap();
+            for shown in [format!("{cfg:?}"), cfg.masked_url()] {
+                assert!(!shown.contains("hunter"), "{url}: {shown}");
+            }
+            let s = cfg.scrub(&format!("{url} refused auth {password}"));
+            assert!(!s.contains("hunter"), "{url}: {s}");
+        }
+        assert_eq!(
+            RedisConfig::from_url("redis://:hunter,2@a:1,redis://:x@b:2")
+                .unwrap()
+                .urls(),
+            ["redis://:hunter,2@a:1", "redis://:x@b:2"]
+        );
+        for url in [
+            "unix://$STATE/nonexistent.sock?pass=hunter2",
+            "redis+unix://$STATE/x.sock?user=u&pass=hunter2",
+            "redis://:hunt/er2@127.0.0.1:1",
+            "redis://:hunt#er2@127.0.0.1:1",
+            "redis://:hunt?er2@127.0.0.1:1",
+        ] {
+            match RedisConfig::from_url(url) {
+                Err(e) => assert!(!e.to_string().contains("hunt"), "{url}: {e}"),
+                Ok(cfg) => assert!(!format!("{cfg:?}").contains("hunt"), "{url}"),
+            }
         }
     }
 

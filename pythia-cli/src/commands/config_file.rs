@@ -67,6 +67,27 @@ pub(crate) fn parse_from(argv: Vec<OsString>) -> Result<Cli, ParseError> {
     }
 }
 
+/// Where the file fails to parse and why, without quoting the file: the offending line may
+/// hold a password (an unterminated string runs to the end of its line).
+fn syntax_error(text: &str, e: &toml::de::Error) -> String {
+    let message = e.message().trim_end();
+    match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before
+                .rsplit('\n')
+                .next()
+                .unwrap_or_default()
+                .chars()
+                .count()
+                + 1;
+            format!("TOML syntax error at line {line}, column {column}: {message}")
+        }
+        None => format!("TOML syntax error: {message}"),
+    }
+}
+
 /// The first line of a clap error, without its `error: ` prefix.
 fn first_line(e: &clap::Error) -> String {
     let text = e.render().to_string();
@@ -84,7 +105,7 @@ fn file_args(
     let err = |msg: String| CliError::usage(format!("config file {}: {msg}", path.display()));
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read config file {}: {e}", path.display())))?;
-    let table: toml::Table = toml::from_str(&text).map_err(|e| err(e.to_string()))?;
+    let table: toml::Table = toml::from_str(&text).map_err(|e| err(syntax_error(&text, &e)))?;
 
     let mut cmd = Cli::command();
     cmd.build();
@@ -225,5 +246,29 @@ mod tests {
         assert!(e.contains("given twice"), "{e}");
         let e = parse("config = \"other.toml\"\n", &[]).unwrap_err();
         assert!(e.contains("unknown key `config`"), "{e}");
+    }
+
+    #[test]
+    fn pass_env_comes_from_the_file_as_a_list() {
+        let r = parse(
+            "queue = \"q\"\nexec = \"./handle.sh\"\npass_env = [\"API_KEY\", \"DB_URL\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.pass_env, ["API_KEY", "DB_URL"]);
+        let e = parse("queue = \"q\"\npass_env = [\"API_KEY\"]\n", &[]).unwrap_err();
+        assert!(e.contains("key `pass_env`"), "only with --exec: {e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_place_not_the_line() {
+        // The offending line may hold a password (an unterminated string runs to its end).
+        let e = parse(
+            "queue = \"q\"\nredis_url = \"redis://:hunter2@h:6379\n",
+            &[],
+        )
+        .unwrap_err();
+        assert!(!e.contains("hunter2"), "{e}");
+        assert!(e.contains("pythia.toml") && e.contains("line 2"), "{e}");
     }
 }

@@ -122,13 +122,13 @@ async fn list(args: DlqListArgs) -> Result<(), CliError> {
     let letters = dlq.newest(args.limit).await.map_err(CliError::runtime)?;
     if args.json {
         let doc = list_json(q, &dlq, kind, total, &letters, args.preview);
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialise")
-        );
+        )?;
         return Ok(());
     }
-    println!(
+    crate::output::outln!(
         "{total} dead letter{} of {} in {}{}",
         if total == 1 { "" } else { "s" },
         describe(kind, q),
@@ -140,7 +140,7 @@ async fn list(args: DlqListArgs) -> Result<(), CliError> {
         } else {
             String::new()
         }
-    );
+    )?;
     if letters.is_empty() {
         return Ok(());
     }
@@ -168,10 +168,10 @@ async fn list(args: DlqListArgs) -> Result<(), CliError> {
             ]
         })
         .collect();
-    print!(
+    crate::output::out!(
         "{}",
         table(&["ID", "ATTEMPTS", "FAILED AT", "ERROR", "BODY"], &rows)
-    );
+    )?;
     Ok(())
 }
 
@@ -206,7 +206,7 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
     let q = args.target.single()?;
     if kind.is_none() {
         // An empty list does not exist in Redis: most likely a drained list queue.
-        eprintln!(
+        crate::output::errln!(
             "note: no key {q:?}; replaying onto a list (give --broker pubsub to publish to a channel)"
         );
     }
@@ -218,17 +218,17 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
         dlq.replay(&selected).await
     }
     .map_err(CliError::runtime)?;
-    println!(
+    crate::output::outln!(
         "replayed {} dead letter{} onto {} (attempt reset to 1)",
         report.replayed,
         if report.replayed == 1 { "" } else { "s" },
         describe(kind, q)
-    );
+    )?;
     if report.missing > 0 {
-        println!(
+        crate::output::outln!(
             "{} were gone before they could be replayed (replayed or purged meanwhile)",
             report.missing
-        );
+        )?;
     }
     if report.unheard > 0 {
         return Err(CliError::runtime(format!(
@@ -253,7 +253,7 @@ async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
         None => dlq.len().await.map_err(CliError::runtime)?,
     };
     if count == 0 {
-        println!("no dead letters of {} to purge", describe(kind, q));
+        crate::output::outln!("no dead letters of {} to purge", describe(kind, q))?;
         return Ok(());
     }
     let what = format!(
@@ -281,10 +281,10 @@ async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
         None => dlq.purge().await,
     }
     .map_err(CliError::runtime)?;
-    println!(
+    crate::output::outln!(
         "deleted {deleted} dead letter{} of {}",
         if deleted == 1 { "" } else { "s" },
         describe(kind, q)
-    );
+    )?;
     Ok(())
 }

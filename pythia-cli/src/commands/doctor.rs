@@ -112,24 +112,24 @@ pub(crate) async fn doctor(args: DoctorArgs) -> Result<(), CliError> {
             "warnings": warnings,
             "failures": failures,
         });
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialise")
-        );
+        )?;
     } else {
-        println!("Redis {} ({version})", conn.config().masked_url());
+        crate::output::outln!("Redis {} ({version})", conn.config().masked_url())?;
         for c in &checks {
-            println!(
+            crate::output::outln!(
                 "{:<5} {:<12} {}",
                 c.status.as_str().to_ascii_uppercase(),
                 c.name,
                 c.detail
-            );
+            )?;
             if let Some(fix) = &c.fix {
-                println!("      fix: {fix}");
+                crate::output::outln!("      fix: {fix}")?;
             }
         }
-        println!("{failures} failed, {warnings} warnings, {passed} passed");
+        crate::output::outln!("{failures} failed, {warnings} warnings, {passed} passed")?;
     }
     if failures > 0 {
         return Err(CliError::runtime(format!(
@@ -263,7 +263,7 @@ async fn sentinel_check(conn: &RedisConnection, master: &str) -> Check {
         .await;
         match reply {
             Ok(_) => ok += 1,
-            Err(e) => problems.push(format!("{masked}: {e}")),
+            Err(e) => problems.push(format!("{masked}: {}", conn.config().scrub(&e))),
         }
     }
     let total = urls.len();

@@ -36,12 +36,12 @@ pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
         None => report(&conn, t, args.group.as_deref()).await?,
     };
     if args.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&report).expect("JSON values serialise")
-        );
+        )?;
     } else {
-        print!("{}", render(&report));
+        crate::output::out!("{}", render(&report))?;
     }
     Ok(())
 }

@@ -27,12 +27,12 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
         )));
     };
     if args.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&to_json(&status)).expect("JSON values serialise")
-        );
+        )?;
     } else {
-        print!("{}", to_text(&status));
+        crate::output::out!("{}", to_text(&status))?;
     }
     Ok(())
 }

@@ -189,8 +189,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             for m in &batch {
-                writeln!(out, "{}", m.id())
-                    .map_err(|e| CliError::runtime(format!("cannot write ids: {e}")))?;
+                writeln!(out, "{}", m.id()).map_err(|e| CliError::output(&e))?;
             }
         }
         sent += n;
@@ -208,7 +207,7 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
             } else {
                 format!(" ({:.0}%)", sent as f64 * 100.0 / limit as f64)
             };
-            eprintln!(
+            crate::output::errln!(
                 "… {sent} sent{pct}, {:.0} msg/s",
                 sent as f64 / started.elapsed().as_secs_f64()
             );
@@ -229,9 +228,9 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         sent as f64 / secs.max(1e-9)
     );
     if args.print_ids {
-        eprintln!("{summary}"); // stdout holds the ids alone
+        crate::output::errln!("{summary}"); // stdout holds the ids alone
     } else {
-        println!("{summary}");
+        crate::output::outln!("{summary}")?;
     }
     Ok(())
 }

@@ -36,14 +36,14 @@ pub(crate) async fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     let result = demo(&url, &args, local.is_some()).await;
     if let Some(l) = local {
         l.stop().await;
-        println!("stopped the throwaway redis-server");
+        crate::output::outln!("stopped the throwaway redis-server")?;
     }
     result
 }
 
 async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliError> {
     let conn = super::connect_url(url, "pythia").await?;
-    println!(
+    crate::output::outln!(
         "Redis: {} ({})",
         conn.config().masked_url(),
         if local {
@@ -51,7 +51,7 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
         } else {
             "given"
         }
-    );
+    )?;
     let queue = format!("pythia-quickstart-{}", std::process::id());
     let mut total_ok = true;
     for mode in ["reliable-list", "list"] {
@@ -65,12 +65,12 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
         } else {
             "at-least-once: acked only after the handler finished"
         };
-        println!(
+        crate::output::outln!(
             "  {mode:<13} processed {} of {n} in {:.3}s = {:.0} msg/s ({guarantee})",
             summary.acked,
             summary.active.as_secs_f64(),
             summary.active_rate()
-        );
+        )?;
         total_ok &= summary.acked == n && summary.dead_lettered == 0;
     }
     let mut m = conn.manager();
@@ -79,13 +79,13 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
         .query_async(&mut m)
         .await
         .map_err(|e| CliError::runtime(conn.error("LLEN", e)))?;
-    println!("queue {queue:?} now holds {left} messages");
+    crate::output::outln!("queue {queue:?} now holds {left} messages")?;
     if total_ok && left == 0 {
-        println!("done: every message was processed exactly as produced");
-        println!(
+        crate::output::outln!("done: every message was processed exactly as produced")?;
+        crate::output::outln!(
             "metrics: this demo runs in-process and serves none; `pythia run --metrics-addr 0.0.0.0:9090` \
              (the default) serves /metrics, /healthz and /readyz"
-        );
+        )?;
         Ok(())
     } else {
         Err(CliError::runtime("some messages were not processed"))
@@ -112,11 +112,11 @@ async fn produce(
         sent += n;
     }
     let secs = started.elapsed().as_secs_f64();
-    println!(
+    crate::output::outln!(
         "produced {sent} messages of {} bytes in {secs:.3}s = {:.0} msg/s",
         args.size,
         sent as f64 / secs.max(1e-9)
-    );
+    )?;
     Ok(sent)
 }
 

@@ -15,16 +15,28 @@ use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
 use crate::http_worker::HttpWorker;
+use crate::output::HandlerStdout;
 
-/// Prints each body on its own line.
-struct PrintWorker;
+/// Prints each body on its own line. When stdout fails, the message goes back to the queue
+/// and the worker stops at once: see [`HandlerStdout`].
+struct PrintWorker {
+    stdout: HandlerStdout,
+}
 
 impl Worker for PrintWorker {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let mut out = std::io::stdout().lock();
-        out.write_all(msg.body())?;
-        out.write_all(b"\n")?;
-        Ok(())
+        if !self.stdout.is_closed() {
+            let mut out = std::io::stdout().lock();
+            match out
+                .write_all(msg.body())
+                .and_then(|()| out.write_all(b"\n"))
+            {
+                Ok(()) => return Ok(()),
+                Err(e) => self.stdout.failed_with(e),
+            }
+        }
+        // The hard stop drops this future and hands the message back.
+        std::future::pending().await
     }
 }
 
@@ -87,13 +99,30 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
     if let Some(url) = &args.http {
         let worker = HttpWorker::new(url.clone(), args.http_timeout);
-        return drive(broker, worker, args).await;
+        return drive(broker, worker, args, None).await;
     }
+    let stdout = HandlerStdout::default();
     match (&args.exec, args.handler) {
-        (Some(cmd), _) => drive(broker, ExecWorker::new(cmd.clone()), args).await,
-        (None, BuiltinHandler::Print) => drive(broker, PrintWorker, args).await,
+        (Some(cmd), _) => {
+            let worker = ExecWorker::new(cmd.clone(), &args.pass_env, stdout.clone());
+            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            stdout.result(run)
+        }
+        (None, BuiltinHandler::Print) => {
+            let worker = PrintWorker {
+                stdout: stdout.clone(),
+            };
+            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            stdout.result(run)
+        }
         (None, BuiltinHandler::Noop) => {
-            drive(broker, worker_fn(|_m: Message| async { Ok(()) }), args).await
+            drive(
+                broker,
+                worker_fn(|_m: Message| async { Ok(()) }),
+                args,
+                None,
+            )
+            .await
         }
     }
 }
@@ -121,7 +150,14 @@ pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
     cfg
 }
 
-async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Result<(), CliError> {
+/// Runs `worker` over `broker` as the flags say; `hard_stop`, when given, stops it at once
+/// (see [`WorkerRuntime::with_hard_stop`]).
+async fn drive<B: Broker, W: Worker>(
+    broker: B,
+    worker: W,
+    args: &RunArgs,
+    hard_stop: Option<CancellationToken>,
+) -> Result<(), CliError> {
     let policy = RetryPolicy::default()
         .with_max_attempts(args.max_attempts)
         .with_initial_delay(args.retry_delay);
@@ -132,6 +168,10 @@ async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Re
         .with_resilience(resilience(args, &args.queue.queue.join(",")))
         .with_shutdown_grace(args.shutdown_grace)
         .with_burst(args.burst);
+    let runtime = match hard_stop {
+        Some(token) => runtime.with_hard_stop(token),
+        None => runtime,
+    };
     let stop_metrics = CancellationToken::new();
     if let MetricsAddr::At(addr) = args.metrics_addr {
         let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
@@ -141,6 +181,6 @@ async fn drive<B: Broker, W: Worker>(broker: B, worker: W, args: &RunArgs) -> Re
     let result = runtime.run().await;
     stop_metrics.cancel();
     let summary = result.map_err(CliError::runtime)?;
-    eprintln!("{summary}");
+    crate::output::errln!("{summary}");
     Ok(())
 }

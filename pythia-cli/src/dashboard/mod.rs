@@ -106,7 +106,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
     });
     tokio::spawn(sampler.run());
     // One line on stdout, for people and for scripts that started it on port 0.
-    println!(
+    crate::output::outln!(
         "pythia dashboard: serving http://{local}/ ({}, prefix {:?}){}",
         app.redis,
         app.prefix,
@@ -115,7 +115,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
         } else {
             ""
         }
-    );
+    )?;
     server::serve(listener, router(app), shutdown_signal()).await;
     tracing::info!("dashboard stopped");
     Ok(())

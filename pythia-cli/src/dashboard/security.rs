@@ -4,9 +4,10 @@
 //!   a web page whose domain is rebound to 127.0.0.1 (DNS rebinding) gets 400.
 //! * **Token** (`--token` / `PYTHIA_DASHBOARD_TOKEN`). Every request needs
 //!   `Authorization: Bearer <token>` or the session cookie. A browser gets the cookie by opening
-//!   any page with `?token=<token>` (redirected to the same page without it) or through the
-//!   login form. The cookie holds a random per-process session secret, never the token, and
-//!   is `HttpOnly; SameSite=Lax`: a restart logs everyone out. Without it: 401.
+//!   any page with `?token=<token>` (redirected to the same page without it, however the name
+//!   is percent-encoded) or through the login form. The cookie holds a random per-process
+//!   session secret, never the token, and is `HttpOnly; SameSite=Lax`: a restart logs everyone
+//!   out. Without it: 401.
 //! * **CSRF.** Every POST but the login needs this process's random CSRF token, in the header
 //!   `X-CSRF-Token` or the form field `csrf` (the pages embed it), and a browser's `Origin`
 //!   (else `Referer`) must be this server: 403 otherwise. A client that sends neither header is
@@ -231,16 +232,7 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
         {
             if sec.token_matches(&given) {
                 // Log in, and drop the token from the address bar and the history.
-                let rest: Vec<&str> = query
-                    .split('&')
-                    .filter(|kv| !kv.starts_with("token=") && !kv.is_empty())
-                    .collect();
-                let to = if rest.is_empty() {
-                    path.clone()
-                } else {
-                    format!("{path}?{}", rest.join("&"))
-                };
-                let mut r = Redirect::to(&to).into_response();
+                let mut r = Redirect::to(&without_token(&path, query)).into_response();
                 if let Ok(v) = HeaderValue::from_str(&sec.session_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
@@ -307,6 +299,29 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
         "missing or wrong CSRF token (reload the page and try again)",
         &app,
     )
+}
+
+/// `path?query` without the `token` parameter, however its name is percent-encoded
+/// (`%74oken=`): the name is decoded exactly as [`query_value`] decodes it. A parameter whose
+/// name does not decode is dropped too.
+fn without_token(path: &str, query: &str) -> String {
+    let rest: Vec<&str> = query
+        .split('&')
+        .filter(|kv| !kv.is_empty() && decoded_name(kv).is_some_and(|name| name != "token"))
+        .collect();
+    if rest.is_empty() {
+        path.to_owned()
+    } else {
+        format!("{path}?{}", rest.join("&"))
+    }
+}
+
+/// The percent-decoded name of one `name=value` query parameter.
+fn decoded_name(kv: &str) -> Option<String> {
+    let uri: axum::http::Uri = format!("/?{kv}").parse().ok()?;
+    let axum::extract::Query(pairs) =
+        axum::extract::Query::<Vec<(String, String)>>::try_from_uri(&uri).ok()?;
+    pairs.into_iter().next().map(|(name, _)| name)
 }
 
 /// The percent-decoded value of `name` in a query string.
@@ -416,5 +431,22 @@ mod tests {
             query_value("a=1&token=x%20y", "token").as_deref(),
             Some("x y")
         );
+    }
+
+    #[test]
+    fn the_login_redirect_drops_the_token_however_it_is_encoded() {
+        for query in [
+            "token=s3cret&x=1",
+            "%74oken=s3cret&x=1",
+            "x=1&tok%65n=s3cret",
+            "%74%6F%6B%65%6E=s3cret&x=1",
+            "x=1&token=s3cret&token=s3cret",
+        ] {
+            // The login accepts each of these, so each must leave the address bar.
+            assert_eq!(query_value(query, "token").as_deref(), Some("s3cret"));
+            assert_eq!(without_token("/q", query), "/q?x=1", "{query}");
+        }
+        assert_eq!(without_token("/", "token=s3cret"), "/");
+        assert_eq!(without_token("/", "tokens=1&a=%20"), "/?tokens=1&a=%20");
     }
 }

@@ -95,6 +95,7 @@ pub(super) struct Driver<B: Broker> {
     last_settle: Option<Instant>,
 
     cancel: Pin<Box<WaitForCancellationFutureOwned>>,
+    hard_stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     stopping: bool,
     grace: Option<Pin<Box<Sleep>>>,
     hard_deadline: Option<Instant>,
@@ -166,6 +167,7 @@ impl<B: Broker> Driver<B> {
         status: RuntimeStatus,
     ) -> Self {
         let spawn = cfg.dispatch == Dispatch::Spawn;
+        let hard_stop = cfg.hard_stop.clone().map(|t| Box::pin(t.cancelled_owned()));
         let metrics = RuntimeMetrics::new(broker.source());
         Self {
             broker,
@@ -179,6 +181,7 @@ impl<B: Broker> Driver<B> {
             first_fetch: None,
             last_settle: None,
             cancel: Box::pin(cancel.cancelled_owned()),
+            hard_stop,
             stopping: false,
             grace: None,
             hard_deadline: None,
@@ -260,14 +263,14 @@ impl<B: Broker> Driver<B> {
         tracing::debug!(in_flight = self.slots.len, "stopping: no more fetches");
     }
 
-    /// Grace period over: abandon what is still running and hand it back.
-    fn abandon_in_flight(&mut self) {
+    /// Grace period over (or a hard stop): abandon what is still running and hand it back.
+    fn abandon_in_flight(&mut self, why: &str) {
         if self.slots.len == 0 {
             return;
         }
         tracing::warn!(
             count = self.slots.len,
-            "shutdown grace period over: handing back unfinished messages"
+            "{why}: handing back unfinished messages"
         );
         self.inflight = FuturesUnordered::new();
         for slot in self.slots.drain() {
@@ -449,6 +452,17 @@ impl<B: Broker> Driver<B> {
                 self.status.progressed();
                 progressed = true;
             }
+            // A hard stop: what has not finished by now (finished ones were just settled) goes
+            // back, with no grace period.
+            if let Some(hard) = self.hard_stop.as_mut()
+                && hard.as_mut().poll(cx).is_ready()
+            {
+                self.hard_stop = None;
+                // In-flight first: they were fetched before the pending ones.
+                self.abandon_in_flight("hard stop");
+                self.begin_stop(cx);
+                progressed = true;
+            }
 
             // A fetch that came back.
             if let Some(fetch) = self.fetch.as_mut()
@@ -465,6 +479,11 @@ impl<B: Broker> Driver<B> {
             while !self.stopping
                 && !self.pending.is_empty()
                 && self.slots.len < self.cfg.concurrency
+                && !self
+                    .cfg
+                    .hard_stop
+                    .as_ref()
+                    .is_some_and(|t| t.is_cancelled())
             {
                 match self.handler.poll_ready(cx) {
                     Poll::Ready(Ok(())) => {
@@ -545,7 +564,7 @@ impl<B: Broker> Driver<B> {
 
             if self.stopping {
                 if self.slots.len > 0 && timer_done(&mut self.grace, cx) {
-                    self.abandon_in_flight();
+                    self.abandon_in_flight("shutdown grace period over");
                     progressed = true;
                 }
                 let settled = self.settle.is_none() && self.to_settle.is_empty();

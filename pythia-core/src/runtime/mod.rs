@@ -22,7 +22,8 @@
 //! * **Shutdown.** On SIGTERM or Ctrl-C (unless disabled), on the cancellation token, or in burst
 //!   mode once the broker is drained: fetching stops, in-flight messages get `shutdown_grace`
 //!   to finish and are settled, and whatever did not finish is handed back to the broker
-//!   ([`Broker::release`]), not acked. Then the broker is closed and `on_stop` runs.
+//!   ([`Broker::release`]), not acked. Then the broker is closed and `on_stop` runs. A hard
+//!   stop ([`WorkerRuntime::with_hard_stop`]) does the same without the grace period.
 
 mod driver;
 mod handler;
@@ -97,6 +98,7 @@ pub(crate) struct RuntimeConfig {
     pub(crate) dispatch: Dispatch,
     pub(crate) retry: RetryPolicy,
     pub(crate) stats_interval: Option<Duration>,
+    pub(crate) hard_stop: Option<CancellationToken>,
 }
 
 /// Drives a [`Worker`] from a [`Broker`]: see the [module docs](self) for the behaviour.
@@ -166,6 +168,7 @@ impl<B: Broker> WorkerRuntime<B> {
                 dispatch: Dispatch::Inline,
                 retry: RetryPolicy::default(),
                 stats_interval: Some(Self::DEFAULT_STATS_INTERVAL),
+                hard_stop: None,
             },
             cancel: CancellationToken::new(),
             status: RuntimeStatus::new(),
@@ -224,6 +227,20 @@ impl<B: Broker> WorkerRuntime<B> {
     /// Stops the runtime gracefully when `token` is cancelled (in addition to signals).
     pub fn with_cancellation(mut self, token: CancellationToken) -> Self {
         self.cancel = token;
+        self
+    }
+
+    /// Stops the runtime at once when `token` is cancelled: no more fetches and no grace
+    /// period. Messages still in the handler are dropped unfinished and handed back to the
+    /// broker ([`Broker::release`], as when the grace period runs out), finished ones are
+    /// settled, fetched ones not yet started are handed back.
+    ///
+    /// For a handler that finds it can finish nothing any more, and that no failure of the
+    /// message caused: it cancels this token and never completes, so the message is neither
+    /// retried nor dead-lettered. The `pythia` CLI's print handler does this when its stdout
+    /// is closed (`pythia run | head`).
+    pub fn with_hard_stop(mut self, token: CancellationToken) -> Self {
+        self.cfg.hard_stop = Some(token);
         self
     }
 

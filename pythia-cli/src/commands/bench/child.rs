@@ -92,10 +92,10 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
     let after = ProcStats::read();
     result.cpu_seconds = after.cpu_seconds - before.cpu_seconds;
     result.peak_rss_bytes = after.peak_rss_bytes;
-    println!(
+    crate::output::outln!(
         "{}",
         serde_json::to_string(&result).map_err(CliError::runtime)?
-    );
+    )?;
     Ok(())
 }
 
@@ -390,7 +390,7 @@ async fn pubsub(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResu
         target: args.messages,
         stop: stop.clone(),
     };
-    println!("ready");
+    crate::output::outln!("ready")?;
     let rt = runtime(broker, w, args)
         .with_burst(false)
         .with_cancellation(stop);
@@ -411,7 +411,7 @@ async fn bare_pubsub(conn: &RedisConnection, args: &BenchChildArgs) -> Result<Ru
     ps.subscribe(&args.queue)
         .await
         .map_err(|e| CliError::runtime(conn.error("SUBSCRIBE", e)))?;
-    println!("ready");
+    crate::output::outln!("ready")?;
     let mut stream = ps.on_message();
     let mut n = 0u64;
     let mut started = None;
@@ -466,7 +466,7 @@ async fn bare_latency(
     let mut blocking = conn.blocking().await.map_err(CliError::runtime)?;
     let source = pythia::Source::new("list", args.queue.as_str());
     let mut v = Vec::with_capacity(args.messages as usize);
-    println!("ready");
+    crate::output::outln!("ready")?;
     let started = Instant::now();
     while (v.len() as u64) < args.messages {
         let items: Option<Vec<Vec<u8>>> = redis::cmd("RPOP")
@@ -526,7 +526,7 @@ async fn latency(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunRes
         stop: stop.clone(),
     };
     let samples = rec.samples.clone();
-    println!("ready");
+    crate::output::outln!("ready")?;
     let s = runtime(ReliableListBroker::new(conn, &args.queue), rec, args)
         .with_burst(false)
         .with_cancellation(stop)

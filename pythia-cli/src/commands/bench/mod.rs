@@ -91,7 +91,7 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         args.scenarios.clone()
     };
     if !args.json {
-        println!(
+        crate::output::outln!(
             "pythia bench: {} messages of {} B, {} runs (median), concurrency {}, batch {}, Redis {}",
             args.messages,
             args.size,
@@ -99,14 +99,14 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
             args.concurrency,
             args.batch_size,
             conn.config().masked_url()
-        );
+        )?;
     }
     let mut reports = Vec::new();
     for s in scenarios {
         if s == Scenario::Scale {
             for r in scale::run(url, &conn, args).await? {
                 if !args.json {
-                    scale::print_line(&r);
+                    scale::print_line(&r)?;
                 }
                 reports.push(Report::Scale(r));
             }
@@ -114,23 +114,23 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
         }
         let r = run_scenario(url, &conn, args, s).await?;
         if !args.json {
-            print_line(&r);
+            print_line(&r)?;
         }
         reports.push(Report::Scenario(r));
     }
     if args.json {
-        println!(
+        crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&reports).map_err(CliError::runtime)?
-        );
+        )?;
     }
     Ok(())
 }
 
-fn print_line(r: &ScenarioReport) {
+fn print_line(r: &ScenarioReport) -> Result<(), CliError> {
     let mb = r.peak_rss_bytes as f64 / 1_048_576.0;
     match (r.p99_ms, r.bare_rate) {
-        (Some(p99), _) => println!(
+        (Some(p99), _) => crate::output::outln!(
             "{:<14} p50 {:.2} ms  p99 {:.2} ms  p99.9 {:.2} ms  (bare loop p99 {:.2} ms; {} msgs offered at {:.0} msg/s)  cpu {:.2}s  rss {mb:.1} MB",
             r.scenario,
             r.p50_ms.unwrap_or(0.0),
@@ -140,8 +140,8 @@ fn print_line(r: &ScenarioReport) {
             r.messages,
             r.rate,
             r.cpu_seconds
-        ),
-        (None, Some(bare)) => println!(
+        )?,
+        (None, Some(bare)) => crate::output::outln!(
             "{:<14} {:>10.0} msg/s  bare {:>10.0} msg/s  {:>5.1}% of bare  {:.3}s  cpu {:.2}s  rss {mb:.1} MB{}",
             r.scenario,
             r.rate,
@@ -152,12 +152,16 @@ fn print_line(r: &ScenarioReport) {
             r.peak_backlog
                 .map(|n| format!(" (peak backlog {n} msgs)"))
                 .unwrap_or_default()
-        ),
-        (None, None) => println!(
+        )?,
+        (None, None) => crate::output::outln!(
             "{:<14} {:>10.0} msg/s  {:.3}s  cpu {:.2}s  rss {mb:.1} MB",
-            r.scenario, r.rate, r.seconds, r.cpu_seconds
-        ),
+            r.scenario,
+            r.rate,
+            r.seconds,
+            r.cpu_seconds
+        )?,
     }
+    Ok(())
 }
 
 async fn preload(conn: &RedisConnection, queue: &str, n: u64, size: usize) -> Result<(), CliError> {

@@ -74,7 +74,7 @@ fn message_number(body: &[u8]) -> Option<u64> {
 
 /// Waits for the orchestrator's `go`, so that all replicas start together.
 async fn wait_for_go() -> Result<u64, CliError> {
-    println!("ready");
+    crate::output::outln!("ready")?;
     let mut line = String::new();
     BufReader::new(tokio::io::stdin())
         .read_line(&mut line)

@@ -263,7 +263,7 @@ async fn redis_main_thread_cpu(conn: &RedisConnection) -> Result<f64, CliError> 
     }
 }
 
-pub(super) fn print_line(r: &ScaleReport) {
+pub(super) fn print_line(r: &ScaleReport) -> Result<(), CliError> {
     let mb = r.peak_rss_bytes as f64 / 1_048_576.0;
     let duplicates = if r.duplicates_all_runs == 0 {
         format!(
@@ -276,7 +276,7 @@ pub(super) fn print_line(r: &ScaleReport) {
             r.duplicates_all_runs, r.processed_all_runs, r.distinct_all_runs, r.runs
         )
     };
-    println!(
+    crate::output::outln!(
         "scale {:<13} {:>2} proc {:>10.0} msg/s  x{:.2}  {:.3}s  workers cpu {:.2}s  redis cpu {:.2}s = {:.2} us/msg (bound {:.0} msg/s)  rss {mb:.1} MB  {duplicates}",
         r.broker,
         r.processes,
@@ -287,5 +287,5 @@ pub(super) fn print_line(r: &ScaleReport) {
         r.redis_cpu_seconds,
         r.redis_cpu_us_per_message,
         r.redis_bound_rate
-    );
+    )
 }
