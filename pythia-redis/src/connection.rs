@@ -132,6 +132,24 @@ impl RedisConnection {
         self.inner.shared.clone()
     }
 
+    /// The Redis server's clock (`TIME`), retried while the connection recovers: the one clock
+    /// every worker and producer of a queue shares, so that due times never depend on a
+    /// machine's own clock.
+    pub async fn server_time(&self) -> Result<std::time::SystemTime, BrokerError> {
+        let (secs, micros): (u64, u64) =
+            crate::transient_retry::retry_transient("read the server time", || {
+                let mut m = self.manager();
+                async move {
+                    redis::cmd("TIME")
+                        .query_async(&mut m)
+                        .await
+                        .map_err(|e| self.error("TIME", e))
+                }
+            })
+            .await?;
+        Ok(std::time::UNIX_EPOCH + Duration::from_micros(secs * 1_000_000 + micros))
+    }
+
     /// The settings this connection was made with.
     pub fn config(&self) -> &RedisConfig {
         &self.inner.config

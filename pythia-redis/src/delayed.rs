@@ -105,10 +105,25 @@ impl DelayedProducer {
         &self.destination
     }
 
-    /// Schedules `msg` to be delivered after `delay`. Returns `true` if a message with the same
-    /// id was waiting and has been replaced.
+    /// Schedules `msg` to be delivered after `delay`, counted on the Redis server's clock (so a
+    /// producer whose own clock is off still delays by `delay`). Returns `true` if a message
+    /// with the same id was waiting and has been replaced.
     pub async fn schedule_in(&self, msg: &Message, delay: Duration) -> Result<bool, BrokerError> {
-        self.schedule_at(msg, SystemTime::now() + delay).await
+        let now = self.conn.server_time().await?;
+        self.schedule_at(msg, now + delay).await
+    }
+
+    /// Schedules every message of `msgs` to be delivered after `delay`, on the Redis server's
+    /// clock (see [`schedule_in`](Self::schedule_in)). Returns how many replaced a waiting
+    /// message with the same id.
+    pub async fn schedule_many_in(
+        &self,
+        msgs: &[Message],
+        delay: Duration,
+    ) -> Result<usize, BrokerError> {
+        let at = self.conn.server_time().await? + delay;
+        let items: Vec<(Message, SystemTime)> = msgs.iter().map(|m| (m.clone(), at)).collect();
+        self.schedule_many(&items).await
     }
 
     /// Schedules `msg` to be delivered at `at` (a time in the past means at the next

@@ -632,17 +632,7 @@ impl PeriodicScheduler {
 
     /// The Redis server's clock, in ms since the epoch: one clock for every replica.
     async fn server_time(&self) -> Result<u64, BrokerError> {
-        let (secs, micros): (u64, u64) = retry_transient("read the server time", || {
-            let mut m = self.manager.clone();
-            async move {
-                redis::cmd("TIME")
-                    .query_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("TIME", e))
-            }
-        })
-        .await?;
-        Ok(secs * 1000 + micros / 1000)
+        Ok(unix_millis(self.conn.server_time().await?))
     }
 }
 

@@ -143,7 +143,7 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
     let reaper = ReliableListBroker::new(&conn, q)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(300));
-    season(&reaper, Duration::from_millis(300)).await; // reaps on the way
+    season(Duration::from_millis(300), || reaper.maintain()).await; // reaps on the way
     reaper.reap_dead_consumers().await.unwrap();
     let back: i64 = cmd(&conn, &["LLEN", q]).await;
     assert_eq!(back, 20, "returned to the queue");
@@ -254,7 +254,7 @@ async fn stream_broker_on_a_cluster() {
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(300));
-    season(&claimer, Duration::from_millis(300)).await; // claims on the way
+    season(Duration::from_millis(300), || claimer.maintain()).await; // claims on the way
     claimer.reclaim_dead_consumers().await.unwrap();
     let run = WorkerRuntime::new(
         claimer,

@@ -270,7 +270,7 @@ async fn a_message_that_kills_its_worker_ends_in_the_dead_letter_queue() {
         assert_eq!(got.len(), 1);
         let _: i64 = cmd(&conn, &["DEL", &dying.keys().heartbeat(dying.consumer())]).await;
         let reaper = fast(&conn, "poison");
-        season(&reaper, Duration::from_millis(600)).await; // reaps on the way
+        season(Duration::from_millis(600), || reaper.maintain()).await; // reaps on the way
         let back: i64 = cmd(&conn, &["LLEN", "poison"]).await;
         assert_eq!(back, 1, "returned to the queue");
         reaper.close().await.unwrap();

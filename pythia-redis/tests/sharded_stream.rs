@@ -340,7 +340,7 @@ async fn a_dead_consumers_entries_are_reclaimed_in_every_shard(conn: &RedisConne
     drop((dying, got));
 
     let heir = fast(conn, &queue);
-    season(&heir, Duration::from_millis(600)).await; // claims on the way
+    season(Duration::from_millis(600), || heir.maintain()).await; // claims on the way
     heir.reclaim_dead_consumers().await.unwrap();
     let (seen, w) = recorder(Duration::ZERO);
     let s = within(30, "the heir", burst(heir, w).run()).await.unwrap();

@@ -387,7 +387,7 @@ async fn an_entry_that_kills_its_workers_is_dead_lettered_without_running() {
     for i in 0..3 {
         let dying = fast(&conn, "poison", "g");
         if i > 0 {
-            season(&dying, Duration::from_millis(600)).await; // claims on the way
+            season(Duration::from_millis(600), || dying.maintain()).await; // claims on the way
             dying.reclaim_dead_consumers().await.unwrap();
         }
         let got = dying.fetch(10).await.unwrap();

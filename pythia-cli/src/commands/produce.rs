@@ -265,13 +265,15 @@ impl Sink {
                 Ok((counts.len() as u64, counts.iter().map(|c| *c as u64).sum()))
             }
             Self::Delayed(p, when) => {
-                let at = match when {
-                    When::In(d) => std::time::SystemTime::now() + *d,
-                    When::At(t) => *t,
+                match when {
+                    // --delay counts on the Redis server's clock, not this machine's.
+                    When::In(d) => p.schedule_many_in(batch, *d).await?,
+                    When::At(t) => {
+                        let items: Vec<(Message, std::time::SystemTime)> =
+                            batch.iter().map(|m| (m.clone(), *t)).collect();
+                        p.schedule_many(&items).await?
+                    }
                 };
-                let items: Vec<(Message, std::time::SystemTime)> =
-                    batch.iter().map(|m| (m.clone(), at)).collect();
-                p.schedule_many(&items).await?;
                 Ok((batch.len() as u64, 0))
             }
         }

@@ -157,16 +157,22 @@ pub async fn cmd<T: redis::FromRedisValue>(conn: &RedisConnection, args: &[&str]
     c.query_async(&mut m).await.unwrap()
 }
 
-/// Runs `broker`'s maintenance every 100 ms for a little more than `lifetime`: a consumer
-/// judges others dead only once it has heartbeated without a break for a whole heartbeat
-/// lifetime (see `pythia-redis/src/liveness.rs`). Its maintenance may reclaim meanwhile.
-pub async fn season<B: pythia_core::Broker>(broker: &B, lifetime: Duration) {
+/// Runs `maintain` (a broker's maintenance) every 100 ms for a little more than `lifetime`: a
+/// consumer judges others dead only once it has heartbeated without a break for a whole
+/// heartbeat lifetime (see `pythia-redis/src/liveness.rs`). Its maintenance may reclaim
+/// meanwhile.
+pub async fn season<F, Fut, E>(lifetime: Duration, mut maintain: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<(), E>>,
+    E: std::fmt::Debug,
+{
     let until = Instant::now() + lifetime + Duration::from_millis(150);
     while Instant::now() < until {
-        broker.maintain().await.unwrap();
+        maintain().await.unwrap();
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    broker.maintain().await.unwrap();
+    maintain().await.unwrap();
 }
 
 /// Polls `f` every 20 ms until it returns true or `within` passes.
