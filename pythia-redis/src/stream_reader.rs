@@ -276,7 +276,7 @@ impl StreamReader {
                 Outcome::Ack => return,
                 Outcome::Retry { delay } if !stop.is_cancelled() => {
                     let _ = stop.run_until_cancelled(tokio::time::sleep(delay)).await;
-                    msg = msg.clone().with_attempt(msg.attempt() + 1);
+                    msg = msg.clone().with_attempt(msg.attempt().saturating_add(1));
                 }
                 Outcome::Retry { .. } => {
                     tracing::warn!(
