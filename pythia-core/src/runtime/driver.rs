@@ -13,6 +13,7 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -97,7 +98,11 @@ pub(super) struct Driver<B: Broker> {
     cancel: Pin<Box<WaitForCancellationFutureOwned>>,
     stopping: bool,
     grace: Option<Pin<Box<Sleep>>>,
-    hard_deadline: Option<Instant>,
+    /// Grace plus [`SETTLE_DEADLINE_AFTER_GRACE`]: a timer, so that it wakes the driver even
+    /// while every other timer (a settle's backoff) is set later.
+    hard_deadline: Option<Pin<Box<Sleep>>>,
+    /// A fatal error found by the maintenance task (a key of the wrong type).
+    maintenance_fatal: Option<oneshot::Receiver<BrokerError>>,
 
     fetch: Option<BoxFuture<FetchResult<B::Token>>>,
     fetch_wait: Option<Pin<Box<Sleep>>>,
@@ -114,9 +119,15 @@ pub(super) struct Driver<B: Broker> {
     /// nothing, reallocating and moving every settlement, for each batch.
     spare_settle: Vec<Settlement<B::Token>>,
     settle: Option<BoxFuture<SettleResult<B::Token>>>,
+    /// Outcomes in the batch `settle` carries (the batch itself moved into the future).
+    settle_in_flight: usize,
     settle_wait: Option<Pin<Box<Sleep>>>,
     settle_backoff: ExponentialBackoff,
     settle_failing: bool,
+    /// The broker refused a settle for a reason a retry cannot fix: settle nothing more.
+    settle_refused: bool,
+    /// Whether the backlog's pause of fetching was logged (once per backlog).
+    backlog_logged: bool,
 
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
     to_release: Vec<Delivery<B::Token>>,
@@ -164,6 +175,7 @@ impl<B: Broker> Driver<B> {
         cfg: RuntimeConfig,
         cancel: CancellationToken,
         status: RuntimeStatus,
+        maintenance_fatal: Option<oneshot::Receiver<BrokerError>>,
     ) -> Self {
         let spawn = cfg.dispatch == Dispatch::Spawn;
         let metrics = RuntimeMetrics::new(broker.source());
@@ -182,6 +194,7 @@ impl<B: Broker> Driver<B> {
             stopping: false,
             grace: None,
             hard_deadline: None,
+            maintenance_fatal,
             fetch: None,
             fetch_wait: None,
             fetch_backoff: reconnect_backoff(),
@@ -193,9 +206,12 @@ impl<B: Broker> Driver<B> {
             to_settle: Vec::new(),
             spare_settle: Vec::new(),
             settle: None,
+            settle_in_flight: 0,
             settle_wait: None,
             settle_backoff: reconnect_backoff(),
             settle_failing: false,
+            settle_refused: false,
+            backlog_logged: false,
             drain_check: None,
             to_release: Vec::new(),
             fatal: None,
@@ -225,13 +241,18 @@ impl<B: Broker> Driver<B> {
                 }
             }
         }
-        self.summary.unsettled += self.to_settle.len() as u64;
-        if !self.to_settle.is_empty() {
+        // A settle still on the wire at the deadline is dropped: it may or may not have reached
+        // the broker, so its outcomes count as unsettled too (delivered again, never lost).
+        let unsettled = self.unsettled() as u64;
+        if unsettled > 0 {
+            self.summary.unsettled += unsettled;
+            self.metrics.unsettled.increment(unsettled);
             tracing::error!(
-                count = self.to_settle.len(),
-                "settles could not reach the broker before the shutdown deadline"
+                count = unsettled,
+                "outcomes never settled (settles failing at the shutdown deadline, or refused); the broker will deliver these messages again"
             );
         }
+        self.metrics.settle_backlog.set(0.0);
         self.status.set_in_flight(0);
         self.metrics.in_flight.set(0.0);
         self.summary.elapsed = self.started.elapsed();
@@ -251,7 +272,11 @@ impl<B: Broker> Driver<B> {
         self.stopping = true;
         self.status.set_state(RuntimeState::Stopping);
         let deadline = Instant::now() + self.cfg.shutdown_grace;
-        self.hard_deadline = Some(deadline + SETTLE_DEADLINE_AFTER_GRACE);
+        let mut hard = Box::pin(tokio::time::sleep_until(
+            deadline + SETTLE_DEADLINE_AFTER_GRACE,
+        ));
+        let _ = hard.as_mut().poll(cx);
+        self.hard_deadline = Some(hard);
         let mut grace = Box::pin(tokio::time::sleep_until(deadline));
         let _ = grace.as_mut().poll(cx);
         self.grace = Some(grace);
@@ -280,6 +305,27 @@ impl<B: Broker> Driver<B> {
         self.sync_in_flight();
     }
 
+    /// Updates the backlog gauge, and logs once when a backlog pauses fetching.
+    fn note_backlog(&mut self) {
+        let unsettled = self.unsettled();
+        self.metrics.settle_backlog.set(unsettled as f64);
+        if self.stopping {
+            return;
+        }
+        let backlogged = self.settle_backlogged();
+        if backlogged && !self.backlog_logged {
+            tracing::warn!(
+                unsettled,
+                limit = self.cfg.settle_backlog_limit(),
+                settles_failing = self.settle_failing,
+                "outcomes are waiting for the broker: fetching paused until they are settled"
+            );
+        } else if !backlogged && self.backlog_logged {
+            tracing::info!("settle backlog cleared: fetching resumed");
+        }
+        self.backlog_logged = backlogged;
+    }
+
     fn sync_in_flight(&self) {
         self.status.set_in_flight(self.slots.len);
         self.metrics.in_flight.set(self.slots.len as f64);
@@ -297,7 +343,6 @@ impl<B: Broker> Driver<B> {
         if message.attempt() > max {
             // Delivered again after its worker died mid-message, more often than allowed: a
             // message that crashes its worker must not crash the next one too.
-            self.summary.dead_lettered += 1;
             self.metrics.dead_lettered.increment(1);
             tracing::warn!(
                 id = message.id(),
@@ -379,16 +424,13 @@ impl<B: Broker> Driver<B> {
         let outcome = self.cfg.retry.outcome(&slot.message, &result);
         match (&outcome, &result) {
             (Outcome::Ack, _) => {
-                self.summary.acked += 1;
                 self.metrics.ok.increment(1);
             }
             (Outcome::Retry { delay }, Err(e)) => {
-                self.summary.retried += 1;
                 self.metrics.retried.increment(1);
                 tracing::debug!(id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
             }
             (Outcome::DeadLetter { reason }, Err(e)) => {
-                self.summary.dead_lettered += 1;
                 if e.is_retryable() {
                     self.metrics.dead_lettered.increment(1);
                 } else {
@@ -411,11 +453,25 @@ impl<B: Broker> Driver<B> {
             .saturating_sub(self.slots.len + self.pending.len())
     }
 
+    /// Outcomes finished and not yet confirmed by the broker: the batch on its way and those
+    /// waiting for it.
+    fn unsettled(&self) -> usize {
+        self.to_settle.len() + self.settle_in_flight
+    }
+
+    /// Whether outcomes wait for the broker beyond what fetching may add to: settles that fail
+    /// (backing off), or a backlog of [`settle_backlog_limit`](RuntimeConfig::settle_backlog_limit).
+    /// Fetching more would only grow the pile held in memory.
+    fn settle_backlogged(&self) -> bool {
+        self.settle_failing || self.unsettled() >= self.cfg.settle_backlog_limit()
+    }
+
     fn want_fetch(&self) -> bool {
         if self.stopping
             || self.fetch.is_some()
             || self.drain_check.is_some()
             || self.fatal.is_some()
+            || self.settle_backlogged()
         {
             return false;
         }
@@ -435,6 +491,16 @@ impl<B: Broker> Driver<B> {
             if !self.stopping && self.cancel.as_mut().poll(cx).is_ready() {
                 self.begin_stop(cx);
                 progressed = true;
+            }
+
+            if let Some(rx) = self.maintenance_fatal.as_mut()
+                && let Poll::Ready(res) = Pin::new(rx).poll(cx)
+            {
+                self.maintenance_fatal = None;
+                if let Ok(e) = res {
+                    self.fail(RuntimeError::Broker(e), cx);
+                    progressed = true;
+                }
             }
 
             // Finished handlers.
@@ -481,6 +547,7 @@ impl<B: Broker> Driver<B> {
             }
             if progressed {
                 self.sync_in_flight();
+                self.note_backlog();
             }
 
             // Fetch more when there is room, the last error's backoff is over and the stack is ready.
@@ -530,11 +597,13 @@ impl<B: Broker> Driver<B> {
                 self.on_settled(batch, res, cx);
             }
             if self.settle.is_none()
+                && !self.settle_refused
                 && !self.to_settle.is_empty()
                 && timer_done(&mut self.settle_wait, cx)
             {
                 let spare = std::mem::take(&mut self.spare_settle);
                 let batch = std::mem::replace(&mut self.to_settle, spare);
+                self.settle_in_flight = batch.len();
                 let b = Arc::clone(&self.broker);
                 self.settle = Some(Box::pin(async move {
                     let r = b.settle(&batch).await;
@@ -548,8 +617,12 @@ impl<B: Broker> Driver<B> {
                     self.abandon_in_flight();
                     progressed = true;
                 }
-                let settled = self.settle.is_none() && self.to_settle.is_empty();
-                let past_deadline = self.hard_deadline.is_some_and(|d| Instant::now() >= d);
+                let settled =
+                    self.settle.is_none() && (self.to_settle.is_empty() || self.settle_refused);
+                let past_deadline = self
+                    .hard_deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if self.fetch.is_none() && self.slots.len == 0 && (settled || past_deadline) {
                     return Poll::Ready(());
                 }
@@ -625,8 +698,16 @@ impl<B: Broker> Driver<B> {
         res: Result<(), BrokerError>,
         cx: &mut Context<'_>,
     ) {
+        self.settle_in_flight = 0;
         match res {
             Ok(()) => {
+                for s in &batch {
+                    match s.outcome {
+                        Outcome::Ack => self.summary.acked += 1,
+                        Outcome::Retry { .. } => self.summary.retried += 1,
+                        Outcome::DeadLetter { .. } => self.summary.dead_lettered += 1,
+                    }
+                }
                 self.last_settle = Some(Instant::now());
                 if self.settle_failing {
                     tracing::info!("settling resumed");
@@ -637,6 +718,16 @@ impl<B: Broker> Driver<B> {
                 if batch.capacity() > self.spare_settle.capacity() {
                     self.spare_settle = batch;
                 }
+            }
+            Err(e) if matches!(e.kind(), BrokerErrorKind::Config | BrokerErrorKind::Closed) => {
+                // A key of the wrong type, a closed broker: retrying would fail the same way
+                // for ever while the worker looked alive. Keep the outcomes (counted unsettled:
+                // the broker delivers the messages again) and stop.
+                self.metrics.settle_errors.increment(1);
+                self.settle_refused = true;
+                batch.append(&mut self.to_settle);
+                self.to_settle = batch;
+                self.fail(RuntimeError::Broker(e), cx);
             }
             Err(e) => {
                 self.metrics.settle_errors.increment(1);
