@@ -1,6 +1,6 @@
 //! The runtime when the broker fails: settles that keep failing must stop fetching and be
 //! counted when given up, a configuration error (a key of the wrong type) stops the worker with
-//! an error.
+//! an error, and nothing keeps running once the `run()` future is gone.
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -221,4 +221,19 @@ async fn a_configuration_error_in_maintenance_stops_the_worker_with_an_error() {
         Err(e) => assert!(e.is_config(), "{e}"),
         Ok(s) => panic!("expected a configuration error, got {s}"),
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn dropping_the_run_future_stops_the_maintenance_task() {
+    let b = FailingBroker::with_messages(0);
+    let run = runtime(&b).run();
+    let _ = tokio::time::timeout(Duration::from_secs(1), run).await;
+    let seen = b.maintains.load(Ordering::SeqCst);
+    assert!(seen > 0, "maintenance ran while the worker did");
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    assert_eq!(
+        b.maintains.load(Ordering::SeqCst),
+        seen,
+        "no heartbeat once the run() future is gone"
+    );
 }

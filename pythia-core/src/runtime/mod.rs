@@ -34,7 +34,8 @@
 //!   ([`Broker::release`]), not acked. Settles still failing `shutdown_grace` + 5 s after the
 //!   stop are given up: logged, counted in [`RunSummary::unsettled`] and
 //!   [`UNSETTLED_TOTAL`](crate::metrics::UNSETTLED_TOTAL) (an at-least-once broker delivers
-//!   those messages again). Then the broker is closed and `on_stop` runs.
+//!   those messages again). Then the broker is closed and `on_stop` runs. Dropping the `run()`
+//!   future stops the maintenance task too.
 
 mod driver;
 mod handler;
@@ -326,6 +327,10 @@ impl<B: Broker> WorkerRuntime<B> {
         }
 
         let aux = CancellationToken::new();
+        // Stops the helper tasks even when the caller drops this future before it ends: a
+        // maintenance task left behind would heartbeat for ever for a consumer that is gone,
+        // so its in-flight messages would never be reaped.
+        let _stop_helpers = aux.clone().drop_guard();
         if cfg.handle_signals {
             let (cancel, aux) = (cancel.clone(), aux.clone());
             tokio::spawn(async move {
