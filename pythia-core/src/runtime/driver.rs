@@ -126,7 +126,7 @@ pub(super) struct Driver<B: Broker> {
     settle_failing: bool,
     /// The broker refused a settle for a reason a retry cannot fix: settle nothing more.
     settle_refused: bool,
-    /// Whether the backlog's pause of fetching was logged (once per backlog).
+    /// Whether the pause of fetching by failing settles was logged (once per outage).
     backlog_logged: bool,
 
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
@@ -305,25 +305,30 @@ impl<B: Broker> Driver<B> {
         self.sync_in_flight();
     }
 
-    /// Updates the backlog gauge, and logs once when a backlog pauses fetching.
+    /// Updates the backlog gauge, and logs once when failing settles pause fetching (a backlog
+    /// of slow but working settles is routine back-pressure: debug only).
     fn note_backlog(&mut self) {
         let unsettled = self.unsettled();
         self.metrics.settle_backlog.set(unsettled as f64);
         if self.stopping {
             return;
         }
-        let backlogged = self.settle_backlogged();
-        if backlogged && !self.backlog_logged {
+        if self.settle_failing && !self.backlog_logged {
             tracing::warn!(
                 unsettled,
-                limit = self.cfg.settle_backlog_limit(),
-                settles_failing = self.settle_failing,
-                "outcomes are waiting for the broker: fetching paused until they are settled"
+                "settles failing: fetching paused until they succeed"
             );
-        } else if !backlogged && self.backlog_logged {
-            tracing::info!("settle backlog cleared: fetching resumed");
+            self.backlog_logged = true;
+        } else if !self.settle_failing && self.backlog_logged {
+            tracing::info!("settles succeed again: fetching resumed");
+            self.backlog_logged = false;
+        } else if unsettled >= self.cfg.settle_backlog_limit() {
+            tracing::debug!(
+                unsettled,
+                limit = self.cfg.settle_backlog_limit(),
+                "settle backlog full: fetching waits for the broker"
+            );
         }
-        self.backlog_logged = backlogged;
     }
 
     fn sync_in_flight(&self) {
@@ -547,7 +552,6 @@ impl<B: Broker> Driver<B> {
             }
             if progressed {
                 self.sync_in_flight();
-                self.note_backlog();
             }
 
             // Fetch more when there is room, the last error's backoff is over and the stack is ready.
@@ -629,6 +633,7 @@ impl<B: Broker> Driver<B> {
             }
 
             if !progressed {
+                self.note_backlog();
                 return Poll::Pending;
             }
         }
