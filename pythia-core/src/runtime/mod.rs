@@ -13,7 +13,8 @@
 //!   the handler stack is ready (an open circuit breaker makes it not ready, so fetching pauses
 //!   and messages stay in the broker).
 //! * **Settling.** Outcomes are settled in batches: while one settle is on its way to the
-//!   broker, the next batch gathers. A failed settle is retried with backoff, never dropped.
+//!   broker, the next batch gathers. A failed settle is retried with backoff, not dropped (until
+//!   the shutdown deadline, below).
 //!   While settles fail, or once twice the larger of `concurrency` and `batch_size` outcomes
 //!   wait for the broker, fetching pauses: the backlog held in memory stays bounded (gauge
 //!   [`SETTLE_BACKLOG`](crate::metrics::SETTLE_BACKLOG)). A summary counts a message as acked,
