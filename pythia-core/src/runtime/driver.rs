@@ -20,7 +20,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::handler::{Handler, Running};
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
-use crate::broker::{Broker, Delivery, Outcome, Settlement};
+use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
 use crate::message::Message;
 use crate::metrics::RuntimeMetrics;
@@ -247,9 +247,13 @@ impl<B: Broker> Driver<B> {
         if unsettled > 0 {
             self.summary.unsettled += unsettled;
             self.metrics.unsettled.increment(unsettled);
+            let fate = match self.broker.guarantee() {
+                DeliveryGuarantee::AtLeastOnce => "the broker will deliver these messages again",
+                _ => "an at-most-once broker keeps nothing of them: they are lost",
+            };
             tracing::error!(
                 count = unsettled,
-                "outcomes never settled (settles failing at the shutdown deadline, or refused); the broker will deliver these messages again"
+                "outcomes never settled (settles failing at the shutdown deadline, or refused); {fate}"
             );
         }
         self.metrics.settle_backlog.set(0.0);
