@@ -18,6 +18,10 @@ struct FailingBroker {
     inner: MemoryBroker,
     settle_error: Arc<Mutex<Option<BrokerErrorKind>>>,
     settle_hangs: Arc<AtomicBool>,
+    /// Each settle takes this long (a slow Redis that still answers).
+    settle_delay: Arc<Mutex<Duration>>,
+    /// The largest batch a settle was given.
+    largest_settle: Arc<AtomicUsize>,
     maintain_error: Arc<Mutex<Option<BrokerErrorKind>>>,
     settles: Arc<AtomicUsize>,
     maintains: Arc<AtomicUsize>,
@@ -31,6 +35,8 @@ impl FailingBroker {
             inner,
             settle_error: Arc::default(),
             settle_hangs: Arc::default(),
+            settle_delay: Arc::default(),
+            largest_settle: Arc::default(),
             maintain_error: Arc::default(),
             settles: Arc::default(),
             maintains: Arc::default(),
@@ -65,6 +71,9 @@ impl Broker for FailingBroker {
 
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
         self.settles.fetch_add(1, Ordering::SeqCst);
+        self.largest_settle.fetch_max(batch.len(), Ordering::SeqCst);
+        let delay = *self.settle_delay.lock().unwrap();
+        tokio::time::sleep(delay).await;
         if self.settle_hangs.load(Ordering::SeqCst) {
             // A reply that never comes (a Redis that accepts connections and never answers).
             std::future::pending::<()>().await;
@@ -171,6 +180,23 @@ async fn a_settle_still_on_the_wire_at_the_deadline_is_counted_unsettled() {
         "{summary}"
     );
     assert_eq!(b.inner.in_flight() as u64, summary.unsettled);
+}
+
+#[tokio::test(start_paused = true)]
+async fn slow_settles_hold_back_fetching_within_the_backlog_bound() {
+    let b = FailingBroker::with_messages(5_000);
+    *b.settle_delay.lock().unwrap() = Duration::from_secs(1);
+    let summary = runtime(&b)
+        .with_concurrency(8)
+        .with_batch_size(4)
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 5_000);
+    // 2 x max(concurrency, batch size) waiting, plus at most `concurrency` finishing meanwhile.
+    let largest = b.largest_settle.load(Ordering::SeqCst);
+    assert!(largest <= 2 * 8 + 8, "a settle of {largest} outcomes");
 }
 
 #[tokio::test(start_paused = true)]

@@ -16,7 +16,8 @@
 //!   broker, the next batch gathers. A failed settle is retried with backoff, not dropped (until
 //!   the shutdown deadline, below).
 //!   While settles fail, or once twice the larger of `concurrency` and `batch_size` outcomes
-//!   wait for the broker, fetching pauses: the backlog held in memory stays bounded (gauge
+//!   wait for the broker, fetching pauses: the backlog held in memory stays bounded, at most that
+//!   plus `concurrency` (gauge
 //!   [`SETTLE_BACKLOG`](crate::metrics::SETTLE_BACKLOG)). A summary counts a message as acked,
 //!   retried or dead-lettered only once the broker confirmed the settle.
 //! * **Configuration errors.** A fetch, settle or maintenance error of kind
