@@ -240,7 +240,8 @@ async fn run_exclusive_stops_the_work_within_the_ttl_while_extends_hang() {
     drop(stalled.await.unwrap()); // SIGCONT
     assert_eq!(out, Exclusive::Lost);
     assert!(
-        took < ttl + Duration::from_millis(200),
+        // Slack for scheduling on a loaded machine; without the fix this is tens of seconds.
+        took < ttl + Duration::from_millis(500),
         "the work went on {took:?} after taking a {ttl:?} lock that may have expired"
     );
 }
