@@ -64,7 +64,7 @@ fn batch<T>(mixed: bool, token: impl Fn(usize) -> T) -> Vec<Settlement<T>> {
 
 // The payload functions of `pythia-redis/src/retry_schedule.rs` (crate-private there).
 fn retry_payload(msg: &Message) -> Vec<u8> {
-    envelope::encode(&msg.clone().with_attempt(msg.attempt() + 1))
+    envelope::encode(&msg.clone().with_attempt(msg.attempt().saturating_add(1)))
 }
 fn due_score(delay: Duration) -> u64 {
     unix_millis(SystemTime::now() + delay)

@@ -117,8 +117,11 @@ pub struct QueueStats {
 ///   batch is fine) so that shutdown is prompt. The runtime never drops a `fetch` future before
 ///   it completes, so a broker need not make it cancel-safe.
 /// * `settle` must be idempotent: when it fails the runtime calls it again with the same batch
-///   until it succeeds (a settle is never dropped, since dropping an ack of an at-least-once
-///   broker would leave the message in flight forever).
+///   until it succeeds (a settle is not dropped, since dropping an ack of an at-least-once
+///   broker would leave the message in flight until the broker's own recovery), fetching
+///   nothing meanwhile. Exceptions: an error of kind [`Config`](crate::BrokerErrorKind::Config)
+///   or `Closed` stops the worker at once, and at the shutdown deadline the runtime gives up
+///   (counting the outcomes as unsettled).
 /// * `release` returns deliveries without counting an attempt; an at-least-once broker must
 ///   also recover them by itself if the process dies before releasing.
 pub trait Broker: Send + Sync + 'static {

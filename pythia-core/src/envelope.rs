@@ -11,8 +11,10 @@
 //!   [`new_message_id`] start with their creation time, the enqueue time of every
 //!   [`Message::new`], so a reader takes an absent `"enqueued_at"` from the id
 //!   ([`id_millis`](crate::message::id_millis)), and `null` says there is none.
-//! * **Python `pythia-framework` envelope**: `{"body": …, "headers": {…}, "message_id": …}`.
-//!   A string body is taken as its text; any other JSON body as its JSON text.
+//! * **Python `pythia-framework` envelope**: `{"body": …, "headers": {…}, "message_id": …}`,
+//!   with `body` and at least one of the other two, and no other key (an object that also holds
+//!   other fields is a producer's own JSON: a raw body, kept whole). A string body is taken as
+//!   its text; any other JSON body as its JSON text.
 //! * **Anything else is a raw body**, taken byte for byte (`redis-cli LPUSH jobs hello`): a
 //!   fresh id, attempt 1, no headers, no enqueue time.
 //!
@@ -228,8 +230,23 @@ fn parse(raw: &[u8]) -> Option<In<'_>> {
     let env: In<'_> = serde_json::from_slice(raw).ok()?;
     let has_body = env.body.is_some() || env.body_b64.is_some();
     let pythia = env.pythia.is_some() && has_body;
-    let python = env.body.is_some() && (env.message_id.is_some() || env.headers.is_some());
+    let python = !pythia
+        && env.body.is_some()
+        && (env.message_id.is_some() || env.headers.is_some())
+        && only_python_fields(raw);
     (pythia || python).then_some(env)
+}
+
+/// Whether the JSON object `raw` has no key but the Python envelope's: a producer's own object
+/// that happens to hold `body` and `headers` among other fields is a raw body, not an envelope
+/// whose other fields would be dropped.
+fn only_python_fields(raw: &[u8]) -> bool {
+    serde_json::from_slice::<std::collections::HashMap<Cow<'_, str>, serde::de::IgnoredAny>>(raw)
+        .is_ok_and(|object| {
+            object
+                .keys()
+                .all(|k| matches!(k.as_ref(), "body" | "headers" | "message_id"))
+        })
 }
 
 fn build(env: In<'_>, raw: &Bytes, source: &Source) -> Message {
@@ -599,6 +616,25 @@ mod tests {
         let d = decode(Bytes::copy_from_slice(raw), &src());
         assert_eq!(d.body().as_ref(), b"plain text");
         assert_eq!(d.id().len(), 28);
+    }
+
+    #[test]
+    fn json_with_python_fields_and_others_is_a_raw_body() {
+        for raw in [
+            &br#"{"method":"POST","headers":{"content-type":"application/json"},"body":"{\"order\":7}","signature":"abc"}"#[..],
+            br#"{"body": "x", "message_id": "m-1", "user": 1}"#,
+            br#"{"body": "x", "headers": {}, "id": "mine"}"#,
+            br#"{"body": "x", "headers": {}, "attempt": 3}"#,
+        ] {
+            let d = decode(Bytes::copy_from_slice(raw), &src());
+            assert_eq!(d.body().as_ref(), raw, "{}", String::from_utf8_lossy(raw));
+            assert!(d.headers().is_empty());
+            assert_eq!(d.attempt(), 1);
+            // Retried through Redis: the whole object is still the body.
+            let again = decode(encode(&d.clone().with_attempt(2)).into(), &src());
+            assert_eq!(again.body().as_ref(), raw);
+            assert_eq!(again.attempt(), 2);
+        }
     }
 
     #[test]

@@ -232,7 +232,7 @@ impl Broker for MemoryBroker {
                 Outcome::Ack => st.stats.acked += 1,
                 Outcome::Retry { delay } => {
                     st.stats.retried += 1;
-                    let next = msg.clone().with_attempt(msg.attempt() + 1);
+                    let next = msg.clone().with_attempt(msg.attempt().saturating_add(1));
                     let seq = st.next_token;
                     st.next_token += 1;
                     st.scheduled.insert((now + *delay, seq), next);
@@ -282,5 +282,27 @@ impl Broker for MemoryBroker {
             oldest_age: st.queue.front().and_then(Message::age),
             consumers: 1,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_retry_at_the_last_attempt_number_keeps_it_instead_of_wrapping_to_one() {
+        let broker = MemoryBroker::with_fetch_wait("q", Duration::ZERO);
+        broker.push(Message::new("x").with_attempt(u32::MAX));
+        let batch = broker.fetch(1).await.unwrap();
+        let settlement = Settlement {
+            token: batch[0].token,
+            message: batch[0].message.clone(),
+            outcome: Outcome::Retry {
+                delay: Duration::ZERO,
+            },
+        };
+        broker.settle(&[settlement]).await.unwrap();
+        let again = broker.fetch(1).await.unwrap();
+        assert_eq!(again[0].message.attempt(), u32::MAX);
     }
 }

@@ -27,6 +27,13 @@ pub const FETCH_BATCH_SIZE: &str = "pythia_fetch_batch_size";
 pub const BROKER_ERRORS_TOTAL: &str = "pythia_broker_errors_total";
 /// Deliveries handed back unprocessed on shutdown.
 pub const RELEASED_TOTAL: &str = "pythia_released_total";
+/// Outcomes finished and not yet confirmed by the broker (the settle on the wire and those
+/// waiting for it). At twice the larger of concurrency and batch size, or while settles fail,
+/// fetching pauses.
+pub const SETTLE_BACKLOG: &str = "pythia_settle_backlog_messages";
+/// Outcomes never settled: still failing at the shutdown deadline, or refused by the broker for
+/// a configuration error. An at-least-once broker delivers these messages again.
+pub const UNSETTLED_TOTAL: &str = "pythia_unsettled_total";
 /// Times fetching recovered after the broker was unreachable.
 pub const BROKER_RECONNECTS_TOTAL: &str = "pythia_broker_reconnects_total";
 /// Messages waiting in the queue (list length, or stream entries not yet delivered to the group).
@@ -61,6 +68,8 @@ pub(crate) struct RuntimeMetrics {
     pub(crate) settle_errors: Counter,
     pub(crate) released: Counter,
     pub(crate) reconnects: Counter,
+    pub(crate) settle_backlog: Gauge,
+    pub(crate) unsettled: Counter,
 }
 
 impl RuntimeMetrics {
@@ -86,6 +95,8 @@ impl RuntimeMetrics {
             settle_errors: errors("settle"),
             released: metrics::counter!(RELEASED_TOTAL, "queue" => queue.clone(), "broker" => broker),
             reconnects: metrics::counter!(BROKER_RECONNECTS_TOTAL, "queue" => queue.clone(), "broker" => broker),
+            settle_backlog: metrics::gauge!(SETTLE_BACKLOG, "queue" => queue.clone(), "broker" => broker),
+            unsettled: metrics::counter!(UNSETTLED_TOTAL, "queue" => queue.clone(), "broker" => broker),
         }
     }
 
@@ -161,6 +172,14 @@ pub fn describe() {
     describe_counter!(
         RELEASED_TOTAL,
         "Deliveries handed back unprocessed on shutdown"
+    );
+    describe_gauge!(
+        SETTLE_BACKLOG,
+        "Outcomes finished and not yet settled; fetching pauses while settles fail or this reaches its bound"
+    );
+    describe_counter!(
+        UNSETTLED_TOTAL,
+        "Outcomes never settled (failing at the shutdown deadline, or refused); delivered again"
     );
     crate::resilience::metrics::describe();
 }

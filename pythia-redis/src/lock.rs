@@ -213,8 +213,9 @@ impl Lock {
     /// # Behaviour
     ///
     /// * Held by another owner: `work` does not run; [`Exclusive::NotAcquired`].
-    /// * An extension finds the lock gone or taken by another, or Redis has not answered for a
-    ///   whole `ttl` since the last successful extension: `work` is dropped at its next
+    /// * An extension finds the lock gone or taken by another, or no extension has succeeded
+    ///   within `ttl` of the last successful one's request (an extension still waiting for
+    ///   Redis, or retrying, is abandoned at that moment): `work` is dropped at its next
     ///   `.await` and [`Exclusive::Lost`] returned, so two owners never keep working at once
     ///   for longer than the time `work` takes to reach an `.await`.
     /// * `work` finishes: the lock is released; [`Exclusive::Done`] with its output.
@@ -288,6 +289,11 @@ impl Lock {
 }
 
 /// Extends the lock every third of `ttl`; cancels `lost` once it is gone or may be.
+///
+/// `held_until` is when the lock may expire at the earliest (the last successful request's
+/// start plus `ttl`). Nothing here may run past it: an extension still waiting for Redis (its
+/// reply timeout, its transient retries) is abandoned then, since another owner may hold the
+/// lock from that moment.
 async fn keep_alive(
     lock: Lock,
     token: String,
@@ -296,16 +302,21 @@ async fn keep_alive(
     lost: CancellationToken,
 ) {
     loop {
-        tokio::time::sleep(ttl / 3).await;
+        tokio::time::sleep_until((Instant::now() + ttl / 3).min(held_until)).await;
         let asked = Instant::now();
-        match lock.extend_token(&token, ttl).await {
-            Ok(true) => held_until = asked + ttl,
-            Ok(false) => break,
-            Err(e) => {
+        if asked >= held_until {
+            tracing::warn!(lock = %lock.name, "lock not extended within its TTL: it may be gone");
+            break;
+        }
+        match tokio::time::timeout_at(held_until, lock.extend_token(&token, ttl)).await {
+            Ok(Ok(true)) => held_until = asked + ttl,
+            Ok(Ok(false)) => break,
+            Ok(Err(e)) => {
                 tracing::warn!(lock = %lock.name, error = %e, "extending a lock failed");
-                if Instant::now() >= held_until {
-                    break;
-                }
+            }
+            Err(_) => {
+                tracing::warn!(lock = %lock.name, "lock not extended within its TTL (Redis did not answer): it may be gone");
+                break;
             }
         }
     }

@@ -666,7 +666,9 @@ impl Broker for PubSubBroker {
             .filter_map(|s| match &s.outcome {
                 Outcome::Retry { delay } => Some((
                     *delay,
-                    s.message.clone().with_attempt(s.message.attempt() + 1),
+                    s.message
+                        .clone()
+                        .with_attempt(s.message.attempt().saturating_add(1)),
                 )),
                 _ => None,
             })

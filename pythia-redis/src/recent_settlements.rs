@@ -1,4 +1,5 @@
-//! The last settlements of a consumer, sent again after a connection error.
+//! The last settlements of a consumer, sent again after a connection error (bounded in count
+//! and, for retries and dead letters, which hold their message, in bytes).
 //!
 //! Redis replicates asynchronously: when a master dies and a replica takes over (a Cluster or
 //! Sentinel failover), the writes the old master had not yet sent to it are gone. For a
@@ -19,6 +20,14 @@ use pythia_core::{BrokerError, BrokerErrorKind, Message, Outcome, Settlement};
 const ACKS_KEPT: usize = 100_000;
 /// Retries and dead letters remembered (they hold their message).
 const OTHERS_KEPT: usize = 10_000;
+/// Bytes of retried and dead-lettered messages remembered (bodies, ids, headers): 4 MiB, so a
+/// worker's memory does not grow with the size of the bodies it fails. A message larger than
+/// that alone is not remembered: if a failover loses its settle, it stays in the consumer's
+/// in-flight record until the consumer stops or is reaped, then runs again (delayed, not lost).
+const OTHERS_BYTES_KEPT: usize = 4 << 20;
+/// What remembering one settlement costs beyond its message's bytes (token, outcome, queue
+/// slot), so that many small messages count too.
+const ENTRY_OVERHEAD: usize = 64;
 
 pub(crate) struct RecentSettlements<T> {
     inner: Mutex<Inner<T>>,
@@ -27,6 +36,8 @@ pub(crate) struct RecentSettlements<T> {
 struct Inner<T> {
     acks: VecDeque<T>,
     others: VecDeque<(T, Message, Outcome)>,
+    /// The [`weight`] of `others`.
+    others_bytes: usize,
     /// A connection error happened since the last resend.
     suspect: bool,
 }
@@ -43,6 +54,7 @@ impl<T: Copy> RecentSettlements<T> {
             inner: Mutex::new(Inner {
                 acks: VecDeque::new(),
                 others: VecDeque::new(),
+                others_bytes: 0,
                 suspect: false,
             }),
         }
@@ -62,16 +74,25 @@ impl<T: Copy> RecentSettlements<T> {
         for (token, message, outcome) in batch {
             if *outcome == Outcome::Ack {
                 inner.acks.push_back(token);
-            } else {
-                inner
-                    .others
-                    .push_back((token, message.clone(), outcome.clone()));
+                continue;
             }
+            let w = weight(message, outcome);
+            if w > OTHERS_BYTES_KEPT {
+                continue;
+            }
+            while inner.others.len() >= OTHERS_KEPT || inner.others_bytes + w > OTHERS_BYTES_KEPT {
+                let Some((_, m, o)) = inner.others.pop_front() else {
+                    break;
+                };
+                inner.others_bytes -= weight(&m, &o);
+            }
+            inner.others_bytes += w;
+            inner
+                .others
+                .push_back((token, message.clone(), outcome.clone()));
         }
         let extra = inner.acks.len().saturating_sub(ACKS_KEPT);
         inner.acks.drain(..extra);
-        let extra = inner.others.len().saturating_sub(OTHERS_KEPT);
-        inner.others.drain(..extra);
     }
 
     /// After an error: when it is a connection error, the settlements made before it may be
@@ -106,6 +127,20 @@ impl<T: Copy> RecentSettlements<T> {
             .collect();
         Some((acks, others))
     }
+}
+
+/// The bytes a remembered retry or dead letter keeps alive.
+fn weight(message: &Message, outcome: &Outcome) -> usize {
+    let headers: usize = message
+        .headers()
+        .iter()
+        .map(|(k, v)| k.len() + v.len())
+        .sum();
+    let reason = match outcome {
+        Outcome::DeadLetter { reason } => reason.len(),
+        _ => 0,
+    };
+    ENTRY_OVERHEAD + message.body().len() + message.id().len() + headers + reason
 }
 
 #[cfg(test)]
@@ -145,5 +180,49 @@ mod tests {
         assert_eq!(others.len(), 1);
         assert_eq!(others[0].token, 7);
         assert!(recent.to_resend().is_none(), "once per error");
+    }
+
+    #[test]
+    fn retried_and_dead_lettered_bodies_are_kept_within_a_byte_budget() {
+        let recent = RecentSettlements::new();
+        let body = bytes::Bytes::from(vec![b'x'; 1_000_000]);
+        let dead = |token: u64| Settlement {
+            token,
+            message: Message::new(body.clone()),
+            outcome: Outcome::DeadLetter {
+                reason: "rejected".into(),
+            },
+        };
+        for token in 0..200 {
+            recent.record(&[dead(token)]);
+        }
+        recent.suspect();
+        let (_, others) = recent.to_resend().unwrap();
+        let kept: usize = others.iter().map(|s| s.message.body().len()).sum();
+        assert!(
+            kept <= OTHERS_BYTES_KEPT,
+            "{} dead letters of 1 MB kept: {kept} bytes",
+            others.len()
+        );
+        assert!(!others.is_empty(), "the latest still fit");
+        assert_eq!(
+            others.last().unwrap().token,
+            199,
+            "the oldest are forgotten"
+        );
+
+        // One message above the whole budget is not kept, and does not push out the others.
+        let huge = Settlement {
+            token: 1000,
+            message: Message::new(vec![b'y'; OTHERS_BYTES_KEPT + 1]),
+            outcome: Outcome::Retry {
+                delay: Duration::from_secs(1),
+            },
+        };
+        recent.record(&[huge]);
+        recent.suspect();
+        let (_, after) = recent.to_resend().unwrap();
+        assert_eq!(after.len(), others.len());
+        assert_eq!(after.last().unwrap().token, 199);
     }
 }

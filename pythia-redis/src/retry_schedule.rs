@@ -20,7 +20,7 @@ pub const DEFAULT_DEAD_LETTER_CAP: usize = 100_000;
 
 /// The payload scheduled for a retry: the message's envelope with the attempt raised.
 pub(crate) fn retry_payload(msg: &Message) -> Vec<u8> {
-    envelope::encode(&msg.clone().with_attempt(msg.attempt() + 1))
+    envelope::encode(&msg.clone().with_attempt(msg.attempt().saturating_add(1)))
 }
 
 /// A retry delay as the settle scripts take it: milliseconds from now on the server's clock
@@ -142,4 +142,17 @@ async fn promote_by_transaction(
         "promoted a retry with too many fields for a script by a transaction"
     );
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_retry_payload_at_the_last_attempt_number_keeps_it_instead_of_wrapping_to_one() {
+        let msg = Message::new("x").with_attempt(u32::MAX);
+        let payload = retry_payload(&msg);
+        let back = envelope::decode(payload.into(), &pythia_core::Source::new("list", "q"));
+        assert_eq!(back.attempt(), u32::MAX);
+    }
 }

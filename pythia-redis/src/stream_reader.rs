@@ -39,7 +39,8 @@ pub enum ReaderStart {
 ///   the entries of the unfinished batch are read again. A failed entry is retried in process
 ///   by the [`RetryPolicy`] (its delays, its `max_attempts`); one that still fails, or is
 ///   rejected, is logged and skipped (a plain reader has no dead-letter queue: use a consumer
-///   group for that). Redis errors while reading are logged once per outage and retried with
+///   group for that). Stopped while an entry still fails (waiting for its retry), the reader
+///   commits only the entries before it: the next run reads it again. Redis errors while reading are logged once per outage and retried with
 ///   backoff.
 /// * Entries are decoded like a [`StreamBroker`](crate::StreamBroker)'s (`body`, headers,
 ///   `pythia-id`, …); entries written for a consumer group's retries are read like any other.
@@ -169,6 +170,13 @@ impl StreamReader {
     /// Reads the next entries after the position, waiting up to the connection's block timeout
     /// when there are none; advances the position past them.
     pub async fn read(&self) -> Result<Vec<(StreamEntryId, Message)>, BrokerError> {
+        Ok(self.read_after().await?.1)
+    }
+
+    /// [`read`](Self::read), with the position the entries were read after.
+    async fn read_after(
+        &self,
+    ) -> Result<(StreamEntryId, Vec<(StreamEntryId, Message)>), BrokerError> {
         let after = self.position().await?;
         let mut slot = self.blocking.lock().await;
         if slot.is_none() {
@@ -197,7 +205,7 @@ impl StreamReader {
         if let Some((last, _)) = entries.last() {
             *self.position.lock().await = Some(*last);
         }
-        Ok(entries
+        let messages = entries
             .into_iter()
             .map(|(id, fields)| {
                 (
@@ -205,7 +213,8 @@ impl StreamReader {
                     message_from_entry(&id.to_string(), fields, &self.source),
                 )
             })
-            .collect())
+            .collect();
+        Ok((after, messages))
     }
 
     /// Saves `id` as processed (the checkpoint only moves forward); `true` if it moved.
@@ -227,15 +236,15 @@ impl StreamReader {
         let mut failing = false;
         let mut pause = Duration::from_millis(100);
         while !stop.is_cancelled() {
-            let batch = match stop.run_until_cancelled(self.read()).await {
+            let (from, batch) = match stop.run_until_cancelled(self.read_after()).await {
                 None => break,
-                Some(Ok(batch)) => {
+                Some(Ok(read)) => {
                     if failing {
                         tracing::info!(stream = self.source.name(), "stream reader recovered");
                         failing = false;
                         pause = Duration::from_millis(100);
                     }
-                    batch
+                    read
                 }
                 Some(Err(e)) if e.is_retryable() => {
                     if !failing {
@@ -249,48 +258,62 @@ impl StreamReader {
                 Some(Err(e)) => return Err(e),
             };
             let mut done = None;
+            let mut unfinished = false;
             for (id, msg) in batch {
-                if stop.is_cancelled() {
+                // An entry still failing when the reader was stopped is not done: it must not
+                // be committed, and neither may anything after it.
+                if stop.is_cancelled() || !self.process(worker, msg, &stop).await {
+                    unfinished = true;
                     break;
                 }
-                self.process(worker, msg, &stop).await;
                 done = Some(id);
                 processed += 1;
             }
             if let Some(id) = done {
                 self.commit(id).await?;
-                if stop.is_cancelled() {
-                    // Entries read but not processed are read again from the checkpoint.
-                    *self.position.lock().await = Some(id);
-                }
+            }
+            if unfinished {
+                // Entries read but not finished are read again, from the checkpoint by the
+                // next reader, from here by this one.
+                *self.position.lock().await = Some(done.unwrap_or(from));
             }
         }
         Ok(processed)
     }
 
     /// One entry, retried in process by the policy; logged and skipped when it gives up.
-    async fn process<W: Worker>(&self, worker: &W, mut msg: Message, stop: &CancellationToken) {
+    /// `false` when `stop` interrupted it while it was still failing: it is not done.
+    async fn process<W: Worker>(
+        &self,
+        worker: &W,
+        mut msg: Message,
+        stop: &CancellationToken,
+    ) -> bool {
         loop {
             let result = worker.process_message(&msg).await;
             match self.policy.outcome(&msg, &result) {
-                Outcome::Ack => return,
-                Outcome::Retry { delay } if !stop.is_cancelled() => {
-                    let _ = stop.run_until_cancelled(tokio::time::sleep(delay)).await;
-                    msg = msg.clone().with_attempt(msg.attempt() + 1);
+                Outcome::Ack => return true,
+                Outcome::Retry { delay }
+                    if stop
+                        .run_until_cancelled(tokio::time::sleep(delay))
+                        .await
+                        .is_some() =>
+                {
+                    msg = msg.clone().with_attempt(msg.attempt().saturating_add(1));
                 }
                 Outcome::Retry { .. } => {
                     tracing::warn!(
                         stream = self.source.name(),
                         id = msg.id(),
-                        "stopping: a failed stream entry is skipped"
+                        "stopping while a stream entry still fails: not committed, it is read again"
                     );
-                    return;
+                    return false;
                 }
                 Outcome::DeadLetter { reason } => {
                     tracing::error!(stream = self.source.name(), id = msg.id(), %reason, "stream entry skipped");
-                    return;
+                    return true;
                 }
-                _ => return,
+                _ => return true,
             }
         }
     }

@@ -144,3 +144,62 @@ async fn a_new_reader_starts_at_new_entries_by_default() {
         "blocks, then nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_stopped_while_an_entry_still_fails_does_not_commit_it() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let producer = StreamProducer::new(&conn, "events");
+    let msgs: Vec<Message> = (0..3).map(|i| Message::new(format!("e{i}"))).collect();
+    producer.add_many(&msgs).await.unwrap();
+    let entries: Vec<(String, Vec<(String, String)>)> =
+        support::cmd(&conn, &["XRANGE", "events", "-", "+"]).await;
+
+    let attempts_of_e1 = Arc::new(Mutex::new(0u32));
+    let attempts = Arc::clone(&attempts_of_e1);
+    let worker = worker_fn(move |msg: Message| {
+        let failing = msg.body_str().unwrap() == "e1";
+        if failing {
+            *attempts.lock().unwrap() += 1;
+        }
+        async move {
+            if failing {
+                Err(WorkerError::retry("downstream down"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let reader = Arc::new(
+        StreamReader::new(&conn, "events", "audit")
+            .with_start(ReaderStart::Beginning)
+            .with_retry_policy(
+                pythia_core::RetryPolicy::default()
+                    .with_max_attempts(5)
+                    .with_initial_delay(Duration::from_secs(60)),
+            ),
+    );
+    let stop = CancellationToken::new();
+    let run = {
+        let (reader, stop) = (Arc::clone(&reader), stop.clone());
+        tokio::spawn(async move { reader.run(&worker, stop).await })
+    };
+    eventually(Duration::from_secs(5), "e1's first failure", || {
+        let n = *attempts_of_e1.lock().unwrap();
+        async move { n >= 1 }
+    })
+    .await;
+    stop.cancel(); // while e1 waits for its retry
+    let processed = tokio::time::timeout(Duration::from_secs(5), run)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        reader.checkpoint().load().await.unwrap(),
+        Some(id(&entries[0].0)),
+        "e1 still failed: it is not committed, so the next run reads it again"
+    );
+    assert_eq!(processed, 1, "only e0 finished");
+    assert_eq!(reader.position().await.unwrap(), id(&entries[0].0));
+}

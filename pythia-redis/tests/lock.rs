@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use pythia_redis::{Exclusive, Lock};
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, Resume, cmd, eventually};
 
 #[tokio::test]
 async fn a_lock_is_exclusive_and_expires() {
@@ -210,4 +210,38 @@ async fn run_exclusive_cancels_the_work_when_the_lock_is_lost() {
     );
     let value: String = cmd(&conn, &["GET", lock.key()]).await;
     assert_eq!(value, thief_guard.token());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_exclusive_stops_the_work_within_the_ttl_while_extends_hang() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let info: String = cmd(&conn, &["INFO", "server"]).await;
+    let pid = info
+        .lines()
+        .find_map(|l| l.strip_prefix("process_id:"))
+        .expect("INFO server has process_id")
+        .trim()
+        .to_owned();
+    let lock = Lock::new(&conn, "job");
+    let ttl = Duration::from_millis(600);
+    let started = tokio::time::Instant::now();
+    let stalled = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Sockets stay open, nothing answers: every extend waits for its reply timeout and is
+        // retried.
+        Resume::stop(&pid)
+    });
+    let out = lock
+        .run_exclusive(ttl, tokio::time::sleep(Duration::from_secs(30)))
+        .await
+        .unwrap();
+    let took = started.elapsed();
+    drop(stalled.await.unwrap()); // SIGCONT
+    assert_eq!(out, Exclusive::Lost);
+    assert!(
+        // Slack for scheduling on a loaded machine; without the fix this is tens of seconds.
+        took < ttl + Duration::from_millis(500),
+        "the work went on {took:?} after taking a {ttl:?} lock that may have expired"
+    );
 }

@@ -8,7 +8,7 @@ use pythia::redis::{
 };
 use pythia::{
     Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
-    RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
+    RetryPolicy, RuntimeError, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 
 use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
@@ -180,7 +180,31 @@ async fn drive<B: Broker, W: Worker>(
     }
     let result = runtime.run().await;
     stop_metrics.cancel();
-    let summary = result.map_err(CliError::runtime)?;
+    let summary = result.map_err(run_error)?;
     crate::output::errln!("{summary}");
     Ok(())
+}
+
+/// The exit code of a run that stopped on an error: 2 for a configuration error (a Redis key of
+/// the wrong type: restarting will not help until it is fixed), 1 otherwise.
+fn run_error(e: RuntimeError) -> CliError {
+    if e.is_config() {
+        CliError::usage(e)
+    } else {
+        CliError::runtime(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use pythia::BrokerError;
+
+    #[test]
+    fn a_run_stopped_by_a_configuration_error_exits_2() {
+        let wrong_type = RuntimeError::Broker(BrokerError::config("WRONGTYPE dead-letter key"));
+        assert_eq!(run_error(wrong_type).code, 2);
+        let other = RuntimeError::Broker(BrokerError::backend("ERR unknown"));
+        assert_eq!(run_error(other).code, 1);
+    }
 }

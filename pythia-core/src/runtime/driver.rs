@@ -13,13 +13,14 @@ use std::time::{Duration, SystemTime};
 use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
+use tokio::sync::oneshot;
 use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::handler::{Handler, Running};
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
-use crate::broker::{Broker, Delivery, Outcome, Settlement};
+use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
 use crate::message::Message;
 use crate::metrics::RuntimeMetrics;
@@ -98,7 +99,11 @@ pub(super) struct Driver<B: Broker> {
     hard_stop: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
     stopping: bool,
     grace: Option<Pin<Box<Sleep>>>,
-    hard_deadline: Option<Instant>,
+    /// Grace plus [`SETTLE_DEADLINE_AFTER_GRACE`]: a timer, so that it wakes the driver even
+    /// while every other timer (a settle's backoff) is set later.
+    hard_deadline: Option<Pin<Box<Sleep>>>,
+    /// A fatal error found by the maintenance task (a key of the wrong type).
+    maintenance_fatal: Option<oneshot::Receiver<BrokerError>>,
 
     fetch: Option<BoxFuture<FetchResult<B::Token>>>,
     fetch_wait: Option<Pin<Box<Sleep>>>,
@@ -115,9 +120,15 @@ pub(super) struct Driver<B: Broker> {
     /// nothing, reallocating and moving every settlement, for each batch.
     spare_settle: Vec<Settlement<B::Token>>,
     settle: Option<BoxFuture<SettleResult<B::Token>>>,
+    /// Outcomes in the batch `settle` carries (the batch itself moved into the future).
+    settle_in_flight: usize,
     settle_wait: Option<Pin<Box<Sleep>>>,
     settle_backoff: ExponentialBackoff,
     settle_failing: bool,
+    /// The broker refused a settle for a reason a retry cannot fix: settle nothing more.
+    settle_refused: bool,
+    /// Whether the pause of fetching by failing settles was logged (once per outage).
+    backlog_logged: bool,
 
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
     to_release: Vec<Delivery<B::Token>>,
@@ -165,6 +176,7 @@ impl<B: Broker> Driver<B> {
         cfg: RuntimeConfig,
         cancel: CancellationToken,
         status: RuntimeStatus,
+        maintenance_fatal: Option<oneshot::Receiver<BrokerError>>,
     ) -> Self {
         let spawn = cfg.dispatch == Dispatch::Spawn;
         let hard_stop = cfg.hard_stop.clone().map(|t| Box::pin(t.cancelled_owned()));
@@ -185,6 +197,7 @@ impl<B: Broker> Driver<B> {
             stopping: false,
             grace: None,
             hard_deadline: None,
+            maintenance_fatal,
             fetch: None,
             fetch_wait: None,
             fetch_backoff: reconnect_backoff(),
@@ -196,9 +209,12 @@ impl<B: Broker> Driver<B> {
             to_settle: Vec::new(),
             spare_settle: Vec::new(),
             settle: None,
+            settle_in_flight: 0,
             settle_wait: None,
             settle_backoff: reconnect_backoff(),
             settle_failing: false,
+            settle_refused: false,
+            backlog_logged: false,
             drain_check: None,
             to_release: Vec::new(),
             fatal: None,
@@ -228,13 +244,22 @@ impl<B: Broker> Driver<B> {
                 }
             }
         }
-        self.summary.unsettled += self.to_settle.len() as u64;
-        if !self.to_settle.is_empty() {
+        // A settle still on the wire at the deadline is dropped: it may or may not have reached
+        // the broker, so its outcomes count as unsettled too (delivered again, never lost).
+        let unsettled = self.unsettled() as u64;
+        if unsettled > 0 {
+            self.summary.unsettled += unsettled;
+            self.metrics.unsettled.increment(unsettled);
+            let fate = match self.broker.guarantee() {
+                DeliveryGuarantee::AtLeastOnce => "the broker will deliver these messages again",
+                _ => "an at-most-once broker keeps nothing of them: they are lost",
+            };
             tracing::error!(
-                count = self.to_settle.len(),
-                "settles could not reach the broker before the shutdown deadline"
+                count = unsettled,
+                "outcomes never settled (settles failing at the shutdown deadline, or refused); {fate}"
             );
         }
+        self.metrics.settle_backlog.set(0.0);
         self.status.set_in_flight(0);
         self.metrics.in_flight.set(0.0);
         self.summary.elapsed = self.started.elapsed();
@@ -254,7 +279,11 @@ impl<B: Broker> Driver<B> {
         self.stopping = true;
         self.status.set_state(RuntimeState::Stopping);
         let deadline = Instant::now() + self.cfg.shutdown_grace;
-        self.hard_deadline = Some(deadline + SETTLE_DEADLINE_AFTER_GRACE);
+        let mut hard = Box::pin(tokio::time::sleep_until(
+            deadline + SETTLE_DEADLINE_AFTER_GRACE,
+        ));
+        let _ = hard.as_mut().poll(cx);
+        self.hard_deadline = Some(hard);
         let mut grace = Box::pin(tokio::time::sleep_until(deadline));
         let _ = grace.as_mut().poll(cx);
         self.grace = Some(grace);
@@ -283,6 +312,32 @@ impl<B: Broker> Driver<B> {
         self.sync_in_flight();
     }
 
+    /// Updates the backlog gauge, and logs once when failing settles pause fetching (a backlog
+    /// of slow but working settles is routine back-pressure: debug only).
+    fn note_backlog(&mut self) {
+        let unsettled = self.unsettled();
+        self.metrics.settle_backlog.set(unsettled as f64);
+        if self.stopping {
+            return;
+        }
+        if self.settle_failing && !self.backlog_logged {
+            tracing::warn!(
+                unsettled,
+                "settles failing: fetching paused until they succeed"
+            );
+            self.backlog_logged = true;
+        } else if !self.settle_failing && self.backlog_logged {
+            tracing::info!("settles succeed again: fetching resumed");
+            self.backlog_logged = false;
+        } else if unsettled >= self.cfg.settle_backlog_limit() {
+            tracing::debug!(
+                unsettled,
+                limit = self.cfg.settle_backlog_limit(),
+                "settle backlog full: fetching waits for the broker"
+            );
+        }
+    }
+
     fn sync_in_flight(&self) {
         self.status.set_in_flight(self.slots.len);
         self.metrics.in_flight.set(self.slots.len as f64);
@@ -300,7 +355,6 @@ impl<B: Broker> Driver<B> {
         if message.attempt() > max {
             // Delivered again after its worker died mid-message, more often than allowed: a
             // message that crashes its worker must not crash the next one too.
-            self.summary.dead_lettered += 1;
             self.metrics.dead_lettered.increment(1);
             tracing::warn!(
                 id = message.id(),
@@ -382,16 +436,13 @@ impl<B: Broker> Driver<B> {
         let outcome = self.cfg.retry.outcome(&slot.message, &result);
         match (&outcome, &result) {
             (Outcome::Ack, _) => {
-                self.summary.acked += 1;
                 self.metrics.ok.increment(1);
             }
             (Outcome::Retry { delay }, Err(e)) => {
-                self.summary.retried += 1;
                 self.metrics.retried.increment(1);
                 tracing::debug!(id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
             }
             (Outcome::DeadLetter { reason }, Err(e)) => {
-                self.summary.dead_lettered += 1;
                 if e.is_retryable() {
                     self.metrics.dead_lettered.increment(1);
                 } else {
@@ -414,11 +465,25 @@ impl<B: Broker> Driver<B> {
             .saturating_sub(self.slots.len + self.pending.len())
     }
 
+    /// Outcomes finished and not yet confirmed by the broker: the batch on its way and those
+    /// waiting for it.
+    fn unsettled(&self) -> usize {
+        self.to_settle.len() + self.settle_in_flight
+    }
+
+    /// Whether outcomes wait for the broker beyond what fetching may add to: settles that fail
+    /// (backing off), or a backlog of [`settle_backlog_limit`](RuntimeConfig::settle_backlog_limit).
+    /// Fetching more would only grow the pile held in memory.
+    fn settle_backlogged(&self) -> bool {
+        self.settle_failing || self.unsettled() >= self.cfg.settle_backlog_limit()
+    }
+
     fn want_fetch(&self) -> bool {
         if self.stopping
             || self.fetch.is_some()
             || self.drain_check.is_some()
             || self.fatal.is_some()
+            || self.settle_backlogged()
         {
             return false;
         }
@@ -438,6 +503,16 @@ impl<B: Broker> Driver<B> {
             if !self.stopping && self.cancel.as_mut().poll(cx).is_ready() {
                 self.begin_stop(cx);
                 progressed = true;
+            }
+
+            if let Some(rx) = self.maintenance_fatal.as_mut()
+                && let Poll::Ready(res) = Pin::new(rx).poll(cx)
+            {
+                self.maintenance_fatal = None;
+                if let Ok(e) = res {
+                    self.fail(RuntimeError::Broker(e), cx);
+                    progressed = true;
+                }
             }
 
             // Finished handlers.
@@ -549,11 +624,13 @@ impl<B: Broker> Driver<B> {
                 self.on_settled(batch, res, cx);
             }
             if self.settle.is_none()
+                && !self.settle_refused
                 && !self.to_settle.is_empty()
                 && timer_done(&mut self.settle_wait, cx)
             {
                 let spare = std::mem::take(&mut self.spare_settle);
                 let batch = std::mem::replace(&mut self.to_settle, spare);
+                self.settle_in_flight = batch.len();
                 let b = Arc::clone(&self.broker);
                 self.settle = Some(Box::pin(async move {
                     let r = b.settle(&batch).await;
@@ -567,14 +644,19 @@ impl<B: Broker> Driver<B> {
                     self.abandon_in_flight("shutdown grace period over");
                     progressed = true;
                 }
-                let settled = self.settle.is_none() && self.to_settle.is_empty();
-                let past_deadline = self.hard_deadline.is_some_and(|d| Instant::now() >= d);
+                let settled =
+                    self.settle.is_none() && (self.to_settle.is_empty() || self.settle_refused);
+                let past_deadline = self
+                    .hard_deadline
+                    .as_mut()
+                    .is_some_and(|d| d.as_mut().poll(cx).is_ready());
                 if self.fetch.is_none() && self.slots.len == 0 && (settled || past_deadline) {
                     return Poll::Ready(());
                 }
             }
 
             if !progressed {
+                self.note_backlog();
                 return Poll::Pending;
             }
         }
@@ -644,8 +726,16 @@ impl<B: Broker> Driver<B> {
         res: Result<(), BrokerError>,
         cx: &mut Context<'_>,
     ) {
+        self.settle_in_flight = 0;
         match res {
             Ok(()) => {
+                for s in &batch {
+                    match s.outcome {
+                        Outcome::Ack => self.summary.acked += 1,
+                        Outcome::Retry { .. } => self.summary.retried += 1,
+                        Outcome::DeadLetter { .. } => self.summary.dead_lettered += 1,
+                    }
+                }
                 self.last_settle = Some(Instant::now());
                 if self.settle_failing {
                     tracing::info!("settling resumed");
@@ -656,6 +746,16 @@ impl<B: Broker> Driver<B> {
                 if batch.capacity() > self.spare_settle.capacity() {
                     self.spare_settle = batch;
                 }
+            }
+            Err(e) if matches!(e.kind(), BrokerErrorKind::Config | BrokerErrorKind::Closed) => {
+                // A key of the wrong type, a closed broker: retrying would fail the same way
+                // for ever while the worker looked alive. Keep the outcomes (counted unsettled:
+                // the broker delivers the messages again) and stop.
+                self.metrics.settle_errors.increment(1);
+                self.settle_refused = true;
+                batch.append(&mut self.to_settle);
+                self.to_settle = batch;
+                self.fail(RuntimeError::Broker(e), cx);
             }
             Err(e) => {
                 self.metrics.settle_errors.increment(1);

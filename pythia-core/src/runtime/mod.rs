@@ -13,7 +13,18 @@
 //!   the handler stack is ready (an open circuit breaker makes it not ready, so fetching pauses
 //!   and messages stay in the broker).
 //! * **Settling.** Outcomes are settled in batches: while one settle is on its way to the
-//!   broker, the next batch gathers. A failed settle is retried with backoff, never dropped.
+//!   broker, the next batch gathers. A failed settle is retried with backoff, not dropped (until
+//!   the shutdown deadline, below).
+//!   While settles fail, or once twice the larger of `concurrency` and `batch_size` outcomes
+//!   wait for the broker, fetching pauses: the backlog held in memory stays bounded, at most that
+//!   plus `concurrency` (gauge
+//!   [`SETTLE_BACKLOG`](crate::metrics::SETTLE_BACKLOG)). A summary counts a message as acked,
+//!   retried or dead-lettered only once the broker confirmed the settle.
+//! * **Configuration errors.** A fetch, settle or maintenance error of kind
+//!   [`BrokerErrorKind::Config`] (a Redis key of the wrong type), or a fetch or settle error of
+//!   kind `Closed`, is fatal: it is logged once, the worker stops (hands back what it had not started, lets in-flight messages
+//!   finish within the grace period, settles nothing more) and [`run`](WorkerRuntime::run)
+//!   returns the error ([`RuntimeError::is_config`]).
 //! * **Failures.** A handler error becomes a retry (scheduled by the broker, so it survives a
 //!   crash) or a dead letter, by the [`RetryPolicy`]. A panic in the handler is caught and
 //!   counted as a failure; the runtime keeps going.
@@ -22,8 +33,12 @@
 //! * **Shutdown.** On SIGTERM or Ctrl-C (unless disabled), on the cancellation token, or in burst
 //!   mode once the broker is drained: fetching stops, in-flight messages get `shutdown_grace`
 //!   to finish and are settled, and whatever did not finish is handed back to the broker
-//!   ([`Broker::release`]), not acked. Then the broker is closed and `on_stop` runs. A hard
-//!   stop ([`WorkerRuntime::with_hard_stop`]) does the same without the grace period.
+//!   ([`Broker::release`]), not acked. Settles still failing `shutdown_grace` + 5 s after the
+//!   stop are given up: logged, counted in [`RunSummary::unsettled`] and
+//!   [`UNSETTLED_TOTAL`](crate::metrics::UNSETTLED_TOTAL) (an at-least-once broker delivers
+//!   those messages again). Then the broker is closed and `on_stop` runs. A hard stop
+//!   ([`WorkerRuntime::with_hard_stop`]) does the same without the grace period. Dropping the
+//!   `run()` future stops the maintenance task too.
 
 mod driver;
 mod handler;
@@ -37,6 +52,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures_util::FutureExt;
+use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service};
@@ -46,7 +62,7 @@ pub use self::signal::shutdown_signal;
 pub use self::status::{RuntimeState, RuntimeStatus};
 pub use self::summary::RunSummary;
 use crate::broker::Broker;
-use crate::error::{BrokerError, WorkerError};
+use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
 use crate::message::Message;
 use crate::retry_policy::RetryPolicy;
 use crate::worker::{HandlerService, Worker};
@@ -85,6 +101,15 @@ pub enum RuntimeError {
     Service(String),
 }
 
+impl RuntimeError {
+    /// Whether the run stopped on a configuration error (a bad setting, a Redis key of the
+    /// wrong type): restarting the worker will not help until the configuration is fixed. The
+    /// `pythia` CLI exits 2 for these.
+    pub fn is_config(&self) -> bool {
+        matches!(self, Self::Broker(e) if e.kind() == BrokerErrorKind::Config)
+    }
+}
+
 type LayerFn = Box<dyn FnOnce(HandlerService) -> HandlerService + Send>;
 
 /// Settings of a [`WorkerRuntime`], with named defaults.
@@ -99,6 +124,18 @@ pub(crate) struct RuntimeConfig {
     pub(crate) retry: RetryPolicy,
     pub(crate) stats_interval: Option<Duration>,
     pub(crate) hard_stop: Option<CancellationToken>,
+}
+
+/// Fetched batches' worth of finished outcomes that may wait for the broker before fetching
+/// pauses: two lets one settle be on the wire while the next batch gathers.
+const SETTLE_BACKLOG_BATCHES: usize = 2;
+
+impl RuntimeConfig {
+    /// Outcomes waiting to be settled at which fetching pauses (see "Settling" in the module
+    /// docs): twice the larger of `concurrency` and `batch_size`.
+    pub(crate) fn settle_backlog_limit(&self) -> usize {
+        SETTLE_BACKLOG_BATCHES * self.concurrency.max(self.batch_size)
+    }
 }
 
 /// Drives a [`Worker`] from a [`Broker`]: see the [module docs](self) for the behaviour.
@@ -309,6 +346,10 @@ impl<B: Broker> WorkerRuntime<B> {
         }
 
         let aux = CancellationToken::new();
+        // Stops the helper tasks even when the caller drops this future before it ends: a
+        // maintenance task left behind would heartbeat for ever for a consumer that is gone,
+        // so its in-flight messages would never be reaped.
+        let _stop_helpers = aux.clone().drop_guard();
         if cfg.handle_signals {
             let (cancel, aux) = (cancel.clone(), aux.clone());
             tokio::spawn(async move {
@@ -321,12 +362,16 @@ impl<B: Broker> WorkerRuntime<B> {
                 }
             });
         }
+        let mut maintenance_fatal = None;
         if let Some(every) = broker.maintenance_interval() {
+            let (fatal, fatal_rx) = oneshot::channel();
+            maintenance_fatal = Some(fatal_rx);
             tokio::spawn(maintenance_loop(
                 Arc::clone(&broker),
                 every,
                 status.clone(),
                 aux.clone(),
+                fatal,
             ));
         }
         if let Some(every) = cfg.stats_interval {
@@ -339,9 +384,16 @@ impl<B: Broker> WorkerRuntime<B> {
             concurrency = cfg.concurrency,
             "worker started"
         );
-        let result = driver::Driver::new(Arc::clone(&broker), handler, cfg, cancel, status.clone())
-            .run()
-            .await;
+        let result = driver::Driver::new(
+            Arc::clone(&broker),
+            handler,
+            cfg,
+            cancel,
+            status.clone(),
+            maintenance_fatal,
+        )
+        .run()
+        .await;
         aux.cancel();
         if let Err(e) = broker.close().await {
             tracing::warn!(error = %e, "closing the broker failed");
@@ -360,6 +412,7 @@ async fn maintenance_loop<B: Broker>(
     every: Duration,
     status: RuntimeStatus,
     stop: CancellationToken,
+    fatal: oneshot::Sender<BrokerError>,
 ) {
     let mut failing = false;
     loop {
@@ -374,6 +427,12 @@ async fn maintenance_loop<B: Broker>(
                 failing = false;
             }
             Some(Ok(())) => {}
+            Some(Err(e)) if e.kind() == BrokerErrorKind::Config => {
+                // A key of the wrong type: every heartbeat would fail the same way. The driver
+                // logs it and stops the worker.
+                let _ = fatal.send(e);
+                return;
+            }
             Some(Err(e)) => {
                 if !failing {
                     tracing::warn!(error = %e, "broker maintenance failed; will keep trying");

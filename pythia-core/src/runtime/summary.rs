@@ -10,16 +10,18 @@ use std::time::Duration;
 pub struct RunSummary {
     /// Messages fetched from the broker.
     pub fetched: u64,
-    /// Processed successfully and acknowledged.
+    /// Processed successfully and acknowledged (the broker confirmed the settle).
     pub acked: u64,
-    /// Failed and scheduled for another attempt.
+    /// Failed and scheduled for another attempt (the broker confirmed the settle).
     pub retried: u64,
-    /// Sent to the dead-letter queue (rejected, or out of attempts).
+    /// Sent to the dead-letter queue, rejected or out of attempts (the broker confirmed the
+    /// settle).
     pub dead_lettered: u64,
     /// Handed back unprocessed on shutdown.
     pub released: u64,
-    /// Finished, but the settle could not reach the broker before the shutdown deadline
-    /// (an at-least-once broker delivers them again).
+    /// Finished, but the settle did not reach the broker: still failing (or on the wire) at the
+    /// shutdown deadline, or refused for a configuration error. An at-least-once broker delivers
+    /// them again.
     pub unsettled: u64,
     /// Handler panics caught (each also counted in its outcome).
     pub panics: u64,
