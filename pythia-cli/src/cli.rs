@@ -382,9 +382,9 @@ pub(crate) struct QueueArgs {
     #[arg(long, env = "PYTHIA_GROUP", default_value = "pythia")]
     pub(crate) group: String,
 
-    /// Where a new consumer group starts reading a stream: `new` entries only, or the
-    /// `beginning`.
-    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::New)]
+    /// Where a new consumer group starts reading a stream: the `beginning` (every entry queued
+    /// before the first worker ran is processed), or `new` entries only (event streams).
+    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::Beginning)]
     pub(crate) group_start: GroupStartArg,
 
     /// Which end of the list consumers pop (producers push the other end).

@@ -230,6 +230,8 @@ fn help_documents_every_command() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Exit codes"));
 }
 
+/// With no `--group-start`, the group starts at the beginning: the jobs queued before the first
+/// worker ran are processed.
 #[tokio::test]
 async fn stream_produce_then_run_burst_in_a_consumer_group() {
     let server = RedisServer::start();
@@ -258,8 +260,6 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         "events",
         "--group",
         "g1",
-        "--group-start",
-        "beginning",
         "--burst",
         "--concurrency",
         "1",
@@ -278,6 +278,29 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         Some(&redis::Value::Int(0)),
         "nothing left pending"
     );
+
+    // `--group-start new` is for event streams: the entries queued before are skipped.
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--broker",
+        "stream",
+        "--queue",
+        "events",
+        "--group",
+        "g2",
+        "--group-start",
+        "new",
+        "--burst",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{out}");
 }
 
 #[tokio::test]

@@ -189,15 +189,18 @@ impl ToRedisArgs for StreamEntryId {
 }
 
 /// Where a new consumer group starts reading.
+///
+/// Only a group the broker creates is affected: an existing group keeps its position.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 #[non_exhaustive]
 pub enum GroupStart {
-    /// Only entries added after the group is created (`$`), Redis's usual choice. Entries
-    /// produced before the first worker ever started are not delivered: create the group first
-    /// ([`StreamBroker::ensure_group`]) or start at the beginning.
-    #[default]
+    /// Only entries added after the group is created (`$`), for event streams where the
+    /// backlog does not matter. Entries produced before the first worker ever started are not
+    /// delivered, unless the group was created first ([`StreamBroker::ensure_group`]).
     NewEntries,
-    /// Every entry already in the stream (`0`).
+    /// Every entry already in the stream (`0`), the default: a job queue processes the jobs
+    /// queued before its first worker started.
+    #[default]
     Beginning,
 }
 
@@ -247,7 +250,7 @@ struct Reclaimed {
 ///   a connection of its own (a blocking read must not stall the shared one), with `n` the
 ///   runtime's free capacity. The reply is walked as raw [`redis::Value`]s, moving the bytes
 ///   into the message. The group is created on first use (`XGROUP CREATE … MKSTREAM`, at
-///   [`GroupStart`]); if it disappears (the stream was deleted) it is created again at the start
+///   [`GroupStart`], the beginning of the stream by default); if it disappears (the stream was deleted) it is created again at the start
 ///   of the stream. Each broker has a consumer name unique to its process
 ///   ([`unique_consumer_name`]).
 /// * **Ack**: one `XACK` with every id of a settled batch, after processing.
@@ -325,7 +328,7 @@ struct Reclaimed {
 /// ```no_run
 /// use std::time::Duration;
 /// use pythia_core::{Message, Worker, WorkerError, WorkerRuntime};
-/// use pythia_redis::{GroupStart, RedisConfig, RedisConnection, StreamBroker, StreamProducer};
+/// use pythia_redis::{RedisConfig, RedisConnection, StreamBroker, StreamProducer};
 ///
 /// struct Print;
 /// impl Worker for Print {
@@ -337,8 +340,8 @@ struct Reclaimed {
 ///
 /// # async fn f() -> Result<(), Box<dyn std::error::Error>> {
 /// let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
+/// // The group starts at the beginning: the entry added before the first run is processed.
 /// let broker = StreamBroker::new(&conn, "events", "billing")
-///     .with_start(GroupStart::Beginning)
 ///     .with_heartbeat_ttl(Duration::from_secs(10));
 /// StreamProducer::new(&conn, "events").add(&Message::new("invoice 7")).await?;
 /// println!("consuming as {}", broker.consumer());
@@ -469,7 +472,8 @@ impl StreamBroker {
         self
     }
 
-    /// Where the group starts when this broker creates it (default: new entries only).
+    /// Where the group starts when this broker creates it (default: the beginning of the
+    /// stream, so that nothing queued before the first worker is skipped).
     #[must_use]
     pub fn with_start(mut self, start: GroupStart) -> Self {
         self.start = start;
@@ -548,7 +552,7 @@ impl StreamBroker {
     }
 
     /// Creates the consumer group at the configured [`GroupStart`] (and the stream, if missing)
-    /// unless it exists. Call it before producing when the group starts at new entries, so that
+    /// unless it exists. With [`GroupStart::NewEntries`], call it before producing, so that
     /// nothing produced before the first worker starts is skipped.
     pub async fn ensure_group(&self) -> Result<(), BrokerError> {
         let start = if self.group_lost.load(Ordering::Acquire) {
@@ -1742,6 +1746,6 @@ mod tests {
         assert_eq!("new".parse::<GroupStart>().unwrap(), GroupStart::NewEntries);
         assert_eq!("0".parse::<GroupStart>().unwrap(), GroupStart::Beginning);
         assert!("middle".parse::<GroupStart>().is_err());
-        assert_eq!(GroupStart::default().as_arg(), "$");
+        assert_eq!(GroupStart::default().as_arg(), "0");
     }
 }

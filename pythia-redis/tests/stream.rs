@@ -173,6 +173,42 @@ async fn one_consumer_gets_entries_in_order_with_their_fields() {
     group_is_clean(&conn, "ordered", "g").await;
 }
 
+/// A job queue processes what was queued before its first worker ever ran: a group the broker
+/// creates starts at the beginning of the stream unless told otherwise.
+#[tokio::test]
+async fn a_new_group_gets_the_entries_queued_before_its_first_worker() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "early", 5).await;
+    let (seen, w) = collector();
+    let broker = StreamBroker::new(&conn, "early", "g")
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600));
+    let summary = within(30, "the burst", burst(broker, w).run())
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 5, "entries queued before the group existed");
+    let got: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.id().to_owned())
+        .collect();
+    assert_eq!(got, ids);
+
+    // `NewEntries` stays available for event streams: such a group skips the backlog.
+    let (seen, w) = collector();
+    let events = StreamBroker::new(&conn, "early", "events")
+        .with_start(GroupStart::NewEntries)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600));
+    let summary = within(30, "the burst", burst(events, w).run())
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 0);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
 #[tokio::test]
 async fn consumers_of_one_group_split_the_entries() {
     let server = RedisServer::start();
