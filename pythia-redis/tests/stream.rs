@@ -514,8 +514,8 @@ async fn entries_from_any_producer_are_consumable() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let early: String = cmd(&conn, &["XADD", "mixed", "*", "body", "before the group"]).await;
-    // The default start is new entries only, as with XGROUP CREATE … $.
-    let broker = StreamBroker::new(&conn, "mixed", "g");
+    // A group at new entries only (XGROUP CREATE … $), created before the entries below.
+    let broker = StreamBroker::new(&conn, "mixed", "g").with_start(GroupStart::NewEntries);
     broker.ensure_group().await.unwrap();
 
     let plain: String = cmd(
