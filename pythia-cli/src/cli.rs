@@ -566,8 +566,11 @@ pub(crate) struct ProduceArgs {
     #[arg(long)]
     pub(crate) raw: bool,
 
-    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 = no cap.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
+    /// no cap. A cap drops the oldest entries even if no group was delivered them: with a
+    /// backlog above it, messages are lost (the workers count them in
+    /// pythia_stream_trimmed_undelivered_total and warn).
+    #[arg(long, default_value_t = 0)]
     pub(crate) max_len: usize,
 
     /// Print each message's id on stdout, one per line, once sent (the summary then goes to

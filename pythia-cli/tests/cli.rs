@@ -237,6 +237,8 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
+    // Every command goes to the slow log, to see the XADDs' arguments.
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
     let o = pythia(&[
         "produce",
         "--redis-url",
@@ -250,6 +252,20 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         "z",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let log: Vec<redis::Value> = cmd(&conn, &["SLOWLOG", "GET", "1000"]).await;
+    let adds: Vec<Vec<String>> = log
+        .into_iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(parts) => redis::from_redis_value(parts[3].clone()).ok(),
+            _ => None,
+        })
+        .filter(|args: &Vec<String>| args[0].eq_ignore_ascii_case("XADD"))
+        .collect();
+    assert_eq!(adds.len(), 3, "{adds:?}");
+    assert!(
+        adds.iter().all(|a| a[2] == "*"),
+        "no MAXLEN without --max-len: {adds:?}"
+    );
     let o = pythia(&[
         "run",
         "--redis-url",

@@ -47,8 +47,13 @@ use crate::reliable_list::RECLAIMED_TOTAL;
 use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, PROMOTE_BATCH, due_score};
 use crate::scripts::{
     STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_PROMOTE, STREAM_SETTLE, STREAM_STATS,
-    STREAM_TRIM,
+    STREAM_TRIM, STREAM_TRIMMED,
 };
+
+/// Counter of the entries removed from a stream (a producer's `MAXLEN ~`, an `XTRIM`) before the
+/// consumer group was delivered them: messages lost. Labels `queue` (the stream) and `group`.
+/// See [`StreamBroker::count_trimmed_undelivered`].
+pub const TRIMMED_UNDELIVERED_TOTAL: &str = "pythia_stream_trimmed_undelivered_total";
 
 /// The field names Pythia reads and writes in stream entries.
 ///
@@ -309,9 +314,12 @@ struct Reclaimed {
 ///   an `XDEL` per batch; but an entry is deleted for every group, so use it only when this
 ///   group is the stream's only reader.
 ///
-/// The [`StreamProducer`](crate::StreamProducer) adds `MAXLEN ~ n` to each `XADD` as a hard cap
-/// (1,000,000 entries by default). That cap drops the oldest entries whether processed or not,
-/// pending ones included: size it above the worst backlog you expect. An entry trimmed while
+/// The [`StreamProducer`](crate::StreamProducer) trims nothing by default. Its opt-in hard cap
+/// ([`with_max_len`](crate::StreamProducer::with_max_len), `XADD … MAXLEN ~ n`, `pythia produce
+/// --max-len`) drops the oldest entries whether processed or not, pending and undelivered ones
+/// included: size it above the worst backlog you expect. Entries trimmed before the group was
+/// delivered them are lost: counted in [`TRIMMED_UNDELIVERED_TOTAL`] and logged
+/// ([`count_trimmed_undelivered`](Self::count_trimmed_undelivered)). An entry trimmed while
 /// pending is still acked and settled normally; a retry, dead letter or hand-back of it is
 /// rebuilt from the message the worker holds, and one trimmed before a dead consumer's entries
 /// are reclaimed is lost and logged.
@@ -377,6 +385,7 @@ pub struct StreamBroker {
     reclaimed: StdMutex<Reclaimed>,
     claim_lock: Mutex<()>,
     reclaimed_total: metrics::Counter,
+    trimmed_undelivered_total: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<StreamEntryId>,
 }
@@ -446,6 +455,7 @@ impl StreamBroker {
             scheduled_key: keys.scheduled(),
             dead_letters_key: keys.dead_letters(),
             reclaimed_total: metrics::counter!(RECLAIMED_TOTAL, "queue" => stream.to_owned(), "broker" => "stream"),
+            trimmed_undelivered_total: metrics::counter!(TRIMMED_UNDELIVERED_TOTAL, "queue" => stream.to_owned(), "group" => group.to_owned()),
             keys,
             start: GroupStart::default(),
             liveness: Liveness::default(),
@@ -571,13 +581,17 @@ impl StreamBroker {
             .arg("MKSTREAM")
             .query_async(&mut m)
             .await;
-        match res {
+        let created = match res {
             Ok(()) => {
                 tracing::debug!(stream = self.stream(), group = %self.group, start = start.as_str(), "consumer group created");
+                true
             }
-            Err(e) if e.code() == Some("BUSYGROUP") => {}
+            Err(e) if e.code() == Some("BUSYGROUP") => false,
             Err(e) => return Err(self.conn.error("XGROUP CREATE", e)),
-        }
+        };
+        // Before the first read: a read past entries trimmed unread would hide them, in a group
+        // whose read counter Redis does not know yet.
+        self.check_trimmed(created).await?;
         self.group_lost.store(false, Ordering::Release);
         self.group_ready.store(true, Ordering::Release);
         Ok(())
@@ -943,7 +957,7 @@ impl StreamBroker {
                 dead_consumer = dead,
                 lost,
                 stream = self.stream(),
-                "entries of a dead consumer were trimmed from the stream before they were processed; raise the producer's MAXLEN"
+                "entries of a dead consumer were trimmed from the stream before they were processed; raise the producer's MAXLEN or remove it"
             );
         }
         if total > 0 {
@@ -990,6 +1004,47 @@ impl StreamBroker {
             .invoke_async(&mut m)
             .await
             .map_err(|e| self.conn.error("trim", e))
+    }
+
+    /// Counts the entries removed from the stream (a producer's `MAXLEN ~`, an `XTRIM`) before
+    /// this group was delivered them, since any consumer of the group last counted: those
+    /// messages are lost. A count above 0 is added to the counter
+    /// [`TRIMMED_UNDELIVERED_TOTAL`] and logged as a warning, once: the count is then cleared
+    /// in Redis (the group's read counter, `XGROUP SETID … ENTRIESREAD`, which also makes its lag
+    /// true again), so another consumer does not report the same entries.
+    ///
+    /// Maintenance calls it every interval, and [`ensure_group`](Self::ensure_group) before the
+    /// first read. It needs Redis 7.0 (0 before). The count is known when the group's position is
+    /// before the stream's first entry or at its end, so a loss is reported at the latest when
+    /// the group has caught up. Entries trimmed before the group existed are not counted. The
+    /// consumers' own trim ([`with_trim_processed`](Self::with_trim_processed)) never removes an
+    /// undelivered entry.
+    pub async fn count_trimmed_undelivered(&self) -> Result<u64, BrokerError> {
+        self.check_trimmed(false).await
+    }
+
+    /// [`count_trimmed_undelivered`](Self::count_trimmed_undelivered); `just_created` when this
+    /// broker has just created the group (what was removed before is not its loss).
+    async fn check_trimmed(&self, just_created: bool) -> Result<u64, BrokerError> {
+        let mut m = self.mgr();
+        let missed: i64 = STREAM_TRIMMED
+            .key(self.stream())
+            .arg(&self.group)
+            .arg(if just_created { "1" } else { "0" })
+            .invoke_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error("count trimmed entries", e))?;
+        let missed = missed.max(0) as u64;
+        if missed > 0 {
+            self.trimmed_undelivered_total.increment(missed);
+            tracing::warn!(
+                stream = self.stream(),
+                group = %self.group,
+                lost = missed,
+                "entries were trimmed from the stream before the group was delivered them (a producer's MAXLEN or an XTRIM): they are lost; raise --max-len or remove it"
+            );
+        }
+        Ok(missed)
     }
 
     /// Runs the settle script over retries, dead letters and hand-backs (plus plain acks).
@@ -1272,6 +1327,7 @@ impl Broker for StreamBroker {
         if self.trim_processed {
             self.trim_processed_entries().await?;
         }
+        self.count_trimmed_undelivered().await?;
         Ok(())
     }
 

@@ -5,8 +5,10 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use metrics::SharedString;
 use std::time::{Duration, SystemTime};
 
 use pythia_core::{
@@ -18,6 +20,64 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::{RedisServer, cmd, eventually};
+
+// ---- a counting metrics recorder, installed once for this test binary ----
+
+#[derive(Clone, Default)]
+struct TestRecorder {
+    counters: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+}
+
+fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+impl metrics::Recorder for TestRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        let text = key_text(key.name(), &labels);
+        let cell = Arc::clone(self.counters.lock().unwrap().entry(text).or_default());
+        metrics::Counter::from_arc(cell)
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Installs the recorder (before the brokers whose counters are read are built).
+fn metrics_recorder() -> &'static TestRecorder {
+    static RECORDER: OnceLock<TestRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let r = TestRecorder::default();
+        metrics::set_global_recorder(r.clone()).expect("no other recorder in this binary");
+        r
+    })
+}
+
+/// The value of counter `name` with exactly these labels (0 when never registered).
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics_recorder()
+        .counters
+        .lock()
+        .unwrap()
+        .get(&key_text(name, labels))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
 
 /// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
 /// process killed mid-run leaves an exact record of what it finished.
@@ -207,6 +267,140 @@ async fn a_new_group_gets_the_entries_queued_before_its_first_worker() {
         .unwrap();
     assert_eq!(summary.acked, 0);
     assert!(seen.lock().unwrap().is_empty());
+}
+
+/// The arguments of the `XADD`s the server ran since `SLOWLOG RESET` (every command is logged:
+/// `slowlog-log-slower-than 0`).
+async fn logged_xadds(conn: &RedisConnection) -> Vec<Vec<String>> {
+    let log: Vec<Value> = cmd(conn, &["SLOWLOG", "GET", "100000"]).await;
+    log.into_iter()
+        .filter_map(|e| {
+            let Value::Array(parts) = e else { return None };
+            let args: Vec<String> = redis::from_redis_value(parts.get(3)?.clone()).ok()?;
+            args[0].eq_ignore_ascii_case("XADD").then_some(args)
+        })
+        .collect()
+}
+
+/// A producer trims nothing unless asked: a `MAXLEN` drops entries no group has been delivered
+/// once the backlog outgrows it, and the consumers already remove what they processed.
+#[tokio::test]
+async fn producers_trim_nothing_unless_asked() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-max-len", "100000"]).await;
+    let _: () = cmd(&conn, &["SLOWLOG", "RESET"]).await;
+    let plain = StreamProducer::new(&conn, "plain");
+    plain.add(&Message::new("a")).await.unwrap();
+    plain.add_fields(&[("body", "b")]).await.unwrap();
+    let queue = pythia_redis::ShardedQueue::new("sharded", 2).unwrap();
+    pythia_redis::ShardedStreamProducer::new(&conn, &queue)
+        .add_many(&[Message::new("c"), Message::new("d")])
+        .await
+        .unwrap();
+    let adds = logged_xadds(&conn).await;
+    assert_eq!(adds.len(), 4, "{adds:?}");
+    for args in &adds {
+        assert_eq!(args[2], "*", "no MAXLEN by default: {args:?}");
+    }
+
+    let _: () = cmd(&conn, &["SLOWLOG", "RESET"]).await;
+    StreamProducer::new(&conn, "plain")
+        .with_max_len(Some(10))
+        .add(&Message::new("e"))
+        .await
+        .unwrap();
+    let adds = logged_xadds(&conn).await;
+    assert_eq!(adds.len(), 1, "{adds:?}");
+    assert_eq!(adds[0][2..5], ["MAXLEN", "~", "10"], "the opt-in cap");
+}
+
+/// Entries a producer's `MAXLEN` trimmed before the group was delivered them are lost: the
+/// consumers count them once (whichever consumer sees it first) and warn, whether the group
+/// was behind the stream's first entry or read on past the gap before anyone looked.
+#[tokio::test]
+async fn entries_trimmed_before_delivery_are_counted_once() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    metrics_recorder();
+    // `repro/e9_maxlen.sh`: the group exists (at the end of an empty stream), then 5,000 jobs
+    // arrive with a cap of 1,000.
+    let _: () = cmd(&conn, &["XGROUP", "CREATE", "capped", "g", "$", "MKSTREAM"]).await;
+    let capped = StreamProducer::new(&conn, "capped").with_max_len(Some(1000));
+    let msgs: Vec<Message> = (0..5000).map(|i| Message::new(format!("{i}"))).collect();
+    capped.add_many(&msgs).await.unwrap();
+    let kept: u64 = cmd(&conn, &["XLEN", "capped"]).await;
+    assert!(kept < 5000);
+    // The worker counts them before its first read, which would hide them.
+    let worker = Record {
+        conn: conn.clone(),
+        delay: Duration::ZERO,
+    };
+    let summary = within(
+        60,
+        "the burst",
+        burst(fast(&conn, "capped", "g"), worker).run(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.acked, kept);
+    let labels = [("queue", "capped"), ("group", "g")];
+    assert_eq!(
+        counter(pythia_redis::stream::TRIMMED_UNDELIVERED_TOTAL, &labels),
+        5000 - kept
+    );
+    let other = fast(&conn, "capped", "g");
+    assert_eq!(
+        other.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "counted once"
+    );
+    assert_eq!(
+        counter(pythia_redis::stream::TRIMMED_UNDELIVERED_TOTAL, &labels),
+        5000 - kept
+    );
+
+    // The group reads (its counter is known), falls behind, the cap trims 1,000 entries it was
+    // not delivered, and a consumer reads on past the gap before anyone counts: counted once
+    // the group has caught up.
+    let _: () = cmd(&conn, &["DEL", "capped"]).await;
+    let _: () = cmd(&conn, &["XGROUP", "CREATE", "capped", "g", "$", "MKSTREAM"]).await;
+    let small = StreamProducer::new(&conn, "capped").with_max_len(Some(100));
+    small.add(&Message::new("first")).await.unwrap();
+    let c = fast(&conn, "capped", "g");
+    assert_eq!(c.count_trimmed_undelivered().await.unwrap(), 0);
+    let got = c.fetch(1).await.unwrap();
+    assert_eq!(got.len(), 1);
+    let more: Vec<Message> = (0..1000).map(|i| Message::new(format!("{i}"))).collect();
+    small.add_many(&more).await.unwrap();
+    let left: u64 = cmd(&conn, &["XLEN", "capped"]).await;
+    let read_past = c.fetch(1).await.unwrap();
+    assert_eq!(read_past.len(), 1);
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "in the middle of the stream: not known yet"
+    );
+    let mut total = 2;
+    loop {
+        let got = c.fetch(1000).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        total += got.len();
+    }
+    assert_eq!(total as u64, left + 1);
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        1000 - left,
+        "the entries trimmed unread: 1,001 added, the first delivered, {left} left"
+    );
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "counted once"
+    );
 }
 
 #[tokio::test]
