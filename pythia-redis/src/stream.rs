@@ -330,7 +330,10 @@ struct Reclaimed {
 /// retry, atomically with the ack). If a worker dies, its entries stay in the group's pending
 /// list and are delivered again by a live consumer once the dead one's heartbeat expires
 /// (`heartbeat_ttl`, 10 s by default); they may therefore run twice. A read whose reply is lost
-/// on the way (a dropped connection) is recovered by this consumer from its own pending list.
+/// on the way (a dropped connection) is recovered by this consumer from its own pending list,
+/// and so is a claim of a dead consumer's entries whose reply is lost (a reply timeout, a
+/// killed connection): the claim names its entries beforehand, and the next fetch delivers
+/// those it finds pending for this consumer.
 /// Retries and hand-backs are new entries of the stream: relative order is not kept for them.
 ///
 /// ```no_run
@@ -381,6 +384,8 @@ pub struct StreamBroker {
     /// Entries a previous process under this consumer name left pending may remain.
     own_leftovers: AtomicBool,
     read_mark: StdMutex<StreamEntryId>,
+    /// Entries a claim whose reply was lost may have moved into this consumer's pending list.
+    unanswered_claims: StdMutex<Vec<StreamEntryId>>,
     blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: StdMutex<Reclaimed>,
     claim_lock: Mutex<()>,
@@ -469,6 +474,7 @@ impl StreamBroker {
             recovering: AtomicBool::new(false),
             own_leftovers: AtomicBool::new(reused_name),
             read_mark: StdMutex::new(StreamEntryId::default()),
+            unanswered_claims: StdMutex::new(Vec::new()),
             blocking: Mutex::new(None),
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
@@ -762,11 +768,18 @@ impl StreamBroker {
         self.ack_ids(&batch.to_ack).await?;
         let deliveries: Vec<_> = {
             let r = self.reclaimed.lock().expect("reclaimed lock");
+            // Entries of a claim whose reply was lost are delivered by the claim's recovery.
+            let claimed = self
+                .unanswered_claims
+                .lock()
+                .expect("unanswered claims lock");
             batch
                 .deliveries
                 .into_iter()
                 .filter(|d| {
-                    !r.in_flight.contains(&d.token) && !r.queue.iter().any(|q| q.token == d.token)
+                    !r.in_flight.contains(&d.token)
+                        && !r.queue.iter().any(|q| q.token == d.token)
+                        && !claimed.contains(&d.token)
                 })
                 .collect()
         };
@@ -885,7 +898,9 @@ impl StreamBroker {
             if want == 0 {
                 break;
             }
-            let reply: Value = STREAM_CLAIM
+            let candidates = self.pending_of(dead, min_idle, want).await?;
+            let mut claim = STREAM_CLAIM.prepare_invoke();
+            claim
                 .key(self.stream())
                 .key(self.keys.heartbeat(dead))
                 .key(&self.consumers_key)
@@ -893,14 +908,24 @@ impl StreamBroker {
                 .arg(&self.consumer)
                 .arg(dead)
                 .arg(if check_heartbeat { "1" } else { "0" })
-                .arg(min_idle.as_millis() as u64)
-                .arg(want)
-                .invoke_async(&mut m)
-                .await
-                .map_err(|e| {
+                .arg(min_idle.as_millis() as u64);
+            for id in &candidates {
+                claim.arg(*id);
+            }
+            let reply: Value = match claim.invoke_async(&mut m).await {
+                Ok(reply) => reply,
+                Err(e) => {
                     self.note_error(&e);
-                    self.conn.error("reclaim", e)
-                })?;
+                    // The script may have run and only its reply been lost (a reply timeout, a
+                    // killed connection): the entries would sit in this live consumer's pending
+                    // list, where nobody else takes them. The next fetch looks for them there.
+                    self.unanswered_claims
+                        .lock()
+                        .expect("unanswered claims lock")
+                        .extend(candidates);
+                    return Err(self.conn.error("reclaim", e));
+                }
+            };
             let Value::Array(items) = reply else {
                 return Err(BrokerError::backend(
                     "reclaim script gave a malformed reply",
@@ -971,6 +996,151 @@ impl StreamBroker {
             );
         }
         Ok((total, all))
+    }
+
+    /// Up to `max` ids pending for `consumer`, idle at least `min_idle`, oldest first.
+    async fn pending_of(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        max: usize,
+    ) -> Result<Vec<StreamEntryId>, BrokerError> {
+        let mut m = self.mgr();
+        let rows: Vec<Value> = redis::cmd("XPENDING")
+            .arg(self.stream())
+            .arg(&self.group)
+            .arg("IDLE")
+            .arg(min_idle.as_millis() as u64)
+            .arg("-")
+            .arg("+")
+            .arg(max)
+            .arg(consumer)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| {
+                self.note_error(&e);
+                self.conn.error("XPENDING", e)
+            })?;
+        Ok(rows
+            .into_iter()
+            .filter_map(pending_row)
+            .map(|(id, _)| id)
+            .collect())
+    }
+
+    /// Delivers the entries that claims whose reply was lost moved into this consumer's pending
+    /// list (through the reclaimed queue, so before new entries): of the ids those claims named,
+    /// the ones pending for this consumer that it has not delivered. Entries deleted from the
+    /// stream meanwhile are acked and logged as lost.
+    async fn recover_unanswered_claims(&self) -> Result<(), BrokerError> {
+        let _claiming = self.claim_lock.lock().await;
+        let ids = std::mem::take(
+            &mut *self
+                .unanswered_claims
+                .lock()
+                .expect("unanswered claims lock"),
+        );
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let mut pipe = redis::pipe();
+        for id in &ids {
+            pipe.cmd("XPENDING")
+                .arg(self.stream())
+                .arg(&self.group)
+                .arg(id)
+                .arg(id)
+                .arg(1)
+                .arg(&self.consumer)
+                .cmd("XRANGE")
+                .arg(self.stream())
+                .arg(id)
+                .arg(id);
+        }
+        let mut m = self.mgr();
+        let replies: Vec<Value> = match pipe.query_async(&mut m).await {
+            Ok(replies) => replies,
+            Err(e) => {
+                self.note_error(&e);
+                self.unanswered_claims
+                    .lock()
+                    .expect("unanswered claims lock")
+                    .extend(ids);
+                return Err(self.conn.error("reclaim (recovering a lost reply)", e));
+            }
+        };
+        let mut replies = replies.into_iter();
+        let (mut got, mut to_ack, mut gone) = (Vec::new(), Vec::new(), 0usize);
+        {
+            let r = self.reclaimed.lock().expect("reclaimed lock");
+            for id in ids {
+                let (Some(pending), Some(range)) = (replies.next(), replies.next()) else {
+                    break;
+                };
+                let Some(count) = pending_rows(pending)
+                    .into_iter()
+                    .find_map(|(p, count)| (p == id).then_some(count))
+                else {
+                    continue; // never claimed for this consumer
+                };
+                if r.in_flight.contains(&id) || r.queue.iter().any(|q| q.token == id) {
+                    continue;
+                }
+                let entry = match range {
+                    Value::Array(entries) => entries.into_iter().next().and_then(split_entry),
+                    _ => None,
+                };
+                let Some((id_bytes, Some(fields))) = entry else {
+                    gone += 1; // deleted while pending
+                    to_ack.push(id);
+                    continue;
+                };
+                // The claim counted a delivery to this consumer; the ones before were to the
+                // dead one.
+                let extra = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
+                match decode_fields(
+                    id,
+                    id_bytes,
+                    FieldPairs::new(fields),
+                    Some(&self.group),
+                    &self.source,
+                    extra,
+                ) {
+                    Some(msg) => got.push(Delivery::new(id, msg)),
+                    None => to_ack.push(id),
+                }
+            }
+        }
+        self.ack_ids(&to_ack).await?;
+        if gone > 0 {
+            tracing::warn!(
+                lost = gone,
+                stream = self.stream(),
+                "claimed entries were trimmed from the stream before they were processed; raise the producer's MAXLEN or remove it"
+            );
+        }
+        if !got.is_empty() {
+            tracing::warn!(
+                count = got.len(),
+                consumer = %self.consumer,
+                "recovered claimed entries whose claim reply was lost"
+            );
+            self.reclaimed_total.increment(got.len() as u64);
+            self.reclaimed
+                .lock()
+                .expect("reclaimed lock")
+                .queue
+                .extend(got);
+        }
+        Ok(())
+    }
+
+    fn has_unanswered_claims(&self) -> bool {
+        !self
+            .unanswered_claims
+            .lock()
+            .expect("unanswered claims lock")
+            .is_empty()
     }
 
     /// Moves due retries and delayed messages onto the stream; returns how many moved.
@@ -1146,6 +1316,9 @@ impl StreamBroker {
     ) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
         self.ensure_ready().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
+        if self.has_unanswered_claims() {
+            self.recover_unanswered_claims().await?;
+        }
         let reclaimed = self.take_reclaimed(max);
         if !reclaimed.is_empty() {
             return Ok(reclaimed);
@@ -1298,7 +1471,10 @@ impl Broker for StreamBroker {
     async fn is_drained(&self) -> Result<bool, BrokerError> {
         self.ensure_group_once().await?;
         self.reclaim_dead_consumers().await?;
-        if self.reclaimed_len() > 0 || self.recovering.load(Ordering::Acquire) {
+        if self.reclaimed_len() > 0
+            || self.recovering.load(Ordering::Acquire)
+            || self.has_unanswered_claims()
+        {
             return Ok(false);
         }
         let mut m = self.mgr();
@@ -1548,6 +1724,26 @@ fn decode_fields(
         msg = msg.with_headers(headers.into_iter().collect::<Headers>());
     }
     Some(msg)
+}
+
+/// The (id, delivery count) of one row of an extended `XPENDING` reply
+/// (`[id, consumer, idle ms, delivery count]`).
+fn pending_row(row: Value) -> Option<(StreamEntryId, u64)> {
+    let Value::Array(parts) = row else {
+        return None;
+    };
+    let mut parts = parts.into_iter();
+    let id = StreamEntryId::parse(&value_bytes(parts.next()?)?)?;
+    let count = as_int(parts.nth(2)?)?;
+    Some((id, count.max(0) as u64))
+}
+
+/// The rows of an extended `XPENDING` reply.
+fn pending_rows(reply: Value) -> Vec<(StreamEntryId, u64)> {
+    match reply {
+        Value::Array(rows) => rows.into_iter().filter_map(pending_row).collect(),
+        _ => Vec::new(),
+    }
 }
 
 fn into_string(b: Vec<u8>) -> String {

@@ -1036,6 +1036,88 @@ async fn entries_of_a_lost_read_reply_are_recovered() {
     group_is_clean(&conn, "lost", "g").await;
 }
 
+/// The claim of a dead consumer's entries runs, but its reply never reaches the claimer (here a
+/// reply timeout while the server holds writes with `CLIENT PAUSE … WRITE`, then runs the
+/// script): the entries are in the live claimer's pending list, where nobody else takes them.
+/// The claimer delivers them anyway, and a burst ends.
+#[tokio::test]
+async fn entries_of_a_lost_claim_reply_are_recovered() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "claimed", 3).await;
+    let dead = fast(&conn, "claimed", "g");
+    assert_eq!(dead.fetch(10).await.unwrap().len(), 3);
+    // Its heartbeat expires: the three entries are a dead consumer's.
+    let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
+
+    let impatient = server
+        .config()
+        .with_response_timeout(Duration::from_millis(200))
+        .with_block_timeout(Duration::from_millis(100));
+    let claimer_conn = RedisConnection::connect(impatient).await.unwrap();
+    let claimer = fast(&claimer_conn, "claimed", "g");
+    claimer.ensure_group().await.unwrap();
+    // Loaded beforehand, so that the paused server runs the script as sent.
+    let _: String = cmd(
+        &conn,
+        &["SCRIPT", "LOAD", include_str!("../lua/stream_claim.lua")],
+    )
+    .await;
+    let _: () = cmd(&conn, &["CLIENT", "PAUSE", "1000", "WRITE"]).await;
+    assert!(
+        claimer.reclaim_dead_consumers().await.is_err(),
+        "the claim's reply timed out"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the claim to run after the pause",
+        || async {
+            let mine: Vec<Value> = cmd(
+                &conn,
+                &[
+                    "XPENDING",
+                    "claimed",
+                    "g",
+                    "-",
+                    "+",
+                    "10",
+                    claimer.consumer(),
+                ],
+            )
+            .await;
+            mine.len() == 3
+        },
+    )
+    .await;
+
+    let got = claimer.fetch(10).await.unwrap();
+    let mut got_ids: Vec<String> = got.iter().map(|d| d.message.id().to_owned()).collect();
+    got_ids.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got_ids, want, "the claimed entries are delivered");
+    assert!(
+        got.iter().all(|d| d.message.attempt() == 2),
+        "a delivery to a dead consumer counts as an attempt"
+    );
+    let settle: Vec<Settlement<_>> = got
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect();
+    claimer.settle(&settle).await.unwrap();
+    assert_eq!(pending(&conn, "claimed", "g").await, 0);
+    assert!(
+        claimer.fetch(10).await.unwrap().is_empty(),
+        "delivered once"
+    );
+    assert!(claimer.is_drained().await.unwrap());
+    claimer.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_deleted_stream_is_consumed_again_from_its_start() {
     let server = RedisServer::start();
