@@ -1994,6 +1994,21 @@ mod tests {
     }
 
     #[test]
+    fn extended_xpending_rows_give_id_and_delivery_count() {
+        let row = |id: &[u8], count: i64| {
+            Value::Array(vec![
+                bulk(id),
+                bulk(b"c"),
+                Value::Int(12),
+                Value::Int(count),
+            ])
+        };
+        let reply = Value::Array(vec![row(b"1-2", 3), bulk(b"junk"), row(b"x", 1)]);
+        assert_eq!(pending_rows(reply), [(StreamEntryId::new(1, 2), 3)]);
+        assert!(pending_rows(Value::Nil).is_empty());
+    }
+
+    #[test]
     fn group_start_parses() {
         assert_eq!("new".parse::<GroupStart>().unwrap(), GroupStart::NewEntries);
         assert_eq!("0".parse::<GroupStart>().unwrap(), GroupStart::Beginning);
