@@ -255,9 +255,9 @@ struct Reclaimed {
 ///   a connection of its own (a blocking read must not stall the shared one), with `n` the
 ///   runtime's free capacity. The reply is walked as raw [`redis::Value`]s, moving the bytes
 ///   into the message. The group is created on first use (`XGROUP CREATE … MKSTREAM`, at
-///   [`GroupStart`], the beginning of the stream by default); if it disappears (the stream was deleted) it is created again at the start
-///   of the stream. Each broker has a consumer name unique to its process
-///   ([`unique_consumer_name`]).
+///   [`GroupStart`], the beginning of the stream by default); if it disappears (the stream was
+///   deleted) it is created again at the start of the stream. Each broker has a consumer name
+///   unique to its process ([`unique_consumer_name`]).
 /// * **Ack**: one `XACK` with every id of a settled batch, after processing.
 /// * **Retry**: a Lua script acknowledges the entry and, only if it was still pending (so a
 ///   settle repeated after a lost reply does nothing twice), adds its fields with the attempt
