@@ -383,6 +383,9 @@ pub struct StreamBroker {
     recovering: AtomicBool,
     /// Entries a previous process under this consumer name left pending may remain.
     own_leftovers: AtomicBool,
+    /// The last of those leftovers taken back: they stay pending for this consumer once taken,
+    /// so the next look starts after it.
+    leftovers_taken: StdMutex<Option<StreamEntryId>>,
     read_mark: StdMutex<StreamEntryId>,
     /// Entries a claim whose reply was lost may have moved into this consumer's pending list.
     unanswered_claims: StdMutex<Vec<StreamEntryId>>,
@@ -473,6 +476,7 @@ impl StreamBroker {
             registered: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             own_leftovers: AtomicBool::new(reused_name),
+            leftovers_taken: StdMutex::new(None),
             read_mark: StdMutex::new(StreamEntryId::default()),
             unanswered_claims: StdMutex::new(Vec::new()),
             blocking: Mutex::new(None),
@@ -898,7 +902,19 @@ impl StreamBroker {
             if want == 0 {
                 break;
             }
-            let candidates = self.pending_of(dead, min_idle, want).await?;
+            // A dead consumer's claimed entries leave its pending list; this consumer's own
+            // leftovers do not, so they are walked past.
+            let after = if dead == self.consumer {
+                *self.leftovers_taken.lock().expect("leftovers lock")
+            } else {
+                None
+            };
+            let candidates = self.pending_of(dead, min_idle, after, want).await?;
+            if dead == self.consumer
+                && let Some(last) = candidates.last()
+            {
+                *self.leftovers_taken.lock().expect("leftovers lock") = Some(*last);
+            }
             let mut claim = STREAM_CLAIM.prepare_invoke();
             claim
                 .key(self.stream())
@@ -998,20 +1014,23 @@ impl StreamBroker {
         Ok((total, all))
     }
 
-    /// Up to `max` ids pending for `consumer`, idle at least `min_idle`, oldest first.
+    /// Up to `max` ids pending for `consumer`, idle at least `min_idle`, oldest first, after
+    /// `after` when given.
     async fn pending_of(
         &self,
         consumer: &str,
         min_idle: Duration,
+        after: Option<StreamEntryId>,
         max: usize,
     ) -> Result<Vec<StreamEntryId>, BrokerError> {
         let mut m = self.mgr();
+        let start = after.map_or_else(|| "-".to_owned(), |id| format!("({id}"));
         let rows: Vec<Value> = redis::cmd("XPENDING")
             .arg(self.stream())
             .arg(&self.group)
             .arg("IDLE")
             .arg(min_idle.as_millis() as u64)
-            .arg("-")
+            .arg(start)
             .arg("+")
             .arg(max)
             .arg(consumer)

@@ -1188,6 +1188,38 @@ async fn a_restarted_consumer_with_the_same_name_takes_back_its_entries() {
     group_is_clean(&conn, "named", "g").await;
 }
 
+/// More leftovers than one claim batch (200) under a reused name: each is taken back once, none
+/// is left behind.
+#[tokio::test]
+async fn a_restarted_consumer_takes_back_many_leftovers_once_each() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "named-many", 450).await;
+    let named = |conn: &RedisConnection| {
+        StreamBroker::with_consumer_name(conn, "named-many", "g", "pod-0")
+            .with_maintenance_interval(Duration::from_millis(100))
+            .with_heartbeat_ttl(Duration::from_millis(600))
+    };
+    let first = named(&conn);
+    assert_eq!(first.fetch(450).await.unwrap().len(), 450);
+    drop(first);
+
+    let (seen, w) = collector();
+    let s = within(30, "the restarted consumer", burst(named(&conn), w).run())
+        .await
+        .unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut got: Vec<&str> = seen.iter().map(|m| m.id()).collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(got.len(), want.len(), "each leftover delivered once");
+    assert_eq!(got, want);
+    assert_eq!(s.acked, 450);
+    assert!(seen.iter().all(|m| m.attempt() == 2));
+    group_is_clean(&conn, "named-many", "g").await;
+}
+
 #[tokio::test]
 async fn stats_report_depth_in_flight_retries_and_dead_letters() {
     let server = RedisServer::start();
