@@ -1203,11 +1203,13 @@ impl StreamBroker {
     /// true again), so another consumer does not report the same entries.
     ///
     /// Maintenance calls it every interval, and [`ensure_group`](Self::ensure_group) before the
-    /// first read. It needs Redis 7.0 (0 before). The count is known when the group's position is
-    /// before the stream's first entry or at its end, so a loss is reported at the latest when
-    /// the group has caught up. Entries trimmed before the group existed are not counted. The
-    /// consumers' own trim ([`with_trim_processed`](Self::with_trim_processed)) never removes an
-    /// undelivered entry.
+    /// first read. It needs Redis 7.0 (0 before). The count is known while the group's position
+    /// is before the stream's first entry (the state a trim of undelivered entries leaves, until
+    /// the group reads on), and, on Redis 7.0, also once the group has caught up. Later Redis
+    /// versions count entries a group reads past as read, so there a trim that happens and is
+    /// read past between two maintenance intervals goes uncounted: the count is a lower bound.
+    /// Entries trimmed before the group existed are not counted. The consumers' own trim
+    /// ([`with_trim_processed`](Self::with_trim_processed)) never removes an undelivered entry.
     pub async fn count_trimmed_undelivered(&self) -> Result<u64, BrokerError> {
         self.check_trimmed(false).await
     }
