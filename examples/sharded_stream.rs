@@ -45,9 +45,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
     let queue = ShardedQueue::new("example:orders", 4)?;
 
+    // Every shard's group starts at the beginning of its shard: orders added before any
+    // worker ran are processed.
     let broker = ShardedStreamBroker::new(&conn, &queue, "example-workers");
-    // Every shard's group starts at new entries: create them before producing.
-    broker.ensure_group().await?;
     let orders: Vec<Message> = (0..1000)
         .map(|i| Message::new(i.to_string()).with_header("customer", format!("c{}", i % 50)))
         .collect();

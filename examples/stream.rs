@@ -38,9 +38,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     tracing_subscriber::fmt().with_env_filter("info").init();
     let conn = RedisConnection::connect(RedisConfig::from_env()?).await?;
 
+    // Jobs added before any worker ran are processed: a new group starts at the beginning of
+    // the stream (`GroupStart::NewEntries` is for event streams whose backlog does not matter).
     let broker = StreamBroker::new(&conn, "example:stream", "example-workers");
-    // The group starts at new entries (like `XGROUP CREATE … $`): create it before producing.
-    broker.ensure_group().await?;
     let jobs: Vec<Message> = (0..500)
         .map(|i| Message::new(i.to_string()).with_header("customer", format!("c{}", i % 7)))
         .collect();

@@ -382,9 +382,9 @@ pub(crate) struct QueueArgs {
     #[arg(long, env = "PYTHIA_GROUP", default_value = "pythia")]
     pub(crate) group: String,
 
-    /// Where a new consumer group starts reading a stream: `new` entries only, or the
-    /// `beginning`.
-    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::New)]
+    /// Where a new consumer group starts reading a stream: the `beginning` (every entry queued
+    /// before the first worker ran is processed), or `new` entries only (event streams).
+    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::Beginning)]
     pub(crate) group_start: GroupStartArg,
 
     /// Which end of the list consumers pop (producers push the other end).
@@ -580,8 +580,11 @@ pub(crate) struct ProduceArgs {
     #[arg(long)]
     pub(crate) raw: bool,
 
-    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 = no cap.
-    #[arg(long, default_value_t = 1_000_000)]
+    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
+    /// no cap. A cap drops the oldest entries even if no group was delivered them: with a
+    /// backlog above it, messages are lost (the workers count them in
+    /// pythia_stream_trimmed_undelivered_total and warn).
+    #[arg(long, default_value_t = 0)]
     pub(crate) max_len: usize,
 
     /// Print each message's id on stdout, one per line, once sent (the summary then goes to

@@ -230,11 +230,15 @@ fn help_documents_every_command() {
     assert!(String::from_utf8_lossy(&o.stdout).contains("Exit codes"));
 }
 
+/// With no `--group-start`, the group starts at the beginning: the jobs queued before the first
+/// worker ran are processed.
 #[tokio::test]
 async fn stream_produce_then_run_burst_in_a_consumer_group() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
+    // Every command goes to the slow log, to see the XADDs' arguments.
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
     let o = pythia(&[
         "produce",
         "--redis-url",
@@ -248,6 +252,20 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         "z",
     ]);
     assert!(o.status.success(), "{}", text(&o));
+    let log: Vec<redis::Value> = cmd(&conn, &["SLOWLOG", "GET", "1000"]).await;
+    let adds: Vec<Vec<String>> = log
+        .into_iter()
+        .filter_map(|e| match e {
+            redis::Value::Array(parts) => redis::from_redis_value(parts[3].clone()).ok(),
+            _ => None,
+        })
+        .filter(|args: &Vec<String>| args[0].eq_ignore_ascii_case("XADD"))
+        .collect();
+    assert_eq!(adds.len(), 3, "{adds:?}");
+    assert!(
+        adds.iter().all(|a| a[2] == "*"),
+        "no MAXLEN without --max-len: {adds:?}"
+    );
     let o = pythia(&[
         "run",
         "--redis-url",
@@ -258,8 +276,6 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         "events",
         "--group",
         "g1",
-        "--group-start",
-        "beginning",
         "--burst",
         "--concurrency",
         "1",
@@ -278,6 +294,29 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         Some(&redis::Value::Int(0)),
         "nothing left pending"
     );
+
+    // `--group-start new` is for event streams: the entries queued before are skipped.
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--broker",
+        "stream",
+        "--queue",
+        "events",
+        "--group",
+        "g2",
+        "--group-start",
+        "new",
+        "--burst",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ]);
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{out}");
 }
 
 #[tokio::test]

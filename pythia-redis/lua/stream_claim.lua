@@ -4,29 +4,36 @@
 -- claim, so a consumer that comes back in between keeps its entries. A consumer Pythia does not
 -- know (another tool) is judged by the caller on its idle time, and only its entries idle at
 -- least ARGV[5] ms are taken.
+-- The caller names the entries to claim (read from the dead consumer's pending list just
+-- before): should this reply be lost, it knows which entries may now be its own, and delivers
+-- those it finds in its pending list. Of them, only those still pending for the dead consumer
+-- are taken.
 -- Entries deleted from the stream while pending (trimmed) cannot be delivered: they are
 -- acknowledged and counted as lost.
+-- Checks before it writes: the types of the stream and the registry.
 -- KEYS[1] stream, KEYS[2] the dead consumer's heartbeat, KEYS[3] the group's consumer registry
 -- ARGV[1] group, ARGV[2] claimer, ARGV[3] dead consumer, ARGV[4] '1' to check the heartbeat,
--- ARGV[5] minimum idle time (ms), ARGV[6] at most this many entries
+-- ARGV[5] minimum idle time (ms), ARGV[6..] the ids to claim
 -- Returns {status, lost, id, delivery count before the claim, fields, id, count, fields, ...}
 -- where status is -1 (alive after all: nothing done), 0 (claimed, some left) or 1 (claimed,
 -- consumer removed).
 local stream, group, dead = KEYS[1], ARGV[1], ARGV[3]
+expect_type(KEYS[1], 'stream')
+expect_type(KEYS[3], 'set')
 if ARGV[4] == '1' and redis.call('EXISTS', KEYS[2]) == 1 then
   return {-1, 0}
 end
-expect_type(KEYS[1], 'stream')
-expect_type(KEYS[3], 'set')
 local out = {0, 0}
-local pending = redis.call('XPENDING', stream, group, 'IDLE', tonumber(ARGV[5]), '-', '+',
-  tonumber(ARGV[6]), dead)
-if #pending > 0 then
-  local ids, counts = {}, {}
-  for k, p in ipairs(pending) do
-    ids[k] = p[1]
-    counts[p[1]] = p[4]
+local ids, counts = {}, {}
+for k = 6, #ARGV do
+  local p = redis.call('XPENDING', stream, group, 'IDLE', tonumber(ARGV[5]), ARGV[k], ARGV[k], 1,
+    dead)
+  if #p == 1 then
+    ids[#ids + 1] = p[1][1]
+    counts[p[1][1]] = p[1][4]
   end
+end
+if #ids > 0 then
   local claimed = redis.call('XCLAIM', stream, group, ARGV[2], 0, unpack(ids))
   local got = {}
   for _, e in ipairs(claimed) do

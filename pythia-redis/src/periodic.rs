@@ -18,7 +18,6 @@ use crate::destination::{Destination, stream_fields};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::lock::{Lock, LockGuard};
 use crate::scripts::PERIODIC_FIRE;
-use crate::stream_producer::StreamProducer;
 use crate::transient_retry::retry_transient;
 
 /// When a periodic job fires: the instants ("slots") of a cron expression or a fixed interval.
@@ -594,11 +593,9 @@ impl PeriodicScheduler {
                     .collect(),
             ),
         };
-        let max_len = if job.destination.is_stream() {
-            StreamProducer::DEFAULT_MAX_LEN
-        } else {
-            0
-        };
+        // No MAXLEN on a stream: a cap would drop entries no group has been delivered yet; the
+        // consumers trim what they processed.
+        let max_len = 0;
         let payload = &payload;
         let fired: i64 = retry_transient("fire a periodic job", || async move {
             let mut m = self.manager.clone();

@@ -38,6 +38,10 @@ pub(crate) static STREAM_SETTLE: LazyLock<Script> = checked!("stream_settle.lua"
 pub(crate) static STREAM_PROMOTE: LazyLock<Script> = checked!("stream_promote.lua");
 /// Claim a dead stream consumer's pending entries, and forget it once empty.
 pub(crate) static STREAM_CLAIM: LazyLock<Script> = checked!("stream_claim.lua");
+/// Count (and clear) the entries trimmed from a stream before a consumer group was delivered
+/// them.
+pub(crate) static STREAM_TRIMMED: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/stream_trimmed.lua")));
 /// Trim the entries every consumer group of a stream is done with.
 pub(crate) static STREAM_TRIM: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/stream_trim.lua")));

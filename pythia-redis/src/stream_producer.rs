@@ -23,7 +23,7 @@ const ENQUEUED_AT_SLACK_MS: u64 = 1000;
 
 /// Adds messages to the stream a [`StreamBroker`](crate::StreamBroker) consumes.
 ///
-/// Each message is one entry (`XADD <stream> MAXLEN ~ <n> * …`):
+/// Each message is one entry (`XADD <stream> * …`):
 ///
 /// * [`Encoding::Envelope`] (the default) writes the `body` field, `pythia-id` (the message id,
 ///   which then stays the same across retries), and one field per header. `pythia-attempt` is
@@ -34,12 +34,15 @@ const ENQUEUED_AT_SLACK_MS: u64 = 1000;
 ///   headers. Header names `body` and `pythia-…` are reserved and refused.
 /// * [`Encoding::Raw`] writes the `body` field alone, for consumers that are not Pythia.
 ///
-/// **Trimming**: `MAXLEN ~ n` ([`DEFAULT_MAX_LEN`](Self::DEFAULT_MAX_LEN) by default, `None`
-/// for no cap) bounds the stream's memory even if every consumer is gone. It drops the oldest
-/// entries whether they were processed or not, so size it above the largest backlog you
-/// expect (about 100–200 bytes of Redis memory per entry of a 100-byte body). Processed entries
-/// are removed long before by the consumers (see [`StreamBroker`](crate::StreamBroker),
-/// "Memory").
+/// **Trimming**: none by default. The consumers remove processed entries (see
+/// [`StreamBroker`](crate::StreamBroker), "Memory"), never one a group has not been delivered,
+/// so the stream holds the backlog and little more. [`with_max_len`](Self::with_max_len) opts in
+/// to a hard cap, `XADD … MAXLEN ~ n`, that bounds the stream's memory even if every consumer is
+/// gone: it drops the oldest entries whether they were delivered or not, so with a backlog
+/// above `n` messages are **lost** (counted by the consumers in
+/// [`TRIMMED_UNDELIVERED_TOTAL`](crate::stream::TRIMMED_UNDELIVERED_TOTAL) and logged). Size it
+/// above the largest backlog you expect (about 100–200 bytes of Redis memory per entry of a
+/// 100-byte body).
 ///
 /// Many messages go out in pipelines of [`XADD_PIPELINE_CHUNK`] commands.
 ///
@@ -68,23 +71,20 @@ pub struct StreamProducer {
 }
 
 impl StreamProducer {
-    /// Default approximate cap on the stream's length: 1,000,000 entries.
-    pub const DEFAULT_MAX_LEN: usize = 1_000_000;
-
-    /// A producer for `stream`, writing Pythia's fields, capped at
-    /// [`DEFAULT_MAX_LEN`](Self::DEFAULT_MAX_LEN) entries.
+    /// A producer for `stream`, writing Pythia's fields, trimming nothing.
     pub fn new(conn: &RedisConnection, stream: &str) -> Self {
         Self {
             conn: conn.clone(),
             manager: conn.manager(),
             stream: stream.to_owned(),
-            max_len: Some(Self::DEFAULT_MAX_LEN),
+            max_len: None,
             encoding: Encoding::default(),
         }
     }
 
-    /// The approximate cap on the stream's length (`MAXLEN ~ n`, at least 1), or `None` to add
-    /// without trimming.
+    /// The approximate cap on the stream's length (`MAXLEN ~ n`, at least 1), or `None` (the
+    /// default) to add without trimming. A cap drops entries no group has been delivered when
+    /// the backlog outgrows it: see "Trimming" above.
     #[must_use]
     pub fn with_max_len(mut self, max_len: Option<usize>) -> Self {
         self.max_len = max_len.map(|n| n.max(1));

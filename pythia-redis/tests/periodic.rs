@@ -226,10 +226,31 @@ async fn replicas_firing_at_once_fire_each_slot_once() {
     assert_each_slot_once_without_gaps(&f);
 }
 
+/// Every command the server runs from now on, those of scripts included (`MONITOR`), one line
+/// each.
+fn monitor(port: u16) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+    use std::io::{BufRead, BufReader, Write};
+    let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    tcp.write_all(b"MONITOR\r\n").unwrap();
+    let mut lines = BufReader::new(tcp).lines();
+    assert_eq!(lines.next().unwrap().unwrap(), "+OK");
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let s = seen.clone();
+    std::thread::spawn(move || {
+        for line in lines.map_while(Result::ok) {
+            s.lock().unwrap().push(line);
+        }
+    });
+    seen
+}
+
+/// The entries of a stream destination are never trimmed: a `MAXLEN` would drop entries no
+/// consumer group has been delivered yet.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cron_job_fires_on_whole_seconds_onto_a_stream() {
     let server = RedisServer::start();
     let conn = server.connect().await;
+    let commands = monitor(server.port());
     let stop = CancellationToken::new();
     let scheduler = PeriodicScheduler::new(&conn, "cron")
         .with_lock_ttl(Duration::from_millis(600))
@@ -278,6 +299,18 @@ async fn a_cron_job_fires_on_whole_seconds_onto_a_stream() {
     for w in slots.windows(2) {
         assert_eq!(w[1] - w[0], 1000);
     }
+    let adds: Vec<String> = commands
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|l| l.contains("\"XADD\""))
+        .cloned()
+        .collect();
+    assert!(adds.len() >= 2, "MONITOR saw the XADDs: {adds:?}");
+    assert!(
+        adds.iter().all(|l| !l.contains("\"MAXLEN\"")),
+        "a periodic job's XADD trims nothing: {adds:?}"
+    );
     let last = check.last_fired("every-second").await.unwrap().unwrap();
     assert_eq!(
         last.duration_since(std::time::UNIX_EPOCH)

@@ -636,6 +636,33 @@ async fn close_hands_back_what_running_reads_return(conn: &RedisConnection, name
     shards_are_clean(conn, &queue).await;
 }
 
+/// Messages queued before any consumer ever ran are processed: each shard's group starts at the
+/// beginning of its stream by default.
+async fn a_new_group_gets_what_was_queued_before_it(conn: &RedisConnection, name: &str) {
+    let queue = ShardedQueue::new(name, 3).unwrap();
+    let msgs = numbered(30);
+    ShardedStreamProducer::new(conn, &queue)
+        .add_many(&msgs)
+        .await
+        .unwrap();
+    let broker = ShardedStreamBroker::new(conn, &queue, GROUP)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600))
+        .with_poll_interval(Duration::from_millis(50));
+    let (seen, w) = recorder(Duration::ZERO);
+    let s = within(30, "the burst", burst(broker, w).run())
+        .await
+        .unwrap();
+    assert_eq!(s.acked, 30);
+    let ids: Vec<String> = msgs.iter().map(|m| m.id().to_owned()).collect();
+    exactly_once(
+        &seen.lock().unwrap(),
+        &ids,
+        "queued before the first worker",
+    );
+    shards_are_clean(conn, &queue).await;
+}
+
 // ---------------------------------------------------------------------------------------------
 // On a standalone server: one test per scenario.
 
@@ -665,6 +692,7 @@ standalone!(
     a_different_shard_count_is_refused,
     a_slow_read_is_delivered_by_a_later_fetch,
     close_hands_back_what_running_reads_return,
+    a_new_group_gets_what_was_queued_before_it,
 );
 
 // ---------------------------------------------------------------------------------------------

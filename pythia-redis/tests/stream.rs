@@ -5,8 +5,10 @@
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use metrics::SharedString;
 use std::time::{Duration, SystemTime};
 
 use pythia_core::{
@@ -18,6 +20,64 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::{RedisServer, cmd, eventually, season};
+
+// ---- a counting metrics recorder, installed once for this test binary ----
+
+#[derive(Clone, Default)]
+struct TestRecorder {
+    counters: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
+}
+
+fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
+    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    labels.sort();
+    format!("{name}{{{}}}", labels.join(","))
+}
+
+impl metrics::Recorder for TestRecorder {
+    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
+        let text = key_text(key.name(), &labels);
+        let cell = Arc::clone(self.counters.lock().unwrap().entry(text).or_default());
+        metrics::Counter::from_arc(cell)
+    }
+
+    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        _: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        metrics::Histogram::noop()
+    }
+}
+
+/// Installs the recorder (before the brokers whose counters are read are built).
+fn metrics_recorder() -> &'static TestRecorder {
+    static RECORDER: OnceLock<TestRecorder> = OnceLock::new();
+    RECORDER.get_or_init(|| {
+        let r = TestRecorder::default();
+        metrics::set_global_recorder(r.clone()).expect("no other recorder in this binary");
+        r
+    })
+}
+
+/// The value of counter `name` with exactly these labels (0 when never registered).
+fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
+    metrics_recorder()
+        .counters
+        .lock()
+        .unwrap()
+        .get(&key_text(name, labels))
+        .map_or(0, |c| c.load(Ordering::Relaxed))
+}
 
 /// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
 /// process killed mid-run leaves an exact record of what it finished.
@@ -171,6 +231,178 @@ async fn one_consumer_gets_entries_in_order_with_their_fields() {
         assert!(age < Duration::from_secs(60));
     }
     group_is_clean(&conn, "ordered", "g").await;
+}
+
+/// A job queue processes what was queued before its first worker ever ran: a group the broker
+/// creates starts at the beginning of the stream unless told otherwise.
+#[tokio::test]
+async fn a_new_group_gets_the_entries_queued_before_its_first_worker() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "early", 5).await;
+    let (seen, w) = collector();
+    let broker = StreamBroker::new(&conn, "early", "g")
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600));
+    let summary = within(30, "the burst", burst(broker, w).run())
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 5, "entries queued before the group existed");
+    let got: Vec<String> = seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|m| m.id().to_owned())
+        .collect();
+    assert_eq!(got, ids);
+
+    // `NewEntries` stays available for event streams: such a group skips the backlog.
+    let (seen, w) = collector();
+    let events = StreamBroker::new(&conn, "early", "events")
+        .with_start(GroupStart::NewEntries)
+        .with_maintenance_interval(Duration::from_millis(100))
+        .with_heartbeat_ttl(Duration::from_millis(600));
+    let summary = within(30, "the burst", burst(events, w).run())
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 0);
+    assert!(seen.lock().unwrap().is_empty());
+}
+
+/// The arguments of the `XADD`s the server ran since `SLOWLOG RESET` (every command is logged:
+/// `slowlog-log-slower-than 0`).
+async fn logged_xadds(conn: &RedisConnection) -> Vec<Vec<String>> {
+    let log: Vec<Value> = cmd(conn, &["SLOWLOG", "GET", "100000"]).await;
+    log.into_iter()
+        .filter_map(|e| {
+            let Value::Array(parts) = e else { return None };
+            let args: Vec<String> = redis::from_redis_value(parts.get(3)?.clone()).ok()?;
+            args[0].eq_ignore_ascii_case("XADD").then_some(args)
+        })
+        .collect()
+}
+
+/// A producer trims nothing unless asked: a `MAXLEN` drops entries no group has been delivered
+/// once the backlog outgrows it, and the consumers already remove what they processed.
+#[tokio::test]
+async fn producers_trim_nothing_unless_asked() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
+    let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-max-len", "100000"]).await;
+    let _: () = cmd(&conn, &["SLOWLOG", "RESET"]).await;
+    let plain = StreamProducer::new(&conn, "plain");
+    plain.add(&Message::new("a")).await.unwrap();
+    plain.add_fields(&[("body", "b")]).await.unwrap();
+    let queue = pythia_redis::ShardedQueue::new("sharded", 2).unwrap();
+    pythia_redis::ShardedStreamProducer::new(&conn, &queue)
+        .add_many(&[Message::new("c"), Message::new("d")])
+        .await
+        .unwrap();
+    let adds = logged_xadds(&conn).await;
+    assert_eq!(adds.len(), 4, "{adds:?}");
+    for args in &adds {
+        assert_eq!(args[2], "*", "no MAXLEN by default: {args:?}");
+    }
+
+    let _: () = cmd(&conn, &["SLOWLOG", "RESET"]).await;
+    StreamProducer::new(&conn, "plain")
+        .with_max_len(Some(10))
+        .add(&Message::new("e"))
+        .await
+        .unwrap();
+    let adds = logged_xadds(&conn).await;
+    assert_eq!(adds.len(), 1, "{adds:?}");
+    assert_eq!(adds[0][2..5], ["MAXLEN", "~", "10"], "the opt-in cap");
+}
+
+/// Entries a producer's `MAXLEN` trimmed before the group was delivered them are lost: the
+/// consumers count them once (whichever consumer sees it first) and warn: before the first read
+/// of a worker, and whenever the group is behind the stream's first entry.
+#[tokio::test]
+async fn entries_trimmed_before_delivery_are_counted_once() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    metrics_recorder();
+    // `repro/e9_maxlen.sh`: the group exists (at the end of an empty stream), then 5,000 jobs
+    // arrive with a cap of 1,000.
+    let _: () = cmd(&conn, &["XGROUP", "CREATE", "capped", "g", "$", "MKSTREAM"]).await;
+    let capped = StreamProducer::new(&conn, "capped").with_max_len(Some(1000));
+    let msgs: Vec<Message> = (0..5000).map(|i| Message::new(format!("{i}"))).collect();
+    capped.add_many(&msgs).await.unwrap();
+    let kept: u64 = cmd(&conn, &["XLEN", "capped"]).await;
+    assert!(kept < 5000);
+    // The worker counts them before its first read, which would hide them.
+    let worker = Record {
+        conn: conn.clone(),
+        delay: Duration::ZERO,
+    };
+    let summary = within(
+        60,
+        "the burst",
+        burst(fast(&conn, "capped", "g"), worker).run(),
+    )
+    .await
+    .unwrap();
+    assert_eq!(summary.acked, kept);
+    let labels = [("queue", "capped"), ("group", "g")];
+    assert_eq!(
+        counter(pythia_redis::stream::TRIMMED_UNDELIVERED_TOTAL, &labels),
+        5000 - kept
+    );
+    let other = fast(&conn, "capped", "g");
+    assert_eq!(
+        other.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "counted once"
+    );
+    assert_eq!(
+        counter(pythia_redis::stream::TRIMMED_UNDELIVERED_TOTAL, &labels),
+        5000 - kept
+    );
+
+    // The group reads (its counter is known), falls behind, and the cap trims 1,000 entries it
+    // was not delivered: counted while the group is behind the stream's first entry.
+    let _: () = cmd(&conn, &["DEL", "capped"]).await;
+    let _: () = cmd(&conn, &["XGROUP", "CREATE", "capped", "g", "$", "MKSTREAM"]).await;
+    let small = StreamProducer::new(&conn, "capped").with_max_len(Some(100));
+    small.add(&Message::new("first")).await.unwrap();
+    let c = fast(&conn, "capped", "g");
+    assert_eq!(c.count_trimmed_undelivered().await.unwrap(), 0);
+    let got = c.fetch(1).await.unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "nothing trimmed yet"
+    );
+    let more: Vec<Message> = (0..1000).map(|i| Message::new(format!("{i}"))).collect();
+    small.add_many(&more).await.unwrap();
+    let left: u64 = cmd(&conn, &["XLEN", "capped"]).await;
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        1000 - left,
+        "the entries trimmed unread: 1,000 added after the one delivered, {left} left"
+    );
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "counted once"
+    );
+    let mut delivered = 0;
+    loop {
+        let got = c.fetch(1000).await.unwrap();
+        if got.is_empty() {
+            break;
+        }
+        delivered += got.len() as u64;
+    }
+    assert_eq!(delivered, left, "the rest is delivered");
+    assert_eq!(
+        c.count_trimmed_undelivered().await.unwrap(),
+        0,
+        "and not counted again"
+    );
 }
 
 #[tokio::test]
@@ -479,8 +711,8 @@ async fn entries_from_any_producer_are_consumable() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let early: String = cmd(&conn, &["XADD", "mixed", "*", "body", "before the group"]).await;
-    // The default start is new entries only, as with XGROUP CREATE … $.
-    let broker = StreamBroker::new(&conn, "mixed", "g");
+    // A group at new entries only (XGROUP CREATE … $), created before the entries below.
+    let broker = StreamBroker::new(&conn, "mixed", "g").with_start(GroupStart::NewEntries);
     broker.ensure_group().await.unwrap();
 
     let plain: String = cmd(
@@ -807,6 +1039,88 @@ async fn entries_of_a_lost_read_reply_are_recovered() {
     group_is_clean(&conn, "lost", "g").await;
 }
 
+/// The claim of a dead consumer's entries runs, but its reply never reaches the claimer (here a
+/// reply timeout while the server holds writes with `CLIENT PAUSE … WRITE`, then runs the
+/// script): the entries are in the live claimer's pending list, where nobody else takes them.
+/// The claimer delivers them anyway, and a burst ends.
+#[tokio::test]
+async fn entries_of_a_lost_claim_reply_are_recovered() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "claimed", 3).await;
+    let dead = fast(&conn, "claimed", "g");
+    assert_eq!(dead.fetch(10).await.unwrap().len(), 3);
+    // Its heartbeat expires: the three entries are a dead consumer's.
+    let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
+
+    let impatient = server
+        .config()
+        .with_response_timeout(Duration::from_millis(200))
+        .with_block_timeout(Duration::from_millis(100));
+    let claimer_conn = RedisConnection::connect(impatient).await.unwrap();
+    let claimer = fast(&claimer_conn, "claimed", "g");
+    claimer.ensure_group().await.unwrap();
+    // Loaded beforehand, so that the paused server runs the script as sent.
+    let _: String = cmd(
+        &conn,
+        &["SCRIPT", "LOAD", include_str!("../lua/stream_claim.lua")],
+    )
+    .await;
+    let _: () = cmd(&conn, &["CLIENT", "PAUSE", "1000", "WRITE"]).await;
+    assert!(
+        claimer.reclaim_dead_consumers().await.is_err(),
+        "the claim's reply timed out"
+    );
+    eventually(
+        Duration::from_secs(5),
+        "the claim to run after the pause",
+        || async {
+            let mine: Vec<Value> = cmd(
+                &conn,
+                &[
+                    "XPENDING",
+                    "claimed",
+                    "g",
+                    "-",
+                    "+",
+                    "10",
+                    claimer.consumer(),
+                ],
+            )
+            .await;
+            mine.len() == 3
+        },
+    )
+    .await;
+
+    let got = claimer.fetch(10).await.unwrap();
+    let mut got_ids: Vec<String> = got.iter().map(|d| d.message.id().to_owned()).collect();
+    got_ids.sort();
+    let mut want = ids.clone();
+    want.sort();
+    assert_eq!(got_ids, want, "the claimed entries are delivered");
+    assert!(
+        got.iter().all(|d| d.message.attempt() == 2),
+        "a delivery to a dead consumer counts as an attempt"
+    );
+    let settle: Vec<Settlement<_>> = got
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect();
+    claimer.settle(&settle).await.unwrap();
+    assert_eq!(pending(&conn, "claimed", "g").await, 0);
+    assert!(
+        claimer.fetch(10).await.unwrap().is_empty(),
+        "delivered once"
+    );
+    assert!(claimer.is_drained().await.unwrap());
+    claimer.close().await.unwrap();
+}
+
 #[tokio::test]
 async fn a_deleted_stream_is_consumed_again_from_its_start() {
     let server = RedisServer::start();
@@ -875,6 +1189,38 @@ async fn a_restarted_consumer_with_the_same_name_takes_back_its_entries() {
     let again: Vec<&str> = seen[..3].iter().map(|m| m.id()).collect();
     assert_eq!(again, first_ids);
     group_is_clean(&conn, "named", "g").await;
+}
+
+/// More leftovers than one claim batch (200) under a reused name: each is taken back once, none
+/// is left behind.
+#[tokio::test]
+async fn a_restarted_consumer_takes_back_many_leftovers_once_each() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = add_numbered(&conn, "named-many", 450).await;
+    let named = |conn: &RedisConnection| {
+        StreamBroker::with_consumer_name(conn, "named-many", "g", "pod-0")
+            .with_maintenance_interval(Duration::from_millis(100))
+            .with_heartbeat_ttl(Duration::from_millis(600))
+    };
+    let first = named(&conn);
+    assert_eq!(first.fetch(450).await.unwrap().len(), 450);
+    drop(first);
+
+    let (seen, w) = collector();
+    let s = within(30, "the restarted consumer", burst(named(&conn), w).run())
+        .await
+        .unwrap();
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut got: Vec<&str> = seen.iter().map(|m| m.id()).collect();
+    got.sort_unstable();
+    let mut want: Vec<&str> = ids.iter().map(String::as_str).collect();
+    want.sort_unstable();
+    assert_eq!(got.len(), want.len(), "each leftover delivered once");
+    assert_eq!(got, want);
+    assert_eq!(s.acked, 450);
+    assert!(seen.iter().all(|m| m.attempt() == 2));
+    group_is_clean(&conn, "named-many", "g").await;
 }
 
 #[tokio::test]

@@ -243,8 +243,9 @@ impl ShardedStreamBroker {
         self
     }
 
-    /// Where each shard's group starts when this broker creates it (default: new entries
-    /// only; call [`ensure_group`](Self::ensure_group) before producing).
+    /// Where each shard's group starts when this broker creates it (default: the beginning of
+    /// the shard; with [`GroupStart::NewEntries`], call [`ensure_group`](Self::ensure_group)
+    /// before producing).
     #[must_use]
     pub fn with_start(self, start: GroupStart) -> Self {
         self.each(|s| s.with_start(start))
@@ -321,7 +322,7 @@ impl ShardedStreamBroker {
 
     /// Checks the stored layout (see the [module docs](super)) and creates every shard's
     /// consumer group unless it exists. Call it before producing when the groups start at new
-    /// entries.
+    /// entries ([`GroupStart::NewEntries`]).
     pub async fn ensure_group(&self) -> Result<(), BrokerError> {
         self.queue.check_layout(&self.conn).await?;
         first_error(join_all(self.shards.iter().map(StreamBroker::ensure_group)).await)?;

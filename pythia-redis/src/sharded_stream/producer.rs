@@ -57,8 +57,7 @@ pub struct ShardedStreamProducer {
 }
 
 impl ShardedStreamProducer {
-    /// A producer for `queue`, writing Pythia's fields, each shard capped at
-    /// [`StreamProducer::DEFAULT_MAX_LEN`] entries.
+    /// A producer for `queue`, writing Pythia's fields, trimming nothing.
     pub fn new(conn: &RedisConnection, queue: &ShardedQueue) -> Self {
         Self {
             conn: conn.clone(),
@@ -73,7 +72,9 @@ impl ShardedStreamProducer {
         }
     }
 
-    /// The approximate cap on each shard's length (`MAXLEN ~ n`), or `None` for none.
+    /// The approximate cap on each shard's length (`MAXLEN ~ n`), or `None` (the default) for
+    /// none. A cap drops entries no group has been delivered when a shard's backlog outgrows it
+    /// ([`StreamProducer::with_max_len`]).
     #[must_use]
     pub fn with_max_len(mut self, max_len: Option<usize>) -> Self {
         self.shards = self

@@ -310,7 +310,7 @@ async fn bare_stream(conn: &RedisConnection, args: &BenchChildArgs) -> Result<Ru
     })
 }
 
-/// Framework: `StreamProducer` (Pythia fields). Bare: `XADD s MAXLEN ~ 1000000 * body b`,
+/// Framework: `StreamProducer` (Pythia fields). Bare: `XADD s * body b`,
 /// pipelined by 1000.
 async fn produce_stream(
     conn: &RedisConnection,
@@ -330,9 +330,6 @@ async fn produce_stream(
             for b in chunk {
                 pipe.cmd("XADD")
                     .arg(&args.queue)
-                    .arg("MAXLEN")
-                    .arg("~")
-                    .arg(1_000_000)
                     .arg("*")
                     .arg("body")
                     .arg(b)
