@@ -437,6 +437,35 @@ impl ConnectionLike for SharedConnection {
     }
 }
 
+/// A broker's dedicated connection for its blocking reads (`BRPOP`, `BLMOVE`, `XREADGROUP …
+/// BLOCK`, `XREAD … BLOCK`), opened on first use and dropped after an error (it may be broken: the
+/// next read opens a new one). A blocking command never shares the multiplexed connection, where
+/// it would stall every other command behind it.
+#[derive(Debug, Default)]
+pub(crate) struct BlockingSlot(tokio::sync::Mutex<Option<BlockingConnection>>);
+
+impl BlockingSlot {
+    /// Runs `cmd` on the slot's connection, opening it first if needed. The outer error is a
+    /// connection that could not be opened; the inner result is the command's own (after an
+    /// error the connection is dropped).
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &RedisConnection,
+        cmd: &Cmd,
+    ) -> Result<Result<T, redis::RedisError>, BrokerError> {
+        let mut slot = self.0.lock().await;
+        if slot.is_none() {
+            *slot = Some(conn.blocking().await?);
+        }
+        let con = slot.as_mut().expect("just set");
+        let res = cmd.query_async(con).await;
+        if res.is_err() {
+            *slot = None;
+        }
+        Ok(res)
+    }
+}
+
 /// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
 #[derive(Clone)]
 pub struct BlockingConnection(BlockingKind);

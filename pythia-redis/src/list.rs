@@ -2,13 +2,12 @@
 
 use std::time::Duration;
 
-use crate::connection::{BlockingConnection, SharedConnection};
+use crate::connection::{BlockingSlot, SharedConnection};
 use bytes::Bytes;
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
     envelope,
 };
-use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
@@ -124,7 +123,7 @@ pub struct ListBroker {
     side: ListSide,
     dead_letter_cap: usize,
     maintenance_interval: Duration,
-    blocking: Mutex<Option<BlockingConnection>>,
+    blocking: BlockingSlot,
 }
 
 impl ListBroker {
@@ -141,7 +140,7 @@ impl ListBroker {
             side: ListSide::default(),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
-            blocking: Mutex::new(None),
+            blocking: BlockingSlot::default(),
         }
     }
 
@@ -180,28 +179,18 @@ impl ListBroker {
     }
 
     async fn blocking_pop(&self) -> Result<Option<Vec<u8>>, BrokerError> {
-        let mut slot = self.blocking.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.conn.blocking().await?);
-        }
-        let con = slot.as_mut().expect("just set");
-        let cmd = match self.side {
+        let name = match self.side {
             ListSide::Right => "BRPOP",
             ListSide::Left => "BLPOP",
         };
-        let res: Result<Option<(String, Vec<u8>)>, _> = redis::cmd(cmd)
-            .arg(self.keys.queue())
-            .arg(self.conn.config().block_timeout().as_secs_f64())
-            .query_async(con)
-            .await;
-        match res {
-            Ok(v) => Ok(v.map(|(_, item)| item)),
-            Err(e) => {
-                // The connection may be broken: make a new one next time.
-                *slot = None;
-                Err(self.conn.error(cmd, e))
-            }
-        }
+        let mut cmd = redis::cmd(name);
+        cmd.arg(self.keys.queue())
+            .arg(self.conn.config().block_timeout().as_secs_f64());
+        self.blocking
+            .query::<Option<(String, Vec<u8>)>>(&self.conn, &cmd)
+            .await?
+            .map(|v| v.map(|(_, item)| item))
+            .map_err(|e| self.conn.error(name, e))
     }
 }
 

@@ -5,12 +5,11 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
-use crate::connection::{BlockingConnection, SharedConnection};
+use crate::connection::{BlockingSlot, SharedConnection};
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
     envelope,
 };
-use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
@@ -99,7 +98,7 @@ pub struct ReliableListBroker {
     /// Settlements of deliveries another consumer had reclaimed.
     not_owned: NotOwned,
     dead_letter_cap: usize,
-    blocking: Mutex<Option<BlockingConnection>>,
+    blocking: BlockingSlot,
     reclaimed: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<u64>,
@@ -141,7 +140,7 @@ impl ReliableListBroker {
             reap_gate: ReapGate::default(),
             not_owned: NotOwned::new(queue, "reliable-list"),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
-            blocking: Mutex::new(None),
+            blocking: BlockingSlot::default(),
             recent: RecentSettlements::new(),
         }
     }
@@ -310,30 +309,21 @@ impl ReliableListBroker {
 
     /// Waits (up to the block timeout) for an item and parks it in the staging list.
     async fn wait_for_item(&self) -> Result<bool, BrokerError> {
-        let mut slot = self.blocking.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.conn.blocking().await?);
-        }
-        let con = slot.as_mut().expect("just set");
         let from = match self.side {
             ListSide::Right => "RIGHT",
             ListSide::Left => "LEFT",
         };
-        let res: Result<Option<Vec<u8>>, _> = redis::cmd("BLMOVE")
-            .arg(self.keys.queue())
+        let mut cmd = redis::cmd("BLMOVE");
+        cmd.arg(self.keys.queue())
             .arg(&self.staging_key)
             .arg(from)
             .arg("LEFT")
-            .arg(self.conn.config().block_timeout().as_secs_f64())
-            .query_async(con)
-            .await;
-        match res {
-            Ok(v) => Ok(v.is_some()),
-            Err(e) => {
-                *slot = None;
-                Err(self.conn.error("BLMOVE", e))
-            }
-        }
+            .arg(self.conn.config().block_timeout().as_secs_f64());
+        self.blocking
+            .query::<Option<Vec<u8>>>(&self.conn, &cmd)
+            .await?
+            .map(|v| v.is_some())
+            .map_err(|e| self.conn.error("BLMOVE", e))
     }
 
     /// The consumers registered for this queue, dead or alive.

@@ -28,7 +28,7 @@ use std::sync::Mutex as StdMutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::connection::{BlockingConnection, SharedConnection};
+use crate::connection::{BlockingSlot, SharedConnection};
 use bytes::Bytes;
 use pythia_core::message::unix_millis;
 use pythia_core::{
@@ -396,7 +396,7 @@ pub struct StreamBroker {
     read_mark: StdMutex<StreamEntryId>,
     /// Entries a claim whose reply was lost may have moved into this consumer's pending list.
     unanswered_claims: StdMutex<Vec<StreamEntryId>>,
-    blocking: Mutex<Option<BlockingConnection>>,
+    blocking: BlockingSlot,
     reclaimed: StdMutex<Reclaimed>,
     claim_lock: Mutex<()>,
     reclaimed_total: metrics::Counter,
@@ -488,7 +488,7 @@ impl StreamBroker {
             leftovers_taken: StdMutex::new(None),
             read_mark: StdMutex::new(StreamEntryId::default()),
             unanswered_claims: StdMutex::new(Vec::new()),
-            blocking: Mutex::new(None),
+            blocking: BlockingSlot::default(),
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
             recent: RecentSettlements::new(),
@@ -675,11 +675,6 @@ impl StreamBroker {
 
     /// One `XREADGROUP` on the dedicated connection.
     async fn read_group(&self, max: usize, from: ReadFrom) -> Result<ReadBatch, BrokerError> {
-        let mut slot = self.blocking.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.conn.blocking().await?);
-        }
-        let con = slot.as_mut().expect("just set");
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
@@ -695,11 +690,9 @@ impl StreamBroker {
             }
             ReadFrom::PendingAfter(id) => cmd.arg("STREAMS").arg(self.stream()).arg(id),
         };
-        let reply: Value = match cmd.query_async(con).await {
+        let reply: Value = match self.blocking.query(&self.conn, &cmd).await? {
             Ok(v) => v,
             Err(e) => {
-                // The connection may be broken: make a new one next time.
-                *slot = None;
                 self.note_error(&e);
                 if matches!(from, ReadFrom::New(_)) && e.code() != Some("NOGROUP") {
                     // The server may have delivered entries whose reply never arrived: they sit
@@ -710,7 +703,6 @@ impl StreamBroker {
                 return Err(self.conn.error("XREADGROUP", e));
             }
         };
-        drop(slot);
         Ok(self.decode_read(reply))
     }
 

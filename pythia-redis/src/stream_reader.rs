@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::connection::BlockingConnection;
+use crate::connection::BlockingSlot;
 use pythia_core::{BrokerError, CancellationToken, Message, Outcome, RetryPolicy, Source, Worker};
 use redis::Value;
 use tokio::sync::Mutex;
@@ -73,7 +73,7 @@ pub struct StreamReader {
     batch: usize,
     policy: RetryPolicy,
     position: Mutex<Option<StreamEntryId>>,
-    blocking: Mutex<Option<BlockingConnection>>,
+    blocking: BlockingSlot,
 }
 
 impl StreamReader {
@@ -90,7 +90,7 @@ impl StreamReader {
             batch: Self::DEFAULT_BATCH,
             policy: RetryPolicy::default(),
             position: Mutex::new(None),
-            blocking: Mutex::new(None),
+            blocking: BlockingSlot::default(),
         }
     }
 
@@ -178,29 +178,20 @@ impl StreamReader {
         &self,
     ) -> Result<(StreamEntryId, Vec<(StreamEntryId, Message)>), BrokerError> {
         let after = self.position().await?;
-        let mut slot = self.blocking.lock().await;
-        if slot.is_none() {
-            *slot = Some(self.conn.blocking().await?);
-        }
-        let con = slot.as_mut().expect("just set");
         let block_ms = self.conn.config().block_timeout().as_millis() as u64;
-        let reply: Result<Value, _> = redis::cmd("XREAD")
-            .arg("COUNT")
+        let mut cmd = redis::cmd("XREAD");
+        cmd.arg("COUNT")
             .arg(self.batch)
             .arg("BLOCK")
             .arg(block_ms.max(1))
             .arg("STREAMS")
             .arg(self.source.name())
-            .arg(after)
-            .query_async(con)
-            .await;
-        let reply = match reply {
-            Ok(v) => v,
-            Err(e) => {
-                *slot = None; // may be broken: a new one next time
-                return Err(self.conn.error("XREAD", e));
-            }
-        };
+            .arg(after);
+        let reply: Value = self
+            .blocking
+            .query(&self.conn, &cmd)
+            .await?
+            .map_err(|e| self.conn.error("XREAD", e))?;
         let entries = parse_xread(reply);
         if let Some((last, _)) = entries.last() {
             *self.position.lock().await = Some(*last);
