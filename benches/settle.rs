@@ -61,7 +61,7 @@ fn batch<T>(mixed: bool, token: impl Fn(usize) -> T) -> Vec<Settlement<T>> {
         .collect()
 }
 
-// The payload functions of `pythia-redis/src/retry_schedule.rs` (crate-private there).
+// The payload functions of `pythia-redis/src/consumer/retry_schedule.rs` (crate-private there).
 fn retry_payload(msg: &Message) -> Vec<u8> {
     envelope::encode(&msg.clone().with_attempt(msg.attempt().saturating_add(1)))
 }

@@ -7,10 +7,10 @@ use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, Message};
 
 use crate::connection::RedisConnection;
+use crate::consumer::retry_schedule::{promote_due, promote_due_to_stream};
 use crate::destination::{Destination, scheduled_payload};
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
-use crate::retry_schedule::{promote_due, promote_due_to_stream};
 use crate::scripts::{DELAYED_CANCEL, DELAYED_SCHEDULE};
 use crate::transient_retry::retry_transient;
 

@@ -3,17 +3,15 @@
 
 pub mod config;
 pub mod connection;
+pub mod consumer;
 pub mod dead_letters;
 mod in_order;
 pub mod keys;
 pub mod list;
-mod liveness;
 pub mod producer;
 pub mod publisher;
 pub mod pubsub;
-mod recent_settlements;
 pub mod reliable_list;
-pub mod retry_schedule;
 mod scripts;
 pub mod sharded_stream;
 pub mod stream;
@@ -21,10 +19,10 @@ pub mod stream_producer;
 
 pub use crate::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
+pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::dead_letters::{DeadLetter, DeadLetterQueue, ReplayReport};
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::{ListBroker, ListSide};
-pub use crate::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::producer::{Encoding, ListProducer};
 pub use crate::publisher::Publisher;
 pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};

@@ -10,10 +10,10 @@ use pythia_core::{
 };
 
 use crate::connection::RedisConnection;
-use crate::keys::QueueKeys;
-use crate::retry_schedule::{
+use crate::consumer::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
+use crate::keys::QueueKeys;
 use crate::scripts::LIST_SETTLE;
 
 /// Which end of the list consumers pop. Producers push on the other end, so the order is

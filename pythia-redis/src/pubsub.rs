@@ -23,8 +23,8 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
+use crate::consumer::retry_schedule::DEFAULT_DEAD_LETTER_CAP;
 use crate::keys::QueueKeys;
-use crate::retry_schedule::DEFAULT_DEAD_LETTER_CAP;
 use sharded::{Event, ShardedLink};
 
 /// Times the subscription was restored after a lost connection, by `queue` and `broker`.

@@ -12,13 +12,13 @@ use pythia_core::{
 };
 
 use crate::connection::RedisConnection;
-use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::list::{ListSide, list_stats};
-use crate::liveness::{Liveness, NotOwned, ReapGate};
-use crate::recent_settlements::RecentSettlements;
-use crate::retry_schedule::{
+use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
+use crate::consumer::recent_settlements::RecentSettlements;
+use crate::consumer::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
+use crate::keys::{QueueKeys, unique_consumer_name};
+use crate::list::{ListSide, list_stats};
 use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE, RELIABLE_SETTLE};
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
@@ -339,7 +339,7 @@ impl ReliableListBroker {
     ///
     /// Does nothing until this consumer has heartbeated without a break for a whole heartbeat
     /// lifetime (after it starts, and after any outage): a missing heartbeat then means a dead
-    /// consumer, not one that could not reach Redis either (see `liveness.rs`).
+    /// consumer, not one that could not reach Redis either (see `consumer/liveness.rs`).
     pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
         if !self.reap_gate.is_open(&self.liveness) {
             return Ok(0);

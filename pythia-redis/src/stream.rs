@@ -40,11 +40,11 @@ use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
+use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
+use crate::consumer::recent_settlements::RecentSettlements;
+use crate::consumer::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::liveness::{Liveness, NotOwned, ReapGate};
-use crate::recent_settlements::RecentSettlements;
 use crate::reliable_list::RECLAIMED_TOTAL;
-use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
 use crate::scripts::{
     STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_SETTLE, STREAM_STATS, STREAM_TRIM,
     STREAM_TRIMMED,
@@ -833,7 +833,7 @@ impl StreamBroker {
         self.ensure_group_once().await?;
         if !self.reap_gate.is_open(&self.liveness) {
             // Not until this consumer has heartbeated without a break for a whole lifetime
-            // (after it starts, and after any outage): see `liveness.rs`.
+            // (after it starts, and after any outage): see `consumer/liveness.rs`.
             return Ok(0);
         }
         let mut m = self.mgr();

@@ -159,7 +159,7 @@ pub async fn cmd<T: redis::FromRedisValue>(conn: &RedisConnection, args: &[&str]
 
 /// Runs `maintain` (a broker's maintenance) every 100 ms for a little more than `lifetime`: a
 /// consumer judges others dead only once it has heartbeated without a break for a whole
-/// heartbeat lifetime (see `pythia-redis/src/liveness.rs`). Its maintenance may reclaim
+/// heartbeat lifetime (see `pythia-redis/src/consumer/liveness.rs`). Its maintenance may reclaim
 /// meanwhile.
 pub async fn season<F, Fut, E>(lifetime: Duration, mut maintain: F)
 where
