@@ -19,7 +19,6 @@ use std::hint::black_box;
 use std::time::{Duration, SystemTime};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use pythia_core::message::unix_millis;
 use pythia_core::{Message, Outcome, Settlement, Source, envelope};
 use pythia_redis::StreamEntryId;
 use redis::Script;
@@ -66,8 +65,9 @@ fn batch<T>(mixed: bool, token: impl Fn(usize) -> T) -> Vec<Settlement<T>> {
 fn retry_payload(msg: &Message) -> Vec<u8> {
     envelope::encode(&msg.clone().with_attempt(msg.attempt().saturating_add(1)))
 }
-fn due_score(delay: Duration) -> u64 {
-    unix_millis(SystemTime::now() + delay)
+/// A retry delay as the settle scripts take it (they add the server's clock).
+fn delay_ms(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 fn dead_letter_payload(msg: &Message, reason: &str) -> Vec<u8> {
     envelope::encode_dead_letter(msg, reason, SystemTime::now())
@@ -111,7 +111,7 @@ fn reliable_mixed_packed(script: &Script, batch: &[Settlement<u64>]) -> Vec<u8> 
             Outcome::Retry { delay } => cmd
                 .arg("r")
                 .arg(s.token)
-                .arg(due_score(*delay))
+                .arg(delay_ms(*delay))
                 .arg(retry_payload(&s.message)),
             Outcome::DeadLetter { reason } => cmd
                 .arg("d")
@@ -124,35 +124,29 @@ fn reliable_mixed_packed(script: &Script, batch: &[Settlement<u64>]) -> Vec<u8> 
     cmd.get_packed_command()
 }
 
-/// `ListBroker::settle`: acks cost nothing; retries and dead letters in one atomic pipeline.
+/// `ListBroker::settle`: acks cost nothing; retries and dead letters in one `list_settle.lua`
+/// call (packed as the `EVALSHA` redis-rs sends).
 fn list_settle(batch: &[Settlement<()>]) -> Option<Vec<u8>> {
-    let mut pipe = redis::pipe();
-    pipe.atomic();
-    let mut retries: Vec<(u64, Vec<u8>)> = Vec::new();
-    let mut dead: Vec<Vec<u8>> = Vec::new();
+    let mut cmd = redis::cmd("EVALSHA");
+    cmd.arg(LIST_SETTLE.get_hash())
+        .arg(2)
+        .arg(SCHEDULED_KEY)
+        .arg(DLQ_KEY)
+        .arg(DEAD_LETTER_CAP);
+    let mut any = false;
     for s in batch {
         match &s.outcome {
             Outcome::Retry { delay } => {
-                retries.push((due_score(*delay), retry_payload(&s.message)));
+                cmd.arg(delay_ms(*delay)).arg(retry_payload(&s.message));
             }
             Outcome::DeadLetter { reason } => {
-                dead.push(dead_letter_payload(&s.message, reason));
+                cmd.arg("d").arg(dead_letter_payload(&s.message, reason));
             }
-            _ => {}
+            _ => continue,
         }
+        any = true;
     }
-    if retries.is_empty() && dead.is_empty() {
-        return None;
-    }
-    if !retries.is_empty() {
-        pipe.zadd_multiple(SCHEDULED_KEY, &retries).ignore();
-    }
-    if !dead.is_empty() {
-        pipe.lpush(DLQ_KEY, &dead).ignore();
-        pipe.ltrim(DLQ_KEY, 0, DEAD_LETTER_CAP as isize - 1)
-            .ignore();
-    }
-    Some(pipe.get_packed_pipeline())
+    any.then(|| cmd.get_packed_command())
 }
 
 /// `StreamBroker::settle`, all acks: `XACK <stream> <group> <id>…`, packed.
@@ -164,8 +158,18 @@ fn stream_acks(batch: &[Settlement<StreamEntryId>]) -> Vec<u8> {
     xack.get_packed_command()
 }
 
+static LIST_SETTLE: std::sync::LazyLock<Script> = std::sync::LazyLock::new(|| {
+    Script::new(concat!(
+        include_str!("../pythia-redis/lua/lib/checks.lua"),
+        include_str!("../pythia-redis/lua/list_settle.lua")
+    ))
+});
+
 fn settle(c: &mut Criterion) {
-    let script = Script::new(include_str!("../pythia-redis/lua/reliable_settle.lua"));
+    let script = Script::new(concat!(
+        include_str!("../pythia-redis/lua/lib/checks.lua"),
+        include_str!("../pythia-redis/lua/reliable_settle.lua")
+    ));
     let rl_acks = batch(false, |i| i as u64);
     let rl_mixed = batch(true, |i| i as u64);
     let list_acks = batch(false, |_| ());

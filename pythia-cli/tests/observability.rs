@@ -176,8 +176,30 @@ async fn metrics_count_what_was_processed_and_match_the_readme() {
         },
     )
     .await;
+    // And a stream worker's (its group's trimmed-entry counter).
+    let stream_port = free_port();
+    let _s = worker(
+        &url,
+        "events",
+        stream_port,
+        &["--broker", "stream", "--handler", "noop"],
+    );
+    let mut stream_scrape = String::new();
+    eventually(
+        Duration::from_secs(10),
+        "the stream worker's metrics",
+        || {
+            if let Some((200, body)) = get(stream_port, "/metrics") {
+                stream_scrape = body;
+            }
+            let has = stream_scrape.contains("pythia_stream_trimmed_undelivered_total");
+            async move { has }
+        },
+    )
+    .await;
     let mut exported = families(&scrape);
     exported.extend(families(&pubsub_scrape));
+    exported.extend(families(&stream_scrape));
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let documented: BTreeSet<String> = readme

@@ -24,6 +24,7 @@ pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnectio
 pub use crate::dead_letters::{DeadLetter, DeadLetterQueue, ReplayReport};
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::{ListBroker, ListSide};
+pub use crate::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::producer::{Encoding, ListProducer};
 pub use crate::publisher::Publisher;
 pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};

@@ -92,6 +92,37 @@ impl Liveness {
     }
 }
 
+/// Settlements (acks, retries, dead letters) of deliveries the consumer no longer owned: another
+/// consumer took it for dead (a stopped process, a long stall) and reclaimed them meanwhile, so
+/// they run, or ran, a second time. Also counts a settle repeated after its reply was lost.
+pub const SETTLE_NOT_OWNED_TOTAL: &str = "pythia_settle_not_owned_total";
+
+/// Counts and logs settlements of deliveries this consumer no longer owned
+/// ([`SETTLE_NOT_OWNED_TOTAL`]).
+#[derive(Debug)]
+pub(crate) struct NotOwned {
+    counter: metrics::Counter,
+}
+
+impl NotOwned {
+    pub(crate) fn new(queue: &str, broker: &'static str) -> Self {
+        Self {
+            counter: metrics::counter!(SETTLE_NOT_OWNED_TOTAL, "queue" => queue.to_owned(), "broker" => broker),
+        }
+    }
+
+    /// `n` settlements changed nothing: their deliveries were no longer this consumer's.
+    pub(crate) fn note(&self, n: u64, consumer: &str) {
+        self.counter.increment(n);
+        tracing::warn!(
+            count = n,
+            consumer,
+            "settled deliveries this consumer no longer owned (reclaimed by another consumer while \
+             it was stopped or cut off): they run again there"
+        );
+    }
+}
+
 /// Whether this consumer may take another consumer's silence for death.
 ///
 /// A missing heartbeat key proves a consumer dead only if it could have refreshed it: after a

@@ -15,7 +15,7 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
-use crate::liveness::{Liveness, ReapGate};
+use crate::liveness::{Liveness, NotOwned, ReapGate};
 use crate::recent_settlements::RecentSettlements;
 use crate::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
@@ -96,6 +96,8 @@ pub struct ReliableListBroker {
     liveness: Liveness,
     /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
     reap_gate: ReapGate,
+    /// Settlements of deliveries another consumer had reclaimed.
+    not_owned: NotOwned,
     dead_letter_cap: usize,
     blocking: Mutex<Option<BlockingConnection>>,
     reclaimed: metrics::Counter,
@@ -137,6 +139,7 @@ impl ReliableListBroker {
             last_fetch_empty: AtomicBool::new(false),
             liveness: Liveness::default(),
             reap_gate: ReapGate::default(),
+            not_owned: NotOwned::new(queue, "reliable-list"),
             dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
             blocking: Mutex::new(None),
             recent: RecentSettlements::new(),
@@ -454,9 +457,11 @@ impl ReliableListBroker {
         Ok(batch)
     }
 
-    async fn settle_batch(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
+    /// Settles `batch`; returns how many of its deliveries were still in this consumer's
+    /// in-flight hash.
+    async fn settle_batch(&self, batch: &[Settlement<u64>]) -> Result<u64, BrokerError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut m = self.mgr();
         if batch.iter().all(|s| s.outcome == Outcome::Ack) {
@@ -464,7 +469,7 @@ impl ReliableListBroker {
             return redis::cmd("HDEL")
                 .arg(&self.in_flight_key)
                 .arg(&ids)
-                .query_async::<()>(&mut m)
+                .query_async::<u64>(&mut m)
                 .await
                 .map_err(|e| self.conn.error("ack", e));
         }
@@ -476,7 +481,6 @@ impl ReliableListBroker {
         push_settle_args(&mut inv, batch);
         inv.invoke_async::<u64>(&mut m)
             .await
-            .map(drop)
             .map_err(|e| self.conn.error("settle", e))
     }
 
@@ -536,9 +540,14 @@ impl Broker for ReliableListBroker {
     }
 
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
-        self.settle_batch(batch)
+        let settled = self
+            .settle_batch(batch)
             .await
             .inspect_err(|e| self.recent.note(e))?;
+        let not_owned = (batch.len() as u64).saturating_sub(settled);
+        if not_owned > 0 {
+            self.not_owned.note(not_owned, &self.consumer);
+        }
         self.recent.record(batch);
         Ok(())
     }

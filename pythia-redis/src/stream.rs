@@ -41,7 +41,7 @@ use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::liveness::{Liveness, ReapGate};
+use crate::liveness::{Liveness, NotOwned, ReapGate};
 use crate::recent_settlements::RecentSettlements;
 use crate::reliable_list::RECLAIMED_TOTAL;
 use crate::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
@@ -378,6 +378,8 @@ pub struct StreamBroker {
     liveness: Liveness,
     /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
     reap_gate: ReapGate,
+    /// Settlements of deliveries another consumer had reclaimed.
+    not_owned: NotOwned,
     foreign_idle_timeout: Option<Duration>,
     delete_on_ack: bool,
     trim_processed: bool,
@@ -473,6 +475,7 @@ impl StreamBroker {
             start: GroupStart::default(),
             liveness: Liveness::default(),
             reap_gate: ReapGate::default(),
+            not_owned: NotOwned::new(stream, "stream"),
             foreign_idle_timeout: Some(Self::DEFAULT_FOREIGN_IDLE_TIMEOUT),
             delete_on_ack: false,
             trim_processed: true,
@@ -715,9 +718,11 @@ impl StreamBroker {
         decode_read_reply(reply, &self.group, &self.source)
     }
 
-    async fn ack_ids(&self, ids: &[StreamEntryId]) -> Result<(), BrokerError> {
+    /// Acknowledges `ids` (and deletes them with `delete_on_ack`); returns how many were still
+    /// pending in the group.
+    async fn ack_ids(&self, ids: &[StreamEntryId]) -> Result<u64, BrokerError> {
         if ids.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
         let mut m = self.mgr();
         let mut xack = redis::cmd("XACK");
@@ -726,15 +731,15 @@ impl StreamBroker {
             redis::pipe()
                 .atomic()
                 .add_command(xack)
-                .ignore()
                 .cmd("XDEL")
                 .arg(self.stream())
                 .arg(ids)
                 .ignore()
-                .query_async::<()>(&mut m)
+                .query_async::<(u64,)>(&mut m)
                 .await
+                .map(|(acked,)| acked)
         } else {
-            xack.query_async::<()>(&mut m).await
+            xack.query_async::<u64>(&mut m).await
         };
         res.map_err(|e| self.conn.error("XACK", e))
     }
@@ -1247,16 +1252,17 @@ impl StreamBroker {
         &self,
         acks: &[StreamEntryId],
         items: &[(StreamEntryId, &Message, Item<'_>)],
-    ) -> Result<(), BrokerError> {
+    ) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
         let now = unix_millis(SystemTime::now());
         let mut chunks = items.chunks(SETTLE_SCRIPT_BATCH);
         let mut acks = Some(acks);
+        let mut settled = 0;
         loop {
             let chunk = chunks.next();
             let first = acks.take();
             if chunk.is_none() && first.is_none() {
-                return Ok(());
+                return Ok(settled);
             }
             let mut inv = STREAM_SETTLE.prepare_invoke();
             inv.key(self.stream())
@@ -1274,14 +1280,16 @@ impl StreamBroker {
             for (token, msg, item) in chunk {
                 self.push_item(&mut inv, *token, msg, *item, now);
             }
-            let (_, too_big): (u64, Vec<Vec<u8>>) = inv
+            let (n, too_big): (u64, Vec<Vec<u8>>) = inv
                 .invoke_async(&mut m)
                 .await
                 .map_err(|e| self.conn.error("settle", e))?;
+            settled += n;
             for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
                 if let Some((token, msg, item)) = chunk.iter().find(|(t, _, _)| *t == id) {
                     self.settle_by_transaction(&mut m, *token, msg, *item, now)
                         .await?;
+                    settled += 1;
                 }
             }
         }
@@ -1456,9 +1464,14 @@ impl StreamBroker {
         &self,
         batch: &[(StreamEntryId, &Message, &Outcome)],
     ) -> Result<(), BrokerError> {
-        self.settle_now(batch)
+        let settled = self
+            .settle_now(batch)
             .await
             .inspect_err(|e| self.recent.note(e))?;
+        let not_owned = (batch.len() as u64).saturating_sub(settled);
+        if not_owned > 0 {
+            self.not_owned.note(not_owned, &self.consumer);
+        }
         self.recent.record_refs(batch.iter().copied());
         Ok(())
     }
@@ -1475,7 +1488,7 @@ impl StreamBroker {
             .iter()
             .map(|s| (s.token, &s.message, &s.outcome))
             .collect();
-        let mut sent = Ok(());
+        let mut sent = Ok(0);
         for chunk in acks.chunks(10_000) {
             sent = self.ack_ids(chunk).await;
             if sent.is_err() {
@@ -1488,19 +1501,20 @@ impl StreamBroker {
         if sent.is_err() {
             self.recent.suspect();
         }
-        sent
+        sent.map(drop)
     }
 
+    /// Settles `batch`; returns how many of its entries were still pending in the group.
     async fn settle_now(
         &self,
         batch: &[(StreamEntryId, &Message, &Outcome)],
-    ) -> Result<(), BrokerError> {
+    ) -> Result<u64, BrokerError> {
         if batch.is_empty() {
-            return Ok(());
+            return Ok(0);
         }
-        if batch.iter().all(|s| *s.2 == Outcome::Ack) {
+        let settled = if batch.iter().all(|s| *s.2 == Outcome::Ack) {
             let ids: Vec<StreamEntryId> = batch.iter().map(|s| s.0).collect();
-            self.ack_ids(&ids).await?;
+            self.ack_ids(&ids).await?
         } else {
             let mut acks = Vec::new();
             let mut items = Vec::new();
@@ -1516,10 +1530,10 @@ impl StreamBroker {
                     _ => acks.push(token),
                 }
             }
-            self.settle_script(&acks, &items).await?;
-        }
+            self.settle_script(&acks, &items).await?
+        };
         self.forget_reclaimed(batch.iter().map(|s| s.0));
-        Ok(())
+        Ok(settled)
     }
 
     /// Acks deliveries and adds them again as new entries for this group, unchanged.
@@ -1531,7 +1545,7 @@ impl StreamBroker {
             .iter()
             .map(|d| (d.token, &d.message, Item::HandBack))
             .collect();
-        self.settle_script(&[], &items).await
+        self.settle_script(&[], &items).await.map(drop)
     }
 }
 

@@ -442,3 +442,79 @@ async fn acks_lost_with_a_connection_are_sent_again() {
     )
     .await;
 }
+
+/// A consumer name reused by the next process (a StatefulSet pod's name): the new process
+/// returns what the crashed one left in flight before it records deliveries of its own, so
+/// nothing is overwritten (delivery ids restart at 1) or stranded under a live heartbeat.
+#[tokio::test]
+async fn a_reused_consumer_name_returns_what_the_crashed_process_left() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    ListProducer::new(&conn, "pods")
+        .push_many(&[Message::new("a"), Message::new("b"), Message::new("c")])
+        .await
+        .unwrap();
+    let named = || {
+        ReliableListBroker::with_consumer_name(&conn, "pods", "pod-0")
+            .with_maintenance_interval(Duration::from_millis(100))
+            .with_heartbeat_ttl(Duration::from_millis(600))
+    };
+    let crashed = named();
+    let got = crashed.fetch(2).await.unwrap();
+    assert_eq!(got.len(), 2);
+    drop((crashed, got)); // dies without a word; its heartbeat has not expired yet
+
+    let next = named();
+    let mut bodies = Vec::new();
+    let mut settle = Vec::new();
+    for _ in 0..10 {
+        for d in next.fetch(10).await.unwrap() {
+            bodies.push(String::from_utf8_lossy(d.message.body()).into_owned());
+            settle.push(pythia_core::Settlement {
+                token: d.token,
+                message: d.message,
+                outcome: pythia_core::Outcome::Ack,
+            });
+        }
+        if bodies.len() >= 3 {
+            break;
+        }
+    }
+    bodies.sort();
+    assert_eq!(
+        bodies,
+        ["a", "b", "c"],
+        "every message delivered, none overwritten"
+    );
+    next.settle(&settle).await.unwrap();
+    let left: i64 = cmd(&conn, &["HLEN", &next.keys().in_flight("pod-0")]).await;
+    assert_eq!(left, 0, "nothing stranded in flight");
+    next.close().await.unwrap();
+}
+
+/// A consumer taken for dead and forgotten (removed from the registry) that goes on fetching:
+/// each fetch registers it again, so when it really dies its items are found and returned.
+#[tokio::test]
+async fn a_forgotten_consumer_that_fetches_again_is_reaped_when_it_dies() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let ids = push_numbered(&conn, "forgotten", 3).await;
+    let zombie = fast(&conn, "forgotten");
+    zombie.maintain().await.unwrap(); // registered
+    // Another consumer took it for dead and forgot it while it was stalled...
+    let _: i64 = cmd(
+        &conn,
+        &["SREM", &zombie.keys().consumers(), zombie.consumer()],
+    )
+    .await;
+    // ... it continues, fetches, and then dies for good before its next heartbeat.
+    assert_eq!(zombie.fetch(10).await.unwrap().len(), 3);
+    let _: i64 = cmd(&conn, &["DEL", &zombie.keys().heartbeat(zombie.consumer())]).await;
+    drop(zombie);
+
+    let reaper = fast(&conn, "forgotten");
+    season(Duration::from_millis(600), || reaper.maintain()).await; // reaps on the way
+    let back: i64 = cmd(&conn, &["LLEN", "forgotten"]).await;
+    assert_eq!(back, ids.len() as i64, "the dead consumer's items are back");
+    reaper.close().await.unwrap();
+}

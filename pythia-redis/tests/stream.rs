@@ -2,14 +2,16 @@
 //! jobs, poison entries, retries that outlive the worker, foreign producers, bounded memory,
 //! clean shutdown.
 
+#[path = "support/counters.rs"]
+mod counters;
 mod support;
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
-
-use metrics::SharedString;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
+
+use counters::{counter, metrics_recorder};
 
 use pythia_core::{
     Broker, Message, Outcome, RetryPolicy, Settlement, Worker, WorkerError, WorkerRuntime,
@@ -20,64 +22,6 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::{RedisServer, cmd, eventually, season};
-
-// ---- a counting metrics recorder, installed once for this test binary ----
-
-#[derive(Clone, Default)]
-struct TestRecorder {
-    counters: Arc<Mutex<HashMap<String, Arc<AtomicU64>>>>,
-}
-
-fn key_text(name: &str, labels: &[(&str, &str)]) -> String {
-    let mut labels: Vec<String> = labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
-    labels.sort();
-    format!("{name}{{{}}}", labels.join(","))
-}
-
-impl metrics::Recorder for TestRecorder {
-    fn describe_counter(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: metrics::KeyName, _: Option<metrics::Unit>, _: SharedString) {}
-
-    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
-        let labels: Vec<(&str, &str)> = key.labels().map(|l| (l.key(), l.value())).collect();
-        let text = key_text(key.name(), &labels);
-        let cell = Arc::clone(self.counters.lock().unwrap().entry(text).or_default());
-        metrics::Counter::from_arc(cell)
-    }
-
-    fn register_gauge(&self, _: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
-        metrics::Gauge::noop()
-    }
-
-    fn register_histogram(
-        &self,
-        _: &metrics::Key,
-        _: &metrics::Metadata<'_>,
-    ) -> metrics::Histogram {
-        metrics::Histogram::noop()
-    }
-}
-
-/// Installs the recorder (before the brokers whose counters are read are built).
-fn metrics_recorder() -> &'static TestRecorder {
-    static RECORDER: OnceLock<TestRecorder> = OnceLock::new();
-    RECORDER.get_or_init(|| {
-        let r = TestRecorder::default();
-        metrics::set_global_recorder(r.clone()).expect("no other recorder in this binary");
-        r
-    })
-}
-
-/// The value of counter `name` with exactly these labels (0 when never registered).
-fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
-    metrics_recorder()
-        .counters
-        .lock()
-        .unwrap()
-        .get(&key_text(name, labels))
-        .map_or(0, |c| c.load(Ordering::Relaxed))
-}
 
 /// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
 /// process killed mid-run leaves an exact record of what it finished.
@@ -1050,8 +994,6 @@ async fn entries_of_a_lost_claim_reply_are_recovered() {
     let ids = add_numbered(&conn, "claimed", 3).await;
     let dead = fast(&conn, "claimed", "g");
     assert_eq!(dead.fetch(10).await.unwrap().len(), 3);
-    // Its heartbeat expires: the three entries are a dead consumer's.
-    let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
 
     let impatient = server
         .config()
@@ -1060,10 +1002,26 @@ async fn entries_of_a_lost_claim_reply_are_recovered() {
     let claimer_conn = RedisConnection::connect(impatient).await.unwrap();
     let claimer = fast(&claimer_conn, "claimed", "g");
     claimer.ensure_group().await.unwrap();
+    // A claimer judges others only after a heartbeat lifetime of its own (the other one is
+    // still alive meanwhile).
+    season(Duration::from_millis(600), || async {
+        dead.maintain().await?;
+        claimer.maintain().await
+    })
+    .await;
+    // Its heartbeat expires: the three entries are a dead consumer's.
+    let _: i64 = cmd(&conn, &["DEL", &dead.keys().heartbeat(dead.consumer())]).await;
     // Loaded beforehand, so that the paused server runs the script as sent.
     let _: String = cmd(
         &conn,
-        &["SCRIPT", "LOAD", include_str!("../lua/stream_claim.lua")],
+        &[
+            "SCRIPT",
+            "LOAD",
+            concat!(
+                include_str!("../lua/lib/checks.lua"),
+                include_str!("../lua/stream_claim.lua")
+            ),
+        ],
     )
     .await;
     let _: () = cmd(&conn, &["CLIENT", "PAUSE", "1000", "WRITE"]).await;

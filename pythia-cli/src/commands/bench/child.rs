@@ -158,11 +158,15 @@ async fn bare_reliable(
     conn: &RedisConnection,
     args: &BenchChildArgs,
 ) -> Result<RunResult, CliError> {
-    let script = redis::Script::new(include_str!(
-        "../../../../pythia-redis/lua/reliable_fetch.lua"
+    let script = redis::Script::new(concat!(
+        include_str!("../../../../pythia-redis/lua/lib/checks.lua"),
+        include_str!("../../../../pythia-redis/lua/reliable_fetch.lua")
     ));
-    let in_flight = format!("pythia:{{{}}}:inflight:bare", args.queue);
-    let staging = format!("pythia:{{{}}}:staging:bare", args.queue);
+    let keys = pythia::redis::QueueKeys::new("pythia", &args.queue);
+    let in_flight = keys.in_flight("bare");
+    let staging = keys.staging("bare");
+    let registry = keys.consumers();
+    let heartbeat = keys.heartbeat("bare");
     let mut m = conn.manager();
     let mut n = 0u64;
     let mut next = 1u64;
@@ -172,9 +176,13 @@ async fn bare_reliable(
             .key(&args.queue)
             .key(&in_flight)
             .key(&staging)
+            .key(&registry)
+            .key(&heartbeat)
             .arg(args.batch_size)
             .arg(next)
             .arg("R")
+            .arg("bare")
+            .arg(10_000)
             .invoke_async(&mut m)
             .await
             .map_err(|e| CliError::runtime(conn.error("fetch", e)))?;
