@@ -104,6 +104,8 @@ async fn run_as<S: Subject>(conn: &RedisConnection, spec: &ChildSpec) -> RunSumm
 
 /// The body of a worker child (see `conformance_child` in conformance.rs).
 pub async fn child_main(spec: ChildSpec) {
+    // Counts what the brokers count (pythia_settle_not_owned_total), for the summary.
+    crate::counters::metrics_recorder();
     let cluster = spec.num("cluster", 0) == 1;
     let conn = RedisConnection::connect(config(spec.get("url").expect("url"), cluster))
         .await
@@ -128,6 +130,8 @@ pub async fn child_main(spec: ChildSpec) {
             &s.released.to_string(),
             "unsettled",
             &s.unsettled.to_string(),
+            "not_owned",
+            &crate::counters::counter_sum(pythia_redis::SETTLE_NOT_OWNED_TOTAL).to_string(),
         ],
     )
     .await;
