@@ -641,9 +641,9 @@ pub fn apply(plan: Plan, msg: &Message) -> Result<(), WorkerError> {
     };
     match plan {
         Plan::AllOk => Ok(()),
-        Plan::Mixed if n % 4 == 0 => Err(WorkerError::reject("poison")),
+        Plan::Mixed if n.is_multiple_of(4) => Err(WorkerError::reject("poison")),
         Plan::Mixed if n % 4 == 1 && msg.attempt() == 1 => retry(),
-        Plan::RetryEven if n % 2 == 0 && msg.attempt() == 1 => retry(),
+        Plan::RetryEven if n.is_multiple_of(2) && msg.attempt() == 1 => retry(),
         _ => Ok(()),
     }
 }
