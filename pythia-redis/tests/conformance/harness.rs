@@ -204,6 +204,10 @@ pub trait Subject: Clone + Send + Sync + 'static {
     /// Messages waiting: in the queue and not yet delivered, or scheduled for a retry.
     fn backlog(&self, conn: &RedisConnection) -> impl Future<Output = i64> + Send;
 
+    /// Deliveries in flight over every consumer (in-flight hashes and staging lists, or
+    /// pending entries).
+    fn pending(&self, conn: &RedisConnection) -> impl Future<Output = i64> + Send;
+
     /// Dead letters kept for the queue.
     fn dead_letters(&self, conn: &RedisConnection) -> impl Future<Output = i64> + Send;
 
@@ -376,6 +380,16 @@ impl Subject for Reliable {
         queued + scheduled
     }
 
+    async fn pending(&self, conn: &RedisConnection) -> i64 {
+        let k = QueueKeys::new("pythia", &self.queue);
+        let consumers: Vec<String> = query(conn, &["SMEMBERS", &k.consumers()]).await;
+        let mut n = 0;
+        for c in consumers {
+            n += self.held(conn, &c).await;
+        }
+        n
+    }
+
     async fn dead_letters(&self, conn: &RedisConnection) -> i64 {
         let k = QueueKeys::new("pythia", &self.queue);
         query(conn, &["LLEN", &k.dead_letters()]).await
@@ -465,6 +479,10 @@ impl Subject for Stream {
 
     async fn backlog(&self, conn: &RedisConnection) -> i64 {
         stream_backlog(conn, &self.queue).await
+    }
+
+    async fn pending(&self, conn: &RedisConnection) -> i64 {
+        xpending_total(conn, &self.queue).await
     }
 
     async fn dead_letters(&self, conn: &RedisConnection) -> i64 {
@@ -571,6 +589,14 @@ impl Subject for Sharded {
         let mut n = 0;
         for s in self.queue.streams() {
             n += stream_backlog(conn, s).await;
+        }
+        n
+    }
+
+    async fn pending(&self, conn: &RedisConnection) -> i64 {
+        let mut n = 0;
+        for s in self.queue.streams() {
+            n += xpending_total(conn, s).await;
         }
         n
     }

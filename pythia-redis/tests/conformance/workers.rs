@@ -34,8 +34,9 @@ async fn drained<S: Subject>(env: &Env, s: &S, queue: &str, n: usize) {
         || async { processed_len(conn, queue).await == n as i64 },
     )
     .await;
+    // Nothing waiting and nothing in flight: a worker stopped now hands nothing back.
     eventually(Duration::from_secs(30), "the backlog consumed", || async {
-        s.backlog(conn).await == 0
+        s.backlog(conn).await == 0 && s.pending(conn).await == 0
     })
     .await;
 }
