@@ -24,6 +24,9 @@ pub fn started_key(queue: &str) -> String {
 pub fn consumers_key(queue: &str) -> String {
     format!("rec:{queue}:consumers")
 }
+pub fn clocks_key(queue: &str) -> String {
+    format!("rec:{queue}:clocks")
+}
 pub fn summary_key(queue: &str, pid: u32) -> String {
     format!("rec:{queue}:summary:{pid}")
 }
@@ -82,6 +85,16 @@ async fn run_as<S: Subject>(conn: &RedisConnection, spec: &ChildSpec) -> RunSumm
     let _: i64 = query(
         conn,
         &["HSET", &consumers_key(queue), &me, &S::consumer(&broker)],
+    )
+    .await;
+    // This process's wall clock (a worker under faketime shows its offset).
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let _: i64 = query(
+        conn,
+        &["HSET", &clocks_key(queue), &me, &now_ms.to_string()],
     )
     .await;
     let worker = Recorder {

@@ -407,6 +407,17 @@ pub async fn clock_skew<S: Subject>(env: &Env, queue: &str) {
     let pids: HashMap<String, String> =
         query(conn, &["HGETALL", &super::children::consumers_key(queue)]).await;
     assert_eq!(pids.len(), 2, "both workers consumed: {pids:?}");
+    // One wall clock is an hour ahead of the server's, the other is not.
+    let clocks: HashMap<String, i64> =
+        query(conn, &["HGETALL", &super::children::clocks_key(queue)]).await;
+    let t: Vec<String> = query(conn, &["TIME"]).await;
+    let server_ms = t[0].parse::<i64>().unwrap() * 1000;
+    let mut offsets: Vec<i64> = clocks.values().map(|c| (c - server_ms) / 60_000).collect();
+    offsets.sort_unstable();
+    assert!(
+        offsets.len() == 2 && offsets[0].abs() <= 1 && (59..=61).contains(&offsets[1]),
+        "worker clock offsets in minutes: {offsets:?}"
+    );
     for pid in pids.keys() {
         let ok = std::process::Command::new("kill")
             .args(["-TERM", pid])
