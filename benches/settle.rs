@@ -118,7 +118,7 @@ fn reliable_mixed_packed(script: &Script, batch: &[Settlement<u64>]) -> Vec<u8> 
                 .arg(s.token)
                 .arg(0)
                 .arg(dead_letter_payload(&s.message, reason)),
-            _ => cmd.arg("a").arg(s.token).arg(0).arg(""),
+            Outcome::Ack => cmd.arg("a").arg(s.token).arg(0).arg(""),
         };
     }
     cmd.get_packed_command()
@@ -142,7 +142,7 @@ fn list_settle(batch: &[Settlement<()>]) -> Option<Vec<u8>> {
             Outcome::DeadLetter { reason } => {
                 cmd.arg("d").arg(dead_letter_payload(&s.message, reason));
             }
-            _ => continue,
+            Outcome::Ack => continue,
         }
         any = true;
     }

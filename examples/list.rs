@@ -15,7 +15,7 @@ struct Totals;
 
 impl Worker for Totals {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let text = msg.body_str().map_err(WorkerError::reject)?;
+        let text = msg.body_str()?; // not UTF-8: rejected (dead-lettered), never retried
         if !text.starts_with("{\"amount\":") {
             return Err(WorkerError::reject(format!("not an order: {text:?}")));
         }

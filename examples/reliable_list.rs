@@ -18,7 +18,7 @@ struct Flaky;
 
 impl Worker for Flaky {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let n: u32 = msg.body_str().map_err(WorkerError::reject)?.parse()?;
+        let n: u32 = msg.body_str()?.parse().map_err(WorkerError::reject)?; // not a number: poison
         tokio::time::sleep(Duration::from_millis(2)).await; // some I/O
         if n.is_multiple_of(10) && msg.attempt() == 1 {
             return Err(WorkerError::retry(format!("job {n}: downstream busy")));

@@ -21,7 +21,7 @@ struct Billing;
 
 impl Worker for Billing {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let n: u32 = msg.body_str().map_err(WorkerError::reject)?.parse()?;
+        let n: u32 = msg.body_str()?.parse().map_err(WorkerError::reject)?; // not a number: poison
         tokio::time::sleep(Duration::from_millis(2)).await; // some I/O
         if n == 250 {
             return Err(WorkerError::reject(format!("job {n}: malformed invoice")));

@@ -155,46 +155,15 @@ async fn metrics_count_what_was_processed_and_match_the_readme() {
     assert_eq!(sample(&scrape, "pythia_queue_depth", &labels), Some(0.0));
     assert_eq!(sample(&scrape, "pythia_consumers", &labels), Some(1.0));
 
-    // Broker-specific metrics come from a pub/sub worker's scrape.
-    let pubsub_port = free_port();
-    let _p = worker(
-        &url,
-        "alerts",
-        pubsub_port,
-        &["--broker", "pubsub", "--handler", "noop"],
-    );
-    let mut pubsub_scrape = String::new();
-    eventually(
-        Duration::from_secs(10),
-        "the pub/sub worker's metrics",
-        || {
-            if let Some((200, body)) = get(pubsub_port, "/metrics") {
-                pubsub_scrape = body;
-            }
-            let has = pubsub_scrape.contains("pythia_pubsub_dropped_total");
-            async move { has }
-        },
-    )
-    .await;
-    // And a stream worker's (its group's trimmed-entry counter).
-    let stream_port = free_port();
-    let _s = worker(
+    // Broker-specific metrics come from a pub/sub worker's scrape and a stream worker's (its
+    // group's trimmed-entry counter).
+    let pubsub_scrape =
+        other_worker_scrape(&url, "alerts", "pubsub", "pythia_pubsub_dropped_total").await;
+    let stream_scrape = other_worker_scrape(
         &url,
         "events",
-        stream_port,
-        &["--broker", "stream", "--handler", "noop"],
-    );
-    let mut stream_scrape = String::new();
-    eventually(
-        Duration::from_secs(10),
-        "the stream worker's metrics",
-        || {
-            if let Some((200, body)) = get(stream_port, "/metrics") {
-                stream_scrape = body;
-            }
-            let has = stream_scrape.contains("pythia_stream_trimmed_undelivered_total");
-            async move { has }
-        },
+        "stream",
+        "pythia_stream_trimmed_undelivered_total",
     )
     .await;
     let mut exported = families(&scrape);
@@ -274,4 +243,20 @@ async fn readyz_fails_while_redis_is_down_and_recovers() {
         .unwrap()
             >= 1.0
     );
+}
+
+/// The `/metrics` page of a `--broker <broker>` worker on `queue`, once it shows `family`.
+async fn other_worker_scrape(url: &str, queue: &str, broker: &str, family: &str) -> String {
+    let port = free_port();
+    let _w = worker(url, queue, port, &["--broker", broker, "--handler", "noop"]);
+    let mut scrape = String::new();
+    eventually(Duration::from_secs(10), "the worker's metrics", || {
+        if let Some((200, body)) = get(port, "/metrics") {
+            scrape = body;
+        }
+        let has = scrape.contains(family);
+        async move { has }
+    })
+    .await;
+    scrape
 }

@@ -28,8 +28,11 @@ impl DeliveryGuarantee {
 }
 
 /// How one delivery ends, as the runtime decides from the worker's result.
+///
+/// A protocol between the runtime and every broker, so deliberately **exhaustive** (not
+/// `#[non_exhaustive]`, STYLE rule 4): a new variant must break every broker's build, never fall
+/// into a wildcard arm that acks. Brokers match every variant by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
-#[non_exhaustive]
 pub enum Outcome {
     /// Processed: remove it.
     Ack,

@@ -10,7 +10,7 @@
 //!   `"enqueued_at"` (milliseconds) when it differs from the time in the id: ids made by
 //!   [`new_message_id`] start with their creation time, the enqueue time of every
 //!   [`Message::new`], so a reader takes an absent `"enqueued_at"` from the id
-//!   ([`id_millis`](crate::message::id_millis)), and `null` says there is none.
+//!   ([`crate::message::id_millis`]), and `null` says there is none.
 //! * **Python `pythia-framework` envelope**: `{"body": …, "headers": {…}, "message_id": …}`,
 //!   with `body` and at least one of the other two, and no other key (an object that also holds
 //!   other fields is a producer's own JSON: a raw body, kept whole). A string body is taken as

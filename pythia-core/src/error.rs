@@ -159,6 +159,91 @@ impl fmt::Debug for WorkerError {
     }
 }
 
+/// A message body that is not what the handler expected: not UTF-8 ([`Message::body_str`]) or
+/// not the expected JSON ([`Message::json`]).
+///
+/// Decoding a body never succeeds on a second try, so `?` turns it into a **rejecting**
+/// [`WorkerError`] (dead-lettered now, with the reason; no retries), where `?` on any other error
+/// retries. `BodyError` deliberately does not implement `std::error::Error` (that would make `?`
+/// pick the retrying conversion); it converts into a [`BoxError`] for code that wants one
+/// (`anyhow`: `.map_err(|e| anyhow::anyhow!(e))`).
+///
+/// ```
+/// use pythia_core::{Message, WorkerError, WorkerErrorKind};
+///
+/// fn handle(msg: &Message) -> Result<u32, WorkerError> {
+///     #[derive(serde::Deserialize)]
+///     struct Job { user: u32 }
+///     let job: Job = msg.json()?; // not the expected JSON: rejected, never retried
+///     Ok(job.user)
+/// }
+/// assert_eq!(handle(&Message::new(r#"{"user": 7}"#)).unwrap(), 7);
+/// let e = handle(&Message::new("not json")).unwrap_err();
+/// assert_eq!(e.kind(), WorkerErrorKind::Reject);
+/// assert!(e.to_string().starts_with("body is not the expected JSON"));
+/// ```
+///
+/// [`Message::body_str`]: crate::Message::body_str
+/// [`Message::json`]: crate::Message::json
+#[derive(Debug)]
+pub struct BodyError(BodyDecodeError);
+
+impl BodyError {
+    /// A body that is not the expected JSON.
+    pub fn json(e: serde_json::Error) -> Self {
+        Self(BodyDecodeError {
+            what: "body is not the expected JSON",
+            source: Box::new(e),
+        })
+    }
+
+    /// A body that is not UTF-8 text.
+    pub fn utf8(e: std::str::Utf8Error) -> Self {
+        Self(BodyDecodeError {
+            what: "body is not UTF-8 text",
+            source: Box::new(e),
+        })
+    }
+
+    /// The decoder's own error (`serde_json::Error`, `Utf8Error`).
+    pub fn source_error(&self) -> &(dyn std::error::Error + Send + Sync + 'static) {
+        &*self.0.source
+    }
+}
+
+impl fmt::Display for BodyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.0, f)
+    }
+}
+
+impl From<BodyError> for WorkerError {
+    fn from(e: BodyError) -> Self {
+        WorkerError::reject(e.0)
+    }
+}
+
+impl From<BodyError> for BoxError {
+    fn from(e: BodyError) -> Self {
+        Box::new(e.0)
+    }
+}
+
+/// The error inside a [`BodyError`], as a standard error.
+#[derive(Debug)]
+struct BodyDecodeError {
+    what: &'static str,
+    source: BoxError,
+}
+
+impl fmt::Display for BodyDecodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.what, self.source)
+    }
+}
+
+impl std::error::Error for BodyDecodeError {}
+
 /// What went wrong in a broker, in a form the runtime can branch on.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]

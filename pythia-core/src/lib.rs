@@ -17,7 +17,9 @@ pub mod runtime;
 pub mod worker;
 
 pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
-pub use crate::error::{BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
+pub use crate::error::{
+    BodyError, BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind,
+};
 pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};
 pub use crate::resilience::{

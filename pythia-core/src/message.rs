@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
+use crate::error::BodyError;
+
 /// Message headers: string keys to string values, ordered for stable output.
 pub type Headers = BTreeMap<String, String>;
 
@@ -206,14 +208,16 @@ impl Message {
         &self.inner.body
     }
 
-    /// The body as UTF-8 text, or an error naming the first invalid byte.
-    pub fn body_str(&self) -> Result<&str, std::str::Utf8Error> {
-        std::str::from_utf8(&self.inner.body)
+    /// The body as UTF-8 text, or an error naming the first invalid byte. `?` on that error in a
+    /// handler rejects the message (see [`BodyError`]).
+    pub fn body_str(&self) -> Result<&str, BodyError> {
+        std::str::from_utf8(&self.inner.body).map_err(BodyError::utf8)
     }
 
-    /// Decodes the body as JSON into `T`.
-    pub fn json<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
-        serde_json::from_slice(&self.inner.body)
+    /// Decodes the body as JSON into `T`. `?` on the error in a handler rejects the message
+    /// (dead-lettered now, not retried: see [`BodyError`]).
+    pub fn json<T: DeserializeOwned>(&self) -> Result<T, BodyError> {
+        serde_json::from_slice(&self.inner.body).map_err(BodyError::json)
     }
 
     /// All headers.

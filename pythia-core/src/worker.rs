@@ -27,7 +27,7 @@ use crate::message::Message;
 ///
 /// impl Worker for Resize {
 ///     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-///         let url = msg.body_str().map_err(WorkerError::reject)?; // not UTF-8: poison
+///         let url = msg.body_str()?; // not UTF-8: poison, rejected (never retried)
 ///         if url.is_empty() {
 ///             return Err(WorkerError::reject("empty url"));
 ///         }

@@ -541,3 +541,49 @@ async fn a_hard_stop_hands_back_at_once_what_is_in_the_handler() {
         }
     }
 }
+
+/// `?` on a body that is not the expected JSON (or not UTF-8) rejects the message at once: a
+/// decode never succeeds on a second try, so it is not retried `max_attempts` times first.
+#[tokio::test(start_paused = true)]
+async fn a_body_error_with_question_mark_dead_letters_without_retrying() {
+    #[derive(serde::Deserialize)]
+    struct Job {
+        #[allow(dead_code)]
+        user: u32,
+    }
+    let b = MemoryBroker::new("bodies");
+    b.push_many([Message::new("not json"), Message::new(vec![0xff, 0xfe])]);
+    let runs = Arc::new(AtomicUsize::new(0));
+    let r = runs.clone();
+    let summary = runtime(
+        &b,
+        worker_fn(move |msg: Message| {
+            r.fetch_add(1, Ordering::SeqCst);
+            async move {
+                if msg.body().first() == Some(&0xff) {
+                    msg.body_str()?;
+                } else {
+                    let _job: Job = msg.json()?;
+                }
+                Ok(())
+            }
+        }),
+    )
+    .with_burst(true)
+    .with_retry_policy(RetryPolicy::default().with_max_attempts(5))
+    .run()
+    .await
+    .unwrap();
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "each ran once");
+    assert_eq!((summary.retried, summary.dead_lettered), (0, 2));
+    let dead = b.dead_letters();
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("body is not the expected JSON")),
+        "{dead:?}"
+    );
+    assert!(
+        dead.iter()
+            .any(|d| d.reason.contains("body is not UTF-8 text"))
+    );
+}

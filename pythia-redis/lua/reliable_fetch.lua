@@ -22,15 +22,16 @@ local taken = {}
 if want > 0 then
   if ARGV[3] == 'L' then
     taken = redis.call('LRANGE', KEYS[1], 0, want - 1)
-  else
-    taken = redis.call('LRANGE', KEYS[1], -want, -1)
-    -- The right end pops newest-last: deliver in pop order.
-    for i = 1, math.floor(#taken / 2) do
-      taken[i], taken[#taken + 1 - i] = taken[#taken + 1 - i], taken[i]
+    for i = 1, #taken do
+      items[staged + i] = taken[i]
     end
-  end
-  for _, item in ipairs(taken) do
-    items[#items + 1] = item
+  else
+    -- The right end pops the last item first: deliver in pop order.
+    taken = redis.call('LRANGE', KEYS[1], -want, -1)
+    local n = #taken
+    for i = 1, n do
+      items[staged + i] = taken[n + 1 - i]
+    end
   end
 end
 if #items == 0 then

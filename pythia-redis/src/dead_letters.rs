@@ -7,7 +7,7 @@
 //!   `"failed_at"`);
 //! * stream: the stream `<prefix>:{stream}:dlq`, one entry per dead letter holding the original
 //!   entry's fields plus `pythia-error`, `pythia-attempt`, `pythia-failed-at` and
-//!   `pythia-entry-id` (see [`fields`](crate::stream::fields)).
+//!   `pythia-entry-id` (see [`crate::stream::fields`]).
 //!
 //! A replay is atomic per message (one Lua script): a dead letter leaves the dead-letter queue
 //! only when its message is put back, and is put back only if it was still there, so a replay

@@ -540,7 +540,7 @@ where
                 Err(e) => {
                     let state = match shared.policy.outcome(&msg, &result) {
                         Outcome::Retry { .. } => JobState::Failed,
-                        _ => JobState::Dead,
+                        Outcome::DeadLetter { .. } | Outcome::Ack => JobState::Dead,
                     };
                     Transition {
                         msg: &msg,

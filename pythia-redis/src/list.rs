@@ -244,7 +244,7 @@ impl Broker for ListBroker {
                 Outcome::DeadLetter { reason } => {
                     inv.arg("d").arg(dead_letter_payload(&s.message, reason));
                 }
-                _ => continue,
+                Outcome::Ack => continue,
             }
             any = true;
         }

@@ -640,7 +640,7 @@ impl Broker for PubSubBroker {
             .iter()
             .filter_map(|s| match &s.outcome {
                 Outcome::DeadLetter { reason } => Some((&s.message, reason.as_str())),
-                _ => None,
+                Outcome::Ack | Outcome::Retry { .. } => None,
             })
             .collect();
         // Redis first: when the push fails the runtime settles the same batch again, and the
@@ -670,7 +670,7 @@ impl Broker for PubSubBroker {
                         .clone()
                         .with_attempt(s.message.attempt().saturating_add(1)),
                 )),
-                _ => None,
+                Outcome::Ack | Outcome::DeadLetter { .. } => None,
             })
             .collect();
         if !retries.is_empty() {

@@ -138,7 +138,7 @@ fn weight(message: &Message, outcome: &Outcome) -> usize {
         .sum();
     let reason = match outcome {
         Outcome::DeadLetter { reason } => reason.len(),
-        _ => 0,
+        Outcome::Ack | Outcome::Retry { .. } => 0,
     };
     ENTRY_OVERHEAD + message.body().len() + message.id().len() + headers + reason
 }

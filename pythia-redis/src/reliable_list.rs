@@ -657,7 +657,7 @@ pub fn push_settle_args(inv: &mut redis::ScriptInvocation<'_>, batch: &[Settleme
                 .arg(s.token)
                 .arg(0)
                 .arg(dead_letter_payload(&s.message, reason)),
-            _ => inv.arg("a").arg(s.token).arg(0).arg(""),
+            Outcome::Ack => inv.arg("a").arg(s.token).arg(0).arg(""),
         };
     }
 }

@@ -1527,7 +1527,7 @@ impl StreamBroker {
                     Outcome::DeadLetter { reason } => {
                         items.push((token, message, Item::DeadLetter { reason }));
                     }
-                    _ => acks.push(token),
+                    Outcome::Ack => acks.push(token),
                 }
             }
             self.settle_script(&acks, &items).await?

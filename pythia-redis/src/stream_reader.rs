@@ -313,7 +313,6 @@ impl StreamReader {
                     tracing::error!(stream = self.source.name(), id = msg.id(), %reason, "stream entry skipped");
                     return true;
                 }
-                _ => return true,
             }
         }
     }

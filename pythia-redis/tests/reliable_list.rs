@@ -518,3 +518,43 @@ async fn a_forgotten_consumer_that_fetches_again_is_reaped_when_it_dies() {
     assert_eq!(back, ids.len() as i64, "the dead consumer's items are back");
     reaper.close().await.unwrap();
 }
+
+/// Items come in the order they were pushed, from either end, across a staged item and a batch.
+#[tokio::test]
+async fn items_are_delivered_in_queue_order_from_either_end() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    for (side, push) in [
+        (pythia_redis::ListSide::Right, "LPUSH"),
+        (pythia_redis::ListSide::Left, "RPUSH"),
+    ] {
+        let queue = format!("ordered-{push}");
+        for i in 0..5 {
+            let _: i64 = cmd(&conn, &[push, &queue, &i.to_string()]).await;
+        }
+        let b = fast(&conn, &queue).with_side(side);
+        b.maintain().await.unwrap();
+        // One item parked in the staging list by a blocking move, as when the queue was empty.
+        let from = if push == "LPUSH" { "RIGHT" } else { "LEFT" };
+        let _: Vec<u8> = cmd(
+            &conn,
+            &[
+                "LMOVE",
+                &queue,
+                &b.keys().staging(b.consumer()),
+                from,
+                "LEFT",
+            ],
+        )
+        .await;
+        let got: Vec<String> = b
+            .fetch(3)
+            .await
+            .unwrap()
+            .into_iter()
+            .chain(b.fetch(3).await.unwrap())
+            .map(|d| String::from_utf8_lossy(d.message.body()).into_owned())
+            .collect();
+        assert_eq!(got, ["0", "1", "2", "3", "4"], "{push}");
+    }
+}

@@ -11,7 +11,7 @@
 //! struct Hello;
 //! impl Worker for Hello {
 //!     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-//!         println!("hello, {}", msg.body_str().map_err(WorkerError::reject)?);
+//!         println!("hello, {}", msg.body_str()?); // not UTF-8: rejected, never retried
 //!         Ok(())
 //!     }
 //! }

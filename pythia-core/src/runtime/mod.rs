@@ -37,8 +37,9 @@
 //!   stop are given up: logged, counted in [`RunSummary::unsettled`] and
 //!   [`UNSETTLED_TOTAL`](crate::metrics::UNSETTLED_TOTAL) (an at-least-once broker delivers
 //!   those messages again). Then the broker is closed and `on_stop` runs. A hard stop
-//!   ([`WorkerRuntime::with_hard_stop`]) does the same without the grace period. Dropping the
-//!   `run()` future stops the maintenance task too.
+//!   ([`WorkerRuntime::with_hard_stop`]) does the same without the grace period. The helper
+//!   tasks (maintenance, stats, signals) are stopped and joined before the broker is closed, so
+//!   no heartbeat lands after `close()`; dropping the `run()` future stops them too.
 
 mod driver;
 mod handler;
@@ -54,6 +55,7 @@ use std::time::Duration;
 use futures_util::FutureExt;
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
@@ -350,9 +352,13 @@ impl<B: Broker> WorkerRuntime<B> {
         // maintenance task left behind would heartbeat for ever for a consumer that is gone,
         // so its in-flight messages would never be reaped.
         let _stop_helpers = aux.clone().drop_guard();
+        // The helper tasks are joined before the broker is closed: a maintenance pass still
+        // running on another thread could otherwise heartbeat after `close()` deleted the
+        // heartbeat, and register again a consumer that has just left.
+        let helpers = TaskTracker::new();
         if cfg.handle_signals {
             let (cancel, aux) = (cancel.clone(), aux.clone());
-            tokio::spawn(async move {
+            helpers.spawn(async move {
                 tokio::select! {
                     () = shutdown_signal() => {
                         tracing::info!("shutdown signal received: draining");
@@ -366,7 +372,7 @@ impl<B: Broker> WorkerRuntime<B> {
         if let Some(every) = broker.maintenance_interval() {
             let (fatal, fatal_rx) = oneshot::channel();
             maintenance_fatal = Some(fatal_rx);
-            tokio::spawn(maintenance_loop(
+            helpers.spawn(maintenance_loop(
                 Arc::clone(&broker),
                 every,
                 status.clone(),
@@ -375,7 +381,7 @@ impl<B: Broker> WorkerRuntime<B> {
             ));
         }
         if let Some(every) = cfg.stats_interval {
-            tokio::spawn(stats_loop(Arc::clone(&broker), every, aux.clone()));
+            helpers.spawn(stats_loop(Arc::clone(&broker), every, aux.clone()));
         }
 
         tracing::info!(
@@ -395,6 +401,8 @@ impl<B: Broker> WorkerRuntime<B> {
         .run()
         .await;
         aux.cancel();
+        helpers.close();
+        helpers.wait().await;
         if let Err(e) = broker.close().await {
             tracing::warn!(error = %e, "closing the broker failed");
         }
