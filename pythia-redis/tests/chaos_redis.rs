@@ -438,16 +438,6 @@ async fn client_kill_while_draining(kind: Kind) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_while_draining_reliable_list() {
-    client_kill_while_draining(Kind::Reliable).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn client_kill_while_draining_stream() {
-    client_kill_while_draining(Kind::Stream).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn client_kill_while_draining_list() {
     client_kill_while_draining(Kind::List).await;
 }
@@ -509,16 +499,6 @@ async fn server_paused_while_draining(kind: Kind) {
         "stood still for {longest_gap:?} after a 2 s pause"
     );
     assert_no_state_left(kind, &conn).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_paused_while_draining_reliable_list() {
-    server_paused_while_draining(Kind::Reliable).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn server_paused_while_draining_stream() {
-    server_paused_while_draining(Kind::Stream).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -235,14 +235,35 @@ pub struct ChildWorker {
 
 impl ChildWorker {
     pub fn spawn(entry: &str, spec: &ChildSpec) -> Self {
+        Self::spawn_wrapped(entry, spec, &[], &[])
+    }
+
+    /// [`spawn`](Self::spawn) under a wrapper command (`["faketime", "-f", "+1h"]`), with
+    /// extra environment variables.
+    pub fn spawn_wrapped(
+        entry: &str,
+        spec: &ChildSpec,
+        wrapper: &[&str],
+        envs: &[(&str, &str)],
+    ) -> Self {
         let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
             "chaos-{entry}-{}-{:x}.log",
             std::process::id(),
             fastrand::u32(..)
         ));
         let file = std::fs::File::create(&log).expect("child log file");
-        let child = tokio::process::Command::new(std::env::current_exe().unwrap())
+        let exe = std::env::current_exe().unwrap();
+        let mut cmd = match wrapper.split_first() {
+            Some((program, args)) => {
+                let mut c = tokio::process::Command::new(program);
+                c.args(args).arg(&exe);
+                c
+            }
+            None => tokio::process::Command::new(&exe),
+        };
+        let child = cmd
             .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+            .envs(envs.iter().copied())
             .env(CHILD_ENV, spec.encode())
             .stdout(Stdio::null())
             .stderr(file)

@@ -65,3 +65,16 @@ pub fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
         .get(&key_text(name, labels))
         .map_or(0, |c| c.load(Ordering::Relaxed))
 }
+
+/// The sum of counter `name` over every label set.
+pub fn counter_sum(name: &str) -> u64 {
+    let prefix = format!("{name}{{");
+    metrics_recorder()
+        .counters
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(k, _)| k.starts_with(&prefix))
+        .map(|(_, c)| c.load(Ordering::Relaxed))
+        .sum()
+}
