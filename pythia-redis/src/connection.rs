@@ -779,27 +779,31 @@ fn by_node(reply: Value) -> Result<Vec<(String, Value)>, redis::RedisError> {
 /// another queue's configuration, owns that key); other server replies (NOPERM, CROSSSLOT,
 /// script errors) are [`BrokerErrorKind::Backend`].
 pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) -> BrokerError {
+    // A pipeline's error carries each failed command's reply (its own `code()` is `None`): a
+    // WRONGTYPE or a LOADING inside a heartbeat pipeline is classified like a lone one.
+    let mut codes: Vec<String> = e.code().map(str::to_owned).into_iter().collect();
+    if let Some(errors) = e.clone().into_server_errors() {
+        codes.extend(errors.iter().map(|(_, se)| se.code().to_owned()));
+    }
+    let has = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(&c.as_str()));
     let transient = e.is_io_error()
         || e.is_timeout()
         || e.is_connection_dropped()
         || e.is_connection_refusal()
-        || matches!(
-            e.code(),
-            Some(
-                "LOADING"
-                    | "BUSY"
-                    | "TRYAGAIN"
-                    | "MASTERDOWN"
-                    | "READONLY"
-                    | "CLUSTERDOWN"
-                    | "MOVED"
-                    | "ASK"
-            )
-        )
+        || has(&[
+            "LOADING",
+            "BUSY",
+            "TRYAGAIN",
+            "MASTERDOWN",
+            "READONLY",
+            "CLUSTERDOWN",
+            "MOVED",
+            "ASK",
+        ])
         || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
     let kind = if transient {
         BrokerErrorKind::Connection
-    } else if e.code() == Some("WRONGTYPE") {
+    } else if has(&["WRONGTYPE"]) {
         BrokerErrorKind::Config
     } else {
         BrokerErrorKind::Backend
