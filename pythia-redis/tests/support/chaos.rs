@@ -262,7 +262,13 @@ impl ChildWorker {
             None => tokio::process::Command::new(&exe),
         };
         let child = cmd
-            .args([entry, "--exact", "--nocapture", "--test-threads=1"])
+            .args([
+                entry,
+                "--ignored",
+                "--exact",
+                "--nocapture",
+                "--test-threads=1",
+            ])
             .envs(envs.iter().copied())
             .env(CHILD_ENV, spec.encode())
             .stdout(Stdio::null())
