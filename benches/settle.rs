@@ -92,7 +92,7 @@ fn reliable_mixed_invocation(script: &Script, batch: &[Settlement<u64>]) -> usiz
         .key(SCHEDULED_KEY)
         .key(DLQ_KEY)
         .arg(DEAD_LETTER_CAP);
-    pythia_redis::reliable_list::push_settle_args(&mut inv, batch);
+    pythia_redis::list::reliable::push_settle_args(&mut inv, batch);
     black_box(&inv);
     batch.len()
 }

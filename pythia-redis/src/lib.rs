@@ -1,57 +1,56 @@
 #![doc = include_str!("../README.md")]
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
-pub mod config;
+// Where things live (see docs/architecture.md):
+// connection/  the shared and blocking connections, config (URL, TLS, Sentinel, Cluster),
+//              error classification and masking, transient retries
+// keys.rs scripts.rs   key naming; the Lua scripts (lua/*.lua, checks in lua/lib/checks.lua)
+// consumer/    the at-least-once machinery every consumer-group broker shares
+// list/        ListBroker (at-most-once), ReliableListBroker (at-least-once), ListProducer
+// stream/      StreamBroker, StreamProducer, StreamReader (XREAD), reader checkpoints
+// sharded_stream/  one queue over many streams (Cluster)
+// pubsub/      PubSubBroker (at-most-once fan-out), Publisher
+// dlq.rs       dead-letter queues: list, replay, purge
+// layer/       idempotency and job-status tower layers
+// coord/       delayed messages, destinations, locks, periodic jobs
 pub mod connection;
 pub mod consumer;
-pub mod dead_letters;
-mod in_order;
+pub mod coord;
+pub mod dlq;
 pub mod keys;
+pub mod layer;
 pub mod list;
-pub mod producer;
-pub mod publisher;
 pub mod pubsub;
-pub mod reliable_list;
 mod scripts;
 pub mod sharded_stream;
 pub mod stream;
-pub mod stream_producer;
 
-pub use crate::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
+pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
-pub use crate::dead_letters::{DeadLetter, DeadLetterQueue, ReplayReport};
+pub use crate::consumer::retry_schedule;
+pub use crate::dlq::{DeadLetter, DeadLetterQueue, ReplayReport};
 pub use crate::keys::{QueueKeys, unique_consumer_name};
+pub use crate::list::producer::{Encoding, ListProducer};
+pub use crate::list::reliable::ReliableListBroker;
 pub use crate::list::{ListBroker, ListSide};
-pub use crate::producer::{Encoding, ListProducer};
-pub use crate::publisher::Publisher;
+pub use crate::pubsub::publisher::Publisher;
 pub use crate::pubsub::{Overflow, PubSubBroker, PubSubBuilder, PubSubCounters};
-pub use crate::reliable_list::ReliableListBroker;
 pub use crate::sharded_stream::{
     ShardEntryId, ShardedQueue, ShardedStreamBroker, ShardedStreamProducer,
 };
+pub use crate::stream::checkpoint::Checkpoint;
+pub use crate::stream::producer::StreamProducer;
+pub use crate::stream::reader::{ReaderStart, StreamReader};
 pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
-pub use crate::stream_producer::StreamProducer;
 
-// Coordination features (issue #13): delayed messages, locks, periodic jobs, idempotency, job
-// status, checkpoints.
-pub mod checkpoint;
-pub mod delayed;
-pub mod destination;
-pub mod idempotency;
-pub mod job_status;
-pub mod lock;
-pub mod periodic;
-pub mod stream_reader;
-mod transient_retry;
-
-pub use crate::checkpoint::Checkpoint;
-pub use crate::delayed::DelayedProducer;
-pub use crate::destination::Destination;
-pub use crate::idempotency::{Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore};
-pub use crate::job_status::{
+pub use crate::coord::delayed::DelayedProducer;
+pub use crate::coord::destination::Destination;
+pub use crate::coord::lock::{Exclusive, Lock, LockGuard};
+pub use crate::coord::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
+pub use crate::layer::idempotency::{
+    Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore,
+};
+pub use crate::layer::job_status::{
     JobState, JobStatus, JobStatusLayer, JobStatusService, JobStatusStore, record_job_result,
 };
-pub use crate::lock::{Exclusive, Lock, LockGuard};
-pub use crate::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
-pub use crate::stream_reader::{ReaderStart, StreamReader};

@@ -259,7 +259,7 @@ async fn shutdown_puts_unstarted_and_unfinished_items_back_in_front() {
 /// once, in the order given, on either side; nothing to push is no round trip.
 #[tokio::test]
 async fn pushes_in_flight_keep_the_order_of_many_chunks() {
-    use pythia_redis::producer::{PUSH_CHUNK, PUSHES_IN_FLIGHT};
+    use pythia_redis::list::producer::{PUSH_CHUNK, PUSHES_IN_FLIGHT};
     let server = RedisServer::start();
     let conn = server.connect().await;
     // More chunks than the window, the last one short.

@@ -1298,7 +1298,7 @@ async fn acks_lost_with_a_connection_are_sent_again() {
 /// order of the messages, and the entries are in that order too.
 #[tokio::test]
 async fn pipelines_in_flight_return_every_id_in_order() {
-    use pythia_redis::stream_producer::{PIPELINES_IN_FLIGHT, XADD_PIPELINE_CHUNK};
+    use pythia_redis::stream::producer::{PIPELINES_IN_FLIGHT, XADD_PIPELINE_CHUNK};
     let server = RedisServer::start();
     let conn = server.connect().await;
     let n = XADD_PIPELINE_CHUNK * (PIPELINES_IN_FLIGHT + 2) + 3;

@@ -7,7 +7,7 @@ use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope, message::unix_millis};
 
 use crate::connection::RedisConnection;
-use crate::destination::decode_scheduled_fields;
+use crate::coord::destination::decode_scheduled_fields;
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
 use crate::scripts::{PROMOTE_DUE, STREAM_PROMOTE};

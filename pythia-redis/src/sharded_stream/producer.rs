@@ -8,9 +8,9 @@ use pythia_core::{BrokerError, Message};
 
 use super::{ShardEntryId, ShardedQueue};
 use crate::connection::RedisConnection;
-use crate::producer::Encoding;
+use crate::list::producer::Encoding;
 use crate::stream::StreamEntryId;
-use crate::stream_producer::StreamProducer;
+use crate::stream::producer::StreamProducer;
 
 /// Adds messages to the shards of a [`ShardedQueue`], for a
 /// [`ShardedStreamBroker`](super::ShardedStreamBroker).

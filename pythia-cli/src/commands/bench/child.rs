@@ -4,7 +4,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pythia::redis::producer::PUSH_CHUNK;
+use pythia::redis::list::producer::PUSH_CHUNK;
 use pythia::redis::{
     Encoding, GroupStart, ListBroker, ListProducer, PubSubBroker, RedisConnection,
     ReliableListBroker, StreamBroker, StreamProducer,

@@ -5,7 +5,7 @@ use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;
-use crate::producer::Encoding;
+use crate::list::producer::Encoding;
 use crate::scripts::SPUBLISH;
 
 /// `PUBLISH` commands per pipeline when publishing many (on a Redis Cluster: payloads per

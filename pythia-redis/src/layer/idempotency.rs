@@ -13,8 +13,8 @@ use pythia_core::{BrokerError, Message, WorkerError};
 use tower::{Layer, Service};
 
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
 use crate::keys::QueueKeys;
-use crate::transient_retry::retry_transient;
 
 /// Counter of duplicate deliveries acked without running the worker, labelled `queue` and
 /// `broker`.

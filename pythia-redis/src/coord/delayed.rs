@@ -7,12 +7,12 @@ use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, Message};
 
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
 use crate::consumer::retry_schedule::{promote_due, promote_due_to_stream};
-use crate::destination::{Destination, scheduled_payload};
+use crate::coord::destination::{Destination, scheduled_payload};
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
 use crate::scripts::{DELAYED_CANCEL, DELAYED_SCHEDULE};
-use crate::transient_retry::retry_transient;
 
 /// The schedule member of a delayed message is this prefix and the message id.
 pub(crate) const DELAYED_MEMBER_PREFIX: &str = "delayed:";

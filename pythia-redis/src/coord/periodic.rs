@@ -14,11 +14,11 @@ use pythia_core::{BrokerError, CancellationToken, Headers, Message, envelope};
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
-use crate::destination::{Destination, stream_fields};
+use crate::connection::transient_retry::retry_transient;
+use crate::coord::destination::{Destination, stream_fields};
+use crate::coord::lock::{Lock, LockGuard};
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::lock::{Lock, LockGuard};
 use crate::scripts::PERIODIC_FIRE;
-use crate::transient_retry::retry_transient;
 
 /// When a periodic job fires: the instants ("slots") of a cron expression or a fixed interval.
 ///

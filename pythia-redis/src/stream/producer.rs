@@ -8,8 +8,8 @@ use pythia_core::{BrokerError, Message};
 use redis::Value;
 
 use crate::connection::RedisConnection;
-use crate::in_order::InOrder;
-use crate::producer::Encoding;
+use crate::connection::in_order::InOrder;
+use crate::list::producer::Encoding;
 use crate::stream::{StreamEntryId, fields};
 
 /// `XADD`s per pipeline (one round trip) when adding many.

@@ -21,6 +21,10 @@
 //! enqueue time is `pythia-enqueued-at` (ms; kept by retries and hand-backs), else the time in
 //! the entry id, when Redis added it.
 
+pub mod checkpoint;
+pub mod producer;
+pub mod reader;
+
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
 use std::str::FromStr;
@@ -44,7 +48,7 @@ use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
 use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::reliable_list::RECLAIMED_TOTAL;
+use crate::list::reliable::RECLAIMED_TOTAL;
 use crate::scripts::{
     STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_SETTLE, STREAM_STATS, STREAM_TRIM,
     STREAM_TRIMMED,

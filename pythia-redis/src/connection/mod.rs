@@ -2,6 +2,10 @@
 //! and dedicated connections for blocking reads, on a standalone server, a Redis Cluster or a
 //! Sentinel-watched master alike.
 
+pub mod config;
+pub(crate) mod in_order;
+pub(crate) mod transient_retry;
+
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
@@ -15,7 +19,7 @@ use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRou
 use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
 
-use crate::config::{RedisConfig, Topology};
+use crate::connection::config::{RedisConfig, Topology};
 
 /// A handle on one Redis deployment (a server, a cluster or a Sentinel-watched master), cheap
 /// to clone.
@@ -137,7 +141,7 @@ impl RedisConnection {
     /// machine's own clock.
     pub async fn server_time(&self) -> Result<std::time::SystemTime, BrokerError> {
         let (secs, micros): (u64, u64) =
-            crate::transient_retry::retry_transient("read the server time", || {
+            crate::connection::transient_retry::retry_transient("read the server time", || {
                 let mut m = self.manager();
                 async move {
                     redis::cmd("TIME")

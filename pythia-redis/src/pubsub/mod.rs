@@ -2,6 +2,8 @@
 //! Redis Cluster) behind the one [`Worker`](pythia_core::Worker) trait. Fan-out, at-most-once,
 //! with a bounded in-process buffer.
 
+pub mod publisher;
+
 mod sharded;
 
 use std::borrow::Cow;

@@ -1,7 +1,7 @@
 //! [`ListProducer`]: pushes messages onto a Redis list, one or many per round trip.
 
 use crate::connection::SharedConnection;
-use crate::in_order::InOrder;
+use crate::connection::in_order::InOrder;
 use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;

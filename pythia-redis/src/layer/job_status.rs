@@ -16,9 +16,9 @@ use pythia_core::{BrokerError, Message, Outcome, RetryPolicy, WorkerError};
 use tower::{Layer, Service};
 
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
 use crate::keys::QueueKeys;
 use crate::scripts::JOB_STATUS_QUEUED;
-use crate::transient_retry::retry_transient;
 
 /// Error texts longer than this are cut (at a character boundary).
 const MAX_ERROR_LEN: usize = 4096;

@@ -8,10 +8,10 @@ use pythia_core::{BrokerError, CancellationToken, Message, Outcome, RetryPolicy,
 use redis::Value;
 use tokio::sync::Mutex;
 
-use crate::checkpoint::Checkpoint;
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
+use crate::stream::checkpoint::Checkpoint;
 use crate::stream::{StreamEntryId, message_from_entry};
-use crate::transient_retry::retry_transient;
 
 /// Where a [`StreamReader`] without a checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

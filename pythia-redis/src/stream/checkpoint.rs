@@ -7,10 +7,10 @@ use crate::connection::SharedConnection;
 use pythia_core::BrokerError;
 
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
 use crate::keys::QueueKeys;
 use crate::scripts::CHECKPOINT_SAVE;
 use crate::stream::StreamEntryId;
-use crate::transient_retry::retry_transient;
 
 /// The last stream entry id a reader processed, in `<prefix>:{stream}:checkpoint:<reader>`.
 ///

@@ -8,9 +8,9 @@ use pythia_core::{BrokerError, CancellationToken};
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
+use crate::connection::transient_retry::retry_transient;
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE};
-use crate::transient_retry::retry_transient;
 
 /// A named distributed lock: at most one owner at a time across every process sharing the
 /// Redis, held for a TTL unless extended.

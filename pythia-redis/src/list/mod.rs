@@ -1,5 +1,8 @@
 //! [`ListBroker`]: a plain Redis list, popped in batches. At-most-once and the fastest mode.
 
+pub mod producer;
+pub mod reliable;
+
 use std::time::Duration;
 
 use crate::connection::{BlockingSlot, SharedConnection};
