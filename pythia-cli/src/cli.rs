@@ -346,9 +346,10 @@ impl TopologyArgs {
     }
 }
 
-/// Where Redis is and which queue.
+/// Where Redis is: the URL(s), the kind of deployment, and the namespace of Pythia's keys. One
+/// set of flags for every command that talks to Redis.
 #[derive(Debug, Clone, Args)]
-pub(crate) struct QueueArgs {
+pub(crate) struct RedisArgs {
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
     /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
@@ -356,6 +357,17 @@ pub(crate) struct QueueArgs {
 
     #[command(flatten)]
     pub(crate) topology: TopologyArgs,
+
+    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
+    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
+    pub(crate) key_prefix: String,
+}
+
+/// Where Redis is and which queue.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QueueArgs {
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
 
     /// Delivery mode.
     #[arg(long, value_enum, env = "PYTHIA_BROKER", default_value_t = BrokerKind::ReliableList)]
@@ -390,10 +402,6 @@ pub(crate) struct QueueArgs {
     /// Which end of the list consumers pop (producers push the other end).
     #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
     pub(crate) list_side: Side,
-
-    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
-    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
-    pub(crate) key_prefix: String,
 }
 
 /// What handles each message.
@@ -701,13 +709,8 @@ pub(crate) struct QuickstartArgs {
 /// Which queue `inspect` and `dlq` look at.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
-    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
-    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
-    pub(crate) redis_url: String,
-
     #[command(flatten)]
-    pub(crate) topology: TopologyArgs,
+    pub(crate) redis: RedisArgs,
 
     /// Delivery mode of the queue. Default: from the key's type (a stream key is a stream,
     /// anything else a list); give `pubsub` for a channel.
@@ -718,10 +721,6 @@ pub(crate) struct TargetArgs {
     /// `inspect --broker pubsub`).
     #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',', required = true)]
     pub(crate) queue: Vec<String>,
-
-    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
-    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
-    pub(crate) key_prefix: String,
 
     /// Which end of the list consumers pop: decides which message is the oldest, and where
     /// replayed dead letters are pushed (the other end, behind the backlog).
@@ -861,22 +860,13 @@ pub(crate) struct DlqPurgeArgs {
     (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
 )]
 pub(crate) struct DoctorArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
-    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
-    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
-    pub(crate) redis_url: String,
-
     #[command(flatten)]
-    pub(crate) topology: TopologyArgs,
+    pub(crate) redis: RedisArgs,
 
     /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
     /// `pythia-doctor`).
     #[arg(long, env = "PYTHIA_QUEUE")]
     pub(crate) queue: Option<String>,
-
-    /// Namespace of Pythia's own keys.
-    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
-    pub(crate) key_prefix: String,
 
     /// Print one JSON document instead of lines.
     #[arg(long)]
@@ -901,17 +891,8 @@ pub(crate) struct JobArgs {
     #[arg(long, env = "PYTHIA_QUEUE")]
     pub(crate) queue: String,
 
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
-    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
-    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
-    pub(crate) redis_url: String,
-
     #[command(flatten)]
-    pub(crate) topology: TopologyArgs,
-
-    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
-    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
-    pub(crate) key_prefix: String,
+    pub(crate) redis: RedisArgs,
 
     /// Print one JSON document instead of a table.
     #[arg(long)]
@@ -956,13 +937,8 @@ reports as pythia_messages_total); dead-lettered = increase per second of the de
 Queues are found by SCANning <prefix>:{*}:* and <prefix>:q:* every 10 s and by --queue; a list queue that never \
 retried or dead-lettered anything leaves no key of Pythia's: name it with --queue.")]
 pub(crate) struct DashboardArgs {
-    /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
-    /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
-    #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
-    pub(crate) redis_url: String,
-
     #[command(flatten)]
-    pub(crate) topology: TopologyArgs,
+    pub(crate) redis: RedisArgs,
 
     /// Address to serve on. Loopback by default; any other address requires --token.
     #[arg(long, env = "PYTHIA_DASHBOARD_ADDR", default_value = "127.0.0.1:9191")]
@@ -973,10 +949,6 @@ pub(crate) struct DashboardArgs {
     /// environment variable: a flag is visible to every user of the machine in `ps`.
     #[arg(long, env = "PYTHIA_DASHBOARD_TOKEN", hide_env_values = true)]
     pub(crate) token: Option<String>,
-
-    /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`): the queues shown are those under it.
-    #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
-    pub(crate) key_prefix: String,
 
     /// Always show this queue (repeatable, or comma-separated), besides those found from
     /// Pythia's keys.

@@ -31,12 +31,12 @@ async fn open(
     t: &TargetArgs,
 ) -> Result<(RedisConnection, DeadLetterQueue, Option<BrokerKind>), CliError> {
     t.single()?;
-    let conn = super::connect_to(&t.redis_url, &t.topology, &t.key_prefix).await?;
+    let conn = t.redis.connect().await?;
     let (dlq, kind) = open_on(&conn, t).await?;
     Ok((conn, dlq, kind))
 }
 
-/// [`open`] on an existing connection (`t.redis_url` is not used).
+/// [`open`] on an existing connection (`t.redis.redis_url` is not used).
 pub(crate) async fn open_on(
     conn: &RedisConnection,
     t: &TargetArgs,
@@ -46,7 +46,7 @@ pub(crate) async fn open_on(
     let kind = match t.broker {
         Some(k) => Some(k),
         None => {
-            let dlq_key = QueueKeys::new(&t.key_prefix, &q).dead_letters();
+            let dlq_key = QueueKeys::new(&t.redis.key_prefix, &q).dead_letters();
             match (
                 key_type(&conn, &q).await?.as_str(),
                 key_type(&conn, &dlq_key).await?.as_str(),

@@ -61,8 +61,8 @@ impl Check {
 }
 
 pub(crate) async fn doctor(args: DoctorArgs) -> Result<(), CliError> {
-    let conn = super::connect_to(&args.redis_url, &args.topology, &args.key_prefix).await?;
-    let (version, checks) = match args.topology.topology() {
+    let conn = args.redis.connect().await?;
+    let (version, checks) = match args.redis.topology.topology() {
         Topology::Cluster => {
             // The topology first, then every server check on each master, naming the node.
             let mut checks = vec![cluster_check(&conn).await?];
@@ -73,7 +73,7 @@ pub(crate) async fn doctor(args: DoctorArgs) -> Result<(), CliError> {
                 .map_err(CliError::runtime)?
             {
                 let url = node_url(conn.config().urls()[0], &node);
-                let node_conn = super::connect_url(&url, &args.key_prefix).await?;
+                let node_conn = super::connect_url(&url, &args.redis.key_prefix).await?;
                 let (v, node_checks) = server_checks(&node_conn, &args).await?;
                 version = v;
                 checks.extend(node_checks.into_iter().map(|mut c| {
@@ -538,7 +538,7 @@ async fn acl_check(conn: &RedisConnection, version: (u32, u32, u32), args: &Doct
         }
     };
     let queue = args.queue.as_deref().unwrap_or("pythia-doctor");
-    let commands = needed_commands(queue, &args.key_prefix);
+    let commands = needed_commands(queue, &args.redis.key_prefix);
     let mut pipe = redis::pipe();
     for c in &commands {
         pipe.cmd("ACL").arg("DRYRUN").arg(&user).arg(c);
@@ -588,7 +588,7 @@ async fn acl_check(conn: &RedisConnection, version: (u32, u32, u32), args: &Doct
         )
         .fix(format!(
             "ACL SETUSER {user} +@list +@hash +@set +@sortedset +@stream +@pubsub +@scripting +@string +@keyspace +@connection ~{queue} ~{}:{{{queue}}}:* &{queue}",
-            args.key_prefix
+            args.redis.key_prefix
         ))
     }
 }

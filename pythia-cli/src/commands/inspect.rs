@@ -30,9 +30,11 @@ pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
         1 => None,
         n => sharded_queue(t.broker.unwrap_or(BrokerKind::Stream), t.single()?, n)?,
     };
-    let conn = super::connect_to(&t.redis_url, &t.topology, &t.key_prefix).await?;
+    let conn = t.redis.connect().await?;
     let report = match &sharded {
-        Some(queue) => sharded_report(&conn, &t.key_prefix, queue, args.group.as_deref()).await?,
+        Some(queue) => {
+            sharded_report(&conn, &t.redis.key_prefix, queue, args.group.as_deref()).await?
+        }
         None => report(&conn, t, args.group.as_deref()).await?,
     };
     if args.json {
@@ -46,7 +48,7 @@ pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-/// The `--json` document of `pythia inspect` for `t` (on `conn`; `t.redis_url` is not used):
+/// The `--json` document of `pythia inspect` for `t` (on `conn`; `t.redis.redis_url` is not used):
 /// the broker kind from `t.broker`, else from the key ([`detect`]). `pythia dashboard` serves
 /// the same document.
 pub(crate) async fn report(
@@ -60,7 +62,7 @@ pub(crate) async fn report(
     };
     match kind {
         BrokerKind::Pubsub => pubsub(conn, t).await,
-        BrokerKind::Stream => stream(conn, &t.key_prefix, t.single()?, group).await,
+        BrokerKind::Stream => stream(conn, &t.redis.key_prefix, t.single()?, group).await,
         BrokerKind::List | BrokerKind::ReliableList => list(conn, t, kind).await,
     }
 }
@@ -77,7 +79,7 @@ pub(crate) async fn detect(conn: &RedisConnection, t: &TargetArgs) -> Result<Bro
     match key_type(conn, q).await?.as_str() {
         "stream" => Ok(BrokerKind::Stream),
         "list" | "none" => {
-            let keys = QueueKeys::new(&t.key_prefix, q);
+            let keys = QueueKeys::new(&t.redis.key_prefix, q);
             let mut m = conn.manager();
             let consumers: u64 = redis::cmd("SCARD")
                 .arg(keys.consumers())
@@ -117,7 +119,7 @@ async fn check_type(conn: &RedisConnection, q: &str, want: &str) -> Result<(), C
 async fn list(conn: &RedisConnection, t: &TargetArgs, kind: BrokerKind) -> Result<Json, CliError> {
     let q = t.single()?;
     check_type(conn, q, "list").await?;
-    let keys = QueueKeys::new(&t.key_prefix, q);
+    let keys = QueueKeys::new(&t.redis.key_prefix, q);
     let stats = ListBroker::new(conn, q)
         .with_side(t.list_side.into())
         .stats()
@@ -423,7 +425,7 @@ async fn pubsub(conn: &RedisConnection, t: &TargetArgs) -> Result<Json, CliError
             .map_err(|e| CliError::runtime(conn.error("PUBSUB SHARDNUMSUB", e)))?;
         let mut reply = vec![counts, Value::Int(0)];
         for c in &channels {
-            let dlq = QueueKeys::new(&t.key_prefix, c).dead_letters();
+            let dlq = QueueKeys::new(&t.redis.key_prefix, c).dead_letters();
             let len: Value = redis::cmd("LLEN")
                 .arg(&dlq)
                 .query_async(&mut m)
@@ -436,7 +438,7 @@ async fn pubsub(conn: &RedisConnection, t: &TargetArgs) -> Result<Json, CliError
         let mut pipe = redis::pipe();
         pipe.add_command(numsub).cmd("PUBSUB").arg("NUMPAT");
         for c in &channels {
-            pipe.llen(QueueKeys::new(&t.key_prefix, c).dead_letters());
+            pipe.llen(QueueKeys::new(&t.redis.key_prefix, c).dead_letters());
         }
         pipe.query_async(&mut m)
             .await

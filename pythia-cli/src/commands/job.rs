@@ -17,7 +17,7 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
     if args.queue.trim().is_empty() {
         return Err(CliError::usage("--queue must not be empty"));
     }
-    let conn = super::connect_to(&args.redis_url, &args.topology, &args.key_prefix).await?;
+    let conn = args.redis.connect().await?;
     let store = JobStatusStore::new(&conn, &args.queue);
     let Some(status) = store.get(&args.id).await.map_err(CliError::runtime)? else {
         return Err(CliError::runtime(format!(

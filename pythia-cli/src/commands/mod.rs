@@ -13,12 +13,20 @@ pub(crate) mod run;
 use pythia::BrokerErrorKind;
 use pythia::redis::{RedisConfig, RedisConnection};
 
-use crate::cli::{QueueArgs, TopologyArgs};
+use crate::cli::{QueueArgs, RedisArgs, TopologyArgs};
 use crate::error::CliError;
 
 /// Connects to the Redis of `args`, with clear errors for a bad URL or an unreachable server.
 pub(crate) async fn connect(args: &QueueArgs) -> Result<RedisConnection, CliError> {
-    connect_to(&args.redis_url, &args.topology, &args.key_prefix).await
+    args.redis.connect().await
+}
+
+impl RedisArgs {
+    /// Connects to this Redis deployment, with clear errors for a bad URL or an unreachable
+    /// server.
+    pub(crate) async fn connect(&self) -> Result<RedisConnection, CliError> {
+        connect_to(&self.redis_url, &self.topology, &self.key_prefix).await
+    }
 }
 
 /// Connects to the standalone Redis at `url`.

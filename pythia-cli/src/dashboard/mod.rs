@@ -82,8 +82,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
     if args.history < args.interval {
         return Err(CliError::usage("--history must be at least --interval"));
     }
-    let conn =
-        crate::commands::connect_to(&args.redis_url, &args.topology, &args.key_prefix).await?;
+    let conn = args.redis.connect().await?;
     let listener = TcpListener::bind(args.addr)
         .await
         .map_err(|e| CliError::usage(format!("cannot listen on {}: {e}", args.addr)))?;
@@ -91,7 +90,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
     let security = Security::new(local, token).map_err(CliError::runtime)?;
     let sampler = Arc::new(Sampler::new(
         conn.clone(),
-        &args.key_prefix,
+        &args.redis.key_prefix,
         args.list_side,
         args.interval,
         args.history,
@@ -102,7 +101,7 @@ pub(crate) async fn dashboard(args: DashboardArgs) -> Result<(), CliError> {
         conn,
         sampler: Arc::clone(&sampler),
         security,
-        prefix: args.key_prefix.clone(),
+        prefix: args.redis.key_prefix.clone(),
     });
     tokio::spawn(sampler.run());
     // One line on stdout, for people and for scripts that started it on port 0.

@@ -25,7 +25,7 @@ use pythia::redis::RedisConnection;
 use pythia::redis::keys::hash_tag;
 use serde_json::{Value as Json, json};
 
-use crate::cli::{Side, TargetArgs};
+use crate::cli::{RedisArgs, Side, TargetArgs};
 use crate::commands::inspect;
 
 /// How often the key space is scanned for new queues.
@@ -167,11 +167,13 @@ impl Sampler {
     /// The `inspect` target of `queue` (the broker kind read from its key).
     pub(super) fn target(&self, queue: &str) -> TargetArgs {
         TargetArgs {
-            redis_url: String::new(),
-            topology: Default::default(),
+            redis: RedisArgs {
+                redis_url: String::new(),
+                topology: Default::default(),
+                key_prefix: self.prefix.clone(),
+            },
             broker: None,
             queue: vec![queue.to_owned()],
-            key_prefix: self.prefix.clone(),
             list_side: self.side,
         }
     }
