@@ -1,0 +1,305 @@
+//! Settling deliveries: acks in bulk, retries, dead letters and hand-backs through the settle
+//! script (checks first, adds before it acknowledges), entries too wide for a script by a
+//! transaction, and the resend of recent settlements after a connection error.
+
+use super::*;
+
+impl StreamBroker {
+    /// Acknowledges `ids` (and deletes them with `delete_on_ack`); returns how many were still
+    /// pending in the group.
+    pub(super) async fn ack_ids(&self, ids: &[StreamEntryId]) -> Result<u64, BrokerError> {
+        if ids.is_empty() {
+            return Ok(0);
+        }
+        let mut m = self.mgr();
+        let mut xack = redis::cmd("XACK");
+        xack.arg(self.stream()).arg(&self.group).arg(ids);
+        let res = if self.delete_on_ack {
+            redis::pipe()
+                .atomic()
+                .add_command(xack)
+                .cmd("XDEL")
+                .arg(self.stream())
+                .arg(ids)
+                .ignore()
+                .query_async::<(u64,)>(&mut m)
+                .await
+                .map(|(acked,)| acked)
+        } else {
+            xack.query_async::<u64>(&mut m).await
+        };
+        res.map_err(|e| self.conn.error("XACK", e))
+    }
+
+    /// Runs the settle script over retries, dead letters and hand-backs (plus plain acks).
+    pub(super) async fn settle_script(
+        &self,
+        acks: &[StreamEntryId],
+        items: &[(StreamEntryId, &Message, Item<'_>)],
+    ) -> Result<u64, BrokerError> {
+        let mut m = self.mgr();
+        let now = unix_millis(SystemTime::now());
+        let mut chunks = items.chunks(SETTLE_SCRIPT_BATCH);
+        let mut acks = Some(acks);
+        let mut settled = 0;
+        loop {
+            let chunk = chunks.next();
+            let first = acks.take();
+            if chunk.is_none() && first.is_none() {
+                return Ok(settled);
+            }
+            let mut inv = STREAM_SETTLE.prepare_invoke();
+            inv.key(self.stream())
+                .key(&self.scheduled_key)
+                .key(&self.dead_letters_key)
+                .arg(&self.group)
+                .arg(self.dead_letter_cap)
+                .arg(if self.delete_on_ack { "1" } else { "0" });
+            let first = first.unwrap_or(&[]);
+            inv.arg(first.len());
+            for id in first {
+                inv.arg(*id);
+            }
+            let chunk = chunk.unwrap_or(&[]);
+            for (token, msg, item) in chunk {
+                self.push_item(&mut inv, *token, msg, *item, now);
+            }
+            let (n, too_big): (u64, Vec<Vec<u8>>) = inv
+                .invoke_async(&mut m)
+                .await
+                .map_err(|e| self.conn.error("settle", e))?;
+            settled += n;
+            for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
+                if let Some((token, msg, item)) = chunk.iter().find(|(t, _, _)| *t == id) {
+                    self.settle_by_transaction(&mut m, *token, msg, *item, now)
+                        .await?;
+                    settled += 1;
+                }
+            }
+        }
+    }
+
+    /// Dead-letters or hands back one entry with too many fields for the settle script: its
+    /// fields (read back, Pythia's replaced) are added where they go, then the entry is
+    /// acknowledged, in one `MULTI` transaction. Unlike the script this is not idempotent: sent
+    /// again after a lost reply, the entry is added twice (never lost).
+    pub(super) async fn settle_by_transaction(
+        &self,
+        m: &mut SharedConnection,
+        token: StreamEntryId,
+        msg: &Message,
+        item: Item<'_>,
+        now: u64,
+    ) -> Result<(), BrokerError> {
+        let found: Vec<(String, Vec<FieldPair>)> = redis::cmd("XRANGE")
+            .arg(self.stream())
+            .arg(token)
+            .arg(token)
+            .query_async(m)
+            .await
+            .map_err(|e| self.conn.error("settle (XRANGE)", e))?;
+        let (_, _, set) = self.pythia_fields(token, msg, item, now);
+        let mut fields: Vec<FieldPair> = match found.into_iter().next() {
+            Some((_, fields)) => fields,
+            None => std::iter::once((fields::BODY.as_bytes().to_vec(), msg.body().to_vec()))
+                .chain(
+                    msg.headers()
+                        .iter()
+                        .map(|(k, v)| (k.as_bytes().to_vec(), v.as_bytes().to_vec())),
+                )
+                .collect(),
+        };
+        fields.retain(|(k, _)| !set.iter().any(|(name, _)| name.as_bytes() == k));
+        fields.extend(
+            set.into_iter()
+                .map(|(k, v)| (k.as_bytes().to_vec(), v.into_bytes())),
+        );
+        let mut pipe = redis::pipe();
+        pipe.atomic();
+        let target = match item {
+            Item::DeadLetter { .. } => &self.dead_letters_key,
+            _ => self.stream(),
+        };
+        let mut add = redis::cmd("XADD");
+        add.arg(target);
+        if matches!(item, Item::DeadLetter { .. }) && self.dead_letter_cap > 0 {
+            add.arg("MAXLEN").arg("~").arg(self.dead_letter_cap);
+        }
+        add.arg("*").arg(&fields);
+        pipe.add_command(add).ignore();
+        pipe.cmd("XACK")
+            .arg(self.stream())
+            .arg(&self.group)
+            .arg(token)
+            .ignore();
+        if self.delete_on_ack {
+            pipe.cmd("XDEL").arg(self.stream()).arg(token).ignore();
+        }
+        pipe.query_async::<()>(m)
+            .await
+            .map_err(|e| self.conn.error("settle (transaction)", e))?;
+        tracing::info!(
+            entry = %token,
+            fields = fields.len(),
+            "settled an entry with too many fields for a script by a transaction"
+        );
+        Ok(())
+    }
+
+    /// The operation, the retry delay and Pythia's fields for one settled entry (see
+    /// `lua/stream_settle.lua`).
+    pub(super) fn pythia_fields(
+        &self,
+        token: StreamEntryId,
+        msg: &Message,
+        item: Item<'_>,
+        now: u64,
+    ) -> (&'static str, u64, Vec<(&'static str, String)>) {
+        let enqueued = msg.enqueued_at().map(unix_millis).unwrap_or(token.ms());
+        let (op, delay, attempt, reason) = match item {
+            Item::Retry { delay } => ("r", delay, msg.attempt().saturating_add(1), None),
+            Item::DeadLetter { reason } => ("d", 0, msg.attempt(), Some(reason)),
+            Item::HandBack => ("l", 0, msg.attempt(), None),
+        };
+        let mut set = vec![
+            (fields::ID, msg.id().to_owned()),
+            (fields::ATTEMPT, attempt.to_string()),
+            (fields::ENQUEUED_AT, enqueued.to_string()),
+            (fields::GROUP, self.group.clone()),
+        ];
+        if let Some(reason) = reason {
+            set.push((fields::ERROR, reason.to_owned()));
+            set.push((fields::FAILED_AT, now.to_string()));
+            set.push((fields::ENTRY_ID, token.to_string()));
+        }
+        (op, delay, set)
+    }
+
+    pub(super) fn push_item(
+        &self,
+        inv: &mut ScriptInvocation<'_>,
+        token: StreamEntryId,
+        msg: &Message,
+        item: Item<'_>,
+        now: u64,
+    ) {
+        let (op, delay, set) = self.pythia_fields(token, msg, item, now);
+        inv.arg(op).arg(token).arg(delay).arg(set.len());
+        for (k, v) in &set {
+            inv.arg(*k).arg(v);
+        }
+        // Stand-ins, used only if the entry is gone from the stream.
+        inv.arg(1 + msg.headers().len())
+            .arg(fields::BODY)
+            .arg(msg.body().as_ref());
+        for (k, v) in msg.headers() {
+            inv.arg(k).arg(v);
+        }
+    }
+
+    /// [`Broker::settle`] of `(token, message, outcome)` triples, so that the sharded broker
+    /// settles a shard's part of a batch without copying the messages.
+    pub(crate) async fn settle_refs(
+        &self,
+        batch: &[(StreamEntryId, &Message, &Outcome)],
+    ) -> Result<(), BrokerError> {
+        let settled = self
+            .settle_now(batch)
+            .await
+            .inspect_err(|e| self.recent.note(e))?;
+        let not_owned = (batch.len() as u64).saturating_sub(settled);
+        if not_owned > 0 {
+            self.not_owned.note(not_owned, &self.consumer);
+        }
+        self.recent.record_refs(batch.iter().copied());
+        Ok(())
+    }
+
+    /// After a connection error (once the connection works again): sends the recent
+    /// settlements again (the settle script and XACK are idempotent), so that acks a failover
+    /// lost do not leave processed entries pending for this live consumer, where nothing
+    /// claims them (see `recent_settlements`).
+    pub(super) async fn resend_recent(&self) -> Result<(), BrokerError> {
+        let Some((acks, others)) = self.recent.to_resend() else {
+            return Ok(());
+        };
+        let refs: Vec<_> = others
+            .iter()
+            .map(|s| (s.token, &s.message, &s.outcome))
+            .collect();
+        let mut sent = Ok(0);
+        for chunk in acks.chunks(10_000) {
+            sent = self.ack_ids(chunk).await;
+            if sent.is_err() {
+                break;
+            }
+        }
+        if sent.is_ok() {
+            sent = self.settle_now(&refs).await;
+        }
+        if sent.is_err() {
+            self.recent.suspect();
+        }
+        sent.map(drop)
+    }
+
+    /// Settles `batch`; returns how many of its entries were still pending in the group.
+    pub(super) async fn settle_now(
+        &self,
+        batch: &[(StreamEntryId, &Message, &Outcome)],
+    ) -> Result<u64, BrokerError> {
+        if batch.is_empty() {
+            return Ok(0);
+        }
+        let settled = if batch.iter().all(|s| *s.2 == Outcome::Ack) {
+            let ids: Vec<StreamEntryId> = batch.iter().map(|s| s.0).collect();
+            self.ack_ids(&ids).await?
+        } else {
+            let mut acks = Vec::new();
+            let mut items = Vec::new();
+            for &(token, message, outcome) in batch {
+                match outcome {
+                    Outcome::Retry { delay } => {
+                        let delay = delay_ms(*delay);
+                        items.push((token, message, Item::Retry { delay }));
+                    }
+                    Outcome::DeadLetter { reason } => {
+                        items.push((token, message, Item::DeadLetter { reason }));
+                    }
+                    Outcome::Ack => acks.push(token),
+                }
+            }
+            self.settle_script(&acks, &items).await?
+        };
+        self.forget_reclaimed(batch.iter().map(|s| s.0));
+        Ok(settled)
+    }
+
+    /// Acks deliveries and adds them again as new entries for this group, unchanged.
+    pub(super) async fn hand_back(
+        &self,
+        batch: &[Delivery<StreamEntryId>],
+    ) -> Result<(), BrokerError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let items: Vec<_> = batch
+            .iter()
+            .map(|d| (d.token, &d.message, Item::HandBack))
+            .collect();
+        self.settle_script(&[], &items).await.map(drop)
+    }
+}
+
+/// What the settle script does with one entry besides acking it.
+#[derive(Clone, Copy)]
+pub(super) enum Item<'a> {
+    /// Due after this many milliseconds (on the server's clock).
+    Retry {
+        delay: u64,
+    },
+    DeadLetter {
+        reason: &'a str,
+    },
+    HandBack,
+}
