@@ -10,6 +10,7 @@ use redis::Pipeline;
 use tokio::time::Instant;
 
 use crate::connection::{RedisConnection, SharedConnection};
+use crate::keys::QueueKeys;
 
 /// Heartbeat lifetime and maintenance interval, kept consistent: the interval stays within
 /// 50 ms to 10 s and the lifetime at least three intervals, so one late refresh never makes a
@@ -90,6 +91,36 @@ impl Liveness {
             .ignore();
         pipe
     }
+}
+
+/// Of the registered consumers `members`, the others than `me`, each with whether its heartbeat
+/// key still exists (one pipelined `EXISTS` per consumer): the dead-consumer scan every
+/// consumer-group broker starts from. Whether this consumer may act on a missing heartbeat is
+/// [`ReapGate`]'s to say.
+pub(crate) async fn peers_alive<'a>(
+    conn: &RedisConnection,
+    manager: &mut SharedConnection,
+    keys: &QueueKeys,
+    members: &'a [String],
+    me: &str,
+) -> Result<Vec<(&'a str, bool)>, BrokerError> {
+    let others: Vec<&str> = members
+        .iter()
+        .map(String::as_str)
+        .filter(|c| *c != me)
+        .collect();
+    if others.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut pipe = redis::pipe();
+    for c in &others {
+        pipe.exists(keys.heartbeat(c));
+    }
+    let alive: Vec<bool> = pipe
+        .query_async(manager)
+        .await
+        .map_err(|e| conn.error("heartbeat check", e))?;
+    Ok(others.into_iter().zip(alive).collect())
 }
 
 /// Settlements (acks, retries, dead letters) of deliveries the consumer no longer owned: another

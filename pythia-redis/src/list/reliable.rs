@@ -12,7 +12,7 @@ use pythia_core::{
 };
 
 use crate::connection::RedisConnection;
-use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
+use crate::consumer::liveness::{Liveness, NotOwned, ReapGate, peers_alive};
 use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{
     DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
@@ -346,20 +346,10 @@ impl ReliableListBroker {
         }
         let mut m = self.mgr();
         let members = self.consumers(&mut m).await?;
-        let others: Vec<&String> = members.iter().filter(|c| **c != self.consumer).collect();
-        if others.is_empty() {
-            return Ok(0);
-        }
-        let mut pipe = redis::pipe();
-        for c in &others {
-            pipe.exists(self.keys.heartbeat(c));
-        }
-        let alive: Vec<bool> = pipe
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("heartbeat check", e))?;
         let mut total = 0;
-        for (c, alive) in others.into_iter().zip(alive) {
+        for (c, alive) in
+            peers_alive(&self.conn, &mut m, &self.keys, &members, &self.consumer).await?
+        {
             if !alive {
                 total += self.reap(c, false).await?;
             }

@@ -3,6 +3,7 @@
 //! a read whose reply was lost.
 
 use super::*;
+use crate::consumer::liveness::peers_alive;
 
 impl StreamBroker {
     /// Takes up to `max` reclaimed entries waiting for the runtime.
@@ -121,29 +122,13 @@ impl StreamBroker {
                 return Err(self.conn.error("XINFO CONSUMERS", e));
             }
         };
-        let others: Vec<&String> = members.iter().filter(|c| **c != self.consumer).collect();
-        let mut alive = HashSet::new();
-        if !others.is_empty() {
-            let mut pipe = redis::pipe();
-            for c in &others {
-                pipe.exists(self.keys.heartbeat(c));
-            }
-            let beats: Vec<bool> = pipe
-                .query_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("heartbeat check", e))?;
-            alive.extend(
-                others
-                    .iter()
-                    .zip(beats)
-                    .filter(|(_, b)| *b)
-                    .map(|(c, _)| c.as_str()),
-            );
-        }
+        let peers = peers_alive(&self.conn, &mut m, &self.keys, &members, &self.consumer).await?;
+        let others: Vec<&str> = peers.iter().map(|(c, _)| *c).collect();
+        let alive: HashSet<&str> = peers.iter().filter(|(_, a)| *a).map(|(c, _)| *c).collect();
         let in_group: HashSet<&str> = info.consumers.iter().map(|c| c.name.as_str()).collect();
-        let stale: Vec<&&String> = others
-            .iter()
-            .filter(|c| !in_group.contains(c.as_str()) && !alive.contains(c.as_str()))
+        let stale: Vec<&str> = others
+            .into_iter()
+            .filter(|c| !in_group.contains(c) && !alive.contains(c))
             .collect();
         if !stale.is_empty() {
             // Registered, never read, and gone: nothing of theirs to reclaim.
