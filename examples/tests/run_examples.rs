@@ -1,66 +1,21 @@
-//! Every example runs to its end against a real redis-server (started here on a free loopback
-//! port, never 6379) and drains what it produced: the examples are run, not only compiled.
+//! Every example runs to its end against a real redis-server (the test support's, on a free
+//! loopback port, never 6379) and drains what it produced: the examples are run, not only
+//! compiled.
 //!
 //! The example binaries are the ones `cargo test` builds next to this test
 //! (`target/<profile>/examples/<name>`).
 
-use std::net::{TcpListener, TcpStream};
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+#[path = "../../pythia-redis/tests/support/mod.rs"]
+mod support;
+
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A throwaway redis-server, killed on drop.
-struct Redis {
-    child: Child,
-    port: u16,
-    dir: PathBuf,
-}
-
-impl Redis {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let dir =
-            std::env::temp_dir().join(format!("pythia-examples-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-            ])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server runs (apt-get install -y redis-server)");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Self { child, port, dir }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
-    }
-}
+use support::RedisServer;
 
 /// Runs example `name` against a fresh server; returns its standard output.
 fn run(name: &str) -> String {
-    let redis = Redis::start();
+    let redis = RedisServer::start();
     let exe = std::env::current_exe().unwrap();
     let bin = exe
         .parent()
@@ -69,7 +24,7 @@ fn run(name: &str) -> String {
         .unwrap();
     assert!(bin.exists(), "{} not built", bin.display());
     let mut child = Command::new(&bin)
-        .env("REDIS_URL", format!("redis://127.0.0.1:{}", redis.port))
+        .env("REDIS_URL", redis.url())
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
