@@ -23,8 +23,13 @@ struct FailingBroker {
     /// The largest batch a settle was given.
     largest_settle: Arc<AtomicUsize>,
     maintain_error: Arc<Mutex<Option<BrokerErrorKind>>>,
+    /// Each maintenance pass blocks its thread this long (a heartbeat on its way), with no
+    /// await to cancel at.
+    maintain_blocks: Arc<Mutex<Duration>>,
     settles: Arc<AtomicUsize>,
     maintains: Arc<AtomicUsize>,
+    /// Finished maintenance passes and the close, in order.
+    events: Arc<Mutex<Vec<&'static str>>>,
 }
 
 impl FailingBroker {
@@ -38,8 +43,10 @@ impl FailingBroker {
             settle_delay: Arc::default(),
             largest_settle: Arc::default(),
             maintain_error: Arc::default(),
+            maintain_blocks: Arc::default(),
             settles: Arc::default(),
             maintains: Arc::default(),
+            events: Arc::default(),
         }
     }
 
@@ -95,15 +102,24 @@ impl Broker for FailingBroker {
 
     async fn maintain(&self) -> Result<(), BrokerError> {
         self.maintains.fetch_add(1, Ordering::SeqCst);
+        std::thread::sleep(*self.maintain_blocks.lock().unwrap());
         let failing = *self.maintain_error.lock().unwrap();
         match failing {
             Some(kind) => Err(BrokerError::new(kind, "WRONGTYPE heartbeat refused")),
-            None => Ok(()),
+            None => {
+                self.events.lock().unwrap().push("heartbeat");
+                Ok(())
+            }
         }
     }
 
     fn maintenance_interval(&self) -> Option<Duration> {
         Some(Duration::from_millis(100))
+    }
+
+    async fn close(&self) -> Result<(), BrokerError> {
+        self.events.lock().unwrap().push("close");
+        Ok(())
     }
 }
 
@@ -264,72 +280,13 @@ async fn dropping_the_run_future_stops_the_maintenance_task() {
     );
 }
 
-/// A broker whose maintenance pass is still running (on another thread) when the worker stops.
-#[derive(Clone)]
-struct SlowMaintenance {
-    inner: MemoryBroker,
-    events: Arc<Mutex<Vec<&'static str>>>,
-}
-
-impl Broker for SlowMaintenance {
-    type Token = u64;
-
-    fn guarantee(&self) -> DeliveryGuarantee {
-        DeliveryGuarantee::AtLeastOnce
-    }
-
-    fn source(&self) -> &Source {
-        self.inner.source()
-    }
-
-    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
-        self.inner.fetch(max).await
-    }
-
-    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
-        self.inner.settle(batch).await
-    }
-
-    async fn release(&self, batch: Vec<Delivery<u64>>) -> Result<(), BrokerError> {
-        self.inner.release(batch).await
-    }
-
-    async fn is_drained(&self) -> Result<bool, BrokerError> {
-        self.inner.is_drained().await
-    }
-
-    async fn maintain(&self) -> Result<(), BrokerError> {
-        // One poll that takes a while (a heartbeat on its way), with no await to cancel at.
-        std::thread::sleep(Duration::from_millis(300));
-        self.events.lock().unwrap().push("heartbeat");
-        Ok(())
-    }
-
-    fn maintenance_interval(&self) -> Option<Duration> {
-        Some(Duration::from_secs(1))
-    }
-
-    async fn close(&self) -> Result<(), BrokerError> {
-        self.events.lock().unwrap().push("close");
-        Ok(())
-    }
-}
-
 /// The maintenance task is joined before the broker is closed: a heartbeat still on its way
 /// when the worker stops never lands after `close()` (which would register again a consumer
 /// that has just left).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_last_heartbeat_lands_before_the_broker_is_closed() {
-    let b = SlowMaintenance {
-        inner: MemoryBroker::new("slow-maintenance"),
-        events: Arc::default(),
-    };
-    WorkerRuntime::new(b.clone(), worker_fn(|_msg| async { Ok(()) }))
-        .with_signal_handling(false)
-        .with_stats_interval(None)
-        .with_burst(true)
-        .run()
-        .await
-        .unwrap();
+    let b = FailingBroker::with_messages(0);
+    *b.maintain_blocks.lock().unwrap() = Duration::from_millis(300);
+    runtime(&b).with_burst(true).run().await.unwrap();
     assert_eq!(*b.events.lock().unwrap(), ["heartbeat", "close"]);
 }
