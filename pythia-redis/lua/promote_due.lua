@@ -5,15 +5,14 @@
 -- A member 'delayed:<id>' is a delayed message (see delayed_schedule.lua): its payload is taken
 -- from the hash of delayed messages, and removed from it, in the same step.
 -- KEYS[1] schedule (zset), KEYS[2] queue (list), KEYS[3] delayed messages (hash, optional)
--- ARGV[1] (unused: the server's clock decides), ARGV[2] at most this many, ARGV[3] 'L' to
--- LPUSH, 'R' to RPUSH
+-- ARGV[1] at most this many, ARGV[2] 'L' to LPUSH, 'R' to RPUSH
 -- Returns how many schedule members were due.
 expect_type(KEYS[1], 'zset')
 expect_type(KEYS[2], 'list')
 if KEYS[3] then
   expect_type(KEYS[3], 'hash')
 end
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[1]))
 if #due == 0 then
   return 0
 end
@@ -34,7 +33,7 @@ if KEYS[3] then
   end
 end
 if #items > 0 then
-  if ARGV[3] == 'L' then
+  if ARGV[2] == 'L' then
     redis.call('LPUSH', KEYS[2], unpack(items))
   else
     redis.call('RPUSH', KEYS[2], unpack(items))

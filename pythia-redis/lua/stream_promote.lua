@@ -12,14 +12,14 @@
 -- as its body, never dropped.
 -- KEYS[1] schedule (zset), KEYS[2] stream, KEYS[3] delayed messages (hash), KEYS[4] dead letters
 -- (stream)
--- ARGV[1] (unused: the server's clock decides), ARGV[2] at most this many, ARGV[3] now (ms, the
--- dead-letter time stamp)
+-- ARGV[1] at most this many
 -- Returns {members due (moved or not), {members left to the caller}, undecodable}.
 expect_type(KEYS[1], 'zset')
 expect_type(KEYS[2], 'stream')
 expect_type(KEYS[3], 'hash')
 expect_type(KEYS[4], 'stream')
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now_ms(), 'LIMIT', 0, tonumber(ARGV[2]))
+local now = now_ms()
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now, 'LIMIT', 0, tonumber(ARGV[1]))
 local moves, too_big, bad = {}, {}, 0
 for _, member in ipairs(due) do
   local encoded, delayed = member, nil
@@ -44,7 +44,7 @@ for _, member in ipairs(due) do
     if #fields < 2 or #fields % 2 ~= 0 or pos <= #encoded then
       bad = bad + 1
       moves[#moves + 1] = {member, delayed, {'body', encoded, 'pythia-error',
-        'not a Pythia stream retry: kept as it was in the schedule', 'pythia-failed-at', ARGV[3]},
+        'not a Pythia stream retry: kept as it was in the schedule', 'pythia-failed-at', now},
         true}
     elseif #fields > MAX_UNPACK then
       too_big[#too_big + 1] = member

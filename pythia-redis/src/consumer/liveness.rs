@@ -142,8 +142,13 @@ impl NotOwned {
         }
     }
 
-    /// `n` settlements changed nothing: their deliveries were no longer this consumer's.
-    pub(crate) fn note(&self, n: u64, consumer: &str) {
+    /// Of `sent` settlements, Redis applied `settled`: the others changed nothing, their
+    /// deliveries were no longer this consumer's (counted and logged).
+    pub(crate) fn settled(&self, sent: usize, settled: u64, consumer: &str) {
+        let n = (sent as u64).saturating_sub(settled);
+        if n == 0 {
+            return;
+        }
         self.counter.increment(n);
         tracing::warn!(
             count = n,
@@ -170,54 +175,53 @@ impl NotOwned {
 /// peer's heartbeat expires.
 #[derive(Debug, Default)]
 pub(crate) struct ReapGate {
-    state: Mutex<GateState>,
+    run: Mutex<Option<Run>>,
 }
 
-#[derive(Debug, Default)]
-struct GateState {
-    /// Start of the current unbroken run of heartbeats.
-    since: Option<Instant>,
-    last_ok: Option<Instant>,
+/// The current unbroken run of heartbeats.
+#[derive(Debug, Clone, Copy)]
+struct Run {
+    since: Instant,
+    last: Instant,
 }
 
 impl ReapGate {
     /// A heartbeat reached Redis.
     pub(crate) fn beat_ok(&self, liveness: &Liveness) {
         let now = Instant::now();
-        let mut st = self.state.lock().expect("reap gate lock");
-        let broken = st
-            .last_ok
-            .is_none_or(|last| now.duration_since(last) > liveness.heartbeat_ttl / 2);
-        if broken || st.since.is_none() {
-            if st.since.is_some() {
-                tracing::info!(
-                    wait = ?liveness.heartbeat_ttl,
-                    "heartbeats were interrupted: not judging other consumers dead for one heartbeat lifetime"
-                );
+        let mut run = self.run.lock().expect("reap gate lock");
+        *run = Some(match *run {
+            Some(r) if now.duration_since(r.last) <= liveness.heartbeat_ttl / 2 => Run {
+                since: r.since,
+                last: now,
+            },
+            broken => {
+                if broken.is_some() {
+                    tracing::info!(
+                        wait = ?liveness.heartbeat_ttl,
+                        "heartbeats were interrupted: not judging other consumers dead for one heartbeat lifetime"
+                    );
+                }
+                Run {
+                    since: now,
+                    last: now,
+                }
             }
-            st.since = Some(now);
-        }
-        st.last_ok = Some(now);
+        });
     }
 
     /// A heartbeat failed: whatever kept this consumer from Redis may have kept the others too.
     pub(crate) fn beat_failed(&self) {
-        let mut st = self.state.lock().expect("reap gate lock");
-        st.since = None;
-        st.last_ok = None;
+        *self.run.lock().expect("reap gate lock") = None;
     }
 
     /// Whether other consumers' missing heartbeats may be taken for death now.
     pub(crate) fn is_open(&self, liveness: &Liveness) -> bool {
-        let st = self.state.lock().expect("reap gate lock");
         let now = Instant::now();
-        match (st.since, st.last_ok) {
-            (Some(since), Some(last)) => {
-                now.duration_since(since) >= liveness.heartbeat_ttl
-                    && now.duration_since(last) <= liveness.heartbeat_ttl / 2
-            }
-            _ => false,
-        }
+        self.run.lock().expect("reap gate lock").is_some_and(|r| {
+            now.duration_since(r.since) >= liveness.heartbeat_ttl
+                && now.duration_since(r.last) <= liveness.heartbeat_ttl / 2
+        })
     }
 }
 

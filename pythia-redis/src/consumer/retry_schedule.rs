@@ -4,7 +4,7 @@
 use std::time::{Duration, SystemTime};
 
 use crate::connection::SharedConnection;
-use pythia_core::{BrokerError, Message, envelope, message::unix_millis};
+use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;
 use crate::coord::destination::decode_scheduled_fields;
@@ -48,7 +48,6 @@ pub(crate) async fn promote_due(
             .key(keys.scheduled())
             .key(keys.queue())
             .key(keys.scheduled_ids())
-            .arg(0)
             .arg(PROMOTE_BATCH)
             .arg(side.push_flag())
             .invoke_async(manager)
@@ -79,9 +78,7 @@ pub(crate) async fn promote_due_to_stream(
             .key(keys.queue())
             .key(keys.scheduled_ids())
             .key(keys.dead_letters())
-            .arg(0)
             .arg(PROMOTE_BATCH)
-            .arg(unix_millis(SystemTime::now()))
             .invoke_async(manager)
             .await
             .map_err(|e| conn.error("promote retries", e))?;

@@ -524,10 +524,7 @@ impl Broker for ReliableListBroker {
             .settle_batch(batch)
             .await
             .inspect_err(|e| self.recent.note(e))?;
-        let not_owned = (batch.len() as u64).saturating_sub(settled);
-        if not_owned > 0 {
-            self.not_owned.note(not_owned, &self.consumer);
-        }
+        self.not_owned.settled(batch.len(), settled, &self.consumer);
         self.recent.record(batch);
         Ok(())
     }

@@ -238,16 +238,9 @@ impl StreamBroker {
                     continue;
                 };
                 let extra = u32::try_from(count.max(0)).unwrap_or(u32::MAX);
-                match decode_fields(
-                    id,
-                    id_bytes,
-                    FieldPairs::new(fields),
-                    Some(&self.group),
-                    &self.source,
-                    extra,
-                ) {
-                    Some(msg) => got.push(Delivery::new(id, msg)),
-                    None => to_ack.push(id),
+                match self.claimed_delivery(id, id_bytes, fields, extra) {
+                    Ok(d) => got.push(d),
+                    Err(other_group) => to_ack.push(other_group),
                 }
             }
             self.ack_ids(&to_ack).await?;
@@ -387,16 +380,9 @@ impl StreamBroker {
                 // The claim counted a delivery to this consumer; the ones before were to the
                 // dead one.
                 let extra = u32::try_from(count.saturating_sub(1)).unwrap_or(u32::MAX);
-                match decode_fields(
-                    id,
-                    id_bytes,
-                    FieldPairs::new(fields),
-                    Some(&self.group),
-                    &self.source,
-                    extra,
-                ) {
-                    Some(msg) => got.push(Delivery::new(id, msg)),
-                    None => to_ack.push(id),
+                match self.claimed_delivery(id, id_bytes, fields, extra) {
+                    Ok(d) => got.push(d),
+                    Err(other_group) => to_ack.push(other_group),
                 }
             }
         }
@@ -430,5 +416,26 @@ impl StreamBroker {
             .lock()
             .expect("unanswered claims lock")
             .is_empty()
+    }
+
+    /// A claimed entry as a delivery (`extra`: its deliveries that ended with a dead consumer),
+    /// or its id to acknowledge when the entry is marked for another group.
+    fn claimed_delivery(
+        &self,
+        id: StreamEntryId,
+        id_bytes: Vec<u8>,
+        fields: impl Into<FieldList>,
+        extra: u32,
+    ) -> Result<Delivery<StreamEntryId>, StreamEntryId> {
+        decode_fields(
+            id,
+            id_bytes,
+            FieldPairs::new(fields),
+            Some(&self.group),
+            &self.source,
+            extra,
+        )
+        .map(|msg| Delivery::new(id, msg))
+        .ok_or(id)
     }
 }
