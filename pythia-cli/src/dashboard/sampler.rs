@@ -22,7 +22,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use pythia::redis::RedisConnection;
-use pythia::redis::keys::hash_tag;
+use pythia::redis::keys::queue_of_key;
 use serde_json::{Value as Json, json};
 
 use crate::cli::{RedisArgs, Side, TargetArgs};
@@ -391,41 +391,6 @@ fn glob_escape(s: &str) -> String {
     out
 }
 
-/// The kinds of key a queue has (a lock, an idempotency record or a job status is not one).
-const QUEUE_KINDS: [&str; 8] = [
-    "scheduled",
-    "dlq",
-    "consumers",
-    "inflight",
-    "staging",
-    "heartbeat",
-    "periodic",
-    "checkpoint",
-];
-
-/// The queue a key of Pythia's belongs to, when the key's kind is one a queue has: the hash tag
-/// of `<prefix>:{tag}:<kind>…`, or the name of `<prefix>:q:<name>:<kind>…` (a queue whose name
-/// holds a hash tag of its own; the name ends at the first `:<kind>` after that tag).
-fn queue_of_key<'a>(prefix: &str, key: &'a str) -> Option<&'a str> {
-    let rest = key.strip_prefix(prefix)?;
-    if let Some(rest) = rest.strip_prefix(":q:") {
-        let tag_end = rest.find('}')? + 1;
-        let name = (tag_end..rest.len())
-            .filter(|&i| rest.as_bytes()[i] == b':')
-            .map(|i| &rest[..i])
-            .find(|name| {
-                let kind = rest[name.len() + 1..].split(':').next().unwrap_or("");
-                QUEUE_KINDS.contains(&kind)
-            })?;
-        return (hash_tag(name).len() < name.len()).then_some(name);
-    }
-    let rest = rest.strip_prefix(":{")?;
-    let close = rest.find('}')?;
-    let (tag, after) = (&rest[..close], rest[close + 1..].strip_prefix(':')?);
-    let kind = after.split(':').next().unwrap_or("");
-    (!tag.is_empty() && hash_tag(tag) == tag && QUEUE_KINDS.contains(&kind)).then_some(tag)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -441,32 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn keys_name_their_queue() {
-        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:dlq"), Some("jobs"));
-        assert_eq!(
-            queue_of_key("pythia", "pythia:{a:b}:inflight:c-1"),
-            Some("a:b")
-        );
-        assert_eq!(
-            queue_of_key("pythia", "pythia:{ev}:consumers:billing"),
-            Some("ev")
-        );
-        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:lock"), None);
-        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:done:k"), None);
-        assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);
-        assert_eq!(queue_of_key("pythia", "pythia:{}:dlq"), None);
-        assert_eq!(queue_of_key("p", "pythia:{jobs}:dlq"), None);
-        assert_eq!(queue_of_key("pythia", "pythia:q:{o}.a:dlq"), Some("{o}.a"));
-        assert_eq!(
-            queue_of_key("pythia", "pythia:q:{o}.a:b:inflight:c-1"),
-            Some("{o}.a:b")
-        );
-        assert_eq!(
-            queue_of_key("pythia", "pythia:q:{o}:scheduled:ids"),
-            Some("{o}")
-        );
-        assert_eq!(queue_of_key("pythia", "pythia:q:{o}.a:lock"), None);
-        assert_eq!(queue_of_key("pythia", "pythia:q:o.a:dlq"), None);
+    fn glob_patterns_are_escaped() {
         assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
     }
 
