@@ -3,10 +3,10 @@
 -- already, or reaped) is left alone: settling the same batch twice (after a lost reply) changes
 -- nothing.
 -- KEYS[1] in-flight (hash), KEYS[2] schedule (zset), KEYS[3] dead letters (list)
--- ARGV[1] dead-letter cap (0 = none), then groups of four:
+-- ARGV[1] dead-letter cap (0 = none, the default), then groups of four:
 --   op ('a' ack, 'r' retry, 'd' dead-letter), delivery id, retry delay (ms, from now on the
 --   server's clock), payload
--- Returns how many deliveries were settled.
+-- Returns {deliveries settled, dead letters the cap trimmed}.
 expect_type(KEYS[1], 'hash')
 expect_type(KEYS[2], 'zset')
 expect_type(KEYS[3], 'list')
@@ -28,7 +28,9 @@ for i = 2, #ARGV, 4 do
     settled = settled + 1
   end
 end
+local trimmed = 0
 if dead > 0 and cap > 0 then
+  trimmed = math.max(redis.call('LLEN', KEYS[3]) - cap, 0)
   redis.call('LTRIM', KEYS[3], 0, cap - 1)
 end
-return settled
+return {settled, trimmed}

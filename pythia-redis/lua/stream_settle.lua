@@ -10,11 +10,12 @@
 -- An entry with more fields than one command can take from a script (MAX_UNPACK) is not touched:
 -- its id is returned, and the caller moves it with a transaction (add, then acknowledge).
 -- KEYS[1] stream, KEYS[2] retry schedule (zset), KEYS[3] dead letters (stream)
--- ARGV[1] group, ARGV[2] dead-letter cap (0 = none), ARGV[3] '1' to XDEL settled entries,
+-- ARGV[1] group, ARGV[2] dead-letter cap (0 = none, the default), ARGV[3] '1' to XDEL settled entries,
 -- ARGV[4] n, ARGV[5 .. 4+n] ids to acknowledge, then for each other entry:
 --   op ('r' retry, 'd' dead-letter, 'l' hand back to the stream now), id, retry delay (ms),
 --   m, m pairs of fields to set, f, f pairs of fields standing in for a vanished entry
--- Returns {settled, {ids left to the caller}}.
+-- Returns {settled, {ids left to the caller}, dead letters the cap trimmed (XADD MAXLEN ~ trims
+-- whole nodes: counted from the dead-letter stream's length before and after)}.
 local stream, group = KEYS[1], ARGV[1]
 expect_type(stream, 'stream')
 expect_type(KEYS[2], 'zset')
@@ -77,6 +78,10 @@ end
 
 -- Then the writes: each entry is added where it goes before it is acknowledged.
 local settled = 0
+local dead, dead_before = 0, 0
+if cap > 0 then
+  dead_before = redis.call('XLEN', KEYS[3])
+end
 for _, mv in ipairs(moves) do
   local op, id, delay, fields = mv[1], mv[2], mv[3], mv[4]
   if op == 'r' then
@@ -84,6 +89,7 @@ for _, mv in ipairs(moves) do
   elseif op == 'd' then
     if cap > 0 then
       redis.call('XADD', KEYS[3], 'MAXLEN', '~', cap, '*', unpack(fields))
+      dead = dead + 1
     else
       redis.call('XADD', KEYS[3], '*', unpack(fields))
     end
@@ -105,4 +111,8 @@ while i <= 4 + n do
   end
   i = j + 1
 end
-return {settled, too_big}
+local trimmed = 0
+if dead > 0 then
+  trimmed = dead_before + dead - redis.call('XLEN', KEYS[3])
+end
+return {settled, too_big, trimmed}

@@ -15,8 +15,58 @@ use crate::scripts::{PROMOTE_DUE, STREAM_PROMOTE};
 /// Due retries moved per script call (well below Lua's `unpack` limit).
 pub(crate) const PROMOTE_BATCH: usize = 1000;
 
-/// Default number of dead letters kept per queue; older ones are trimmed.
-pub const DEFAULT_DEAD_LETTER_CAP: usize = 100_000;
+/// Default number of dead letters kept per queue: 0, no cap. A dead letter is a message; every
+/// one is kept until it is replayed or purged (`pythia dlq`). A cap is an explicit opt-in.
+pub const DEFAULT_DEAD_LETTER_CAP: usize = 0;
+
+/// Dead letters a configured cap trimmed (the oldest ones): lost messages, counted per queue.
+pub const DEAD_LETTERS_TRIMMED_TOTAL: &str = "pythia_dead_letters_trimmed_total";
+
+/// A queue's dead-letter cap (0 = none, the default) and the count of what it trimmed
+/// ([`DEAD_LETTERS_TRIMMED_TOTAL`]), shared by every broker that dead-letters.
+#[derive(Debug)]
+pub(crate) struct DeadLetterCap {
+    cap: usize,
+    queue: String,
+    trimmed: metrics::Counter,
+}
+
+impl DeadLetterCap {
+    /// No cap, for `queue`.
+    pub(crate) fn new(queue: &str) -> Self {
+        Self {
+            cap: DEFAULT_DEAD_LETTER_CAP,
+            queue: queue.to_owned(),
+            trimmed: metrics::counter!(DEAD_LETTERS_TRIMMED_TOTAL, "queue" => queue.to_owned()),
+        }
+    }
+
+    /// At most `cap` dead letters (0 = no cap).
+    pub(crate) fn with_cap(mut self, cap: usize) -> Self {
+        self.cap = cap;
+        self
+    }
+
+    /// The cap (0 = none).
+    pub(crate) fn get(&self) -> usize {
+        self.cap
+    }
+
+    /// `n` dead letters were trimmed by the cap: counted, and logged as lost.
+    pub(crate) fn trimmed(&self, n: u64) {
+        if n == 0 {
+            return;
+        }
+        self.trimmed.increment(n);
+        tracing::warn!(
+            trimmed = n,
+            cap = self.cap,
+            queue = %self.queue,
+            "the dead-letter cap trimmed the oldest dead letters: those messages are lost; raise \
+             the cap or replay / purge dead letters sooner"
+        );
+    }
+}
 
 /// The payload scheduled for a retry: the message's envelope with the attempt raised.
 pub(crate) fn retry_payload(msg: &Message) -> Vec<u8> {

@@ -14,7 +14,7 @@ use pythia_core::{
 
 use crate::connection::RedisConnection;
 use crate::consumer::retry_schedule::{
-    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
+    DeadLetterCap, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
 use crate::keys::QueueKeys;
 use crate::scripts::LIST_SETTLE;
@@ -124,7 +124,7 @@ pub struct ListBroker {
     keys: QueueKeys,
     source: Source,
     side: ListSide,
-    dead_letter_cap: usize,
+    dead_letter_cap: DeadLetterCap,
     maintenance_interval: Duration,
     blocking: BlockingSlot,
 }
@@ -141,7 +141,7 @@ impl ListBroker {
             keys: QueueKeys::new(conn.config().key_prefix(), queue),
             source: Source::new("list", queue),
             side: ListSide::default(),
-            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            dead_letter_cap: DeadLetterCap::new(queue),
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
             blocking: BlockingSlot::default(),
         }
@@ -154,11 +154,12 @@ impl ListBroker {
         self
     }
 
-    /// How many dead letters to keep (0 = no cap; the default is
-    /// [`DEFAULT_DEAD_LETTER_CAP`]).
+    /// How many dead letters to keep (0 = no cap, the default: every dead letter is kept until replayed or purged). A cap
+    /// trims the oldest; what it trims is counted in `pythia_dead_letters_trimmed_total` and
+    /// logged.
     #[must_use]
     pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
-        self.dead_letter_cap = cap;
+        self.dead_letter_cap = self.dead_letter_cap.with_cap(cap);
         self
     }
 
@@ -226,7 +227,7 @@ impl Broker for ListBroker {
         let mut inv = LIST_SETTLE.prepare_invoke();
         inv.key(self.keys.scheduled())
             .key(self.keys.dead_letters())
-            .arg(self.dead_letter_cap);
+            .arg(self.dead_letter_cap.get());
         let mut any = false;
         for s in batch {
             match &s.outcome {
@@ -244,10 +245,12 @@ impl Broker for ListBroker {
             return Ok(()); // acks of popped items need no round trip
         }
         let mut m = self.manager.clone();
-        inv.invoke_async::<u64>(&mut m)
+        let (_, trimmed): (u64, u64) = inv
+            .invoke_async(&mut m)
             .await
-            .map(drop)
-            .map_err(|e| self.conn.error("settle", e))
+            .map_err(|e| self.conn.error("settle", e))?;
+        self.dead_letter_cap.trimmed(trimmed);
+        Ok(())
     }
 
     /// Unprocessed messages go back to the front, as envelopes (a raw item comes back with its

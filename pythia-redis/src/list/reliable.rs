@@ -15,7 +15,7 @@ use crate::connection::RedisConnection;
 use crate::consumer::liveness::{Liveness, NotOwned, ReapGate, peers_alive};
 use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{
-    DEFAULT_DEAD_LETTER_CAP, dead_letter_payload, delay_ms, promote_due, retry_payload,
+    DeadLetterCap, dead_letter_payload, delay_ms, promote_due, retry_payload,
 };
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
@@ -45,7 +45,7 @@ pub const RECLAIMED_TOTAL: &str = "pythia_reclaimed_total";
 /// * **Ack**: one `HDEL` of many delivery ids. **Retry**: removed from in-flight and added to the
 ///   retry schedule (a sorted set) in the same script, with the attempt raised; promoted back
 ///   to the queue when due. **Dead letter**: removed and pushed to `<prefix>:{queue}:dlq` with
-///   the reason, capped. Settling the same batch twice changes nothing.
+///   the reason (all kept unless a cap is set). Settling the same batch twice changes nothing.
 /// * **Liveness**: the consumer refreshes `<prefix>:{queue}:heartbeat:<consumer>` (a key with a
 ///   TTL) every maintenance interval and is listed in `<prefix>:{queue}:consumers`. Any live
 ///   consumer's maintenance returns the in-flight items of a consumer whose heartbeat has expired
@@ -97,7 +97,7 @@ pub struct ReliableListBroker {
     reap_gate: ReapGate,
     /// Settlements of deliveries another consumer had reclaimed.
     not_owned: NotOwned,
-    dead_letter_cap: usize,
+    dead_letter_cap: DeadLetterCap,
     blocking: BlockingSlot,
     reclaimed: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
@@ -139,7 +139,7 @@ impl ReliableListBroker {
             liveness: Liveness::default(),
             reap_gate: ReapGate::default(),
             not_owned: NotOwned::new(queue, "reliable-list"),
-            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            dead_letter_cap: DeadLetterCap::new(queue),
             blocking: BlockingSlot::default(),
             recent: RecentSettlements::new(),
         }
@@ -167,10 +167,12 @@ impl ReliableListBroker {
         self
     }
 
-    /// How many dead letters to keep (0 = no cap).
+    /// How many dead letters to keep (0 = no cap, the default: every dead letter is kept until replayed or purged). A cap
+    /// trims the oldest; what it trims is counted in `pythia_dead_letters_trimmed_total` and
+    /// logged.
     #[must_use]
     pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
-        self.dead_letter_cap = cap;
+        self.dead_letter_cap = self.dead_letter_cap.with_cap(cap);
         self
     }
 
@@ -457,11 +459,14 @@ impl ReliableListBroker {
         inv.key(&self.in_flight_key)
             .key(self.keys.scheduled())
             .key(self.keys.dead_letters())
-            .arg(self.dead_letter_cap);
+            .arg(self.dead_letter_cap.get());
         push_settle_args(&mut inv, batch);
-        inv.invoke_async::<u64>(&mut m)
+        let (settled, trimmed): (u64, u64) = inv
+            .invoke_async(&mut m)
             .await
-            .map_err(|e| self.conn.error("settle", e))
+            .map_err(|e| self.conn.error("settle", e))?;
+        self.dead_letter_cap.trimmed(trimmed);
+        Ok(settled)
     }
 
     /// After a connection error (once the connection works again): sends the recent

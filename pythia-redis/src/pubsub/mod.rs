@@ -30,7 +30,7 @@ use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 use crate::connection::RedisConnection;
-use crate::consumer::retry_schedule::DEFAULT_DEAD_LETTER_CAP;
+use crate::consumer::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, DeadLetterCap};
 use crate::keys::QueueKeys;
 use sharded::{Event, ShardedLink};
 
@@ -219,8 +219,9 @@ impl PubSubBuilder {
         self
     }
 
-    /// How many dead letters the list keeps (0 = no cap; default
-    /// [`DEFAULT_DEAD_LETTER_CAP`]).
+    /// How many dead letters the list keeps (0 = no cap, the default: every dead letter is kept until replayed or purged). A cap
+    /// trims the oldest; what it trims is counted in `pythia_dead_letters_trimmed_total` and
+    /// logged.
     pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
         self.dead_letter_cap = cap;
         self
@@ -318,7 +319,7 @@ impl PubSubBuilder {
             channels: self.channels,
             patterns: self.patterns,
             dead_letters,
-            dead_letter_cap: self.dead_letter_cap,
+            dead_letter_cap: DeadLetterCap::new(&name).with_cap(self.dead_letter_cap),
             stop,
             task: Mutex::new(Some(task)),
         })
@@ -354,7 +355,7 @@ impl PubSubBuilder {
 ///   in-process redelivery: the message goes back into the buffer after the delay with its
 ///   attempt raised; nothing is written to Redis, so a pending retry is lost if the process
 ///   stops. `DeadLetter` pushes the message, the reason and the time onto the
-///   dead-letter list (`<prefix>:{<name>}:dlq` unless configured otherwise, capped), or logs
+///   dead-letter list (`<prefix>:{<name>}:dlq` unless configured otherwise), or logs
 ///   and drops it when the broker has no dead-letter list.
 /// * **Shutdown.** Nothing can be handed back: deliveries released by the runtime, buffered
 ///   messages and pending retries are dropped when the broker closes, counted in
@@ -438,7 +439,7 @@ pub struct PubSubBroker {
     channels: Vec<String>,
     patterns: Vec<String>,
     dead_letters: Option<String>,
-    dead_letter_cap: usize,
+    dead_letter_cap: DeadLetterCap,
     stop: CancellationToken,
     task: Mutex<Option<JoinHandle<()>>>,
 }
@@ -575,16 +576,21 @@ impl PubSubBroker {
             .iter()
             .map(|(m, reason)| envelope::encode_dead_letter(m, reason, now))
             .collect();
+        let cap = self.dead_letter_cap.get();
         let mut pipe = redis::pipe();
-        pipe.atomic().lpush(key, &payloads).ignore();
-        if self.dead_letter_cap > 0 {
-            pipe.ltrim(key, 0, self.dead_letter_cap as isize - 1)
-                .ignore();
+        pipe.atomic().lpush(key, &payloads);
+        if cap > 0 {
+            pipe.ltrim(key, 0, cap as isize - 1).ignore();
         }
         let mut m = self.conn.manager();
-        pipe.query_async::<()>(&mut m)
+        let (len,): (u64,) = pipe
+            .query_async(&mut m)
             .await
-            .map_err(|e| self.conn.error("dead-letter push", e))
+            .map_err(|e| self.conn.error("dead-letter push", e))?;
+        if cap > 0 {
+            self.dead_letter_cap.trimmed(len.saturating_sub(cap as u64));
+        }
+        Ok(())
     }
 }
 

@@ -56,7 +56,7 @@ use tokio::sync::Mutex;
 use crate::connection::RedisConnection;
 use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
 use crate::consumer::recent_settlements::RecentSettlements;
-use crate::consumer::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, delay_ms, promote_due_to_stream};
+use crate::consumer::retry_schedule::{DeadLetterCap, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::reliable::RECLAIMED_TOTAL;
 use crate::scripts::{
@@ -160,7 +160,7 @@ struct Reclaimed {
 ///   A retry lives in Redis: it survives the worker.
 /// * **Dead letter**: past `max_attempts` (or rejected), the entry's fields plus
 ///   `pythia-error`, `pythia-attempt`, `pythia-failed-at` and `pythia-entry-id` go to the stream
-///   `<prefix>:{stream}:dlq` (`XADD MAXLEN ~` the dead-letter cap), and the original is acked, in
+///   `<prefix>:{stream}:dlq` (all kept unless a dead-letter cap is set), and the original is acked, in
 ///   one script.
 /// * **Liveness and reclaim**: the consumer keeps a heartbeat key
 ///   `<prefix>:{stream}:heartbeat:<consumer>` (a TTL refreshed by [`Broker::maintain`]) and is
@@ -273,7 +273,7 @@ pub struct StreamBroker {
     foreign_idle_timeout: Option<Duration>,
     delete_on_ack: bool,
     trim_processed: bool,
-    dead_letter_cap: usize,
+    dead_letter_cap: DeadLetterCap,
     group_ready: AtomicBool,
     group_lost: AtomicBool,
     registered: AtomicBool,
@@ -369,7 +369,7 @@ impl StreamBroker {
             foreign_idle_timeout: Some(Self::DEFAULT_FOREIGN_IDLE_TIMEOUT),
             delete_on_ack: false,
             trim_processed: true,
-            dead_letter_cap: DEFAULT_DEAD_LETTER_CAP,
+            dead_letter_cap: DeadLetterCap::new(stream),
             group_ready: AtomicBool::new(false),
             group_lost: AtomicBool::new(false),
             registered: AtomicBool::new(false),
@@ -439,10 +439,12 @@ impl StreamBroker {
         self
     }
 
-    /// How many dead letters to keep, approximately (`XADD MAXLEN ~`; 0 = no cap).
+    /// How many dead letters to keep, approximately (`XADD MAXLEN ~`) (0 = no cap, the default: every dead letter is kept until replayed or purged). A cap
+    /// trims the oldest; what it trims is counted in `pythia_dead_letters_trimmed_total` and
+    /// logged.
     #[must_use]
     pub fn with_dead_letter_cap(mut self, cap: usize) -> Self {
-        self.dead_letter_cap = cap;
+        self.dead_letter_cap = self.dead_letter_cap.with_cap(cap);
         self
     }
 

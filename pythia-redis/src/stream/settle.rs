@@ -53,7 +53,7 @@ impl StreamBroker {
                 .key(&self.scheduled_key)
                 .key(&self.dead_letters_key)
                 .arg(&self.group)
-                .arg(self.dead_letter_cap)
+                .arg(self.dead_letter_cap.get())
                 .arg(if self.delete_on_ack { "1" } else { "0" });
             let first = first.unwrap_or(&[]);
             inv.arg(first.len());
@@ -64,11 +64,12 @@ impl StreamBroker {
             for (token, msg, item) in chunk {
                 self.push_item(&mut inv, *token, msg, *item, now);
             }
-            let (n, too_big): (u64, Vec<Vec<u8>>) = inv
+            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = inv
                 .invoke_async(&mut m)
                 .await
                 .map_err(|e| self.conn.error("settle", e))?;
             settled += n;
+            self.dead_letter_cap.trimmed(trimmed);
             for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
                 if let Some((token, msg, item)) = chunk.iter().find(|(t, _, _)| *t == id) {
                     self.settle_by_transaction(&mut m, *token, msg, *item, now)
@@ -120,13 +121,19 @@ impl StreamBroker {
             Item::DeadLetter { .. } => &self.dead_letters_key,
             _ => self.stream(),
         };
+        // A capped dead-letter stream: its length before and after tells what the cap trimmed.
+        let capped = matches!(item, Item::DeadLetter { .. }) && self.dead_letter_cap.get() > 0;
         let mut add = redis::cmd("XADD");
         add.arg(target);
-        if matches!(item, Item::DeadLetter { .. }) && self.dead_letter_cap > 0 {
-            add.arg("MAXLEN").arg("~").arg(self.dead_letter_cap);
+        if capped {
+            pipe.cmd("XLEN").arg(target);
+            add.arg("MAXLEN").arg("~").arg(self.dead_letter_cap.get());
         }
         add.arg("*").arg(&fields);
         pipe.add_command(add).ignore();
+        if capped {
+            pipe.cmd("XLEN").arg(target);
+        }
         pipe.cmd("XACK")
             .arg(self.stream())
             .arg(&self.group)
@@ -135,9 +142,14 @@ impl StreamBroker {
         if self.delete_on_ack {
             pipe.cmd("XDEL").arg(self.stream()).arg(token).ignore();
         }
-        pipe.query_async::<()>(m)
+        let lengths: Vec<u64> = pipe
+            .query_async(m)
             .await
             .map_err(|e| self.conn.error("settle (transaction)", e))?;
+        if let [before, after] = lengths[..] {
+            self.dead_letter_cap
+                .trimmed((before + 1).saturating_sub(after));
+        }
         tracing::info!(
             entry = %token,
             fields = fields.len(),
