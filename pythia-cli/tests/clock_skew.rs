@@ -1,13 +1,16 @@
 //! Workers and producers whose clocks are off by an hour (run under `faketime`, which `.ci/run`
 //! installs): retry and delay due times are counted on the Redis server's clock, so a skewed
-//! worker neither delays a retry by an hour nor promotes another's retry early.
+//! worker neither delays a retry by an hour nor promotes another's retry early; and a message
+//! from a producer whose clock runs ahead still counts in the end-to-end latency.
 
+mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use common::{free_port, get, sample};
 use pythia_redis::QueueKeys;
 use support::{RedisServer, cmd, eventually};
 
@@ -145,5 +148,63 @@ async fn a_producer_an_hour_behind_delays_on_the_server_clock() {
     assert!(
         (25_000..=31_000).contains(&due_in),
         "due in {due_in} ms on the server's clock, not 30 s"
+    );
+}
+
+#[tokio::test]
+async fn messages_from_a_producer_an_hour_ahead_count_as_no_wait() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let status = skewed(
+        "+1h",
+        &[
+            "produce",
+            "--redis-url",
+            &url,
+            "--queue",
+            "ahead",
+            "a",
+            "b",
+            "c",
+        ],
+    )
+    .status()
+    .expect("faketime runs (apt-get install faketime)");
+    assert!(status.success());
+    let port = free_port();
+    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args([
+            "run",
+            "--redis-url",
+            &url,
+            "--queue",
+            "ahead",
+            "--handler",
+            "noop",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .env_remove("REDIS_URL")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let labels = [("queue", "ahead")];
+    let mut latency = [None, None];
+    eventually(Duration::from_secs(20), "3 messages processed", || {
+        let scrape = get(port, "/metrics").map(|r| r.1).unwrap_or_default();
+        let done = sample(&scrape, "pythia_processing_seconds_count", &labels);
+        latency = [
+            "pythia_end_to_end_latency_seconds_count",
+            "pythia_end_to_end_latency_seconds_sum",
+        ]
+        .map(|name| sample(&scrape, name, &labels));
+        async move { done == Some(3.0) }
+    })
+    .await;
+    let _ = worker.kill();
+    let _ = worker.wait();
+    assert_eq!(
+        latency,
+        [Some(3.0), Some(0.0)],
+        "counted, at no wait, though enqueued an hour in the future"
     );
 }

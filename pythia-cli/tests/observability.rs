@@ -5,40 +5,12 @@ mod common;
 #[path = "../../pythia-redis/tests/support/mod.rs"]
 mod support;
 
-use common::free_port;
+use common::{free_port, get, sample};
 use std::collections::BTreeSet;
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use support::{RedisServer, eventually};
-
-/// One HTTP GET; returns (status code, body). `None` when nothing listens.
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
-    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
-    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").ok()?;
-    let mut out = String::new();
-    s.read_to_string(&mut out).ok()?;
-    let code = out.get(9..12)?.parse().ok()?;
-    let body = out.split_once("\r\n\r\n")?.1.to_owned();
-    Some((code, body))
-}
-
-/// The value of the sample `name{labels…}` whose labels include every `want` pair.
-fn sample(scrape: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
-    scrape.lines().find_map(|l| {
-        let (key, value) = l.rsplit_once(' ')?;
-        let (n, labels) = key.split_once('{').unwrap_or((key, ""));
-        (n == name
-            && want
-                .iter()
-                .all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
-        .then(|| value.parse().ok())
-        .flatten()
-    })
-}
 
 fn families(scrape: &str) -> BTreeSet<String> {
     scrape

@@ -161,7 +161,7 @@ pub fn describe() {
     describe_histogram!(
         END_TO_END_SECONDS,
         Unit::Seconds,
-        "Time from enqueue to the start of processing"
+        "Time from enqueue to the start of processing (0 when the enqueue time is ahead of the worker's clock)"
     );
     describe_gauge!(IN_FLIGHT, "Messages being processed right now");
     describe_histogram!(FETCH_BATCH_SIZE, "Messages per fetch");

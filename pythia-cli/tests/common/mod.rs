@@ -1,9 +1,12 @@
 //! Helpers shared by the CLI's integration tests: run the real `pythia` binary with a clean
-//! environment, describe its output in assertion messages, pick free ports.
+//! environment, describe its output in assertion messages, pick free ports, scrape `/metrics`.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 /// Runs `pythia ARGS` to completion, without the environment variables that would change its
 /// defaults (REDIS_URL, PYTHIA_BROKER, PYTHIA_QUEUE, PYTHIA_DASHBOARD_TOKEN) and with no stdin.
@@ -36,4 +39,30 @@ pub fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
+}
+
+/// One HTTP GET; returns (status code, body). `None` when nothing listens.
+pub fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    let body = out.split_once("\r\n\r\n")?.1.to_owned();
+    Some((code, body))
+}
+
+/// The value of the sample `name{labels…}` whose labels include every `want` pair.
+pub fn sample(scrape: &str, name: &str, want: &[(&str, &str)]) -> Option<f64> {
+    scrape.lines().find_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let (n, labels) = key.split_once('{').unwrap_or((key, ""));
+        (n == name
+            && want
+                .iter()
+                .all(|(k, v)| labels.contains(&format!("{k}=\"{v}\""))))
+        .then(|| value.parse().ok())
+        .flatten()
+    })
 }

@@ -373,9 +373,10 @@ impl<B: Broker> Driver<B> {
             });
             return;
         }
-        if let Some(at) = message.enqueued_at()
-            && let Ok(age) = wall.duration_since(at)
-        {
+        if let Some(at) = message.enqueued_at() {
+            // An enqueue time ahead of this clock (a producer's clock runs ahead, or this one
+            // was stepped back) counts as no wait, so that every started message is counted.
+            let age = wall.duration_since(at).unwrap_or_default();
             self.metrics.end_to_end.record(age.as_secs_f64());
         }
         let call =
