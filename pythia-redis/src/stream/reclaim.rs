@@ -2,6 +2,7 @@
 //! its heartbeat has expired and this one may judge), the claim script, the entries of a claim or
 //! a read whose reply was lost.
 
+use super::fetch::ReadFrom;
 use super::*;
 use crate::consumer::liveness::peers_alive;
 

@@ -80,6 +80,14 @@ pub fn decode_read_reply_for_bench(
     (batch.deliveries, batch.to_ack.len())
 }
 
+/// What a read gave: deliveries, ids to ack without delivering (entries for other groups,
+/// entries deleted while pending), and the last id seen.
+pub(super) struct ReadBatch {
+    pub(super) deliveries: Vec<Delivery<StreamEntryId>>,
+    pub(super) to_ack: Vec<StreamEntryId>,
+    pub(super) last: Option<StreamEntryId>,
+}
+
 /// Decodes an `XREADGROUP` reply for consumer group `group`: the deliveries, the entries to ack
 /// without delivering (deleted while pending, or marked for another group), and the last id.
 pub(super) fn decode_read_reply(reply: Value, group: &str, source: &Source) -> ReadBatch {
