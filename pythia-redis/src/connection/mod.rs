@@ -2,22 +2,29 @@
 //! and dedicated connections for blocking reads, on a standalone server, a Redis Cluster or a
 //! Sentinel-watched master alike.
 
+mod blocking;
 pub mod config;
+mod error;
 pub(crate) mod in_order;
+mod sentinel;
 pub(crate) mod transient_retry;
 
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::{Duration, Instant};
+pub use self::blocking::BlockingConnection;
+use self::blocking::BlockingKind;
+pub(crate) use self::blocking::BlockingSlot;
+pub(crate) use self::error::redis_error;
+use self::error::{invalid, unreachable};
+use self::sentinel::SentinelState;
 
-use pythia_core::{BrokerError, BrokerErrorKind};
-use redis::aio::{
-    ConnectionLike, ConnectionManager, ConnectionManagerConfig, MultiplexedConnection,
-};
+use std::sync::Arc;
+use std::time::Duration;
+
+use pythia_core::BrokerError;
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo, SingleNodeRoutingInfo};
-use redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, Value};
+use redis::{AsyncConnectionConfig, Cmd, Pipeline, RedisFuture, Value};
 
 use crate::connection::config::{RedisConfig, Topology};
 
@@ -441,229 +448,7 @@ impl ConnectionLike for SharedConnection {
     }
 }
 
-/// A broker's dedicated connection for its blocking reads (`BRPOP`, `BLMOVE`, `XREADGROUP …
-/// BLOCK`, `XREAD … BLOCK`), opened on first use and dropped after an error (it may be broken: the
-/// next read opens a new one). A blocking command never shares the multiplexed connection, where
-/// it would stall every other command behind it.
-#[derive(Debug, Default)]
-pub(crate) struct BlockingSlot(tokio::sync::Mutex<Option<BlockingConnection>>);
-
-impl BlockingSlot {
-    /// Runs `cmd` on the slot's connection, opening it first if needed. The outer error is a
-    /// connection that could not be opened; the inner result is the command's own (after an
-    /// error the connection is dropped).
-    pub(crate) async fn query<T: redis::FromRedisValue>(
-        &self,
-        conn: &RedisConnection,
-        cmd: &Cmd,
-    ) -> Result<Result<T, redis::RedisError>, BrokerError> {
-        let mut slot = self.0.lock().await;
-        if slot.is_none() {
-            *slot = Some(conn.blocking().await?);
-        }
-        let con = slot.as_mut().expect("just set");
-        let res = cmd.query_async(con).await;
-        if res.is_err() {
-            *slot = None;
-        }
-        Ok(res)
-    }
-}
-
-/// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
-#[derive(Clone)]
-pub struct BlockingConnection(BlockingKind);
-
-#[derive(Clone)]
-enum BlockingKind {
-    Standalone(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
-impl std::fmt::Debug for BlockingConnection {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.0 {
-            BlockingKind::Standalone(_) => "standalone",
-            BlockingKind::Cluster(_) => "cluster",
-        };
-        f.debug_tuple("BlockingConnection").field(&kind).finish()
-    }
-}
-
-impl ConnectionLike for BlockingConnection {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.0 {
-            BlockingKind::Standalone(c) => c.req_packed_command(cmd),
-            BlockingKind::Cluster(c) => c.req_packed_command(cmd),
-        }
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.0 {
-            BlockingKind::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            BlockingKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
-    }
-
-    fn get_db(&self) -> i64 {
-        match &self.0 {
-            BlockingKind::Standalone(c) => c.get_db(),
-            BlockingKind::Cluster(c) => c.get_db(),
-        }
-    }
-}
-
-/// The master the sentinels named last, and how to ask them again.
-struct SentinelState {
-    config: RedisConfig,
-    sentinels: tokio::sync::Mutex<SentinelClient>,
-    current: RwLock<Current>,
-    /// When the sentinels were last asked, to ask at most every [`RESOLVE_EVERY`].
-    last_asked: Mutex<Instant>,
-}
-
-struct Current {
-    client: redis::Client,
-    manager: ConnectionManager,
-}
-
-/// The shortest gap between two questions to the sentinels after errors.
-const RESOLVE_EVERY: Duration = Duration::from_millis(250);
-
-impl SentinelState {
-    async fn connect(config: &RedisConfig, master: &str) -> Result<Self, BrokerError> {
-        if config.tls_ca_file().is_some() {
-            return Err(BrokerError::config(
-                "a TLS CA file is not supported with Sentinel yet; use the system's roots",
-            ));
-        }
-        let urls = config.urls();
-        let first = urls[0]
-            .into_connection_info()
-            .map_err(|e| invalid(config, &e))?;
-        let mut node = SentinelNodeConnectionInfo::default()
-            .set_redis_connection_info(first.redis_settings().clone());
-        if urls[0].starts_with("rediss://") {
-            node = node.set_tls_mode(redis::TlsMode::Secure);
-        }
-        let mut sentinels = SentinelClient::build(
-            urls.clone(),
-            String::from(master),
-            Some(node),
-            SentinelServerType::Master,
-        )
-        .map_err(|e| invalid(config, &e))?;
-        let client = sentinels.async_get_client().await.map_err(|e| {
-            BrokerError::connection(format!(
-                "no sentinel at {} names a reachable master {master:?}: {}",
-                config.masked_url(),
-                config.scrub(&e.to_string())
-            ))
-        })?;
-        let manager = ConnectionManager::new_with_config(client.clone(), manager_config(config))
-            .await
-            .map_err(|e| unreachable(config, &e))?;
-        tracing::info!(master, addr = %client.get_connection_info().addr(), "the sentinels name the master");
-        Ok(Self {
-            config: config.clone(),
-            sentinels: tokio::sync::Mutex::new(sentinels),
-            current: RwLock::new(Current { client, manager }),
-            last_asked: Mutex::new(Instant::now()),
-        })
-    }
-
-    fn current(&self) -> ConnectionManager {
-        self.current.read().expect("sentinel state").manager.clone()
-    }
-
-    fn current_addr(&self) -> String {
-        let current = self.current.read().expect("sentinel state");
-        current.client.get_connection_info().addr().to_string()
-    }
-
-    /// After a failed command: when the failure says the master may have moved (it refuses
-    /// writes as a replica, or cannot be reached), ask the sentinels again.
-    async fn after_error(&self, e: &redis::RedisError) {
-        let moved = e.code() == Some("READONLY")
-            || e.is_io_error()
-            || e.is_connection_dropped()
-            || e.is_connection_refusal()
-            || e.is_timeout();
-        if moved && let Err(err) = self.resolve(false).await {
-            tracing::debug!(error = %err, "asking the sentinels for the master failed");
-        }
-    }
-
-    /// Asks the sentinels for the master and, when it moved, points the shared connection at
-    /// the new one. Returns a client for the current master. Without `force`, asks at most
-    /// every [`RESOLVE_EVERY`] and not while another task is asking.
-    async fn resolve(&self, force: bool) -> Result<redis::Client, BrokerError> {
-        let recent = {
-            let mut last = self.last_asked.lock().expect("sentinel clock");
-            let recent = last.elapsed() < RESOLVE_EVERY;
-            if !recent || force {
-                *last = Instant::now();
-            }
-            recent
-        };
-        let current = || self.current.read().expect("sentinel state").client.clone();
-        if recent && !force {
-            return Ok(current());
-        }
-        let mut sentinels = if force {
-            self.sentinels.lock().await
-        } else {
-            match self.sentinels.try_lock() {
-                Ok(guard) => guard,
-                Err(_) => return Ok(current()),
-            }
-        };
-        let asking =
-            tokio::time::timeout(self.config.connect_timeout(), sentinels.async_get_client());
-        let client = match asking.await {
-            Ok(Ok(client)) => client,
-            Ok(Err(e)) => {
-                return Err(redis_error(
-                    &self.config,
-                    "SENTINEL get-master-addr-by-name",
-                    e,
-                ));
-            }
-            Err(_) => {
-                return Err(BrokerError::connection(format!(
-                    "the sentinels at {} did not answer within {:?}",
-                    self.config.masked_url(),
-                    self.config.connect_timeout()
-                )));
-            }
-        };
-        let addr = client.get_connection_info().addr().to_string();
-        if addr == self.current_addr() {
-            return Ok(client);
-        }
-        let manager =
-            ConnectionManager::new_with_config(client.clone(), manager_config(&self.config))
-                .await
-                .map_err(|e| unreachable(&self.config, &e))?;
-        tracing::warn!(
-            from = %self.current_addr(),
-            to = %addr,
-            "the Redis master moved (Sentinel failover); following it"
-        );
-        *self.current.write().expect("sentinel state") = Current {
-            client: client.clone(),
-            manager,
-        };
-        Ok(client)
-    }
-}
-
-fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
+pub(super) fn manager_config(config: &RedisConfig) -> ConnectionManagerConfig {
     ConnectionManagerConfig::new()
         .set_connection_timeout(Some(config.connect_timeout()))
         .set_response_timeout(Some(config.response_timeout()))
@@ -732,22 +517,6 @@ fn no_tls(path: &std::path::Path) -> BrokerError {
     ))
 }
 
-fn invalid(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
-    BrokerError::config(format!(
-        "invalid Redis URL {}: {}",
-        config.masked_url(),
-        config.scrub(&e.to_string())
-    ))
-}
-
-fn unreachable(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
-    BrokerError::connection(format!(
-        "cannot connect to Redis at {}: {}",
-        config.masked_url(),
-        config.scrub(&e.to_string())
-    ))
-}
-
 fn command_name(cmd: &Cmd) -> String {
     cmd.args_iter()
         .next()
@@ -774,50 +543,4 @@ fn by_node(reply: Value) -> Result<Vec<(String, Value)>, redis::RedisError> {
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
     Ok(out)
-}
-
-/// Classifies a Redis error: I/O, timeouts, dropped connections and a cluster or master in
-/// transition are retryable [`BrokerErrorKind::Connection`] errors; a key of the wrong type
-/// (WRONGTYPE, also from Pythia's scripts, which check every key's type before their first
-/// write) is a [`BrokerErrorKind::Config`] error, fatal for a worker (another program, or
-/// another queue's configuration, owns that key); other server replies (NOPERM, CROSSSLOT,
-/// script errors) are [`BrokerErrorKind::Backend`].
-pub(crate) fn redis_error(config: &RedisConfig, op: &str, e: redis::RedisError) -> BrokerError {
-    // A pipeline's error carries each failed command's reply (its own `code()` is `None`): a
-    // WRONGTYPE or a LOADING inside a heartbeat pipeline is classified like a lone one.
-    let mut codes: Vec<String> = e.code().map(str::to_owned).into_iter().collect();
-    if let Some(errors) = e.clone().into_server_errors() {
-        codes.extend(errors.iter().map(|(_, se)| se.code().to_owned()));
-    }
-    let has = |wanted: &[&str]| codes.iter().any(|c| wanted.contains(&c.as_str()));
-    let transient = e.is_io_error()
-        || e.is_timeout()
-        || e.is_connection_dropped()
-        || e.is_connection_refusal()
-        || has(&[
-            "LOADING",
-            "BUSY",
-            "TRYAGAIN",
-            "MASTERDOWN",
-            "READONLY",
-            "CLUSTERDOWN",
-            "MOVED",
-            "ASK",
-        ])
-        || e.kind() == redis::ErrorKind::ClusterConnectionNotFound;
-    let kind = if transient {
-        BrokerErrorKind::Connection
-    } else if has(&["WRONGTYPE"]) {
-        BrokerErrorKind::Config
-    } else {
-        BrokerErrorKind::Backend
-    };
-    BrokerError::new(
-        kind,
-        format!(
-            "Redis {op} failed ({}): {}",
-            config.masked_url(),
-            config.scrub(&e.to_string())
-        ),
-    )
 }

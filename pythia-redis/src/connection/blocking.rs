@@ -1,0 +1,86 @@
+//! Connections for blocking reads: [`BlockingConnection`], one consumer's own, and
+//! [`BlockingSlot`], a broker's lazily opened one that is dropped after an error.
+
+use pythia_core::BrokerError;
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::cluster_async::ClusterConnection;
+use redis::{Cmd, Pipeline, RedisFuture, Value};
+
+use super::RedisConnection;
+
+/// A broker's dedicated connection for its blocking reads (`BRPOP`, `BLMOVE`, `XREADGROUP …
+/// BLOCK`, `XREAD … BLOCK`), opened on first use and dropped after an error (it may be broken: the
+/// next read opens a new one). A blocking command never shares the multiplexed connection, where
+/// it would stall every other command behind it.
+#[derive(Debug, Default)]
+pub(crate) struct BlockingSlot(tokio::sync::Mutex<Option<BlockingConnection>>);
+
+impl BlockingSlot {
+    /// Runs `cmd` on the slot's connection, opening it first if needed. The outer error is a
+    /// connection that could not be opened; the inner result is the command's own (after an
+    /// error the connection is dropped).
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &self,
+        conn: &RedisConnection,
+        cmd: &Cmd,
+    ) -> Result<Result<T, redis::RedisError>, BrokerError> {
+        let mut slot = self.0.lock().await;
+        if slot.is_none() {
+            *slot = Some(conn.blocking().await?);
+        }
+        let con = slot.as_mut().expect("just set");
+        let res = cmd.query_async(con).await;
+        if res.is_err() {
+            *slot = None;
+        }
+        Ok(res)
+    }
+}
+
+/// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
+#[derive(Clone)]
+pub struct BlockingConnection(pub(super) BlockingKind);
+
+#[derive(Clone)]
+pub(super) enum BlockingKind {
+    Standalone(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for BlockingConnection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match &self.0 {
+            BlockingKind::Standalone(_) => "standalone",
+            BlockingKind::Cluster(_) => "cluster",
+        };
+        f.debug_tuple("BlockingConnection").field(&kind).finish()
+    }
+}
+
+impl ConnectionLike for BlockingConnection {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match &mut self.0 {
+            BlockingKind::Standalone(c) => c.req_packed_command(cmd),
+            BlockingKind::Cluster(c) => c.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match &mut self.0 {
+            BlockingKind::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
+            BlockingKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match &self.0 {
+            BlockingKind::Standalone(c) => c.get_db(),
+            BlockingKind::Cluster(c) => c.get_db(),
+        }
+    }
+}
