@@ -34,6 +34,7 @@
 //! the shard count, drain the queue, stop its producers and consumers, and delete that key.
 
 mod broker;
+mod fetch;
 mod producer;
 mod queue;
 
