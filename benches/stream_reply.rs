@@ -4,7 +4,7 @@
 //! `body` and the fields `StreamProducer` writes. Cloning the reply (each parser consumes it)
 //! and dropping the result are not timed.
 //!
-//! * `pythia/*`: `pythia_redis::stream::decode_read_reply_for_bench`, the same code path as a
+//! * `pythia/*`: `pythia_redis::stream::decode_group_read`, the same code path as a
 //!   fetch (reply walk, entry id parse, field decode into a `Message`).
 //! * `typed/stream_read_reply`: `redis::from_redis_value::<StreamReadReply>` alone (no
 //!   messages yet; note that it clones the whole reply before parsing it).
@@ -20,7 +20,7 @@ use std::time::Duration;
 use criterion::{BatchSize, Criterion, Throughput, criterion_group, criterion_main};
 use pythia_core::Source;
 use pythia_core::message::new_message_id;
-use pythia_redis::stream::{decode_read_reply_for_bench, fields, message_from_entry};
+use pythia_redis::stream::{decode_group_read, fields, message_from_entry};
 use redis::Value;
 use redis::streams::StreamReadReply;
 
@@ -95,13 +95,13 @@ fn stream_reply(c: &mut Criterion) {
         ("envelope+header", Shape::EnvelopeWithHeader),
     ] {
         let r = reply(shape);
-        let (deliveries, skipped) = decode_read_reply_for_bench(r.clone(), "g", &source);
+        let (deliveries, skipped) = decode_group_read(r.clone(), "g", &source);
         assert_eq!((deliveries.len(), skipped), (ENTRIES, 0));
         assert_eq!(deliveries[0].message.body().len(), 100);
         g.bench_function(format!("pythia/{name}"), |b| {
             b.iter_batched(
                 || r.clone(),
-                |r| decode_read_reply_for_bench(black_box(r), "g", &source),
+                |r| decode_group_read(black_box(r), "g", &source),
                 BatchSize::LargeInput,
             )
         });

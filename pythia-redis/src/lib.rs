@@ -13,6 +13,7 @@
 // dlq.rs       dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
 // coord/       delayed messages, destinations, locks, periodic jobs
+mod call;
 pub mod connection;
 pub mod consumer;
 pub mod coord;
@@ -25,6 +26,7 @@ mod scripts;
 pub mod sharded_stream;
 pub mod stream;
 
+pub use crate::call::Call;
 pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;

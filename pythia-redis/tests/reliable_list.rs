@@ -446,6 +446,43 @@ async fn acks_lost_with_a_connection_are_sent_again() {
     .await;
 }
 
+/// A server that lost its scripts (a restart, a failover, `SCRIPT FLUSH`) answers `NOSCRIPT`:
+/// the settle script is loaded and the call sent again, and the retry and the dead letter land.
+#[tokio::test]
+async fn a_settle_after_script_flush_loads_the_script_again() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    push_numbered(&conn, "flushed", 3).await;
+    let broker = fast(&conn, "flushed");
+    let got = broker.fetch(10).await.unwrap();
+    assert_eq!(got.len(), 3);
+    let outcomes = [
+        pythia_core::Outcome::Ack,
+        pythia_core::Outcome::Retry {
+            delay: Duration::from_secs(60),
+        },
+        pythia_core::Outcome::DeadLetter {
+            reason: "bad".into(),
+        },
+    ];
+    let settled: Vec<pythia_core::Settlement<u64>> = got
+        .iter()
+        .zip(outcomes)
+        .map(|(d, outcome)| pythia_core::Settlement {
+            token: d.token,
+            message: d.message.clone(),
+            outcome,
+        })
+        .collect();
+    let _: String = cmd(&conn, &["SCRIPT", "FLUSH"]).await;
+    broker.settle(&settled).await.unwrap();
+    let keys = broker.keys();
+    let scheduled: i64 = cmd(&conn, &["ZCARD", &keys.scheduled()]).await;
+    let dead: i64 = cmd(&conn, &["LLEN", &keys.dead_letters()]).await;
+    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight(broker.consumer())]).await;
+    assert_eq!((scheduled, dead, in_flight), (1, 1, 0));
+}
+
 /// A consumer name reused by the next process (a StatefulSet pod's name): the new process
 /// returns what the crashed one left in flight before it records deliveries of its own, so
 /// nothing is overwritten (delivery ids restart at 1) or stranded under a live heartbeat.

@@ -69,7 +69,7 @@ impl DeadLetterCap {
 }
 
 /// The payload scheduled for a retry: the message's envelope with the attempt raised.
-pub(crate) fn retry_payload(msg: &Message) -> Vec<u8> {
+pub fn retry_payload(msg: &Message) -> Vec<u8> {
     envelope::encode(&msg.clone().with_attempt(msg.attempt().saturating_add(1)))
 }
 
@@ -79,8 +79,8 @@ pub(crate) fn delay_ms(delay: Duration) -> u64 {
     u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
-/// The payload of a dead letter.
-pub(crate) fn dead_letter_payload(msg: &Message, reason: &str) -> Vec<u8> {
+/// The payload of a dead letter: the message's envelope with the failure `reason` and the time.
+pub fn dead_letter_payload(msg: &Message, reason: &str) -> Vec<u8> {
     envelope::encode_dead_letter(msg, reason, SystemTime::now())
 }
 

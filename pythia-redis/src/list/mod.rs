@@ -1,23 +1,22 @@
 //! [`ListBroker`]: a plain Redis list, popped in batches. At-most-once and the fastest mode.
 
+mod commands;
 pub mod producer;
 pub mod reliable;
+
+pub use self::commands::{ListCommands, ReliableListCommands};
 
 use std::time::Duration;
 
 use crate::connection::{BlockingSlot, SharedConnection};
 use bytes::Bytes;
 use pythia_core::{
-    Broker, BrokerError, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement, Source,
-    envelope,
+    Broker, BrokerError, Delivery, DeliveryGuarantee, QueueStats, Settlement, Source, envelope,
 };
 
 use crate::connection::RedisConnection;
-use crate::consumer::retry_schedule::{
-    DeadLetterCap, dead_letter_payload, delay_ms, promote_due, retry_payload,
-};
+use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::QueueKeys;
-use crate::scripts::LIST_SETTLE;
 
 /// Which end of the list consumers pop. Producers push on the other end, so the order is
 /// first-in first-out either way.
@@ -125,6 +124,7 @@ pub struct ListBroker {
     source: Source,
     side: ListSide,
     dead_letter_cap: DeadLetterCap,
+    commands: ListCommands,
     maintenance_interval: Duration,
     blocking: BlockingSlot,
 }
@@ -135,10 +135,12 @@ impl ListBroker {
 
     /// A broker consuming the list `queue` (popping the right end).
     pub fn new(conn: &RedisConnection, queue: &str) -> Self {
+        let keys = QueueKeys::new(conn.config().key_prefix(), queue);
         Self {
             conn: conn.clone(),
             manager: conn.manager(),
-            keys: QueueKeys::new(conn.config().key_prefix(), queue),
+            commands: ListCommands::new(&keys),
+            keys,
             source: Source::new("list", queue),
             side: ListSide::default(),
             dead_letter_cap: DeadLetterCap::new(queue),
@@ -224,29 +226,12 @@ impl Broker for ListBroker {
     }
 
     async fn settle(&self, batch: &[Settlement<()>]) -> Result<(), BrokerError> {
-        let mut inv = LIST_SETTLE.prepare_invoke();
-        inv.key(self.keys.scheduled())
-            .key(self.keys.dead_letters())
-            .arg(self.dead_letter_cap.get());
-        let mut any = false;
-        for s in batch {
-            match &s.outcome {
-                Outcome::Retry { delay } => {
-                    inv.arg(delay_ms(*delay)).arg(retry_payload(&s.message));
-                }
-                Outcome::DeadLetter { reason } => {
-                    inv.arg("d").arg(dead_letter_payload(&s.message, reason));
-                }
-                Outcome::Ack => continue,
-            }
-            any = true;
-        }
-        if !any {
+        let Some(call) = self.commands.settle(batch, self.dead_letter_cap.get()) else {
             return Ok(()); // acks of popped items need no round trip
-        }
+        };
         let mut m = self.manager.clone();
-        let (_, trimmed): (u64, u64) = inv
-            .invoke_async(&mut m)
+        let (_, trimmed): (u64, u64) = call
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("settle", e))?;
         self.dead_letter_cap.trimmed(trimmed);

@@ -11,15 +11,14 @@ use pythia_core::{
     envelope,
 };
 
+use super::ReliableListCommands;
 use crate::connection::RedisConnection;
 use crate::consumer::liveness::{Liveness, NotOwned, ReapGate, peers_alive};
 use crate::consumer::recent_settlements::RecentSettlements;
-use crate::consumer::retry_schedule::{
-    DeadLetterCap, dead_letter_payload, delay_ms, promote_due, retry_payload,
-};
+use crate::consumer::retry_schedule::{DeadLetterCap, promote_due, retry_payload};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
-use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE, RELIABLE_SETTLE};
+use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE};
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
 /// Lua's `unpack` limit of about 8,000.
@@ -82,6 +81,7 @@ pub struct ReliableListBroker {
     side: ListSide,
     consumer: String,
     in_flight_key: String,
+    commands: ReliableListCommands,
     staging_key: String,
     heartbeat_key: String,
     consumers_key: String,
@@ -124,6 +124,7 @@ impl ReliableListBroker {
             conn: conn.clone(),
             manager: conn.manager(),
             in_flight_key: keys.in_flight(consumer),
+            commands: ReliableListCommands::new(&keys, consumer),
             staging_key: keys.staging(consumer),
             heartbeat_key: keys.heartbeat(consumer),
             consumers_key: keys.consumers(),
@@ -447,22 +448,17 @@ impl ReliableListBroker {
         }
         let mut m = self.mgr();
         if batch.iter().all(|s| s.outcome == Outcome::Ack) {
-            let ids: Vec<u64> = batch.iter().map(|s| s.token).collect();
-            return redis::cmd("HDEL")
-                .arg(&self.in_flight_key)
-                .arg(&ids)
-                .query_async::<u64>(&mut m)
+            return self
+                .commands
+                .acks(batch)
+                .query::<u64>(&mut m)
                 .await
                 .map_err(|e| self.conn.error("ack", e));
         }
-        let mut inv = RELIABLE_SETTLE.prepare_invoke();
-        inv.key(&self.in_flight_key)
-            .key(self.keys.scheduled())
-            .key(self.keys.dead_letters())
-            .arg(self.dead_letter_cap.get());
-        push_settle_args(&mut inv, batch);
-        let (settled, trimmed): (u64, u64) = inv
-            .invoke_async(&mut m)
+        let (settled, trimmed): (u64, u64) = self
+            .commands
+            .settle(batch, self.dead_letter_cap.get())
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("settle", e))?;
         self.dead_letter_cap.trimmed(trimmed);
@@ -619,27 +615,5 @@ impl Broker for ReliableListBroker {
         // Staged items go back, and with nothing in flight the consumer is forgotten.
         self.reap(&self.consumer, true).await?;
         Ok(())
-    }
-}
-
-/// Appends one settlement group per delivery (`op`, delivery id, due time, payload) to the
-/// settle script's arguments, as `lua/reliable_settle.lua` reads them. Public only for the
-/// benches (`benches/settle.rs`), which must measure exactly what the broker builds.
-#[doc(hidden)]
-pub fn push_settle_args(inv: &mut redis::ScriptInvocation<'_>, batch: &[Settlement<u64>]) {
-    for s in batch {
-        match &s.outcome {
-            Outcome::Retry { delay } => inv
-                .arg("r")
-                .arg(s.token)
-                .arg(delay_ms(*delay))
-                .arg(retry_payload(&s.message)),
-            Outcome::DeadLetter { reason } => inv
-                .arg("d")
-                .arg(s.token)
-                .arg(0)
-                .arg(dead_letter_payload(&s.message, reason)),
-            Outcome::Ack => inv.arg("a").arg(s.token).arg(0).arg(""),
-        };
     }
 }

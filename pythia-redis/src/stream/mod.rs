@@ -22,6 +22,7 @@
 //! the entry id, when Redis added it.
 
 pub mod checkpoint;
+mod commands;
 mod entry_id;
 mod fetch;
 mod group;
@@ -32,9 +33,10 @@ mod settle;
 mod trim;
 mod wire;
 
+pub use self::commands::StreamCommands;
 pub use self::entry_id::StreamEntryId;
 use self::wire::*;
-pub use self::wire::{decode_read_reply_for_bench, fields, message_from_entry};
+pub use self::wire::{decode_group_read, fields, message_from_entry};
 
 use std::collections::{HashSet, VecDeque};
 use std::fmt;
@@ -258,6 +260,8 @@ pub struct StreamBroker {
     keys: QueueKeys,
     source: Source,
     group: String,
+    /// The ack commands (built without I/O).
+    commands: StreamCommands,
     consumer: String,
     heartbeat_key: String,
     consumers_key: String,
@@ -337,6 +341,7 @@ impl StreamBroker {
             manager: conn.manager(),
             source: Source::new("stream", stream),
             group: group.to_owned(),
+            commands: StreamCommands::new(stream, group),
             consumer: consumer.to_owned(),
             heartbeat_key: keys.heartbeat(consumer),
             consumers_key: keys.group_consumers(group),

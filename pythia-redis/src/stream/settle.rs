@@ -12,21 +12,14 @@ impl StreamBroker {
             return Ok(0);
         }
         let mut m = self.mgr();
-        let mut xack = redis::cmd("XACK");
-        xack.arg(self.stream()).arg(&self.group).arg(ids);
         let res = if self.delete_on_ack {
-            redis::pipe()
-                .atomic()
-                .add_command(xack)
-                .cmd("XDEL")
-                .arg(self.stream())
-                .arg(ids)
-                .ignore()
-                .query_async::<(u64,)>(&mut m)
+            self.commands
+                .ack_and_delete(ids)
+                .query::<(u64,)>(&mut m)
                 .await
                 .map(|(acked,)| acked)
         } else {
-            xack.query_async::<u64>(&mut m).await
+            self.commands.ack(ids).query::<u64>(&mut m).await
         };
         res.map_err(|e| self.conn.error("XACK", e))
     }

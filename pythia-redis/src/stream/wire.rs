@@ -66,12 +66,11 @@ pub fn message_from_entry(id: &str, fields: Vec<(Vec<u8>, Vec<u8>)>, source: &So
     .expect("no group filter, so never skipped")
 }
 
-/// **Benchmark hook, not API** (used by `benches/stream_reply.rs`; may change or go away):
-/// decodes a one-stream `XREADGROUP` reply for consumer group `group` exactly as the broker
-/// does (the same function). Returns the deliveries and the number of entries that would be
-/// acked without being delivered.
-#[doc(hidden)]
-pub fn decode_read_reply_for_bench(
+/// Decodes a one-stream `XREADGROUP` reply for consumer group `group` as the broker does (the
+/// same function): the deliveries, and how many entries it would acknowledge without
+/// delivering them (deleted while pending, or retries marked for another group). A pure
+/// function: `benches/stream_reply.rs` measures it without a server.
+pub fn decode_group_read(
     reply: Value,
     group: &str,
     source: &Source,

@@ -1,0 +1,103 @@
+//! [`Call`]: one Redis round trip built without I/O (a command, a Pythia script or a
+//! transaction), so that the brokers, unit tests of exact arguments and the benches share the
+//! one building code and only the brokers send it.
+
+use redis::aio::ConnectionLike;
+use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ToRedisArgs};
+
+/// A Redis call as a broker operation builds it, before it is sent.
+///
+/// The settle commands of [`ReliableListCommands`](crate::list::ReliableListCommands),
+/// [`ListCommands`](crate::list::ListCommands) and
+/// [`StreamCommands`](crate::stream::StreamCommands) return one: a broker sends it, a test reads
+/// its arguments, a bench measures its building and its [`packed`](Self::packed) bytes.
+#[derive(Debug, Clone)]
+pub struct Call(Kind);
+
+#[derive(Debug, Clone)]
+enum Kind {
+    /// A plain command.
+    Command(Cmd),
+    /// `EVALSHA <sha> <numkeys> <keys…> <args…>` of a Pythia script, loaded on `NOSCRIPT`.
+    Script(&'static Script, Cmd),
+    /// A `MULTI`/`EXEC` transaction.
+    Transaction(Pipeline),
+}
+
+impl Call {
+    /// A plain command.
+    pub(crate) fn command(cmd: Cmd) -> Self {
+        Self(Kind::Command(cmd))
+    }
+
+    /// A call of `script` with `keys`; add its arguments with [`arg`](Self::arg).
+    pub(crate) fn script<K: ToRedisArgs>(script: &'static Script, keys: &[K]) -> Self {
+        let mut cmd = redis::cmd("EVALSHA");
+        cmd.arg(script.get_hash()).arg(keys.len()).arg(keys);
+        Self(Kind::Script(script, cmd))
+    }
+
+    /// A `MULTI`/`EXEC` transaction of `pipe`'s commands.
+    pub(crate) fn transaction(mut pipe: Pipeline) -> Self {
+        pipe.atomic();
+        Self(Kind::Transaction(pipe))
+    }
+
+    /// Appends an argument (to a command or a script call; a no-op on a transaction).
+    pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
+        match &mut self.0 {
+            Kind::Command(cmd) | Kind::Script(_, cmd) => {
+                cmd.arg(arg);
+            }
+            Kind::Transaction(_) => {
+                debug_assert!(false, "arguments go to a transaction's commands")
+            }
+        }
+        self
+    }
+
+    /// The bytes the client writes for this call (RESP; `MULTI … EXEC` for a transaction).
+    pub fn packed(&self) -> Vec<u8> {
+        match &self.0 {
+            Kind::Command(cmd) | Kind::Script(_, cmd) => cmd.get_packed_command(),
+            Kind::Transaction(pipe) => pipe.get_packed_pipeline(),
+        }
+    }
+
+    /// The arguments of a command or script call, the command name first (`EVALSHA`, the
+    /// script's hash, the key count, keys, arguments); empty for a transaction.
+    pub fn args(&self) -> Vec<&[u8]> {
+        match &self.0 {
+            Kind::Command(cmd) | Kind::Script(_, cmd) => cmd
+                .args_iter()
+                .filter_map(|a| match a {
+                    redis::Arg::Simple(b) => Some(b),
+                    _ => None,
+                })
+                .collect(),
+            Kind::Transaction(_) => Vec::new(),
+        }
+    }
+
+    /// Sends the call on `con`. A script the server does not have (`NOSCRIPT`: a restart, a
+    /// failover, `SCRIPT FLUSH`) is loaded and the call sent once more, as
+    /// [`redis::ScriptInvocation`] does.
+    pub(crate) async fn query<T: FromRedisValue>(
+        &self,
+        con: &mut impl ConnectionLike,
+    ) -> RedisResult<T> {
+        match &self.0 {
+            Kind::Command(cmd) => cmd.query_async(con).await,
+            Kind::Transaction(pipe) => pipe.query_async(con).await,
+            Kind::Script(script, cmd) => match cmd.query_async(con).await {
+                Err(e)
+                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                {
+                    script.load_async(con).await?;
+                    cmd.query_async(con).await
+                }
+                res => res,
+            },
+        }
+    }
+}

@@ -1,0 +1,220 @@
+//! The list brokers' settle commands, built without I/O ([`Call`]): what
+//! [`ListBroker`](super::ListBroker) and [`ReliableListBroker`](super::ReliableListBroker) send,
+//! what their unit tests read and what `benches/settle.rs` measures.
+
+use pythia_core::{Outcome, Settlement};
+
+use crate::call::Call;
+use crate::consumer::retry_schedule::{dead_letter_payload, delay_ms, retry_payload};
+use crate::keys::QueueKeys;
+use crate::scripts::{LIST_SETTLE, RELIABLE_SETTLE};
+
+/// The settle commands of an at-most-once [`ListBroker`](super::ListBroker) on one queue.
+#[derive(Debug, Clone)]
+pub struct ListCommands {
+    scheduled: String,
+    dead_letters: String,
+}
+
+impl ListCommands {
+    /// The commands of the queue with `keys`.
+    pub fn new(keys: &QueueKeys) -> Self {
+        Self {
+            scheduled: keys.scheduled(),
+            dead_letters: keys.dead_letters(),
+        }
+    }
+
+    /// One `list_settle.lua` call scheduling the retries and dead-lettering the dead letters of
+    /// `batch` (at most `dead_letter_cap` dead letters kept, 0 for no cap); `None` when the
+    /// batch holds only acks, which need no round trip (the items were popped).
+    pub fn settle(&self, batch: &[Settlement<()>], dead_letter_cap: usize) -> Option<Call> {
+        let mut call = Call::script(&LIST_SETTLE, &[&self.scheduled, &self.dead_letters]);
+        call.arg(dead_letter_cap);
+        let mut any = false;
+        for s in batch {
+            match &s.outcome {
+                Outcome::Retry { delay } => {
+                    call.arg(delay_ms(*delay)).arg(retry_payload(&s.message));
+                }
+                Outcome::DeadLetter { reason } => {
+                    call.arg("d").arg(dead_letter_payload(&s.message, reason));
+                }
+                Outcome::Ack => continue,
+            }
+            any = true;
+        }
+        any.then_some(call)
+    }
+}
+
+/// The settle commands of one consumer of a [`ReliableListBroker`](super::ReliableListBroker).
+#[derive(Debug, Clone)]
+pub struct ReliableListCommands {
+    in_flight: String,
+    scheduled: String,
+    dead_letters: String,
+}
+
+impl ReliableListCommands {
+    /// The commands of consumer `consumer` of the queue with `keys`.
+    pub fn new(keys: &QueueKeys, consumer: &str) -> Self {
+        Self {
+            in_flight: keys.in_flight(consumer),
+            scheduled: keys.scheduled(),
+            dead_letters: keys.dead_letters(),
+        }
+    }
+
+    /// The consumer's in-flight hash.
+    pub fn in_flight_key(&self) -> &str {
+        &self.in_flight
+    }
+
+    /// Acks alone: one `HDEL` of the in-flight hash (replies how many were still there).
+    pub fn acks(&self, batch: &[Settlement<u64>]) -> Call {
+        let ids: Vec<u64> = batch.iter().map(|s| s.token).collect();
+        let mut cmd = redis::cmd("HDEL");
+        cmd.arg(&self.in_flight).arg(&ids);
+        Call::command(cmd)
+    }
+
+    /// Any mix of outcomes: one `reliable_settle.lua` call, four arguments per delivery (`op`,
+    /// delivery id, retry delay, payload), keeping at most `dead_letter_cap` dead letters (0:
+    /// no cap). Replies (settled, dead letters trimmed).
+    pub fn settle(&self, batch: &[Settlement<u64>], dead_letter_cap: usize) -> Call {
+        let mut call = Call::script(
+            &RELIABLE_SETTLE,
+            &[&self.in_flight, &self.scheduled, &self.dead_letters],
+        );
+        call.arg(dead_letter_cap);
+        for s in batch {
+            match &s.outcome {
+                Outcome::Retry { delay } => call
+                    .arg("r")
+                    .arg(s.token)
+                    .arg(delay_ms(*delay))
+                    .arg(retry_payload(&s.message)),
+                Outcome::DeadLetter { reason } => call
+                    .arg("d")
+                    .arg(s.token)
+                    .arg(0)
+                    .arg(dead_letter_payload(&s.message, reason)),
+                Outcome::Ack => call.arg("a").arg(s.token).arg(0).arg(""),
+            };
+        }
+        call
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use pythia_core::{Message, Source, envelope};
+
+    use super::*;
+
+    fn settlement<T>(token: T, outcome: Outcome) -> Settlement<T> {
+        let produced = Message::new("hi");
+        Settlement {
+            token,
+            message: envelope::decode(
+                envelope::encode(&produced).into(),
+                &Source::new("list", "jobs"),
+            ),
+            outcome,
+        }
+    }
+
+    fn text(call: &Call) -> Vec<String> {
+        call.args()
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn reliable_acks_are_one_hdel_of_the_consumers_hash() {
+        let c = ReliableListCommands::new(&QueueKeys::new("pythia", "jobs"), "c1");
+        let batch = [settlement(7, Outcome::Ack), settlement(9, Outcome::Ack)];
+        assert_eq!(
+            text(&c.acks(&batch)),
+            ["HDEL", "pythia:{jobs}:inflight:c1", "7", "9"]
+        );
+    }
+
+    #[test]
+    fn reliable_settle_takes_four_arguments_per_delivery() {
+        let c = ReliableListCommands::new(&QueueKeys::new("pythia", "jobs"), "c1");
+        let batch = [
+            settlement(1, Outcome::Ack),
+            settlement(
+                2,
+                Outcome::Retry {
+                    delay: Duration::from_millis(1500),
+                },
+            ),
+            settlement(
+                3,
+                Outcome::DeadLetter {
+                    reason: "bad".into(),
+                },
+            ),
+        ];
+        let args = text(&c.settle(&batch, 10));
+        assert_eq!(args[0], "EVALSHA");
+        assert_eq!(args[1], RELIABLE_SETTLE.get_hash());
+        assert_eq!(
+            args[2..7],
+            [
+                "3",
+                "pythia:{jobs}:inflight:c1",
+                "pythia:{jobs}:scheduled",
+                "pythia:{jobs}:dlq",
+                "10"
+            ]
+        );
+        assert_eq!(args[7..11], ["a", "1", "0", ""]);
+        assert_eq!(args[11..14], ["r", "2", "1500"]);
+        assert!(args[14].contains(r#""attempt":2"#), "{}", args[14]);
+        assert_eq!(args[15..18], ["d", "3", "0"]);
+        assert!(args[18].contains("bad"), "{}", args[18]);
+        assert_eq!(args.len(), 19);
+    }
+
+    #[test]
+    fn list_acks_need_no_call_and_others_one_script() {
+        let c = ListCommands::new(&QueueKeys::new("pythia", "jobs"));
+        assert!(c.settle(&[settlement((), Outcome::Ack)], 0).is_none());
+        let call = c
+            .settle(
+                &[
+                    settlement((), Outcome::Ack),
+                    settlement(
+                        (),
+                        Outcome::Retry {
+                            delay: Duration::from_secs(2),
+                        },
+                    ),
+                ],
+                0,
+            )
+            .expect("a retry to schedule");
+        let args = text(&call);
+        assert_eq!(args[0], "EVALSHA");
+        assert_eq!(args[1], LIST_SETTLE.get_hash());
+        assert_eq!(
+            args[2..7],
+            [
+                "2",
+                "pythia:{jobs}:scheduled",
+                "pythia:{jobs}:dlq",
+                "0",
+                "2000"
+            ]
+        );
+        assert_eq!(args.len(), 8);
+        assert!(call.packed().starts_with(b"*8\r\n$7\r\nEVALSHA\r\n"));
+    }
+}
