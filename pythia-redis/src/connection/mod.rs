@@ -71,9 +71,9 @@ impl std::fmt::Debug for RedisConnection {
 impl RedisConnection {
     /// Connects to the deployment in `config` and checks it answers `PING`.
     ///
-    /// Fails with a [`BrokerErrorKind::Connection`] error naming the (masked) URL when the
+    /// Fails with a [`BrokerErrorKind::Connection`](pythia_core::BrokerErrorKind::Connection) error naming the (masked) URL when the
     /// server (the cluster, the sentinels or the master they name) is unreachable, and
-    /// [`BrokerErrorKind::Config`] when the URLs are unusable or do not fit the topology.
+    /// [`BrokerErrorKind::Config`](pythia_core::BrokerErrorKind::Config) when the URLs are unusable or do not fit the topology.
     pub async fn connect(config: RedisConfig) -> Result<Self, BrokerError> {
         #[cfg(feature = "tls")]
         {

@@ -1,5 +1,5 @@
 //! The list brokers' settle commands, built without I/O ([`Call`]): what
-//! [`ListBroker`](super::ListBroker) and [`ReliableListBroker`](super::ReliableListBroker) send,
+//! [`ListBroker`](super::ListBroker) and [`ReliableListBroker`](super::reliable::ReliableListBroker) send,
 //! what their unit tests read and what `benches/settle.rs` measures.
 
 use pythia_core::{Outcome, Settlement};
@@ -48,7 +48,7 @@ impl ListCommands {
     }
 }
 
-/// The settle commands of one consumer of a [`ReliableListBroker`](super::ReliableListBroker).
+/// The settle commands of one consumer of a [`ReliableListBroker`](super::reliable::ReliableListBroker).
 #[derive(Debug, Clone)]
 pub struct ReliableListCommands {
     in_flight: String,

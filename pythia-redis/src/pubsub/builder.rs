@@ -79,7 +79,7 @@ impl PubSubBuilder {
     /// channel and a pattern, or two patterns) is delivered once per match, as Redis sends it.
     ///
     /// Not on a Redis Cluster: sharded pub/sub has no pattern form, and
-    /// [`subscribe`](Self::subscribe) fails with a [`BrokerErrorKind::Config`] error.
+    /// [`subscribe`](Self::subscribe) fails with a [`BrokerErrorKind::Config`](pythia_core::BrokerErrorKind::Config) error.
     pub fn pattern(mut self, pattern: impl Into<String>) -> Self {
         self.patterns.push(pattern.into());
         self
@@ -152,7 +152,7 @@ impl PubSubBuilder {
     /// Opens the pub/sub connection, subscribes, and returns the broker once Redis has
     /// confirmed every subscription: a message published after this returns is delivered.
     ///
-    /// Fails with a [`BrokerErrorKind::Config`] error when there is no channel or pattern (or
+    /// Fails with a [`BrokerErrorKind::Config`](pythia_core::BrokerErrorKind::Config) error when there is no channel or pattern (or
     /// an empty one) or when a pattern is given on a Redis Cluster, and with the connection's
     /// error when Redis is unreachable or refuses a subscription (an ACL without the channel).
     /// After this first success the broker keeps itself subscribed.

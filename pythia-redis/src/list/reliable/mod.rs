@@ -1,7 +1,8 @@
 //! [`ReliableListBroker`]: a Redis list consumed at-least-once, with per-consumer in-flight
 //! storage, heartbeats, and a reaper that returns a dead consumer's work.
 
-use std::collections::HashMap;
+mod reap;
+
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -13,12 +14,12 @@ use pythia_core::{
 
 use super::ReliableListCommands;
 use crate::connection::RedisConnection;
-use crate::consumer::liveness::{Liveness, NotOwned, ReapGate, peers_alive};
+use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
 use crate::consumer::recent_settlements::RecentSettlements;
-use crate::consumer::retry_schedule::{DeadLetterCap, promote_due, retry_payload};
+use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
-use crate::scripts::{RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE};
+use crate::scripts::{RELIABLE_FETCH, RELIABLE_RELEASE};
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
 /// Lua's `unpack` limit of about 8,000.
@@ -327,93 +328,6 @@ impl ReliableListBroker {
             .await?
             .map(|v| v.is_some())
             .map_err(|e| self.conn.error("BLMOVE", e))
-    }
-
-    /// The consumers registered for this queue, dead or alive.
-    async fn consumers(&self, m: &mut SharedConnection) -> Result<Vec<String>, BrokerError> {
-        redis::cmd("SMEMBERS")
-            .arg(&self.consumers_key)
-            .query_async(m)
-            .await
-            .map_err(|e| self.conn.error("SMEMBERS", e))
-    }
-
-    /// Returns the work of every consumer whose heartbeat has expired; returns how many items.
-    ///
-    /// Does nothing until this consumer has heartbeated without a break for a whole heartbeat
-    /// lifetime (after it starts, and after any outage): a missing heartbeat then means a dead
-    /// consumer, not one that could not reach Redis either (see `consumer/liveness.rs`).
-    pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
-        if !self.reap_gate.is_open(&self.liveness) {
-            return Ok(0);
-        }
-        let mut m = self.mgr();
-        let members = self.consumers(&mut m).await?;
-        let mut total = 0;
-        for (c, alive) in
-            peers_alive(&self.conn, &mut m, &self.keys, &members, &self.consumer).await?
-        {
-            if !alive {
-                total += self.reap(c, false).await?;
-            }
-        }
-        Ok(total)
-    }
-
-    /// Returns `consumer`'s in-flight and staged items to the queue, while its heartbeat is
-    /// absent (or whatever it says, with `force`: this consumer's own leftovers).
-    async fn reap(&self, consumer: &str, force: bool) -> Result<u64, BrokerError> {
-        let mut m = self.mgr();
-        let in_flight_key = self.keys.in_flight(consumer);
-        let items: HashMap<String, Vec<u8>> = redis::cmd("HGETALL")
-            .arg(&in_flight_key)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error("HGETALL", e))?;
-        // Newest delivery first: each goes to the front, so the oldest ends up next in line.
-        let mut items: Vec<(u64, String, Vec<u8>)> = items
-            .into_iter()
-            .map(|(id, raw)| (id.parse().unwrap_or(u64::MAX), id, raw))
-            .collect();
-        items.sort_unstable_by_key(|(n, _, _)| std::cmp::Reverse(*n));
-        let mut total = 0u64;
-        let mut chunks: Vec<&[(u64, String, Vec<u8>)]> = items.chunks(REAP_BATCH).collect();
-        if chunks.is_empty() {
-            chunks.push(&[]); // still move staged items and forget the consumer
-        }
-        for chunk in chunks {
-            let mut inv = RELIABLE_REAP.prepare_invoke();
-            inv.key(self.keys.heartbeat(consumer))
-                .key(&in_flight_key)
-                .key(self.keys.staging(consumer))
-                .key(self.keys.queue())
-                .key(&self.consumers_key)
-                .arg(self.side.pop_flag())
-                .arg(consumer)
-                .arg(if force { "1" } else { "0" });
-            for (_, id, raw) in chunk {
-                let msg = envelope::decode(raw.clone().into(), &self.source);
-                inv.arg(id).arg(retry_payload(&msg));
-            }
-            let n: i64 = inv
-                .invoke_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("reap", e))?;
-            if n < 0 {
-                return Ok(total); // its heartbeat came back: alive after all
-            }
-            total += n as u64;
-        }
-        if total > 0 {
-            self.reclaimed.increment(total);
-            tracing::info!(
-                dead_consumer = consumer,
-                reclaimed = total,
-                queue = self.keys.queue(),
-                "returned a dead consumer's messages to the queue"
-            );
-        }
-        Ok(total)
     }
 
     async fn fetch_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
