@@ -14,15 +14,17 @@ use backon::{BackoffBuilder, ExponentialBackoff, ExponentialBuilder};
 use futures_util::StreamExt;
 use futures_util::stream::FuturesUnordered;
 use tokio::sync::oneshot;
-use tokio::task::AbortHandle;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+mod settle;
+mod slots;
+
+use self::slots::{Slot, Slots};
 use super::handler::{Handler, Running};
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
 use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
-use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
-use crate::message::Message;
+use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
 use crate::metrics::RuntimeMetrics;
 use crate::worker::BoxFuture;
 
@@ -31,57 +33,6 @@ const SETTLE_DEADLINE_AFTER_GRACE: Duration = Duration::from_secs(5);
 
 type FetchResult<T> = Result<Vec<Delivery<T>>, BrokerError>;
 type SettleResult<T> = (Vec<Settlement<T>>, Result<(), BrokerError>);
-
-struct Slot<T> {
-    token: T,
-    message: Message,
-    started: Instant,
-    abort: Option<AbortHandle>,
-}
-
-/// A minimal slab: in-flight deliveries indexed by a reusable slot number.
-struct Slots<T> {
-    entries: Vec<Option<Slot<T>>>,
-    free: Vec<usize>,
-    len: usize,
-}
-
-impl<T> Slots<T> {
-    fn new() -> Self {
-        Self {
-            entries: Vec::new(),
-            free: Vec::new(),
-            len: 0,
-        }
-    }
-
-    fn insert(&mut self, slot: Slot<T>) -> usize {
-        self.len += 1;
-        match self.free.pop() {
-            Some(i) => {
-                self.entries[i] = Some(slot);
-                i
-            }
-            None => {
-                self.entries.push(Some(slot));
-                self.entries.len() - 1
-            }
-        }
-    }
-
-    fn remove(&mut self, i: usize) -> Option<Slot<T>> {
-        let slot = self.entries.get_mut(i)?.take()?;
-        self.free.push(i);
-        self.len -= 1;
-        Some(slot)
-    }
-
-    fn drain(&mut self) -> impl Iterator<Item = Slot<T>> + '_ {
-        self.len = 0;
-        self.free.clear();
-        self.entries.drain(..).flatten()
-    }
-}
 
 pub(super) struct Driver<B: Broker> {
     broker: Arc<B>,
@@ -312,32 +263,6 @@ impl<B: Broker> Driver<B> {
         self.sync_in_flight();
     }
 
-    /// Updates the backlog gauge, and logs once when failing settles pause fetching (a backlog
-    /// of slow but working settles is routine back-pressure: debug only).
-    fn note_backlog(&mut self) {
-        let unsettled = self.unsettled();
-        self.metrics.settle_backlog.set(unsettled as f64);
-        if self.stopping {
-            return;
-        }
-        if self.settle_failing && !self.backlog_logged {
-            tracing::warn!(
-                unsettled,
-                "settles failing: fetching paused until they succeed"
-            );
-            self.backlog_logged = true;
-        } else if !self.settle_failing && self.backlog_logged {
-            tracing::info!("settles succeed again: fetching resumed");
-            self.backlog_logged = false;
-        } else if unsettled >= self.cfg.settle_backlog_limit() {
-            tracing::debug!(
-                unsettled,
-                limit = self.cfg.settle_backlog_limit(),
-                "settle backlog full: fetching waits for the broker"
-            );
-        }
-    }
-
     fn sync_in_flight(&self) {
         self.status.set_in_flight(self.slots.len);
         self.metrics.in_flight.set(self.slots.len as f64);
@@ -418,46 +343,6 @@ impl<B: Broker> Driver<B> {
         if let Some(slot) = self.slots.remove(idx) {
             self.settle_one(slot, result, now);
         }
-    }
-
-    /// Records a finished handler's outcome and queues its settlement.
-    fn settle_one(&mut self, slot: Slot<B::Token>, result: Result<(), WorkerError>, now: Instant) {
-        self.metrics
-            .observe_processing(now.saturating_duration_since(slot.started));
-        if let Err(e) = &result {
-            match e.kind() {
-                WorkerErrorKind::Timeout => self.metrics.failed_timeout.increment(1),
-                WorkerErrorKind::Panic => {
-                    self.summary.panics += 1;
-                    self.metrics.failed_panic.increment(1);
-                }
-                _ => self.metrics.failed_error.increment(1),
-            }
-        }
-        let outcome = self.cfg.retry.outcome(&slot.message, &result);
-        match (&outcome, &result) {
-            (Outcome::Ack, _) => {
-                self.metrics.ok.increment(1);
-            }
-            (Outcome::Retry { delay }, Err(e)) => {
-                self.metrics.retried.increment(1);
-                tracing::debug!(id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
-            }
-            (Outcome::DeadLetter { reason }, Err(e)) => {
-                if e.is_retryable() {
-                    self.metrics.dead_lettered.increment(1);
-                } else {
-                    self.metrics.rejected.increment(1);
-                }
-                tracing::warn!(id = slot.message.id(), attempt = slot.message.attempt(), %reason, "message dead-lettered");
-            }
-            _ => {}
-        }
-        self.to_settle.push(Settlement {
-            token: slot.token,
-            message: slot.message,
-            outcome,
-        });
     }
 
     fn free_capacity(&self) -> usize {
@@ -719,59 +604,5 @@ impl<B: Broker> Driver<B> {
         self.fetch_failing = true;
         self.status.set_fetch_ok(false);
         self.fetch_wait = Some(Box::pin(tokio::time::sleep(delay)));
-    }
-
-    fn on_settled(
-        &mut self,
-        mut batch: Vec<Settlement<B::Token>>,
-        res: Result<(), BrokerError>,
-        cx: &mut Context<'_>,
-    ) {
-        self.settle_in_flight = 0;
-        match res {
-            Ok(()) => {
-                for s in &batch {
-                    match s.outcome {
-                        Outcome::Ack => self.summary.acked += 1,
-                        Outcome::Retry { .. } => self.summary.retried += 1,
-                        Outcome::DeadLetter { .. } => self.summary.dead_lettered += 1,
-                    }
-                }
-                self.last_settle = Some(Instant::now());
-                if self.settle_failing {
-                    tracing::info!("settling resumed");
-                    self.settle_failing = false;
-                }
-                self.settle_backoff = reconnect_backoff();
-                batch.clear();
-                if batch.capacity() > self.spare_settle.capacity() {
-                    self.spare_settle = batch;
-                }
-            }
-            Err(e) if matches!(e.kind(), BrokerErrorKind::Config | BrokerErrorKind::Closed) => {
-                // A key of the wrong type, a closed broker: retrying would fail the same way
-                // for ever while the worker looked alive. Keep the outcomes (counted unsettled:
-                // the broker delivers the messages again) and stop.
-                self.metrics.settle_errors.increment(1);
-                self.settle_refused = true;
-                batch.append(&mut self.to_settle);
-                self.to_settle = batch;
-                self.fail(RuntimeError::Broker(e), cx);
-            }
-            Err(e) => {
-                self.metrics.settle_errors.increment(1);
-                let delay = self.settle_backoff.next().unwrap_or(Duration::from_secs(5));
-                if !self.settle_failing {
-                    tracing::error!(error = %e, count = batch.len(), retry_in = ?delay, "settle failed; keeping the outcomes and retrying");
-                }
-                self.settle_failing = true;
-                // Keep order: the failed batch goes before anything finished since.
-                batch.append(&mut self.to_settle);
-                self.to_settle = batch;
-                let mut wait = Box::pin(tokio::time::sleep(delay));
-                let _ = wait.as_mut().poll(cx);
-                self.settle_wait = Some(wait);
-            }
-        }
     }
 }
