@@ -130,6 +130,49 @@ impl WorkerError {
     pub fn into_source(self) -> BoxError {
         self.source
     }
+
+    /// An `anyhow::Error` as a `WorkerError`, as [`from_boxed`](Self::from_boxed) does: one
+    /// made from a `WorkerError` keeps its kind, anything else is retried.
+    ///
+    /// `anyhow::Error` is not a standard error, so `?` cannot convert it; write
+    /// `.map_err(WorkerError::from_anyhow)?`.
+    #[cfg(feature = "anyhow")]
+    pub fn from_anyhow(e: anyhow::Error) -> Self {
+        match e.downcast::<KindedError>() {
+            Ok(k) => Self {
+                kind: k.kind,
+                source: k.source,
+            },
+            Err(e) => Self::from_boxed(e.into()),
+        }
+    }
+
+    /// A boxed error as a `WorkerError`: one that was a `WorkerError` (boxed by
+    /// `From<WorkerError> for BoxError`, also inside an `anyhow::Error`) gets its kind back;
+    /// tower's `timeout` error is a [`Timeout`](WorkerErrorKind::Timeout); anything else, tower's
+    /// `load_shed` refusal included, is a transient failure to [`retry`](Self::retry).
+    ///
+    /// ```
+    /// use pythia_core::{BoxError, WorkerError, WorkerErrorKind};
+    ///
+    /// let boxed: BoxError = WorkerError::reject("not an order").into();
+    /// let back = WorkerError::from_boxed(boxed);
+    /// assert_eq!(back.kind(), WorkerErrorKind::Reject);
+    /// assert_eq!(back.to_string(), "not an order");
+    /// assert!(WorkerError::from_boxed("timed out somewhere".into()).is_retryable());
+    /// ```
+    pub fn from_boxed(e: BoxError) -> Self {
+        match e.downcast::<KindedError>() {
+            Ok(k) => Self {
+                kind: k.kind,
+                source: k.source,
+            },
+            Err(e) if e.is::<tower::timeout::error::Elapsed>() => {
+                Self::new(WorkerErrorKind::Timeout, e)
+            }
+            Err(e) => Self::retry(e),
+        }
+    }
 }
 
 impl<E: std::error::Error + Send + Sync + 'static> From<E> for WorkerError {
@@ -157,6 +200,76 @@ impl fmt::Debug for WorkerError {
             .field("source", &self.source)
             .finish()
     }
+}
+
+/// A [`WorkerError`] as a standard error inside a [`BoxError`] (see `From<WorkerError> for
+/// BoxError`): it keeps the kind, which [`WorkerError::from_boxed`] restores.
+#[derive(Debug)]
+struct KindedError {
+    kind: WorkerErrorKind,
+    source: BoxError,
+}
+
+impl fmt::Display for KindedError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.source, f)
+    }
+}
+
+impl std::error::Error for KindedError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source.source()
+    }
+}
+
+/// A `WorkerError` into a [`BoxError`], so that tower's stock layers (`timeout`, `load_shed`,
+/// `ConcurrencyLimit`…), which need `Error: Into<BoxError>`, wrap a Pythia handler stack; the
+/// kind travels inside and [`WorkerError::from_boxed`] gets it back.
+impl From<WorkerError> for BoxError {
+    fn from(e: WorkerError) -> Self {
+        Box::new(KindedError {
+            kind: e.kind,
+            source: e.source,
+        })
+    }
+}
+
+/// `?` on a `WorkerError` in a function that returns `anyhow::Result`: the kind travels inside
+/// and [`WorkerError::from_anyhow`] gets it back.
+#[cfg(feature = "anyhow")]
+impl From<WorkerError> for anyhow::Error {
+    fn from(e: WorkerError) -> Self {
+        anyhow::Error::new(KindedError {
+            kind: e.kind,
+            source: e.source,
+        })
+    }
+}
+
+/// The error types a layer's service may return to the runtime (see
+/// [`WorkerRuntime::layer`](crate::WorkerRuntime::layer)): [`WorkerError`] itself, or the
+/// [`BoxError`] of tower's stock layers. Sealed.
+pub trait IntoWorkerError: sealed::Sealed + Send + 'static {
+    /// The error as the runtime handles it.
+    fn into_worker_error(self) -> WorkerError;
+}
+
+impl IntoWorkerError for WorkerError {
+    fn into_worker_error(self) -> WorkerError {
+        self
+    }
+}
+
+impl IntoWorkerError for BoxError {
+    fn into_worker_error(self) -> WorkerError {
+        WorkerError::from_boxed(self)
+    }
+}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for super::WorkerError {}
+    impl Sealed for super::BoxError {}
 }
 
 /// A message body that is not what the handler expected: not UTF-8 ([`Message::body_str`]) or

@@ -18,7 +18,8 @@ pub mod worker;
 
 pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
 pub use crate::error::{
-    BodyError, BoxError, BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind,
+    BodyError, BoxError, BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError,
+    WorkerErrorKind,
 };
 pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};

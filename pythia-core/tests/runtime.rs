@@ -327,9 +327,12 @@ async fn on_start_failure_consumes_nothing() {
     let b = broker_with(3);
     let err = runtime(&b, Failing).run().await.unwrap_err();
     assert!(
-        matches!(err, RuntimeError::Start(ref m) if m.contains("no database")),
+        matches!(err, RuntimeError::Start(ref e) if e.to_string().contains("no database")),
         "{err}"
     );
+    // The hook's error is the run error's source, for `anyhow`'s chains and `{:#}`.
+    let source = std::error::Error::source(&err).expect("a source");
+    assert!(source.to_string().contains("no database"), "{source}");
     assert_eq!(b.len(), 3);
     assert_eq!(b.stats().delivered, 0);
 }

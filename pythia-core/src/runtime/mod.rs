@@ -48,6 +48,7 @@ mod signal;
 mod status;
 mod summary;
 
+use std::fmt;
 use std::panic::AssertUnwindSafe;
 use std::sync::Arc;
 use std::time::Duration;
@@ -64,7 +65,9 @@ pub use self::signal::shutdown_signal;
 pub use self::status::{RuntimeState, RuntimeStatus};
 pub use self::summary::RunSummary;
 use crate::broker::Broker;
-use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
+use tower::ServiceExt;
+
+use crate::error::{BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError};
 use crate::message::Message;
 use crate::retry_policy::RetryPolicy;
 use crate::worker::{HandlerService, Worker};
@@ -89,18 +92,43 @@ pub enum Dispatch {
 }
 
 /// Why a run ended with an error.
-#[derive(Debug, thiserror::Error)]
+///
+/// Its [`source`](std::error::Error::source) is the cause: the hook's or the layer's error, the
+/// broker's.
+#[derive(Debug)]
 #[non_exhaustive]
 pub enum RuntimeError {
     /// The worker's `on_start` hook failed; nothing was consumed.
-    #[error("worker on_start failed: {0}")]
-    Start(String),
+    Start(WorkerError),
     /// The broker failed in a way a retry cannot fix (bad configuration, closed).
-    #[error("broker failed: {0}")]
-    Broker(#[from] BrokerError),
+    Broker(BrokerError),
     /// A layer of the handler stack failed in `poll_ready`, so no message can be handled.
-    #[error("handler stack failed: {0}")]
-    Service(String),
+    Service(WorkerError),
+}
+
+impl fmt::Display for RuntimeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Start(e) => write!(f, "worker on_start failed: {e}"),
+            Self::Broker(e) => write!(f, "broker failed: {e}"),
+            Self::Service(e) => write!(f, "handler stack failed: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for RuntimeError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            Self::Start(e) | Self::Service(e) => Some(e.source_error()),
+            Self::Broker(e) => Some(e),
+        }
+    }
+}
+
+impl From<BrokerError> for RuntimeError {
+    fn from(e: BrokerError) -> Self {
+        Self::Broker(e)
+    }
 }
 
 impl RuntimeError {
@@ -306,14 +334,26 @@ impl<B: Broker> WorkerRuntime<B> {
     /// message first and each result last. Pythia's recommended order is
     /// circuit breaker → retry (in-process) → timeout → worker, so each attempt gets its own
     /// deadline and the breaker counts whole messages.
+    ///
+    /// # Tower's own layers
+    ///
+    /// A layer's service may fail with a [`WorkerError`] or with tower's `BoxError`: tower's
+    /// `TimeoutLayer`, `LoadShedLayer` and `ConcurrencyLimitLayer` compose as they are. Their
+    /// errors come back through [`WorkerError::from_boxed`]: an inner `WorkerError` keeps its
+    /// kind (a reject stays a reject), tower's timeout is a timeout, anything else a retry.
     pub fn layer<L>(mut self, layer: L) -> Self
     where
         L: Layer<HandlerService> + Send + 'static,
-        L::Service: Service<Message, Response = (), Error = WorkerError> + Clone + Send + 'static,
+        L::Service: Service<Message, Response = ()> + Clone + Send + 'static,
+        <L::Service as Service<Message>>::Error: IntoWorkerError,
         <L::Service as Service<Message>>::Future: Send + 'static,
     {
         self.layers.push(Box::new(move |inner| {
-            BoxCloneService::new(layer.layer(inner))
+            BoxCloneService::new(
+                layer
+                    .layer(inner)
+                    .map_err(IntoWorkerError::into_worker_error as fn(_) -> WorkerError),
+            )
         }));
         self
     }
@@ -344,7 +384,7 @@ impl<B: Broker> WorkerRuntime<B> {
             .unwrap_or_else(|p| Err(WorkerError::panic(driver::panic_text(&*p))))
         {
             status.set_state(RuntimeState::Stopped);
-            return Err(RuntimeError::Start(e.to_string()));
+            return Err(RuntimeError::Start(e));
         }
 
         let aux = CancellationToken::new();

@@ -453,7 +453,7 @@ impl<B: Broker> Driver<B> {
                         progressed = true;
                     }
                     Poll::Ready(Err(e)) => {
-                        self.fail(RuntimeError::Service(e.to_string()), cx);
+                        self.fail(RuntimeError::Service(e), cx);
                         break;
                     }
                     Poll::Pending => break,
@@ -480,7 +480,7 @@ impl<B: Broker> Driver<B> {
                         }
                         progressed = true;
                     }
-                    Poll::Ready(Err(e)) => self.fail(RuntimeError::Service(e.to_string()), cx),
+                    Poll::Ready(Err(e)) => self.fail(RuntimeError::Service(e), cx),
                     Poll::Pending => {}
                 }
             }
