@@ -37,24 +37,6 @@ impl<W: Worker> ErasedWorker for Arc<W> {
     }
 }
 
-/// The erased worker as the innermost tower service of a layer stack.
-#[derive(Clone)]
-pub(crate) struct ErasedService(pub(crate) Arc<dyn ErasedWorker>);
-
-impl Service<Message> for ErasedService {
-    type Response = ();
-    type Error = WorkerError;
-    type Future = BoxFuture<Result<(), WorkerError>>;
-
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), WorkerError>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn call(&mut self, msg: Message) -> Self::Future {
-        self.0.call(msg)
-    }
-}
-
 /// The handler the driver calls.
 pub(crate) enum Handler {
     Direct(Arc<dyn ErasedWorker>),

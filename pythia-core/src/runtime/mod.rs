@@ -60,7 +60,7 @@ use tokio_util::task::TaskTracker;
 use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
-use self::handler::{ErasedService, ErasedWorker, Handler};
+use self::handler::{ErasedWorker, Handler};
 pub use self::signal::shutdown_signal;
 pub use self::status::{RuntimeState, RuntimeStatus};
 pub use self::summary::RunSummary;
@@ -70,7 +70,7 @@ use tower::ServiceExt;
 use crate::error::{BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError};
 use crate::message::Message;
 use crate::retry_policy::RetryPolicy;
-use crate::worker::{HandlerService, Worker};
+use crate::worker::{HandlerService, Worker, WorkerService};
 
 /// How the runtime runs each message's handler.
 ///
@@ -194,6 +194,8 @@ impl RuntimeConfig {
 pub struct WorkerRuntime<B: Broker> {
     broker: Arc<B>,
     worker: Arc<dyn ErasedWorker>,
+    /// The worker as the innermost service of a layer stack (used when layers are added).
+    service: HandlerService,
     layers: Vec<LayerFn>,
     cfg: RuntimeConfig,
     cancel: CancellationToken,
@@ -222,9 +224,11 @@ impl<B: Broker> WorkerRuntime<B> {
 
     /// A runtime for `worker` fed by `broker`, with the defaults.
     pub fn new<W: Worker>(broker: impl Into<Arc<B>>, worker: W) -> Self {
+        let worker = Arc::new(worker);
         Self {
             broker: broker.into(),
-            worker: Arc::new(Arc::new(worker)),
+            service: BoxCloneService::new(WorkerService::new(Arc::clone(&worker))),
+            worker: Arc::new(worker),
             layers: Vec::new(),
             cfg: RuntimeConfig {
                 concurrency: Self::DEFAULT_CONCURRENCY,
@@ -363,6 +367,7 @@ impl<B: Broker> WorkerRuntime<B> {
         let Self {
             broker,
             worker: hooks,
+            service,
             layers,
             cfg,
             cancel,
@@ -371,7 +376,7 @@ impl<B: Broker> WorkerRuntime<B> {
         let handler = if layers.is_empty() {
             Handler::Direct(Arc::clone(&hooks))
         } else {
-            let mut service = BoxCloneService::new(ErasedService(Arc::clone(&hooks)));
+            let mut service = service;
             for layer in layers.into_iter().rev() {
                 service = layer(service);
             }
