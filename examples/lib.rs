@@ -8,4 +8,5 @@
 //! | `reliable_list.rs` | reliable list, at-least-once (in-flight hash, heartbeat, reaper) |
 //! | `pubsub.rs` | pub/sub, at-most-once fan-out (`SUBSCRIBE` / `PSUBSCRIBE`, bounded buffer) |
 //! | `stream.rs` | stream consumer group, at-least-once (`XREADGROUP` / `XACK`, heartbeat reclaim, trimming) |
+//! | `typed_job.rs` | a typed `Job` on a reliable list, its outputs kept in job-status records |
 //! | `sharded_stream.rs` | one queue over N streams in different cluster slots, at-least-once, per-key order |

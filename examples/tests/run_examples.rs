@@ -101,3 +101,14 @@ fn the_pubsub_example_processes_what_it_published() {
     let (processed, acked, _, _) = summary(&run("pubsub"));
     assert!(acked > 0 && processed >= acked, "{processed} processed");
 }
+
+#[test]
+fn the_typed_job_example_keeps_outputs() {
+    let out = run("typed_job");
+    let (processed, acked, retried, dead) = summary(&out);
+    assert_eq!((processed, acked, retried, dead), (100, 99, 0, 1));
+    assert!(
+        out.contains(r#"succeeded {"url":"https://cdn.example/img0-128.png"}"#),
+        "{out}"
+    );
+}

@@ -7,6 +7,7 @@ pub mod error;
 #[cfg(feature = "exporter")]
 #[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
 pub mod exporter;
+pub mod job;
 mod json_write;
 pub mod memory;
 pub mod message;
@@ -21,6 +22,7 @@ pub use crate::error::{
     BodyError, BoxError, BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError,
     WorkerErrorKind,
 };
+pub use crate::job::{Job, JobWorker, OutputSink, job_message};
 pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};
 pub use crate::resilience::{

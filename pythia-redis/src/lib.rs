@@ -18,6 +18,7 @@ pub mod connection;
 pub mod consumer;
 pub mod coord;
 pub mod dlq;
+mod job_producer;
 pub mod keys;
 pub mod layer;
 pub mod list;
@@ -32,6 +33,7 @@ pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnectio
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::consumer::retry_schedule;
 pub use crate::dlq::{DeadLetter, DeadLetterQueue, ReplayReport};
+pub use crate::job_producer::JobProducer;
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::producer::{Encoding, ListProducer};
 pub use crate::list::reliable::ReliableListBroker;
