@@ -90,6 +90,10 @@ pub(crate) enum Scenario {
     ProduceStream,
     /// Receive published messages through the pub/sub broker.
     Pubsub,
+    /// Reliable list drained by --exec-persistent children running the Python reference
+    /// client (acks at once); bare: the same children fed over pipes, without Redis. Needs
+    /// python3 (skipped without it).
+    ExecPersistent,
     /// Horizontal scaling: for each --processes count K, K worker processes drain one stream
     /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
     /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
@@ -108,6 +112,7 @@ impl Scenario {
             Self::ProduceStream => "produce-stream",
             Self::Pubsub => "pubsub",
             Self::Scale => "scale",
+            Self::ExecPersistent => "exec-persistent",
         }
     }
 }
@@ -163,6 +168,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) worker_threads: Option<u16>,
 
+    /// Children of the exec-persistent scenario [default: one per CPU, at most 8].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) exec_children: Option<u16>,
+
+    /// Messages in flight per child in the exec-persistent scenario.
+    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
+    pub(crate) exec_in_flight: u32,
+
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -193,6 +206,12 @@ pub(crate) struct BenchChildArgs {
     pub(crate) concurrency: usize,
     #[arg(long)]
     pub(crate) batch_size: usize,
+    /// exec-persistent: children.
+    #[arg(long)]
+    pub(crate) exec_children: Option<u16>,
+    /// exec-persistent: messages in flight per child.
+    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
+    pub(crate) exec_in_flight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
