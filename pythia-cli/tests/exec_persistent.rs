@@ -541,3 +541,80 @@ fn exec_persistent_excludes_the_other_handlers() {
     let o = pythia(&["run", "--queue", "q", "--exec-children", "2"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
+
+/// Ctrl-C in a terminal signals the whole foreground process group: the children must not die
+/// with the worker's signal, but finish what they hold while the worker drains, then exit when
+/// their stdin closes.
+#[tokio::test]
+async fn a_signal_to_the_process_group_lets_the_children_finish_their_messages() {
+    use std::os::unix::process::CommandExt as _;
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let dir = scratch("sigint");
+    let py = write_script(
+        &dir,
+        "slow.py",
+        r#"
+import sys, time
+sys.path.insert(0, "{EXAMPLES}")
+from persistent_child import serve
+
+serve(lambda m: time.sleep(1))
+"#,
+    );
+    let q = "interrupted";
+    produce(&url, q, &["a", "b"]);
+    let worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
+        .args([
+            "run",
+            "--redis-url",
+            &url,
+            "--queue",
+            q,
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+            "--exec-persistent",
+            &format!("python3 {py}"),
+            "--exec-children",
+            "1",
+        ])
+        .process_group(0)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let in_flight = format!("pythia:{{{q}}}:inflight:*");
+    eventually(
+        Duration::from_secs(20),
+        "both messages in flight",
+        || async {
+            let keys: Vec<String> = cmd(&conn, &["KEYS", &in_flight]).await;
+            let mut n = 0;
+            for k in keys {
+                n += cmd::<i64>(&conn, &["HLEN", &k]).await;
+            }
+            n == 2
+        },
+    )
+    .await;
+    let group = format!("-{}", worker.id());
+    let sent = Command::new("kill")
+        .args(["-INT", "--", &group])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let o = worker.wait_with_output().unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("processed 2 (acked 2, retried 0, dead-lettered 0)"),
+        "{out}"
+    );
+    assert!(!out.contains("killed by a signal"), "{out}");
+    assert_nothing_left(&conn, q).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

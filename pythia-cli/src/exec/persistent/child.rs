@@ -287,6 +287,10 @@ fn spawn(slot: usize, shared: &Shared) -> std::io::Result<Child> {
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
+        // Its own process group: Ctrl-C in a terminal (or `timeout`) signals the worker's
+        // group, and the worker, not the signal, decides when the children stop: after the
+        // messages they hold are settled (see `run_child`'s shutdown branch).
+        .process_group(0)
         .spawn()
 }
 
