@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::io::Write as _;
 use std::process::Stdio;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -75,6 +75,8 @@ pub(super) struct Link {
     /// Replies received so far.
     replies: AtomicU64,
     stop: CancellationToken,
+    /// Set with `stop`.
+    stopping: AtomicBool,
     stop_reason: OnceLock<StopReason>,
     /// The end of its stderr, for the reason given to the messages it held when it stopped.
     stderr_tail: Mutex<Vec<u8>>,
@@ -91,6 +93,7 @@ impl Link {
             in_flight: AtomicUsize::new(0),
             replies: AtomicU64::new(0),
             stop: CancellationToken::new(),
+            stopping: AtomicBool::new(false),
             stop_reason: OnceLock::new(),
             stderr_tail: Mutex::new(Vec::new()),
         }
@@ -103,12 +106,14 @@ impl Link {
 
     /// Whether it is stopping or stopped: send it nothing more.
     pub(super) fn is_stopping(&self) -> bool {
-        self.stop.is_cancelled()
+        // An atomic, not `stop.is_cancelled()`, which takes a lock: this is read per message.
+        self.stopping.load(Ordering::Relaxed)
     }
 
     /// Asks the supervisor to stop the child (the first reason wins).
     fn stop(&self, why: StopReason) {
         let _ = self.stop_reason.set(why);
+        self.stopping.store(true, Ordering::Relaxed);
         self.stop.cancel();
     }
 
@@ -343,6 +348,7 @@ async fn run_child(slot: usize, shared: &Arc<Shared>, mut child: Child) -> bool 
             }
         }
     };
+    link.stopping.store(true, Ordering::Relaxed);
     link.stop.cancel();
     *shared.slots[slot].lock().expect("slot lock") = None;
     writer.abort();
@@ -411,7 +417,12 @@ async fn write_requests(link: Arc<Link>, mut stdin: ChildStdin, shared: Arc<Shar
         if buf.is_empty() {
             spare = buf;
             tokio::select! {
-                () = link.wake_writer.notified() => continue,
+                () = link.wake_writer.notified() => {
+                    // Woken by the first of what is often a whole fetched batch: let the
+                    // handlers of the rest run first, so that they go out in the same write.
+                    tokio::task::yield_now().await;
+                    continue;
+                }
                 () = link.stop.cancelled() => return,
                 () = shared.shutdown.cancelled() => return,
             }

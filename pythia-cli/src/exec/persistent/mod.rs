@@ -107,21 +107,37 @@ impl PersistentExecWorker {
     /// The running child with the fewest messages and room for one more; waits for one.
     async fn pick(&self) -> Arc<Link> {
         let shared = &self.shared;
+        // The common case first, without registering for a wake-up (that takes a lock).
+        if let Some(link) = self.least_loaded() {
+            return link;
+        }
         loop {
             let changed = shared.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            let best = shared
-                .slots
-                .iter()
-                .filter_map(|s| s.lock().expect("slot lock").clone())
-                .filter(|l| !l.is_stopping() && l.in_flight() < shared.in_flight_per_child)
-                .min_by_key(|l| l.in_flight());
-            if let Some(link) = best {
+            if let Some(link) = self.least_loaded() {
                 return link;
             }
             changed.await;
         }
+    }
+
+    /// The running child with the fewest messages, if one has room.
+    fn least_loaded(&self) -> Option<Arc<Link>> {
+        let shared = &self.shared;
+        let mut best: Option<Arc<Link>> = None;
+        for slot in &shared.slots {
+            let slot = slot.lock().expect("slot lock");
+            let Some(link) = slot.as_ref() else { continue };
+            let n = link.in_flight();
+            if !link.is_stopping()
+                && n < shared.in_flight_per_child
+                && best.as_ref().is_none_or(|b| n < b.in_flight())
+            {
+                best = Some(Arc::clone(link));
+            }
+        }
+        best
     }
 }
 
