@@ -26,7 +26,9 @@
 //!   `msg ID` when the child holds exactly one message (with several in flight, a line cannot
 //!   be attributed).
 //! * **Shutdown**: once the runtime has settled every message, the children's stdin is closed;
-//!   each gets 5 s to exit before it is killed.
+//!   each gets 5 s to exit before it is killed. They run in their own process group, so that
+//!   Ctrl-C in a terminal (which signals the whole foreground group) reaches the worker only,
+//!   and they finish what they hold while it drains.
 //! * **Environment**: the same as `--exec` children ([`super::inherited_env`]), plus
 //!   `PYTHIA_CHILD` (the slot, from 0).
 
