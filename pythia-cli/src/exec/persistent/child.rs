@@ -386,7 +386,7 @@ fn describe_stop(
             format!("wrote a line that is not a reply ({e}) and was stopped")
         }
         (Ok(_), Some(StopReason::Unresponsive)) => {
-            "answered nothing within a message's deadline and was stopped".to_owned()
+            "answered nothing since a message it held was given up (its --timeout, or the end of the shutdown grace) and was stopped".to_owned()
         }
         (Ok(_), Some(StopReason::StdoutClosed)) => "closed its stdout and was stopped".to_owned(),
         (Ok(_), Some(StopReason::StdinFailed(e))) => {

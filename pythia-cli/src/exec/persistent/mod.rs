@@ -21,7 +21,7 @@
 //! * **Deadlines**: a message whose reply does not come within `--timeout` fails as a timeout
 //!   (retried); a late reply is ignored with a warning. If the child answered nothing at all
 //!   since that message was sent, it is taken as hung: stopped and restarted, its other
-//!   messages retried.
+//!   messages retried. The same when the shutdown grace runs out with the message in flight.
 //! * **stderr** is copied to the worker's, each line prefixed `[PROGRAM #SLOT pid PID]`, plus
 //!   `msg ID` when the child holds exactly one message (with several in flight, a line cannot
 //!   be attributed).
