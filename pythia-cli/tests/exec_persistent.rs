@@ -248,7 +248,8 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
 
 /// A child that exits in the middle of a message, with others in flight behind it: each of
 /// them is retried, the crashing one is dead-lettered by policy, every other one is handled;
-/// none is lost or acked unhandled.
+/// none is lost or acked unhandled. On its first attempt the crashing message waits for the
+/// next request before the exit, so that the child provably dies holding two messages.
 #[tokio::test]
 async fn a_child_that_crashes_mid_message_loses_nothing() {
     let server = RedisServer::start();
@@ -259,20 +260,24 @@ async fn a_child_that_crashes_mid_message_loses_nothing() {
         &dir,
         "crash.py",
         r#"
-import os, sys
-sys.path.insert(0, "{EXAMPLES}")
-from persistent_child import serve
+import json, os, sys
 
 log = open(os.path.join("{DIR}", "handled-%d" % os.getpid()), "a")
-
-def handle(m):
+crash_on_next = False
+for line in sys.stdin:
+    m = json.loads(line)
+    if crash_on_next:
+        print("about to crash holding", m["body"], file=sys.stderr, flush=True)
+        os._exit(3)
     if m["body"] == "crash":
-        print("about to crash", flush=True)
+        if m["attempt"] == 1:
+            crash_on_next = True
+            continue
+        print("about to crash", file=sys.stderr, flush=True)
         os._exit(3)
     log.write(m["body"] + "\n")
     log.flush()
-
-serve(handle)
+    print(json.dumps({"id": m["id"], "outcome": "ack"}), flush=True)
 "#,
     );
     let q = "crashy";
