@@ -511,3 +511,88 @@ async fn copy_stderr(link: Arc<Link>, stderr: ChildStderr, program: String) {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::exec::persistent::PersistentExecWorker;
+
+    fn link_and_shared() -> (Arc<Link>, Arc<Shared>) {
+        let w = PersistentExecWorker::new("true".into(), &[], 1, 8);
+        (Arc::new(Link::new(0, 1)), Arc::clone(&w.shared))
+    }
+
+    fn reply(id: &str, verdict: Verdict) -> Reply {
+        Reply {
+            id: id.to_owned(),
+            verdict,
+        }
+    }
+
+    #[tokio::test]
+    async fn replies_settle_by_id_in_any_order_and_a_repeated_id_in_turn() {
+        let (link, shared) = link_and_shared();
+        let first = Message::new("a").with_id("x");
+        let second = Message::new("b").with_id("x");
+        let other = Message::new("c").with_id("y");
+        let a = link.submit(&first, &shared).unwrap();
+        let b = link.submit(&second, &shared).unwrap();
+        let c = link.submit(&other, &shared).unwrap();
+        assert_eq!(link.in_flight(), 3);
+        let outbox = link.outbox.lock().unwrap().clone();
+        assert_eq!(outbox.iter().filter(|b| **b == b'\n').count(), 3);
+
+        link.settle(reply("y", Verdict::Reject { reason: None }));
+        link.settle(reply("x", Verdict::Ack));
+        link.settle(reply(
+            "x",
+            Verdict::Retry {
+                after: None,
+                reason: None,
+            },
+        ));
+        // Nobody waits for a third `x`: ignored.
+        link.settle(reply("x", Verdict::Ack));
+        assert!(a.result().await.is_ok());
+        assert!(b.result().await.unwrap_err().is_retryable());
+        assert!(!c.result().await.unwrap_err().is_retryable());
+        assert_eq!(link.in_flight(), 0);
+        assert!(link.pending.lock().unwrap().waiting.is_empty());
+        assert!(!link.is_stopping(), "late replies do not stop the child");
+    }
+
+    #[tokio::test]
+    async fn a_closed_child_fails_what_it_held_retryably_and_takes_nothing_more() {
+        let (link, shared) = link_and_shared();
+        let msg = Message::new("a").with_id("x");
+        let held = link.submit(&msg, &shared).unwrap();
+        link.close("`py` (persistent child 0, pid 1) exited 3");
+        let e = held.result().await.unwrap_err();
+        assert!(e.is_retryable());
+        assert!(e.to_string().contains("exited 3"), "{e}");
+        assert!(link.submit(&msg, &shared).is_none());
+    }
+
+    #[tokio::test]
+    async fn a_message_given_up_on_stops_a_silent_child_but_not_a_talking_one() {
+        let (link, shared) = link_and_shared();
+        let talking = link
+            .submit(&Message::new("a").with_id("x"), &shared)
+            .unwrap();
+        link.settle(reply("other", Verdict::Ack)); // it answered something since
+        drop(talking);
+        assert!(!link.is_stopping());
+        assert_eq!(link.in_flight(), 0);
+        assert!(link.pending.lock().unwrap().waiting.is_empty());
+
+        let silent = link
+            .submit(&Message::new("b").with_id("y"), &shared)
+            .unwrap();
+        drop(silent);
+        assert!(link.is_stopping());
+        assert!(matches!(
+            link.stop_reason.get(),
+            Some(StopReason::Unresponsive)
+        ));
+    }
+}
