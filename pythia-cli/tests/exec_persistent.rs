@@ -623,3 +623,47 @@ serve(lambda m: time.sleep(1))
     assert_nothing_left(&conn, q).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A command that cannot run (it exits at once, answering nothing) is restarted with a growing
+/// backoff; its message waits for a child within --timeout, then takes the retry policy's way.
+#[tokio::test]
+async fn a_child_that_never_starts_is_restarted_with_backoff_and_its_message_times_out() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let q = "nostart";
+    produce(&url, q, &["x"]);
+    let o = run_burst(
+        &url,
+        q,
+        &[
+            "--timeout",
+            "1s",
+            "--max-attempts",
+            "1",
+            "--exec-persistent",
+            "echo no such handler >&2; exit 127",
+            "--exec-children",
+            "1",
+        ],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    assert!(
+        out.contains("processed 1 (acked 0, retried 0, dead-lettered 1)"),
+        "{out}"
+    );
+    assert!(
+        out.contains("`echo` (persistent child 0, pid")
+            && out.contains("exited 127: no such handler"),
+        "{out}"
+    );
+    assert!(
+        out.contains("restarting the persistent child in 100ms")
+            && out.contains("restarting the persistent child in 200ms"),
+        "{out}"
+    );
+    let dead = dead_letters(&conn, q).await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_nothing_left(&conn, q).await;
+}
