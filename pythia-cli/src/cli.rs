@@ -90,6 +90,10 @@ pub(crate) enum Scenario {
     ProduceStream,
     /// Receive published messages through the pub/sub broker.
     Pubsub,
+    /// Reliable list drained by --exec-persistent children running the Python reference
+    /// client (acks at once); bare: the same children fed over pipes, without Redis. Needs
+    /// python3 (skipped without it).
+    ExecPersistent,
     /// Horizontal scaling: for each --processes count K, K worker processes drain one stream
     /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
     /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
@@ -108,6 +112,7 @@ impl Scenario {
             Self::ProduceStream => "produce-stream",
             Self::Pubsub => "pubsub",
             Self::Scale => "scale",
+            Self::ExecPersistent => "exec-persistent",
         }
     }
 }
@@ -163,6 +168,14 @@ pub(crate) struct BenchArgs {
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub(crate) worker_threads: Option<u16>,
 
+    /// Children of the exec-persistent scenario [default: one per CPU, at most 8].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub(crate) exec_children: Option<u16>,
+
+    /// Messages in flight per child in the exec-persistent scenario.
+    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
+    pub(crate) exec_in_flight: u32,
+
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -193,6 +206,12 @@ pub(crate) struct BenchChildArgs {
     pub(crate) concurrency: usize,
     #[arg(long)]
     pub(crate) batch_size: usize,
+    /// exec-persistent: children.
+    #[arg(long)]
+    pub(crate) exec_children: Option<u16>,
+    /// exec-persistent: messages in flight per child.
+    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
+    pub(crate) exec_in_flight: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -417,7 +436,8 @@ pub(crate) enum BuiltinHandler {
 #[derive(Debug, Clone, Args)]
 #[command(
     after_long_help = "Settings come from flags, then environment variables, then the \
-    --config file, then defaults (a flag wins over all)."
+    --config file, then defaults (a flag wins over all).",
+    group(clap::ArgGroup::new("exec_command").args(["exec", "exec_persistent"]))
 )]
 pub(crate) struct RunArgs {
     /// A TOML file of settings: its keys are this command's long flags (`redis_url` or
@@ -460,7 +480,25 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
     pub(crate) exec: Option<String>,
 
-    /// Let --exec commands inherit this environment variable. Repeatable (or comma-separated).
+    /// Start --exec-children long-lived `sh -c CMD` children and send them the messages as JSON
+    /// lines on stdin ({"id","attempt","queue","headers","body" or "body_base64"}); each answers
+    /// one line per message on stdout ({"id","outcome":"ack"|"retry"|"reject","after"?,
+    /// "reason"?}), in any order. A child that dies, or writes a line that is not a reply, is
+    /// restarted and the messages it held are retried. Same environment rules as --exec. See the
+    /// README, "Persistent child handlers".
+    #[arg(long, env = "PYTHIA_EXEC_PERSISTENT", value_name = "CMD", conflicts_with_all = ["exec", "handler", "http"])]
+    pub(crate) exec_persistent: Option<String>,
+
+    /// --exec-persistent: how many children to run [default: one per CPU, at most 8].
+    #[arg(long, env = "PYTHIA_EXEC_CHILDREN", value_name = "N", requires = "exec_persistent", value_parser = clap::value_parser!(u32).range(1..=256))]
+    pub(crate) exec_children: Option<u32>,
+
+    /// --exec-persistent: messages sent to one child and not yet answered, at most (--concurrency
+    /// bounds them all).
+    #[arg(long, env = "PYTHIA_EXEC_IN_FLIGHT", value_name = "N", default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) exec_in_flight: u32,
+
+    /// Let --exec and --exec-persistent commands inherit this environment variable. Repeatable (or comma-separated).
     /// Without it they get only PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ,
     /// TMPDIR and TERM, plus the per-message PYTHIA_* variables: never REDIS_URL (the Redis
     /// password), PYTHIA_DASHBOARD_TOKEN or cloud credentials unless named here.
@@ -469,7 +507,7 @@ pub(crate) struct RunArgs {
         env = "PYTHIA_PASS_ENV",
         value_delimiter = ',',
         value_name = "NAME",
-        requires = "exec"
+        requires = "exec_command"
     )]
     pub(crate) pass_env: Vec<String>,
 

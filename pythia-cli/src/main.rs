@@ -14,7 +14,7 @@ mod cli;
 mod commands;
 mod dashboard;
 mod error;
-mod exec_worker;
+mod exec;
 mod http_worker;
 mod local_redis;
 mod output;

@@ -427,14 +427,15 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
             "produce-list",
             "produce-stream",
             "io-bound",
-            "latency"
+            "latency",
+            "exec-persistent"
         ]
     );
     for r in reports {
         assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
     }
-    let latency = reports.last().unwrap();
+    let latency = reports.iter().find(|r| r["scenario"] == "latency").unwrap();
     assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
 }
 

@@ -258,6 +258,15 @@ mod tests {
         assert_eq!(r.pass_env, ["API_KEY", "DB_URL"]);
         let e = parse("queue = \"q\"\npass_env = [\"API_KEY\"]\n", &[]).unwrap_err();
         assert!(e.contains("key `pass_env`"), "only with --exec: {e}");
+        let r = parse(
+            "queue = \"q\"\nexec_persistent = \"python3 h.py\"\nexec_children = 3\n\
+             exec-in-flight = 10\npass_env = [\"API_KEY\"]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(r.exec_persistent.as_deref(), Some("python3 h.py"));
+        assert_eq!((r.exec_children, r.exec_in_flight), (Some(3), 10));
+        assert_eq!(r.pass_env, ["API_KEY"]);
     }
 
     #[test]

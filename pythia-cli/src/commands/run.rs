@@ -1,4 +1,5 @@
-//! `pythia run`: a worker over one queue, with a built-in or `--exec` handler.
+//! `pythia run`: a worker over one queue, with a built-in, `--exec`, `--exec-persistent` or
+//! `--http` handler.
 
 use std::io::Write;
 
@@ -13,7 +14,8 @@ use pythia::{
 
 use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
 use crate::error::CliError;
-use crate::exec_worker::ExecWorker;
+use crate::exec::per_message::ExecWorker;
+use crate::exec::persistent::PersistentExecWorker;
 use crate::http_worker::HttpWorker;
 use crate::output::HandlerStdout;
 
@@ -99,6 +101,18 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
     if let Some(url) = &args.http {
         let worker = HttpWorker::new(url.clone(), args.http_timeout);
+        return drive(broker, worker, args, None).await;
+    }
+    if let Some(cmd) = &args.exec_persistent {
+        let children = args
+            .exec_children
+            .map_or_else(crate::exec::persistent::default_children, |n| n as usize);
+        let worker = PersistentExecWorker::new(
+            cmd.clone(),
+            &args.pass_env,
+            children,
+            args.exec_in_flight as usize,
+        );
         return drive(broker, worker, args, None).await;
     }
     let stdout = HandlerStdout::default();

@@ -6,6 +6,7 @@
 //! processes on one queue (see `scale.rs`).
 
 pub(crate) mod child;
+mod exec_persistent;
 mod proc_stats;
 mod processed_set;
 mod replica;
@@ -25,7 +26,7 @@ use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;
 
-const ALL: [Scenario; 8] = [
+const ALL: [Scenario; 9] = [
     Scenario::List,
     Scenario::ReliableList,
     Scenario::Stream,
@@ -34,6 +35,7 @@ const ALL: [Scenario; 8] = [
     Scenario::ProduceStream,
     Scenario::IoBound,
     Scenario::Latency,
+    Scenario::ExecPersistent,
 ];
 
 /// One scenario's figures (medians over the runs).
@@ -110,6 +112,10 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
                 }
                 reports.push(Report::Scale(r));
             }
+            continue;
+        }
+        if s == Scenario::ExecPersistent && !exec_persistent::python_available().await {
+            crate::output::errln!("exec-persistent: skipped (python3 does not run here)");
             continue;
         }
         let r = run_scenario(url, &conn, args, s).await?;
@@ -257,7 +263,10 @@ async fn run_scenario(
             }
             if matches!(
                 s,
-                Scenario::List | Scenario::ReliableList | Scenario::IoBound
+                Scenario::List
+                    | Scenario::ReliableList
+                    | Scenario::IoBound
+                    | Scenario::ExecPersistent
             ) {
                 preload(conn, &queue, messages, args.size).await?;
             }
@@ -406,6 +415,12 @@ fn child_command(
     .kill_on_drop(true);
     if let Some(n) = args.worker_threads {
         cmd.args(["--threads", &n.to_string()]);
+    }
+    if s == Scenario::ExecPersistent {
+        cmd.args(["--exec-in-flight", &args.exec_in_flight.to_string()]);
+        if let Some(n) = args.exec_children {
+            cmd.args(["--exec-children", &n.to_string()]);
+        }
     }
     Ok(cmd)
 }

@@ -1,12 +1,10 @@
 //! `--exec CMD`: a worker that runs a command per message. The body goes to stdin, never to
 //! the command line; metadata goes to sanitised environment variables.
 //!
-//! The child does not inherit the worker's environment, which holds its secrets
-//! (`REDIS_URL` with the Redis password, `PYTHIA_DASHBOARD_TOKEN`, cloud credentials): it gets
-//! the variables of [`SAFE_ENV`], the `LC_*` ones, those named by `--pass-env`, and the
-//! per-message `PYTHIA_*` ones. A failure reason, which reaches the logs, the dead-letter
-//! queue and the dashboard, names the program (the command's first word), the exit status and
-//! the end of the child's stderr, never the whole command line.
+//! The child gets the scrubbed environment of [`super::inherited_env`]. A failure reason,
+//! which reaches the logs, the dead-letter queue and the dashboard, names the program (the
+//! command's first word), the exit status and the end of the child's stderr, never the whole
+//! command line.
 //!
 //! The child's stdout is copied to the worker's ([`HandlerStdout`]): when that is closed
 //! (`pythia run --exec … | head`), the message goes back to the queue and the worker stops,
@@ -21,19 +19,11 @@ use pythia::{Message, Worker, WorkerError};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::process::Command;
 
+use super::{inherited_env, keep_tail, program_name, stderr_tail};
 use crate::output::HandlerStdout;
 
 /// Exit code that rejects the message (dead-letters it without retry): `EX_DATAERR`.
 pub(crate) const EXIT_REJECT: i32 = 65;
-
-/// Variables an `--exec` child inherits without `--pass-env`: what a shell and common tools
-/// need to run, nothing that usually holds a secret. `LC_*` are inherited too.
-pub(crate) const SAFE_ENV: [&str; 10] = [
-    "PATH", "HOME", "USER", "LOGNAME", "SHELL", "LANG", "LANGUAGE", "TZ", "TMPDIR", "TERM",
-];
-
-/// Bytes of the child's stderr kept for the failure reason (its end).
-const STDERR_TAIL: usize = 300;
 
 /// How long the stdout and stderr copies may run on after the child exited (a background
 /// grandchild may keep the pipes open).
@@ -65,20 +55,10 @@ impl ExecWorker {
         pass_env: &[String],
         stdout: HandlerStdout,
     ) -> Self {
-        let env = parent
-            .into_iter()
-            .filter(|(name, _)| {
-                name.to_str().is_some_and(|n| {
-                    SAFE_ENV.contains(&n)
-                        || n.starts_with("LC_")
-                        || pass_env.iter().any(|p| p.trim() == n)
-                })
-            })
-            .collect();
         Self {
+            env: inherited_env(parent, pass_env),
             program: program_name(&command),
             command,
-            env,
             stdout,
         }
     }
@@ -92,38 +72,6 @@ impl std::fmt::Debug for ExecWorker {
             .field("env", &self.env.iter().map(|(k, _)| k).collect::<Vec<_>>())
             .finish_non_exhaustive()
     }
-}
-
-/// The program a shell command line runs: its first word that is not a `NAME=value`
-/// assignment, without quotes, cut to 64 characters. Only this goes into failure reasons: the
-/// rest of the line may hold a secret.
-fn program_name(command: &str) -> String {
-    let is_assignment = |w: &str| {
-        w.split_once('=').is_some_and(|(name, _)| {
-            !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-        })
-    };
-    command
-        .split_whitespace()
-        .find(|w| !is_assignment(w))
-        .map(|w| w.trim_matches(['\'', '"', '(', ')', '{', '}', ';', '&', '|']))
-        .filter(|w| !w.is_empty())
-        .map_or_else(
-            || "the command".to_owned(),
-            |w| w.chars().take(64).collect(),
-        )
-}
-
-/// The last line(s) of what the child wrote to stderr, escaped, for a failure reason.
-fn stderr_tail(tail: &[u8]) -> String {
-    let text = String::from_utf8_lossy(tail);
-    let text = text.trim();
-    // The cut may fall inside a line: start at the next one when there is one.
-    let text = match (tail.len() >= STDERR_TAIL, text.split_once('\n')) {
-        (true, Some((_, rest))) if !rest.trim().is_empty() => rest.trim(),
-        _ => text,
-    };
-    text.escape_debug().collect()
 }
 
 /// `PYTHIA_HEADER_` + the key upper-cased with anything but ASCII letters and digits as `_`.
@@ -196,10 +144,7 @@ impl Worker for ExecWorker {
                 let mut buf = [0u8; 4096];
                 while let Ok(n @ 1..) = from.read(&mut buf).await {
                     let _ = to.write_all(&buf[..n]).await;
-                    let mut t = tail.lock().expect("stderr tail lock");
-                    t.extend_from_slice(&buf[..n]);
-                    let over = t.len().saturating_sub(STDERR_TAIL);
-                    t.drain(..over);
+                    keep_tail(&mut tail.lock().expect("stderr tail lock"), &buf[..n]);
                 }
             })
         });
