@@ -82,10 +82,7 @@ impl Call {
     /// Sends the call on `con`. A script the server does not have (`NOSCRIPT`: a restart, a
     /// failover, `SCRIPT FLUSH`) is loaded and the call sent once more, as
     /// [`redis::ScriptInvocation`] does.
-    pub(crate) async fn query<T: FromRedisValue>(
-        &self,
-        con: &mut impl ConnectionLike,
-    ) -> RedisResult<T> {
+    pub async fn query<T: FromRedisValue>(&self, con: &mut impl ConnectionLike) -> RedisResult<T> {
         match &self.0 {
             Kind::Command(cmd) => cmd.query_async(con).await,
             Kind::Transaction(pipe) => pipe.query_async(con).await,

@@ -4,10 +4,11 @@
 
 use pythia_core::{Outcome, Settlement};
 
+use super::ListSide;
 use crate::call::Call;
 use crate::consumer::retry_schedule::{dead_letter_payload, delay_ms, retry_payload};
 use crate::keys::QueueKeys;
-use crate::scripts::{LIST_SETTLE, RELIABLE_SETTLE};
+use crate::scripts::{LIST_SETTLE, RELIABLE_FETCH, RELIABLE_SETTLE};
 
 /// The settle commands of an at-most-once [`ListBroker`](super::ListBroker) on one queue.
 #[derive(Debug, Clone)]
@@ -48,10 +49,16 @@ impl ListCommands {
     }
 }
 
-/// The settle commands of one consumer of a [`ReliableListBroker`](super::reliable::ReliableListBroker).
+/// The fetch and settle commands of one consumer of a
+/// [`ReliableListBroker`](super::reliable::ReliableListBroker).
 #[derive(Debug, Clone)]
 pub struct ReliableListCommands {
+    consumer: String,
+    queue: String,
     in_flight: String,
+    staging: String,
+    consumers: String,
+    heartbeat: String,
     scheduled: String,
     dead_letters: String,
 }
@@ -60,10 +67,38 @@ impl ReliableListCommands {
     /// The commands of consumer `consumer` of the queue with `keys`.
     pub fn new(keys: &QueueKeys, consumer: &str) -> Self {
         Self {
+            consumer: consumer.to_owned(),
+            queue: keys.queue().to_owned(),
             in_flight: keys.in_flight(consumer),
+            staging: keys.staging(consumer),
+            consumers: keys.consumers(),
+            heartbeat: keys.heartbeat(consumer),
             scheduled: keys.scheduled(),
             dead_letters: keys.dead_letters(),
         }
+    }
+
+    /// One `reliable_fetch.lua` call: up to `max` items popped from the `side` end, recorded in
+    /// the in-flight hash under delivery ids `first`, `first + 1`… (staged first, so that a
+    /// failure leaves them findable), the consumer registered and its heartbeat set to live
+    /// `heartbeat_ttl_ms`. Replies the items, oldest first.
+    pub fn fetch(&self, max: usize, first: u64, side: ListSide, heartbeat_ttl_ms: u64) -> Call {
+        let mut call = Call::script(
+            &RELIABLE_FETCH,
+            &[
+                &self.queue,
+                &self.in_flight,
+                &self.staging,
+                &self.consumers,
+                &self.heartbeat,
+            ],
+        );
+        call.arg(max)
+            .arg(first)
+            .arg(side.pop_flag())
+            .arg(&self.consumer)
+            .arg(heartbeat_ttl_ms);
+        call
     }
 
     /// The consumer's in-flight hash.

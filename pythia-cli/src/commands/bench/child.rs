@@ -156,38 +156,28 @@ async fn bare_list(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunR
     })
 }
 
-/// The reliable list's own fetch script, then one `HDEL` per batch: the same commands as the
-/// broker, without the framework.
+/// The reliable list's own fetch command (`ReliableListCommands::fetch`, the script the broker
+/// sends), then one `HDEL` per batch: the same commands as the broker, without the framework.
 async fn bare_reliable(
     conn: &RedisConnection,
     args: &BenchChildArgs,
 ) -> Result<RunResult, CliError> {
-    let script = redis::Script::new(concat!(
-        include_str!("../../../../pythia-redis/lua/lib/checks.lua"),
-        include_str!("../../../../pythia-redis/lua/reliable_fetch.lua")
-    ));
     let keys = pythia::redis::QueueKeys::new("pythia", &args.queue);
-    let in_flight = keys.in_flight("bare");
-    let staging = keys.staging("bare");
-    let registry = keys.consumers();
-    let heartbeat = keys.heartbeat("bare");
+    let commands = pythia::redis::list::ReliableListCommands::new(&keys, "bare");
+    let in_flight = commands.in_flight_key().to_owned();
     let mut m = conn.manager();
     let mut n = 0u64;
     let mut next = 1u64;
     let started = Instant::now();
     loop {
-        let items: Vec<Vec<u8>> = script
-            .key(&args.queue)
-            .key(&in_flight)
-            .key(&staging)
-            .key(&registry)
-            .key(&heartbeat)
-            .arg(args.batch_size)
-            .arg(next)
-            .arg("R")
-            .arg("bare")
-            .arg(10_000)
-            .invoke_async(&mut m)
+        let items: Vec<Vec<u8>> = commands
+            .fetch(
+                args.batch_size,
+                next,
+                pythia::redis::ListSide::Right,
+                10_000,
+            )
+            .query(&mut m)
             .await
             .map_err(|e| CliError::runtime(conn.error("fetch", e)))?;
         if items.is_empty() {

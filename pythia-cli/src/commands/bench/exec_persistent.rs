@@ -19,8 +19,9 @@ use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::exec::persistent::{PersistentExecWorker, default_children, protocol};
 
-/// The Python reference client, as the bench runs it.
-const CLIENT: &str = include_str!("../../../../examples/persistent_child.py");
+/// The Python reference client, as the bench runs it (`examples/persistent_child.py` links to
+/// this file, so that the packaged crate holds it).
+const CLIENT: &str = include_str!("../../../clients/persistent_child.py");
 
 /// The reference client written to a temporary file (removed on drop).
 struct ClientFile(PathBuf);

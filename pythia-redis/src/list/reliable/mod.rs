@@ -19,7 +19,7 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
-use crate::scripts::{RELIABLE_FETCH, RELIABLE_RELEASE};
+use crate::scripts::RELIABLE_RELEASE;
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
 /// Lua's `unpack` limit of about 8,000.
@@ -224,18 +224,10 @@ impl ReliableListBroker {
     async fn move_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         let first = self.next_delivery.fetch_add(max as u64, Ordering::Relaxed);
         let mut m = self.mgr();
-        let items: Vec<Vec<u8>> = match RELIABLE_FETCH
-            .key(self.keys.queue())
-            .key(&self.in_flight_key)
-            .key(&self.staging_key)
-            .key(&self.consumers_key)
-            .key(&self.heartbeat_key)
-            .arg(max)
-            .arg(first)
-            .arg(self.side.pop_flag())
-            .arg(&self.consumer)
-            .arg(self.liveness.heartbeat_ttl_ms())
-            .invoke_async(&mut m)
+        let items: Vec<Vec<u8>> = match self
+            .commands
+            .fetch(max, first, self.side, self.liveness.heartbeat_ttl_ms())
+            .query(&mut m)
             .await
         {
             Ok(items) => items,
