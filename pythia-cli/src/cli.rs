@@ -473,17 +473,27 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) pass_env: Vec<String>,
 
-    /// POST each message to this http:// URL: the body as the request body, the id, attempt,
-    /// queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx retry (after
-    /// the Retry-After seconds when given); any other 4xx rejects (dead-letters at once); a
-    /// connection error or --http-timeout retries. https:// is not supported: put a TLS sidecar
-    /// on localhost in front of the endpoint.
+    /// POST each message to this http:// or https:// URL: the body as the request body, the id,
+    /// attempt, queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx
+    /// retry (after the Retry-After seconds when given); any other 4xx rejects (dead-letters at
+    /// once); a connection error or --http-timeout retries. Connections are kept alive; https://
+    /// (binary built with the `tls` feature) speaks HTTP/2 when the server offers it.
     #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
     pub(crate) http: Option<crate::http_worker::HttpUrl>,
 
     /// Deadline of one --http request (connect, send, response).
     #[arg(long, env = "PYTHIA_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) http_timeout: Duration,
+
+    /// For an https:// --http URL: trust only the CA certificates in this PEM file (a private
+    /// CA) instead of the system's roots.
+    #[arg(
+        long,
+        env = "PYTHIA_HTTP_CA_FILE",
+        value_name = "PEM_FILE",
+        requires = "http"
+    )]
+    pub(crate) http_ca_file: Option<std::path::PathBuf>,
 
     /// A built-in handler, when no --exec is given.
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]

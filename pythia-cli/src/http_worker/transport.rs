@@ -1,0 +1,131 @@
+//! The pooled client behind `--http`: hyper-util's legacy `Client` over an `HttpConnector`
+//! (TCP_NODELAY, idle keep-alive connections reused), wrapped in a rustls connector with the
+//! `tls` feature.
+//!
+//! # Behaviour
+//!
+//! - `http://` speaks HTTP/1.1 with keep-alive; there is no cleartext HTTP/2 (h2c).
+//! - `https://` (feature `tls`) offers `h2` and `http/1.1` through ALPN and speaks HTTP/2 when
+//!   the server picks it: one connection then carries every request at once.
+//! - Certificates are always verified, against the system's roots (as for `rediss://`: ring,
+//!   `rustls-native-certs`, which also reads `SSL_CERT_FILE`), or only against the CAs of
+//!   `--http-ca-file` when given. There is no switch to turn verification off.
+//! - A request sent on a pooled connection that the server had already closed is sent again
+//!   on a fresh one (hyper-util's `retry_canceled_requests`): it never reached the server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use super::url::{HttpUrl, Scheme};
+
+/// Idle keep-alive connections kept (one host): more than any sane `--concurrency` needs.
+const MAX_IDLE: usize = 256;
+/// An idle connection older than this is closed rather than reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(90);
+
+#[cfg(feature = "tls")]
+type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
+#[cfg(not(feature = "tls"))]
+type Connector = HttpConnector;
+
+/// The client every request of one worker goes through (cheap to clone: the pool is shared).
+pub(crate) type HttpClient = Client<Connector, Full<Bytes>>;
+
+/// The client for `url`. `ca_file` (a PEM file of CA certificates) replaces the system's
+/// roots for `https://`; it is refused for `http://`, where it would silently mean nothing.
+pub(crate) fn client(url: &HttpUrl, ca_file: Option<&Path>) -> Result<HttpClient, String> {
+    let mut http = HttpConnector::new();
+    http.set_nodelay(true);
+    if url.scheme() == Scheme::Http && ca_file.is_some() {
+        return Err("--http-ca-file is for https:// URLs; this one is http://".to_owned());
+    }
+    #[cfg(feature = "tls")]
+    let connector = {
+        // The https connector hands the whole URI to this one, scheme and all.
+        http.enforce_http(false);
+        let tls = match url.scheme() {
+            Scheme::Https => tls::config(ca_file)?,
+            // Never used: the connector passes http:// straight to the TCP connector.
+            Scheme::Http => tls::unused_config()?,
+        };
+        hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http)
+    };
+    #[cfg(not(feature = "tls"))]
+    let connector = http;
+    Ok(Client::builder(TokioExecutor::new())
+        .pool_timer(TokioTimer::new())
+        .pool_idle_timeout(IDLE_TIMEOUT)
+        .pool_max_idle_per_host(MAX_IDLE)
+        .build(connector))
+}
+
+#[cfg(feature = "tls")]
+mod tls {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    use rustls::{ClientConfig, RootCertStore};
+
+    /// Verifies servers against `ca_file`'s certificates, or the system's roots without one.
+    pub(super) fn config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
+        let mut roots = RootCertStore::empty();
+        match ca_file {
+            Some(path) => {
+                let bad =
+                    |e: &dyn std::fmt::Display| format!("--http-ca-file {}: {e}", path.display());
+                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
+                    roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
+                }
+                if roots.is_empty() {
+                    return Err(bad(&"no PEM certificate in the file"));
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why = found
+                        .errors
+                        .first()
+                        .map(|e| format!(" ({e})"))
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "https://: no trusted root certificates found on this system{why}; \
+                         install them (Debian: ca-certificates) or give --http-ca-file"
+                    ));
+                }
+            }
+        }
+        Ok(builder()?
+            .with_root_certificates(roots)
+            .with_no_client_auth())
+    }
+
+    /// A configuration for an `http://` client, which never opens TLS.
+    pub(super) fn unused_config() -> Result<ClientConfig, String> {
+        Ok(builder()?
+            .with_root_certificates(RootCertStore::empty())
+            .with_no_client_auth())
+    }
+
+    fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
+        // The provider pythia-redis uses for rediss:// (ring: no aws-lc build), passed in
+        // rather than installed process-wide.
+        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS set-up: {e}"))
+    }
+}
