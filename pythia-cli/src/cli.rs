@@ -90,6 +90,10 @@ pub(crate) enum Scenario {
     ProduceStream,
     /// Receive published messages through the pub/sub broker.
     Pubsub,
+    /// The --http handler draining a reliable list into a local keep-alive HTTP/1.1 endpoint
+    /// (in-process) that answers 200 at once, at --http-concurrency; bare: the same client in a
+    /// plain loop against the same endpoint, no Redis.
+    Http,
     /// Horizontal scaling: for each --processes count K, K worker processes drain one stream
     /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
     /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
@@ -107,6 +111,7 @@ impl Scenario {
             Self::Stream => "stream",
             Self::ProduceStream => "produce-stream",
             Self::Pubsub => "pubsub",
+            Self::Http => "http",
             Self::Scale => "scale",
         }
     }
@@ -145,6 +150,10 @@ pub(crate) struct BenchArgs {
     /// Concurrency of the io-bound run (each message sleeps 10 ms).
     #[arg(long, default_value_t = 1000)]
     pub(crate) io_concurrency: usize,
+
+    /// Requests in flight in the http run (`pythia run`'s default concurrency).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) http_concurrency: usize,
 
     /// Messages per second offered in the latency run.
     #[arg(long, default_value_t = 10_000.0)]

@@ -427,6 +427,7 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
             "produce-list",
             "produce-stream",
             "io-bound",
+            "http",
             "latency"
         ]
     );
@@ -434,6 +435,8 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
         assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
     }
+    let http = &reports[7];
+    assert!(http["bare_rate"].as_f64().unwrap() > 0.0, "{http}");
     let latency = reports.last().unwrap();
     assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
 }

@@ -83,6 +83,8 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         (Scenario::Pubsub, true) => bare_pubsub(&conn, &args).await?,
         (Scenario::Latency, false) => latency(&conn, &args).await?,
         (Scenario::Latency, true) => bare_latency(&conn, &args).await?,
+        (Scenario::Http, false) => super::http::framework(&conn, &args).await?,
+        (Scenario::Http, true) => super::http::bare(&args).await?,
         (Scenario::Scale, _) => {
             return Err(CliError::usage(
                 "the scale scenario runs its children with --replica",

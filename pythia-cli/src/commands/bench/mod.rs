@@ -6,6 +6,7 @@
 //! processes on one queue (see `scale.rs`).
 
 pub(crate) mod child;
+mod http;
 mod proc_stats;
 mod processed_set;
 mod replica;
@@ -25,7 +26,7 @@ use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;
 
-const ALL: [Scenario; 8] = [
+const ALL: [Scenario; 9] = [
     Scenario::List,
     Scenario::ReliableList,
     Scenario::Stream,
@@ -33,6 +34,7 @@ const ALL: [Scenario; 8] = [
     Scenario::ProduceList,
     Scenario::ProduceStream,
     Scenario::IoBound,
+    Scenario::Http,
     Scenario::Latency,
 ];
 
@@ -257,14 +259,14 @@ async fn run_scenario(
             }
             if matches!(
                 s,
-                Scenario::List | Scenario::ReliableList | Scenario::IoBound
+                Scenario::List | Scenario::ReliableList | Scenario::IoBound | Scenario::Http
             ) {
                 preload(conn, &queue, messages, args.size).await?;
             }
-            let concurrency = if s == Scenario::IoBound {
-                args.io_concurrency
-            } else {
-                args.concurrency
+            let concurrency = match s {
+                Scenario::IoBound => args.io_concurrency,
+                Scenario::Http => args.http_concurrency,
+                _ => args.concurrency,
             };
             let r = spawn_child(url, conn, args, s, is_bare, &queue, messages, concurrency).await?;
             clean(conn, &queue).await;
