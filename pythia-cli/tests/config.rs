@@ -188,7 +188,7 @@ fn bad_config_files_and_urls_exit_2_naming_the_problem() {
     let want = if cfg!(feature = "tls") {
         "--http-ca-file /nonexistent/ca.pem"
     } else {
-        "https:// needs the `pythia` binary built with the `tls` feature"
+        "--http https://example.com:443/hook: https:// needs the `pythia` binary built with the `tls` feature"
     };
     assert!(text(&o).contains(want), "{}", text(&o));
     assert!(!text(&o).contains("SECRET"), "{}", text(&o));

@@ -168,6 +168,15 @@ mod tests {
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
     }
 
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn https_says_which_feature_it_needs() {
+        let url = "https://example.com/hook?token=SECRET".parse().unwrap();
+        let e = HttpWorker::new(url, Duration::from_secs(1), None).unwrap_err();
+        assert!(e.contains("`tls` feature"), "{e}");
+        assert!(!e.contains("SECRET"), "{e}");
+    }
+
     #[test]
     fn a_ca_file_is_refused_for_plain_http() {
         let e = HttpWorker::new(

@@ -62,7 +62,17 @@ pub(crate) fn client(url: &HttpUrl, ca_file: Option<&Path>) -> Result<HttpClient
             .wrap_connector(http)
     };
     #[cfg(not(feature = "tls"))]
-    let connector = http;
+    let connector = match url.scheme() {
+        Scheme::Http => http,
+        // Refused here rather than by the URL's parser, whose errors clap prints with the
+        // whole value, query and all.
+        Scheme::Https => {
+            return Err(format!(
+                "--http {url}: https:// needs the `pythia` binary built with the `tls` feature \
+                 (cargo install pythia-cli --features tls)"
+            ));
+        }
+    };
     Ok(Client::builder(TokioExecutor::new())
         .pool_timer(TokioTimer::new())
         .pool_idle_timeout(IDLE_TIMEOUT)

@@ -64,13 +64,6 @@ impl FromStr for HttpUrl {
                 "invalid --http URL {shown:?}: expected http[s]://host[:port][/path]"
             ));
         };
-        #[cfg(not(feature = "tls"))]
-        if scheme == Scheme::Https {
-            return Err(format!(
-                "invalid --http URL {shown:?}: https:// needs the `pythia` binary built with the \
-                 `tls` feature (cargo install pythia-cli --features tls)"
-            ));
-        }
         let rest = rest.split('#').next().unwrap_or_default();
         let split = rest.find(['/', '?']).unwrap_or(rest.len());
         let (authority, target) = rest.split_at(split);
@@ -165,22 +158,11 @@ mod tests {
         assert_eq!(u.to_string(), "http://[::1]:80/a");
     }
 
-    #[cfg(feature = "tls")]
     #[test]
     fn https_urls_default_to_443() {
         let u: HttpUrl = "https://example.com/hook?token=SECRET".parse().unwrap();
         assert_eq!(u.scheme(), Scheme::Https);
         assert_eq!(u.to_string(), "https://example.com:443/hook");
         assert_eq!(u.uri().to_string(), "https://example.com/hook?token=SECRET");
-    }
-
-    #[cfg(not(feature = "tls"))]
-    #[test]
-    fn https_says_which_feature_it_needs() {
-        let e = "https://example.com/hook?token=SECRET"
-            .parse::<HttpUrl>()
-            .unwrap_err();
-        assert!(e.contains("`tls` feature"), "{e}");
-        assert!(!e.contains("SECRET"), "{e}");
     }
 }
