@@ -229,9 +229,93 @@ async fn keep_alive_connections_are_reused() {
         "{seen:?}"
     );
     assert!(seen.iter().all(|r| r.attempt == "1"), "{seen:?}");
-    // One connection per message in flight at most, not one per message.
+    // About one connection per message in flight, not one per message. (A connection goes
+    // back to the pool from a task of the client's once its response is read, so a request can
+    // start before its predecessor's connection is back and open one more now and then.)
     let n = endpoint.connections();
-    assert!((1..=4).contains(&n), "{n} connections for 300 requests");
+    assert!((1..=10).contains(&n), "{n} connections for 300 requests");
+}
+
+/// Per connection: answers the first `answers` requests (keep-alive), then reads the next one
+/// and closes without a word, as a server closing an idle connection just as a request goes out
+/// does. Returns the port and the count of requests read.
+fn closing_after(answers: usize) -> (u16, Arc<AtomicUsize>) {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let requests = Arc::new(AtomicUsize::new(0));
+    let counter = requests.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let counter = counter.clone();
+            std::thread::spawn(move || {
+                let mut out = stream.try_clone().unwrap();
+                let mut reader = BufReader::new(stream);
+                for n in 0..=answers {
+                    let mut len = 0;
+                    loop {
+                        let mut line = String::new();
+                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                            return;
+                        }
+                        let lower = line.to_ascii_lowercase();
+                        if let Some(v) = lower.strip_prefix("content-length:") {
+                            len = v.trim().parse().unwrap();
+                        }
+                        if line == "\r\n" {
+                            break;
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    reader.read_exact(&mut body).unwrap();
+                    counter.fetch_add(1, Ordering::SeqCst);
+                    if n < answers {
+                        let ok = "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n";
+                        out.write_all(ok.as_bytes()).unwrap();
+                    }
+                }
+            });
+        }
+    });
+    (port, requests)
+}
+
+#[tokio::test]
+async fn a_keep_alive_connection_closed_under_a_request_is_retried_once_on_a_fresh_one() {
+    let redis = RedisServer::start();
+    let conn = redis.connect().await;
+    let (port, requests) = closing_after(1);
+    push(&conn, "closing", &["m"; 20]).await;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let o = run_http(
+        &redis.url(),
+        "closing",
+        &url,
+        &["--concurrency", "1", "--max-attempts", "1"],
+    );
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    // A message that meets a closing connection succeeds on a fresh one within its one
+    // attempt. (Which messages meet one depends on whether the previous connection is back in
+    // the pool when the next request starts: mostly, so some certainly do.)
+    assert!(out.contains("processed 20 (acked 20"), "{out}");
+    let n = requests.load(Ordering::SeqCst);
+    assert!((21..=39).contains(&n), "{n} requests: {out}");
+
+    // Once only: a server that never answers gets each attempt twice, then it fails.
+    let (port, requests) = closing_after(0);
+    push(&conn, "mute", &["x"]).await;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let o = run_http(&redis.url(), "mute", &url, &["--max-attempts", "1"]);
+    let out = text(&o);
+    assert!(out.contains("dead-lettered 1"), "{out}");
+    assert_eq!(requests.load(Ordering::SeqCst), 2, "{out}");
+    let dead: Vec<String> = cmd(&conn, &["LRANGE", "pythia:{mute}:dlq", "0", "-1"]).await;
+    assert!(
+        dead[0].contains(&format!("POST http://127.0.0.1:{port}/hook failed")),
+        "{dead:?}"
+    );
 }
 
 #[cfg(feature = "tls")]

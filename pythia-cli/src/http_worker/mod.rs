@@ -22,7 +22,7 @@ use std::time::Duration;
 use pythia::{Message, Worker, WorkerError};
 
 use self::response::Response;
-use self::transport::HttpClient;
+use self::transport::Transport;
 pub(crate) use self::url::HttpUrl;
 
 /// POSTs each message to a URL; the status code decides the outcome.
@@ -30,7 +30,7 @@ pub(crate) use self::url::HttpUrl;
 pub(crate) struct HttpWorker {
     url: HttpUrl,
     timeout: Duration,
-    client: HttpClient,
+    transport: Transport,
 }
 
 impl HttpWorker {
@@ -42,16 +42,27 @@ impl HttpWorker {
         timeout: Duration,
         ca_file: Option<&Path>,
     ) -> Result<Self, String> {
-        let client = transport::client(&url, ca_file)?;
+        let transport = transport::transport(&url, ca_file)?;
         Ok(Self {
             url,
             timeout,
-            client,
+            transport,
         })
     }
 
     async fn exchange(&self, msg: &Message) -> Result<Response, Box<dyn Error + Send + Sync>> {
-        let res = self.client.request(request::post(&self.url, msg)).await?;
+        let t = &self.transport;
+        let res = match t.pooled.request(request::post(&self.url, msg)).await {
+            // The server closed the connection as the request went out, before any answer:
+            // mostly a pooled keep-alive connection it had just timed out. Once more, on a
+            // fresh connection, as browsers do (the client itself re-sends only requests it had
+            // not begun to write). hyper-util does not say whether the connection was a pooled
+            // one, so a fresh one that closes unanswered is tried once more too.
+            Err(e) if closed_before_answering(&e) => {
+                t.fresh.request(request::post(&self.url, msg)).await?
+            }
+            res => res?,
+        };
         Ok(Response::read(res).await?)
     }
 
@@ -102,6 +113,28 @@ impl Worker for HttpWorker {
             ))),
         }
     }
+}
+
+/// The connection was up and then closed (or reset) before a response head arrived.
+fn closed_before_answering(e: &hyper_util::client::legacy::Error) -> bool {
+    if e.is_connect() {
+        return false;
+    }
+    let mut source = e.source();
+    while let Some(cause) = source {
+        if cause
+            .downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_incomplete_message)
+        {
+            return true;
+        }
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            use std::io::ErrorKind::{BrokenPipe, ConnectionAborted, ConnectionReset};
+            return matches!(io.kind(), ConnectionReset | ConnectionAborted | BrokenPipe);
+        }
+        source = cause.source();
+    }
+    false
 }
 
 /// An error and its sources, `: `-separated (the client's top-level error alone says only

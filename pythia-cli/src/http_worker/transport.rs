@@ -11,7 +11,9 @@
 //!   `rustls-native-certs`, which also reads `SSL_CERT_FILE`), or only against the CAs of
 //!   `--http-ca-file` when given. There is no switch to turn verification off.
 //! - A request sent on a pooled connection that the server had already closed is sent again
-//!   on a fresh one (hyper-util's `retry_canceled_requests`): it never reached the server.
+//!   on a fresh one (hyper-util's `retry_canceled_requests`): it never reached the server. One
+//!   whose connection closed after it went out, before an answer, is the worker's to re-send
+//!   (see `HttpWorker`), through [`Transport::fresh`].
 
 use std::path::Path;
 use std::time::Duration;
@@ -34,12 +36,22 @@ type Connector = hyper_rustls::HttpsConnector<HttpConnector>;
 #[cfg(not(feature = "tls"))]
 type Connector = HttpConnector;
 
-/// The client every request of one worker goes through (cheap to clone: the pool is shared).
-pub(crate) type HttpClient = Client<Connector, Full<Bytes>>;
+type HttpClient = Client<Connector, Full<Bytes>>;
 
-/// The client for `url`. `ca_file` (a PEM file of CA certificates) replaces the system's
+/// The clients of one worker, sharing one connector (and TLS configuration).
+#[derive(Debug)]
+pub(crate) struct Transport {
+    /// Every request goes through this one and its pool of keep-alive connections.
+    pub(crate) pooled: HttpClient,
+    /// Keeps no idle connection, so that each request opens its own: for the one re-send of a
+    /// request whose pooled connection closed under it, which must not meet another pooled
+    /// connection the server is closing too.
+    pub(crate) fresh: HttpClient,
+}
+
+/// The clients for `url`. `ca_file` (a PEM file of CA certificates) replaces the system's
 /// roots for `https://`; it is refused for `http://`, where it would silently mean nothing.
-pub(crate) fn client(url: &HttpUrl, ca_file: Option<&Path>) -> Result<HttpClient, String> {
+pub(crate) fn transport(url: &HttpUrl, ca_file: Option<&Path>) -> Result<Transport, String> {
     let mut http = HttpConnector::new();
     http.set_nodelay(true);
     if url.scheme() == Scheme::Http && ca_file.is_some() {
@@ -73,11 +85,17 @@ pub(crate) fn client(url: &HttpUrl, ca_file: Option<&Path>) -> Result<HttpClient
             ));
         }
     };
-    Ok(Client::builder(TokioExecutor::new())
+    let mut builder = Client::builder(TokioExecutor::new());
+    builder
         .pool_timer(TokioTimer::new())
-        .pool_idle_timeout(IDLE_TIMEOUT)
-        .pool_max_idle_per_host(MAX_IDLE)
-        .build(connector))
+        .pool_idle_timeout(IDLE_TIMEOUT);
+    Ok(Transport {
+        pooled: builder
+            .clone()
+            .pool_max_idle_per_host(MAX_IDLE)
+            .build(connector.clone()),
+        fresh: builder.pool_max_idle_per_host(0).build(connector),
+    })
 }
 
 #[cfg(feature = "tls")]
