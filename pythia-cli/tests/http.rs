@@ -32,6 +32,7 @@ struct Seen {
     body: String,
     version: Version,
     attempt: String,
+    content_length: Option<String>,
     #[cfg_attr(not(feature = "tls"), allow(dead_code))]
     at: Instant,
 }
@@ -149,6 +150,11 @@ async fn answer(
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_owned();
+    let content_length = req
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
     let body = match req.into_body().collect().await {
         Ok(b) => String::from_utf8_lossy(&b.to_bytes()).into_owned(),
         Err(_) => String::new(),
@@ -160,6 +166,7 @@ async fn answer(
             body: body.clone(),
             version,
             attempt,
+            content_length,
             at: Instant::now(),
         });
         n
@@ -216,7 +223,8 @@ async fn keep_alive_connections_are_reused() {
     let redis = RedisServer::start();
     let conn = redis.connect().await;
     let endpoint = Endpoint::plain();
-    push(&conn, "hooks", &["ok"; 300]).await;
+    push(&conn, "hooks", &["ok"; 299]).await;
+    push(&conn, "hooks", &[""]).await;
     let url = format!("http://127.0.0.1:{}/hook", endpoint.port);
     let o = run_http(&redis.url(), "hooks", &url, &["--concurrency", "4"]);
     let out = text(&o);
@@ -229,6 +237,11 @@ async fn keep_alive_connections_are_reused() {
         "{seen:?}"
     );
     assert!(seen.iter().all(|r| r.attempt == "1"), "{seen:?}");
+    // Always a Content-Length, 0 for an empty body (hyper alone sends none then).
+    for r in &seen {
+        let want = r.body.len().to_string();
+        assert_eq!(r.content_length.as_deref(), Some(want.as_str()), "{r:?}");
+    }
     // About one connection per message in flight, not one per message. (A connection goes
     // back to the pool from a task of the client's once its response is read, so a request can
     // start before its predecessor's connection is back and open one more now and then.)

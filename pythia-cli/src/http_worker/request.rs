@@ -2,7 +2,7 @@
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
+use hyper::header::{CONTENT_LENGTH, CONTENT_TYPE, HeaderName, HeaderValue, USER_AGENT};
 use hyper::{Method, Request};
 use pythia::Message;
 
@@ -15,8 +15,8 @@ static MESSAGE_ID: HeaderName = HeaderName::from_static("x-pythia-message-id");
 static ATTEMPT: HeaderName = HeaderName::from_static("x-pythia-attempt");
 static QUEUE: HeaderName = HeaderName::from_static("x-pythia-queue");
 
-/// `POST url` with the body (its `Content-Length` set by the client from the body's exact size),
-/// the message's id, attempt and queue as `X-Pythia-*` headers, and each of its headers as
+/// `POST url` with the body and its `Content-Length` (always, 0 included: hyper leaves it out
+/// for an empty body, and some servers answer a POST without one with 411), the message's id, attempt and queue as `X-Pythia-*` headers, and each of its headers as
 /// `X-Pythia-Header-<name>`.
 pub(super) fn post(url: &HttpUrl, msg: &Message) -> Request<Full<Bytes>> {
     let mut req = Request::new(Full::new(msg.body().clone()));
@@ -27,6 +27,7 @@ pub(super) fn post(url: &HttpUrl, msg: &Message) -> Request<Full<Bytes>> {
         USER_AGENT,
         HeaderValue::from_static(concat!("pythia/", env!("CARGO_PKG_VERSION"))),
     );
+    h.insert(CONTENT_LENGTH, HeaderValue::from(msg.body().len()));
     h.insert(
         CONTENT_TYPE,
         HeaderValue::from_static("application/octet-stream"),
@@ -93,5 +94,8 @@ mod tests {
         assert_eq!(h["x-pythia-attempt"], msg.attempt().to_string().as_str());
         assert_eq!(h["x-pythia-message-id"], msg.id());
         assert_eq!(h["content-type"], "application/octet-stream");
+        assert_eq!(h["content-length"], "4");
+        let empty = post(&url, &Message::new(""));
+        assert_eq!(empty.headers()["content-length"], "0");
     }
 }
