@@ -12,6 +12,8 @@
 
 mod request;
 mod response;
+#[cfg(feature = "tls")]
+mod tls;
 mod transport;
 mod url;
 

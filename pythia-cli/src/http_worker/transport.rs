@@ -24,6 +24,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+#[cfg(feature = "tls")]
+use super::tls;
 use super::url::{HttpUrl, Scheme};
 
 /// Idle keep-alive connections kept (one host): more than any sane `--concurrency` needs.
@@ -96,64 +98,4 @@ pub(crate) fn transport(url: &HttpUrl, ca_file: Option<&Path>) -> Result<Transpo
             .build(connector.clone()),
         fresh: builder.pool_max_idle_per_host(0).build(connector),
     })
-}
-
-#[cfg(feature = "tls")]
-mod tls {
-    use std::path::Path;
-    use std::sync::Arc;
-
-    use rustls::pki_types::CertificateDer;
-    use rustls::pki_types::pem::PemObject;
-    use rustls::{ClientConfig, RootCertStore};
-
-    /// Verifies servers against `ca_file`'s certificates, or the system's roots without one.
-    pub(super) fn config(ca_file: Option<&Path>) -> Result<ClientConfig, String> {
-        let mut roots = RootCertStore::empty();
-        match ca_file {
-            Some(path) => {
-                let bad =
-                    |e: &dyn std::fmt::Display| format!("--http-ca-file {}: {e}", path.display());
-                for cert in CertificateDer::pem_file_iter(path).map_err(|e| bad(&e))? {
-                    roots.add(cert.map_err(|e| bad(&e))?).map_err(|e| bad(&e))?;
-                }
-                if roots.is_empty() {
-                    return Err(bad(&"no PEM certificate in the file"));
-                }
-            }
-            None => {
-                let found = rustls_native_certs::load_native_certs();
-                let (added, _unparsable) = roots.add_parsable_certificates(found.certs);
-                if added == 0 {
-                    let why = found
-                        .errors
-                        .first()
-                        .map(|e| format!(" ({e})"))
-                        .unwrap_or_default();
-                    return Err(format!(
-                        "https://: no trusted root certificates found on this system{why}; \
-                         install them (Debian: ca-certificates) or give --http-ca-file"
-                    ));
-                }
-            }
-        }
-        Ok(builder()?
-            .with_root_certificates(roots)
-            .with_no_client_auth())
-    }
-
-    /// A configuration for an `http://` client, which never opens TLS.
-    pub(super) fn unused_config() -> Result<ClientConfig, String> {
-        Ok(builder()?
-            .with_root_certificates(RootCertStore::empty())
-            .with_no_client_auth())
-    }
-
-    fn builder() -> Result<rustls::ConfigBuilder<ClientConfig, rustls::WantsVerifier>, String> {
-        // The provider pythia-redis uses for rediss:// (ring: no aws-lc build), passed in
-        // rather than installed process-wide.
-        ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| format!("TLS set-up: {e}"))
-    }
 }
