@@ -7,8 +7,10 @@
 //! an exchange: the request ([`request`]: sanitised `X-Pythia-*` headers), the outcome of a
 //! response (2xx acks; 408, 429 and 5xx retry, after `Retry-After` when given; other 4xx reject;
 //! anything else retries), and failure reasons that name the endpoint without its query, where
-//! API keys live. The whole exchange, connecting and reading the body included, runs under
-//! `--http-timeout`.
+//! API keys live. A request whose connection closes after it went out and before any answer
+//! (a keep-alive connection the server timed out just then) is sent once more, on a fresh
+//! connection, within the same attempt. The whole exchange, connecting and reading the body
+//! included, runs under `--http-timeout`.
 
 mod request;
 mod response;

@@ -37,6 +37,7 @@ pub(crate) struct HttpUrl {
 }
 
 impl HttpUrl {
+    /// Plain or TLS.
     pub(crate) fn scheme(&self) -> Scheme {
         self.scheme
     }
