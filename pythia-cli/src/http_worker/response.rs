@@ -1,6 +1,6 @@
 //! What the endpoint answered, kept to what the outcome and its reason need.
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use http_body_util::BodyExt;
 use hyper::body::Incoming;
@@ -42,8 +42,7 @@ impl Response {
             .headers
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.trim().parse::<u64>().ok())
-            .map(|s| Duration::from_secs(s).min(MAX_RETRY_AFTER));
+            .and_then(|v| retry_after(v, SystemTime::now()));
         let mut preview = Vec::new();
         let mut read = 0;
         while read <= MAX_BODY {
@@ -62,5 +61,38 @@ impl Response {
             retry_after,
             preview,
         })
+    }
+}
+
+/// A `Retry-After` value: seconds, or an HTTP date (a date already past asks for no wait),
+/// capped at [`MAX_RETRY_AFTER`]; `None` when it is neither.
+fn retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let wait = match value.parse::<u64>() {
+        Ok(secs) => Duration::from_secs(secs),
+        Err(_) => {
+            let at = httpdate::parse_http_date(value).ok()?;
+            at.duration_since(now).unwrap_or_default()
+        }
+    };
+    Some(wait.min(MAX_RETRY_AFTER))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_takes_seconds_or_a_date() {
+        let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        assert_eq!(retry_after("7", now), Some(Duration::from_secs(7)));
+        assert_eq!(retry_after(" 120 ", now), Some(Duration::from_secs(120)));
+        let later = httpdate::fmt_http_date(now + Duration::from_secs(90));
+        assert_eq!(retry_after(&later, now), Some(Duration::from_secs(90)));
+        let past = httpdate::fmt_http_date(now - Duration::from_secs(90));
+        assert_eq!(retry_after(&past, now), Some(Duration::ZERO));
+        assert_eq!(retry_after("99999999", now), Some(MAX_RETRY_AFTER));
+        assert_eq!(retry_after("soon", now), None);
+        assert_eq!(retry_after("-1", now), None);
     }
 }
