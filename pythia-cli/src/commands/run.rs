@@ -100,6 +100,8 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     }
 }
 
+/// The `--http` worker (built twice for a run: once before connecting to Redis, to report a bad
+/// set-up at once, and once per broker; reading the system's roots twice costs milliseconds).
 fn http_worker(url: &crate::http_worker::HttpUrl, args: &RunArgs) -> Result<HttpWorker, CliError> {
     HttpWorker::new(url.clone(), args.http_timeout, args.http_ca_file.as_deref())
         .map_err(CliError::usage)
@@ -107,8 +109,7 @@ fn http_worker(url: &crate::http_worker::HttpUrl, args: &RunArgs) -> Result<Http
 
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
     if let Some(url) = &args.http {
-        let worker = HttpWorker::new(url.clone(), args.http_timeout, args.http_ca_file.as_deref())
-            .map_err(CliError::usage)?;
+        let worker = http_worker(url, args)?;
         return drive(broker, worker, args, None).await;
     }
     let stdout = HandlerStdout::default();
