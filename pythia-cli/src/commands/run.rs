@@ -101,7 +101,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
 }
 
 /// The `--http` worker (built twice for a run: once before connecting to Redis, to report a bad
-/// set-up at once, and once per broker; reading the system's roots twice costs milliseconds).
+/// set-up at once, and once to run; reading the system's roots twice costs milliseconds).
 fn http_worker(url: &crate::http_worker::HttpUrl, args: &RunArgs) -> Result<HttpWorker, CliError> {
     HttpWorker::new(url.clone(), args.http_timeout, args.http_ca_file.as_deref())
         .map_err(CliError::usage)
