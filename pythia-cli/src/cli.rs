@@ -44,7 +44,7 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a worker over a queue until stopped (SIGTERM / Ctrl-C), or until drained with --burst.
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Push messages onto a queue: from arguments, a file, stdin, or generated (--count).
     Produce(ProduceArgs),
     /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
@@ -90,6 +90,10 @@ pub(crate) enum Scenario {
     ProduceStream,
     /// Receive published messages through the pub/sub broker.
     Pubsub,
+    /// The --http handler draining a reliable list into a local keep-alive HTTP/1.1 endpoint
+    /// (in-process) that answers 200 at once, at --http-concurrency; bare: the same client in a
+    /// plain loop against the same endpoint, no Redis.
+    Http,
     /// Reliable list drained by --exec-persistent children running the Python reference
     /// client (acks at once); bare: the same children fed over pipes, without Redis. Needs
     /// python3 (skipped without it).
@@ -111,6 +115,7 @@ impl Scenario {
             Self::Stream => "stream",
             Self::ProduceStream => "produce-stream",
             Self::Pubsub => "pubsub",
+            Self::Http => "http",
             Self::Scale => "scale",
             Self::ExecPersistent => "exec-persistent",
         }
@@ -150,6 +155,10 @@ pub(crate) struct BenchArgs {
     /// Concurrency of the io-bound run (each message sleeps 10 ms).
     #[arg(long, default_value_t = 1000)]
     pub(crate) io_concurrency: usize,
+
+    /// Requests in flight in the http run (`pythia run`'s default concurrency).
+    #[arg(long, default_value_t = 64)]
+    pub(crate) http_concurrency: usize,
 
     /// Messages per second offered in the latency run.
     #[arg(long, default_value_t = 10_000.0)]
@@ -511,17 +520,27 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) pass_env: Vec<String>,
 
-    /// POST each message to this http:// URL: the body as the request body, the id, attempt,
-    /// queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx retry (after
-    /// the Retry-After seconds when given); any other 4xx rejects (dead-letters at once); a
-    /// connection error or --http-timeout retries. https:// is not supported: put a TLS sidecar
-    /// on localhost in front of the endpoint.
+    /// POST each message to this http:// or https:// URL: the body as the request body, the id,
+    /// attempt, queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx
+    /// retry (after the Retry-After delay when given); any other 4xx rejects (dead-letters at
+    /// once); a connection error or --http-timeout retries. Connections are kept alive; https://
+    /// (binary built with the `tls` feature) speaks HTTP/2 when the server offers it.
     #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
     pub(crate) http: Option<crate::http_worker::HttpUrl>,
 
     /// Deadline of one --http request (connect, send, response).
     #[arg(long, env = "PYTHIA_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
     pub(crate) http_timeout: Duration,
+
+    /// For an https:// --http URL: trust only the CA certificates in this PEM file (a private
+    /// CA) instead of the system's roots.
+    #[arg(
+        long,
+        env = "PYTHIA_HTTP_CA_FILE",
+        value_name = "PEM_FILE",
+        requires = "http"
+    )]
+    pub(crate) http_ca_file: Option<std::path::PathBuf>,
 
     /// A built-in handler, when no --exec is given.
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]

@@ -69,7 +69,7 @@ fn main() -> ExitCode {
     };
     let result = rt.block_on(async {
         match cli.command {
-            Command::Run(args) => commands::run::run(args).await,
+            Command::Run(args) => commands::run::run(*args).await,
             Command::Produce(args) => commands::produce::produce(args).await,
             Command::Inspect(args) => commands::inspect::inspect(args).await,
             Command::Dlq(args) => commands::dlq::dlq(args).await,

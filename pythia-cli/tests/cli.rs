@@ -427,6 +427,7 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
             "produce-list",
             "produce-stream",
             "io-bound",
+            "http",
             "latency",
             "exec-persistent"
         ]
@@ -435,6 +436,8 @@ fn bench_smoke_runs_every_scenario_and_prints_json() {
         assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
         assert!(r["peak_rss_bytes"].as_u64().unwrap() > 0, "{r}");
     }
+    let http = reports.iter().find(|r| r["scenario"] == "http").unwrap();
+    assert!(http["bare_rate"].as_f64().unwrap() > 0.0, "{http}");
     let latency = reports.iter().find(|r| r["scenario"] == "latency").unwrap();
     assert!(latency["p99_ms"].as_f64().unwrap() > 0.0, "{latency}");
 }

@@ -203,7 +203,7 @@ mod tests {
             Ok(Cli {
                 command: Command::Run(r),
                 ..
-            }) => Ok(r),
+            }) => Ok(*r),
             Ok(_) => unreachable!(),
             Err(ParseError::Clap(e)) => Err(e.to_string()),
             Err(ParseError::Config(e)) => Err(e.to_string()),

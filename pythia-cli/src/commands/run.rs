@@ -56,6 +56,10 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         ));
     }
     let sharded = qa.sharded()?;
+    if let Some(url) = &args.http {
+        // A bad --http set-up (an unreadable CA file) is reported before Redis is waited for.
+        http_worker(url, &args)?;
+    }
     let conn = super::connect(qa).await?;
     let side = qa.list_side.into();
     if let Some(queue) = sharded {
@@ -98,9 +102,16 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     }
 }
 
+/// The `--http` worker (built twice for a run: once before connecting to Redis, to report a bad
+/// set-up at once, and once to run; reading the system's roots twice costs milliseconds).
+fn http_worker(url: &crate::http_worker::HttpUrl, args: &RunArgs) -> Result<HttpWorker, CliError> {
+    HttpWorker::new(url.clone(), args.http_timeout, args.http_ca_file.as_deref())
+        .map_err(CliError::usage)
+}
+
 async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
     if let Some(url) = &args.http {
-        let worker = HttpWorker::new(url.clone(), args.http_timeout);
+        let worker = http_worker(url, args)?;
         return drive(broker, worker, args, None).await;
     }
     if let Some(cmd) = &args.exec_persistent {

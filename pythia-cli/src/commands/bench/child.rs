@@ -87,6 +87,8 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
             super::exec_persistent::framework(&conn, &args).await?
         }
         (Scenario::ExecPersistent, true) => super::exec_persistent::bare(&args).await?,
+        (Scenario::Http, false) => super::http::framework(&conn, &args).await?,
+        (Scenario::Http, true) => super::http::bare(&args).await?,
         (Scenario::Scale, _) => {
             return Err(CliError::usage(
                 "the scale scenario runs its children with --replica",

@@ -7,6 +7,7 @@
 
 pub(crate) mod child;
 mod exec_persistent;
+mod http;
 mod proc_stats;
 mod processed_set;
 mod replica;
@@ -26,7 +27,7 @@ use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;
 
-const ALL: [Scenario; 9] = [
+const ALL: [Scenario; 10] = [
     Scenario::List,
     Scenario::ReliableList,
     Scenario::Stream,
@@ -34,6 +35,7 @@ const ALL: [Scenario; 9] = [
     Scenario::ProduceList,
     Scenario::ProduceStream,
     Scenario::IoBound,
+    Scenario::Http,
     Scenario::Latency,
     Scenario::ExecPersistent,
 ];
@@ -266,14 +268,15 @@ async fn run_scenario(
                 Scenario::List
                     | Scenario::ReliableList
                     | Scenario::IoBound
+                    | Scenario::Http
                     | Scenario::ExecPersistent
             ) {
                 preload(conn, &queue, messages, args.size).await?;
             }
-            let concurrency = if s == Scenario::IoBound {
-                args.io_concurrency
-            } else {
-                args.concurrency
+            let concurrency = match s {
+                Scenario::IoBound => args.io_concurrency,
+                Scenario::Http => args.http_concurrency,
+                _ => args.concurrency,
             };
             let r = spawn_child(url, conn, args, s, is_bare, &queue, messages, concurrency).await?;
             clean(conn, &queue).await;
