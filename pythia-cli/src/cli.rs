@@ -156,6 +156,10 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = 1000)]
     pub(crate) io_concurrency: usize,
 
+    /// Messages the measured worker fetches beyond its concurrency (`WorkerRuntime::with_prefetch`).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) prefetch: usize,
+
     /// Requests in flight in the http run (`pythia run`'s default concurrency).
     #[arg(long, default_value_t = 64)]
     pub(crate) http_concurrency: usize,
@@ -215,6 +219,9 @@ pub(crate) struct BenchChildArgs {
     pub(crate) concurrency: usize,
     #[arg(long)]
     pub(crate) batch_size: usize,
+    /// Messages fetched beyond the concurrency.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) prefetch: usize,
     /// exec-persistent: children.
     #[arg(long)]
     pub(crate) exec_children: Option<u16>,

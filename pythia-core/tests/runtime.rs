@@ -590,3 +590,61 @@ async fn a_body_error_with_question_mark_dead_letters_without_retrying() {
             .any(|d| d.reason.contains("body is not UTF-8 text"))
     );
 }
+
+/// A prefetch fetches beyond `concurrency`: the extra messages wait, handlers stay bounded.
+#[tokio::test]
+async fn a_prefetch_holds_more_messages_but_runs_no_more_at_once() {
+    async fn run(prefetch: usize) -> (usize, u64) {
+        let b = broker_with(60);
+        let gauge = Arc::new(Gauge::default());
+        let started = Arc::new(AtomicUsize::new(0));
+        // Fetched and not started yet, counting the message starting now.
+        let waiting = Arc::new(AtomicUsize::new(0));
+        let (g, st, w, probe) = (
+            Arc::clone(&gauge),
+            Arc::clone(&started),
+            Arc::clone(&waiting),
+            b.clone(),
+        );
+        let worker = worker_fn(move |_m: Message| {
+            let (g, st, w, probe) = (
+                Arc::clone(&g),
+                Arc::clone(&st),
+                Arc::clone(&w),
+                probe.clone(),
+            );
+            async move {
+                let before = st.fetch_add(1, Ordering::SeqCst);
+                let fetched = probe.stats().delivered as usize;
+                w.fetch_max(fetched - before, Ordering::SeqCst);
+                let n = g.now.fetch_add(1, Ordering::SeqCst) + 1;
+                g.max.fetch_max(n, Ordering::SeqCst);
+                tokio::time::sleep(Duration::from_millis(2)).await;
+                g.now.fetch_sub(1, Ordering::SeqCst);
+                Ok(())
+            }
+        });
+        let summary = runtime(&b, worker)
+            .with_concurrency(4)
+            .with_batch_size(8)
+            .with_prefetch(prefetch)
+            .with_burst(true)
+            .run()
+            .await
+            .unwrap();
+        assert_eq!(summary.acked, 60);
+        assert_eq!(
+            gauge.max.load(Ordering::SeqCst),
+            4,
+            "at most 4 handlers at once"
+        );
+        (waiting.load(Ordering::SeqCst), summary.acked)
+    }
+    let (without, _) = run(0).await;
+    let (with, _) = run(4).await;
+    assert!(without <= 4, "without a prefetch: {without} fetched ahead");
+    assert!(
+        with > 4 && with <= 8,
+        "with a prefetch of 4: {with} fetched ahead"
+    );
+}

@@ -1,6 +1,7 @@
 //! One measured run, in its own process: the framework or the bare client loop of the same
 //! Redis commands. Prints one JSON line with what it measured.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -65,7 +66,8 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         }
         (Scenario::ReliableList, true) => bare_reliable(&conn, &args).await?,
         (Scenario::ProduceList, bare) => produce(&conn, &args, bare).await?,
-        (Scenario::IoBound, _) => {
+        (Scenario::IoBound, true) => bare_io(&args).await,
+        (Scenario::IoBound, false) => {
             let sleepy = worker_fn(|_m: Message| async {
                 tokio::time::sleep(Duration::from_millis(10)).await;
                 Ok(())
@@ -112,6 +114,7 @@ fn noop() -> impl Worker {
 fn runtime<B: Broker, W: Worker>(broker: B, w: W, args: &BenchChildArgs) -> WorkerRuntime<B> {
     WorkerRuntime::new(broker, w)
         .with_concurrency(args.concurrency)
+        .with_prefetch(args.prefetch)
         .with_batch_size(args.batch_size)
         .with_signal_handling(false)
         .with_stats_interval(None)
@@ -156,6 +159,39 @@ async fn bare_list(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunR
         seconds: started.elapsed().as_secs_f64(),
         ..RunResult::default()
     })
+}
+
+/// The io-bound scenario's ceiling on this machine: `concurrency` loops, each sleeping 10 ms per
+/// message until all are "processed", without Redis or the runtime: what the handlers' own
+/// sleeps allow (the timer wheel's millisecond ticks round each sleep up).
+async fn bare_io(args: &BenchChildArgs) -> RunResult {
+    let left = Arc::new(AtomicU64::new(args.messages));
+    let started = Instant::now();
+    let loops: Vec<_> = (0..args.concurrency.max(1))
+        .map(|_| {
+            let left = Arc::clone(&left);
+            tokio::spawn(async move {
+                let mut done = 0u64;
+                while left
+                    .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| n.checked_sub(1))
+                    .is_ok()
+                {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    done += 1;
+                }
+                done
+            })
+        })
+        .collect();
+    let mut processed = 0;
+    for l in loops {
+        processed += l.await.unwrap_or(0);
+    }
+    RunResult {
+        processed,
+        seconds: started.elapsed().as_secs_f64(),
+        ..RunResult::default()
+    }
 }
 
 /// The reliable list's own fetch command (`ReliableListCommands::fetch`, the script the broker

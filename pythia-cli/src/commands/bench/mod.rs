@@ -242,7 +242,7 @@ async fn run_scenario(
 ) -> Result<ScenarioReport, CliError> {
     let mut framework = Vec::new();
     let mut bare = Vec::new();
-    let has_bare = s != Scenario::IoBound;
+    let has_bare = true;
     let messages = match s {
         Scenario::Latency => {
             (args.latency_rate * args.latency_duration.as_secs_f64()).max(1.0) as u64
@@ -414,6 +414,7 @@ fn child_command(
         &concurrency.to_string(),
     ])
     .args(["--batch-size", &args.batch_size.to_string()])
+    .args(["--prefetch", &args.prefetch.to_string()])
     .stdout(Stdio::piped())
     .kill_on_drop(true);
     if let Some(n) = args.worker_threads {

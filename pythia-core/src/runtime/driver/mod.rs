@@ -346,8 +346,7 @@ impl<B: Broker> Driver<B> {
     }
 
     fn free_capacity(&self) -> usize {
-        self.cfg
-            .concurrency
+        (self.cfg.concurrency + self.cfg.prefetch)
             .saturating_sub(self.slots.len + self.pending.len())
     }
 
