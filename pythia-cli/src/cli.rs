@@ -21,7 +21,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         pythia dashboard                   the same in a browser, at http://127.0.0.1:9191\n\n\
         Exit codes: 0 success; 1 runtime failure (Redis error, handler stack failure) or a \
         `pythia doctor` check that FAILed; 2 bad input or configuration (unknown option, bad \
-        URL, bad config file, unreachable server, `dlq purge` without --yes and no terminal)."
+        URL, bad config file, refused password, `dlq purge` without --yes and no terminal); \
+        69 Redis unreachable within --connect-timeout."
 )]
 pub(crate) struct Cli {
     /// Log format: human-readable text or one JSON object per line.
@@ -361,6 +362,33 @@ pub(crate) struct RedisArgs {
     /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
     #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
     pub(crate) key_prefix: String,
+
+    /// How long to wait for an unreachable Redis, retrying with backoff, before exiting 69: a
+    /// duration (`10s`, `2m`) or `forever`. Default: forever for `run` (a worker started before
+    /// its Redis waits for it), 10s for the other commands.
+    #[arg(long, env = "PYTHIA_CONNECT_TIMEOUT", value_name = "DURATION|forever", value_parser = parse_connect_timeout)]
+    pub(crate) connect_timeout: Option<ConnectTimeout>,
+}
+
+/// `--connect-timeout`: how long to wait for Redis to become reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectTimeout {
+    /// Until it answers (or the process is stopped).
+    Forever,
+    /// At most this long from the first attempt.
+    Within(Duration),
+}
+
+impl ConnectTimeout {
+    /// The default of the one-shot commands (everything but `run`).
+    pub(crate) const ONE_SHOT: Self = Self::Within(Duration::from_secs(10));
+}
+
+fn parse_connect_timeout(s: &str) -> Result<ConnectTimeout, String> {
+    match s.trim() {
+        "forever" | "never" | "inf" => Ok(ConnectTimeout::Forever),
+        d => parse_duration(d).map(ConnectTimeout::Within),
+    }
 }
 
 /// Where Redis is and which queue.
@@ -855,7 +883,7 @@ pub(crate) struct DlqPurgeArgs {
 #[derive(Debug, Clone, Args)]
 #[command(
     after_long_help = "Each check prints PASS, WARN or FAIL with the fix. Exit 0 when \
-    nothing FAILed (warnings allowed), 1 when a check FAILed, 2 when Redis cannot be reached.\n\
+    nothing FAILed (warnings allowed), 1 when a check FAILed, 69 when Redis cannot be reached.\n\
     JSON fields (--json): redis_url (password masked), server_version, checks[] {check, status \
     (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
 )]

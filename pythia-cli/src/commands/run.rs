@@ -11,7 +11,7 @@ use pythia::{
     RetryPolicy, RuntimeError, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 
-use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
+use crate::cli::{BrokerKind, BuiltinHandler, ConnectTimeout, MetricsAddr, RunArgs};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
 use crate::http_worker::HttpWorker;
@@ -54,7 +54,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         ));
     }
     let sharded = qa.sharded()?;
-    let conn = super::connect(qa).await?;
+    // Served while waiting for Redis too: /healthz answers (the process is alive, no restart
+    // loop) and /readyz says not ready until the worker runs.
+    let metrics = MetricsEndpoint::start(args.metrics_addr).await?;
+    let metrics = metrics.as_ref().map(|m| &m.server);
+    let conn = qa.redis.connect_or_wait(ConnectTimeout::Forever).await?;
     let side = qa.list_side.into();
     if let Some(queue) = sharded {
         let b =
@@ -65,22 +69,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             shards = queue.shard_count(),
             "consumer name"
         );
-        return with_handler(b, &args).await;
+        return with_handler(b, &args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
-            with_handler(ListBroker::new(&conn, qa.single()?).with_side(side), &args).await
+            let b = ListBroker::new(&conn, qa.single()?).with_side(side);
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::ReliableList => {
             let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::Stream => {
             let b =
                 StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start.into());
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::Pubsub => {
             let b = PubSubBroker::builder(&conn)
@@ -91,28 +96,57 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .subscribe()
                 .await
                 .map_err(CliError::usage)?;
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
     }
 }
 
-async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
+/// The /metrics, /healthz and /readyz endpoint of `--metrics-addr`, served until dropped.
+struct MetricsEndpoint {
+    server: MetricsServer,
+    stop: CancellationToken,
+}
+
+impl MetricsEndpoint {
+    /// Binds and serves `addr`; `None` for `off`.
+    async fn start(addr: MetricsAddr) -> Result<Option<Self>, CliError> {
+        let MetricsAddr::At(addr) = addr else {
+            return Ok(None);
+        };
+        let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
+        let stop = CancellationToken::new();
+        tokio::spawn(server.clone().serve(stop.clone()));
+        Ok(Some(Self { server, stop }))
+    }
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn with_handler<B: Broker>(
+    broker: B,
+    args: &RunArgs,
+    metrics: Option<&MetricsServer>,
+) -> Result<(), CliError> {
     if let Some(url) = &args.http {
         let worker = HttpWorker::new(url.clone(), args.http_timeout);
-        return drive(broker, worker, args, None).await;
+        return drive(broker, worker, args, None, metrics).await;
     }
     let stdout = HandlerStdout::default();
     match (&args.exec, args.handler) {
         (Some(cmd), _) => {
             let worker = ExecWorker::new(cmd.clone(), &args.pass_env, stdout.clone());
-            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            let run = drive(broker, worker, args, Some(stdout.stop_token()), metrics).await;
             stdout.result(run)
         }
         (None, BuiltinHandler::Print) => {
             let worker = PrintWorker {
                 stdout: stdout.clone(),
             };
-            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            let run = drive(broker, worker, args, Some(stdout.stop_token()), metrics).await;
             stdout.result(run)
         }
         (None, BuiltinHandler::Noop) => {
@@ -121,6 +155,7 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
                 worker_fn(|_m: Message| async { Ok(()) }),
                 args,
                 None,
+                metrics,
             )
             .await
         }
@@ -151,12 +186,13 @@ pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
 }
 
 /// Runs `worker` over `broker` as the flags say; `hard_stop`, when given, stops it at once
-/// (see [`WorkerRuntime::with_hard_stop`]).
+/// (see [`WorkerRuntime::with_hard_stop`]); `metrics`' /readyz follows the runtime.
 async fn drive<B: Broker, W: Worker>(
     broker: B,
     worker: W,
     args: &RunArgs,
     hard_stop: Option<CancellationToken>,
+    metrics: Option<&MetricsServer>,
 ) -> Result<(), CliError> {
     let policy = RetryPolicy::default()
         .with_max_attempts(args.max_attempts)
@@ -172,14 +208,10 @@ async fn drive<B: Broker, W: Worker>(
         Some(token) => runtime.with_hard_stop(token),
         None => runtime,
     };
-    let stop_metrics = CancellationToken::new();
-    if let MetricsAddr::At(addr) = args.metrics_addr {
-        let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
+    if let Some(server) = metrics {
         server.watch(runtime.status());
-        tokio::spawn(server.serve(stop_metrics.clone()));
     }
     let result = runtime.run().await;
-    stop_metrics.cancel();
     let summary = result.map_err(run_error)?;
     crate::output::errln!("{summary}");
     Ok(())

@@ -171,6 +171,7 @@ impl Sampler {
                 redis_url: String::new(),
                 topology: Default::default(),
                 key_prefix: self.prefix.clone(),
+                connect_timeout: None,
             },
             broker: None,
             queue: vec![queue.to_owned()],

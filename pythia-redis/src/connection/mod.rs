@@ -119,6 +119,9 @@ impl RedisConnection {
         };
         let pong: Result<String, _> = redis::cmd("PING").query_async(&mut shared).await;
         if let Err(e) = pong {
+            if is_refused_credentials(&e) {
+                return Err(unreachable(&config, &e));
+            }
             return Err(redis_error(&config, "PING", e));
         }
         tracing::debug!(url = %config.masked_url(), topology = ?config.topology(), "connected to Redis");
@@ -741,11 +744,23 @@ fn invalid(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
 }
 
 fn unreachable(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
-    BrokerError::connection(format!(
+    let message = format!(
         "cannot connect to Redis at {}: {}",
         config.masked_url(),
         config.scrub(&e.to_string())
-    ))
+    );
+    if is_refused_credentials(e) {
+        BrokerError::config(message)
+    } else {
+        BrokerError::connection(message)
+    }
+}
+
+/// A wrong or missing password: the server answered, and will answer the same on every retry
+/// until the configuration changes (so waiting for it is pointless).
+fn is_refused_credentials(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
 }
 
 fn command_name(cmd: &Cmd) -> String {
