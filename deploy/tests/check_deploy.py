@@ -10,7 +10,8 @@ Docker is not needed: files are parsed and cross-checked.
   publishes sane ports, and builds the worker's REDIS_URL from the password variable.
 * Every metric named by the dashboard, the alerts and the autoscalers is in the README's
   metric table (which a Rust test proves equal to what a worker exports).
-* deploy/Dockerfile builds the binary with exactly the cargo command CI uses (.ci/run).
+* deploy/Dockerfile builds the binary with exactly the cargo command CI uses (.ci/run), with
+  the `tls` feature (rediss://).
 * Every PYTHIA_* / REDIS_URL variable and every --flag given to `pythia` in compose or
   Kubernetes exists in pythia-cli/src/cli.rs for that subcommand, with a valid value.
 * The Redis configs say what they must (and load in a real redis-server when one is installed).
@@ -1215,6 +1216,34 @@ def check_build_command() -> str:
     return f"`{' '.join(ci[0])}` in both"
 
 
+def check_image_tls() -> str:
+    """The image's `cargo build` enables pythia-cli's `tls` feature: rediss:// works in it."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        raise Fail("needs Python 3.11+ (tomllib) to read pythia-cli/Cargo.toml")
+    manifest = tomllib.loads((ROOT / "pythia-cli" / "Cargo.toml").read_text())
+    features = manifest.get("features", {})
+    if "tls" not in features:
+        raise Fail("pythia-cli/Cargo.toml has no `tls` feature")
+    st = stages(dockerfile(DEPLOY / "Dockerfile"))
+    found = [c for ins, rest in st[0]["instrs"] if ins == "RUN" for c in cargo_commands(rest)]
+    if len(found) != 1:
+        raise Fail(f"expected one `cargo build` in the Dockerfile's builder stage, found {len(found)}")
+    cmd = found[0]
+    asked = set()
+    for i, tok in enumerate(cmd):
+        if tok in ("--features", "-F") and i + 1 < len(cmd):
+            asked.update(re.split(r"[ ,]+", cmd[i + 1]))
+        elif tok.startswith("--features="):
+            asked.update(re.split(r"[ ,]+", tok.split("=", 1)[1]))
+    defaults = set() if "--no-default-features" in cmd else set(features.get("default", []))
+    if "tls" not in defaults | asked | {a.removeprefix("pythia-cli/") for a in asked}:
+        raise Fail(f"`{' '.join(cmd)}` builds pythia without the `tls` feature: rediss:// URLs would fail "
+                   "in the image (add it to pythia-cli's default features or pass --features tls)")
+    return "tls " + ("by default" if "tls" in defaults else "via --features")
+
+
 def dockerignore_patterns(path: Path) -> list[tuple[bool, re.Pattern]]:
     out = []
     for line in path.read_text().splitlines():
@@ -1462,6 +1491,7 @@ def main() -> int:
         run_check(f"metrics: {rel(src)} names only metrics in the README's table", check_metrics, src, documented, at_least)
     run_check("grafana: dashboard variables, panels and queries", check_dashboard)
     run_check("docker: deploy/Dockerfile builds with the same cargo command as .ci/run", check_build_command)
+    run_check("docker: deploy/Dockerfile builds pythia with TLS (rediss://)", check_image_tls)
     bin_name = re.search(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', (ROOT / "pythia-cli" / "Cargo.toml").read_text())
     run_check("docker: deploy/Dockerfile", check_dockerfile, DEPLOY / "Dockerfile", bin_name.group(1) if bin_name else "pythia")
     run_check("docker: deploy/Dockerfile.worker", check_dockerfile, DEPLOY / "Dockerfile.worker", None)

@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "pythia",
-    version,
+    // The version, git commit and enabled features (build.rs).
+    version = env!("PYTHIA_VERSION_LINE"),
     about = "Background workers on Redis",
     long_about = "Background workers on Redis.\n\n\
         Quick start (starts a throwaway redis-server when no --redis-url is given):\n  \

@@ -10,8 +10,8 @@
 
 use std::time::Duration;
 
-use pythia::BrokerErrorKind;
 use pythia::redis::{RedisConfig, RedisConnection};
+use pythia::{BrokerError, BrokerErrorKind};
 use tokio::time::Instant;
 
 use crate::cli::{ConnectTimeout, QueueArgs, RedisArgs, TopologyArgs};
@@ -84,19 +84,17 @@ async fn connect_waiting(
     let mut backoff = FIRST_BACKOFF;
     let mut attempts: u64 = 0;
     let mut next_log = started;
+    let mut last_error: Option<BrokerError> = None;
     loop {
         attempts += 1;
         let attempt = RedisConnection::connect(config.clone());
+        // `None`: the deadline cut the attempt short.
         let result = match deadline {
-            None => attempt.await,
-            Some(at) => tokio::time::timeout_at(at, attempt)
-                .await
-                .unwrap_or_else(|_| {
-                    Err(pythia::BrokerError::connection(format!(
-                        "cannot connect to Redis at {}: no answer",
-                        config.masked_url()
-                    )))
-                }),
+            None => attempt.await.map_err(Some),
+            Some(at) => match tokio::time::timeout_at(at, attempt).await {
+                Ok(r) => r.map_err(Some),
+                Err(_) => Err(None),
+            },
         };
         let error = match result {
             Ok(conn) => {
@@ -110,9 +108,18 @@ async fn connect_waiting(
                 }
                 return Ok(conn);
             }
-            Err(e) if e.kind() == BrokerErrorKind::Connection => e,
-            Err(e) if e.kind() == BrokerErrorKind::Config => return Err(CliError::usage(e)),
-            Err(e) => return Err(CliError::runtime(e)),
+            Err(Some(e)) if e.kind() == BrokerErrorKind::Connection => e,
+            Err(Some(e)) if e.kind() == BrokerErrorKind::Config => {
+                return Err(CliError::usage(e));
+            }
+            Err(Some(e)) => return Err(CliError::runtime(e)),
+            // The error of the attempt before says more than "no answer in time".
+            Err(None) => last_error.take().unwrap_or_else(|| {
+                BrokerError::connection(format!(
+                    "cannot connect to Redis at {}: no answer",
+                    config.masked_url()
+                ))
+            }),
         };
         let give_up = |now: Instant| {
             CliError::unavailable(format!(
@@ -158,5 +165,6 @@ async fn connect_waiting(
             return Err(give_up(Instant::now()));
         }
         backoff = (backoff * 2).min(MAX_BACKOFF);
+        last_error = Some(error);
     }
 }

@@ -13,6 +13,7 @@ use pythia_redis::{RedisConfig, RedisConnection};
 pub mod cluster;
 mod redis_process;
 pub mod sentinel;
+pub mod tls;
 
 /// A redis-server process owned by a test.
 pub struct RedisServer {
