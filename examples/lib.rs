@@ -9,3 +9,4 @@
 //! | `pubsub.rs` | pub/sub, at-most-once fan-out (`SUBSCRIBE` / `PSUBSCRIBE`, bounded buffer) |
 //! | `stream.rs` | stream consumer group, at-least-once (`XREADGROUP` / `XACK`, heartbeat reclaim, trimming) |
 //! | `sharded_stream.rs` | one queue over N streams in different cluster slots, at-least-once, per-key order |
+//! | `service.rs` | a long-running reliable-list worker serving `/metrics` and the probes (what `deploy/Dockerfile.worker` builds) |

@@ -1244,6 +1244,48 @@ def check_image_tls() -> str:
     return "tls " + ("by default" if "tls" in defaults else "via --features")
 
 
+def check_worker_image_default() -> str:
+    """deploy/Dockerfile.worker's default build is a long-running worker that serves the probes:
+    its build arguments name an existing example or bin of an existing package, whose source
+    serves pythia's MetricsServer and does not stop once drained (no burst mode)."""
+    st = stages(dockerfile(DEPLOY / "Dockerfile.worker"))
+    args = {}
+    for ins, rest in st[0]["instrs"]:
+        if ins == "ARG":
+            k, _, v = rest.partition("=")
+            args[k.strip()] = v.strip().strip('"')
+    for k in ("PACKAGE", "CARGO_TARGET", "BINARY"):
+        if not args.get(k):
+            raise Fail(f"the builder stage has no default for ARG {k}")
+    m = re.fullmatch(r"--(example|bin)\s+(\S+)", args["CARGO_TARGET"])
+    if not m:
+        raise Fail(f"CARGO_TARGET {args['CARGO_TARGET']!r} is not `--example NAME` or `--bin NAME`")
+    kind, name = m.groups()
+    package_dir = None
+    for manifest in ROOT.glob("*/Cargo.toml"):
+        if re.search(rf'^name\s*=\s*"{re.escape(args["PACKAGE"])}"', manifest.read_text(), re.M):
+            package_dir = manifest.parent
+    if package_dir is None:
+        raise Fail(f"no workspace package named {args['PACKAGE']!r}")
+    section = "example" if kind == "example" else "bin"
+    targets = re.findall(rf'\[\[{section}\]\]\s*name\s*=\s*"([^"]+)"\s*path\s*=\s*"([^"]+)"',
+                         (package_dir / "Cargo.toml").read_text())
+    source = next((package_dir / p for n, p in targets if n == name), None)
+    if source is None or not source.is_file():
+        raise Fail(f"{args['PACKAGE']} has no {kind} {name!r} with a source file")
+    want = f"target/release/{'examples/' if kind == 'example' else ''}{name}"
+    problems = []
+    if args["BINARY"] != want:
+        problems.append(f"BINARY is {args['BINARY']!r}, cargo writes {want!r}")
+    code = source.read_text()
+    if "MetricsServer" not in code:
+        problems.append(f"{rel(source)} serves no MetricsServer: /readyz would never answer")
+    if re.search(r"with_burst\(\s*true\s*\)", code):
+        problems.append(f"{rel(source)} runs in burst mode: it drains and exits instead of serving")
+    expect(problems)
+    return f"{kind} {name} ({rel(source)}): serves MetricsServer, no burst"
+
+
 def dockerignore_patterns(path: Path) -> list[tuple[bool, re.Pattern]]:
     out = []
     for line in path.read_text().splitlines():
@@ -1495,6 +1537,8 @@ def main() -> int:
     bin_name = re.search(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', (ROOT / "pythia-cli" / "Cargo.toml").read_text())
     run_check("docker: deploy/Dockerfile", check_dockerfile, DEPLOY / "Dockerfile", bin_name.group(1) if bin_name else "pythia")
     run_check("docker: deploy/Dockerfile.worker", check_dockerfile, DEPLOY / "Dockerfile.worker", None)
+    run_check("docker: deploy/Dockerfile.worker's default build is a long-running worker serving the probes",
+              check_worker_image_default)
     for ig in ("Dockerfile.dockerignore", "Dockerfile.worker.dockerignore"):
         run_check(f"docker: deploy/{ig} keeps the workspace, drops build output and secrets", check_dockerignore, DEPLOY / ig)
     run_check("redis: queue.conf and cache.conf settings", check_redis_conf_static)
