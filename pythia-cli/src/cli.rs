@@ -518,9 +518,11 @@ pub(crate) struct RunArgs {
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
     pub(crate) handler: BuiltinHandler,
 
-    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint.
-    #[arg(long, env = "PYTHIA_METRICS_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_metrics_addr)]
-    pub(crate) metrics_addr: MetricsAddr,
+    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint. Default:
+    /// 0.0.0.0:9090, and when that port is taken (a second worker on the host) a warning and no
+    /// endpoint; an address given here (or in the environment or --config) must be free.
+    #[arg(long, env = "PYTHIA_METRICS_ADDR", value_name = "HOST:PORT|off", value_parser = parse_metrics_addr)]
+    pub(crate) metrics_addr: Option<MetricsAddr>,
 
     /// Per-message deadline: an overrunning handler is cancelled and retried; `0` disables it.
     #[arg(long, env = "PYTHIA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -565,6 +567,11 @@ impl From<OverflowArg> for pythia::redis::Overflow {
         }
     }
 }
+
+/// `--metrics-addr` when not given.
+pub(crate) const DEFAULT_METRICS_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 9090),
+);
 
 /// `--metrics-addr`: an address, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -160,3 +160,85 @@ fn refused_credentials_exit_2_without_waiting() {
         assert!(!text(&o).contains("not reachable yet"), "{}", text(&o));
     }
 }
+
+/// `pythia run` with its output, without the variables that would change its defaults.
+fn run_worker(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
+    c.arg("run")
+        .args(args)
+        .env_remove("REDIS_URL")
+        .env_remove("PYTHIA_QUEUE")
+        .env_remove("PYTHIA_METRICS_ADDR")
+        .env_remove("PYTHIA_CONFIG")
+        .stdin(Stdio::null());
+    for (k, v) in env {
+        c.env(k, v);
+    }
+    c.output().unwrap()
+}
+
+/// The default metrics address taken (a second worker on the host): a warning, and the worker
+/// works without an endpoint. An address given by flag or environment must be free: exit 2.
+#[tokio::test]
+async fn a_taken_default_metrics_port_warns_but_a_chosen_one_fails() {
+    let server = RedisServer::start();
+    let url = server.url();
+    // Hold the default port; if another process holds it already, the condition is the same.
+    let _default = std::net::TcpListener::bind("0.0.0.0:9090");
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "m",
+        "--count",
+        "5",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = run_worker(
+        &[
+            "--redis-url",
+            &url,
+            "--queue",
+            "m",
+            "--burst",
+            "--handler",
+            "noop",
+        ],
+        &[],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(
+        text(&o).contains("default metrics port is taken"),
+        "{}",
+        text(&o)
+    );
+    assert!(text(&o).contains("processed 5"), "{}", text(&o));
+
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let by_flag = run_worker(
+        &[
+            "--redis-url",
+            &url,
+            "--queue",
+            "m",
+            "--burst",
+            "--metrics-addr",
+            &addr,
+        ],
+        &[],
+    );
+    let by_env = run_worker(
+        &["--redis-url", &url, "--queue", "m", "--burst"],
+        &[("PYTHIA_METRICS_ADDR", &addr)],
+    );
+    for o in [by_flag, by_env] {
+        assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+        assert!(
+            text(&o).contains(&format!("cannot listen on {addr}")),
+            "{}",
+            text(&o)
+        );
+    }
+}

@@ -223,7 +223,7 @@ mod tests {
         assert_eq!(r.retry_delay, std::time::Duration::from_millis(250));
         assert!(r.burst);
         assert_eq!(r.concurrency, 9, "the flag wins");
-        assert_eq!(r.metrics_addr, crate::cli::MetricsAddr::Off);
+        assert_eq!(r.metrics_addr, Some(crate::cli::MetricsAddr::Off));
     }
 
     #[test]

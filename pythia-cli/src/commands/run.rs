@@ -11,7 +11,9 @@ use pythia::{
     RetryPolicy, RuntimeError, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 
-use crate::cli::{BrokerKind, BuiltinHandler, ConnectTimeout, MetricsAddr, RunArgs};
+use crate::cli::{
+    BrokerKind, BuiltinHandler, ConnectTimeout, DEFAULT_METRICS_ADDR, MetricsAddr, RunArgs,
+};
 use crate::error::CliError;
 use crate::exec_worker::ExecWorker;
 use crate::http_worker::HttpWorker;
@@ -41,7 +43,7 @@ impl Worker for PrintWorker {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
-    if args.metrics_addr != MetricsAddr::Off {
+    if args.metrics_addr != Some(MetricsAddr::Off) {
         // Before any broker or layer registers its metrics: handles made earlier record nowhere.
         pythia::exporter::install_recorder().map_err(CliError::runtime)?;
     }
@@ -108,12 +110,30 @@ struct MetricsEndpoint {
 }
 
 impl MetricsEndpoint {
-    /// Binds and serves `addr`; `None` for `off`.
-    async fn start(addr: MetricsAddr) -> Result<Option<Self>, CliError> {
-        let MetricsAddr::At(addr) = addr else {
-            return Ok(None);
+    /// Binds and serves `addr` (`None`: the default address); `None` for `off`, and for the
+    /// default address when its port is taken.
+    async fn start(addr: Option<MetricsAddr>) -> Result<Option<Self>, CliError> {
+        let server = match addr {
+            Some(MetricsAddr::Off) => return Ok(None),
+            Some(MetricsAddr::At(addr)) => {
+                MetricsServer::bind(addr).await.map_err(CliError::usage)?
+            }
+            // A second worker on the same host finds the default port taken: it works without
+            // an endpoint rather than not at all. An address somebody chose must be served.
+            None => match MetricsServer::bind(DEFAULT_METRICS_ADDR).await {
+                Ok(server) => server,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tracing::warn!(
+                        error = %e,
+                        "the default metrics port is taken (another worker on this host?): \
+                         running without /metrics, /healthz and /readyz; choose a port with \
+                         --metrics-addr, or `off`"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(CliError::usage(e)),
+            },
         };
-        let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
         let stop = CancellationToken::new();
         tokio::spawn(server.clone().serve(stop.clone()));
         Ok(Some(Self { server, stop }))
