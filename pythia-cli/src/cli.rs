@@ -30,9 +30,10 @@ pub(crate) struct Cli {
     #[arg(long, global = true, value_enum, env = "PYTHIA_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
 
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `pythia_core=debug`).
-    #[arg(long, global = true, env = "PYTHIA_LOG", default_value = "info")]
-    pub(crate) log: String,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `pythia_core=debug`). Default:
+    /// RUST_LOG when set, else `info`.
+    #[arg(long, global = true, env = "PYTHIA_LOG")]
+    pub(crate) log: Option<String>,
 
     /// Runtime threads: 1 runs everything on one thread (leanest), more use tokio's
     /// multi-thread scheduler. Default: one per CPU.
