@@ -135,13 +135,26 @@ def one(kind: str) -> dict:
     return found[0][1]
 
 
+DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600,
+    "hrs": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}
+
+
 def parse_duration(s: str) -> float | None:
-    """The CLI's duration syntax (parse_duration in cli.rs): 250ms, 30s, 2m, 1h, bare seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(s))
-    if not m:
+    """The CLI's duration syntax (parse_duration in cli.rs): bare seconds, or humantime's
+    number-unit sequence (250ms, 30s, 2m, 1h30m, 1d, 500us)."""
+    s = str(s).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)\s*", s)
+    if not parts or "".join(a + b for a, b in parts) != re.sub(r"\s+", "", s):
         return None
-    n = float(m.group(1))
-    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if any(u not in DURATION_UNITS for _, u in parts):
+        return None
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
 
 
 def parse_compose_duration(s) -> float | None:

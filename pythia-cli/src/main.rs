@@ -79,6 +79,8 @@ fn main() -> ExitCode {
             Command::Dashboard(args) => dashboard::dashboard(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
+            Command::Completions(args) => commands::completions::completions(&args),
+            Command::Man => commands::completions::man(),
             Command::BenchChild(args) => commands::bench::child::bench_child(args).await,
         }
     });

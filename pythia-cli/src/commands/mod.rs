@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod completions;
 pub(crate) mod config_file;
 mod connect;
 pub(crate) mod dlq;
