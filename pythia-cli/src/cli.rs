@@ -484,6 +484,13 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "PYTHIA_BURST")]
     pub(crate) burst: bool,
 
+    /// Print the summary of the run (once drained with --burst, or stopped) as one JSON object
+    /// on the last line of stdout instead of text on stderr: fetched, processed, acked,
+    /// retried, dead_lettered, released, unsettled, panics, elapsed_seconds, active_seconds,
+    /// rate_per_second.
+    #[arg(long)]
+    pub(crate) json: bool,
+
     /// Attempts per message in all (the first delivery counts) before it is dead-lettered.
     #[arg(long, env = "PYTHIA_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
     pub(crate) max_attempts: u32,
@@ -670,6 +677,12 @@ pub(crate) struct ProduceArgs {
     /// Deliver at this time, RFC 3339 (e.g. `2026-11-22T08:00:00Z` or `…+01:00`).
     #[arg(long, value_parser = parse_rfc3339, conflicts_with = "raw")]
     pub(crate) at: Option<std::time::SystemTime>,
+
+    /// Print the summary as one JSON object: queue, broker, shards (null unless sharded),
+    /// produced, seconds, rate_per_second, subscriber_deliveries (pub/sub, else null),
+    /// delay_seconds (--delay, else null), deliver_at (--at, RFC 3339, else null).
+    #[arg(long, conflicts_with = "print_ids")]
+    pub(crate) json: bool,
 }
 
 /// Parses an RFC 3339 time (`2026-11-22T08:00:00Z`, `…+01:00`, fractions of a second) with
@@ -700,6 +713,12 @@ pub(crate) struct QuickstartArgs {
     /// Messages processed at once.
     #[arg(long, short = 'c', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency: u32,
+
+    /// Print one JSON object instead of text: redis (the masked URL), throwaway_redis,
+    /// messages, size, produced[] {messages, seconds}, modes[] {mode, processed, acked,
+    /// dead_lettered, seconds, rate_per_second}, left, ok.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Which queue `inspect` and `dlq` look at.
@@ -838,6 +857,10 @@ pub(crate) struct DlqReplayArgs {
     /// the dead-letter entry id works too). Repeatable. Without it, every dead letter.
     #[arg(long = "id", value_name = "ID")]
     pub(crate) ids: Vec<String>,
+
+    /// Print one JSON object: queue, broker, replayed, missing, unheard.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -853,6 +876,10 @@ pub(crate) struct DlqPurgeArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
+
+    /// Print one JSON object: queue, broker, deleted.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -166,3 +166,119 @@ fn help_texts_name_only_their_own_command() {
     let dlq = help(&["dlq", "list", "--help"]);
     assert!(dlq.contains("`dlq` works on one queue"), "{dlq}");
 }
+
+/// The one JSON document on stdout (the last line).
+fn json_out(o: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    let last = stdout
+        .lines()
+        .last()
+        .unwrap_or_else(|| panic!("no stdout: {}", text(o)));
+    serde_json::from_str(last).unwrap_or_else(|e| panic!("not JSON ({e}): {}", text(o)))
+}
+
+#[tokio::test]
+async fn json_from_produce_run_burst_dlq_replay_and_purge_and_quickstart() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "-q",
+        "js",
+        "--json",
+        "ok",
+        "bad",
+        "bad",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc = json_out(&o);
+    assert_eq!(doc["produced"], 3, "{doc}");
+    assert_eq!(doc["queue"], "js", "{doc}");
+    assert_eq!(doc["broker"], "reliable-list", "{doc}");
+
+    // "bad" is rejected (exit 65): two dead letters.
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "-q",
+        "js",
+        "--burst",
+        "--json",
+        "--metrics-addr",
+        "off",
+        "--exec",
+        r#"[ "$(cat)" = ok ] || exit 65"#,
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc = json_out(&o);
+    assert_eq!(
+        (&doc["processed"], &doc["acked"], &doc["dead_lettered"]),
+        (&3.into(), &1.into(), &2.into()),
+        "{doc}"
+    );
+    assert!(doc["elapsed_seconds"].as_f64().is_some(), "{doc}");
+
+    let o = pythia(&["dlq", "replay", "--redis-url", &url, "-q", "js", "--json"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let doc = json_out(&o);
+    assert_eq!(
+        (&doc["replayed"], &doc["missing"]),
+        (&2.into(), &0.into()),
+        "{doc}"
+    );
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "-q",
+        "js",
+        "--burst",
+        "--metrics-addr",
+        "off",
+        "--exec",
+        "exit 65",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let o = pythia(&[
+        "dlq",
+        "purge",
+        "--redis-url",
+        &url,
+        "-q",
+        "js",
+        "--yes",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(json_out(&o)["deleted"], 2, "{}", text(&o));
+    let o = pythia(&[
+        "dlq",
+        "purge",
+        "--redis-url",
+        &url,
+        "-q",
+        "js",
+        "--yes",
+        "--json",
+    ]);
+    assert_eq!(json_out(&o)["deleted"], 0, "{}", text(&o));
+
+    let o = pythia(&[
+        "quickstart",
+        "--redis-url",
+        &url,
+        "--messages",
+        "500",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let stdout = String::from_utf8_lossy(&o.stdout);
+    assert_eq!(stdout.lines().count(), 1, "only the document: {stdout}");
+    let doc = json_out(&o);
+    assert_eq!(doc["ok"], true, "{doc}");
+    assert_eq!(doc["modes"][0]["acked"], 500, "{doc}");
+    assert_eq!(doc["throwaway_redis"], false, "{doc}");
+}

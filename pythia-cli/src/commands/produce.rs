@@ -261,9 +261,23 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         Some(q) => format!("sharded stream ({} shards)", q.shard_count()),
         None => args.queue.broker.as_str().to_owned(),
     };
+    let rate = sent as f64 / secs.max(1e-9);
+    if args.json {
+        let doc = serde_json::json!({
+            "queue": queue,
+            "broker": args.queue.broker.as_str(),
+            "shards": sharded.as_ref().map(|q| q.shard_count()),
+            "produced": sent,
+            "seconds": secs,
+            "rate_per_second": rate,
+            "subscriber_deliveries": (args.queue.broker == BrokerKind::Pubsub).then_some(receivers),
+            "delay_seconds": args.delay.map(|d| d.as_secs_f64()),
+            "deliver_at": args.at.map(super::rfc3339),
+        });
+        return crate::output::outln!("{doc}");
+    }
     let summary = format!(
-        "produced {sent} messages to {kind} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
-        sent as f64 / secs.max(1e-9)
+        "produced {sent} messages to {kind} {queue:?} in {secs:.3}s ({rate:.0} msg/s){heard}"
     );
     if args.print_ids {
         crate::output::errln!("{summary}"); // stdout holds the ids alone

@@ -233,7 +233,24 @@ async fn drive<B: Broker, W: Worker>(
     }
     let result = runtime.run().await;
     let summary = result.map_err(run_error)?;
-    crate::output::errln!("{summary}");
+    if args.json {
+        let doc = serde_json::json!({
+            "fetched": summary.fetched,
+            "processed": summary.processed(),
+            "acked": summary.acked,
+            "retried": summary.retried,
+            "dead_lettered": summary.dead_lettered,
+            "released": summary.released,
+            "unsettled": summary.unsettled,
+            "panics": summary.panics,
+            "elapsed_seconds": summary.elapsed.as_secs_f64(),
+            "active_seconds": summary.active.as_secs_f64(),
+            "rate_per_second": summary.rate(),
+        });
+        crate::output::outln!("{doc}")?;
+    } else {
+        crate::output::errln!("{summary}");
+    }
     Ok(())
 }
 
