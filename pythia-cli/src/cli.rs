@@ -366,6 +366,13 @@ impl TopologyArgs {
 /// set of flags for every command that talks to Redis.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RedisArgs {
+    /// A TOML file of settings: its keys are long flags (`redis_url` or `redis-url`, `queue`,
+    /// `concurrency`, `retry_delay = "100ms"`, `burst = true`, …). One file serves every
+    /// command: a key that is a flag of `pythia run` but not of this command is ignored. Flags
+    /// and environment variables win over it; it wins over the defaults.
+    #[arg(long, env = "PYTHIA_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
     /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
@@ -463,12 +470,6 @@ pub(crate) enum BuiltinHandler {
     --config file, then defaults (a flag wins over all)."
 )]
 pub(crate) struct RunArgs {
-    /// A TOML file of settings: its keys are this command's long flags (`redis_url` or
-    /// `redis-url`, `queue`, `concurrency`, `retry_delay = "100ms"`, `burst = true`, …). Flags
-    /// and environment variables win over it; it wins over the defaults.
-    #[arg(long, env = "PYTHIA_CONFIG", value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
-
     #[command(flatten)]
     pub(crate) queue: QueueArgs,
 

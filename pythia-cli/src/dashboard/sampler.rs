@@ -172,6 +172,7 @@ impl Sampler {
                 topology: Default::default(),
                 key_prefix: self.prefix.clone(),
                 connect_timeout: None,
+                config: None,
             },
             broker: None,
             queue: vec![queue.to_owned()],
