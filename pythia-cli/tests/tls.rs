@@ -66,25 +66,35 @@ fn produce_and_run_over_rediss_with_a_private_ca() {
     assert_eq!(bodies, ["a", "b", "c"], "{}", text(&o));
     assert!(text(&o).contains("processed 3"), "{}", text(&o));
 
-    // Certificates are verified: the private CA is not among the system's roots.
-    let o = pythia_tls(
-        None,
+    // Certificates are verified: the private CA is not among the system's roots. An untrusted
+    // certificate is a configuration error (exit 2 at once), not an outage to wait out.
+    for args in [
+        &["inspect", "--queue", "secure"][..],
         &[
-            "inspect",
-            "--redis-url",
-            &url,
+            "run",
             "--queue",
             "secure",
+            "--metrics-addr",
+            "off",
             "--connect-timeout",
-            "1s",
-        ],
-    );
-    assert!(!o.status.success(), "{}", text(&o));
-    assert!(
-        text(&o).contains("cannot connect to Redis at rediss://"),
-        "{}",
-        text(&o)
-    );
+            "5s",
+        ][..],
+    ] {
+        let started = std::time::Instant::now();
+        let o = pythia_tls(None, &[args, &["--redis-url", &url]].concat());
+        assert_eq!(o.status.code(), Some(2), "{args:?}: {}", text(&o));
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(3),
+            "{args:?} waited: {}",
+            text(&o)
+        );
+        assert!(
+            text(&o).contains("invalid peer certificate"),
+            "{}",
+            text(&o)
+        );
+        assert!(!text(&o).contains("not reachable yet"), "{}", text(&o));
+    }
 }
 
 #[test]

@@ -5,8 +5,9 @@
 //! command retries an unreachable server with capped exponential backoff until
 //! `--connect-timeout` has passed (for ever by default for `run`, 10 s for the other commands),
 //! logging one line when it starts waiting and one per [`LOG_WINDOW`] after that, not one per
-//! attempt. Only an unreachable server is retried: a bad URL or a missing TLS feature fails at
-//! once (exit 2), and a server that cannot be reached in time exits 69 (`EX_UNAVAILABLE`).
+//! attempt. Only an unreachable server is retried: a bad URL, a refused password or an untrusted
+//! TLS certificate fails at once (exit 2), and a server that cannot be reached in time exits 69
+//! (`EX_UNAVAILABLE`).
 
 use std::time::Duration;
 
