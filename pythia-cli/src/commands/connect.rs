@@ -61,6 +61,13 @@ fn config_for(
     topology: &TopologyArgs,
     key_prefix: &str,
 ) -> Result<RedisConfig, CliError> {
+    if !cfg!(feature = "tls") && url.split(',').any(|u| u.trim().starts_with("rediss://")) {
+        return Err(CliError::usage(
+            "rediss:// (TLS) needs the `tls` feature, which this pythia was built without: \
+             build it with the default features (cargo build --release -p pythia-cli) or use \
+             the deploy/Dockerfile image",
+        ));
+    }
     let mut config = RedisConfig::from_url(url)
         .map_err(CliError::usage)?
         .with_key_prefix(key_prefix)
