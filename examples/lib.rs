@@ -10,3 +10,4 @@
 //! | `stream.rs` | stream consumer group, at-least-once (`XREADGROUP` / `XACK`, heartbeat reclaim, trimming) |
 //! | `typed_job.rs` | a typed `Job` on a reliable list, its outputs kept in job-status records |
 //! | `sharded_stream.rs` | one queue over N streams in different cluster slots, at-least-once, per-key order |
+//! | `service.rs` | a long-running reliable-list worker serving `/metrics` and the probes (what `deploy/Dockerfile.worker` builds) |

@@ -10,7 +10,8 @@ Docker is not needed: files are parsed and cross-checked.
   publishes sane ports, and builds the worker's REDIS_URL from the password variable.
 * Every metric named by the dashboard, the alerts and the autoscalers is in the README's
   metric table (which a Rust test proves equal to what a worker exports).
-* deploy/Dockerfile builds the binary with exactly the cargo command CI uses (.ci/run).
+* deploy/Dockerfile builds the binary with exactly the cargo command CI uses (.ci/run), with
+  the `tls` feature (rediss://).
 * Every PYTHIA_* / REDIS_URL variable and every --flag given to `pythia` in compose or
   Kubernetes exists in pythia-cli/src/cli.rs for that subcommand, with a valid value.
 * The Redis configs say what they must (and load in a real redis-server when one is installed).
@@ -134,13 +135,26 @@ def one(kind: str) -> dict:
     return found[0][1]
 
 
+DURATION_UNITS = {
+    "ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1, "sec": 1, "secs": 1, "second": 1, "seconds": 1,
+    "m": 60, "min": 60, "mins": 60, "minute": 60, "minutes": 60, "h": 3600, "hr": 3600,
+    "hrs": 3600, "hour": 3600, "hours": 3600, "d": 86400, "day": 86400, "days": 86400,
+    "w": 604800, "week": 604800, "weeks": 604800,
+}
+
+
 def parse_duration(s: str) -> float | None:
-    """The CLI's duration syntax (parse_duration in cli.rs): 250ms, 30s, 2m, 1h, bare seconds."""
-    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*", str(s))
-    if not m:
+    """The CLI's duration syntax (parse_duration in cli.rs): bare seconds, or humantime's
+    number-unit sequence (250ms, 30s, 2m, 1h30m, 1d, 500us)."""
+    s = str(s).strip()
+    if re.fullmatch(r"\d+(\.\d+)?", s):
+        return float(s)
+    parts = re.findall(r"(\d+(?:\.\d+)?)\s*([a-z]+)\s*", s)
+    if not parts or "".join(a + b for a, b in parts) != re.sub(r"\s+", "", s):
         return None
-    n = float(m.group(1))
-    return n * {"ms": 0.001, "s": 1, "m": 60, "h": 3600, None: 1}[m.group(2)]
+    if any(u not in DURATION_UNITS for _, u in parts):
+        return None
+    return sum(float(n) * DURATION_UNITS[u] for n, u in parts)
 
 
 def parse_compose_duration(s) -> float | None:
@@ -1215,6 +1229,76 @@ def check_build_command() -> str:
     return f"`{' '.join(ci[0])}` in both"
 
 
+def check_image_tls() -> str:
+    """The image's `cargo build` enables pythia-cli's `tls` feature: rediss:// works in it."""
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python < 3.11
+        raise Fail("needs Python 3.11+ (tomllib) to read pythia-cli/Cargo.toml")
+    manifest = tomllib.loads((ROOT / "pythia-cli" / "Cargo.toml").read_text())
+    features = manifest.get("features", {})
+    if "tls" not in features:
+        raise Fail("pythia-cli/Cargo.toml has no `tls` feature")
+    st = stages(dockerfile(DEPLOY / "Dockerfile"))
+    found = [c for ins, rest in st[0]["instrs"] if ins == "RUN" for c in cargo_commands(rest)]
+    if len(found) != 1:
+        raise Fail(f"expected one `cargo build` in the Dockerfile's builder stage, found {len(found)}")
+    cmd = found[0]
+    asked = set()
+    for i, tok in enumerate(cmd):
+        if tok in ("--features", "-F") and i + 1 < len(cmd):
+            asked.update(re.split(r"[ ,]+", cmd[i + 1]))
+        elif tok.startswith("--features="):
+            asked.update(re.split(r"[ ,]+", tok.split("=", 1)[1]))
+    defaults = set() if "--no-default-features" in cmd else set(features.get("default", []))
+    if "tls" not in defaults | asked | {a.removeprefix("pythia-cli/") for a in asked}:
+        raise Fail(f"`{' '.join(cmd)}` builds pythia without the `tls` feature: rediss:// URLs would fail "
+                   "in the image (add it to pythia-cli's default features or pass --features tls)")
+    return "tls " + ("by default" if "tls" in defaults else "via --features")
+
+
+def check_worker_image_default() -> str:
+    """deploy/Dockerfile.worker's default build is a long-running worker that serves the probes:
+    its build arguments name an existing example or bin of an existing package, whose source
+    serves pythia's MetricsServer and does not stop once drained (no burst mode)."""
+    st = stages(dockerfile(DEPLOY / "Dockerfile.worker"))
+    args = {}
+    for ins, rest in st[0]["instrs"]:
+        if ins == "ARG":
+            k, _, v = rest.partition("=")
+            args[k.strip()] = v.strip().strip('"')
+    for k in ("PACKAGE", "CARGO_TARGET", "BINARY"):
+        if not args.get(k):
+            raise Fail(f"the builder stage has no default for ARG {k}")
+    m = re.fullmatch(r"--(example|bin)\s+(\S+)", args["CARGO_TARGET"])
+    if not m:
+        raise Fail(f"CARGO_TARGET {args['CARGO_TARGET']!r} is not `--example NAME` or `--bin NAME`")
+    kind, name = m.groups()
+    package_dir = None
+    for manifest in ROOT.glob("*/Cargo.toml"):
+        if re.search(rf'^name\s*=\s*"{re.escape(args["PACKAGE"])}"', manifest.read_text(), re.M):
+            package_dir = manifest.parent
+    if package_dir is None:
+        raise Fail(f"no workspace package named {args['PACKAGE']!r}")
+    section = "example" if kind == "example" else "bin"
+    targets = re.findall(rf'\[\[{section}\]\]\s*name\s*=\s*"([^"]+)"\s*path\s*=\s*"([^"]+)"',
+                         (package_dir / "Cargo.toml").read_text())
+    source = next((package_dir / p for n, p in targets if n == name), None)
+    if source is None or not source.is_file():
+        raise Fail(f"{args['PACKAGE']} has no {kind} {name!r} with a source file")
+    want = f"target/release/{'examples/' if kind == 'example' else ''}{name}"
+    problems = []
+    if args["BINARY"] != want:
+        problems.append(f"BINARY is {args['BINARY']!r}, cargo writes {want!r}")
+    code = source.read_text()
+    if "MetricsServer" not in code:
+        problems.append(f"{rel(source)} serves no MetricsServer: /readyz would never answer")
+    if re.search(r"with_burst\(\s*true\s*\)", code):
+        problems.append(f"{rel(source)} runs in burst mode: it drains and exits instead of serving")
+    expect(problems)
+    return f"{kind} {name} ({rel(source)}): serves MetricsServer, no burst"
+
+
 def dockerignore_patterns(path: Path) -> list[tuple[bool, re.Pattern]]:
     out = []
     for line in path.read_text().splitlines():
@@ -1462,9 +1546,12 @@ def main() -> int:
         run_check(f"metrics: {rel(src)} names only metrics in the README's table", check_metrics, src, documented, at_least)
     run_check("grafana: dashboard variables, panels and queries", check_dashboard)
     run_check("docker: deploy/Dockerfile builds with the same cargo command as .ci/run", check_build_command)
+    run_check("docker: deploy/Dockerfile builds pythia with TLS (rediss://)", check_image_tls)
     bin_name = re.search(r'\[\[bin\]\]\s*name\s*=\s*"([^"]+)"', (ROOT / "pythia-cli" / "Cargo.toml").read_text())
     run_check("docker: deploy/Dockerfile", check_dockerfile, DEPLOY / "Dockerfile", bin_name.group(1) if bin_name else "pythia")
     run_check("docker: deploy/Dockerfile.worker", check_dockerfile, DEPLOY / "Dockerfile.worker", None)
+    run_check("docker: deploy/Dockerfile.worker's default build is a long-running worker serving the probes",
+              check_worker_image_default)
     for ig in ("Dockerfile.dockerignore", "Dockerfile.worker.dockerignore"):
         run_check(f"docker: deploy/{ig} keeps the workspace, drops build output and secrets", check_dockerignore, DEPLOY / ig)
     run_check("redis: queue.conf and cache.conf settings", check_redis_conf_static)

@@ -112,3 +112,92 @@ fn the_typed_job_example_keeps_outputs() {
         "{out}"
     );
 }
+
+/// One HTTP GET on 127.0.0.1:`port`: (status code, body), `None` when nothing answers.
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: test\r\n\r\n").ok()?;
+    let mut out = String::new();
+    s.read_to_string(&mut out).ok()?;
+    let code = out.get(9..12)?.parse().ok()?;
+    Some((code, out.split_once("\r\n\r\n")?.1.to_owned()))
+}
+
+/// The service example (what deploy/Dockerfile.worker builds) does not drain and exit: it
+/// becomes ready, works what arrives, counts it in /metrics, and stops on SIGTERM.
+#[tokio::test]
+async fn the_service_example_runs_until_sigterm_serving_its_probes() {
+    let redis = RedisServer::start();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let bin = std::env::current_exe()
+        .unwrap()
+        .parent()
+        .and_then(|deps| deps.parent())
+        .map(|profile| profile.join("examples").join("service"))
+        .unwrap();
+    let mut child = Command::new(&bin)
+        .env("REDIS_URL", redis.url())
+        .env("PYTHIA_QUEUE", "svc")
+        .env("PYTHIA_METRICS_ADDR", format!("127.0.0.1:{port}"))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while get(port, "/readyz").map(|(c, _)| c) != Some(200) {
+        assert!(child.try_wait().unwrap().is_none(), "the service exited");
+        assert!(Instant::now() < deadline, "/readyz never became ready");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let conn = redis.connect().await;
+    pythia::redis::ListProducer::new(&conn, "svc")
+        .push_many(
+            &(0..50)
+                .map(|i| pythia::Message::new(format!("job {i}")))
+                .collect::<Vec<_>>(),
+        )
+        .await
+        .unwrap();
+    let done = |scrape: &str| {
+        scrape.lines().any(|l| {
+            l.starts_with("pythia_messages_total{")
+                && l.contains("outcome=\"ok\"")
+                && l.ends_with(" 50")
+        })
+    };
+    loop {
+        let (_, scrape) = get(port, "/metrics").unwrap_or_default();
+        if done(&scrape) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "50 jobs not acked:\n{scrape}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(child.try_wait().unwrap().is_none(), "still running");
+    let ok = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok);
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .any(|l| l.starts_with("processed 50 (acked 50")),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}

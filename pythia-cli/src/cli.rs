@@ -9,7 +9,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 #[derive(Debug, Parser)]
 #[command(
     name = "pythia",
-    version,
+    // The version, git commit and enabled features (build.rs).
+    version = env!("PYTHIA_VERSION_LINE"),
     about = "Background workers on Redis",
     long_about = "Background workers on Redis.\n\n\
         Quick start (starts a throwaway redis-server when no --redis-url is given):\n  \
@@ -21,16 +22,18 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
         pythia dashboard                   the same in a browser, at http://127.0.0.1:9191\n\n\
         Exit codes: 0 success; 1 runtime failure (Redis error, handler stack failure) or a \
         `pythia doctor` check that FAILed; 2 bad input or configuration (unknown option, bad \
-        URL, bad config file, unreachable server, `dlq purge` without --yes and no terminal)."
+        URL, bad config file, refused password, `dlq purge` without --yes and no terminal); \
+        69 Redis unreachable within --connect-timeout."
 )]
 pub(crate) struct Cli {
     /// Log format: human-readable text or one JSON object per line.
     #[arg(long, global = true, value_enum, env = "PYTHIA_LOG_FORMAT", default_value_t = LogFormat::Text)]
     pub(crate) log_format: LogFormat,
 
-    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `pythia_core=debug`).
-    #[arg(long, global = true, env = "PYTHIA_LOG", default_value = "info")]
-    pub(crate) log: String,
+    /// Log filter (tracing EnvFilter syntax, e.g. `info` or `pythia_core=debug`). Default:
+    /// RUST_LOG when set, else `info`.
+    #[arg(long, global = true, env = "PYTHIA_LOG")]
+    pub(crate) log: Option<String>,
 
     /// Runtime threads: 1 runs everything on one thread (leanest), more use tokio's
     /// multi-thread scheduler. Default: one per CPU.
@@ -66,9 +69,22 @@ pub(crate) enum Command {
     /// Measure throughput, CPU, memory and latency of each delivery mode against the bare
     /// client loop of the same Redis commands.
     Bench(BenchArgs),
+    /// Print a shell completion script, e.g. `pythia completions bash >
+    /// /etc/bash_completion.d/pythia` or `pythia completions zsh > "${fpath[1]}/_pythia"`.
+    Completions(CompletionsArgs),
+    /// Print the man page (roff), e.g. `pythia man > /usr/local/share/man/man1/pythia.1`.
+    Man,
     /// One measured run inside `pythia bench` (internal).
     #[command(hide = true)]
     BenchChild(BenchChildArgs),
+}
+
+/// `pythia completions`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell: bash, zsh, fish (also elvish, powershell).
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
 }
 
 /// A `pythia bench` scenario.
@@ -145,7 +161,7 @@ pub(crate) struct BenchArgs {
     pub(crate) runs: u32,
 
     /// Concurrency of the throughput runs.
-    #[arg(long, default_value_t = 1000)]
+    #[arg(long, short = 'c', default_value_t = 1000)]
     pub(crate) concurrency: usize,
 
     /// Fetch batch size of the throughput runs.
@@ -385,6 +401,13 @@ impl TopologyArgs {
 /// set of flags for every command that talks to Redis.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct RedisArgs {
+    /// A TOML file of settings: its keys are long flags (`redis_url` or `redis-url`, `queue`,
+    /// `concurrency`, `retry_delay = "100ms"`, `burst = true`, …). One file serves every
+    /// command: a key that is a flag of `pythia run` but not of this command is ignored. Flags
+    /// and environment variables win over it; it wins over the defaults.
+    #[arg(long, env = "PYTHIA_CONFIG", value_name = "FILE")]
+    pub(crate) config: Option<PathBuf>,
+
     /// Redis URL: redis://[user[:password]@]host[:port][/db], or rediss:// for TLS. With
     /// --cluster, comma-separated seed nodes; with --sentinel-master, the sentinels.
     #[arg(long, env = "REDIS_URL", default_value = pythia::redis::DEFAULT_URL, hide_env_values = true)]
@@ -396,6 +419,33 @@ pub(crate) struct RedisArgs {
     /// Namespace of Pythia's own keys (`<prefix>:{queue}:…`).
     #[arg(long, env = "PYTHIA_KEY_PREFIX", default_value = "pythia")]
     pub(crate) key_prefix: String,
+
+    /// How long to wait for an unreachable Redis, retrying with backoff, before exiting 69: a
+    /// duration (`10s`, `2m`) or `forever`. Default: forever for `run` (a worker started before
+    /// its Redis waits for it), 10s for the other commands.
+    #[arg(long, env = "PYTHIA_CONNECT_TIMEOUT", value_name = "DURATION|forever", value_parser = parse_connect_timeout)]
+    pub(crate) connect_timeout: Option<ConnectTimeout>,
+}
+
+/// `--connect-timeout`: how long to wait for Redis to become reachable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ConnectTimeout {
+    /// Until it answers (or the process is stopped).
+    Forever,
+    /// At most this long from the first attempt.
+    Within(Duration),
+}
+
+impl ConnectTimeout {
+    /// The default of the one-shot commands (everything but `run`).
+    pub(crate) const ONE_SHOT: Self = Self::Within(Duration::from_secs(10));
+}
+
+fn parse_connect_timeout(s: &str) -> Result<ConnectTimeout, String> {
+    match s.trim() {
+        "forever" | "never" | "inf" => Ok(ConnectTimeout::Forever),
+        d => parse_duration(d).map(ConnectTimeout::Within),
+    }
 }
 
 /// Where Redis is and which queue.
@@ -411,7 +461,7 @@ pub(crate) struct QueueArgs {
     /// The queue: the key of the list or stream (`redis-cli LPUSH <queue> …` feeds a list), or
     /// a pub/sub channel. Repeatable (or comma-separated) for pub/sub channels only.
     /// Required (unless --pattern is given for pub/sub); it may also come from --config.
-    #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',')]
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE", value_delimiter = ',')]
     pub(crate) queue: Vec<String>,
 
     /// A pub/sub channel pattern to PSUBSCRIBE to (e.g. `orders.*`). Repeatable.
@@ -456,17 +506,11 @@ pub(crate) enum BuiltinHandler {
     group(clap::ArgGroup::new("exec_command").args(["exec", "exec_persistent"]))
 )]
 pub(crate) struct RunArgs {
-    /// A TOML file of settings: its keys are this command's long flags (`redis_url` or
-    /// `redis-url`, `queue`, `concurrency`, `retry_delay = "100ms"`, `burst = true`, …). Flags
-    /// and environment variables win over it; it wins over the defaults.
-    #[arg(long, env = "PYTHIA_CONFIG", value_name = "FILE")]
-    pub(crate) config: Option<PathBuf>,
-
     #[command(flatten)]
     pub(crate) queue: QueueArgs,
 
     /// Messages processed at once.
-    #[arg(long, env = "PYTHIA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, short = 'c', env = "PYTHIA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency: u32,
 
     /// Upper bound of one fetch.
@@ -476,6 +520,13 @@ pub(crate) struct RunArgs {
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]
     pub(crate) burst: bool,
+
+    /// Print the summary of the run (once drained with --burst, or stopped) as one JSON object
+    /// on the last line of stdout instead of text on stderr: fetched, processed, acked,
+    /// retried, dead_lettered, released, unsettled, panics, elapsed_seconds, active_seconds,
+    /// rate_per_second.
+    #[arg(long)]
+    pub(crate) json: bool,
 
     /// Attempts per message in all (the first delivery counts) before it is dead-lettered.
     #[arg(long, env = "PYTHIA_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
@@ -549,13 +600,15 @@ pub(crate) struct RunArgs {
     )]
     pub(crate) http_ca_file: Option<std::path::PathBuf>,
 
-    /// A built-in handler, when no --exec is given.
+    /// A built-in handler, used when none of --exec, --exec-persistent and --http is given.
     #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
     pub(crate) handler: BuiltinHandler,
 
-    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint.
-    #[arg(long, env = "PYTHIA_METRICS_ADDR", default_value = "0.0.0.0:9090", value_parser = parse_metrics_addr)]
-    pub(crate) metrics_addr: MetricsAddr,
+    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint. Default:
+    /// 0.0.0.0:9090, and when that port is taken (a second worker on the host) a warning and no
+    /// endpoint; an address given here (or in the environment or --config) must be free.
+    #[arg(long, env = "PYTHIA_METRICS_ADDR", value_name = "HOST:PORT|off", value_parser = parse_metrics_addr)]
+    pub(crate) metrics_addr: Option<MetricsAddr>,
 
     /// Per-message deadline: an overrunning handler is cancelled and retried; `0` disables it.
     #[arg(long, env = "PYTHIA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
@@ -601,6 +654,11 @@ impl From<OverflowArg> for pythia::redis::Overflow {
     }
 }
 
+/// `--metrics-addr` when not given.
+pub(crate) const DEFAULT_METRICS_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
+    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 9090),
+);
+
 /// `--metrics-addr`: an address, or off.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum MetricsAddr {
@@ -620,11 +678,18 @@ fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
 }
 
 #[derive(Debug, Clone, Args)]
+// Consumer-side settings of the shared queue flags: a producer has no group and no pattern.
+#[command(
+    mut_arg("group", |a| a.hide(true)),
+    mut_arg("group_start", |a| a.hide(true)),
+    mut_arg("pattern", |a| a.hide(true))
+)]
 pub(crate) struct ProduceArgs {
     #[command(flatten)]
     pub(crate) queue: QueueArgs,
 
-    /// Message bodies. `-` reads stdin, one message per line. With none, --count generates.
+    /// Message bodies. `-` reads stdin, one message per line. With none: stdin when it is not
+    /// a terminal (`… | pythia produce --queue q`), else --count generates.
     pub(crate) messages: Vec<String>,
 
     /// Read messages from this file, one per line.
@@ -677,78 +742,23 @@ pub(crate) struct ProduceArgs {
     /// Deliver at this time, RFC 3339 (e.g. `2026-11-22T08:00:00Z` or `…+01:00`).
     #[arg(long, value_parser = parse_rfc3339, conflicts_with = "raw")]
     pub(crate) at: Option<std::time::SystemTime>,
+
+    /// Print the summary as one JSON object: queue, broker, shards (null unless sharded),
+    /// produced, seconds, rate_per_second, subscriber_deliveries (pub/sub, else null),
+    /// delay_seconds (--delay, else null), deliver_at (--at, RFC 3339, else null).
+    #[arg(long, conflicts_with = "print_ids")]
+    pub(crate) json: bool,
 }
 
-/// Parses an RFC 3339 time: `YYYY-MM-DDTHH:MM:SS[.frac](Z|±HH:MM)`.
+/// Parses an RFC 3339 time (`2026-11-22T08:00:00Z`, `…+01:00`, fractions of a second) with
+/// chrono's strict parser: a date that does not exist (`2026-02-31`) is refused, not rolled
+/// over into the next month.
 pub(crate) fn parse_rfc3339(s: &str) -> Result<std::time::SystemTime, String> {
-    let bad = || format!("invalid time {s:?}: expected RFC 3339, e.g. 2026-11-22T08:00:00Z");
-    let s = s.trim();
-    if s.len() < 20 || !s.is_char_boundary(19) {
-        return Err(bad());
-    }
-    let (date_time, zone) = s.split_at(19);
-    let b = date_time.as_bytes();
-    if b[4] != b'-'
-        || b[7] != b'-'
-        || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
-        || b[13] != b':'
-        || b[16] != b':'
-    {
-        return Err(bad());
-    }
-    let num = |r: std::ops::Range<usize>| date_time[r].parse::<i64>().map_err(|_| bad());
-    let (y, mo, d, h, mi, sec) = (
-        num(0..4)?,
-        num(5..7)?,
-        num(8..10)?,
-        num(11..13)?,
-        num(14..16)?,
-        num(17..19)?,
-    );
-    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
-        return Err(bad());
-    }
-    let (frac, offset) = match zone.find(['Z', 'z', '+', '-']) {
-        Some(i) => zone.split_at(i),
-        None => return Err(bad()),
-    };
-    let nanos = match frac.strip_prefix('.') {
-        None if frac.is_empty() => 0,
-        Some(digits)
-            if !digits.is_empty()
-                && digits.len() <= 9
-                && digits.bytes().all(|c| c.is_ascii_digit()) =>
-        {
-            digits.parse::<u64>().map_err(|_| bad())? * 10u64.pow(9 - digits.len() as u32)
-        }
-        _ => return Err(bad()),
-    };
-    let offset_secs = match offset {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && &o[3..4] == ":" => {
-            let sign = if o.starts_with('-') { -1 } else { 1 };
-            let oh: i64 = o[1..3].parse().map_err(|_| bad())?;
-            let om: i64 = o[4..6].parse().map_err(|_| bad())?;
-            sign * (oh * 3600 + om * 60)
-        }
-        _ => return Err(bad()),
-    };
-    // Days from the civil date (Howard Hinnant's algorithm).
-    let (yy, mm) = if mo <= 2 {
-        (y - 1, mo + 9)
-    } else {
-        (y, mo - 3)
-    };
-    let era = yy.div_euclid(400);
-    let yoe = yy - era * 400;
-    let doy = (153 * mm + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146_097 + doe - 719_468;
-    let secs = days * 86_400 + h * 3600 + mi * 60 + sec - offset_secs;
-    if secs < 0 {
-        return Err(format!("{s:?} is before 1970"));
-    }
-    Ok(std::time::UNIX_EPOCH + Duration::new(secs as u64, nanos as u32))
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
+        format!("invalid time {s:?} ({e}): expected RFC 3339, e.g. 2026-11-22T08:00:00Z")
+    })?;
+    let secs = u64::try_from(t.timestamp()).map_err(|_| format!("{s:?} is before 1970"))?;
+    Ok(std::time::UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos()))
 }
 
 #[derive(Debug, Clone, Args)]
@@ -766,8 +776,14 @@ pub(crate) struct QuickstartArgs {
     pub(crate) size: usize,
 
     /// Messages processed at once.
-    #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    #[arg(long, short = 'c', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub(crate) concurrency: u32,
+
+    /// Print one JSON object instead of text: redis (the masked URL), throwaway_redis,
+    /// messages, size, produced[] {messages, seconds}, modes[] {mode, processed, acked,
+    /// dead_lettered, seconds, rate_per_second}, left, ok.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 /// Which queue `inspect` and `dlq` look at.
@@ -781,9 +797,16 @@ pub(crate) struct TargetArgs {
     #[arg(long, value_enum, env = "PYTHIA_BROKER")]
     pub(crate) broker: Option<BrokerKind>,
 
-    /// The queue: the key of the list or stream, or a pub/sub channel (repeatable for
-    /// `inspect --broker pubsub`).
-    #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',', required = true)]
+    /// The queue: the key of the list or stream, or a pub/sub channel. Several (repeated or
+    /// comma-separated) only for `inspect --broker pubsub`; `dlq` works on one queue's dead
+    /// letters.
+    #[arg(
+        long,
+        short = 'q',
+        env = "PYTHIA_QUEUE",
+        value_delimiter = ',',
+        required = true
+    )]
     pub(crate) queue: Vec<String>,
 
     /// Which end of the list consumers pop: decides which message is the oldest, and where
@@ -899,6 +922,10 @@ pub(crate) struct DlqReplayArgs {
     /// the dead-letter entry id works too). Repeatable. Without it, every dead letter.
     #[arg(long = "id", value_name = "ID")]
     pub(crate) ids: Vec<String>,
+
+    /// Print one JSON object: queue, broker, replayed, missing, unheard.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -914,12 +941,16 @@ pub(crate) struct DlqPurgeArgs {
     /// Do not ask for confirmation.
     #[arg(long, short = 'y')]
     pub(crate) yes: bool,
+
+    /// Print one JSON object: queue, broker, deleted.
+    #[arg(long)]
+    pub(crate) json: bool,
 }
 
 #[derive(Debug, Clone, Args)]
 #[command(
     after_long_help = "Each check prints PASS, WARN or FAIL with the fix. Exit 0 when \
-    nothing FAILed (warnings allowed), 1 when a check FAILed, 2 when Redis cannot be reached.\n\
+    nothing FAILed (warnings allowed), 1 when a check FAILed, 69 when Redis cannot be reached.\n\
     JSON fields (--json): redis_url (password masked), server_version, checks[] {check, status \
     (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
 )]
@@ -929,7 +960,7 @@ pub(crate) struct DoctorArgs {
 
     /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
     /// `pythia-doctor`).
-    #[arg(long, env = "PYTHIA_QUEUE")]
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
     pub(crate) queue: Option<String>,
 
     /// Print one JSON document instead of lines.
@@ -952,7 +983,7 @@ pub(crate) struct JobArgs {
     pub(crate) id: String,
 
     /// The queue the job went to (its records are under the queue's key prefix and hash tag).
-    #[arg(long, env = "PYTHIA_QUEUE")]
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
     pub(crate) queue: String,
 
     #[command(flatten)]
@@ -1016,7 +1047,7 @@ pub(crate) struct DashboardArgs {
 
     /// Always show this queue (repeatable, or comma-separated), besides those found from
     /// Pythia's keys.
-    #[arg(long, env = "PYTHIA_QUEUE", value_delimiter = ',')]
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE", value_delimiter = ',')]
     pub(crate) queue: Vec<String>,
 
     /// Which end of the list consumers pop: decides which message is the oldest, and where
@@ -1038,32 +1069,29 @@ fn parse_http_url(s: &str) -> Result<crate::http_worker::HttpUrl, String> {
     s.parse()
 }
 
-/// Parses `250ms`, `30s`, `2m`, `1h`, or a bare number of seconds.
+/// Parses a duration in humantime's syntax (`250ms`, `30s`, `2m`, `1h30m`, `1d`, `500us`), or
+/// a bare number of seconds (`2`, `0.5`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let split = s
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: f64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 30s, 2m"))?;
-    let secs = match unit.trim() {
-        "ms" => n / 1000.0,
-        "" | "s" => n,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        other => {
-            return Err(format!(
-                "invalid duration unit {other:?} in {s:?}: use ms, s, m or h"
-            ));
-        }
+    let bare_seconds = !s.is_empty() && s.bytes().all(|c| c.is_ascii_digit() || c == b'.');
+    let d = if bare_seconds {
+        let n: f64 = s
+            .parse()
+            .map_err(|_| format!("invalid duration {s:?}: expected e.g. 250ms, 30s, 1h30m"))?;
+        Duration::try_from_secs_f64(n).map_err(|_| format!("duration out of range: {s:?}"))?
+    } else {
+        humantime::parse_duration(s).map_err(|e| {
+            format!("invalid duration {s:?} ({e}): expected e.g. 250ms, 30s, 1h30m, 1d")
+        })?
     };
-    if !secs.is_finite() || !(0.0..=1e9).contains(&secs) {
+    if d > MAX_DURATION {
         return Err(format!("duration out of range: {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
+
+/// The longest duration a flag takes (about 31 years): beyond it, a typo.
+const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
 fn parse_header(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -1081,9 +1109,14 @@ mod tests {
         assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
         assert_eq!(parse_duration("30s").unwrap(), Duration::from_secs(30));
         assert_eq!(parse_duration("2").unwrap(), Duration::from_secs(2));
-        assert_eq!(parse_duration("1.5m").unwrap(), Duration::from_secs(90));
-        assert!(parse_duration("5 fortnights").is_err());
-        assert!(parse_duration("-1s").is_err());
+        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
+        assert_eq!(parse_duration("1h30m").unwrap(), Duration::from_secs(5400));
+        assert_eq!(parse_duration("1d").unwrap(), Duration::from_secs(86_400));
+        assert_eq!(parse_duration("500us").unwrap(), Duration::from_micros(500));
+        assert_eq!(parse_duration("2m 30s").unwrap(), Duration::from_secs(150));
+        for bad in ["5 fortnights", "-1s", "", "1e3", "inf", "40years", "1.5.2"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
     }
 
     #[test]
@@ -1108,6 +1141,10 @@ mod tests {
             "2026-11-22T08:00:00",
             "yesterday",
             "2026-11-22T08:00:00+0100",
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "1969-12-31T23:59:59Z",
         ] {
             assert!(parse_rfc3339(bad).is_err(), "{bad}");
         }

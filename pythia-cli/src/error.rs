@@ -2,19 +2,32 @@
 
 use std::fmt;
 
-/// A failure with its exit code: 2 for bad input or configuration, 1 for runtime failures,
-/// 141 when stdout was closed ([`crate::output::EXIT_OUTPUT_CLOSED`]).
+/// A failure with its exit code: 2 for bad input or configuration, 69 when Redis cannot be
+/// reached ([`EXIT_UNAVAILABLE`]), 1 for runtime failures, 141 when stdout was closed
+/// ([`crate::output::EXIT_OUTPUT_CLOSED`]).
 #[derive(Debug)]
 pub(crate) struct CliError {
     pub(crate) code: u8,
     pub(crate) message: String,
 }
 
+/// The exit code when Redis cannot be reached: `EX_UNAVAILABLE` of sysexits.h, so that a
+/// supervisor or a script can tell "the server is down, try later" from a typo (2).
+pub(crate) const EXIT_UNAVAILABLE: u8 = 69;
+
 impl CliError {
-    /// Bad input, bad configuration, unreachable server: exit 2.
+    /// Bad input or bad configuration: exit 2.
     pub(crate) fn usage(e: impl fmt::Display) -> Self {
         Self {
             code: 2,
+            message: e.to_string(),
+        }
+    }
+
+    /// Redis could not be reached (within `--connect-timeout`): exit [`EXIT_UNAVAILABLE`].
+    pub(crate) fn unavailable(e: impl fmt::Display) -> Self {
+        Self {
+            code: EXIT_UNAVAILABLE,
             message: e.to_string(),
         }
     }

@@ -17,38 +17,37 @@ mod error;
 mod exec;
 mod http_worker;
 mod local_redis;
+mod logging;
 mod output;
 
 use std::process::ExitCode;
 
-use tracing_subscriber::EnvFilter;
-
-use crate::cli::{Cli, Command, LogFormat};
-
-fn init_logging(cli: &Cli) {
-    let filter = EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        crate::output::errln!("invalid --log filter {:?} ({e}); using \"info\"", cli.log);
-        EnvFilter::new("info")
-    });
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match cli.log_format {
-        LogFormat::Text => builder.init(),
-        LogFormat::Json => builder.json().init(),
-    }
-}
+use crate::cli::Command;
+use crate::commands::config_file::ParseError;
 
 fn main() -> ExitCode {
-    let cli = match commands::config_file::parse_from(std::env::args_os().collect()) {
+    let argv: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let early_format = logging::format_before_parsing(&argv);
+    let cli = match commands::config_file::parse_from(argv) {
         Ok(cli) => cli,
-        Err(commands::config_file::ParseError::Clap(e)) => e.exit(),
-        Err(commands::config_file::ParseError::Config(e)) => {
-            crate::output::errln!("error: {e}");
+        // --help and --version print to stdout; errors go to stderr, as JSON when asked for.
+        Err(ParseError::Clap(e)) if e.use_stderr() && early_format == cli::LogFormat::Json => {
+            let text = e.render().to_string();
+            let text = text.trim_end();
+            logging::error(
+                early_format,
+                text.strip_prefix("error: ").unwrap_or(text),
+                2,
+            );
+            return ExitCode::from(2);
+        }
+        Err(ParseError::Clap(e)) => e.exit(),
+        Err(ParseError::Config(e)) => {
+            logging::error(early_format, &e.message, e.code);
             return ExitCode::from(e.code);
         }
     };
-    init_logging(&cli);
+    logging::init(&cli);
     // --threads 1: everything on this thread (leanest); N: N worker threads; default: one per
     // CPU.
     let mut builder = match cli.threads {
@@ -63,10 +62,12 @@ fn main() -> ExitCode {
     let rt = match builder.enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
-            crate::output::errln!("error: cannot start the async runtime: {e}");
+            let message = format!("cannot start the async runtime: {e}");
+            logging::error(cli.log_format, &message, 1);
             return ExitCode::from(1);
         }
     };
+    let log_format = cli.log_format;
     let result = rt.block_on(async {
         match cli.command {
             Command::Run(args) => commands::run::run(*args).await,
@@ -78,6 +79,8 @@ fn main() -> ExitCode {
             Command::Dashboard(args) => dashboard::dashboard(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,
             Command::Bench(args) => commands::bench::bench(args).await,
+            Command::Completions(args) => commands::completions::completions(&args),
+            Command::Man => commands::completions::man(),
             Command::BenchChild(args) => commands::bench::child::bench_child(args).await,
         }
     });
@@ -85,7 +88,7 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             if !e.is_output_closed() {
-                crate::output::errln!("error: {e}");
+                logging::error(log_format, &e.message, e.code);
             }
             ExitCode::from(e.code)
         }

@@ -399,3 +399,54 @@ async fn http_handler_acks_rejects_and_retries_by_status() {
         assert!(header(r, "x-pythia-message-id").is_some_and(|id| !id.is_empty()));
     }
 }
+
+/// One worker file serves every command that talks to Redis: each takes the keys it has
+/// (redis_url, queue, key_prefix) and ignores the worker-only ones (concurrency, exec, burst);
+/// a required --queue may come from the file; a key no command knows is still an error.
+#[tokio::test]
+async fn one_config_file_serves_every_command() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let file = TempFile::new(
+        "worker.toml",
+        &format!(
+            "redis_url = \"{}\"\nqueue = \"shared\"\nkey_prefix = \"acme\"\nconcurrency = 8\n\
+             burst = true\nmetrics_addr = \"off\"\nexec = \"exit 65\"\n",
+            server.url()
+        ),
+    );
+    let env = [("PYTHIA_CONFIG", file.path())];
+    let o = pythia(&["produce", "a", "b"], &env);
+    assert!(o.status.success(), "{}", text(&o));
+    let n: i64 = cmd(&conn, &["LLEN", "shared"]).await;
+    assert_eq!(n, 2, "produce took redis_url and queue from the file");
+
+    let o = pythia(&["run", "--config", file.path()], &[]);
+    assert!(o.status.success(), "{}", text(&o));
+    for args in [
+        &["inspect", "--json"][..],
+        &["dlq", "list", "--json"][..],
+        &["doctor", "--json"][..],
+    ] {
+        let o = pythia(&[args, &["--config", file.path()]].concat(), &[]);
+        assert!(o.status.success(), "{args:?}: {}", text(&o));
+    }
+    let o = pythia(&["dlq", "list", "--json"], &env);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["total"], 2, "key_prefix from the file: {doc}");
+    assert_eq!(doc["key"], "acme:{shared}:dlq", "{doc}");
+
+    // A flag still wins over the file.
+    let o = pythia(&["inspect", "--json", "-q", "other"], &env);
+    let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(doc["queue"], "other", "{doc}");
+
+    let bad = TempFile::new("bad.toml", "queue = \"q\"\nconcurency = 3\n");
+    let o = pythia(&["inspect", "--config", bad.path()], &[]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
+    assert!(
+        text(&o).contains("unknown key `concurency`"),
+        "{}",
+        text(&o)
+    );
+}

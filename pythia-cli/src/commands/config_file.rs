@@ -1,6 +1,7 @@
-//! `pythia run --config FILE` (or `PYTHIA_CONFIG`): settings from a TOML file.
+//! `--config FILE` (or `PYTHIA_CONFIG`), on every command that talks to Redis: settings from a
+//! TOML file.
 //!
-//! The file's keys are the long flags of `pythia run`, in snake_case or kebab-case
+//! The file's keys are long flags of the command, in snake_case or kebab-case
 //! (`redis_url`, `max-attempts`, `retry_delay = "100ms"`, `burst = true`,
 //! `queue = ["a", "b"]`). Precedence is flags > environment > file > defaults: the command line
 //! is parsed first, and a file value is used only for a setting whose value there is nothing
@@ -11,6 +12,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
+use clap::error::ErrorKind;
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, CommandFactory, FromArgMatches};
 
@@ -26,36 +28,49 @@ pub(crate) enum ParseError {
     Config(CliError),
 }
 
-/// Parses `argv` and, for `run`, merges the config file in.
+/// Parses `argv` and, for a command given `--config` (or `PYTHIA_CONFIG`), merges the file in.
 pub(crate) fn parse_from(argv: Vec<OsString>) -> Result<Cli, ParseError> {
-    let matches = Cli::command()
-        .try_get_matches_from(&argv)
-        .map_err(ParseError::Clap)?;
-    let Some(("run", run)) = matches.subcommand() else {
+    let matches = match Cli::command().try_get_matches_from(&argv) {
+        Ok(m) => m,
+        // A required flag (`inspect --queue`) may come from the file: find the file anyway.
+        Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => {
+            match Cli::command()
+                .ignore_errors(true)
+                .try_get_matches_from(&argv)
+            {
+                Ok(m) if config_path(&m).is_some() => m,
+                _ => return Err(ParseError::Clap(e)),
+            }
+        }
+        Err(e) => return Err(ParseError::Clap(e)),
+    };
+    let Some(path) = config_path(&matches) else {
         return Cli::from_arg_matches(&matches).map_err(ParseError::Clap);
     };
-    let Some(path) = run.get_one::<PathBuf>("config").cloned() else {
-        return Cli::from_arg_matches(&matches).map_err(ParseError::Clap);
-    };
-    let extra = file_args(&path, &matches, run).map_err(ParseError::Config)?;
-    if extra.is_empty() {
-        return Cli::from_arg_matches(&matches).map_err(ParseError::Clap);
-    }
+    let extra = file_args(&path, &matches).map_err(ParseError::Config)?;
     let mut all = argv.clone();
     all.extend(extra.iter().flat_map(|(_, a)| a.iter().cloned()));
     match Cli::command().try_get_matches_from(&all) {
         Ok(m) => Cli::from_arg_matches(&m).map_err(ParseError::Clap),
         Err(e) => {
-            // Name the key: the command line alone parsed, so try each key's values alone.
+            // Name the key: try each key's values alone on the command line. When the command
+            // line alone lacks a required flag (one the file gives), that error is no key's.
+            let missing = |e: &clap::Error| e.kind() == ErrorKind::MissingRequiredArgument;
+            let base_lacks = Cli::command()
+                .try_get_matches_from(&argv)
+                .is_err_and(|e| missing(&e));
             for (key, args) in &extra {
                 let mut one = argv.clone();
                 one.extend(args.iter().cloned());
-                if let Err(e) = Cli::command().try_get_matches_from(&one) {
-                    return Err(ParseError::Config(CliError::usage(format!(
-                        "config file {}: key `{key}`: {}",
-                        path.display(),
-                        first_line(&e)
-                    ))));
+                match Cli::command().try_get_matches_from(&one) {
+                    Err(e) if !(base_lacks && missing(&e)) => {
+                        return Err(ParseError::Config(CliError::usage(format!(
+                            "config file {}: key `{key}`: {}",
+                            path.display(),
+                            first_line(&e)
+                        ))));
+                    }
+                    _ => {}
                 }
             }
             Err(ParseError::Config(CliError::usage(format!(
@@ -65,6 +80,23 @@ pub(crate) fn parse_from(argv: Vec<OsString>) -> Result<Cli, ParseError> {
             ))))
         }
     }
+}
+
+/// The subcommand path (`["dlq", "list"]`) and the matches of the innermost subcommand.
+fn leaf(matches: &ArgMatches) -> (Vec<&str>, &ArgMatches) {
+    let mut path = Vec::new();
+    let mut m = matches;
+    while let Some((name, sub)) = m.subcommand() {
+        path.push(name);
+        m = sub;
+    }
+    (path, m)
+}
+
+/// The `--config` file of the command, if it takes one and one was given.
+fn config_path(matches: &ArgMatches) -> Option<PathBuf> {
+    let (_, m) = leaf(matches);
+    m.try_get_one::<PathBuf>("config").ok().flatten().cloned()
 }
 
 /// Where the file fails to parse and why, without quoting the file: the offending line may
@@ -97,35 +129,44 @@ fn first_line(e: &clap::Error) -> String {
 
 /// The command-line arguments standing for the file's settings that neither a flag nor an
 /// environment variable set, each with its key.
-fn file_args(
-    path: &Path,
-    top: &ArgMatches,
-    run: &ArgMatches,
-) -> Result<Vec<(String, Vec<OsString>)>, CliError> {
+fn file_args(path: &Path, top: &ArgMatches) -> Result<Vec<(String, Vec<OsString>)>, CliError> {
     let err = |msg: String| CliError::usage(format!("config file {}: {msg}", path.display()));
     let text = std::fs::read_to_string(path)
         .map_err(|e| CliError::usage(format!("cannot read config file {}: {e}", path.display())))?;
     let table: toml::Table = toml::from_str(&text).map_err(|e| err(syntax_error(&text, &e)))?;
 
+    let (names, sub) = leaf(top);
     let mut cmd = Cli::command();
     cmd.build();
+    let mut this = &cmd;
+    for name in &names {
+        this = this
+            .find_subcommand(name)
+            .expect("the matched subcommand exists");
+    }
     let run_cmd = cmd
         .find_subcommand("run")
         .expect("the run subcommand exists");
+    let flag = |c: &clap::Command, long: &str| {
+        c.get_arguments()
+            .find(|a| a.get_long() == Some(long) && !a.is_hide_set())
+            .filter(|_| !matches!(long, "config" | "help" | "version"))
+            .cloned()
+    };
     let mut seen: Vec<(String, String)> = Vec::new();
     let mut out = Vec::new();
     for (key, value) in table {
         let long = key.replace('_', "-");
-        let arg = run_cmd
-            .get_arguments()
-            .find(|a| a.get_long() == Some(long.as_str()) && !a.is_hide_set())
-            .filter(|_| !matches!(long.as_str(), "config" | "help" | "version"))
-            .ok_or_else(|| {
-                err(format!(
-                    "unknown key `{key}` (the keys are the long flags of `pythia run`, e.g. \
-                     redis_url, queue, concurrency, retry_delay; see `pythia run --help`)"
-                ))
-            })?;
+        let Some(arg) = flag(this, &long) else {
+            if flag(run_cmd, &long).is_some() {
+                continue; // a worker setting this command does not take: one file serves all
+            }
+            return Err(err(format!(
+                "unknown key `{key}` (the keys are long flags of `pythia {}` or `pythia run`, \
+                 e.g. redis_url, queue, concurrency, retry_delay; see their --help)",
+                names.join(" ")
+            )));
+        };
         if let Some((first, _)) = seen.iter().find(|(_, l)| *l == long) {
             return Err(err(format!(
                 "key `{key}` is given twice (also as `{first}`)"
@@ -134,9 +175,9 @@ fn file_args(
         seen.push((key.clone(), long.clone()));
         let id = arg.get_id().as_str();
         let source = if arg.is_global_set() {
-            top.value_source(id).or_else(|| run.value_source(id))
+            top.value_source(id).or_else(|| sub.value_source(id))
         } else {
-            run.value_source(id)
+            sub.value_source(id)
         };
         if matches!(
             source,
@@ -223,7 +264,7 @@ mod tests {
         assert_eq!(r.retry_delay, std::time::Duration::from_millis(250));
         assert!(r.burst);
         assert_eq!(r.concurrency, 9, "the flag wins");
-        assert_eq!(r.metrics_addr, crate::cli::MetricsAddr::Off);
+        assert_eq!(r.metrics_addr, Some(crate::cli::MetricsAddr::Off));
     }
 
     #[test]

@@ -218,13 +218,24 @@ async fn replay(args: DlqReplayArgs) -> Result<(), CliError> {
         dlq.replay(&selected).await
     }
     .map_err(CliError::runtime)?;
-    crate::output::outln!(
-        "replayed {} dead letter{} onto {} (attempt reset to 1)",
-        report.replayed,
-        if report.replayed == 1 { "" } else { "s" },
-        describe(kind, q)
-    )?;
-    if report.missing > 0 {
+    if args.json {
+        let doc = json!({
+            "queue": q,
+            "broker": kind.map(BrokerKind::as_str),
+            "replayed": report.replayed,
+            "missing": report.missing,
+            "unheard": report.unheard,
+        });
+        crate::output::outln!("{doc}")?;
+    } else {
+        crate::output::outln!(
+            "replayed {} dead letter{} onto {} (attempt reset to 1)",
+            report.replayed,
+            if report.replayed == 1 { "" } else { "s" },
+            describe(kind, q)
+        )?;
+    }
+    if report.missing > 0 && !args.json {
         crate::output::outln!(
             "{} were gone before they could be replayed (replayed or purged meanwhile)",
             report.missing
@@ -252,7 +263,11 @@ async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
         Some(s) => s.len() as u64,
         None => dlq.len().await.map_err(CliError::runtime)?,
     };
+    let purged = |deleted: u64| json!({ "queue": q, "broker": kind.map(BrokerKind::as_str), "deleted": deleted });
     if count == 0 {
+        if args.json {
+            return crate::output::outln!("{}", purged(0));
+        }
         crate::output::outln!("no dead letters of {} to purge", describe(kind, q))?;
         return Ok(());
     }
@@ -281,6 +296,9 @@ async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
         None => dlq.purge().await,
     }
     .map_err(CliError::runtime)?;
+    if args.json {
+        return crate::output::outln!("{}", purged(deleted));
+    }
     crate::output::outln!(
         "deleted {deleted} dead letter{} of {}",
         if deleted == 1 { "" } else { "s" },

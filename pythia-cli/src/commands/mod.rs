@@ -1,7 +1,9 @@
 //! One module per subcommand.
 
 pub(crate) mod bench;
+pub(crate) mod completions;
 pub(crate) mod config_file;
+mod connect;
 pub(crate) mod dlq;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
@@ -10,52 +12,10 @@ pub(crate) mod produce;
 pub(crate) mod quickstart;
 pub(crate) mod run;
 
-use pythia::BrokerErrorKind;
-use pythia::redis::{RedisConfig, RedisConnection};
+use pythia::redis::RedisConnection;
 
-use crate::cli::{QueueArgs, RedisArgs, TopologyArgs};
+pub(crate) use self::connect::{connect, connect_url};
 use crate::error::CliError;
-
-/// Connects to the Redis of `args`, with clear errors for a bad URL or an unreachable server.
-pub(crate) async fn connect(args: &QueueArgs) -> Result<RedisConnection, CliError> {
-    args.redis.connect().await
-}
-
-impl RedisArgs {
-    /// Connects to this Redis deployment, with clear errors for a bad URL or an unreachable
-    /// server.
-    pub(crate) async fn connect(&self) -> Result<RedisConnection, CliError> {
-        connect_to(&self.redis_url, &self.topology, &self.key_prefix).await
-    }
-}
-
-/// Connects to the standalone Redis at `url`.
-pub(crate) async fn connect_url(url: &str, key_prefix: &str) -> Result<RedisConnection, CliError> {
-    connect_to(url, &TopologyArgs::default(), key_prefix).await
-}
-
-/// Connects to the Redis deployment at `url` (one URL, or a list of cluster seed nodes or
-/// sentinels as `topology` says).
-pub(crate) async fn connect_to(
-    url: &str,
-    topology: &TopologyArgs,
-    key_prefix: &str,
-) -> Result<RedisConnection, CliError> {
-    let mut config = RedisConfig::from_url(url)
-        .map_err(CliError::usage)?
-        .with_key_prefix(key_prefix)
-        .with_topology(topology.topology());
-    // A private CA for rediss:// (the binary needs the `tls` feature).
-    if let Some(ca) = std::env::var_os("REDIS_TLS_CA_FILE").filter(|v| !v.is_empty()) {
-        config = config.with_tls_ca_file(ca);
-    }
-    RedisConnection::connect(config)
-        .await
-        .map_err(|e| match e.kind() {
-            BrokerErrorKind::Config | BrokerErrorKind::Connection => CliError::usage(e),
-            _ => CliError::runtime(e),
-        })
-}
 
 /// The type of a key (`TYPE`): `list`, `stream`, `none`, …
 pub(crate) async fn key_type(conn: &RedisConnection, key: &str) -> Result<String, CliError> {

@@ -1,6 +1,7 @@
 //! `pythia produce`: push messages from arguments, a file, stdin, or a generator, pipelined,
 //! optionally paced, with progress on long runs.
 
+use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 use pythia::redis::{
@@ -22,8 +23,18 @@ enum Bodies {
     Given { items: Vec<Vec<u8>>, next: usize },
     /// Numbered bodies of a fixed size.
     Generated { size: usize, next: u64 },
-    /// Lines of a reader (stdin or a file).
-    Lines(tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>),
+    /// Lines of a reader (stdin or a file), after `first` when it was read ahead.
+    Lines {
+        first: Option<Vec<u8>>,
+        lines: tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>>,
+    },
+}
+
+/// The lines of `r`.
+fn lines_of(
+    r: Box<dyn tokio::io::AsyncRead + Unpin + Send>,
+) -> tokio::io::Lines<BufReader<Box<dyn tokio::io::AsyncRead + Unpin + Send>>> {
+    BufReader::new(r).lines()
 }
 
 /// A body of exactly `size` bytes that starts with its number.
@@ -47,11 +58,14 @@ impl Bodies {
                 *next += 1;
                 Ok(Some(b))
             }
-            Self::Lines(lines) => Ok(lines
-                .next_line()
-                .await
-                .map_err(|e| CliError::usage(format!("cannot read input: {e}")))?
-                .map(String::into_bytes)),
+            Self::Lines { first, lines } => match first.take() {
+                Some(line) => Ok(Some(line)),
+                None => Ok(lines
+                    .next_line()
+                    .await
+                    .map_err(|e| CliError::usage(format!("cannot read input: {e}")))?
+                    .map(String::into_bytes)),
+            },
         }
     }
 }
@@ -68,11 +82,35 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         let f = tokio::fs::File::open(path)
             .await
             .map_err(|e| CliError::usage(format!("cannot open {}: {e}", path.display())))?;
-        let r: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(f);
-        Bodies::Lines(BufReader::new(r).lines())
+        Bodies::Lines {
+            first: None,
+            lines: lines_of(Box::new(f)),
+        }
     } else if args.messages == ["-"] {
-        let r: Box<dyn tokio::io::AsyncRead + Unpin + Send> = Box::new(tokio::io::stdin());
-        Bodies::Lines(BufReader::new(r).lines())
+        Bodies::Lines {
+            first: None,
+            lines: lines_of(Box::new(tokio::io::stdin())),
+        }
+    } else if args.messages.is_empty() && args.count.is_none() && !std::io::stdin().is_terminal() {
+        // `… | pythia produce --queue q`: stdin, as with `-`. Its first line is read before
+        // connecting, so that an empty stdin is "nothing to produce", not zero messages sent.
+        let mut lines = lines_of(Box::new(tokio::io::stdin()));
+        let first = lines
+            .next_line()
+            .await
+            .map_err(|e| CliError::usage(format!("cannot read stdin: {e}")))?;
+        match first {
+            Some(line) => Bodies::Lines {
+                first: Some(line.into_bytes()),
+                lines,
+            },
+            None => {
+                return Err(CliError::usage(
+                    "nothing to produce: stdin is empty; give messages, `-` for stdin, \
+                     --file PATH, or --count N",
+                ));
+            }
+        }
     } else if !args.messages.is_empty() {
         Bodies::Given {
             items: args
@@ -223,9 +261,23 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         Some(q) => format!("sharded stream ({} shards)", q.shard_count()),
         None => args.queue.broker.as_str().to_owned(),
     };
+    let rate = sent as f64 / secs.max(1e-9);
+    if args.json {
+        let doc = serde_json::json!({
+            "queue": queue,
+            "broker": args.queue.broker.as_str(),
+            "shards": sharded.as_ref().map(|q| q.shard_count()),
+            "produced": sent,
+            "seconds": secs,
+            "rate_per_second": rate,
+            "subscriber_deliveries": (args.queue.broker == BrokerKind::Pubsub).then_some(receivers),
+            "delay_seconds": args.delay.map(|d| d.as_secs_f64()),
+            "deliver_at": args.at.map(super::rfc3339),
+        });
+        return crate::output::outln!("{doc}");
+    }
     let summary = format!(
-        "produced {sent} messages to {kind} {queue:?} in {secs:.3}s ({:.0} msg/s){heard}",
-        sent as f64 / secs.max(1e-9)
+        "produced {sent} messages to {kind} {queue:?} in {secs:.3}s ({rate:.0} msg/s){heard}"
     );
     if args.print_ids {
         crate::output::errln!("{summary}"); // stdout holds the ids alone

@@ -36,14 +36,24 @@ pub(crate) async fn quickstart(args: QuickstartArgs) -> Result<(), CliError> {
     let result = demo(&url, &args, local.is_some()).await;
     if let Some(l) = local {
         l.stop().await;
-        crate::output::outln!("stopped the throwaway redis-server")?;
+        if !args.json {
+            crate::output::outln!("stopped the throwaway redis-server")?;
+        }
     }
     result
 }
 
+/// `outln!` unless `--json` was given.
+macro_rules! say {
+    ($args:expr, $($fmt:tt)*) => {
+        if $args.json { Ok(()) } else { crate::output::outln!($($fmt)*) }
+    };
+}
+
 async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliError> {
     let conn = super::connect_url(url, "pythia").await?;
-    crate::output::outln!(
+    say!(
+        args,
         "Redis: {} ({})",
         conn.config().masked_url(),
         if local {
@@ -54,8 +64,11 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
     )?;
     let queue = format!("pythia-quickstart-{}", std::process::id());
     let mut total_ok = true;
+    let mut produced = Vec::new();
+    let mut modes = Vec::new();
     for mode in ["reliable-list", "list"] {
-        let n = produce(&conn, &queue, args).await?;
+        let (n, secs) = produce(&conn, &queue, args).await?;
+        produced.push(serde_json::json!({ "messages": n, "seconds": secs }));
         let summary = match mode {
             "reliable-list" => drain(ReliableListBroker::new(&conn, &queue), args).await?,
             _ => drain(ListBroker::new(&conn, &queue), args).await?,
@@ -65,12 +78,21 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
         } else {
             "at-least-once: acked only after the handler finished"
         };
-        crate::output::outln!(
+        say!(
+            args,
             "  {mode:<13} processed {} of {n} in {:.3}s = {:.0} msg/s ({guarantee})",
             summary.acked,
             summary.active.as_secs_f64(),
             summary.active_rate()
         )?;
+        modes.push(serde_json::json!({
+            "mode": mode,
+            "processed": summary.processed(),
+            "acked": summary.acked,
+            "dead_lettered": summary.dead_lettered,
+            "seconds": summary.active.as_secs_f64(),
+            "rate_per_second": summary.active_rate(),
+        }));
         total_ok &= summary.acked == n && summary.dead_lettered == 0;
     }
     let mut m = conn.manager();
@@ -79,10 +101,29 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
         .query_async(&mut m)
         .await
         .map_err(|e| CliError::runtime(conn.error("LLEN", e)))?;
-    crate::output::outln!("queue {queue:?} now holds {left} messages")?;
-    if total_ok && left == 0 {
-        crate::output::outln!("done: every message was processed exactly as produced")?;
-        crate::output::outln!(
+    let ok = total_ok && left == 0;
+    if args.json {
+        let doc = serde_json::json!({
+            "redis": conn.config().masked_url(),
+            "throwaway_redis": local,
+            "messages": args.messages,
+            "size": args.size,
+            "produced": produced,
+            "modes": modes,
+            "left": left,
+            "ok": ok,
+        });
+        crate::output::outln!("{doc}")?;
+    } else {
+        crate::output::outln!("queue {queue:?} now holds {left} messages")?;
+    }
+    if ok {
+        say!(
+            args,
+            "done: every message was processed exactly as produced"
+        )?;
+        say!(
+            args,
             "metrics: this demo runs in-process and serves none; `pythia run --metrics-addr 0.0.0.0:9090` \
              (the default) serves /metrics, /healthz and /readyz"
         )?;
@@ -92,11 +133,12 @@ async fn demo(url: &str, args: &QuickstartArgs, local: bool) -> Result<(), CliEr
     }
 }
 
+/// Produces `--messages` messages; returns how many and the seconds it took.
 async fn produce(
     conn: &pythia::redis::RedisConnection,
     queue: &str,
     args: &QuickstartArgs,
-) -> Result<u64, CliError> {
+) -> Result<(u64, f64), CliError> {
     let producer = ListProducer::new(conn, queue);
     let started = Instant::now();
     let mut sent = 0u64;
@@ -112,12 +154,13 @@ async fn produce(
         sent += n;
     }
     let secs = started.elapsed().as_secs_f64();
-    crate::output::outln!(
+    say!(
+        args,
         "produced {sent} messages of {} bytes in {secs:.3}s = {:.0} msg/s",
         args.size,
         sent as f64 / secs.max(1e-9)
     )?;
-    Ok(sent)
+    Ok((sent, secs))
 }
 
 async fn drain<B: Broker>(

@@ -12,7 +12,9 @@ use pythia::{
     RetryPolicy, RuntimeError, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 
-use crate::cli::{BrokerKind, BuiltinHandler, MetricsAddr, RunArgs};
+use crate::cli::{
+    BrokerKind, BuiltinHandler, ConnectTimeout, DEFAULT_METRICS_ADDR, MetricsAddr, RunArgs,
+};
 use crate::error::CliError;
 use crate::exec::per_message::ExecWorker;
 use crate::exec::persistent::PersistentExecWorker;
@@ -43,7 +45,7 @@ impl Worker for PrintWorker {
 }
 
 pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
-    if args.metrics_addr != MetricsAddr::Off {
+    if args.metrics_addr != Some(MetricsAddr::Off) {
         // Before any broker or layer registers its metrics: handles made earlier record nowhere.
         pythia::exporter::install_recorder().map_err(CliError::runtime)?;
     }
@@ -60,7 +62,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         // A bad --http set-up (an unreadable CA file) is reported before Redis is waited for.
         http_worker(url, &args)?;
     }
-    let conn = super::connect(qa).await?;
+    // Served while waiting for Redis too: /healthz answers (the process is alive, no restart
+    // loop) and /readyz says not ready until the worker runs.
+    let metrics = MetricsEndpoint::start(args.metrics_addr).await?;
+    let metrics = metrics.as_ref().map(|m| &m.server);
+    let conn = qa.redis.connect_or_wait(ConnectTimeout::Forever).await?;
     let side = qa.list_side.into();
     if let Some(queue) = sharded {
         let b =
@@ -71,22 +77,23 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             shards = queue.shard_count(),
             "consumer name"
         );
-        return with_handler(b, &args).await;
+        return with_handler(b, &args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
-            with_handler(ListBroker::new(&conn, qa.single()?).with_side(side), &args).await
+            let b = ListBroker::new(&conn, qa.single()?).with_side(side);
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::ReliableList => {
             let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::Stream => {
             let b =
                 StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start.into());
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
         BrokerKind::Pubsub => {
             let b = PubSubBroker::builder(&conn)
@@ -97,7 +104,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .subscribe()
                 .await
                 .map_err(CliError::usage)?;
-            with_handler(b, &args).await
+            with_handler(b, &args, metrics).await
         }
     }
 }
@@ -109,10 +116,57 @@ fn http_worker(url: &crate::http_worker::HttpUrl, args: &RunArgs) -> Result<Http
         .map_err(CliError::usage)
 }
 
-async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliError> {
+/// The /metrics, /healthz and /readyz endpoint of `--metrics-addr`, served until dropped.
+struct MetricsEndpoint {
+    server: MetricsServer,
+    stop: CancellationToken,
+}
+
+impl MetricsEndpoint {
+    /// Binds and serves `addr` (`None`: the default address); `None` for `off`, and for the
+    /// default address when its port is taken.
+    async fn start(addr: Option<MetricsAddr>) -> Result<Option<Self>, CliError> {
+        let server = match addr {
+            Some(MetricsAddr::Off) => return Ok(None),
+            Some(MetricsAddr::At(addr)) => {
+                MetricsServer::bind(addr).await.map_err(CliError::usage)?
+            }
+            // A second worker on the same host finds the default port taken: it works without
+            // an endpoint rather than not at all. An address somebody chose must be served.
+            None => match MetricsServer::bind(DEFAULT_METRICS_ADDR).await {
+                Ok(server) => server,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                    tracing::warn!(
+                        error = %e,
+                        "the default metrics port is taken (another worker on this host?): \
+                         running without /metrics, /healthz and /readyz; choose a port with \
+                         --metrics-addr, or `off`"
+                    );
+                    return Ok(None);
+                }
+                Err(e) => return Err(CliError::usage(e)),
+            },
+        };
+        let stop = CancellationToken::new();
+        tokio::spawn(server.clone().serve(stop.clone()));
+        Ok(Some(Self { server, stop }))
+    }
+}
+
+impl Drop for MetricsEndpoint {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn with_handler<B: Broker>(
+    broker: B,
+    args: &RunArgs,
+    metrics: Option<&MetricsServer>,
+) -> Result<(), CliError> {
     if let Some(url) = &args.http {
         let worker = http_worker(url, args)?;
-        return drive(broker, worker, args, None).await;
+        return drive(broker, worker, args, None, metrics).await;
     }
     if let Some(cmd) = &args.exec_persistent {
         let children = args
@@ -124,20 +178,20 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
             children,
             args.exec_in_flight as usize,
         );
-        return drive(broker, worker, args, None).await;
+        return drive(broker, worker, args, None, metrics).await;
     }
     let stdout = HandlerStdout::default();
     match (&args.exec, args.handler) {
         (Some(cmd), _) => {
             let worker = ExecWorker::new(cmd.clone(), &args.pass_env, stdout.clone());
-            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            let run = drive(broker, worker, args, Some(stdout.stop_token()), metrics).await;
             stdout.result(run)
         }
         (None, BuiltinHandler::Print) => {
             let worker = PrintWorker {
                 stdout: stdout.clone(),
             };
-            let run = drive(broker, worker, args, Some(stdout.stop_token())).await;
+            let run = drive(broker, worker, args, Some(stdout.stop_token()), metrics).await;
             stdout.result(run)
         }
         (None, BuiltinHandler::Noop) => {
@@ -146,6 +200,7 @@ async fn with_handler<B: Broker>(broker: B, args: &RunArgs) -> Result<(), CliErr
                 worker_fn(|_m: Message| async { Ok(()) }),
                 args,
                 None,
+                metrics,
             )
             .await
         }
@@ -176,12 +231,13 @@ pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
 }
 
 /// Runs `worker` over `broker` as the flags say; `hard_stop`, when given, stops it at once
-/// (see [`WorkerRuntime::with_hard_stop`]).
+/// (see [`WorkerRuntime::with_hard_stop`]); `metrics`' /readyz follows the runtime.
 async fn drive<B: Broker, W: Worker>(
     broker: B,
     worker: W,
     args: &RunArgs,
     hard_stop: Option<CancellationToken>,
+    metrics: Option<&MetricsServer>,
 ) -> Result<(), CliError> {
     let policy = RetryPolicy::default()
         .with_max_attempts(args.max_attempts)
@@ -197,16 +253,29 @@ async fn drive<B: Broker, W: Worker>(
         Some(token) => runtime.with_hard_stop(token),
         None => runtime,
     };
-    let stop_metrics = CancellationToken::new();
-    if let MetricsAddr::At(addr) = args.metrics_addr {
-        let server = MetricsServer::bind(addr).await.map_err(CliError::usage)?;
+    if let Some(server) = metrics {
         server.watch(runtime.status());
-        tokio::spawn(server.serve(stop_metrics.clone()));
     }
     let result = runtime.run().await;
-    stop_metrics.cancel();
     let summary = result.map_err(run_error)?;
-    crate::output::errln!("{summary}");
+    if args.json {
+        let doc = serde_json::json!({
+            "fetched": summary.fetched,
+            "processed": summary.processed(),
+            "acked": summary.acked,
+            "retried": summary.retried,
+            "dead_lettered": summary.dead_lettered,
+            "released": summary.released,
+            "unsettled": summary.unsettled,
+            "panics": summary.panics,
+            "elapsed_seconds": summary.elapsed.as_secs_f64(),
+            "active_seconds": summary.active.as_secs_f64(),
+            "rate_per_second": summary.rate(),
+        });
+        crate::output::outln!("{doc}")?;
+    } else {
+        crate::output::errln!("{summary}");
+    }
     Ok(())
 }
 

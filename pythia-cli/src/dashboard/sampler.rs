@@ -171,6 +171,8 @@ impl Sampler {
                 redis_url: String::new(),
                 topology: Default::default(),
                 key_prefix: self.prefix.clone(),
+                connect_timeout: None,
+                config: None,
             },
             broker: None,
             queue: vec![queue.to_owned()],

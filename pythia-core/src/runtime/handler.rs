@@ -65,6 +65,8 @@ pub(crate) enum Running {
     Inline {
         slot: usize,
         fut: BoxFuture<Result<(), WorkerError>>,
+        /// The message's span, entered on each poll (a spawned handler is instrumented).
+        span: tracing::Span,
     },
     Spawned {
         slot: usize,
@@ -77,7 +79,8 @@ impl Future for Running {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         match self.get_mut() {
-            Self::Inline { slot, fut } => {
+            Self::Inline { slot, fut, span } => {
+                let _in = span.enter();
                 match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
                     Ok(Poll::Ready(r)) => Poll::Ready((*slot, r)),
                     Ok(Poll::Pending) => Poll::Pending,

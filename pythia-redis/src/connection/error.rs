@@ -14,11 +14,47 @@ pub(super) fn invalid(config: &RedisConfig, e: &redis::RedisError) -> BrokerErro
 }
 
 pub(super) fn unreachable(config: &RedisConfig, e: &redis::RedisError) -> BrokerError {
-    BrokerError::connection(format!(
+    let message = format!(
         "cannot connect to Redis at {}: {}",
         config.masked_url(),
         config.scrub(&e.to_string())
-    ))
+    );
+    if is_refused_credentials(e) {
+        BrokerError::config(message)
+    } else {
+        BrokerError::connection(message)
+    }
+}
+
+/// A wrong or missing password, or (TLS) a server certificate this client does not trust: the
+/// server answered, and will answer the same on every retry until the configuration changes
+/// (so waiting for it is pointless).
+pub(super) fn is_refused_credentials(e: &redis::RedisError) -> bool {
+    e.kind() == redis::ErrorKind::AuthenticationFailed
+        || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+        || is_untrusted_certificate(e)
+}
+
+/// The TLS handshake failed on the server's certificate (unknown issuer, wrong name, expired):
+/// tokio-rustls reports it as an I/O error wrapping a [`rustls::Error::InvalidCertificate`].
+#[cfg(feature = "tls")]
+fn is_untrusted_certificate(e: &redis::RedisError) -> bool {
+    use std::error::Error as _;
+    type Shared = std::sync::Arc<dyn std::error::Error + Send + Sync>;
+    // redis keeps the I/O error behind an `Arc<dyn Error>`, which is what `source` returns.
+    let source = e.source();
+    let io = source
+        .and_then(|s| s.downcast_ref::<Shared>())
+        .and_then(|shared| shared.downcast_ref::<std::io::Error>())
+        .or_else(|| source.and_then(|s| s.downcast_ref::<std::io::Error>()));
+    io.and_then(|io| io.get_ref())
+        .and_then(|inner| inner.downcast_ref::<rustls::Error>())
+        .is_some_and(|tls| matches!(tls, rustls::Error::InvalidCertificate(_)))
+}
+
+#[cfg(not(feature = "tls"))]
+fn is_untrusted_certificate(_: &redis::RedisError) -> bool {
+    false
 }
 
 /// Classifies a Redis error: I/O, timeouts, dropped connections and a cluster or master in

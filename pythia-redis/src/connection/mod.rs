@@ -13,7 +13,7 @@ pub use self::blocking::BlockingConnection;
 use self::blocking::BlockingKind;
 pub(crate) use self::blocking::BlockingSlot;
 pub(crate) use self::error::redis_error;
-use self::error::{invalid, unreachable};
+use self::error::{invalid, is_refused_credentials, unreachable};
 use self::sentinel::SentinelState;
 
 use std::sync::Arc;
@@ -126,6 +126,9 @@ impl RedisConnection {
         };
         let pong: Result<String, _> = redis::cmd("PING").query_async(&mut shared).await;
         if let Err(e) = pong {
+            if is_refused_credentials(&e) {
+                return Err(unreachable(&config, &e));
+            }
             return Err(redis_error(&config, "PING", e));
         }
         tracing::debug!(url = %config.masked_url(), topology = ?config.topology(), "connected to Redis");

@@ -13,6 +13,7 @@ use pythia_redis::{RedisConfig, RedisConnection};
 pub mod cluster;
 mod redis_process;
 pub mod sentinel;
+pub mod tls;
 
 /// A redis-server process owned by a test.
 pub struct RedisServer {
@@ -55,6 +56,27 @@ impl RedisServer {
             }
         }
         panic!("could not start redis-server: {last_err}");
+    }
+
+    /// Starts a server on `port`, a free port the test picked earlier (for a client started
+    /// before its server), with extra `redis-server` arguments.
+    pub fn start_on(port: u16, extra: &[&str]) -> Self {
+        let dir = std::env::temp_dir().join(format!(
+            "pythia-test-redis-{}-{:x}",
+            std::process::id(),
+            fastrand::u64(..)
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let mut s = Self {
+            port,
+            dir,
+            child: None,
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        if let Err(e) = s.spawn() {
+            panic!("could not start redis-server on port {port}: {e}");
+        }
+        s
     }
 
     fn spawn(&mut self) -> Result<(), String> {

@@ -304,8 +304,24 @@ impl<B: Broker> Driver<B> {
             let age = wall.duration_since(at).unwrap_or_default();
             self.metrics.end_to_end.record(age.as_secs_f64());
         }
-        let call =
-            std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.call(message.clone())));
+        // With `with_message_span`, the handler runs inside this span, so that its own tracing
+        // events carry the queue, the message id and the attempt. A disabled span is free to
+        // enter; an enabled one costs the subscriber's work, hence opt-in.
+        let span = if self.cfg.message_span {
+            tracing::info_span!(
+                target: "pythia_core::message",
+                "message",
+                queue = message.source().name(),
+                id = message.id(),
+                attempt = message.attempt()
+            )
+        } else {
+            tracing::Span::none()
+        };
+        let call = {
+            let _in = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.call(message.clone())))
+        };
         let fut: BoxFuture<Result<(), WorkerError>> = match call {
             Ok(fut) => fut,
             Err(p) => {
@@ -320,7 +336,7 @@ impl<B: Broker> Driver<B> {
             abort: None,
         };
         if self.spawn {
-            let handle = tokio::spawn(fut);
+            let handle = tokio::spawn(tracing::Instrument::instrument(fut, span));
             slot.abort = Some(handle.abort_handle());
             let slot = self.slots.insert(slot);
             self.inflight.push(Running::Spawned { slot, handle });
@@ -329,11 +345,15 @@ impl<B: Broker> Driver<B> {
         // A handler that finishes on its first poll (most fast handlers) never needs a slot or
         // a place in the in-flight set: poll it once here.
         let mut fut = fut;
-        match std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx))) {
+        let first_poll = {
+            let _in = span.enter();
+            std::panic::catch_unwind(AssertUnwindSafe(|| fut.as_mut().poll(cx)))
+        };
+        match first_poll {
             Ok(Poll::Ready(result)) => self.settle_one(slot, result, now),
             Ok(Poll::Pending) => {
                 let slot = self.slots.insert(slot);
-                self.inflight.push(Running::Inline { slot, fut });
+                self.inflight.push(Running::Inline { slot, fut, span });
             }
             Err(p) => self.settle_one(slot, Err(WorkerError::panic(panic_text(&*p))), now),
         }
