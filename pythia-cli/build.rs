@@ -22,16 +22,16 @@ fn main() {
         Ok(h) if !h.trim().is_empty() => Some(h.trim().to_owned()),
         _ => {
             // Rebuild when the commit changes: HEAD (a branch switch) and the branch's ref (a
-            // commit), wherever this checkout or worktree keeps them.
-            for path in ["HEAD", "packed-refs"] {
-                if let Some(p) = git(&["rev-parse", "--git-path", path]) {
+            // commit), wherever this checkout or worktree keeps them. Only files that exist: a
+            // missing one would make cargo rerun this script on every build.
+            let mut watched = vec!["HEAD".to_owned(), "packed-refs".to_owned()];
+            watched.extend(git(&["symbolic-ref", "-q", "HEAD"]));
+            for path in &watched {
+                if let Some(p) = git(&["rev-parse", "--git-path", path])
+                    && std::path::Path::new(&p).exists()
+                {
                     println!("cargo:rerun-if-changed={p}");
                 }
-            }
-            if let Some(branch) = git(&["symbolic-ref", "-q", "HEAD"])
-                && let Some(p) = git(&["rev-parse", "--git-path", &branch])
-            {
-                println!("cargo:rerun-if-changed={p}");
             }
             git(&["rev-parse", "--short=12", "HEAD"])
         }
