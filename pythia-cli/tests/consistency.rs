@@ -162,7 +162,10 @@ fn help_texts_name_only_their_own_command() {
         "{flags:?}"
     );
     let run = help(&["run", "--help"]);
-    assert!(run.contains("neither --exec nor --http"), "{run}");
+    assert!(
+        run.contains("none of --exec, --exec-persistent and --http"),
+        "{run}"
+    );
     let dlq = help(&["dlq", "list", "--help"]);
     assert!(dlq.contains("`dlq` works on one queue"), "{dlq}");
 }
