@@ -15,10 +15,10 @@
 #
 # Installs, pinned, into benches/peers/.work/ (git-ignored; delete it to reinstall): BullMQ
 # (npm ci of bullmq/package-lock.json), apalis + apalis-redis (cargo build --locked of
-# apalis/, a cargo project outside Pythia's workspace), the Python pythia-framework (a venv,
-# python/requirements.txt). Pythia itself is target/release/pythia (built if missing; set
-# PYTHIA_BIN to use another). Needs redis-server, node/npm, python3 (venv), cargo and
-# /usr/bin/time (Debian package `time`).
+# apalis/, a cargo project outside Pythia's workspace), the Python pythia-framework (a venv:
+# python/requirements.txt, each dependency pinned by python/constraints.txt). Pythia itself is
+# target/release/pythia (built if missing; set PYTHIA_BIN to use another). Needs redis-server,
+# node/npm, python3 (venv), cargo and /usr/bin/time (Debian package `time`).
 #
 # Not run by .ci/run: it takes several minutes (the slowest peers at their defaults run for
 # a minute or more each), and its figures depend on the machine and its load.
@@ -55,7 +55,8 @@ install_python() {
   if [ ! -x "$WORK/venv/bin/python" ] || ! "$WORK/venv/bin/python" -c 'import pythia' 2>/dev/null; then
     log "installing the Python pythia-framework (venv)"
     python3 -m venv "$WORK/venv"
-    "$WORK/venv/bin/pip" install --quiet -r "$HERE/python/requirements.txt" >&2
+    "$WORK/venv/bin/pip" install --quiet -r "$HERE/python/requirements.txt" \
+      -c "$HERE/python/constraints.txt" >&2
   fi
 }
 
