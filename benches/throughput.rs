@@ -174,7 +174,8 @@ async fn pubsub(conn: &RedisConnection, msgs: &[Message]) -> Duration {
     let publisher = Publisher::new(conn, QUEUE);
     let (summary, published) = tokio::join!(rt.run(), publisher.publish_many(msgs));
     let receivers = published.expect("PUBLISH");
-    assert!(receivers.iter().all(|&n| n == 1), "one subscriber got each");
+    // At least: the previous iteration's subscription may not be closed on the server yet.
+    assert!(receivers.iter().all(|&n| n >= 1), "the subscriber got each");
     busy(summary.expect("the run succeeds"))
 }
 
