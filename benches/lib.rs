@@ -12,5 +12,8 @@
 //! ```sh
 //! cargo bench -p pythia-benches                 # all, a few minutes on 2 cores
 //! cargo bench -p pythia-benches --bench runtime # one
-//! cargo test -p pythia-benches --benches        # each bench once, as a test (CI)
+//! cargo bench -p pythia-benches -- --test       # each bench once, as a test (CI)
 //! ```
+//!
+//! `peers/` is not a Rust bench: `peers/run.sh` runs BullMQ, apalis and the Python
+//! pythia-framework beside Pythia on one workload (see BENCHMARKS.md).
