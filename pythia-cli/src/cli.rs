@@ -517,6 +517,12 @@ pub(crate) struct RunArgs {
     #[arg(long, env = "PYTHIA_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub(crate) batch_size: u32,
 
+    /// Messages fetched beyond --concurrency, waiting to start the moment a handler finishes:
+    /// for many short I/O-bound handlers; keep 0 for long jobs (they would wait here while
+    /// another worker idles).
+    #[arg(long, env = "PYTHIA_PREFETCH", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
+    pub(crate) prefetch: u32,
+
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]
     pub(crate) burst: bool,

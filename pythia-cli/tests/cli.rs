@@ -65,6 +65,9 @@ async fn produce_then_run_burst_with_each_list_broker() {
             "--burst",
             "--concurrency",
             "1",
+            // Fetched ahead, still handled one at a time and in order.
+            "--prefetch",
+            "2",
             "--metrics-addr",
             "off",
             "--log",

@@ -245,6 +245,7 @@ async fn drive<B: Broker, W: Worker>(
     let runtime = WorkerRuntime::new(broker, worker)
         .with_concurrency(args.concurrency as usize)
         .with_batch_size(args.batch_size as usize)
+        .with_prefetch(args.prefetch as usize)
         .with_retry_policy(policy)
         .with_resilience(resilience(args, &args.queue.queue.join(",")))
         .with_shutdown_grace(args.shutdown_grace)
