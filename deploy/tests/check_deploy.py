@@ -266,7 +266,8 @@ class Cli:
         for m in re.finditer(r"^pub\(crate\) enum (\w+) \{\n(.*?)^\}", text, re.S | re.M):
             name, body = m.group(1), m.group(2)
             # `#[value(name = "x")]` / `#[command(name = "x")]` rename a variant.
-            variants = re.findall(r'(?:#\[(?:value|command)\(name = "([^"]+)"\)\]\s*)?^    (\w+)(?:\((\w+)\))?,', body, re.M)
+            # A variant's arguments may be boxed: `Run(Box<RunArgs>)`.
+            variants = re.findall(r'(?:#\[(?:value|command)\(name = "([^"]+)"\)\]\s*)?^    (\w+)(?:\((?:Box<)?(\w+)>?\))?,', body, re.M)
             if name == "Command":
                 for renamed, v, args in variants:
                     self.subcommands[renamed or kebab(v)] = args

@@ -333,100 +333,31 @@ async fn a_keep_alive_connection_closed_under_a_request_is_retried_once_on_a_fre
 
 #[cfg(feature = "tls")]
 mod tls {
-    use std::path::{Path, PathBuf};
-
     use rustls::ServerConfig;
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
     use super::*;
 
-    /// A private CA and a server certificate for 127.0.0.1 and localhost, made with openssl in
-    /// a fresh directory (removed on drop).
-    pub(super) struct Pki {
-        pub(super) dir: PathBuf,
-    }
-
-    impl Drop for Pki {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.dir);
-        }
-    }
-
-    fn openssl(dir: &Path, args: &[&str]) {
-        let st = Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .expect("openssl is needed for the TLS tests");
-        assert!(st.success(), "openssl {args:?} failed");
-    }
+    /// The shared test PKI (`support::tls::TestPki`), with what these tests need of it.
+    pub(super) struct Pki(crate::support::tls::TestPki);
 
     impl Pki {
         pub(super) fn new() -> Self {
-            let dir = std::env::temp_dir().join(format!(
-                "pythia-http-tls-{}-{:x}",
-                std::process::id(),
-                fastrand::u64(..)
-            ));
-            std::fs::create_dir_all(&dir).unwrap();
-            let new_key = ["-newkey", "rsa:2048", "-nodes"];
-            let ca = ["-keyout", "ca.key", "-out", "ca.crt", "-days", "2"];
-            let ca_name = ["-subj", "/CN=pythia-http-test-ca"];
-            openssl(
-                &dir,
-                &[&["req", "-x509"][..], &new_key, &ca, &ca_name].concat(),
-            );
-            let csr = [
-                "-keyout",
-                "server.key",
-                "-out",
-                "server.csr",
-                "-subj",
-                "/CN=localhost",
-            ];
-            openssl(&dir, &[&["req"][..], &new_key, &csr].concat());
-            std::fs::write(
-                dir.join("san.ext"),
-                "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
-            )
-            .unwrap();
-            openssl(
-                &dir,
-                &[
-                    "x509",
-                    "-req",
-                    "-in",
-                    "server.csr",
-                    "-CA",
-                    "ca.crt",
-                    "-CAkey",
-                    "ca.key",
-                    "-CAcreateserial",
-                    "-out",
-                    "server.crt",
-                    "-days",
-                    "2",
-                    "-extfile",
-                    "san.ext",
-                ],
-            );
-            Self { dir }
+            Self(crate::support::tls::TestPki::generate())
         }
 
         pub(super) fn ca(&self) -> String {
-            self.dir.join("ca.crt").to_str().unwrap().to_owned()
+            self.0.ca_file().to_str().unwrap().to_owned()
         }
 
         /// A server configuration offering these ALPN protocols.
         pub(super) fn server(&self, alpn: &[&[u8]]) -> ServerConfig {
-            let certs = CertificateDer::pem_file_iter(self.dir.join("server.crt"))
+            let certs = CertificateDer::pem_file_iter(self.0.dir().join("server.crt"))
                 .unwrap()
                 .collect::<Result<Vec<_>, _>>()
                 .unwrap();
-            let key = PrivateKeyDer::from_pem_file(self.dir.join("server.key")).unwrap();
+            let key = PrivateKeyDer::from_pem_file(self.0.dir().join("server.key")).unwrap();
             let mut config = ServerConfig::builder_with_provider(Arc::new(
                 rustls::crypto::ring::default_provider(),
             ))
