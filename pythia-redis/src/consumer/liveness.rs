@@ -225,6 +225,92 @@ impl ReapGate {
     }
 }
 
+/// One consumer's membership of its queue (or consumer group), shared by the reliable list and
+/// the stream broker: its name, its heartbeat key and the registry it is listed in, its
+/// [`Liveness`] settings, and the [`ReapGate`] that says when it may judge the others.
+#[derive(Debug)]
+pub(crate) struct Membership {
+    consumer: String,
+    heartbeat_key: String,
+    registry: String,
+    liveness: Liveness,
+    gate: ReapGate,
+    /// Whether this consumer is registered (its broker sets it after its first heartbeat and
+    /// clears it when it leaves).
+    pub(crate) registered: std::sync::atomic::AtomicBool,
+}
+
+impl Membership {
+    /// Consumer `consumer`, beating on `heartbeat_key` and listed in the set `registry`, with the
+    /// default [`Liveness`].
+    pub(crate) fn new(consumer: &str, heartbeat_key: String, registry: String) -> Self {
+        Self {
+            consumer: consumer.to_owned(),
+            heartbeat_key,
+            registry,
+            liveness: Liveness::default(),
+            gate: ReapGate::default(),
+            registered: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// See [`Liveness::with_heartbeat_ttl`].
+    pub(crate) fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
+        self.liveness = self.liveness.with_heartbeat_ttl(ttl);
+        self
+    }
+
+    /// See [`Liveness::with_interval`].
+    pub(crate) fn with_interval(mut self, d: Duration) -> Self {
+        self.liveness = self.liveness.with_interval(d);
+        self
+    }
+
+    /// The consumer's name.
+    pub(crate) fn consumer(&self) -> &str {
+        &self.consumer
+    }
+
+    /// Its heartbeat key.
+    pub(crate) fn heartbeat_key(&self) -> &str {
+        &self.heartbeat_key
+    }
+
+    /// The set of consumers it is registered in.
+    pub(crate) fn registry(&self) -> &str {
+        &self.registry
+    }
+
+    /// Heartbeat lifetime and maintenance interval.
+    pub(crate) fn liveness(&self) -> &Liveness {
+        &self.liveness
+    }
+
+    /// Sends the heartbeat and the registration (see [`Liveness::beat`]).
+    pub(crate) async fn beat(
+        &self,
+        conn: &RedisConnection,
+        manager: &mut SharedConnection,
+    ) -> Result<(), BrokerError> {
+        self.liveness
+            .beat(
+                &self.gate,
+                conn,
+                manager,
+                &self.heartbeat_key,
+                &self.registry,
+                &self.consumer,
+            )
+            .await
+    }
+
+    /// Whether other consumers' missing heartbeats may be taken for death now (see
+    /// [`ReapGate`]).
+    pub(crate) fn may_judge_others(&self) -> bool {
+        self.gate.is_open(&self.liveness)
+    }
+}
+
 impl Default for Liveness {
     fn default() -> Self {
         Self {

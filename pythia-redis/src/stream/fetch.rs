@@ -36,7 +36,7 @@ impl StreamBroker {
         let mut cmd = redis::cmd("XREADGROUP");
         cmd.arg("GROUP")
             .arg(&self.group)
-            .arg(&self.consumer)
+            .arg(self.membership.consumer())
             .arg("COUNT")
             .arg(max);
         match from {

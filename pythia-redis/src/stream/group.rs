@@ -49,17 +49,8 @@ impl StreamBroker {
 
     pub(super) async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
-        self.liveness
-            .beat(
-                &self.reap_gate,
-                &self.conn,
-                &mut m,
-                &self.heartbeat_key,
-                &self.consumers_key,
-                &self.consumer,
-            )
-            .await?;
-        self.registered.store(true, Ordering::Release);
+        self.membership.beat(&self.conn, &mut m).await?;
+        self.membership.registered.store(true, Ordering::Release);
         Ok(())
     }
 
@@ -69,18 +60,18 @@ impl StreamBroker {
             // A name given by the caller may be a restarted process's: what it left pending is
             // nobody else's to reclaim while this one keeps the heartbeat alive.
             let (n, all) = self
-                .claim_from(&self.consumer, false, Duration::ZERO)
+                .claim_from(self.membership.consumer(), false, Duration::ZERO)
                 .await?;
             if all {
                 self.own_leftovers.store(false, Ordering::Release);
             }
             if n > 0 {
-                tracing::info!(consumer = %self.consumer, taken_back = n, "took back entries left pending under this consumer name");
+                tracing::info!(consumer = %self.membership.consumer(), taken_back = n, "took back entries left pending under this consumer name");
             }
         }
-        if !self.registered.load(Ordering::Acquire) {
+        if !self.membership.registered.load(Ordering::Acquire) {
             self.heartbeat().await?;
-            tracing::debug!(consumer = %self.consumer, stream = self.stream(), group = %self.group, "stream consumer registered");
+            tracing::debug!(consumer = %self.membership.consumer(), stream = self.stream(), group = %self.group, "stream consumer registered");
         }
         Ok(())
     }

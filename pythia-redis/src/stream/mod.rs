@@ -57,7 +57,7 @@ use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
-use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
+use crate::consumer::liveness::{Liveness, Membership, NotOwned};
 use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
@@ -262,15 +262,11 @@ pub struct StreamBroker {
     group: String,
     /// The ack commands (built without I/O).
     commands: StreamCommands,
-    consumer: String,
-    heartbeat_key: String,
-    consumers_key: String,
+    /// Its name, heartbeat, registration and when it may judge the others.
+    membership: Membership,
     scheduled_key: String,
     dead_letters_key: String,
     start: GroupStart,
-    liveness: Liveness,
-    /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
-    reap_gate: ReapGate,
     /// Settlements of deliveries another consumer had reclaimed.
     not_owned: NotOwned,
     foreign_idle_timeout: Option<Duration>,
@@ -279,7 +275,6 @@ pub struct StreamBroker {
     dead_letter_cap: DeadLetterCap,
     group_ready: AtomicBool,
     group_lost: AtomicBool,
-    registered: AtomicBool,
     recovering: AtomicBool,
     /// Entries a previous process under this consumer name left pending may remain.
     own_leftovers: AtomicBool,
@@ -342,17 +337,17 @@ impl StreamBroker {
             source: Source::new("stream", stream),
             group: group.to_owned(),
             commands: StreamCommands::new(stream, group),
-            consumer: consumer.to_owned(),
-            heartbeat_key: keys.heartbeat(consumer),
-            consumers_key: keys.group_consumers(group),
+            membership: Membership::new(
+                consumer,
+                keys.heartbeat(consumer),
+                keys.group_consumers(group),
+            ),
             scheduled_key: keys.scheduled(),
             dead_letters_key: keys.dead_letters(),
             reclaimed_total: metrics::counter!(RECLAIMED_TOTAL, "queue" => stream.to_owned(), "broker" => "stream"),
             trimmed_undelivered_total: metrics::counter!(TRIMMED_UNDELIVERED_TOTAL, "queue" => stream.to_owned(), "group" => group.to_owned()),
             keys,
             start: GroupStart::default(),
-            liveness: Liveness::default(),
-            reap_gate: ReapGate::default(),
             not_owned: NotOwned::new(stream, "stream"),
             foreign_idle_timeout: Some(Self::DEFAULT_FOREIGN_IDLE_TIMEOUT),
             delete_on_ack: false,
@@ -360,7 +355,6 @@ impl StreamBroker {
             dead_letter_cap: DeadLetterCap::new(stream),
             group_ready: AtomicBool::new(false),
             group_lost: AtomicBool::new(false),
-            registered: AtomicBool::new(false),
             recovering: AtomicBool::new(false),
             own_leftovers: AtomicBool::new(reused_name),
             leftovers_taken: StdMutex::new(None),
@@ -390,7 +384,7 @@ impl StreamBroker {
     /// How long a silent consumer counts as alive (at least 3 maintenance intervals).
     #[must_use]
     pub fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
-        self.liveness = self.liveness.with_heartbeat_ttl(ttl);
+        self.membership = self.membership.with_heartbeat_ttl(ttl);
         self
     }
 
@@ -398,7 +392,7 @@ impl StreamBroker {
     /// heartbeat TTL is raised to at least three intervals).
     #[must_use]
     pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
-        self.liveness = self.liveness.with_interval(d);
+        self.membership = self.membership.with_interval(d);
         self
     }
 
@@ -438,7 +432,7 @@ impl StreamBroker {
 
     /// This consumer's name.
     pub fn consumer(&self) -> &str {
-        &self.consumer
+        self.membership.consumer()
     }
 
     /// The consumer group.
@@ -533,7 +527,7 @@ impl Broker for StreamBroker {
     }
 
     fn maintenance_interval(&self) -> Option<Duration> {
-        Some(self.liveness.interval())
+        Some(self.membership.liveness().interval())
     }
 
     /// Depth: entries not yet delivered to the group (its lag; counted up to 10,000 when Redis
@@ -571,26 +565,26 @@ impl Broker for StreamBroker {
             .drain(..)
             .collect();
         let handed_back = self.hand_back(&waiting).await;
-        if !self.registered.load(Ordering::Acquire) {
+        if !self.membership.registered.load(Ordering::Acquire) {
             return handed_back;
         }
         let mut m = self.mgr();
         redis::cmd("DEL")
-            .arg(&self.heartbeat_key)
+            .arg(self.membership.heartbeat_key())
             .query_async::<()>(&mut m)
             .await
             .map_err(|e| self.conn.error("close", e))?;
-        self.registered.store(false, Ordering::Release);
+        self.membership.registered.store(false, Ordering::Release);
         let left: i64 = STREAM_LEAVE
             .key(self.stream())
-            .key(&self.consumers_key)
+            .key(self.membership.registry())
             .arg(&self.group)
-            .arg(&self.consumer)
+            .arg(self.membership.consumer())
             .invoke_async(&mut m)
             .await
             .map_err(|e| self.conn.error("leave group", e))?;
         if left == 0 {
-            tracing::warn!(consumer = %self.consumer, "left entries pending on shutdown; the other consumers reclaim them now");
+            tracing::warn!(consumer = %self.membership.consumer(), "left entries pending on shutdown; the other consumers reclaim them now");
         }
         handed_back
     }

@@ -73,7 +73,7 @@ impl StreamBroker {
             redis::cmd("XCLAIM")
                 .arg(self.stream())
                 .arg(&self.group)
-                .arg(&self.consumer)
+                .arg(self.membership.consumer())
                 .arg(0)
                 .arg(&ids)
                 .arg("RETRYCOUNT")
@@ -84,7 +84,7 @@ impl StreamBroker {
                 .map_err(|e| self.conn.error("XCLAIM", e))?;
             tracing::warn!(
                 count = deliveries.len(),
-                consumer = %self.consumer,
+                consumer = %self.membership.consumer(),
                 "recovered entries whose read reply was lost"
             );
         }
@@ -102,7 +102,7 @@ impl StreamBroker {
     /// reclaim each other's running jobs.
     pub async fn reclaim_dead_consumers(&self) -> Result<u64, BrokerError> {
         self.ensure_group_once().await?;
-        if !self.reap_gate.is_open(&self.liveness) {
+        if !self.membership.may_judge_others() {
             // Not until this consumer has heartbeated without a break for a whole lifetime
             // (after it starts, and after any outage): see `consumer/liveness.rs`.
             return Ok(0);
@@ -113,7 +113,7 @@ impl StreamBroker {
             .arg("CONSUMERS")
             .arg(self.stream())
             .arg(&self.group)
-            .smembers(&self.consumers_key)
+            .smembers(self.membership.registry())
             .query_async(&mut m)
             .await
         {
@@ -123,7 +123,14 @@ impl StreamBroker {
                 return Err(self.conn.error("XINFO CONSUMERS", e));
             }
         };
-        let peers = peers_alive(&self.conn, &mut m, &self.keys, &members, &self.consumer).await?;
+        let peers = peers_alive(
+            &self.conn,
+            &mut m,
+            &self.keys,
+            &members,
+            self.membership.consumer(),
+        )
+        .await?;
         let others: Vec<&str> = peers.iter().map(|(c, _)| *c).collect();
         let alive: HashSet<&str> = peers.iter().filter(|(_, a)| *a).map(|(c, _)| *c).collect();
         let in_group: HashSet<&str> = info.consumers.iter().map(|c| c.name.as_str()).collect();
@@ -134,7 +141,7 @@ impl StreamBroker {
         if !stale.is_empty() {
             // Registered, never read, and gone: nothing of theirs to reclaim.
             let _: () = redis::cmd("SREM")
-                .arg(&self.consumers_key)
+                .arg(self.membership.registry())
                 .arg(&stale)
                 .query_async(&mut m)
                 .await
@@ -142,7 +149,7 @@ impl StreamBroker {
         }
         let mut total = 0;
         for c in &info.consumers {
-            if c.name == self.consumer || alive.contains(c.name.as_str()) {
+            if c.name == self.membership.consumer() || alive.contains(c.name.as_str()) {
                 continue;
             }
             let pythia = members.contains(&c.name);
@@ -175,13 +182,13 @@ impl StreamBroker {
             }
             // A dead consumer's claimed entries leave its pending list; this consumer's own
             // leftovers do not, so they are walked past.
-            let after = if dead == self.consumer {
+            let after = if dead == self.membership.consumer() {
                 *self.leftovers_taken.lock().expect("leftovers lock")
             } else {
                 None
             };
             let candidates = self.pending_of(dead, min_idle, after, want).await?;
-            if dead == self.consumer
+            if dead == self.membership.consumer()
                 && let Some(last) = candidates.last()
             {
                 *self.leftovers_taken.lock().expect("leftovers lock") = Some(*last);
@@ -190,9 +197,9 @@ impl StreamBroker {
             claim
                 .key(self.stream())
                 .key(self.keys.heartbeat(dead))
-                .key(&self.consumers_key)
+                .key(self.membership.registry())
                 .arg(&self.group)
-                .arg(&self.consumer)
+                .arg(self.membership.consumer())
                 .arg(dead)
                 .arg(if check_heartbeat { "1" } else { "0" })
                 .arg(min_idle.as_millis() as u64);
@@ -334,7 +341,7 @@ impl StreamBroker {
                 .arg(id)
                 .arg(id)
                 .arg(1)
-                .arg(&self.consumer)
+                .arg(self.membership.consumer())
                 .cmd("XRANGE")
                 .arg(self.stream())
                 .arg(id)
@@ -398,7 +405,7 @@ impl StreamBroker {
         if !got.is_empty() {
             tracing::warn!(
                 count = got.len(),
-                consumer = %self.consumer,
+                consumer = %self.membership.consumer(),
                 "recovered claimed entries whose claim reply was lost"
             );
             self.reclaimed_total.increment(got.len() as u64);

@@ -212,7 +212,8 @@ impl StreamBroker {
             .settle_now(batch)
             .await
             .inspect_err(|e| self.recent.note(e))?;
-        self.not_owned.settled(batch.len(), settled, &self.consumer);
+        self.not_owned
+            .settled(batch.len(), settled, self.membership.consumer());
         self.recent.record_refs(batch.iter().copied());
         Ok(())
     }

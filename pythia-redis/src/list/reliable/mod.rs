@@ -14,7 +14,7 @@ use pythia_core::{
 
 use super::ReliableListCommands;
 use crate::connection::RedisConnection;
-use crate::consumer::liveness::{Liveness, NotOwned, ReapGate};
+use crate::consumer::liveness::{Liveness, Membership, NotOwned};
 use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
@@ -80,22 +80,17 @@ pub struct ReliableListBroker {
     keys: QueueKeys,
     source: Source,
     side: ListSide,
-    consumer: String,
+    /// Its name, heartbeat, registration and when it may judge the others.
+    membership: Membership,
     in_flight_key: String,
     commands: ReliableListCommands,
     staging_key: String,
-    heartbeat_key: String,
-    consumers_key: String,
     next_delivery: AtomicU64,
     /// Delivery ids of fetches whose reply never arrived (first id, count): the script may have
     /// moved items into the in-flight hash under them, where nobody would deliver them while
     /// this consumer lives. The next fetch reads them back.
     unanswered: std::sync::Mutex<Vec<(u64, usize)>>,
-    registered: AtomicBool,
     last_fetch_empty: AtomicBool,
-    liveness: Liveness,
-    /// Whether this consumer may take others' silence for death yet (see [`ReapGate`]).
-    reap_gate: ReapGate,
     /// Settlements of deliveries another consumer had reclaimed.
     not_owned: NotOwned,
     dead_letter_cap: DeadLetterCap,
@@ -127,19 +122,14 @@ impl ReliableListBroker {
             in_flight_key: keys.in_flight(consumer),
             commands: ReliableListCommands::new(&keys, consumer),
             staging_key: keys.staging(consumer),
-            heartbeat_key: keys.heartbeat(consumer),
-            consumers_key: keys.consumers(),
+            membership: Membership::new(consumer, keys.heartbeat(consumer), keys.consumers()),
             reclaimed: metrics::counter!(RECLAIMED_TOTAL, "queue" => queue.to_owned(), "broker" => "reliable-list"),
             keys,
             source,
             side: ListSide::default(),
-            consumer: consumer.to_owned(),
             next_delivery: AtomicU64::new(1),
             unanswered: std::sync::Mutex::new(Vec::new()),
-            registered: AtomicBool::new(false),
             last_fetch_empty: AtomicBool::new(false),
-            liveness: Liveness::default(),
-            reap_gate: ReapGate::default(),
             not_owned: NotOwned::new(queue, "reliable-list"),
             dead_letter_cap: DeadLetterCap::new(queue),
             blocking: BlockingSlot::default(),
@@ -157,7 +147,7 @@ impl ReliableListBroker {
     /// How long a silent consumer counts as alive (at least 3 maintenance intervals).
     #[must_use]
     pub fn with_heartbeat_ttl(mut self, ttl: Duration) -> Self {
-        self.liveness = self.liveness.with_heartbeat_ttl(ttl);
+        self.membership = self.membership.with_heartbeat_ttl(ttl);
         self
     }
 
@@ -165,7 +155,7 @@ impl ReliableListBroker {
     /// raised to at least three intervals).
     #[must_use]
     pub fn with_maintenance_interval(mut self, d: Duration) -> Self {
-        self.liveness = self.liveness.with_interval(d);
+        self.membership = self.membership.with_interval(d);
         self
     }
 
@@ -180,7 +170,7 @@ impl ReliableListBroker {
 
     /// This consumer's name.
     pub fn consumer(&self) -> &str {
-        &self.consumer
+        self.membership.consumer()
     }
 
     /// The keys this broker uses.
@@ -194,29 +184,20 @@ impl ReliableListBroker {
 
     async fn heartbeat(&self) -> Result<(), BrokerError> {
         let mut m = self.mgr();
-        self.liveness
-            .beat(
-                &self.reap_gate,
-                &self.conn,
-                &mut m,
-                &self.heartbeat_key,
-                &self.consumers_key,
-                &self.consumer,
-            )
-            .await
+        self.membership.beat(&self.conn, &mut m).await
     }
 
     async fn ensure_registered(&self) -> Result<(), BrokerError> {
-        if !self.registered.load(Ordering::Acquire) {
+        if !self.membership.registered.load(Ordering::Acquire) {
             // A name given by the caller (a StatefulSet pod's) may be a crashed process's: what
             // it left in flight is returned before this one records deliveries of its own.
-            let left = self.reap(&self.consumer, true).await?;
+            let left = self.reap(self.membership.consumer(), true).await?;
             if left > 0 {
-                tracing::info!(consumer = %self.consumer, returned = left, "returned what an earlier process under this consumer name left in flight");
+                tracing::info!(consumer = %self.membership.consumer(), returned = left, "returned what an earlier process under this consumer name left in flight");
             }
             self.heartbeat().await?;
-            self.registered.store(true, Ordering::Release);
-            tracing::debug!(consumer = %self.consumer, queue = self.keys.queue(), "reliable-list consumer registered");
+            self.membership.registered.store(true, Ordering::Release);
+            tracing::debug!(consumer = %self.membership.consumer(), queue = self.keys.queue(), "reliable-list consumer registered");
         }
         Ok(())
     }
@@ -226,7 +207,12 @@ impl ReliableListBroker {
         let mut m = self.mgr();
         let items: Vec<Vec<u8>> = match self
             .commands
-            .fetch(max, first, self.side, self.liveness.heartbeat_ttl_ms())
+            .fetch(
+                max,
+                first,
+                self.side,
+                self.membership.liveness().heartbeat_ttl_ms(),
+            )
             .query(&mut m)
             .await
         {
@@ -296,7 +282,7 @@ impl ReliableListBroker {
         if !batch.is_empty() {
             tracing::warn!(
                 count = batch.len(),
-                consumer = %self.consumer,
+                consumer = %self.membership.consumer(),
                 "recovered in-flight items whose fetch reply was lost"
             );
         }
@@ -401,7 +387,7 @@ impl ReliableListBroker {
         if removed > 0 {
             tracing::warn!(
                 removed,
-                consumer = %self.consumer,
+                consumer = %self.membership.consumer(),
                 "acks lost by the server (a failover?) were sent again"
             );
         }
@@ -431,7 +417,8 @@ impl Broker for ReliableListBroker {
             .settle_batch(batch)
             .await
             .inspect_err(|e| self.recent.note(e))?;
-        self.not_owned.settled(batch.len(), settled, &self.consumer);
+        self.not_owned
+            .settled(batch.len(), settled, self.membership.consumer());
         self.recent.record(batch);
         Ok(())
     }
@@ -463,7 +450,11 @@ impl Broker for ReliableListBroker {
         let members = self.consumers(&mut m).await?;
         let mut pipe = redis::pipe();
         pipe.llen(self.keys.queue()).zcard(self.keys.scheduled());
-        for c in members.iter().chain(std::iter::once(&self.consumer)) {
+        for c in members
+            .iter()
+            .map(String::as_str)
+            .chain(std::iter::once(self.membership.consumer()))
+        {
             pipe.hlen(self.keys.in_flight(c)).llen(self.keys.staging(c));
         }
         let counts: Vec<u64> = pipe
@@ -488,7 +479,7 @@ impl Broker for ReliableListBroker {
     }
 
     fn maintenance_interval(&self) -> Option<Duration> {
-        Some(self.liveness.interval())
+        Some(self.membership.liveness().interval())
     }
 
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
@@ -509,17 +500,17 @@ impl Broker for ReliableListBroker {
     }
 
     async fn close(&self) -> Result<(), BrokerError> {
-        if !self.registered.load(Ordering::Acquire) {
+        if !self.membership.registered.load(Ordering::Acquire) {
             return Ok(());
         }
         let mut m = self.mgr();
         redis::cmd("DEL")
-            .arg(&self.heartbeat_key)
+            .arg(self.membership.heartbeat_key())
             .query_async::<()>(&mut m)
             .await
             .map_err(|e| self.conn.error("close", e))?;
         // Staged items go back, and with nothing in flight the consumer is forgotten.
-        self.reap(&self.consumer, true).await?;
+        self.reap(self.membership.consumer(), true).await?;
         Ok(())
     }
 }

@@ -18,7 +18,7 @@ impl ReliableListBroker {
         m: &mut SharedConnection,
     ) -> Result<Vec<String>, BrokerError> {
         redis::cmd("SMEMBERS")
-            .arg(&self.consumers_key)
+            .arg(self.membership.registry())
             .query_async(m)
             .await
             .map_err(|e| self.conn.error("SMEMBERS", e))
@@ -30,14 +30,20 @@ impl ReliableListBroker {
     /// lifetime (after it starts, and after any outage): a missing heartbeat then means a dead
     /// consumer, not one that could not reach Redis either (see `consumer/liveness.rs`).
     pub async fn reap_dead_consumers(&self) -> Result<u64, BrokerError> {
-        if !self.reap_gate.is_open(&self.liveness) {
+        if !self.membership.may_judge_others() {
             return Ok(0);
         }
         let mut m = self.mgr();
         let members = self.consumers(&mut m).await?;
         let mut total = 0;
-        for (c, alive) in
-            peers_alive(&self.conn, &mut m, &self.keys, &members, &self.consumer).await?
+        for (c, alive) in peers_alive(
+            &self.conn,
+            &mut m,
+            &self.keys,
+            &members,
+            self.membership.consumer(),
+        )
+        .await?
         {
             if !alive {
                 total += self.reap(c, false).await?;
@@ -73,7 +79,7 @@ impl ReliableListBroker {
                 .key(&in_flight_key)
                 .key(self.keys.staging(consumer))
                 .key(self.keys.queue())
-                .key(&self.consumers_key)
+                .key(self.membership.registry())
                 .arg(self.side.pop_flag())
                 .arg(consumer)
                 .arg(if force { "1" } else { "0" });
