@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use pythia::redis::{GroupStart, Overflow};
 
 /// Background workers on Redis: run a worker, feed a queue, or see it all in one command.
 #[derive(Debug, Parser)]
@@ -279,22 +280,15 @@ impl BrokerKind {
     }
 }
 
-/// `--group-start`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum GroupStartArg {
-    /// Only entries added after the group is created (`$`).
-    New,
-    /// Every entry already in the stream (`0`).
-    Beginning,
-}
-
-impl From<GroupStartArg> for pythia::redis::GroupStart {
-    fn from(g: GroupStartArg) -> Self {
-        match g {
-            GroupStartArg::New => Self::NewEntries,
-            GroupStartArg::Beginning => Self::Beginning,
-        }
-    }
+/// `--group-start`: the library's own parser ([`GroupStart`]'s `FromStr`), with its values
+/// listed in `--help`.
+fn group_start_parser() -> impl clap::builder::TypedValueParser<Value = GroupStart> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("beginning").help("Every entry already in the stream (`0`)"),
+        PossibleValue::new("new").help("Only entries added after the group is created (`$`)"),
+    ])
+    .try_map(|s| s.parse::<GroupStart>())
 }
 
 impl QueueArgs {
@@ -481,8 +475,8 @@ pub(crate) struct QueueArgs {
 
     /// Where a new consumer group starts reading a stream: the `beginning` (every entry queued
     /// before the first worker ran is processed), or `new` entries only (event streams).
-    #[arg(long, value_enum, env = "PYTHIA_GROUP_START", default_value_t = GroupStartArg::Beginning)]
-    pub(crate) group_start: GroupStartArg,
+    #[arg(long, env = "PYTHIA_GROUP_START", default_value = "beginning", value_parser = group_start_parser())]
+    pub(crate) group_start: GroupStart,
 
     /// Which end of the list consumers pop (producers push the other end).
     #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
@@ -629,8 +623,8 @@ pub(crate) struct RunArgs {
     pub(crate) buffer: u64,
 
     /// Pub/sub: what a full buffer drops, each drop counted in pythia_pubsub_dropped_total.
-    #[arg(long, value_enum, env = "PYTHIA_OVERFLOW", default_value_t = OverflowArg::DropOldest)]
-    pub(crate) overflow: OverflowArg,
+    #[arg(long, env = "PYTHIA_OVERFLOW", default_value = "drop-oldest", value_parser = overflow_parser())]
+    pub(crate) overflow: Overflow,
 
     /// Open the circuit breaker after this many consecutive failures (0 = no breaker). While open,
     /// nothing is fetched: messages wait in Redis.
@@ -642,22 +636,16 @@ pub(crate) struct RunArgs {
     pub(crate) breaker_cooldown: Duration,
 }
 
-/// `--overflow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum OverflowArg {
-    /// Drop the oldest buffered message to make room (keep the freshest).
-    DropOldest,
-    /// Drop the message that arrives (keep the earliest).
-    DropNewest,
-}
-
-impl From<OverflowArg> for pythia::redis::Overflow {
-    fn from(o: OverflowArg) -> Self {
-        match o {
-            OverflowArg::DropOldest => Self::DropOldest,
-            OverflowArg::DropNewest => Self::DropNewest,
-        }
-    }
+/// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in
+/// `--help`.
+fn overflow_parser() -> impl clap::builder::TypedValueParser<Value = Overflow> {
+    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
+    PossibleValuesParser::new([
+        PossibleValue::new("drop-oldest")
+            .help("Drop the oldest buffered message to make room (keep the freshest)"),
+        PossibleValue::new("drop-newest").help("Drop the message that arrives (keep the earliest)"),
+    ])
+    .try_map(|s| s.parse::<Overflow>())
 }
 
 /// `--metrics-addr` when not given.

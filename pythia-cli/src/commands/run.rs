@@ -69,8 +69,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let conn = qa.redis.connect_or_wait(ConnectTimeout::Forever).await?;
     let side = qa.list_side.into();
     if let Some(queue) = sharded {
-        let b =
-            ShardedStreamBroker::new(&conn, &queue, &qa.group).with_start(qa.group_start.into());
+        let b = ShardedStreamBroker::new(&conn, &queue, &qa.group).with_start(qa.group_start);
         tracing::info!(
             consumer = b.consumer(),
             group = b.group(),
@@ -90,8 +89,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             with_handler(b, &args, metrics).await
         }
         BrokerKind::Stream => {
-            let b =
-                StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start.into());
+            let b = StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start);
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
             with_handler(b, &args, metrics).await
         }
@@ -100,7 +98,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .channels(qa.queue.iter().filter(|q| !q.trim().is_empty()).cloned())
                 .patterns(qa.pattern.iter().cloned())
                 .with_capacity(args.buffer as usize)
-                .with_overflow(args.overflow.into())
+                .with_overflow(args.overflow)
                 .subscribe()
                 .await
                 .map_err(CliError::usage)?;
