@@ -29,6 +29,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+use crate::dead_letter::DeadLetter;
 use crate::json_write;
 use crate::message::{Headers, Message, Source, id_millis, new_message_id, unix_millis};
 
@@ -172,36 +173,16 @@ fn write_fields(buf: &mut Vec<u8>, msg: &Message) {
     }
 }
 
-/// A decoded dead letter.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DecodedDeadLetter {
-    /// The message as it was last delivered.
-    pub message: Message,
-    /// Why it was dead-lettered, if recorded.
-    pub reason: Option<String>,
-    /// When, if recorded.
-    pub failed_at: Option<SystemTime>,
-}
-
 /// Decodes a dead-letter item written by [`encode_dead_letter`] (or any item: the reason and
 /// time are then `None`).
-pub fn decode_dead_letter(raw: Bytes, source: &Source) -> DecodedDeadLetter {
+pub fn decode_dead_letter(raw: Bytes, source: &Source) -> DeadLetter {
     match parse(&raw) {
         Some(env) => {
             let reason = env.error.as_deref().map(str::to_owned);
             let failed_at = env.failed_at.map(from_millis);
-            DecodedDeadLetter {
-                message: build(env, &raw, source),
-                reason,
-                failed_at,
-            }
+            DeadLetter::new(build(env, &raw, source), reason, failed_at)
         }
-        None => DecodedDeadLetter {
-            message: raw_message(raw, source),
-            reason: None,
-            failed_at: None,
-        },
+        None => DeadLetter::new(raw_message(raw, source), None, None),
     }
 }
 

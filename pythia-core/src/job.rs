@@ -178,7 +178,7 @@ mod tests {
         let mut reasons: Vec<String> = broker
             .dead_letters()
             .into_iter()
-            .map(|d| d.reason)
+            .filter_map(|d| d.reason)
             .collect();
         reasons.sort();
         assert_eq!(reasons[0], "rejected: b is zero");

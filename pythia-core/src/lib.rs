@@ -2,6 +2,7 @@
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
 pub mod broker;
+pub mod dead_letter;
 pub mod envelope;
 pub mod error;
 #[cfg(feature = "exporter")]
@@ -18,12 +19,13 @@ pub mod runtime;
 pub mod worker;
 
 pub use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
+pub use crate::dead_letter::DeadLetter;
 pub use crate::error::{
     BodyError, BoxError, BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError,
     WorkerErrorKind,
 };
 pub use crate::job::{Job, JobWorker, OutputSink, job_message};
-pub use crate::memory::{DeadLetter, MemoryBroker, MemoryStats};
+pub use crate::memory::{MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};
 pub use crate::resilience::{
     CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, CircuitState, InProcessRetry,

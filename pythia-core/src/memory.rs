@@ -2,24 +2,15 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, QueueStats, Settlement};
+use crate::dead_letter::DeadLetter;
 use crate::error::BrokerError;
 use crate::message::{Message, Source};
-
-/// A message that ran out of attempts or was rejected, with the reason.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The message as it was last delivered.
-    pub message: Message,
-    /// Why it was dead-lettered.
-    pub reason: String,
-}
 
 /// Counters of a [`MemoryBroker`] since it was created.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -240,10 +231,11 @@ impl Broker for MemoryBroker {
                 }
                 Outcome::DeadLetter { reason } => {
                     st.stats.dead_lettered += 1;
-                    st.dead.push(DeadLetter {
-                        message: msg,
-                        reason: reason.clone(),
-                    });
+                    st.dead.push(DeadLetter::new(
+                        msg,
+                        Some(reason.clone()),
+                        Some(SystemTime::now()),
+                    ));
                 }
             }
         }

@@ -16,7 +16,7 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use pythia_core::{BrokerError, Message, Source, envelope};
+use pythia_core::{BrokerError, Source, envelope};
 use redis::Value;
 
 use crate::connection::RedisConnection;
@@ -51,23 +51,20 @@ enum Handle {
     Entry { id: String, fields: Fields },
 }
 
-/// One dead letter.
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct DeadLetter {
-    /// The message as it was last delivered: its attempt is the number of attempts made.
-    pub message: Message,
-    /// Why it was dead-lettered, when recorded.
-    pub reason: Option<String>,
-    /// When it was dead-lettered, when recorded.
-    pub failed_at: Option<SystemTime>,
-    handle: Handle,
-}
+/// One dead letter of a [`DeadLetterQueue`]: the workspace's [`pythia_core::DeadLetter`] with
+/// the queue's handle on it ([`DlqEntry`]), which replay and delete use to touch exactly that
+/// item or entry.
+pub type DeadLetter = pythia_core::DeadLetter<DlqEntry>;
 
-impl DeadLetter {
+/// Where a dead letter is in its queue: the list item byte for byte, or the dead-letter stream
+/// entry.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DlqEntry(Handle);
+
+impl DlqEntry {
     /// Stream dead letters: the id of the entry in the dead-letter stream.
     pub fn entry_id(&self) -> Option<&str> {
-        match &self.handle {
+        match &self.0 {
             Handle::Entry { id, .. } => Some(id),
             Handle::Item(_) => None,
         }
@@ -75,7 +72,7 @@ impl DeadLetter {
 
     /// Stream dead letters: the id the entry had in the stream it was read from.
     pub fn original_entry_id(&self) -> Option<String> {
-        match &self.handle {
+        match &self.0 {
             Handle::Entry { fields: f, .. } => f
                 .iter()
                 .find(|(k, _)| k == fields::ENTRY_ID.as_bytes())
@@ -240,7 +237,7 @@ impl DeadLetterQueue {
                 let mut from = "-".to_owned();
                 loop {
                     let page = self.entries("XRANGE", &from, "+", CHUNK).await?;
-                    let Some(last) = page.last().and_then(DeadLetter::entry_id) else {
+                    let Some(last) = page.last().and_then(|d| d.location.entry_id()) else {
                         break;
                     };
                     from = format!("({last}");
@@ -315,7 +312,7 @@ impl DeadLetterQueue {
         for chunk in letters.chunks(CHUNK) {
             let mut pipe = redis::pipe();
             for d in chunk {
-                match &d.handle {
+                match &d.location.0 {
                     Handle::Item(raw) => pipe.cmd("LREM").arg(&self.key).arg(-1).arg(raw.as_ref()),
                     Handle::Entry { id, .. } => pipe.cmd("XDEL").arg(&self.key).arg(id),
                 };
@@ -362,7 +359,7 @@ impl DeadLetterQueue {
         let mut inv = DEAD_LETTERS_REPLAY.prepare_invoke();
         inv.key(&self.key).key(self.keys.queue()).arg(mode);
         for d in chunk {
-            match &d.handle {
+            match &d.location.0 {
                 Handle::Item(raw) => {
                     let msg = d.message.clone().with_attempt(1).with_enqueued_at(now);
                     inv.arg(raw.as_ref()).arg(1).arg(envelope::encode(&msg));
@@ -419,13 +416,8 @@ impl DeadLetterQueue {
             .into_iter()
             .map(|item| {
                 let item = Bytes::from(item);
-                let d = envelope::decode_dead_letter(item.clone(), &self.source);
-                DeadLetter {
-                    message: d.message,
-                    reason: d.reason,
-                    failed_at: d.failed_at,
-                    handle: Handle::Item(item),
-                }
+                envelope::decode_dead_letter(item.clone(), &self.source)
+                    .at(DlqEntry(Handle::Item(item)))
             })
             .collect())
     }
@@ -460,12 +452,12 @@ impl DeadLetterQueue {
                 let failed_at = field(fields::FAILED_AT)
                     .and_then(|ms| ms.trim().parse().ok())
                     .map(|ms| UNIX_EPOCH + Duration::from_millis(ms));
-                DeadLetter {
-                    message: message_from_entry(&id, f.clone(), &self.source),
+                pythia_core::DeadLetter::new(
+                    message_from_entry(&id, f.clone(), &self.source),
                     reason,
                     failed_at,
-                    handle: Handle::Entry { id, fields: f },
-                }
+                )
+                .at(DlqEntry(Handle::Entry { id, fields: f }))
             })
             .collect())
     }

@@ -32,7 +32,7 @@ pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::consumer::retry_schedule;
-pub use crate::dlq::{DeadLetter, DeadLetterQueue, ReplayReport};
+pub use crate::dlq::{DeadLetter, DeadLetterQueue, DlqEntry, ReplayReport};
 pub use crate::job_producer::JobProducer;
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::producer::{Encoding, ListProducer};

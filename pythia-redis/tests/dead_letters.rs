@@ -150,8 +150,8 @@ async fn stream_dead_letters_are_replayed_with_their_original_fields() {
     assert_eq!(letters[0].message.header("tenant"), Some("acme"));
     assert!(letters[0].reason.as_deref().unwrap().contains("bad input"));
     assert!(letters[0].failed_at.is_some());
-    assert!(letters[0].entry_id().is_some());
-    assert!(letters[0].original_entry_id().is_some());
+    assert!(letters[0].location.entry_id().is_some());
+    assert!(letters[0].location.original_entry_id().is_some());
 
     let r = dlq.replay_all().await.unwrap();
     assert_eq!((r.replayed, r.missing), (2, 0));

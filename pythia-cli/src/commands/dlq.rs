@@ -85,8 +85,8 @@ pub(crate) fn dead_letter_json(d: &DeadLetter, preview: usize) -> Json {
     let body = String::from_utf8_lossy(d.message.body());
     json!({
         "id": d.message.id(),
-        "entry_id": d.entry_id(),
-        "original_entry_id": d.original_entry_id(),
+        "entry_id": d.location.entry_id(),
+        "original_entry_id": d.location.original_entry_id(),
         "attempts": d.message.attempt(),
         "failed_at": d.failed_at.map(rfc3339),
         "failed_at_ms": d.failed_at.map(pythia::message::unix_millis),
@@ -181,7 +181,8 @@ pub(crate) async fn select(
     dlq: &DeadLetterQueue,
     ids: &[String],
 ) -> Result<Vec<DeadLetter>, CliError> {
-    let matches = |d: &DeadLetter, id: &str| d.message.id() == id || d.entry_id() == Some(id);
+    let matches =
+        |d: &DeadLetter, id: &str| d.message.id() == id || d.location.entry_id() == Some(id);
     let found = dlq
         .find(|d| ids.iter().any(|id| matches(d, id)))
         .await

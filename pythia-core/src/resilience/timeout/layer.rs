@@ -27,7 +27,7 @@ use super::Timeout;
 ///     .await
 ///     .unwrap();
 /// assert_eq!(summary.dead_lettered, 1);
-/// assert!(broker.dead_letters()[0].reason.contains("timed out after 30s"));
+/// assert!(broker.dead_letters()[0].reason.as_deref().unwrap().contains("timed out after 30s"));
 /// # }
 /// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
