@@ -22,6 +22,7 @@ Needs Python 3.9+, PyYAML and kubernetes-validate.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -113,7 +114,8 @@ def load_yaml_docs(path: Path) -> list[dict]:
 
 
 def k8s_files() -> list[Path]:
-    return sorted(p for p in K8S.rglob("*.yaml") if p.name != "kustomization.yaml")
+    """Every Kubernetes manifest: deploy/k8s and the backup CronJob in deploy/backup."""
+    return sorted(p for d in (K8S, DEPLOY / "backup") for p in d.rglob("*.yaml") if p.name != "kustomization.yaml")
 
 
 def k8s_resources() -> list[tuple[Path, dict]]:
@@ -588,7 +590,7 @@ def secret_has(name: str, key: str) -> bool:
 def check_k8s_secret_example() -> str:
     secrets_ = by_kind("Secret")
     problems = []
-    if [p.name for p, _ in secrets_] != ["secret.example.yaml"]:
+    if {p.name for p, _ in secrets_} != {"secret.example.yaml"}:
         problems.append(f"Secrets must only be in secret.example.yaml, found in {[rel(p) for p, _ in secrets_]}")
     for p, d in secrets_:
         for k, v in (d.get("stringData") or {}).items():
@@ -900,22 +902,43 @@ def check_compose_redis() -> str:
         problems.append("redis-queue does not start with queue.conf")
     if not any(str(v).startswith("./redis/queue.conf:") for v in queue.get("volumes") or []):
         problems.append("redis-queue does not mount ./redis/queue.conf")
-    if "--requirepass" not in raw_cmd or not re.match(r"\$\{REDIS_PASSWORD[:?}]", raw_cmd[raw_cmd.index("--requirepass") + 1]):
-        problems.append("redis-queue: --requirepass is not ${REDIS_PASSWORD}")
+    if "--requirepass" not in raw_cmd or not re.match(r"\$\{REDIS_QUEUE_PASSWORD[:?}]", raw_cmd[raw_cmd.index("--requirepass") + 1]):
+        problems.append("redis-queue: --requirepass is not ${REDIS_QUEUE_PASSWORD}")
+    cache = services.get("redis-cache")
+    if cache:
+        cmd = [str(x) for x in cache.get("command") or []]
+        if "--requirepass" not in cmd or not re.match(r"\$\{REDIS_CACHE_PASSWORD[:?}]", cmd[cmd.index("--requirepass") + 1]):
+            problems.append("redis-cache: --requirepass is not ${REDIS_CACHE_PASSWORD}: the cache must not share the queue's password")
+        if "QUEUE" in json.dumps(cache):
+            problems.append("redis-cache mentions the queue's password variable")
     for name, s in pythia_services(c).items():
         url = str((s.get("environment") or {}).get("REDIS_URL", ""))
-        m = re.fullmatch(r"redis://:\$\{REDIS_PASSWORD[^}]*\}@([\w-]+):(\d+)(/\d+)?", url)
+        m = re.fullmatch(r"redis://:\$\{REDIS_QUEUE_PASSWORD[^}]*\}@([\w-]+):(\d+)(/\d+)?", url)
         if not m:
-            problems.append(f"{name}: REDIS_URL {url!r} is not redis://:${{REDIS_PASSWORD}}@<service>:<port>")
+            problems.append(f"{name}: REDIS_URL {url!r} is not redis://:${{REDIS_QUEUE_PASSWORD}}@<service>:<port>")
             continue
         if m.group(1) != "redis-queue" or m.group(2) != "6379":
             problems.append(f"{name}: REDIS_URL points at {m.group(1)}:{m.group(2)}, not the queue Redis redis-queue:6379")
         if not any(d == "redis-queue" for d in (s.get("depends_on") or {})):
             problems.append(f"{name}: does not depend on redis-queue")
-    if not interpolate("${REDIS_PASSWORD}", env):
-        problems.append(".env.example gives REDIS_PASSWORD no value")
+    backup = services.get("redis-backup")
+    if not backup:
+        problems.append("no redis-backup service: the queue Redis is never backed up")
+    else:
+        benv = backup.get("environment") or {}
+        if not re.match(r"\$\{REDIS_QUEUE_PASSWORD[:?}]", str(benv.get("REDISCLI_AUTH", ""))):
+            problems.append("redis-backup: REDISCLI_AUTH is not ${REDIS_QUEUE_PASSWORD}")
+        if benv.get("REDIS_ADDRESS") != "redis-queue:6379":
+            problems.append("redis-backup: REDIS_ADDRESS is not redis-queue:6379")
+        if not any(str(v).startswith("./backup/redis-backup.sh:") for v in backup.get("volumes") or []):
+            problems.append("redis-backup does not mount ./backup/redis-backup.sh")
+    queue_pw, cache_pw = (interpolate(f"${{{v}}}", env) for v in ("REDIS_QUEUE_PASSWORD", "REDIS_CACHE_PASSWORD"))
+    if not queue_pw or not cache_pw:
+        problems.append(".env.example gives REDIS_QUEUE_PASSWORD or REDIS_CACHE_PASSWORD no value")
+    elif queue_pw == cache_pw:
+        problems.append(".env.example gives the queue and the cache Redis the same password")
     expect(problems)
-    return "queue.conf mounted, password from REDIS_PASSWORD in redis-server and every REDIS_URL"
+    return "queue.conf mounted, queue password in redis-server, every REDIS_URL and the backup; the cache's its own"
 
 
 def check_compose_env_documented() -> str:
@@ -1384,7 +1407,7 @@ def check_redis_conf_static() -> str:
     if not q.get("save") or q.get("save") in ('""', "''"):
         problems.append("queue.conf: no RDB snapshots (save)")
     if "requirepass" in q:
-        problems.append("queue.conf: requirepass in the file; pass it on the command line from REDIS_PASSWORD")
+        problems.append("queue.conf: requirepass in the file; pass it on the command line from REDIS_QUEUE_PASSWORD")
     if "requirepass" in c:
         problems.append("cache.conf: requirepass in the file")
     if c.get("maxmemory-policy") != "allkeys-lru":
@@ -1422,56 +1445,188 @@ def resp(sock: socket.socket, *args: str) -> str:
     return read()
 
 
-def check_redis_conf_live(conf: str, expected: dict[str, str]) -> str:
-    server = shutil.which("redis-server")
-    if not server:
-        skip(f"redis: {conf} loads in redis-server", "redis-server is not installed")
-        return "skip"
+@contextlib.contextmanager
+def redis_server(conf: str, cwd: str, password: str):
+    """A redis-server started with deploy/redis/<conf> and `--requirepass password` (the compose
+    command line), on a free loopback port with its files in `cwd`; yields the port."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
-    password = secrets.token_hex(16)
-    with tempfile.TemporaryDirectory() as tmp:
-        # The compose command line, plus a loopback-only bind on a free port.
-        proc = subprocess.Popen(
-            [server, str(DEPLOY / "redis" / conf), "--requirepass", password,
-             "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"],
-            cwd=tmp, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        try:
-            deadline = time.time() + 10
-            while True:
-                if proc.poll() is not None:
-                    raise Fail(f"redis-server exited: {proc.stdout.read().strip()[-500:]}")
-                try:
-                    sock = socket.create_connection(("127.0.0.1", port), timeout=2)
-                    break
-                except OSError:
-                    if time.time() > deadline:
-                        raise Fail("redis-server did not start within 10 s")
-                    time.sleep(0.05)
-            with sock:
-                if not resp(sock, "PING").startswith("ERR"):
-                    raise Fail("answers PING without a password: --requirepass did not take")
-                if resp(sock, "AUTH", password) != "OK":
-                    raise Fail("AUTH with the --requirepass password failed")
-                problems = []
-                for k, v in expected.items():
-                    got = resp(sock, "CONFIG", "GET", k).partition(" ")[2]
-                    if got != v:
-                        problems.append(f"CONFIG GET {k} = {got!r}, expected {v!r}")
-                version = resp(sock, "INFO", "server")
-                m = re.search(r"redis_version:(\S+)", version)
-            expect(problems)
-            return f"redis {m.group(1) if m else '?'}: " + ", ".join(f"{k}={v or chr(34) * 2}" for k, v in expected.items())
-        finally:
-            proc.terminate()
+    proc = subprocess.Popen(
+        [shutil.which("redis-server"), str(DEPLOY / "redis" / conf), "--requirepass", password,
+         "--port", str(port), "--bind", "127.0.0.1", "--daemonize", "no"],
+        cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.time() + 10
+        while True:
+            if proc.poll() is not None:
+                raise Fail(f"redis-server exited: {proc.stdout.read().strip()[-500:]}")
             try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-            if proc.stdout:
-                proc.stdout.close()
+                socket.create_connection(("127.0.0.1", port), timeout=2).close()
+                break
+            except OSError:
+                if time.time() > deadline:
+                    raise Fail("redis-server did not start within 10 s")
+                time.sleep(0.05)
+        yield port
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+        if proc.stdout:
+            proc.stdout.close()
+
+
+def check_redis_conf_live(conf: str, expected: dict[str, str]) -> str:
+    if not shutil.which("redis-server"):
+        skip(f"redis: {conf} loads in redis-server", "redis-server is not installed")
+        return "skip"
+    password = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory() as tmp, redis_server(conf, tmp, password) as port:
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+            if not resp(sock, "PING").startswith("ERR"):
+                raise Fail("answers PING without a password: --requirepass did not take")
+            if resp(sock, "AUTH", password) != "OK":
+                raise Fail("AUTH with the --requirepass password failed")
+            problems = []
+            for k, v in expected.items():
+                got = resp(sock, "CONFIG", "GET", k).partition(" ")[2]
+                if got != v:
+                    problems.append(f"CONFIG GET {k} = {got!r}, expected {v!r}")
+            version = resp(sock, "INFO", "server")
+            m = re.search(r"redis_version:(\S+)", version)
+        expect(problems)
+        return f"redis {m.group(1) if m else '?'}: " + ", ".join(f"{k}={v or chr(34) * 2}" for k, v in expected.items())
+
+
+BACKUP = DEPLOY / "backup"
+# What the backup check writes and compares: every kind of key a queue holds.
+BACKUP_FIXTURE = [
+    ("RPUSH", "jobs", "a", "b", "c"),
+    ("HSET", "jobs:inflight:w1", "m1", "payload"),
+    ("ZADD", "jobs:scheduled", "1700000000000", "m2"),
+    ("XADD", "events", "1-1", "body", "x"),
+    ("XGROUP", "CREATE", "events", "workers", "0"),
+    ("SET", "jobs:config", "v"),
+]
+
+
+def dump_keys(port: int, password: str) -> dict[str, str]:
+    """Every key of the server, as `redis-cli --no-raw` shows its type and content."""
+    def cli(*args: str) -> str:
+        return subprocess.run(["redis-cli", "-p", str(port), *args], check=True, capture_output=True,
+                              text=True, env={**os.environ, "REDISCLI_AUTH": password}).stdout
+    out = {}
+    for key in sorted(cli("--raw", "KEYS", "*").split()):
+        kind = cli("--raw", "TYPE", key).strip()
+        read = {"list": ("LRANGE", key, "0", "-1"), "hash": ("HGETALL", key),
+                "zset": ("ZRANGE", key, "0", "-1", "WITHSCORES"), "string": ("GET", key),
+                "stream": ("XRANGE", key, "-", "+")}[kind]
+        content = cli(*read)
+        if kind == "stream":
+            content += cli("XINFO", "GROUPS", key)
+        out[key] = f"{kind}: {content}"
+    return out
+
+
+def check_backup_live() -> str:
+    if not (shutil.which("redis-server") and shutil.which("redis-cli") and shutil.which("redis-check-rdb")):
+        skip("backup: redis-backup.sh and redis-restore.sh", "redis-server, redis-cli or redis-check-rdb is not installed")
+        return "skip"
+    password = secrets.token_hex(16)
+    env = {**os.environ, "REDISCLI_AUTH": password, "BACKUP_KEEP": "1"}
+    with tempfile.TemporaryDirectory(dir="/tmp") as tmp:
+        tmp = Path(tmp)
+        for d in ("live", "backups", "restored"):
+            (tmp / d).mkdir()
+        with redis_server("queue.conf", str(tmp / "live"), password) as port:
+            env["REDIS_ADDRESS"] = f"127.0.0.1:{port}"
+            for cmd in BACKUP_FIXTURE:
+                subprocess.run(["redis-cli", "-p", str(port), *cmd], check=True, capture_output=True, env=env)
+            before = dump_keys(port, password)
+            runs = []
+            for _ in range(2):
+                runs.append(subprocess.run(["sh", str(BACKUP / "redis-backup.sh"), str(tmp / "backups")],
+                                           capture_output=True, text=True, env=env, timeout=60))
+                time.sleep(1.1)  # backups are named by the second
+            env["REDIS_ADDRESS"] = "127.0.0.1:1"
+            refused = subprocess.run(["sh", str(BACKUP / "redis-backup.sh"), str(tmp / "backups")],
+                                     capture_output=True, text=True, env=env, timeout=60)
+        problems = [f"backup {i + 1} exited {r.returncode}: {r.stderr.strip()[-300:]}" for i, r in enumerate(runs) if r.returncode]
+        kept = sorted(p.name for p in (tmp / "backups").iterdir())
+        if len(kept) != 1 or not re.fullmatch(r"queue-\d{8}T\d{6}Z\.rdb", kept[0]):
+            problems.append(f"with BACKUP_KEEP=1 after two backups the directory holds {kept}, expected one queue-<time>.rdb")
+        if refused.returncode == 0:
+            problems.append("a backup of an unreachable Redis exited 0")
+        if sorted(p.name for p in (tmp / "backups").iterdir()) != kept:
+            problems.append("a failed backup changed the backup directory")
+        expect(problems)
+        restore = subprocess.run(["sh", str(BACKUP / "redis-restore.sh"), str(tmp / "backups" / kept[0]),
+                                  str(tmp / "restored")], capture_output=True, text=True, timeout=120)
+        if restore.returncode:
+            raise Fail(f"redis-restore.sh exited {restore.returncode}: {restore.stderr.strip()[-300:]}")
+        again = subprocess.run(["sh", str(BACKUP / "redis-restore.sh"), str(tmp / "backups" / kept[0]),
+                                str(tmp / "restored")], capture_output=True, text=True, timeout=60)
+        if again.returncode == 0:
+            problems.append("redis-restore.sh into a non-empty directory exited 0")
+        with redis_server("queue.conf", str(tmp / "restored"), password) as port:
+            after = dump_keys(port, password)
+        if after != before:
+            missing = sorted(set(before) - set(after))
+            changed = sorted(k for k in before if k in after and after[k] != before[k])
+            problems.append(f"the queue Redis started on the restored directory differs: missing {missing}, changed {changed}")
+        expect(problems)
+        return f"{len(before)} keys backed up (one of two kept), restored and read back with queue.conf (AOF on)"
+
+
+def check_k8s_backup() -> str:
+    k = yaml.safe_load((BACKUP / "kustomization.yaml").read_text())
+    problems = []
+    listed = k.get("resources") or []
+    for r in listed:
+        if not (BACKUP / r).is_file():
+            problems.append(f"resource {r} does not exist")
+    docs = [d for r in listed if (BACKUP / r).is_file() for d in load_yaml_docs(BACKUP / r)]
+    jobs = [d for d in docs if d.get("kind") == "CronJob"]
+    pvcs = {d["metadata"]["name"] for d in docs if d.get("kind") == "PersistentVolumeClaim"}
+    generated = {g["name"]: g.get("files") or [] for g in k.get("configMapGenerator") or []}
+    for files in generated.values():
+        for f in files:
+            if not (BACKUP / f).is_file():
+                problems.append(f"configMapGenerator file {f} does not exist")
+    if len(jobs) != 1:
+        raise Fail(*problems, f"expected one CronJob, found {len(jobs)}")
+    pod = jobs[0]["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    if jobs[0]["spec"].get("concurrencyPolicy") != "Forbid":
+        problems.append("the CronJob may run two backups at once (concurrencyPolicy is not Forbid)")
+    volumes = {v["name"]: v for v in pod.get("volumes") or []}
+    for v in volumes.values():
+        claim = (v.get("persistentVolumeClaim") or {}).get("claimName")
+        if claim and claim not in pvcs:
+            problems.append(f"volume {v['name']}: claim {claim} is not among the resources")
+        cm = (v.get("configMap") or {}).get("name")
+        if cm and cm not in generated:
+            problems.append(f"volume {v['name']}: ConfigMap {cm} is not generated by the kustomization")
+    (c,) = pod["containers"]
+    script = next((a for a in c.get("command", []) if a.endswith(".sh")), "")
+    mounts = {m["mountPath"]: m["name"] for m in c.get("volumeMounts") or []}
+    mount = next((mp for mp in mounts if script.startswith(mp + "/")), None)
+    if not mount or Path(script).name not in generated.get(volumes[mounts[mount]].get("configMap", {}).get("name"), []):
+        problems.append(f"the CronJob runs {script!r}, which no mounted script ConfigMap holds")
+    env = {e["name"]: e for e in c.get("env") or []}
+    for name in ("REDIS_ADDRESS", "REDISCLI_AUTH"):
+        ref = ((env.get(name) or {}).get("valueFrom") or {}).get("secretKeyRef")
+        if not ref:
+            problems.append(f"{name} does not come from a Secret")
+        elif ref["name"] != "pythia-redis-queue" or not secret_has(ref["name"], ref["key"]):
+            problems.append(f"{name}: Secret {ref['name']} key {ref['key']} is not the queue Redis's in secret.example.yaml")
+    if "REDISCLI_AUTH" in " ".join(c.get("command", []) + c.get("args", [])):
+        problems.append("the password is on the command line")
+    expect(problems)
+    return f"CronJob {jobs[0]['metadata']['name']} ({jobs[0]['spec']['schedule']}) writes to {', '.join(sorted(pvcs))}"
 
 
 # --------------------------------------------------------------------------------------------
@@ -1535,7 +1690,7 @@ def main() -> int:
         ("cli: the Deployment's args and PYTHIA_*/REDIS_URL variables exist in cli.rs", check_k8s_cli),
         ("compose: images/builds set, referenced files exist", check_compose_files),
         ("compose: ports are sane", check_compose_ports),
-        ("compose: durable queue Redis, REDIS_URL uses the password variable", check_compose_redis),
+        ("compose: durable queue Redis, REDIS_URL and backup use its password, the cache its own", check_compose_redis),
         ("compose: every ${VARIABLE} is documented in .env.example", check_compose_env_documented),
         ("compose: worker stop grace and Prometheus/Grafana wiring", check_compose_worker),
         ("cli: compose commands' --flags and variables exist in cli.rs", check_compose_cli),
@@ -1560,6 +1715,8 @@ def main() -> int:
               {"maxmemory-policy": "noeviction", "appendonly": "yes", "appendfsync": "everysec", "save": "3600 1 300 100 60 10000"})
     run_check("redis: cache.conf loads in redis-server with --requirepass", check_redis_conf_live, "cache.conf",
               {"maxmemory-policy": "allkeys-lru", "appendonly": "no", "save": ""})
+    run_check("k8s: deploy/backup's CronJob reads the queue Secret and runs the generated scripts", check_k8s_backup)
+    run_check("backup: redis-backup.sh and redis-restore.sh against a real redis-server with queue.conf", check_backup_live)
     run_check("docs: README Deploy section and deploy/README.md name existing files", check_docs)
     print(f"{PASSED} passed, {FAILED} failed")
     return 1 if FAILED else 0
