@@ -64,7 +64,7 @@ fn settle(c: &mut Criterion) {
     let keys = QueueKeys::new("pythia", "jobs");
     let reliable = ReliableListCommands::new(&keys, "host-1234-abcd");
     let list = ListCommands::new(&keys);
-    let stream = StreamCommands::new("jobs", "workers");
+    let stream = StreamCommands::new(&QueueKeys::new("pythia", "jobs"), "workers");
     let rl_acks = batch(false, |i| i as u64);
     let rl_mixed = batch(true, |i| i as u64);
     let list_acks = batch(false, |_| ());

@@ -7,6 +7,7 @@ use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use super::RedisConnection;
+use crate::call::Call;
 
 /// A broker's dedicated connection for its blocking reads (`BRPOP`, `BLMOVE`, `XREADGROUP …
 /// BLOCK`, `XREAD … BLOCK`), opened on first use and dropped after an error (it may be broken: the
@@ -22,14 +23,14 @@ impl BlockingSlot {
     pub(crate) async fn query<T: redis::FromRedisValue>(
         &self,
         conn: &RedisConnection,
-        cmd: &Cmd,
+        call: &Call,
     ) -> Result<Result<T, redis::RedisError>, BrokerError> {
         let mut slot = self.0.lock().await;
         if slot.is_none() {
             *slot = Some(conn.blocking().await?);
         }
         let con = slot.as_mut().expect("just set");
-        let res = cmd.query_async(con).await;
+        let res = call.query(con).await;
         if res.is_err() {
             *slot = None;
         }

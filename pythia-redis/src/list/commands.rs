@@ -13,6 +13,7 @@ use crate::scripts::{LIST_SETTLE, RELIABLE_FETCH, RELIABLE_SETTLE};
 /// The settle commands of an at-most-once [`ListBroker`](super::ListBroker) on one queue.
 #[derive(Debug, Clone)]
 pub struct ListCommands {
+    queue: String,
     scheduled: String,
     dead_letters: String,
 }
@@ -21,9 +22,17 @@ impl ListCommands {
     /// The commands of the queue with `keys`.
     pub fn new(keys: &QueueKeys) -> Self {
         Self {
+            queue: keys.queue().to_owned(),
             scheduled: keys.scheduled(),
             dead_letters: keys.dead_letters(),
         }
+    }
+
+    /// `BRPOP`/`BLPOP <queue> <timeout>` (seconds): one item or nil after the timeout.
+    pub(crate) fn blocking_pop(&self, side: ListSide, timeout_secs: f64) -> Call {
+        let mut cmd = redis::cmd(side.blocking_pop());
+        cmd.arg(&self.queue).arg(timeout_secs);
+        Call::command(cmd)
     }
 
     /// One `list_settle.lua` call scheduling the retries and dead-lettering the dead letters of
@@ -99,6 +108,18 @@ impl ReliableListCommands {
             .arg(&self.consumer)
             .arg(heartbeat_ttl_ms);
         call
+    }
+
+    /// `BLMOVE <queue> <staging> RIGHT|LEFT LEFT <timeout>` (seconds): waits for one item and
+    /// parks it in this consumer's staging list.
+    pub(crate) fn wait_for_item(&self, side: ListSide, timeout_secs: f64) -> Call {
+        let mut cmd = redis::cmd("BLMOVE");
+        cmd.arg(&self.queue)
+            .arg(&self.staging)
+            .arg(side.end())
+            .arg("LEFT")
+            .arg(timeout_secs);
+        Call::command(cmd)
     }
 
     /// The consumer's in-flight hash.
@@ -251,5 +272,24 @@ mod tests {
         );
         assert_eq!(args.len(), 8);
         assert!(call.packed().starts_with(b"*8\r\n$7\r\nEVALSHA\r\n"));
+    }
+
+    #[test]
+    fn blocking_reads_take_the_configured_end_and_timeout() {
+        let keys = QueueKeys::new("pythia", "jobs");
+        let list = ListCommands::new(&keys);
+        assert_eq!(
+            text(&list.blocking_pop(ListSide::Right, 2.0)),
+            ["BRPOP", "jobs", "2.0"]
+        );
+        assert_eq!(
+            text(&list.blocking_pop(ListSide::Left, 0.5)),
+            ["BLPOP", "jobs", "0.5"]
+        );
+        let reliable = ReliableListCommands::new(&keys, "w1");
+        assert_eq!(
+            text(&reliable.wait_for_item(ListSide::Left, 1.0)),
+            ["BLMOVE", "jobs", &keys.staging("w1"), "LEFT", "LEFT", "1.0"]
+        );
     }
 }

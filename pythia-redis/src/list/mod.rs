@@ -56,6 +56,22 @@ impl ListSide {
         }
     }
 
+    /// The blocking pop command: `BRPOP` or `BLPOP`.
+    pub(crate) fn blocking_pop(self) -> &'static str {
+        match self {
+            Self::Right => "BRPOP",
+            Self::Left => "BLPOP",
+        }
+    }
+
+    /// `"RIGHT"` or `"LEFT"`: the end consumers pop, as `LMOVE`/`BLMOVE` take it.
+    pub(crate) fn end(self) -> &'static str {
+        match self {
+            Self::Right => "RIGHT",
+            Self::Left => "LEFT",
+        }
+    }
+
     /// The push command producers use: `LPUSH` or `RPUSH`.
     pub fn push_cmd(self) -> &'static str {
         match self {
@@ -185,18 +201,15 @@ impl ListBroker {
     }
 
     async fn blocking_pop(&self) -> Result<Option<Vec<u8>>, BrokerError> {
-        let name = match self.side {
-            ListSide::Right => "BRPOP",
-            ListSide::Left => "BLPOP",
-        };
-        let mut cmd = redis::cmd(name);
-        cmd.arg(self.keys.queue())
-            .arg(self.conn.config().block_timeout().as_secs_f64());
+        let timeout = self.conn.config().block_timeout().as_secs_f64();
         self.blocking
-            .query::<Option<(String, Vec<u8>)>>(&self.conn, &cmd)
+            .query::<Option<(String, Vec<u8>)>>(
+                &self.conn,
+                &self.commands.blocking_pop(self.side, timeout),
+            )
             .await?
             .map(|v| v.map(|(_, item)| item))
-            .map_err(|e| self.conn.error(name, e))
+            .map_err(|e| self.conn.error(self.side.blocking_pop(), e))
     }
 }
 

@@ -14,8 +14,8 @@ use super::{MAX_FETCH_BATCH, StreamBroker, StreamEntryId};
 const SKIP_ROUNDS: usize = 4;
 
 /// Where an `XREADGROUP` reads from.
-#[derive(Clone, Copy)]
-pub(super) enum ReadFrom {
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum ReadFrom {
     /// New entries (`>`), blocking this long (`None`: not blocking).
     New(Option<u64>),
     /// This consumer's pending entries after the id (history), not blocking.
@@ -33,22 +33,10 @@ impl StreamBroker {
         max: usize,
         from: ReadFrom,
     ) -> Result<ReadBatch, BrokerError> {
-        let mut cmd = redis::cmd("XREADGROUP");
-        cmd.arg("GROUP")
-            .arg(&self.group)
-            .arg(self.membership.consumer())
-            .arg("COUNT")
-            .arg(max);
-        match from {
-            ReadFrom::New(block_ms) => {
-                if let Some(ms) = block_ms {
-                    cmd.arg("BLOCK").arg(ms);
-                }
-                cmd.arg("STREAMS").arg(self.stream()).arg(">")
-            }
-            ReadFrom::PendingAfter(id) => cmd.arg("STREAMS").arg(self.stream()).arg(id),
-        };
-        let reply: Value = match self.blocking.query(&self.conn, &cmd).await? {
+        let call = self
+            .commands
+            .read_group(self.membership.consumer(), max, from);
+        let reply: Value = match self.blocking.query(&self.conn, &call).await? {
             Ok(v) => v,
             Err(e) => {
                 self.note_error(&e);

@@ -34,6 +34,7 @@ mod trim;
 mod wire;
 
 pub use self::commands::StreamCommands;
+use self::commands::{Item, SettleOptions};
 pub use self::entry_id::StreamEntryId;
 use self::wire::*;
 pub use self::wire::{decode_group_read, fields, message_from_entry};
@@ -53,7 +54,7 @@ use pythia_core::{
     Settlement, Source,
 };
 use redis::streams::StreamInfoConsumersReply;
-use redis::{RedisWrite, ScriptInvocation, ToRedisArgs, Value};
+use redis::{RedisWrite, ToRedisArgs, Value};
 use tokio::sync::Mutex;
 
 use crate::connection::RedisConnection;
@@ -62,10 +63,6 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::reliable::RECLAIMED_TOTAL;
-use crate::scripts::{
-    STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_SETTLE, STREAM_STATS, STREAM_TRIM,
-    STREAM_TRIMMED,
-};
 
 /// Counter of the entries removed from a stream (a producer's `MAXLEN ~`, an `XTRIM`) before the
 /// consumer group was delivered them: messages lost. Labels `queue` (the stream) and `group`.
@@ -264,8 +261,6 @@ pub struct StreamBroker {
     commands: StreamCommands,
     /// Its name, heartbeat, registration and when it may judge the others.
     membership: Membership,
-    scheduled_key: String,
-    dead_letters_key: String,
     start: GroupStart,
     /// Settlements of deliveries another consumer had reclaimed.
     not_owned: NotOwned,
@@ -336,14 +331,12 @@ impl StreamBroker {
             manager: conn.manager(),
             source: Source::new("stream", stream),
             group: group.to_owned(),
-            commands: StreamCommands::new(stream, group),
+            commands: StreamCommands::new(&keys, group),
             membership: Membership::new(
                 consumer,
                 keys.heartbeat(consumer),
                 keys.group_consumers(group),
             ),
-            scheduled_key: keys.scheduled(),
-            dead_letters_key: keys.dead_letters(),
             reclaimed_total: metrics::counter!(RECLAIMED_TOTAL, "queue" => stream.to_owned(), "broker" => "stream"),
             trimmed_undelivered_total: metrics::counter!(TRIMMED_UNDELIVERED_TOTAL, "queue" => stream.to_owned(), "group" => group.to_owned()),
             keys,
@@ -497,11 +490,10 @@ impl Broker for StreamBroker {
             return Ok(false);
         }
         let mut m = self.mgr();
-        let (pending, undelivered, scheduled): (i64, i64, i64) = STREAM_DRAINED
-            .key(self.stream())
-            .key(&self.scheduled_key)
-            .arg(&self.group)
-            .invoke_async(&mut m)
+        let (pending, undelivered, scheduled): (i64, i64, i64) = self
+            .commands
+            .drained()
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("drain check", e))?;
         if pending < 0 {
@@ -536,13 +528,9 @@ impl Broker for StreamBroker {
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
         let mut m = self.mgr();
         let (depth, pending, consumers, next, scheduled, dead): (u64, u64, u64, String, u64, u64) =
-            STREAM_STATS
-                .key(self.stream())
-                .key(&self.scheduled_key)
-                .key(&self.dead_letters_key)
-                .arg(&self.group)
-                .arg(DEPTH_COUNT_LIMIT)
-                .invoke_async(&mut m)
+            self.commands
+                .stats(DEPTH_COUNT_LIMIT)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("stats", e))?;
         let mut stats = QueueStats::default();
@@ -575,12 +563,10 @@ impl Broker for StreamBroker {
             .await
             .map_err(|e| self.conn.error("close", e))?;
         self.membership.registered.store(false, Ordering::Release);
-        let left: i64 = STREAM_LEAVE
-            .key(self.stream())
-            .key(self.membership.registry())
-            .arg(&self.group)
-            .arg(self.membership.consumer())
-            .invoke_async(&mut m)
+        let left: i64 = self
+            .commands
+            .leave(self.membership.registry(), self.membership.consumer())
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("leave group", e))?;
         if left == 0 {

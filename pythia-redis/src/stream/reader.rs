@@ -3,6 +3,7 @@
 
 use std::time::Duration;
 
+use crate::call::Call;
 use crate::connection::BlockingSlot;
 use pythia_core::{BrokerError, CancellationToken, Message, Outcome, RetryPolicy, Source, Worker};
 use redis::Value;
@@ -189,7 +190,7 @@ impl StreamReader {
             .arg(after);
         let reply: Value = self
             .blocking
-            .query(&self.conn, &cmd)
+            .query(&self.conn, &Call::command(cmd))
             .await?
             .map_err(|e| self.conn.error("XREAD", e))?;
         let entries = parse_xread(reply);

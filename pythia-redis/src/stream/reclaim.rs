@@ -193,20 +193,16 @@ impl StreamBroker {
             {
                 *self.leftovers_taken.lock().expect("leftovers lock") = Some(*last);
             }
-            let mut claim = STREAM_CLAIM.prepare_invoke();
-            claim
-                .key(self.stream())
-                .key(self.keys.heartbeat(dead))
-                .key(self.membership.registry())
-                .arg(&self.group)
-                .arg(self.membership.consumer())
-                .arg(dead)
-                .arg(if check_heartbeat { "1" } else { "0" })
-                .arg(min_idle.as_millis() as u64);
-            for id in &candidates {
-                claim.arg(*id);
-            }
-            let reply: Value = match claim.invoke_async(&mut m).await {
+            let claim = self.commands.claim(
+                &self.keys.heartbeat(dead),
+                self.membership.registry(),
+                self.membership.consumer(),
+                dead,
+                check_heartbeat,
+                min_idle.as_millis() as u64,
+                &candidates,
+            );
+            let reply: Value = match claim.query(&mut m).await {
                 Ok(reply) => reply,
                 Err(e) => {
                     self.note_error(&e);

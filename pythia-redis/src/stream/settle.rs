@@ -31,7 +31,11 @@ impl StreamBroker {
         items: &[(StreamEntryId, &Message, Item<'_>)],
     ) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
-        let now = unix_millis(SystemTime::now());
+        let opts = SettleOptions {
+            dead_letter_cap: self.dead_letter_cap.get(),
+            delete_on_ack: self.delete_on_ack,
+            now: unix_millis(SystemTime::now()),
+        };
         let mut chunks = items.chunks(SETTLE_SCRIPT_BATCH);
         let mut acks = Some(acks);
         let mut settled = 0;
@@ -41,31 +45,17 @@ impl StreamBroker {
             if chunk.is_none() && first.is_none() {
                 return Ok(settled);
             }
-            let mut inv = STREAM_SETTLE.prepare_invoke();
-            inv.key(self.stream())
-                .key(&self.scheduled_key)
-                .key(&self.dead_letters_key)
-                .arg(&self.group)
-                .arg(self.dead_letter_cap.get())
-                .arg(if self.delete_on_ack { "1" } else { "0" });
-            let first = first.unwrap_or(&[]);
-            inv.arg(first.len());
-            for id in first {
-                inv.arg(*id);
-            }
             let chunk = chunk.unwrap_or(&[]);
-            for (token, msg, item) in chunk {
-                self.push_item(&mut inv, *token, msg, *item, now);
-            }
-            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = inv
-                .invoke_async(&mut m)
+            let call = self.commands.settle(first.unwrap_or(&[]), chunk, opts);
+            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = call
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("settle", e))?;
             settled += n;
             self.dead_letter_cap.trimmed(trimmed);
             for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
                 if let Some((token, msg, item)) = chunk.iter().find(|(t, _, _)| *t == id) {
-                    self.settle_by_transaction(&mut m, *token, msg, *item, now)
+                    self.settle_by_transaction(&mut m, *token, msg, *item, opts.now)
                         .await?;
                     settled += 1;
                 }
@@ -92,7 +82,7 @@ impl StreamBroker {
             .query_async(m)
             .await
             .map_err(|e| self.conn.error("settle (XRANGE)", e))?;
-        let (_, _, set) = self.pythia_fields(token, msg, item, now);
+        let (_, _, set) = self.commands.pythia_fields(token, msg, item, now);
         let mut fields: Vec<FieldPair> = match found.into_iter().next() {
             Some((_, fields)) => fields,
             None => std::iter::once((fields::BODY.as_bytes().to_vec(), msg.body().to_vec()))
@@ -110,8 +100,9 @@ impl StreamBroker {
         );
         let mut pipe = redis::pipe();
         pipe.atomic();
+        let dead_letters = self.keys.dead_letters();
         let target = match item {
-            Item::DeadLetter { .. } => &self.dead_letters_key,
+            Item::DeadLetter { .. } => &dead_letters,
             _ => self.stream(),
         };
         // A capped dead-letter stream: its length before and after tells what the cap trimmed.
@@ -149,57 +140,6 @@ impl StreamBroker {
             "settled an entry with too many fields for a script by a transaction"
         );
         Ok(())
-    }
-
-    /// The operation, the retry delay and Pythia's fields for one settled entry (see
-    /// `lua/stream_settle.lua`).
-    pub(super) fn pythia_fields(
-        &self,
-        token: StreamEntryId,
-        msg: &Message,
-        item: Item<'_>,
-        now: u64,
-    ) -> (&'static str, u64, Vec<(&'static str, String)>) {
-        let enqueued = msg.enqueued_at().map(unix_millis).unwrap_or(token.ms());
-        let (op, delay, attempt, reason) = match item {
-            Item::Retry { delay } => ("r", delay, msg.attempt().saturating_add(1), None),
-            Item::DeadLetter { reason } => ("d", 0, msg.attempt(), Some(reason)),
-            Item::HandBack => ("l", 0, msg.attempt(), None),
-        };
-        let mut set = vec![
-            (fields::ID, msg.id().to_owned()),
-            (fields::ATTEMPT, attempt.to_string()),
-            (fields::ENQUEUED_AT, enqueued.to_string()),
-            (fields::GROUP, self.group.clone()),
-        ];
-        if let Some(reason) = reason {
-            set.push((fields::ERROR, reason.to_owned()));
-            set.push((fields::FAILED_AT, now.to_string()));
-            set.push((fields::ENTRY_ID, token.to_string()));
-        }
-        (op, delay, set)
-    }
-
-    pub(super) fn push_item(
-        &self,
-        inv: &mut ScriptInvocation<'_>,
-        token: StreamEntryId,
-        msg: &Message,
-        item: Item<'_>,
-        now: u64,
-    ) {
-        let (op, delay, set) = self.pythia_fields(token, msg, item, now);
-        inv.arg(op).arg(token).arg(delay).arg(set.len());
-        for (k, v) in &set {
-            inv.arg(*k).arg(v);
-        }
-        // Stand-ins, used only if the entry is gone from the stream.
-        inv.arg(1 + msg.headers().len())
-            .arg(fields::BODY)
-            .arg(msg.body().as_ref());
-        for (k, v) in msg.headers() {
-            inv.arg(k).arg(v);
-        }
     }
 
     /// [`Broker::settle`] of `(token, message, outcome)` triples, so that the sharded broker
@@ -292,17 +232,4 @@ impl StreamBroker {
             .collect();
         self.settle_script(&[], &items).await.map(drop)
     }
-}
-
-/// What the settle script does with one entry besides acking it.
-#[derive(Clone, Copy)]
-pub(super) enum Item<'a> {
-    /// Due after this many milliseconds (on the server's clock).
-    Retry {
-        delay: u64,
-    },
-    DeadLetter {
-        reason: &'a str,
-    },
-    HandBack,
 }

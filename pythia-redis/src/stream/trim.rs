@@ -14,10 +14,9 @@ impl StreamBroker {
     /// returns how many were removed.
     pub async fn trim_processed_entries(&self) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
-        STREAM_TRIM
-            .key(self.stream())
-            .arg(TRIM_LIMIT)
-            .invoke_async(&mut m)
+        self.commands
+            .trim_processed(TRIM_LIMIT)
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("trim", e))
     }
@@ -45,11 +44,10 @@ impl StreamBroker {
     /// broker has just created the group (what was removed before is not its loss).
     pub(super) async fn check_trimmed(&self, just_created: bool) -> Result<u64, BrokerError> {
         let mut m = self.mgr();
-        let missed: i64 = STREAM_TRIMMED
-            .key(self.stream())
-            .arg(&self.group)
-            .arg(if just_created { "1" } else { "0" })
-            .invoke_async(&mut m)
+        let missed: i64 = self
+            .commands
+            .trimmed_undelivered(just_created)
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("count trimmed entries", e))?;
         let missed = missed.max(0) as u64;

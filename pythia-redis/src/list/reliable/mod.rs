@@ -84,7 +84,6 @@ pub struct ReliableListBroker {
     membership: Membership,
     in_flight_key: String,
     commands: ReliableListCommands,
-    staging_key: String,
     next_delivery: AtomicU64,
     /// Delivery ids of fetches whose reply never arrived (first id, count): the script may have
     /// moved items into the in-flight hash under them, where nobody would deliver them while
@@ -121,7 +120,6 @@ impl ReliableListBroker {
             manager: conn.manager(),
             in_flight_key: keys.in_flight(consumer),
             commands: ReliableListCommands::new(&keys, consumer),
-            staging_key: keys.staging(consumer),
             membership: Membership::new(consumer, keys.heartbeat(consumer), keys.consumers()),
             reclaimed: metrics::counter!(RECLAIMED_TOTAL, "queue" => queue.to_owned(), "broker" => "reliable-list"),
             keys,
@@ -291,18 +289,9 @@ impl ReliableListBroker {
 
     /// Waits (up to the block timeout) for an item and parks it in the staging list.
     async fn wait_for_item(&self) -> Result<bool, BrokerError> {
-        let from = match self.side {
-            ListSide::Right => "RIGHT",
-            ListSide::Left => "LEFT",
-        };
-        let mut cmd = redis::cmd("BLMOVE");
-        cmd.arg(self.keys.queue())
-            .arg(&self.staging_key)
-            .arg(from)
-            .arg("LEFT")
-            .arg(self.conn.config().block_timeout().as_secs_f64());
+        let timeout = self.conn.config().block_timeout().as_secs_f64();
         self.blocking
-            .query::<Option<Vec<u8>>>(&self.conn, &cmd)
+            .query::<Option<Vec<u8>>>(&self.conn, &self.commands.wait_for_item(self.side, timeout))
             .await?
             .map(|v| v.is_some())
             .map_err(|e| self.conn.error("BLMOVE", e))
