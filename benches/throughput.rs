@@ -1,7 +1,7 @@
 //! End-to-end throughput per mode, through a real `redis-server` that the bench starts itself
-//! on a free loopback port (see [`redis_server`]), with the library's public API only. Each
-//! iteration moves `MESSAGES` messages of `BODY_SIZE` bytes; criterion reports them as
-//! `Throughput::Elements`, i.e. messages per second, with its statistics and saved baselines.
+//! on a free loopback port (`pythia_test_support::RedisServer`), with the library's public API
+//! only. Each iteration moves `MESSAGES` messages of `BODY_SIZE` bytes; criterion reports them
+//! as `Throughput::Elements`, i.e. messages per second, with its statistics and saved baselines.
 //!
 //! * `throughput/consume/{list,reliable_list,stream}`: `WorkerRuntime` with a no-op worker in
 //!   burst mode over messages preloaded by `ListProducer::push_many` /
@@ -28,8 +28,6 @@
 //! cargo bench -p pythia-benches --bench throughput -- --test            # once each (CI)
 //! ```
 
-mod redis_server;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
@@ -45,7 +43,7 @@ use pythia_redis::{
 };
 use tokio::runtime::Runtime;
 
-use crate::redis_server::RedisServer;
+use pythia_test_support::RedisServer;
 
 /// Messages per iteration: enough that start-up and the final drain check are a small share.
 const MESSAGES: usize = 20_000;

@@ -5,8 +5,7 @@
 //! The example binaries are the ones `cargo test` builds next to this test
 //! (`target/<profile>/examples/<name>`).
 
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

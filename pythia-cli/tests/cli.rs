@@ -2,8 +2,7 @@
 //! output, exit code and the Redis state.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::io::Write;

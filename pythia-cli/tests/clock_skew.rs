@@ -4,8 +4,7 @@
 //! from a producer whose clock runs ahead still counts in the end-to-end latency.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

@@ -3,8 +3,7 @@
 //! small HTTP server run by the test.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::text;
 use std::io::{BufRead, BufReader, Read, Write};

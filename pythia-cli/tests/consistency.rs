@@ -3,8 +3,7 @@
 //! flags.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::io::Write;
 use std::process::{Command, Stdio};

@@ -5,8 +5,7 @@
 //! its first line of output).
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::pythia;
 use std::io::{BufRead, BufReader, Read, Write};

@@ -3,8 +3,7 @@
 //! write garbage: every message ends acked or dead-lettered, as the Redis state shows.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};

@@ -6,8 +6,7 @@
 //! server.)
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::convert::Infallible;
 use std::process::{Command, Output, Stdio};

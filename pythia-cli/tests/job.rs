@@ -2,8 +2,7 @@
 //! redis-server.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::time::Duration;

@@ -2,8 +2,7 @@
 //! terminal; with --log-format json the errors that end a command are JSON lines too.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::process::{Command, Output, Stdio};
 

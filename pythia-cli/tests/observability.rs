@@ -2,8 +2,7 @@
 //! real redis-server; and the README's metric list against what is actually exported.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{free_port, get, sample};
 use std::collections::BTreeSet;

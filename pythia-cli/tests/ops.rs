@@ -2,8 +2,7 @@
 //! the numbers they print (as text and as JSON) against the state made in Redis.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::process::Output;

@@ -3,8 +3,7 @@
 //! that prints exits 141 (as if killed by SIGPIPE) instead of panicking.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::io::{BufRead, BufReader};

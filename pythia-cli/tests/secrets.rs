@@ -4,8 +4,7 @@
 //! line or the `--http` query (repro/e15_exec_env.sh, repro/e17_secret_in_dlq.sh).
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::text;
 use std::process::{Command, Output, Stdio};

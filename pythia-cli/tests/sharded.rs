@@ -2,8 +2,7 @@
 //! all, `pythia inspect` reports each shard and the totals; the flag's usage errors.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::process::Output;

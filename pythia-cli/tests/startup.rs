@@ -3,8 +3,7 @@
 //! `--connect-timeout` (10 s by default) with exit 69, distinct from a configuration error (2).
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};

@@ -4,8 +4,7 @@
 #![cfg(feature = "tls")]
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::process::{Command, Output, Stdio};
 

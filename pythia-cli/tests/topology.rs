@@ -3,8 +3,7 @@
 //! either is a usage error.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use common::{pythia, text};
 use std::process::{Command, Output};

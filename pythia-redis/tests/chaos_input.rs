@@ -12,9 +12,8 @@
 //! The last tests throw random bytes and mutated envelopes at the decoders (a bounded,
 //! stable-Rust counterpart of the cargo-fuzz targets in `fuzz/`).
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

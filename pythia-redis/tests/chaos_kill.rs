@@ -15,9 +15,8 @@
 //!
 //! Set `PYTHIA_CHAOS_SEED` to replay the kill schedule of a run (each run prints its seed).
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -10,9 +10,8 @@
 //! The workers run in this process and count what they processed in memory, so recording never
 //! depends on the server being up. Every wait is bounded: a worker that stalls fails the test.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

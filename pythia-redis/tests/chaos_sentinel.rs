@@ -11,9 +11,8 @@
 //! failover to the new master and processes every message. `tests/sentinel.rs` has the hard
 //! failover (the master SIGKILLed) under a stream worker.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::time::{Duration, Instant};
 

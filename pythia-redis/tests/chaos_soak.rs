@@ -10,9 +10,8 @@
 //! cargo test -p pythia-redis --test chaos_soak -- --ignored --nocapture  # the full 5 minutes
 //! ```
 
-#[path = "support/chaos.rs"]
-mod chaos;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! Checkpoints of plain `XREAD` readers against a real redis-server: forward-only saves, TTL,
 //! and a reader that resumes where it was after a restart.
 
-mod support;
+use pythia_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

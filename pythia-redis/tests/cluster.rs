@@ -3,7 +3,7 @@
 //! retries and dead letters, delayed messages and dead-letter replay, no CROSSSLOT error
 //! anywhere; and a worker that keeps going while the master of its queue is killed.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;

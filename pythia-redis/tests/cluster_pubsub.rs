@@ -8,7 +8,7 @@
 //! The tests run one at a time: each starts six redis-server processes, and a failover timed
 //! on a machine busy with other clusters would measure the machine.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

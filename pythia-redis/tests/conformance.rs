@@ -13,11 +13,9 @@
 //! Set `PYTHIA_CHAOS_SEED` to replay the kill schedule of a SIGKILL run (each prints its seed).
 //! Worker processes are this test binary re-executed with only `conformance_child` selected.
 
-#[path = "support/chaos.rs"]
-mod chaos;
-#[path = "support/counters.rs"]
-mod counters;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::chaos;
+use pythia_test_support::counters;
 
 #[path = "conformance/children.rs"]
 mod children;

@@ -2,9 +2,8 @@
 //! however many there are. A cap is an explicit opt-in (`with_dead_letter_cap`); what it trims
 //! is counted in `pythia_dead_letters_trimmed_total` and logged.
 
-#[path = "support/counters.rs"]
-mod counters;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::counters;
 
 use std::time::Duration;
 

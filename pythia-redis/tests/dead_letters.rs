@@ -1,7 +1,7 @@
 //! Reading, replaying and purging dead letters against a real redis-server: list, stream and
 //! pub/sub queues; replays atomic per item and never doubled.
 
-mod support;
+use pythia_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};

@@ -1,7 +1,7 @@
 //! Delayed and scheduled messages against a real redis-server: promoted once and on time by
 //! racing workers, cancellable by id, for lists and streams.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

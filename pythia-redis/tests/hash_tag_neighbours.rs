@@ -2,7 +2,7 @@
 //! every Pythia key apart: a retry of one is never promoted into the other, and their dead
 //! letters never meet (whatever broker each one uses).
 
-mod support;
+use pythia_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

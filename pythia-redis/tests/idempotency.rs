@@ -1,7 +1,7 @@
 //! The idempotency layer against a real redis-server: duplicates of completed messages are
 //! acked without running the worker and counted; failures are not recorded; records expire.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};

@@ -1,7 +1,7 @@
 //! Job status records against a real redis-server: queued → running → failed → running →
 //! succeeded (with a result), dead, and expiry by TTL.
 
-mod support;
+use pythia_test_support as support;
 
 use std::time::Duration;
 

@@ -1,6 +1,6 @@
 //! The at-most-once list broker against a real redis-server.
 
-mod support;
+use pythia_test_support as support;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! Distributed locks against a real redis-server: exclusivity, expiry, owner-only release,
 //! extension, force release, waiting, and singletons with `run_exclusive`.
 
-mod support;
+use pythia_test_support as support;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};

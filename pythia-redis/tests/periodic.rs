@@ -1,7 +1,7 @@
 //! Periodic jobs against a real redis-server: one leader, every slot fired once across a leader
 //! crash, bounded catch-up, racing replicas, cron on a stream.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

@@ -2,7 +2,7 @@
 //! patterns, resubscription after a killed connection, a restart and a stalled server,
 //! bounded overflow under both policies, in-process retries, dead letters and shutdown.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,7 +1,7 @@
 //! The at-least-once reliable list broker against a real redis-server: crashes, long jobs,
 //! restarts, retries that outlive the worker, credentials that never leak.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};

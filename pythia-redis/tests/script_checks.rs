@@ -3,7 +3,7 @@
 //! configuration error with the message still where it was, and a stream entry too big for a
 //! script still gets retried and dead-lettered whole.
 
-mod support;
+use pythia_test_support as support;
 
 use std::time::Duration;
 

@@ -2,7 +2,7 @@
 //! broker finds the master by name, and a stream worker follows a hard failover (the master
 //! SIGKILLed, the replica promoted by the sentinels' vote) without losing an entry.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

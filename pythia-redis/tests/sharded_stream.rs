@@ -10,7 +10,7 @@
 //! cargo test -p pythia-redis --test sharded_stream -- --nocapture
 //! ```
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};

@@ -4,9 +4,8 @@
 //! what the other consumer now owns, no second retry or dead letter) and are counted in
 //! `pythia_settle_not_owned_total`.
 
-#[path = "support/counters.rs"]
-mod counters;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::counters;
 
 use std::time::Duration;
 

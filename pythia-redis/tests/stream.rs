@@ -2,9 +2,8 @@
 //! jobs, poison entries, retries that outlive the worker, foreign producers, bounded memory,
 //! clean shutdown.
 
-#[path = "support/counters.rs"]
-mod counters;
-mod support;
+use pythia_test_support as support;
+use pythia_test_support::counters;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -4,7 +4,7 @@
 
 #![cfg(feature = "tls")]
 
-mod support;
+use pythia_test_support as support;
 
 use std::time::Duration;
 

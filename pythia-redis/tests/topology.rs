@@ -7,7 +7,7 @@
 //! cargo test -p pythia-redis --test topology -- --nocapture
 //! ```
 
-mod support;
+use pythia_test_support as support;
 
 use std::time::{Duration, Instant};
 

@@ -2,7 +2,7 @@
 //! of the same JSON works too, a `JobWorker` decodes them, and its outputs land in the job
 //! status records.
 
-mod support;
+use pythia_test_support as support;
 
 use pythia_core::{Job, JobWorker, Message, WorkerError, WorkerRuntime};
 use pythia_redis::{

@@ -1,8 +1,6 @@
 //! A counting metrics recorder for a test binary: `counter(name, labels)` reads what the
-//! brokers counted. Include with `#[path = "support/counters.rs"] mod counters;` (it installs a
-//! global recorder, once per binary, before the brokers whose counters are read are built).
-
-#![allow(dead_code, unreachable_pub)]
+//! brokers counted. It installs a global recorder, once per test binary, before the brokers whose
+//! counters are read are built.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -1,11 +1,6 @@
 //! Shared helpers of the chaos tests (`tests/chaos_*.rs`): worker child processes to kill,
 //! commands that survive a dropped connection, tallies of what was processed, and the one-line
 //! figure every scenario prints.
-//!
-//! Included with `#[path = "support/chaos.rs"] mod chaos;` next to `mod support;`, so it may
-//! use `crate::support`.
-
-#![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -246,7 +241,7 @@ impl ChildWorker {
         wrapper: &[&str],
         envs: &[(&str, &str)],
     ) -> Self {
-        let log = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!(
+        let log = log_dir().join(format!(
             "chaos-{entry}-{}-{:x}.log",
             std::process::id(),
             fastrand::u32(..)
@@ -321,4 +316,17 @@ impl Drop for ChildWorker {
     fn drop(&mut self) {
         let _ = self.child.start_kill();
     }
+}
+
+/// Where child logs go: `target/tmp`, next to the test binaries (`target/<profile>/deps/…`), as
+/// Cargo's `CARGO_TARGET_TMPDIR` for integration tests; the system's temporary directory when the
+/// binary lives elsewhere.
+fn log_dir() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe
+        .ancestors()
+        .nth(3)
+        .map_or_else(std::env::temp_dir, |target| target.join("tmp"));
+    std::fs::create_dir_all(&dir).expect("child log directory");
+    dir
 }

@@ -1,7 +1,14 @@
-//! Test support: a real `redis-server` on 127.0.0.1 at a free port, in a temporary directory,
-//! killed when dropped. Never a mock, never port 6379.
+//! Test support of the Pythia workspace, a dev-dependency of its crates' integration tests:
+//! [`RedisServer`], a real `redis-server` on 127.0.0.1 at a free port in a temporary directory,
+//! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
+//! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
+//! tallies of what they processed; [`counters`], a counting metrics recorder; and the small
+//! helpers every test uses ([`cmd`], [`eventually`], [`season`], [`Resume`]).
+//!
+//! Tests name it `support`: `use pythia_test_support as support;`.
 
-#![allow(dead_code, unreachable_pub)]
+// Test code: its items are documented where it helps a test writer, and not every type needs Debug.
+#![allow(missing_docs, missing_debug_implementations)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;
@@ -10,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use pythia_redis::{RedisConfig, RedisConnection};
 
+pub mod chaos;
 pub mod cluster;
-mod redis_process;
+pub mod counters;
+pub mod redis_process;
 pub mod sentinel;
 pub mod tls;
 
