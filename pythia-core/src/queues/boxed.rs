@@ -36,6 +36,8 @@ trait DynBroker: Send + Sync {
     fn maintain(&self) -> Fut<'_, ()>;
     fn maintenance_interval(&self) -> Option<Duration>;
     fn stats(&self) -> Fut<'_, Option<QueueStats>>;
+    fn queues(&self) -> &[Source];
+    fn stats_per_queue(&self) -> Fut<'_, Vec<Option<QueueStats>>>;
     fn close(&self) -> Fut<'_, ()>;
 }
 
@@ -101,6 +103,12 @@ where
     }
     fn stats(&self) -> Fut<'_, Option<QueueStats>> {
         Box::pin(Broker::stats(self))
+    }
+    fn queues(&self) -> &[Source] {
+        Broker::queues(self)
+    }
+    fn stats_per_queue(&self) -> Fut<'_, Vec<Option<QueueStats>>> {
+        Box::pin(Broker::stats_per_queue(self))
     }
     fn close(&self) -> Fut<'_, ()> {
         Box::pin(Broker::close(self))
@@ -193,6 +201,16 @@ impl Broker for BoxedBroker {
 
     fn stats(&self) -> impl Future<Output = Result<Option<QueueStats>, BrokerError>> + Send {
         self.0.stats()
+    }
+
+    fn queues(&self) -> &[Source] {
+        self.0.queues()
+    }
+
+    fn stats_per_queue(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Option<QueueStats>>, BrokerError>> + Send {
+        self.0.stats_per_queue()
     }
 
     fn close(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
