@@ -453,8 +453,10 @@ pub(crate) struct QueueArgs {
     pub(crate) broker: BrokerKind,
 
     /// The queue: the key of the list or stream (`redis-cli LPUSH <queue> …` feeds a list), or
-    /// a pub/sub channel. Repeatable (or comma-separated) for pub/sub channels only.
-    /// Required (unless --pattern is given for pub/sub); it may also come from --config.
+    /// a pub/sub channel. Repeatable (or comma-separated): `pythia run` serves several lists or
+    /// streams in strict priority, the first drained first (or as --weights says); several
+    /// channels for pub/sub. Required (unless --pattern is given for pub/sub, or --weights
+    /// names the queues); it may also come from --config.
     #[arg(long, short = 'q', env = "PYTHIA_QUEUE", value_delimiter = ',')]
     pub(crate) queue: Vec<String>,
 
@@ -516,6 +518,13 @@ pub(crate) struct RunArgs {
     /// another worker idles).
     #[arg(long, env = "PYTHIA_PREFETCH", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub(crate) prefetch: u32,
+
+    /// Weighted priority over several queues, Sidekiq's semantics: with
+    /// `critical=6,default=3,low=1` each fetch picks a non-empty queue at random in proportion
+    /// to its weight. Every --queue needs a weight of at least 1 (without --queue, the queues
+    /// are these). Without --weights, several --queue are in strict priority. Not for pub/sub.
+    #[arg(long, env = "PYTHIA_WEIGHTS", value_delimiter = ',', value_name = "QUEUE=N", value_parser = crate::commands::run_queues::parse_weight)]
+    pub(crate) weights: Vec<(String, u32)>,
 
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]
