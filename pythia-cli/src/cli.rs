@@ -119,6 +119,10 @@ pub(crate) enum Scenario {
     /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
     /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
     Scale,
+    /// Many queues in one worker, in this process: one reliable list, then two in strict
+    /// priority, then three weighted 6:3:1, none emptied; each mode's rate against one queue
+    /// and the share each queue got. Not in the default list.
+    Priority,
 }
 
 impl Scenario {
@@ -134,6 +138,7 @@ impl Scenario {
             Self::Pubsub => "pubsub",
             Self::Http => "http",
             Self::Scale => "scale",
+            Self::Priority => "priority",
             Self::ExecPersistent => "exec-persistent",
         }
     }
@@ -145,7 +150,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
 
-    /// Scenarios to run, comma-separated (default: all but `scale`).
+    /// Scenarios to run, comma-separated (default: all but `scale` and `priority`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) scenarios: Vec<Scenario>,
 

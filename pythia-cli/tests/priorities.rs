@@ -247,3 +247,51 @@ fn bad_queue_and_weight_combinations_are_usage_errors() {
         assert!(text(&o).contains(want), "{extra:?}: {}", text(&o));
     }
 }
+
+#[test]
+fn bench_priority_reports_strict_and_weighted_splits() {
+    let o = pythia(&[
+        "bench",
+        "--scenarios",
+        "priority",
+        "--messages",
+        "4000",
+        "--runs",
+        "1",
+        "--concurrency",
+        "10",
+        "--batch-size",
+        "10",
+        "--json",
+        "--log",
+        "warn",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let reports: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let reports = reports.as_array().unwrap();
+    let modes: Vec<&str> = reports
+        .iter()
+        .map(|r| r["mode"].as_str().unwrap())
+        .collect();
+    assert_eq!(modes, ["single", "strict", "weighted"]);
+    let share = |mode: &str, queue: &str| {
+        let r = reports.iter().find(|r| r["mode"] == mode).unwrap();
+        r["split"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|s| s["queue"] == queue)
+            .unwrap()["share"]
+            .as_f64()
+            .unwrap()
+    };
+    assert_eq!(share("strict", "low"), 0.0, "strict takes nothing from low");
+    // About 400 fetches of 10: a share's standard deviation is under 0.025.
+    for (q, want) in [("critical", 0.6), ("default", 0.3), ("low", 0.1)] {
+        let got = share("weighted", q);
+        assert!((got - want).abs() < 0.1, "weighted {q}: {got}");
+    }
+    for r in reports {
+        assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
+    }
+}
