@@ -289,3 +289,77 @@ fn bad_sets_are_refused_with_a_config_error() {
         QueueSet::weighted([(MemoryBroker::new("a"), 1), (MemoryBroker::new("b"), 0)]).unwrap_err();
     assert!(e.to_string().contains("weight 0"), "{e}");
 }
+
+/// A MemoryBroker that asks for maintenance every `every` and counts it.
+struct Maintained {
+    inner: MemoryBroker,
+    every: Duration,
+    count: Arc<std::sync::atomic::AtomicU32>,
+}
+
+impl Broker for Maintained {
+    type Token = u64;
+    fn guarantee(&self) -> pythia_core::DeliveryGuarantee {
+        self.inner.guarantee()
+    }
+    fn source(&self) -> &pythia_core::Source {
+        self.inner.source()
+    }
+    async fn fetch(
+        &self,
+        max: usize,
+    ) -> Result<Vec<pythia_core::Delivery<u64>>, pythia_core::BrokerError> {
+        self.inner.fetch(max).await
+    }
+    async fn settle(
+        &self,
+        batch: &[pythia_core::Settlement<u64>],
+    ) -> Result<(), pythia_core::BrokerError> {
+        self.inner.settle(batch).await
+    }
+    async fn release(
+        &self,
+        batch: Vec<pythia_core::Delivery<u64>>,
+    ) -> Result<(), pythia_core::BrokerError> {
+        self.inner.release(batch).await
+    }
+    async fn is_drained(&self) -> Result<bool, pythia_core::BrokerError> {
+        self.inner.is_drained().await
+    }
+    async fn maintain(&self) -> Result<(), pythia_core::BrokerError> {
+        self.count
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Ok(())
+    }
+    fn maintenance_interval(&self) -> Option<Duration> {
+        Some(self.every)
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn each_queue_is_maintained_on_its_own_interval() {
+    let fast = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let slow = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let set = QueueSet::strict([
+        Maintained {
+            inner: MemoryBroker::new("fast"),
+            every: Duration::from_millis(100),
+            count: Arc::clone(&fast),
+        },
+        Maintained {
+            inner: MemoryBroker::new("slow"),
+            every: Duration::from_secs(1),
+            count: Arc::clone(&slow),
+        },
+    ])
+    .unwrap();
+    assert_eq!(set.maintenance_interval(), Some(Duration::from_millis(100)));
+    // The runtime's maintenance loop: maintain, sleep the set's interval, for 2 s.
+    for _ in 0..20 {
+        set.maintain().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let load = |c: &std::sync::atomic::AtomicU32| c.load(std::sync::atomic::Ordering::Relaxed);
+    assert_eq!(load(&fast), 20);
+    assert_eq!(load(&slow), 2, "at 0 s and 1 s");
+}

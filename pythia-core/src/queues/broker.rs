@@ -199,6 +199,9 @@ where
     /// Maintains each queue whose own interval has passed since its last maintenance.
     async fn maintain(&self) -> Result<(), BrokerError> {
         let now = Instant::now();
+        // The runtime calls this every `tick` (the shortest interval): a queue is due half a
+        // tick before its time rather than one whole tick after it.
+        let half_tick = self.maintenance_interval().unwrap_or_default() / 2;
         let due: Vec<usize> = {
             let mut last = self.maintained.lock().expect("maintenance times");
             self.members
@@ -208,8 +211,7 @@ where
                     let Some(every) = m.broker.maintenance_interval() else {
                         return false;
                     };
-                    // A little early rather than one whole interval late.
-                    let due = last[*q].is_none_or(|t| now + every / 10 >= t + every);
+                    let due = last[*q].is_none_or(|t| now + half_tick >= t + every);
                     if due {
                         last[*q] = Some(now);
                     }
