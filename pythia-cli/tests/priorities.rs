@@ -295,3 +295,69 @@ fn bench_priority_reports_strict_and_weighted_splits() {
         assert!(r["rate"].as_f64().unwrap() > 0.0, "{r}");
     }
 }
+
+#[test]
+fn streams_and_sharded_streams_in_strict_priority() {
+    let server = RedisServer::start();
+    let url = server.url();
+    for shards in ["1", "3"] {
+        // Produced low first, so that arrival order cannot explain the result.
+        for q in ["low", "high"] {
+            let bodies: Vec<String> = (0..20).map(|i| format!("{q} {i}")).collect();
+            let mut args = vec![
+                "produce",
+                "--redis-url",
+                &url,
+                "--broker",
+                "stream",
+                "--shards",
+                shards,
+                "--queue",
+                q,
+            ];
+            args.extend(bodies.iter().map(String::as_str));
+            let o = pythia(&args);
+            assert!(o.status.success(), "{}", text(&o));
+        }
+        let o = pythia(&[
+            "run",
+            "--redis-url",
+            &url,
+            "--broker",
+            "stream",
+            "--shards",
+            shards,
+            "-q",
+            "high,low",
+            "--burst",
+            "--concurrency",
+            "1",
+            "--batch-size",
+            "4",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+        ]);
+        assert!(o.status.success(), "{}", text(&o));
+        let out = String::from_utf8_lossy(&o.stdout);
+        let queues: Vec<&str> = out.lines().map(queue_of).collect();
+        assert_eq!(queues.len(), 40, "shards {shards}: {}", text(&o));
+        assert!(
+            queues[..20].iter().all(|q| *q == "high"),
+            "shards {shards}: {queues:?}"
+        );
+        assert!(
+            queues[20..].iter().all(|q| *q == "low"),
+            "shards {shards}: {queues:?}"
+        );
+        let _: () = redis::cmd("FLUSHALL")
+            .query(
+                &mut redis::Client::open(url.as_str())
+                    .unwrap()
+                    .get_connection()
+                    .unwrap(),
+            )
+            .unwrap();
+    }
+}
