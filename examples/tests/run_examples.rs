@@ -200,3 +200,32 @@ async fn the_service_example_runs_until_sigterm_serving_its_probes() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn the_priorities_example_drains_critical_first_then_by_weight() {
+    let out = run("priorities");
+    assert!(
+        out.contains("strict, first 300 jobs: critical 67%, default 33%, low 0%"),
+        "{out}"
+    );
+    let weighted = out
+        .lines()
+        .find(|l| l.starts_with("weighted, first 300 jobs: "))
+        .unwrap_or_else(|| panic!("{out}"));
+    let critical: u32 = weighted
+        .split("critical ")
+        .nth(1)
+        .and_then(|s| s.split('%').next())
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("{weighted}"));
+    // 300 fetches of one: 60 % expected, a standard deviation under 3 points.
+    assert!((45..=75).contains(&critical), "{weighted}");
+    let summaries: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("processed "))
+        .collect();
+    assert_eq!(summaries.len(), 2, "{out}");
+    for s in summaries {
+        assert!(s.starts_with("processed 600 (acked 600"), "{s}");
+    }
+}

@@ -119,6 +119,10 @@ pub(crate) enum Scenario {
     /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
     /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
     Scale,
+    /// Many queues in one worker, in this process: one reliable list, then two in strict
+    /// priority, then three weighted 6:3:1, none emptied; each mode's rate against one queue
+    /// and the share each queue got. Not in the default list.
+    Priority,
 }
 
 impl Scenario {
@@ -134,6 +138,7 @@ impl Scenario {
             Self::Pubsub => "pubsub",
             Self::Http => "http",
             Self::Scale => "scale",
+            Self::Priority => "priority",
             Self::ExecPersistent => "exec-persistent",
         }
     }
@@ -145,7 +150,7 @@ pub(crate) struct BenchArgs {
     #[arg(long, env = "REDIS_URL", hide_env_values = true)]
     pub(crate) redis_url: Option<String>,
 
-    /// Scenarios to run, comma-separated (default: all but `scale`).
+    /// Scenarios to run, comma-separated (default: all but `scale` and `priority`).
     #[arg(long, value_enum, value_delimiter = ',')]
     pub(crate) scenarios: Vec<Scenario>,
 
@@ -453,8 +458,10 @@ pub(crate) struct QueueArgs {
     pub(crate) broker: BrokerKind,
 
     /// The queue: the key of the list or stream (`redis-cli LPUSH <queue> …` feeds a list), or
-    /// a pub/sub channel. Repeatable (or comma-separated) for pub/sub channels only.
-    /// Required (unless --pattern is given for pub/sub); it may also come from --config.
+    /// a pub/sub channel. Repeatable (or comma-separated): `pythia run` serves several lists or
+    /// streams in strict priority, the first drained first (or as --weights says); several
+    /// channels for pub/sub. Required (unless --pattern is given for pub/sub, or --weights
+    /// names the queues); it may also come from --config.
     #[arg(long, short = 'q', env = "PYTHIA_QUEUE", value_delimiter = ',')]
     pub(crate) queue: Vec<String>,
 
@@ -516,6 +523,13 @@ pub(crate) struct RunArgs {
     /// another worker idles).
     #[arg(long, env = "PYTHIA_PREFETCH", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
     pub(crate) prefetch: u32,
+
+    /// Weighted priority over several queues, Sidekiq's semantics: with
+    /// `critical=6,default=3,low=1` each fetch picks a non-empty queue at random in proportion
+    /// to its weight. Every --queue needs a weight of at least 1 (without --queue, the queues
+    /// are these). Without --weights, several --queue are in strict priority. Not for pub/sub.
+    #[arg(long, env = "PYTHIA_WEIGHTS", value_delimiter = ',', value_name = "QUEUE=N", value_parser = crate::commands::run_queues::parse_weight)]
+    pub(crate) weights: Vec<(String, u32)>,
 
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]

@@ -143,6 +143,20 @@ pub trait Broker: Send + Sync + 'static {
         max: usize,
     ) -> impl Future<Output = Result<Vec<Delivery<Self::Token>>, BrokerError>> + Send;
 
+    /// Fetches up to `max` messages that are ready now, without waiting for new ones: an empty
+    /// batch at once when none are ready.
+    ///
+    /// A [`QueueSet`](crate::queues::QueueSet) asks its queues in turn with this, so that an
+    /// empty high-priority queue does not hold up a lower one that has work. The default calls
+    /// [`fetch`](Broker::fetch), which may wait: a broker that can look without waiting should
+    /// say so here.
+    fn try_fetch(
+        &self,
+        max: usize,
+    ) -> impl Future<Output = Result<Vec<Delivery<Self::Token>>, BrokerError>> + Send {
+        self.fetch(max)
+    }
+
     /// Applies the outcomes of a batch of finished deliveries. Must be idempotent.
     fn settle(
         &self,
@@ -175,6 +189,22 @@ pub trait Broker: Send + Sync + 'static {
     /// broker has nothing to report.
     fn stats(&self) -> impl Future<Output = Result<Option<QueueStats>, BrokerError>> + Send {
         async { Ok(None) }
+    }
+
+    /// The queues this broker consumes, in its own order: its one [`source`](Broker::source)
+    /// unless it consumes several (a [`QueueSet`](crate::queues::QueueSet)). The runtime labels
+    /// each message's metrics with its own queue when there are several, and the queue gauges
+    /// with [`stats_per_queue`](Broker::stats_per_queue).
+    fn queues(&self) -> &[Source] {
+        std::slice::from_ref(self.source())
+    }
+
+    /// One snapshot per queue of [`queues`](Broker::queues), in that order, sampled for the
+    /// queue gauges. The default is [`stats`](Broker::stats) of the one queue.
+    fn stats_per_queue(
+        &self,
+    ) -> impl Future<Output = Result<Vec<Option<QueueStats>>, BrokerError>> + Send {
+        async { Ok(vec![self.stats().await?]) }
     }
 
     /// Final clean-up after the last settle and release (drop heartbeats, leave groups).

@@ -206,6 +206,10 @@ impl Broker for MemoryBroker {
         }
     }
 
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        Ok(self.take_batch(max, Instant::now()).0)
+    }
+
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
         let now = Instant::now();
         let mut st = self.lock();

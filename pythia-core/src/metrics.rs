@@ -105,6 +105,24 @@ impl RuntimeMetrics {
     }
 }
 
+/// The metrics of a message's own queue: `all` for a broker of one queue (no lookup), else the
+/// entry of `per_queue` for the message's source (compared by the shared name first, so a
+/// match costs a pointer comparison), `all` when none matches.
+pub(crate) fn for_message<'a>(
+    all: &'a RuntimeMetrics,
+    per_queue: &'a [(Source, RuntimeMetrics)],
+    source: &Source,
+) -> &'a RuntimeMetrics {
+    if per_queue.is_empty() {
+        return all;
+    }
+    per_queue
+        .iter()
+        .find(|(q, _)| std::sync::Arc::ptr_eq(q.name_arc(), source.name_arc()))
+        .or_else(|| per_queue.iter().find(|(q, _)| q.name() == source.name()))
+        .map_or(all, |(_, m)| m)
+}
+
 /// The queue gauges, sampled periodically from [`Broker::stats`](crate::Broker::stats).
 #[derive(Debug, Clone)]
 pub(crate) struct QueueGauges {

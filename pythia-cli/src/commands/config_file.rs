@@ -202,6 +202,12 @@ fn file_args(path: &Path, top: &ArgMatches) -> Result<Vec<(String, Vec<OsString>
                     .map(|v| scalar(&key, v).map(|s| format!("--{long}={s}").into()))
                     .collect::<Result<_, _>>()
                     .map_err(err)?,
+                // `weights = { critical = 6, low = 1 }`: one `name=value` each.
+                toml::Value::Table(items) => items
+                    .iter()
+                    .map(|(k, v)| scalar(&key, v).map(|s| format!("--{long}={k}={s}").into()))
+                    .collect::<Result<_, _>>()
+                    .map_err(err)?,
                 v => vec![format!("--{long}={}", scalar(&key, &v).map_err(err)?).into()],
             },
             _ => vec![format!("--{long}={}", scalar(&key, &value).map_err(err)?).into()],
@@ -265,6 +271,20 @@ mod tests {
         assert!(r.burst);
         assert_eq!(r.concurrency, 9, "the flag wins");
         assert_eq!(r.metrics_addr, Some(crate::cli::MetricsAddr::Off));
+    }
+
+    #[test]
+    fn weights_come_as_a_table_or_a_list() {
+        let r = parse("queue = [\"a\", \"b\"]\nweights = { a = 3, b = 1 }\n", &[]).unwrap();
+        assert_eq!(r.queue.queue, ["a", "b"]);
+        assert_eq!(r.weights, [("a".to_owned(), 3), ("b".to_owned(), 1)]);
+        let r = parse("weights = [\"a=2\", \"b=5\"]\n", &[]).unwrap();
+        assert_eq!(r.weights, [("a".to_owned(), 2), ("b".to_owned(), 5)]);
+        let e = parse("weights = { a = 0 }\n", &[]).unwrap_err();
+        assert!(
+            e.contains("key `weights`") && e.contains("at least 1"),
+            "{e}"
+        );
     }
 
     #[test]

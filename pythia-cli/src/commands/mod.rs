@@ -11,6 +11,7 @@ pub(crate) mod job;
 pub(crate) mod produce;
 pub(crate) mod quickstart;
 pub(crate) mod run;
+pub(crate) mod run_queues;
 
 use pythia::redis::RedisConnection;
 

@@ -1,4 +1,4 @@
-//! `pythia run`: a worker over one queue, with a built-in, `--exec`, `--exec-persistent` or
+//! `pythia run`: a worker over one queue (several: `run_queues`), with a built-in, `--exec`, `--exec-persistent` or
 //! `--http` handler.
 
 use std::io::Write;
@@ -50,14 +50,20 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
         pythia::exporter::install_recorder().map_err(CliError::runtime)?;
     }
     let qa = &args.queue;
-    if qa.broker != BrokerKind::Pubsub {
+    let several = crate::commands::run_queues::plan(qa, &args.weights)?;
+    if several.is_some() {
+        // Checked by the plan.
+    } else if qa.broker != BrokerKind::Pubsub {
         qa.single()?;
     } else if qa.queue.iter().all(|q| q.trim().is_empty()) && qa.pattern.is_empty() {
         return Err(CliError::usage(
             "--queue (a channel) or --pattern is required for --broker pubsub",
         ));
     }
-    let sharded = qa.sharded()?;
+    let sharded = match &several {
+        Some(_) => None,
+        None => qa.sharded()?,
+    };
     if let Some(url) = &args.http {
         // A bad --http set-up (an unreadable CA file) is reported before Redis is waited for.
         http_worker(url, &args)?;
@@ -67,6 +73,9 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let metrics = MetricsEndpoint::start(args.metrics_addr).await?;
     let metrics = metrics.as_ref().map(|m| &m.server);
     let conn = qa.redis.connect_or_wait(ConnectTimeout::Forever).await?;
+    if let Some(plan) = &several {
+        return crate::commands::run_queues::run(&conn, plan, &args, metrics).await;
+    }
     let side = qa.list_side.into();
     if let Some(queue) = sharded {
         let b = ShardedStreamBroker::new(&conn, &queue, &qa.group).with_start(qa.group_start);
@@ -157,7 +166,7 @@ impl Drop for MetricsEndpoint {
     }
 }
 
-async fn with_handler<B: Broker>(
+pub(super) async fn with_handler<B: Broker>(
     broker: B,
     args: &RunArgs,
     metrics: Option<&MetricsServer>,

@@ -539,13 +539,25 @@ async fn maintenance_loop<B: Broker>(
 }
 
 /// Samples [`Broker::stats`] into the queue gauges until stopped.
+///
+/// One set of gauges per queue of [`Broker::queues`], each labelled with its own queue.
 async fn stats_loop<B: Broker>(broker: Arc<B>, every: Duration, stop: CancellationToken) {
-    let gauges = crate::metrics::QueueGauges::new(broker.source());
+    let gauges: Vec<_> = broker
+        .queues()
+        .iter()
+        .map(crate::metrics::QueueGauges::new)
+        .collect();
     loop {
-        match stop.run_until_cancelled(broker.stats()).await {
+        match stop.run_until_cancelled(broker.stats_per_queue()).await {
             None => return,
-            Some(Ok(Some(stats))) => gauges.set(&stats),
-            Some(Ok(None)) => return, // this broker reports nothing
+            Some(Ok(all)) if all.iter().all(Option::is_none) => return, // nothing to report
+            Some(Ok(all)) => {
+                for (g, s) in gauges.iter().zip(&all) {
+                    if let Some(s) = s {
+                        g.set(s);
+                    }
+                }
+            }
             Some(Err(e)) => tracing::debug!(error = %e, "sampling queue stats failed"),
         }
         if stop

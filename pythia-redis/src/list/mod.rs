@@ -213,6 +213,20 @@ impl ListBroker {
     }
 }
 
+impl ListBroker {
+    /// Pops up to `max` items without waiting (`LPOP key count`).
+    async fn pop_ready(&self, max: usize) -> Result<Vec<Vec<u8>>, BrokerError> {
+        let mut m = self.manager.clone();
+        let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
+            .arg(self.keys.queue())
+            .arg(max.max(1))
+            .query_async(&mut m)
+            .await
+            .map_err(|e| self.conn.error(self.side.pop_cmd(), e))?;
+        Ok(items.unwrap_or_default())
+    }
+}
+
 impl Broker for ListBroker {
     type Token = ();
 
@@ -225,17 +239,16 @@ impl Broker for ListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
-        let mut m = self.manager.clone();
-        let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
-            .arg(self.keys.queue())
-            .arg(max.max(1))
-            .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error(self.side.pop_cmd(), e))?;
-        match items {
-            Some(items) if !items.is_empty() => Ok(self.deliveries(items)),
-            _ => Ok(self.deliveries(self.blocking_pop().await?.into_iter().collect())),
+        let items = self.pop_ready(max).await?;
+        if !items.is_empty() {
+            return Ok(self.deliveries(items));
         }
+        Ok(self.deliveries(self.blocking_pop().await?.into_iter().collect()))
+    }
+
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
+        let items = self.pop_ready(max).await?;
+        Ok(self.deliveries(items))
     }
 
     async fn settle(&self, batch: &[Settlement<()>]) -> Result<(), BrokerError> {

@@ -338,7 +338,11 @@ impl Broker for ShardedStreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<ShardEntryId>>, BrokerError> {
-        self.fetch_shards(max).await
+        self.fetch_shards(max, true).await
+    }
+
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<ShardEntryId>>, BrokerError> {
+        self.fetch_shards(max, false).await
     }
 
     async fn settle(&self, batch: &[Settlement<ShardEntryId>]) -> Result<(), BrokerError> {

@@ -72,10 +72,12 @@ impl Batch {
 }
 
 impl ShardedStreamBroker {
-    /// [`Broker::fetch`]: up to `max` entries from the shards.
+    /// [`Broker::fetch`] (`wait`: for at most the poll interval when nothing is ready) or
+    /// [`Broker::try_fetch`] (not waiting): up to `max` entries from the shards.
     pub(super) async fn fetch_shards(
         &self,
         max: usize,
+        wait: bool,
     ) -> Result<Vec<Delivery<ShardEntryId>>, BrokerError> {
         self.ensure_ready().await?;
         let n = self.shards.len();
@@ -103,7 +105,7 @@ impl ShardedStreamBroker {
         if free.is_empty() {
             // No shard can be read now (reads outstanding, or failed a moment ago): give them
             // the poll interval.
-            if batch.out.is_empty() {
+            if batch.out.is_empty() && wait {
                 let deadline = Instant::now() + self.poll_interval;
                 while Instant::now() < deadline && batch.out.is_empty() {
                     tokio::time::sleep(Duration::from_millis(10)).await;
@@ -158,7 +160,7 @@ impl ShardedStreamBroker {
         }
         // Every shard is empty: wait on one, in turn, for at most the poll interval.
         let shard = free[0];
-        if !self.states[shard].is_busy() {
+        if wait && !self.states[shard].is_busy() {
             let block = self.block();
             let read = self.start_read(shard, max, Some(block));
             let deadline = Instant::now() + block + self.reply_margin();

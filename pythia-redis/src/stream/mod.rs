@@ -463,6 +463,10 @@ impl Broker for StreamBroker {
         self.fetch_blocking(max, Some(self.block_ms())).await
     }
 
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
+        self.fetch_blocking(max, None).await
+    }
+
     async fn settle(&self, batch: &[Settlement<StreamEntryId>]) -> Result<(), BrokerError> {
         let refs: Vec<_> = batch
             .iter()

@@ -96,6 +96,11 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
                 "the scale scenario runs its children with --replica",
             ));
         }
+        (Scenario::Priority, _) => {
+            return Err(CliError::usage(
+                "the priority scenario runs in the bench process, not in a child",
+            ));
+        }
     };
     let after = ProcStats::read();
     result.cpu_seconds = after.cpu_seconds - before.cpu_seconds;

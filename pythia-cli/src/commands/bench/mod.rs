@@ -3,11 +3,13 @@
 //! commands; prints the median rate of each, the framework's share of the bare rate, the
 //! worker's CPU seconds and peak RSS. The latency scenario offers a paced load and prints
 //! enqueue-to-start percentiles. The scale scenario (not in the default list) runs many worker
-//! processes on one queue (see `scale.rs`).
+//! processes on one queue (see `scale.rs`); the priority scenario (neither) many queues in one
+//! worker (see `priority.rs`).
 
 pub(crate) mod child;
 mod exec_persistent;
 mod http;
+mod priority;
 mod proc_stats;
 mod processed_set;
 mod replica;
@@ -69,6 +71,7 @@ struct ScenarioReport {
 enum Report {
     Scenario(ScenarioReport),
     Scale(scale::ScaleReport),
+    Priority(priority::PriorityReport),
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -113,6 +116,15 @@ async fn run_all(url: &str, args: &BenchArgs) -> Result<(), CliError> {
                     scale::print_line(&r)?;
                 }
                 reports.push(Report::Scale(r));
+            }
+            continue;
+        }
+        if s == Scenario::Priority {
+            for r in priority::run(&conn, args).await? {
+                if !args.json {
+                    priority::print_line(&r)?;
+                }
+                reports.push(Report::Priority(r));
             }
             continue;
         }

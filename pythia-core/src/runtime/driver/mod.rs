@@ -25,7 +25,7 @@ use super::handler::{Handler, Running};
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
 use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
-use crate::metrics::RuntimeMetrics;
+use crate::metrics::{RuntimeMetrics, for_message};
 use crate::worker::BoxFuture;
 
 /// Extra time after the grace period for the final settles to reach the broker.
@@ -40,6 +40,9 @@ pub(super) struct Driver<B: Broker> {
     cfg: RuntimeConfig,
     spawn: bool,
     metrics: RuntimeMetrics,
+    /// One set of per-message metrics for each queue of a broker of several (a
+    /// [`QueueSet`](crate::queues::QueueSet)); empty for one queue, whose messages use `metrics`.
+    per_queue: Vec<(crate::message::Source, RuntimeMetrics)>,
     status: RuntimeStatus,
     summary: RunSummary,
     started: Instant,
@@ -132,12 +135,20 @@ impl<B: Broker> Driver<B> {
         let spawn = cfg.dispatch == Dispatch::Spawn;
         let hard_stop = cfg.hard_stop.clone().map(|t| Box::pin(t.cancelled_owned()));
         let metrics = RuntimeMetrics::new(broker.source());
+        let per_queue = match broker.queues() {
+            [_] => Vec::new(),
+            queues => queues
+                .iter()
+                .map(|q| (q.clone(), RuntimeMetrics::new(q)))
+                .collect(),
+        };
         Self {
             broker,
             handler,
             cfg,
             spawn,
             metrics,
+            per_queue,
             status,
             summary: RunSummary::default(),
             started: Instant::now(),
@@ -280,8 +291,11 @@ impl<B: Broker> Driver<B> {
         if message.attempt() > max {
             // Delivered again after its worker died mid-message, more often than allowed: a
             // message that crashes its worker must not crash the next one too.
-            self.metrics.dead_lettered.increment(1);
+            for_message(&self.metrics, &self.per_queue, message.source())
+                .dead_lettered
+                .increment(1);
             tracing::warn!(
+                queue = message.source().name(),
                 id = message.id(),
                 attempt = message.attempt(),
                 "message dead-lettered without running: out of attempts"
@@ -302,7 +316,9 @@ impl<B: Broker> Driver<B> {
             // An enqueue time ahead of this clock (a producer's clock runs ahead, or this one
             // was stepped back) counts as no wait, so that every started message is counted.
             let age = wall.duration_since(at).unwrap_or_default();
-            self.metrics.end_to_end.record(age.as_secs_f64());
+            for_message(&self.metrics, &self.per_queue, message.source())
+                .end_to_end
+                .record(age.as_secs_f64());
         }
         // With `with_message_span`, the handler runs inside this span, so that its own tracing
         // events carry the queue, the message id and the attempt. A disabled span is free to

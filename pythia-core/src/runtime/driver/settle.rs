@@ -11,6 +11,7 @@ use super::slots::Slot;
 use super::{Driver, RuntimeError, reconnect_backoff};
 use crate::broker::{Broker, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError, WorkerErrorKind};
+use crate::metrics::for_message;
 
 impl<B: Broker> Driver<B> {
     /// Records a finished handler's outcome and queues its settlement.
@@ -20,34 +21,34 @@ impl<B: Broker> Driver<B> {
         result: Result<(), WorkerError>,
         now: Instant,
     ) {
-        self.metrics
-            .observe_processing(now.saturating_duration_since(slot.started));
+        let metrics = for_message(&self.metrics, &self.per_queue, slot.message.source());
+        metrics.observe_processing(now.saturating_duration_since(slot.started));
         if let Err(e) = &result {
             match e.kind() {
-                WorkerErrorKind::Timeout => self.metrics.failed_timeout.increment(1),
+                WorkerErrorKind::Timeout => metrics.failed_timeout.increment(1),
                 WorkerErrorKind::Panic => {
                     self.summary.panics += 1;
-                    self.metrics.failed_panic.increment(1);
+                    metrics.failed_panic.increment(1);
                 }
-                _ => self.metrics.failed_error.increment(1),
+                _ => metrics.failed_error.increment(1),
             }
         }
         let outcome = self.cfg.retry.outcome(&slot.message, &result);
         match (&outcome, &result) {
             (Outcome::Ack, _) => {
-                self.metrics.ok.increment(1);
+                metrics.ok.increment(1);
             }
             (Outcome::Retry { delay }, Err(e)) => {
-                self.metrics.retried.increment(1);
-                tracing::debug!(id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
+                metrics.retried.increment(1);
+                tracing::debug!(queue = slot.message.source().name(), id = slot.message.id(), attempt = slot.message.attempt(), ?delay, error = %e, "message failed; retry scheduled");
             }
             (Outcome::DeadLetter { reason }, Err(e)) => {
                 if e.is_retryable() {
-                    self.metrics.dead_lettered.increment(1);
+                    metrics.dead_lettered.increment(1);
                 } else {
-                    self.metrics.rejected.increment(1);
+                    metrics.rejected.increment(1);
                 }
-                tracing::warn!(id = slot.message.id(), attempt = slot.message.attempt(), %reason, "message dead-lettered");
+                tracing::warn!(queue = slot.message.source().name(), id = slot.message.id(), attempt = slot.message.attempt(), %reason, "message dead-lettered");
             }
             _ => {}
         }

@@ -297,6 +297,17 @@ impl ReliableListBroker {
             .map_err(|e| self.conn.error("BLMOVE", e))
     }
 
+    /// [`Broker::try_fetch`]: what is in the queue now (or recovered), without waiting.
+    async fn try_fetch_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        self.ensure_registered().await?;
+        let max = max.clamp(1, MAX_FETCH_BATCH);
+        let recovered = self.recover_unanswered(max).await?;
+        if !recovered.is_empty() {
+            return Ok(recovered);
+        }
+        self.move_batch(max).await
+    }
+
     async fn fetch_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         self.ensure_registered().await?;
         let max = max.clamp(1, MAX_FETCH_BATCH);
@@ -397,6 +408,12 @@ impl Broker for ReliableListBroker {
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         self.fetch_batch(max)
+            .await
+            .inspect_err(|e| self.recent.note(e))
+    }
+
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        self.try_fetch_batch(max)
             .await
             .inspect_err(|e| self.recent.note(e))
     }
