@@ -3,8 +3,7 @@
 //! worker is stopped mid-run, and the usage errors.
 
 mod common;
-#[path = "../../pythia-redis/tests/support/mod.rs"]
-mod support;
+use pythia_test_support as support;
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

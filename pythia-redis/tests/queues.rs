@@ -2,7 +2,7 @@
 //! strict and weighted priority over lists, reliable lists and streams, and nothing lost when a
 //! worker stops mid-run.
 
-mod support;
+use pythia_test_support as support;
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
