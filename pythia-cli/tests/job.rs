@@ -8,7 +8,9 @@ mod support;
 use common::{pythia, text};
 use std::time::Duration;
 
-use pythia::redis::{JobStatusLayer, JobStatusStore, ReliableListBroker, record_job_result};
+use pythia::redis::{
+    JobStatusStore, JobTracking, JobTrackingExt, ReliableListBroker, record_job_result,
+};
 use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
 use serde_json::Value as Json;
 use support::RedisServer;
@@ -49,15 +51,15 @@ async fn produce_prints_ids_and_job_shows_their_status() {
     let policy = RetryPolicy::default();
     let worker = worker_fn(|m: Message| async move {
         if m.body().as_ref() == b"ok" {
-            record_job_result(r#"{"pages":3}"#);
+            record_job_result(&m, r#"{"pages":3}"#);
             Ok(())
         } else {
             Err(WorkerError::reject("cannot render \"boom\""))
         }
     });
     WorkerRuntime::new(ReliableListBroker::new(&conn, "reports"), worker)
-        .with_retry_policy(policy.clone())
-        .layer(JobStatusLayer::new(&conn).with_retry_policy(policy))
+        .with_retry_policy(policy)
+        .with_job_status(JobTracking::new(&conn))
         .with_signal_handling(false)
         .with_burst(true)
         .run()
