@@ -70,13 +70,13 @@ fn timeline(events: &[JobEvent]) -> String {
                 200,
             )
         };
-        let _ = writeln!(
-            out,
+        let line = format!(
             "  {}  {:<10} attempt {:<3} {detail}",
             rfc3339(e.at),
             escaped_preview(&e.kind, 40),
             e.attempt
         );
+        let _ = writeln!(out, "{}", line.trim_end());
     }
     out
 }
