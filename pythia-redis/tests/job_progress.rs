@@ -296,3 +296,55 @@ async fn a_retried_job_resumes_from_its_checkpoint_which_goes_once_acked() {
         .collect();
     assert_eq!(kinds, ["started", "retried", "started", "succeeded"]);
 }
+
+#[tokio::test]
+async fn a_message_dead_lettered_without_running_is_recorded_dead() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    // Delivered again after its workers crashed, more often than allowed: the runtime
+    // dead-letters it without running it, and no layer sees it; the observer does.
+    let crashed = Message::new("crasher")
+        .with_id("job-crashed")
+        .with_attempt(9);
+    ListProducer::new(&conn, "crashy")
+        .push(&crashed)
+        .await
+        .unwrap();
+    let ran = Arc::new(Mutex::new(0));
+    let count = Arc::clone(&ran);
+    let summary = WorkerRuntime::new(
+        ReliableListBroker::new(&conn, "crashy"),
+        worker_fn(move |_m: Message| {
+            *count.lock().unwrap() += 1;
+            async { Ok(()) }
+        }),
+    )
+    .with_retry_policy(RetryPolicy::default().with_max_attempts(3))
+    .with_job_status(JobTracking::new(&conn))
+    .with_signal_handling(false)
+    .with_burst(true)
+    .run()
+    .await
+    .unwrap();
+    assert_eq!((summary.dead_lettered, *ran.lock().unwrap()), (1, 0));
+    let store = JobStatusStore::new(&conn, "crashy");
+    let dead = store.get("job-crashed").await.unwrap().unwrap();
+    assert_eq!((dead.state, dead.attempts), (JobState::Dead, 9));
+    assert!(
+        dead.last_error
+            .as_deref()
+            .unwrap()
+            .starts_with("exceeded 3 attempts"),
+        "{dead:?}"
+    );
+    assert_eq!(dead.started_at, None, "it never started");
+    let events = store.events("job-crashed", 0, 10).await.unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].kind, "dead");
+    assert!(
+        events[0].fields["reason"]
+            .as_str()
+            .unwrap()
+            .contains("crashed")
+    );
+}
