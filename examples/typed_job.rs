@@ -10,8 +10,8 @@
 //!     cargo run -p pythia-examples --example typed_job
 
 use pythia::redis::{
-    JobProducer, JobStatusLayer, JobStatusStore, ListProducer, RedisConfig, RedisConnection,
-    ReliableListBroker, record_job_result,
+    JobProducer, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, RedisConfig,
+    RedisConnection, ReliableListBroker, record_job_result,
 };
 use pythia::{Job, JobWorker, Message, WorkerError, WorkerRuntime};
 use serde::{Deserialize, Serialize};
@@ -58,11 +58,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enqueue_many(&jobs)
         .await?;
 
-    let worker = JobWorker::new(MakeThumbnail).with_output(|_msg, json| {
-        record_job_result(json);
+    let worker = JobWorker::new(MakeThumbnail).with_output(|msg, json| {
+        record_job_result(msg, json);
     });
     let summary = WorkerRuntime::new(ReliableListBroker::new(&conn, queue), worker)
-        .layer(JobStatusLayer::new(&conn))
+        .with_job_status(JobTracking::new(&conn))
         .with_burst(true)
         .run()
         .await?;

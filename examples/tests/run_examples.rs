@@ -112,6 +112,37 @@ fn the_typed_job_example_keeps_outputs() {
     );
 }
 
+#[test]
+fn the_progress_example_shows_a_timeline() {
+    let out = run("progress");
+    let (processed, acked, retried, dead) = summary(&out);
+    assert_eq!((processed, acked, retried, dead), (5, 5, 0, 0));
+    assert!(out.contains(": succeeded 4/4"), "{out}");
+    let kinds: Vec<&str> = out
+        .lines()
+        .filter(|l| l.starts_with("  "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert_eq!(kinds.first(), Some(&"queued"), "{out}");
+    assert_eq!(kinds.last(), Some(&"succeeded"), "{out}");
+    assert_eq!(
+        kinds.iter().filter(|k| **k == "imported").count(),
+        4,
+        "{out}"
+    );
+    assert!(out.contains("data={\"batch\":4,\"rows\":100}"), "{out}");
+}
+
+#[test]
+fn the_checkpoint_example_resumes_where_it_failed() {
+    let out = run("checkpoint");
+    let (processed, acked, retried, dead) = summary(&out);
+    assert_eq!((processed, acked, retried, dead), (2, 1, 1, 0));
+    assert!(out.contains("attempt 1 starts at step 1"), "{out}");
+    assert!(out.contains("attempt 2 starts at step 6"), "{out}");
+    assert!(out.contains("done: 1000 rows"), "{out}");
+}
+
 /// One HTTP GET on 127.0.0.1:`port`: (status code, body), `None` when nothing answers.
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};

@@ -56,9 +56,13 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
-    /// Show a job's status record: state, attempts, times, last error and result (workers with
-    /// the job-status layer write it; `produce --track` records it as queued).
+    /// Show a job's status record and timeline: state, attempts, times, progress, last error,
+    /// result, events (workers with job tracking write it; `produce --track` records it as
+    /// queued).
     Job(JobArgs),
+    /// List a queue's recent jobs in one state (queued, running, succeeded, failed, dead),
+    /// newest first.
+    Jobs(crate::commands::jobs::JobsArgs),
     /// Check that a Redis server is fit for a queue: version, eviction policy, persistence,
     /// ACL permissions, idle timeout, latency. Exit 1 when a check FAILs.
     Doctor(DoctorArgs),
@@ -978,14 +982,18 @@ pub(crate) struct DoctorArgs {
 
 #[derive(Debug, Clone, Args)]
 #[command(after_long_help = "\
-The record is the hash <prefix>:{queue}:job:<id>, written by workers that have the job-status \
-layer (pythia::redis::JobStatusLayer: running, then succeeded, failed (a retry follows) or dead) \
-and by producers that track their messages (`pythia produce --track`: queued). It expires 24 h \
-after its last change by default. Exit 1 when there is no record.
+The record is the hash <prefix>:{queue}:job:<id> and its timeline the list \
+<prefix>:{queue}:job-events:<id>, written by workers with job tracking \
+(pythia::redis::JobTrackingExt::with_job_status: running, then succeeded, failed (a retry follows) \
+or dead, and the handler's progress and events) and by producers that track their messages \
+(`pythia produce --track`: queued). They expire 24 h after their last change by default. Exit 1 \
+when there is no record.
 
 JSON fields (--json): id, queue, state (queued, running, succeeded, failed, dead), attempts, \
-queued_at, started_at, finished_at, updated_at (RFC 3339, UTC, or null), last_error (or null), \
-result (the handler's result as text, or null), result_hex (a result that is not UTF-8, or null).")]
+queued_at, started_at, finished_at, updated_at (RFC 3339, UTC, or null), progress (`42%`, `3/10`, \
+or null), last_error (or null), result (the handler's result as text, or null), result_hex (a \
+result that is not UTF-8, or null), events (oldest first: at, kind, attempt and the event's other \
+fields).")]
 pub(crate) struct JobArgs {
     /// The message (job) id, as `pythia produce --print-ids` prints it.
     pub(crate) id: String,
@@ -1000,6 +1008,14 @@ pub(crate) struct JobArgs {
     /// Print one JSON document instead of a table.
     #[arg(long)]
     pub(crate) json: bool,
+
+    /// Most timeline events shown.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) events: usize,
+
+    /// Timeline events skipped first (the oldest).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) events_offset: usize,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -75,6 +75,7 @@ fn main() -> ExitCode {
             Command::Inspect(args) => commands::inspect::inspect(args).await,
             Command::Dlq(args) => commands::dlq::dlq(args).await,
             Command::Job(args) => commands::job::job(args).await,
+            Command::Jobs(args) => commands::jobs::jobs(args).await,
             Command::Doctor(args) => commands::doctor::doctor(args).await,
             Command::Dashboard(args) => dashboard::dashboard(args).await,
             Command::Quickstart(args) => commands::quickstart::quickstart(args).await,

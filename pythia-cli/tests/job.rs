@@ -7,7 +7,9 @@ use pythia_test_support as support;
 use common::{pythia, text};
 use std::time::Duration;
 
-use pythia::redis::{JobStatusLayer, JobStatusStore, ReliableListBroker, record_job_result};
+use pythia::redis::{
+    JobStatusStore, JobTracking, JobTrackingExt, ReliableListBroker, record_job_result,
+};
 use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
 use serde_json::Value as Json;
 use support::RedisServer;
@@ -48,15 +50,15 @@ async fn produce_prints_ids_and_job_shows_their_status() {
     let policy = RetryPolicy::default();
     let worker = worker_fn(|m: Message| async move {
         if m.body().as_ref() == b"ok" {
-            record_job_result(r#"{"pages":3}"#);
+            record_job_result(&m, r#"{"pages":3}"#);
             Ok(())
         } else {
             Err(WorkerError::reject("cannot render \"boom\""))
         }
     });
     WorkerRuntime::new(ReliableListBroker::new(&conn, "reports"), worker)
-        .with_retry_policy(policy.clone())
-        .layer(JobStatusLayer::new(&conn).with_retry_policy(policy))
+        .with_retry_policy(policy)
+        .with_job_status(JobTracking::new(&conn))
         .with_signal_handling(false)
         .with_burst(true)
         .run()
@@ -113,4 +115,147 @@ async fn produce_prints_ids_and_job_shows_their_status() {
         "raw messages carry no id: {}",
         text(&o)
     );
+}
+
+#[tokio::test]
+async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--print-ids",
+        "--track",
+        "ok",
+        "boom",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    let o = pythia(&[
+        "jobs",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--state",
+        "queued",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains(&ids[0]) && out.contains(&ids[1]), "{out}");
+
+    let worker = worker_fn(|m: Message| async move {
+        let job = pythia::redis::JobHandle::of(&m).expect("tracked");
+        if m.body().as_ref() == b"ok" {
+            job.progress(40).await.unwrap();
+            job.event("rows", serde_json::json!({"read": 7}))
+                .await
+                .unwrap();
+            job.progress(100).await.unwrap();
+            Ok(())
+        } else {
+            Err(WorkerError::reject("bad row"))
+        }
+    });
+    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+        .with_job_status(JobTracking::new(&conn))
+        .with_signal_handling(false)
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+
+    let o = pythia(&["job", "--redis-url", &url, "--queue", "imports", &ids[0]]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("progress    100%"), "{out}");
+    let kinds: Vec<&str> = out
+        .lines()
+        .skip_while(|l| *l != "timeline")
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            "queued",
+            "started",
+            "progress",
+            "rows",
+            "progress",
+            "succeeded"
+        ],
+        "{out}"
+    );
+    assert!(out.contains(r#"{"data":{"read":7}}"#), "{out}");
+
+    let o = pythia(&[
+        "job",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--json",
+        "--events",
+        "2",
+        "--events-offset",
+        "1",
+        &ids[0],
+    ]);
+    let j: Json = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(j["progress"], "100%");
+    let events = j["events"].as_array().unwrap();
+    assert_eq!(events.len(), 2, "limit and offset: {j}");
+    assert_eq!(events[0]["kind"], "started");
+    assert_eq!(events[1]["progress"], "40%");
+    assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
+
+    let o = pythia(&[
+        "jobs",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--state",
+        "dead",
+        "--json",
+    ]);
+    assert!(o.status.success(), "{}", text(&o));
+    let dead: Json = serde_json::from_slice(&o.stdout).unwrap();
+    let dead = dead.as_array().unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0]["id"], ids[1].as_str());
+    assert_eq!(dead[0]["last_error"], "bad row");
+    let o = pythia(&[
+        "jobs",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--state",
+        "queued",
+    ]);
+    assert!(
+        String::from_utf8_lossy(&o.stdout).contains("no queued jobs"),
+        "{}",
+        text(&o)
+    );
+    let o = pythia(&[
+        "jobs",
+        "--redis-url",
+        &url,
+        "--queue",
+        "imports",
+        "--state",
+        "lost",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

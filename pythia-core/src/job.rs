@@ -92,7 +92,7 @@ impl<J: Job> JobWorker<J> {
     }
 
     /// Hands each output (as JSON) to `sink`, e.g. to the job-status record:
-    /// `.with_output(|_msg, json| { pythia_redis::record_job_result(json); })`.
+    /// `.with_output(|msg, json| { pythia_redis::record_job_result(msg, json); })`.
     #[must_use]
     pub fn with_output(mut self, sink: impl Fn(&Message, Bytes) + Send + Sync + 'static) -> Self {
         self.output = Some(Arc::new(sink));

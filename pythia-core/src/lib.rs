@@ -8,6 +8,7 @@ pub mod error;
 #[cfg(feature = "exporter")]
 #[cfg_attr(docsrs, doc(cfg(feature = "exporter")))]
 pub mod exporter;
+pub mod extensions;
 pub mod job;
 mod json_write;
 pub mod memory;
@@ -25,6 +26,7 @@ pub use crate::error::{
     BodyError, BoxError, BrokerError, BrokerErrorKind, IntoWorkerError, WorkerError,
     WorkerErrorKind,
 };
+pub use crate::extensions::Extensions;
 pub use crate::job::{Job, JobWorker, OutputSink, job_message};
 pub use crate::memory::{MemoryBroker, MemoryStats};
 pub use crate::message::{Headers, Message, Source};
@@ -34,7 +36,8 @@ pub use crate::resilience::{
 };
 pub use crate::retry_policy::RetryPolicy;
 pub use crate::runtime::{
-    Dispatch, RunSummary, RuntimeError, RuntimeState, RuntimeStatus, WorkerRuntime, shutdown_signal,
+    Dispatch, RunSummary, RuntimeError, RuntimeState, RuntimeStatus, SettleObserver, Settled,
+    WorkerRuntime, shutdown_signal,
 };
 pub use crate::worker::{FnWorker, HandlerService, Worker, WorkerService, worker_fn};
 pub use tokio_util::sync::CancellationToken;

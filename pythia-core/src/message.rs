@@ -9,6 +9,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 use crate::error::BodyError;
+use crate::extensions::Extensions;
 
 /// Message headers: string keys to string values, ordered for stable output.
 pub type Headers = BTreeMap<String, String>;
@@ -90,6 +91,8 @@ struct MessageInner {
     attempt: u32,
     enqueued_at: Option<SystemTime>,
     source: Source,
+    /// Empty (no allocation) unless an observer or a layer attached something.
+    extensions: Extensions,
 }
 
 /// One message handed to [`Worker::process_message`](crate::Worker::process_message).
@@ -141,6 +144,7 @@ impl Message {
                 attempt: 1,
                 enqueued_at,
                 source,
+                extensions: Extensions::default(),
             }),
         }
     }
@@ -196,6 +200,29 @@ impl Message {
     pub fn with_source(mut self, source: Source) -> Self {
         self.inner_mut().source = source;
         self
+    }
+
+    /// The same message with `value` attached (see [`Extensions`]).
+    #[must_use]
+    pub fn with_extension<T: Send + Sync + 'static>(mut self, value: T) -> Self {
+        self.insert_extension(value);
+        self
+    }
+
+    /// Attaches `value` to this copy of the message (see [`Extensions`]): copies made before
+    /// do not see it, copies made after do.
+    pub fn insert_extension<T: Send + Sync + 'static>(&mut self, value: T) {
+        self.inner_mut().extensions.insert(value);
+    }
+
+    /// The value of type `T` attached to the message, if any (see [`Extensions`]).
+    pub fn extension<T: Send + Sync + 'static>(&self) -> Option<&T> {
+        self.inner.extensions.get()
+    }
+
+    /// Everything attached to the message.
+    pub fn extensions(&self) -> &Extensions {
+        &self.inner.extensions
     }
 
     /// The message id.

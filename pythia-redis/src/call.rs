@@ -79,6 +79,41 @@ impl Call {
         }
     }
 
+    /// Sends `calls` in one pipeline (not a transaction), ignoring their replies. A script the
+    /// server does not have is loaded and the whole pipeline sent once more: calls sent this way
+    /// must be safe to repeat.
+    pub(crate) async fn query_all(
+        calls: &[Call],
+        con: &mut impl ConnectionLike,
+    ) -> RedisResult<()> {
+        let mut pipe = redis::pipe();
+        for c in calls {
+            match &c.0 {
+                Kind::Command(cmd) | Kind::Script(_, cmd) => {
+                    pipe.add_command(cmd.clone()).ignore();
+                }
+                Kind::Transaction(_) => {
+                    debug_assert!(false, "a transaction does not nest in a pipeline")
+                }
+            }
+        }
+        match pipe.query_async::<()>(con).await {
+            Err(e) if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) => {
+                let mut loaded: Vec<&str> = Vec::new();
+                for c in calls {
+                    if let Kind::Script(script, _) = &c.0
+                        && !loaded.contains(&script.get_hash())
+                    {
+                        script.load_async(con).await?;
+                        loaded.push(script.get_hash());
+                    }
+                }
+                pipe.query_async(con).await
+            }
+            res => res,
+        }
+    }
+
     /// Sends the call on `con`. A script the server does not have (`NOSCRIPT`: a restart, a
     /// failover, `SCRIPT FLUSH`) is loaded and the call sent once more, as
     /// [`redis::ScriptInvocation`] does.

@@ -101,6 +101,22 @@ impl QueueKeys {
         format!("{}:job:{id}", self.base)
     }
 
+    /// The events (a list of JSON lines, oldest first) of the job with id `id`.
+    pub fn job_events(&self, id: &str) -> String {
+        format!("{}:job-events:{id}", self.base)
+    }
+
+    /// The checkpoint a handler saved for the job with id `id`.
+    pub fn job_checkpoint(&self, id: &str) -> String {
+        format!("{}:job-checkpoint:{id}", self.base)
+    }
+
+    /// The recent jobs in state `state` (`queued`, `running`, …): a sorted set of ids scored by
+    /// the time they entered it (ms).
+    pub fn jobs_in_state(&self, state: &str) -> String {
+        format!("{}:jobs:{state}", self.base)
+    }
+
     /// The layout of a sharded queue: the names of its shard streams, one a line.
     pub fn shard_layout(&self) -> String {
         format!("{}:shards", self.base)

@@ -14,6 +14,7 @@
 // layer/       idempotency and job-status tower layers
 // coord/       delayed messages, destinations, locks, periodic jobs
 mod call;
+pub mod checkpoint;
 pub mod connection;
 pub mod consumer;
 pub mod coord;
@@ -28,6 +29,7 @@ pub mod sharded_stream;
 pub mod stream;
 
 pub use crate::call::Call;
+pub use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
@@ -56,5 +58,6 @@ pub use crate::layer::idempotency::{
     Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore,
 };
 pub use crate::layer::job_status::{
-    JobState, JobStatus, JobStatusLayer, JobStatusService, JobStatusStore, record_job_result,
+    JobCheckpoint, JobEvent, JobHandle, JobProgress, JobState, JobStatus, JobStatusStore,
+    JobTracking, JobTrackingExt, record_job_result,
 };

@@ -73,9 +73,10 @@ pub(crate) static LOCK_RELEASE: LazyLock<Script> =
 /// Fire one slot of a periodic job at most once (compare-and-set of the last slot + enqueue).
 pub(crate) static PERIODIC_FIRE: LazyLock<Script> = checked!("periodic_fire.lua");
 /// Record messages as queued unless they already have a status record.
-pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> =
-    LazyLock::new(|| Script::new(include_str!("../lua/job_status_queued.lua")));
-/// Move an XREAD reader's checkpoint forward (never back).
+pub(crate) static JOB_STATUS_QUEUED: LazyLock<Script> = checked!("job_status_queued.lua");
+/// Write one change of a job's record: status fields, state index, timeline event, checkpoint.
+pub(crate) static JOB_WRITE: LazyLock<Script> = checked!("job_write.lua");
+/// Move a checkpoint (an XREAD reader's, a job's) forward, never back.
 pub(crate) static CHECKPOINT_SAVE: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/checkpoint_save.lua")));
 /// Publish payloads to a sharded pub/sub channel on its slot's master (never a replica).

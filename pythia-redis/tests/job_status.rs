@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use pythia_core::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
 use pythia_redis::{
-    JobState, JobStatusLayer, JobStatusStore, ListProducer, QueueKeys, ReliableListBroker,
-    record_job_result,
+    JobState, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, QueueKeys,
+    ReliableListBroker, record_job_result,
 };
 use support::{RedisServer, cmd, eventually};
 
@@ -46,7 +46,7 @@ async fn status_follows_a_job_through_retries_to_its_end() {
             match (msg.body_str().unwrap(), msg.attempt()) {
                 ("flaky", 1) => Err(WorkerError::retry("database busy")),
                 ("flaky", _) => {
-                    record_job_result(r#"{"pages":7}"#);
+                    assert!(record_job_result(&msg, r#"{"pages":7}"#));
                     Ok(())
                 }
                 ("poison", _) => Err(WorkerError::reject("not a report")),
@@ -58,8 +58,8 @@ async fn status_follows_a_job_through_retries_to_its_end() {
         .with_maintenance_interval(Duration::from_millis(50));
     let run = tokio::spawn(
         WorkerRuntime::new(broker, worker)
-            .with_retry_policy(policy.clone())
-            .layer(JobStatusLayer::new(&conn).with_retry_policy(policy))
+            .with_retry_policy(policy)
+            .with_job_status(JobTracking::new(&conn))
             .with_signal_handling(false)
             .with_burst(true)
             .run(),
@@ -132,7 +132,7 @@ async fn records_expire_after_their_ttl() {
         ReliableListBroker::new(&conn, "q"),
         worker_fn(|_m| async { Ok(()) }),
     )
-    .layer(JobStatusLayer::new(&conn).with_ttl(Duration::from_secs(1)))
+    .with_job_status(JobTracking::new(&conn).with_ttl(Duration::from_secs(1)))
     .with_signal_handling(false)
     .with_burst(true)
     .run()

@@ -6,8 +6,8 @@ use pythia_test_support as support;
 
 use pythia_core::{Job, JobWorker, Message, WorkerError, WorkerRuntime};
 use pythia_redis::{
-    JobProducer, JobState, JobStatusLayer, JobStatusStore, ListProducer, ReliableListBroker,
-    StreamBroker, StreamProducer, record_job_result,
+    JobProducer, JobState, JobStatusStore, JobTracking, JobTrackingExt, ListProducer,
+    ReliableListBroker, StreamBroker, StreamProducer, record_job_result,
 };
 use support::{RedisServer, cmd};
 
@@ -38,8 +38,8 @@ impl Job for Thumbnail {
 }
 
 fn worker() -> JobWorker<Thumbnail> {
-    JobWorker::new(Thumbnail).with_output(|_msg, json| {
-        record_job_result(json);
+    JobWorker::new(Thumbnail).with_output(|msg, json| {
+        record_job_result(msg, json);
     })
 }
 
@@ -63,7 +63,7 @@ async fn typed_and_raw_producers_feed_a_job_worker_that_records_outputs() {
         .unwrap();
     let _: i64 = cmd(&conn, &["LPUSH", "thumbs", r#"{"width":10,"height":10}"#]).await;
     let summary = WorkerRuntime::new(ReliableListBroker::new(&conn, "thumbs"), worker())
-        .layer(JobStatusLayer::new(&conn))
+        .with_job_status(JobTracking::new(&conn))
         .with_signal_handling(false)
         .with_burst(true)
         .run()

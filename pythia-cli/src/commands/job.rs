@@ -1,9 +1,10 @@
-//! `pythia job <id>`: a job's status record (state, attempts, times, last error, result), as
-//! written by workers with `JobStatusLayer` and by `pythia produce --track`.
+//! `pythia job <id>`: a job's status record (state, attempts, times, progress, last error,
+//! result) and its timeline, as written by workers with job tracking and by
+//! `pythia produce --track`.
 
 use std::fmt::Write as _;
 
-use pythia::redis::{JobStatus, JobStatusStore};
+use pythia::redis::{JobEvent, JobStatus, JobStatusStore};
 use serde_json::json;
 
 use super::{escaped_preview, rfc3339};
@@ -26,22 +27,65 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
             args.id, args.queue
         )));
     };
+    let events = store
+        .events(&args.id, args.events_offset, args.events)
+        .await
+        .map_err(CliError::runtime)?;
     if args.json {
+        let mut j = to_json(&status);
+        j["events"] = events.iter().map(event_json).collect();
         crate::output::outln!(
             "{}",
-            serde_json::to_string_pretty(&to_json(&status)).expect("JSON values serialise")
+            serde_json::to_string_pretty(&j).expect("JSON values serialise")
         )?;
     } else {
-        crate::output::out!("{}", to_text(&status))?;
+        crate::output::out!("{}{}", to_text(&status), timeline(&events))?;
     }
     Ok(())
+}
+
+fn event_json(e: &JobEvent) -> serde_json::Value {
+    let mut o = serde_json::Map::new();
+    o.insert("at".into(), json!(rfc3339(e.at)));
+    o.insert("kind".into(), json!(e.kind));
+    o.insert("attempt".into(), json!(e.attempt));
+    o.extend(e.fields.clone());
+    serde_json::Value::Object(o)
+}
+
+/// One line per event: time, kind, attempt, then its other fields.
+fn timeline(events: &[JobEvent]) -> String {
+    let mut out = String::from("timeline\n");
+    if events.is_empty() {
+        out.push_str("  -\n");
+    }
+    for e in events {
+        let detail = if e.fields.is_empty() {
+            String::new()
+        } else if let (1, Some(p)) = (e.fields.len(), e.fields.get("progress")) {
+            p.as_str().unwrap_or_default().to_owned()
+        } else {
+            escaped_preview(
+                &serde_json::Value::Object(e.fields.clone()).to_string(),
+                200,
+            )
+        };
+        let line = format!(
+            "  {}  {:<10} attempt {:<3} {detail}",
+            rfc3339(e.at),
+            escaped_preview(&e.kind, 40),
+            e.attempt
+        );
+        let _ = writeln!(out, "{}", line.trim_end());
+    }
+    out
 }
 
 fn time(t: Option<std::time::SystemTime>) -> serde_json::Value {
     t.map_or(serde_json::Value::Null, |t| json!(rfc3339(t)))
 }
 
-fn to_json(s: &JobStatus) -> serde_json::Value {
+pub(crate) fn to_json(s: &JobStatus) -> serde_json::Value {
     let (result, result_hex) = match &s.result {
         None => (None, None),
         Some(r) => match std::str::from_utf8(r) {
@@ -58,6 +102,7 @@ fn to_json(s: &JobStatus) -> serde_json::Value {
         "started_at": time(s.started_at),
         "finished_at": time(s.finished_at),
         "updated_at": time(s.updated_at),
+        "progress": s.progress.map(|p| p.to_string()),
         "last_error": s.last_error,
         "result": result,
         "result_hex": result_hex,
@@ -78,6 +123,10 @@ fn to_text(s: &JobStatus) -> String {
     line("started at", t(s.started_at));
     line("finished at", t(s.finished_at));
     line("updated at", t(s.updated_at));
+    line(
+        "progress",
+        s.progress.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+    );
     line(
         "last error",
         s.last_error

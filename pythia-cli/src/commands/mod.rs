@@ -8,6 +8,7 @@ pub(crate) mod dlq;
 pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod job;
+pub(crate) mod jobs;
 pub(crate) mod produce;
 pub(crate) mod quickstart;
 pub(crate) mod run;

@@ -45,6 +45,7 @@
 
 mod driver;
 mod handler;
+mod observer;
 mod resilience;
 mod signal;
 mod status;
@@ -63,6 +64,8 @@ use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 
 use self::handler::{ErasedWorker, Handler};
+use self::observer::{ErasedObserver, OBSERVER_FLUSH_DEADLINE, observer_loop};
+pub use self::observer::{SettleObserver, Settled};
 pub use self::signal::shutdown_signal;
 pub use self::status::{RuntimeState, RuntimeStatus};
 pub use self::summary::RunSummary;
@@ -204,6 +207,7 @@ pub struct WorkerRuntime<B: Broker> {
     cfg: RuntimeConfig,
     cancel: CancellationToken,
     status: RuntimeStatus,
+    observers: Vec<Arc<dyn ErasedObserver>>,
 }
 
 impl<B: Broker> std::fmt::Debug for WorkerRuntime<B> {
@@ -212,6 +216,7 @@ impl<B: Broker> std::fmt::Debug for WorkerRuntime<B> {
             .field("source", self.broker.source())
             .field("config", &self.cfg)
             .field("layers", &self.layers.len())
+            .field("observers", &self.observers.len())
             .finish()
     }
 }
@@ -249,6 +254,7 @@ impl<B: Broker> WorkerRuntime<B> {
             },
             cancel: CancellationToken::new(),
             status: RuntimeStatus::new(),
+            observers: Vec::new(),
         }
     }
 
@@ -365,6 +371,14 @@ impl<B: Broker> WorkerRuntime<B> {
         &self.broker
     }
 
+    /// Tells `observer` of every message's final outcome once the broker confirmed it (see
+    /// [`SettleObserver`] for when it is called); observers added together are called in the
+    /// order they were added. Without any, the runtime does nothing for them.
+    pub fn with_settle_observer(mut self, observer: impl SettleObserver) -> Self {
+        self.observers.push(Arc::new(observer));
+        self
+    }
+
     /// Adds a tower layer around the handler.
     ///
     /// # Order
@@ -407,6 +421,7 @@ impl<B: Broker> WorkerRuntime<B> {
             cfg,
             cancel,
             status,
+            observers,
         } = self;
         let handler = if layers.is_empty() {
             Handler::Direct(Arc::clone(&hooks))
@@ -470,6 +485,17 @@ impl<B: Broker> WorkerRuntime<B> {
             concurrency = cfg.concurrency,
             "worker started"
         );
+        let observers: observer::Observers = observers.into();
+        let (feed, observing) = if observers.is_empty() {
+            (None, None)
+        } else {
+            let (inbox, rx) = tokio::sync::mpsc::unbounded_channel();
+            let task = tokio::spawn(observer_loop(Arc::clone(&observers), rx));
+            (
+                Some(observer::ObserverFeed { observers, inbox }),
+                Some(task),
+            )
+        };
         let result = driver::Driver::new(
             Arc::clone(&broker),
             handler,
@@ -477,9 +503,24 @@ impl<B: Broker> WorkerRuntime<B> {
             cancel,
             status.clone(),
             maintenance_fatal,
+            feed,
         )
         .run()
         .await;
+        // The driver is gone, and with it the observers' sender: their task ends once it has
+        // passed on the last outcomes.
+        if let Some(task) = observing {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(OBSERVER_FLUSH_DEADLINE, task)
+                .await
+                .is_err()
+            {
+                abort.abort();
+                tracing::warn!(
+                    "settle observers did not finish within {OBSERVER_FLUSH_DEADLINE:?}; stopped"
+                );
+            }
+        }
         aux.cancel();
         helpers.close();
         helpers.wait().await;

@@ -1,18 +1,17 @@
 //! [`Checkpoint`]: where a plain `XREAD` reader (no consumer group) is in a stream, kept in
-//! Redis so that it resumes there after a restart.
+//! Redis (by the [`CheckpointStore`]) so that it resumes there after a restart.
 
 use std::time::Duration;
 
-use crate::connection::SharedConnection;
 use pythia_core::BrokerError;
 
+use crate::checkpoint::CheckpointStore;
 use crate::connection::RedisConnection;
-use crate::connection::transient_retry::retry_transient;
 use crate::keys::QueueKeys;
-use crate::scripts::CHECKPOINT_SAVE;
 use crate::stream::StreamEntryId;
 
-/// The last stream entry id a reader processed, in `<prefix>:{stream}:checkpoint:<reader>`.
+/// The last stream entry id a reader processed, in `<prefix>:{stream}:checkpoint:<reader>`
+/// (a [`CheckpointStore`] key).
 ///
 /// A consumer group keeps its position in Redis by itself; a reader outside any group
 /// (`XREAD`, e.g. one that sees every entry, like a projection or an audit log) does not.
@@ -40,27 +39,23 @@ use crate::stream::StreamEntryId;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Checkpoint {
-    conn: RedisConnection,
-    manager: SharedConnection,
+    store: CheckpointStore,
     key: String,
-    ttl: Option<Duration>,
 }
 
 impl Checkpoint {
     /// The checkpoint of reader `reader` in `stream`, without a TTL.
     pub fn new(conn: &RedisConnection, stream: &str, reader: &str) -> Self {
         Self {
-            conn: conn.clone(),
-            manager: conn.manager(),
+            store: CheckpointStore::new(conn),
             key: QueueKeys::new(conn.config().key_prefix(), stream).checkpoint(reader),
-            ttl: None,
         }
     }
 
     /// Forget the checkpoint this long after its last save (`None`: keep it; at least 1 ms).
     #[must_use]
     pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
-        self.ttl = ttl.map(|t| t.max(Duration::from_millis(1)));
+        self.store = self.store.with_ttl(ttl);
         self
     }
 
@@ -71,54 +66,21 @@ impl Checkpoint {
 
     /// The last saved id, if any.
     pub async fn load(&self) -> Result<Option<StreamEntryId>, BrokerError> {
-        let raw: Option<String> = retry_transient("load a checkpoint", || async move {
-            let mut m = self.manager.clone();
-            redis::cmd("GET")
-                .arg(&self.key)
-                .query_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("load a checkpoint", e))
-        })
-        .await?;
-        match raw {
-            None => Ok(None),
-            Some(s) => s.parse().map(Some).map_err(|_| {
-                BrokerError::backend(format!(
-                    "checkpoint {} holds {s:?}, not a stream entry id",
-                    self.key
-                ))
-            }),
-        }
+        Ok(self
+            .store
+            .load(&self.key)
+            .await?
+            .map(|cp| StreamEntryId::new(cp.position.0, cp.position.1)))
     }
 
     /// Moves the checkpoint to `id` if that is past it; `true` if it moved. Refreshes the TTL
     /// either way.
     pub async fn save(&self, id: StreamEntryId) -> Result<bool, BrokerError> {
-        let ttl = self.ttl.map_or(0, |t| t.as_millis() as u64);
-        let moved: i64 = retry_transient("save a checkpoint", || async move {
-            let mut m = self.manager.clone();
-            CHECKPOINT_SAVE
-                .key(&self.key)
-                .arg(id)
-                .arg(ttl)
-                .invoke_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("save a checkpoint", e))
-        })
-        .await?;
-        Ok(moved == 1)
+        self.store.save(&self.key, (id.ms(), id.seq()), None).await
     }
 
     /// Deletes the checkpoint: the reader starts afresh.
     pub async fn reset(&self) -> Result<(), BrokerError> {
-        retry_transient("reset a checkpoint", || async move {
-            let mut m = self.manager.clone();
-            redis::cmd("DEL")
-                .arg(&self.key)
-                .query_async::<()>(&mut m)
-                .await
-                .map_err(|e| self.conn.error("reset a checkpoint", e))
-        })
-        .await
+        self.store.delete(&self.key).await.map(drop)
     }
 }

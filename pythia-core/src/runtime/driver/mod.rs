@@ -22,6 +22,7 @@ mod slots;
 
 use self::slots::{Slot, Slots};
 use super::handler::{Handler, Running};
+use super::observer::ObserverFeed;
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
 use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
 use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
@@ -84,6 +85,9 @@ pub(super) struct Driver<B: Broker> {
     /// Whether the pause of fetching by failing settles was logged (once per outage).
     backlog_logged: bool,
 
+    /// Settle observers and their task's inbox; `None` (nothing done for them) without any.
+    observers: Option<ObserverFeed>,
+
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
     to_release: Vec<Delivery<B::Token>>,
     fatal: Option<RuntimeError>,
@@ -131,6 +135,7 @@ impl<B: Broker> Driver<B> {
         cancel: CancellationToken,
         status: RuntimeStatus,
         maintenance_fatal: Option<oneshot::Receiver<BrokerError>>,
+        observers: Option<ObserverFeed>,
     ) -> Self {
         let spawn = cfg.dispatch == Dispatch::Spawn;
         let hard_stop = cfg.hard_stop.clone().map(|t| Box::pin(t.cancelled_owned()));
@@ -177,6 +182,7 @@ impl<B: Broker> Driver<B> {
             settle_failing: false,
             settle_refused: false,
             backlog_logged: false,
+            observers,
             drain_check: None,
             to_release: Vec::new(),
             fatal: None,
@@ -286,7 +292,7 @@ impl<B: Broker> Driver<B> {
         wall: SystemTime,
         cx: &mut Context<'_>,
     ) {
-        let Delivery { token, message } = delivery;
+        let Delivery { token, mut message } = delivery;
         let max = self.cfg.retry.max_attempts();
         if message.attempt() > max {
             // Delivered again after its worker died mid-message, more often than allowed: a
@@ -334,6 +340,11 @@ impl<B: Broker> Driver<B> {
         } else {
             tracing::Span::none()
         };
+        if let Some(feed) = &self.observers {
+            for o in feed.observers.iter() {
+                o.on_start(&mut message);
+            }
+        }
         let call = {
             let _in = span.enter();
             std::panic::catch_unwind(AssertUnwindSafe(|| self.handler.call(message.clone())))

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use super::super::observer::Settled;
 use super::slots::Slot;
 use super::{Driver, RuntimeError, reconnect_backoff};
 use crate::broker::{Broker, Outcome, Settlement};
@@ -107,6 +108,14 @@ impl<B: Broker> Driver<B> {
                     self.settle_failing = false;
                 }
                 self.settle_backoff = reconnect_backoff();
+                if let Some(feed) = &self.observers {
+                    let settled = batch
+                        .drain(..)
+                        .map(|s| Settled::new(s.message, s.outcome))
+                        .collect();
+                    // The observers' task ends only after this sender is dropped.
+                    let _ = feed.inbox.send(settled);
+                }
                 batch.clear();
                 if batch.capacity() > self.spare_settle.capacity() {
                     self.spare_settle = batch;
