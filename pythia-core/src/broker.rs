@@ -177,6 +177,18 @@ pub trait Broker: Send + Sync + 'static {
         async { Ok(None) }
     }
 
+    /// The handler of the delivery `token` said the downstream is rate-limiting it
+    /// ([`WorkerError::rate_limited`](crate::WorkerError::rate_limited)): stop fetching from
+    /// the queue that delivery came from for `pause`. Called by the runtime once per such
+    /// failure, before the delivery's settle; must not block.
+    ///
+    /// The default does nothing (the message is still retried after `pause`). A broker that
+    /// wraps others (a gate, a multi-queue broker) forwards it to the one that delivered
+    /// `token`.
+    fn throttle(&self, token: &Self::Token, pause: Duration) {
+        let _ = (token, pause);
+    }
+
     /// Final clean-up after the last settle and release (drop heartbeats, leave groups).
     fn close(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {
         async { Ok(()) }

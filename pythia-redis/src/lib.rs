@@ -12,12 +12,14 @@
 // pubsub/      PubSubBroker (at-most-once fan-out), Publisher
 // dlq.rs       dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
+// gate/        QueueGate: pause, throttle and rate limit of a queue across replicas
 // coord/       delayed messages, destinations, locks, periodic jobs
 mod call;
 pub mod connection;
 pub mod consumer;
 pub mod coord;
 pub mod dlq;
+pub mod gate;
 mod job_producer;
 pub mod keys;
 pub mod layer;
@@ -33,6 +35,7 @@ pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnectio
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::consumer::retry_schedule;
 pub use crate::dlq::{DeadLetter, DeadLetterQueue, DlqEntry, ReplayReport};
+pub use crate::gate::{QueueGate, RateLimit};
 pub use crate::job_producer::JobProducer;
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::producer::{Encoding, ListProducer};

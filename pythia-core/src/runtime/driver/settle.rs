@@ -29,6 +29,10 @@ impl<B: Broker> Driver<B> {
                     self.summary.panics += 1;
                     self.metrics.failed_panic.increment(1);
                 }
+                WorkerErrorKind::RateLimited(pause) => {
+                    self.metrics.failed_error.increment(1);
+                    self.broker.throttle(&slot.token, pause);
+                }
                 _ => self.metrics.failed_error.increment(1),
             }
         }

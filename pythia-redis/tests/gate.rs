@@ -1,0 +1,205 @@
+//! [`QueueGate`] against a real redis-server: pause and resume, the shared rate limit, and a
+//! handler's "rate limited by the downstream" throttling the queue on every replica.
+
+mod support;
+
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pythia_core::{Broker, CancellationToken, Message, WorkerError, WorkerRuntime, worker_fn};
+use pythia_redis::gate::{self, POLL_INTERVAL};
+use pythia_redis::{ListProducer, QueueGate, RateLimit, ReliableListBroker};
+use support::{RedisServer, cmd};
+use tokio::time::Instant;
+
+async fn fill(conn: &pythia_redis::RedisConnection, queue: &str, n: usize) {
+    let msgs: Vec<Message> = (0..n).map(|i| Message::new(format!("m{i}"))).collect();
+    ListProducer::new(conn, queue)
+        .push_many(&msgs)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_paused_queue_fetches_nothing_until_resumed_and_settles_what_it_holds() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    fill(&conn, "jobs", 10).await;
+    let g = QueueGate::new(&conn, ReliableListBroker::new(&conn, "jobs"));
+    let held = g.fetch(2).await.unwrap();
+    assert_eq!(held.len(), 2);
+
+    assert!(gate::pause(&conn, "jobs").await.unwrap());
+    assert!(!gate::pause(&conn, "jobs").await.unwrap(), "paused already");
+    assert!(gate::is_paused(&conn, "jobs").await.unwrap());
+    let flag: Option<String> = cmd(&conn, &["GET", "pythia:{jobs}:paused"]).await;
+    assert!(flag.is_some());
+
+    // Within one poll interval the gate sees it, and from then on fetches nothing.
+    let paused_at = Instant::now();
+    let mut fetched_after = 0;
+    while paused_at.elapsed() < POLL_INTERVAL * 3 {
+        let got = g.fetch(2).await.unwrap();
+        if paused_at.elapsed() > POLL_INTERVAL + Duration::from_millis(100) {
+            fetched_after += got.len();
+        } else {
+            g.release(got).await.unwrap();
+        }
+    }
+    assert_eq!(fetched_after, 0, "fetched while paused");
+    assert!(g.is_paused());
+    // What it holds still settles.
+    let settle: Vec<_> = held
+        .into_iter()
+        .map(|d| pythia_core::Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: pythia_core::Outcome::Ack,
+        })
+        .collect();
+    g.settle(&settle).await.unwrap();
+
+    assert!(gate::resume(&conn, "jobs").await.unwrap());
+    assert!(
+        !gate::resume(&conn, "jobs").await.unwrap(),
+        "resumed already"
+    );
+    let resumed_at = Instant::now();
+    let mut got = Vec::new();
+    while got.is_empty() {
+        assert!(
+            resumed_at.elapsed() < Duration::from_secs(2),
+            "never resumed"
+        );
+        got = g.fetch(8).await.unwrap();
+    }
+    assert!(!g.is_paused());
+    assert_eq!(got.len(), 8, "nothing lost: the 8 not acked are there");
+}
+
+/// Three gates (three replicas' worth) on one queue at 100/s for ~2.5 s: together they fetch
+/// within 5 % of the limit over the window they were fetching.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_share_one_rate_limit() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    fill(&conn, "jobs", 2000).await;
+    let limit = RateLimit::per_second(100);
+    let stamps = Arc::new(Mutex::new(Vec::new()));
+    let stop = Instant::now() + Duration::from_millis(2500);
+    let mut tasks = Vec::new();
+    for _ in 0..3 {
+        let conn = server.connect().await;
+        let stamps = Arc::clone(&stamps);
+        tasks.push(tokio::spawn(async move {
+            let g = QueueGate::new(&conn, ReliableListBroker::new(&conn, "jobs"))
+                .with_rate_limit(limit);
+            while Instant::now() < stop {
+                let got = g.fetch(50).await.unwrap();
+                let now = Instant::now();
+                stamps.lock().unwrap().extend(got.iter().map(|_| now));
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut stamps = stamps.lock().unwrap().clone();
+    stamps.sort();
+    let (first, last) = (stamps[0], *stamps.last().unwrap());
+    // The first batch is the burst; the rate is what came after it.
+    let after_first = stamps.iter().filter(|&&t| t > first).count() as f64;
+    let rate = after_first / last.duration_since(first).as_secs_f64();
+    assert!(
+        (rate - 100.0).abs() <= 5.0,
+        "aggregate rate {rate:.1}/s against a limit of 100/s ({} fetched)",
+        stamps.len()
+    );
+}
+
+/// A handler that gets "429" throttles the queue: this replica and another stop fetching for
+/// the time asked, and the message is retried after it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    fill(&conn, "jobs", 1).await;
+    let calls = Arc::new(Mutex::new(Vec::new()));
+    let seen = Arc::clone(&calls);
+    let worker = worker_fn(move |m: Message| {
+        seen.lock().unwrap().push((Instant::now(), m.attempt()));
+        let first = m.attempt() == 1;
+        async move {
+            if first {
+                Err(WorkerError::rate_limited(
+                    Duration::from_millis(1500),
+                    "429",
+                ))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let stop = CancellationToken::new();
+    let broker = QueueGate::new(&conn, ReliableListBroker::new(&conn, "jobs"));
+    let run = tokio::spawn(
+        WorkerRuntime::new(broker, worker)
+            .with_signal_handling(false)
+            .with_cancellation(stop.clone())
+            .run(),
+    );
+    // The throttle reaches Redis...
+    let mut ttl = 0i64;
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while ttl <= 0 {
+        assert!(Instant::now() < deadline, "no throttle in Redis");
+        ttl = cmd(&conn, &["PTTL", "pythia:{jobs}:throttled"]).await;
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // ...and another replica fetches nothing while it lasts, though messages wait.
+    fill(&conn, "jobs", 5).await;
+    let other = QueueGate::new(&conn, ReliableListBroker::new(&conn, "jobs"));
+    let fetched = AtomicU32::new(0);
+    while cmd::<i64>(&conn, &["PTTL", "pythia:{jobs}:throttled"]).await > 200 {
+        fetched.fetch_add(
+            other.fetch(5).await.unwrap().len() as u32,
+            Ordering::Relaxed,
+        );
+    }
+    assert_eq!(
+        fetched.load(Ordering::Relaxed),
+        0,
+        "the other replica fetched while throttled"
+    );
+    other.close().await.unwrap();
+
+    // The message comes back after the pause, as a second attempt.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while calls.lock().unwrap().len() < 7 {
+        assert!(
+            Instant::now() < deadline,
+            "not all processed: {:?}",
+            calls.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    stop.cancel();
+    run.await.unwrap().unwrap();
+    let calls = calls.lock().unwrap();
+    let (t0, a0) = calls[0];
+    assert_eq!(a0, 1);
+    let retry = calls.iter().find(|(_, a)| *a == 2).expect("retried");
+    assert!(
+        retry.0.duration_since(t0) >= Duration::from_millis(1500),
+        "retried after {:?}",
+        retry.0.duration_since(t0)
+    );
+    // Nothing else ran during the throttle.
+    assert!(
+        calls[1..]
+            .iter()
+            .all(|(t, _)| t.duration_since(t0) >= Duration::from_millis(1400)),
+        "{calls:?}"
+    );
+}
