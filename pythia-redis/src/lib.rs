@@ -13,7 +13,9 @@
 // dlq.rs       dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
 // gate/        QueueGate: pause, throttle and rate limit of a queue across replicas
+// admin.rs     EmptyQueue (pythia empty)
 // coord/       delayed messages, destinations, locks, periodic jobs
+mod admin;
 mod call;
 pub mod connection;
 pub mod consumer;
@@ -29,6 +31,7 @@ mod scripts;
 pub mod sharded_stream;
 pub mod stream;
 
+pub use crate::admin::{EmptyQueue, EmptyReport};
 pub use crate::call::Call;
 pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
 pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnection};
@@ -55,6 +58,9 @@ pub use crate::coord::delayed::DelayedProducer;
 pub use crate::coord::destination::Destination;
 pub use crate::coord::lock::{Exclusive, Lock, LockGuard};
 pub use crate::coord::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
+pub use crate::coord::scheduled::{
+    ScheduledKind, ScheduledMessage, ScheduledMessages, ScheduledPage,
+};
 pub use crate::layer::idempotency::{
     Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore,
 };

@@ -86,3 +86,5 @@ pub(crate) static GATE_POLL: LazyLock<Script> = checked!("gate_poll.lua");
 /// Grant a batch of a queue's rate-limit tokens (GCRA on the server's clock).
 pub(crate) static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/rate_limit.lua")));
+/// Empty a queue (and optionally its schedule), counting what went.
+pub(crate) static QUEUE_EMPTY: LazyLock<Script> = checked!("queue_empty.lua");
