@@ -56,6 +56,15 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
+    /// Pause a queue: its workers, on every replica, stop fetching within a second and finish
+    /// what they hold (`pythia resume` undoes it).
+    Pause(crate::commands::pause::PauseArgs),
+    /// Resume a paused queue: its workers fetch again within a second.
+    Resume(crate::commands::pause::PauseArgs),
+    /// Delete every message waiting in a queue (asks on a terminal; --yes otherwise).
+    Empty(crate::commands::empty::EmptyArgs),
+    /// List or cancel a queue's delayed messages and scheduled retries.
+    Scheduled(crate::commands::scheduled::ScheduledArgs),
     /// Show a job's status record: state, attempts, times, last error and result (workers with
     /// the job-status layer write it; `produce --track` records it as queued).
     Job(JobArgs),
@@ -634,6 +643,12 @@ pub(crate) struct RunArgs {
     /// How long an open breaker waits before letting a probe message through.
     #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
     pub(crate) breaker_cooldown: Duration,
+
+    /// Fetch at most this many messages of the queue, all replicas together: `500/s`, `30/m`
+    /// or `2/h`. Enforced in Redis (`<prefix>:{queue}:ratelimit`): give every replica the
+    /// same limit. Not for pub/sub.
+    #[arg(long, env = "PYTHIA_RATE_LIMIT", value_name = "N/s|N/m|N/h")]
+    pub(crate) rate_limit: Option<pythia::redis::RateLimit>,
 }
 
 /// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in
