@@ -589,8 +589,8 @@ pub(crate) struct RunArgs {
 
     /// POST each message to this http:// or https:// URL: the body as the request body, the id,
     /// attempt, queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx
-    /// retry (after the Retry-After delay when given); any other 4xx rejects (dead-letters at
-    /// once); a connection error or --http-timeout retries. Connections are kept alive; https://
+    /// retry (after the Retry-After delay when given; a 429 with one also stops the queue's
+    /// fetching that long, on every replica); any other 4xx rejects (dead-letters at once); a connection error or --http-timeout retries. Connections are kept alive; https://
     /// (binary built with the `tls` feature) speaks HTTP/2 when the server offers it.
     #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
     pub(crate) http: Option<crate::http_worker::HttpUrl>,
