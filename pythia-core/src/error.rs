@@ -16,8 +16,8 @@ pub enum WorkerErrorKind {
     /// A transient failure with a known wait: retry after exactly this delay
     /// ([`WorkerError::retry_later`]).
     RetryAfter(Duration),
-    /// The downstream the handler calls is rate-limiting it: retry after this delay, and pause
-    /// the whole queue's fetching for as long ([`WorkerError::rate_limited`]).
+    /// The downstream the handler calls is rate-limiting it: pause the whole queue's fetching
+    /// for this long and deliver the message again after it ([`WorkerError::rate_limited`]).
     RateLimited(Duration),
     /// A poison message: never retry, dead-letter it now.
     Reject,
@@ -77,10 +77,13 @@ impl WorkerError {
         Self::new(WorkerErrorKind::RetryAfter(delay), cause)
     }
 
-    /// The downstream is rate-limiting the handler: the message is retried after `pause`
-    /// (like [`retry_later`](Self::retry_later), counting an attempt) and the runtime asks the
-    /// broker to stop fetching from the queue for `pause` ([`Broker::throttle`]); a Redis
-    /// broker wrapped in `pythia_redis::QueueGate` pauses the queue on every replica.
+    /// The downstream is rate-limiting the handler: the queue backs off for `pause`.
+    ///
+    /// The runtime tells the broker ([`Broker::throttle`]). A broker that throttles (a Redis
+    /// broker behind `pythia_redis::QueueGate` stops fetching on every replica) gets the
+    /// message back with no attempt counted (it is fetched again once the pause is over); any
+    /// other broker schedules it as a retry after `pause`, counting an attempt, like
+    /// [`retry_later`](Self::retry_later).
     ///
     /// Never retried in-process by [`InProcessRetry`](crate::InProcessRetry): waiting inside the
     /// handler would keep hitting the limited downstream from the other slots.

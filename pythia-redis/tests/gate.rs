@@ -7,7 +7,9 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_core::{Broker, CancellationToken, Message, WorkerError, WorkerRuntime, worker_fn};
+use pythia_core::{
+    Broker, CancellationToken, Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn,
+};
 use pythia_redis::gate::{self, POLL_INTERVAL};
 use pythia_redis::{ListProducer, QueueGate, RateLimit, ReliableListBroker};
 use support::{RedisServer, cmd};
@@ -127,9 +129,10 @@ async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
     fill(&conn, "jobs", 1).await;
     let calls = Arc::new(Mutex::new(Vec::new()));
     let seen = Arc::clone(&calls);
+    let limited = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let worker = worker_fn(move |m: Message| {
         seen.lock().unwrap().push((Instant::now(), m.attempt()));
-        let first = m.attempt() == 1;
+        let first = !limited.swap(true, Ordering::Relaxed);
         async move {
             if first {
                 Err(WorkerError::rate_limited(
@@ -145,6 +148,8 @@ async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
     let broker = QueueGate::new(&conn, ReliableListBroker::new(&conn, "jobs"));
     let run = tokio::spawn(
         WorkerRuntime::new(broker, worker)
+            // One attempt only: a rate-limited message must not use it up.
+            .with_retry_policy(RetryPolicy::default().with_max_attempts(1))
             .with_signal_handling(false)
             .with_cancellation(stop.clone())
             .run(),
@@ -174,7 +179,7 @@ async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
     );
     other.close().await.unwrap();
 
-    // The message comes back after the pause, as a second attempt.
+    // The message comes back after the pause, handed back without an attempt counted.
     let deadline = Instant::now() + Duration::from_secs(5);
     while calls.lock().unwrap().len() < 7 {
         assert!(
@@ -185,11 +190,17 @@ async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     stop.cancel();
-    run.await.unwrap().unwrap();
+    let summary = run.await.unwrap().unwrap();
+    assert_eq!(
+        (summary.acked, summary.retried, summary.dead_lettered),
+        (6, 1, 0)
+    );
+    let dead: i64 = cmd(&conn, &["LLEN", "pythia:{jobs}:dlq"]).await;
+    assert_eq!(dead, 0);
     let calls = calls.lock().unwrap();
-    let (t0, a0) = calls[0];
-    assert_eq!(a0, 1);
-    let retry = calls.iter().find(|(_, a)| *a == 2).expect("retried");
+    assert!(calls.iter().all(|(_, a)| *a == 1), "{calls:?}");
+    let (t0, _) = calls[0];
+    let retry = &calls[1];
     assert!(
         retry.0.duration_since(t0) >= Duration::from_millis(1500),
         "retried after {:?}",

@@ -64,8 +64,11 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// * **Throttled** (a handler's [`rate_limited`](pythia_core::WorkerError::rate_limited)):
 ///   the replica stops fetching at once for the time asked; the throttle is written to Redis
 ///   (extending, never shortening, one already set) and the other replicas stop at their next
-///   poll. The message itself is retried after that time and counts an attempt (a retry like
-///   [`retry_later`](pythia_core::WorkerError::retry_later)).
+///   poll. The message goes back to the queue through [`Broker::release`] with no attempt
+///   counted (the runtime does so because [`Broker::throttle`] says this gate throttles), and is
+///   fetched again when the pause is over: a downstream that keeps answering 429 never
+///   dead-letters a message. Between the throttle and another replica's next poll, that replica
+///   may still fetch (and call the downstream) once.
 /// * **Rate limited**: a fetch asks for no more than the tokens granted; when the budget is
 ///   spent it waits (at most [`POLL_INTERVAL`]) and returns no messages. Tokens a fetch did not
 ///   use are kept for the next one for up to a second. Over any window, the replicas together
@@ -197,6 +200,30 @@ impl<B: Broker> QueueGate<B> {
         Ok(())
     }
 
+    /// Writes a throttle to Redis now, on a task of its own (`throttle` must not block), so the
+    /// other replicas see it at their next poll even while this one fetches nothing; the next
+    /// fetch's poll writes it too (harmless twice), and alone when there is no runtime.
+    fn publish_throttle(&self, pause: Duration) {
+        let Ok(rt) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
+        let (paused, throttled) = (self.keys.paused(), self.keys.throttled());
+        let mut m = self.manager.clone();
+        let queue = self.keys.queue().to_owned();
+        rt.spawn(async move {
+            let res = GATE_POLL
+                .key(&paused)
+                .key(&throttled)
+                .arg(ms)
+                .invoke_async::<(u64, u64)>(&mut m)
+                .await;
+            if let Err(e) = res {
+                tracing::warn!(%queue, error = %e, "writing the queue's throttle failed; the next fetch tries again");
+            }
+        });
+    }
+
     /// How long fetching must wait now (paused or throttled), if it must.
     fn must_wait(&self) -> Option<Duration> {
         let mut st = self.state.lock().expect("gate lock");
@@ -271,7 +298,7 @@ impl<B: Broker> Broker for QueueGate<B> {
         self.inner.stats().await
     }
 
-    fn throttle(&self, token: &Self::Token, pause: Duration) {
+    fn throttle(&self, token: &Self::Token, pause: Duration) -> bool {
         {
             let mut st = self.state.lock().expect("gate lock");
             let until = Instant::now() + pause;
@@ -283,7 +310,10 @@ impl<B: Broker> Broker for QueueGate<B> {
             ?pause,
             "handler rate-limited by its downstream: queue throttled"
         );
-        self.inner.throttle(token, pause);
+        self.publish_throttle(pause);
+        // This gate stops fetching for `pause`, whatever the wrapped broker says.
+        let _ = self.inner.throttle(token, pause);
+        true
     }
 
     async fn close(&self) -> Result<(), BrokerError> {

@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+mod hand_back;
 mod settle;
 mod slots;
 
@@ -80,6 +81,11 @@ pub(super) struct Driver<B: Broker> {
     settle_refused: bool,
     /// Whether the pause of fetching by failing settles was logged (once per outage).
     backlog_logged: bool,
+
+    /// Deliveries of rate-limited handlers going back to a throttled broker (see
+    /// [`Broker::throttle`]), and the release carrying the previous ones.
+    to_hand_back: Vec<Delivery<B::Token>>,
+    hand_back_call: Option<BoxFuture<(u64, Result<(), BrokerError>)>>,
 
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
     to_release: Vec<Delivery<B::Token>>,
@@ -166,6 +172,8 @@ impl<B: Broker> Driver<B> {
             settle_failing: false,
             settle_refused: false,
             backlog_logged: false,
+            to_hand_back: Vec::new(),
+            hand_back_call: None,
             drain_check: None,
             to_release: Vec::new(),
             fatal: None,
@@ -180,6 +188,7 @@ impl<B: Broker> Driver<B> {
     }
 
     async fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+        self.to_release.append(&mut self.to_hand_back);
         self.to_release.extend(self.pending.drain(..));
         if !self.to_release.is_empty() {
             let n = self.to_release.len() as u64;
@@ -543,6 +552,7 @@ impl<B: Broker> Driver<B> {
                 }));
                 progressed = true;
             }
+            progressed |= self.poll_hand_back(cx);
 
             if self.stopping {
                 if self.slots.len > 0 && timer_done(&mut self.grace, cx) {
@@ -555,7 +565,11 @@ impl<B: Broker> Driver<B> {
                     .hard_deadline
                     .as_mut()
                     .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if self.fetch.is_none() && self.slots.len == 0 && (settled || past_deadline) {
+                if self.fetch.is_none()
+                    && self.slots.len == 0
+                    && self.hand_back_call.is_none()
+                    && (settled || past_deadline)
+                {
                     return Poll::Ready(());
                 }
             }
@@ -573,6 +587,8 @@ impl<B: Broker> Driver<B> {
             && self.to_settle.is_empty()
             && self.settle.is_none()
             && self.fetch.is_none()
+            && self.to_hand_back.is_empty()
+            && self.hand_back_call.is_none()
     }
 
     fn fail(&mut self, e: RuntimeError, cx: &mut Context<'_>) {

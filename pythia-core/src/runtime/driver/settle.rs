@@ -31,7 +31,10 @@ impl<B: Broker> Driver<B> {
                 }
                 WorkerErrorKind::RateLimited(pause) => {
                     self.metrics.failed_error.increment(1);
-                    self.broker.throttle(&slot.token, pause);
+                    if self.broker.throttle(&slot.token, pause) {
+                        self.hand_back(slot, pause);
+                        return;
+                    }
                 }
                 _ => self.metrics.failed_error.increment(1),
             }
