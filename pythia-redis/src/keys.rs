@@ -239,6 +239,7 @@ mod tests {
             queue_of_key("pythia", "pythia:{ev}:consumers:billing"),
             Some("ev")
         );
+        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:paused"), Some("jobs"));
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:lock"), None);
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:done:k"), None);
         assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);

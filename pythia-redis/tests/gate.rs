@@ -214,3 +214,35 @@ async fn a_rate_limited_handler_throttles_the_queue_on_every_replica() {
         "{calls:?}"
     );
 }
+
+/// The gate's cost when nothing is paused or limited: one script call per poll interval, not
+/// one per fetch. Over ~2 s of back-to-back fetches of one message each, a list broker (whose
+/// fetch is a plain `RPOP`) behind the gate runs at most 2 s / 500 ms + 1 scripts.
+#[tokio::test]
+async fn an_idle_gate_asks_redis_once_per_poll_interval_not_per_fetch() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    fill(&conn, "jobs", 100_000).await;
+    let g = QueueGate::new(&conn, pythia_redis::ListBroker::new(&conn, "jobs"));
+    let _: () = cmd(&conn, &["CONFIG", "RESETSTAT"]).await;
+    let start = Instant::now();
+    let mut fetches = 0;
+    while start.elapsed() < Duration::from_secs(2) {
+        assert_eq!(g.fetch(1).await.unwrap().len(), 1);
+        fetches += 1;
+    }
+    let stats: String = cmd(&conn, &["INFO", "commandstats"]).await;
+    let calls = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{name}:calls=")))
+            .and_then(|rest| rest.split(',').next()?.parse().ok())
+            .unwrap_or(0)
+    };
+    let scripts = calls("evalsha") + calls("eval");
+    assert!(fetches > 50, "{fetches} fetches");
+    assert!(
+        (1..=5).contains(&scripts),
+        "{scripts} script calls for {fetches} fetches:\n{stats}"
+    );
+}
