@@ -234,7 +234,13 @@ impl<B: Broker> QueueGate<B> {
             }
             st.blocked_until = None;
         }
-        st.paused.then_some(POLL_INTERVAL)
+        // Paused: until the next poll is due.
+        let since = st.polled_at.map_or(POLL_INTERVAL, |t| t.elapsed());
+        st.paused.then(|| {
+            POLL_INTERVAL
+                .saturating_sub(since)
+                .max(Duration::from_millis(10))
+        })
     }
 }
 

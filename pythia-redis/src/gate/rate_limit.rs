@@ -146,6 +146,9 @@ pub(super) struct Limiter {
 struct Held {
     tokens: u64,
     granted_at: Instant,
+    /// The budget was spent: no token can be granted before this (other replicas only push it
+    /// later), so the script is not asked again until then.
+    spent_until: Option<Instant>,
 }
 
 impl Limiter {
@@ -156,6 +159,7 @@ impl Limiter {
             held: Mutex::new(Held {
                 tokens: 0,
                 granted_at: Instant::now(),
+                spent_until: None,
             }),
         }
     }
@@ -172,8 +176,8 @@ impl Limiter {
         max: usize,
     ) -> Result<Grant, BrokerError> {
         let max = max.max(1) as u64;
-        if let Some(n) = self.take_held(max) {
-            return Ok(Grant::Take(n as usize));
+        if let Some(grant) = self.take_held(max) {
+            return Ok(grant);
         }
         let want = self.limit.batch().max(1);
         let mut m = manager.clone();
@@ -185,18 +189,30 @@ impl Limiter {
             .invoke_async(&mut m)
             .await
             .map_err(|e| conn.error("take rate-limit tokens", e))?;
+        let mut held = self.held.lock().expect("limiter lock");
         if granted == 0 {
-            return Ok(Grant::Wait(Duration::from_millis(wait_ms.max(1))));
+            let wait = Duration::from_millis(wait_ms.max(1));
+            held.spent_until = Some(Instant::now() + wait);
+            return Ok(Grant::Wait(wait));
         }
         let now = granted.min(max);
-        let mut held = self.held.lock().expect("limiter lock");
         held.tokens = granted - now;
         held.granted_at = Instant::now();
+        held.spent_until = None;
         Ok(Grant::Take(now as usize))
     }
 
-    fn take_held(&self, max: u64) -> Option<u64> {
+    /// Tokens held here, or the wait left when the budget is known to be spent; `None` to ask
+    /// Redis.
+    fn take_held(&self, max: u64) -> Option<Grant> {
         let mut held = self.held.lock().expect("limiter lock");
+        let now = Instant::now();
+        if let Some(until) = held.spent_until {
+            if until > now {
+                return Some(Grant::Wait(until - now));
+            }
+            held.spent_until = None;
+        }
         if held.granted_at.elapsed() > TOKEN_SHELF_LIFE {
             held.tokens = 0;
         }
@@ -205,7 +221,7 @@ impl Limiter {
         }
         let n = held.tokens.min(max);
         held.tokens -= n;
-        Some(n)
+        Some(Grant::Take(n as usize))
     }
 
     /// Puts back tokens a fetch did not use (it found fewer messages than it was allowed).
