@@ -244,6 +244,35 @@ impl<B: Broker> QueueGate<B> {
     }
 }
 
+impl<B: Broker> QueueGate<B> {
+    /// `batch`, unless a handler throttled the queue while the fetch waited (a blocking fetch
+    /// on an empty queue would otherwise take the very message the throttle handed back, at
+    /// once): then the batch goes back, no attempt counted, and the fetch waits.
+    async fn unless_throttled_meanwhile(
+        &self,
+        batch: Vec<Delivery<B::Token>>,
+    ) -> Result<Vec<Delivery<B::Token>>, BrokerError> {
+        if batch.is_empty() {
+            return Ok(batch);
+        }
+        let throttled = {
+            let st = self.state.lock().expect("gate lock");
+            st.blocked_until
+                .and_then(|until| until.checked_duration_since(Instant::now()))
+        };
+        match throttled {
+            None => Ok(batch),
+            Some(wait) => {
+                if let Some(limiter) = &self.limiter {
+                    limiter.give_back(batch.len());
+                }
+                self.inner.release(batch).await?;
+                idle(wait).await
+            }
+        }
+    }
+}
+
 /// Waits `d`, at most [`POLL_INTERVAL`] (a fetch returns within a bounded time, and the next
 /// one polls again), and returns an empty batch.
 async fn idle<T>(d: Duration) -> Result<Vec<Delivery<T>>, BrokerError> {
@@ -268,14 +297,15 @@ impl<B: Broker> Broker for QueueGate<B> {
             return idle(wait).await;
         }
         let Some(limiter) = &self.limiter else {
-            return self.inner.fetch(max).await;
+            let batch = self.inner.fetch(max).await?;
+            return self.unless_throttled_meanwhile(batch).await;
         };
         match limiter.take(&self.conn, &self.manager, max).await? {
             Grant::Wait(wait) => idle(wait).await,
             Grant::Take(n) => {
                 let batch = self.inner.fetch(n).await?;
                 limiter.give_back(n.saturating_sub(batch.len()));
-                Ok(batch)
+                self.unless_throttled_meanwhile(batch).await
             }
         }
     }
