@@ -7,12 +7,16 @@
 -- ARGV[1] emission interval in ms (the period divided by the limit; may be fractional)
 -- ARGV[2] burst: tokens the budget holds when full (at least 1)
 -- ARGV[3] tokens wanted (at least 1)
--- Returns {tokens granted (0..wanted), ms to wait before asking again when 0 were granted}
+-- ARGV[4] fewest tokens worth granting (at least 1): with less room the caller waits until there
+--         is that much, so replicas racing for the budget do not split it into one-token grants
+--         (one script call per message)
+-- Returns {tokens granted (0 or least..wanted), ms to wait before asking again when 0}
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + tonumber(t[2]) / 1000
 local interval = tonumber(ARGV[1])
 local burst = tonumber(ARGV[2])
 local want = tonumber(ARGV[3])
+local least = math.min(want, tonumber(ARGV[4]))
 -- A key of another type fails here, before any write.
 local tat = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
 if tat < now then
@@ -20,8 +24,9 @@ if tat < now then
 end
 -- The TAT may run ahead of now by at most burst * interval: that is the budget left.
 local room = math.floor((now + burst * interval - tat) / interval + 1e-9)
-if room <= 0 then
-  return {0, math.max(1, math.ceil(tat + interval - burst * interval - now))}
+if room < least then
+  -- room >= least once now >= tat + (least - burst) * interval
+  return {0, math.max(1, math.ceil(tat + (least - burst) * interval - now))}
 end
 local granted = math.min(want, room)
 tat = tat + granted * interval

@@ -87,6 +87,12 @@ impl RateLimit {
     fn batch(&self) -> u64 {
         ((self.per_second_f64() * BATCH_WINDOW.as_secs_f64()).ceil() as u64).clamp(1, MAX_BATCH)
     }
+
+    /// The fewest tokens a script call grants: half a batch, so that replicas racing for the
+    /// budget take it in large grants, not one token per call.
+    fn least_grant(&self) -> u64 {
+        (self.batch() / 2).max(1)
+    }
 }
 
 impl fmt::Display for RateLimit {
@@ -186,12 +192,15 @@ impl Limiter {
             .arg(self.limit.interval_ms())
             .arg(self.limit.batch())
             .arg(want)
+            .arg(self.limit.least_grant())
             .invoke_async(&mut m)
             .await
             .map_err(|e| conn.error("take rate-limit tokens", e))?;
         let mut held = self.held.lock().expect("limiter lock");
         if granted == 0 {
-            let wait = Duration::from_millis(wait_ms.max(1));
+            // Up to half again as long, at random: replicas denied together do not all ask
+            // again at the same moment, where all but one would be denied again.
+            let wait = Duration::from_millis(wait_ms.max(1)).mul_f64(1.0 + fastrand::f64() / 2.0);
             held.spent_until = Some(Instant::now() + wait);
             return Ok(Grant::Wait(wait));
         }
@@ -254,6 +263,8 @@ mod tests {
         assert_eq!(RateLimit::per_second(1).batch(), 1);
         assert_eq!(RateLimit::per_minute(30).batch(), 1);
         assert_eq!(RateLimit::per_second(1_000_000).batch(), MAX_BATCH);
+        assert_eq!(RateLimit::per_second(2000).least_grant(), 50);
+        assert_eq!(RateLimit::per_second(20).least_grant(), 1);
         assert!((RateLimit::per_second(200).interval_ms() - 5.0).abs() < 1e-9);
     }
 }
