@@ -23,7 +23,9 @@
 //! The gate learns the pause and throttle flags with one script call (`lua/gate_poll.lua`) at
 //! most every [`POLL_INTERVAL`], made by `fetch` when its last answer is older: no command per
 //! message. Without a rate limit, that is all it adds. With one, a fetch takes tokens from a
-//! batch the replica holds; a script call grants a new batch (50 ms worth of the limit).
+//! batch the replica holds; a script call grants a new batch (50 ms worth of the limit), and a
+//! replica that finds the budget spent waits until a batch is free: about 30 calls a second
+//! per busy replica at any limit.
 
 mod control;
 mod rate_limit;
@@ -72,7 +74,7 @@ pub const POLL_INTERVAL: Duration = Duration::from_millis(500);
 /// * **Rate limited**: a fetch asks for no more than the tokens granted; when the budget is
 ///   spent it waits (at most [`POLL_INTERVAL`]) and returns no messages. Tokens a fetch did not
 ///   use are kept for the next one for up to a second. Over any window, the replicas together
-///   fetch at most `limit × window + burst`, the burst being one batch (50 ms of the limit).
+///   fetch at most `limit × window + burst`, the burst being two batches (100 ms of the limit).
 ///   Fetched, not processed: a message that fails and is retried takes a token again.
 ///
 /// ```no_run

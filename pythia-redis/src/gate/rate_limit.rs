@@ -83,15 +83,22 @@ impl RateLimit {
         self.period.as_secs_f64() * 1000.0 / f64::from(self.count)
     }
 
-    /// Tokens asked for per script call (and the budget's burst): 50 ms worth of the limit.
+    /// Tokens asked for per script call: 50 ms worth of the limit.
     fn batch(&self) -> u64 {
         ((self.per_second_f64() * BATCH_WINDOW.as_secs_f64()).ceil() as u64).clamp(1, MAX_BATCH)
     }
 
-    /// The fewest tokens a script call grants: half a batch, so that replicas racing for the
-    /// budget take it in large grants, not one token per call.
+    /// The fewest tokens a script call grants: a whole batch, so that replicas racing for the
+    /// budget take it in batches, not one token per call, and a starved replica asks about
+    /// once per batch window.
     fn least_grant(&self) -> u64 {
-        (self.batch() / 2).max(1)
+        self.batch()
+    }
+
+    /// Tokens the budget holds when full: two batches, so that it does not overflow (losing
+    /// rate) while a replica waits out a batch window with jitter.
+    fn burst(&self) -> u64 {
+        2 * self.batch()
     }
 }
 
@@ -190,7 +197,7 @@ impl Limiter {
         let (granted, wait_ms): (u64, u64) = RATE_LIMIT
             .key(&self.key)
             .arg(self.limit.interval_ms())
-            .arg(self.limit.batch())
+            .arg(self.limit.burst())
             .arg(want)
             .arg(self.limit.least_grant())
             .invoke_async(&mut m)
@@ -263,8 +270,8 @@ mod tests {
         assert_eq!(RateLimit::per_second(1).batch(), 1);
         assert_eq!(RateLimit::per_minute(30).batch(), 1);
         assert_eq!(RateLimit::per_second(1_000_000).batch(), MAX_BATCH);
-        assert_eq!(RateLimit::per_second(2000).least_grant(), 50);
-        assert_eq!(RateLimit::per_second(20).least_grant(), 1);
+        assert_eq!(RateLimit::per_second(2000).least_grant(), 100);
+        assert_eq!(RateLimit::per_second(2000).burst(), 200);
         assert!((RateLimit::per_second(200).interval_ms() - 5.0).abs() < 1e-9);
     }
 }
