@@ -19,11 +19,13 @@ use pythia::redis::{GroupStart, Overflow};
         Operate a queue:\n  \
         pythia inspect --queue jobs        depth, consumers, retries, dead letters, memory\n  \
         pythia dlq list --queue jobs       dead letters; `dlq replay` and `dlq purge` too\n  \
+        pythia pause --queue jobs          every worker stops fetching; `pythia resume`\n  \
+        pythia scheduled list --queue jobs delayed messages and retries; `cancel --id`\n  \
         pythia doctor                      is this Redis fit for a queue?\n  \
         pythia dashboard                   the same in a browser, at http://127.0.0.1:9191\n\n\
         Exit codes: 0 success; 1 runtime failure (Redis error, handler stack failure) or a \
         `pythia doctor` check that FAILed; 2 bad input or configuration (unknown option, bad \
-        URL, bad config file, refused password, `dlq purge` without --yes and no terminal); \
+        URL, bad config file, refused password, `dlq purge` or `empty` without --yes and no terminal); \
         69 Redis unreachable within --connect-timeout."
 )]
 pub(crate) struct Cli {
