@@ -74,6 +74,23 @@ fn the_list_example_drains_its_orders() {
 }
 
 #[test]
+fn the_steering_example_drains_at_its_limit_through_a_pause_and_a_back_off() {
+    let out = run("steering");
+    let (processed, acked, retried, dead) = summary(&out);
+    assert_eq!((processed, acked, retried, dead), (301, 300, 1, 0), "{out}");
+    assert!(
+        out.contains("\npaused\n") && out.contains("\nresumed\n"),
+        "{out}"
+    );
+    // 300 at 100/s (less the first batch), 1 s paused, 0.5 s backed off.
+    let took: f64 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("took ")?.strip_suffix(" s")?.parse().ok())
+        .unwrap_or_else(|| panic!("no time in:\n{out}"));
+    assert!(took >= 4.0, "took {took} s:\n{out}");
+}
+
+#[test]
 fn the_reliable_list_example_drains_every_job() {
     let (processed, acked, retried, dead) = summary(&run("reliable_list"));
     assert_eq!((acked, dead), (500, 0));

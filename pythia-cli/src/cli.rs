@@ -19,11 +19,13 @@ use pythia::redis::{GroupStart, Overflow};
         Operate a queue:\n  \
         pythia inspect --queue jobs        depth, consumers, retries, dead letters, memory\n  \
         pythia dlq list --queue jobs       dead letters; `dlq replay` and `dlq purge` too\n  \
+        pythia pause --queue jobs          every worker stops fetching; `pythia resume`\n  \
+        pythia scheduled list --queue jobs delayed messages and retries; `cancel --id`\n  \
         pythia doctor                      is this Redis fit for a queue?\n  \
         pythia dashboard                   the same in a browser, at http://127.0.0.1:9191\n\n\
         Exit codes: 0 success; 1 runtime failure (Redis error, handler stack failure) or a \
         `pythia doctor` check that FAILed; 2 bad input or configuration (unknown option, bad \
-        URL, bad config file, refused password, `dlq purge` without --yes and no terminal); \
+        URL, bad config file, refused password, `dlq purge` or `empty` without --yes and no terminal); \
         69 Redis unreachable within --connect-timeout."
 )]
 pub(crate) struct Cli {
@@ -56,6 +58,15 @@ pub(crate) enum Command {
     Inspect(InspectArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
+    /// Pause a queue: its workers, on every replica, stop fetching within a second and finish
+    /// what they hold (`pythia resume` undoes it).
+    Pause(crate::commands::pause::PauseArgs),
+    /// Resume a paused queue: its workers fetch again within a second.
+    Resume(crate::commands::pause::PauseArgs),
+    /// Delete every message waiting in a queue (asks on a terminal; --yes otherwise).
+    Empty(crate::commands::empty::EmptyArgs),
+    /// List or cancel a queue's delayed messages and scheduled retries.
+    Scheduled(crate::commands::scheduled::ScheduledArgs),
     /// Show a job's status record and timeline: state, attempts, times, progress, last error,
     /// result, events (workers with job tracking write it; `produce --track` records it as
     /// queued).
@@ -598,8 +609,8 @@ pub(crate) struct RunArgs {
 
     /// POST each message to this http:// or https:// URL: the body as the request body, the id,
     /// attempt, queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx
-    /// retry (after the Retry-After delay when given); any other 4xx rejects (dead-letters at
-    /// once); a connection error or --http-timeout retries. Connections are kept alive; https://
+    /// retry (after the Retry-After delay when given; a 429 with one also stops the queue's
+    /// fetching that long, on every replica); any other 4xx rejects (dead-letters at once); a connection error or --http-timeout retries. Connections are kept alive; https://
     /// (binary built with the `tls` feature) speaks HTTP/2 when the server offers it.
     #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
     pub(crate) http: Option<crate::http_worker::HttpUrl>,
@@ -652,6 +663,12 @@ pub(crate) struct RunArgs {
     /// How long an open breaker waits before letting a probe message through.
     #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
     pub(crate) breaker_cooldown: Duration,
+
+    /// Fetch at most this many messages of the queue, all replicas together: `500/s`, `30/m`
+    /// or `2/h`. Enforced in Redis (`<prefix>:{queue}:ratelimit`): give every replica the
+    /// same limit. Not for pub/sub.
+    #[arg(long, env = "PYTHIA_RATE_LIMIT", value_name = "N/s|N/m|N/h")]
+    pub(crate) rate_limit: Option<pythia::redis::RateLimit>,
 }
 
 /// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in

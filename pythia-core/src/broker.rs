@@ -109,7 +109,9 @@ pub struct QueueStats {
 /// A source of messages: Redis list, stream, pub/sub, or the in-memory broker.
 ///
 /// The runtime calls [`fetch`](Broker::fetch) only while it has free capacity, hands each
-/// finished delivery to [`settle`](Broker::settle) in batches, calls
+/// finished delivery to [`settle`](Broker::settle) in batches (or, when the broker
+/// [`throttle`](Broker::throttle)s for a rate-limited handler, hands it back with
+/// [`release`](Broker::release)), calls
 /// [`maintain`](Broker::maintain) periodically from a separate task (heartbeats, reaping dead
 /// consumers, promoting due retries), and on shutdown [`release`](Broker::release)s what it did
 /// not process and [`close`](Broker::close)s the broker.
@@ -125,8 +127,9 @@ pub struct QueueStats {
 ///   nothing meanwhile. Exceptions: an error of kind [`Config`](crate::BrokerErrorKind::Config)
 ///   or `Closed` stops the worker at once, and at the shutdown deadline the runtime gives up
 ///   (counting the outcomes as unsettled).
-/// * `release` returns deliveries without counting an attempt; an at-least-once broker must
-///   also recover them by itself if the process dies before releasing.
+/// * `release` returns deliveries without counting an attempt, at shutdown and, after a
+///   `throttle` that returned `true`, while running; an at-least-once broker must also recover
+///   them by itself if the process dies before releasing.
 pub trait Broker: Send + Sync + 'static {
     /// The broker's handle on one delivery.
     type Token: Send + Sync + 'static;
@@ -205,6 +208,23 @@ pub trait Broker: Send + Sync + 'static {
         &self,
     ) -> impl Future<Output = Result<Vec<Option<QueueStats>>, BrokerError>> + Send {
         async { Ok(vec![self.stats().await?]) }
+    }
+
+    /// The handler of the delivery `token` said the downstream is rate-limiting it
+    /// ([`WorkerError::rate_limited`](crate::WorkerError::rate_limited)): stop fetching from
+    /// the queue that delivery came from for `pause`. Called by the runtime once per such
+    /// failure; must not block.
+    ///
+    /// Return `true` when this broker does stop fetching for `pause`: the runtime then hands
+    /// the delivery back with [`release`](Broker::release) (no attempt counted; nobody fetches
+    /// it before the pause is over) instead of scheduling a retry. The default returns `false`:
+    /// the message is scheduled as a retry after `pause`, counting an attempt, since handing
+    /// it back to a broker that keeps fetching would call the limited downstream again at once.
+    /// A broker that wraps others (a gate, a multi-queue broker) forwards it to the one that
+    /// delivered `token`.
+    fn throttle(&self, token: &Self::Token, pause: Duration) -> bool {
+        let _ = (token, pause);
+        false
     }
 
     /// Final clean-up after the last settle and release (drop heartbeats, leave groups).

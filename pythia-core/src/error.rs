@@ -16,6 +16,9 @@ pub enum WorkerErrorKind {
     /// A transient failure with a known wait: retry after exactly this delay
     /// ([`WorkerError::retry_later`]).
     RetryAfter(Duration),
+    /// The downstream the handler calls is rate-limiting it: pause the whole queue's fetching
+    /// for this long and deliver the message again after it ([`WorkerError::rate_limited`]).
+    RateLimited(Duration),
     /// A poison message: never retry, dead-letter it now.
     Reject,
     /// The handler overran its deadline and was cancelled; retried like [`Retry`](Self::Retry).
@@ -74,6 +77,31 @@ impl WorkerError {
         Self::new(WorkerErrorKind::RetryAfter(delay), cause)
     }
 
+    /// The downstream is rate-limiting the handler: the queue backs off for `pause`.
+    ///
+    /// The runtime tells the broker ([`Broker::throttle`]). A broker that throttles (a Redis
+    /// broker behind `pythia_redis::QueueGate` stops fetching on every replica) gets the
+    /// message back with no attempt counted (it is fetched again once the pause is over); any
+    /// other broker schedules it as a retry after `pause`, counting an attempt, like
+    /// [`retry_later`](Self::retry_later).
+    ///
+    /// Never retried in-process by [`InProcessRetry`](crate::InProcessRetry): waiting inside the
+    /// handler would keep hitting the limited downstream from the other slots.
+    ///
+    /// [`Broker::throttle`]: crate::Broker::throttle
+    pub fn rate_limited(pause: Duration, cause: impl Into<BoxError>) -> Self {
+        Self::new(WorkerErrorKind::RateLimited(pause), cause)
+    }
+
+    /// How long the handler asked the queue to back off, for a
+    /// [`rate_limited`](Self::rate_limited) error.
+    pub fn throttle(&self) -> Option<Duration> {
+        match self.kind {
+            WorkerErrorKind::RateLimited(d) => Some(d),
+            _ => None,
+        }
+    }
+
     /// A poison message: no retry, straight to the dead-letter queue.
     pub fn reject(cause: impl Into<BoxError>) -> Self {
         Self::new(WorkerErrorKind::Reject, cause)
@@ -116,7 +144,7 @@ impl WorkerError {
     /// The delay the handler asked for, if any.
     pub fn retry_after(&self) -> Option<Duration> {
         match self.kind {
-            WorkerErrorKind::RetryAfter(d) => Some(d),
+            WorkerErrorKind::RetryAfter(d) | WorkerErrorKind::RateLimited(d) => Some(d),
             _ => None,
         }
     }

@@ -49,6 +49,8 @@ pub const DEAD_LETTERS: &str = "pythia_dead_letters";
 pub const QUEUE_OLDEST_AGE_SECONDS: &str = "pythia_queue_oldest_age_seconds";
 /// Consumers registered for the queue.
 pub const CONSUMERS: &str = "pythia_consumers";
+/// Gauge: 1 while the queue is paused (a gated worker's last poll), else 0.
+pub const QUEUE_PAUSED: &str = "pythia_queue_paused";
 
 /// The runtime's metric handles for one queue.
 #[derive(Debug, Clone)]
@@ -198,6 +200,10 @@ pub fn describe() {
     describe_counter!(
         UNSETTLED_TOTAL,
         "Outcomes never settled (failing at the shutdown deadline, or refused); delivered again"
+    );
+    describe_gauge!(
+        QUEUE_PAUSED,
+        "1 while the queue is paused (pythia pause): gated workers fetch nothing"
     );
     crate::resilience::metrics::describe();
 }

@@ -196,6 +196,15 @@ mod tests {
                 delay: Duration::from_secs(7)
             }
         );
+        assert_eq!(
+            p.outcome(
+                &first,
+                &Err(WorkerError::rate_limited(Duration::from_secs(3), "429"))
+            ),
+            Outcome::Retry {
+                delay: Duration::from_secs(3)
+            }
+        );
         assert!(matches!(
             p.outcome(&first, &Err(WorkerError::reject("bad"))),
             Outcome::DeadLetter { reason } if reason == "rejected: bad"

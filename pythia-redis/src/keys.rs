@@ -122,6 +122,23 @@ impl QueueKeys {
         format!("{}:shards", self.base)
     }
 
+    /// The queue's pause flag: while it exists (whatever it holds), the queue's gated workers
+    /// fetch nothing ([`gate::pause`](crate::gate::pause)).
+    pub fn paused(&self) -> String {
+        format!("{}:paused", self.base)
+    }
+
+    /// The queue's throttle: while it lives (a TTL), gated workers fetch nothing, because a
+    /// handler said the downstream is rate-limiting it.
+    pub fn throttled(&self) -> String {
+        format!("{}:throttled", self.base)
+    }
+
+    /// The state of the queue's rate limit (the GCRA's theoretical arrival time).
+    pub fn rate_limit(&self) -> String {
+        format!("{}:ratelimit", self.base)
+    }
+
     /// The last id an `XREAD` reader named `reader` processed.
     pub fn checkpoint(&self, reader: &str) -> String {
         format!("{}:checkpoint:{reader}", self.base)
@@ -129,7 +146,7 @@ impl QueueKeys {
 }
 
 /// The kinds of key a queue has (a lock, an idempotency record or a job status is not one).
-const QUEUE_KINDS: [&str; 8] = [
+const QUEUE_KINDS: [&str; 9] = [
     "scheduled",
     "dlq",
     "consumers",
@@ -138,6 +155,7 @@ const QUEUE_KINDS: [&str; 8] = [
     "heartbeat",
     "periodic",
     "checkpoint",
+    "paused",
 ];
 
 /// The queue a key of Pythia's belongs to (the inverse of [`QueueKeys`]'s naming), when the key's
@@ -220,6 +238,10 @@ mod tests {
         assert_eq!(hash_tag(&k.heartbeat("c")), "orders");
         assert_eq!(hash_tag("{orders}.eu"), "orders");
         assert_eq!(hash_tag("a{}b"), "a{}b");
+        assert_eq!(
+            QueueKeys::new("pythia", "jobs").paused(),
+            "pythia:{jobs}:paused"
+        );
     }
 
     #[test]
@@ -233,6 +255,7 @@ mod tests {
             queue_of_key("pythia", "pythia:{ev}:consumers:billing"),
             Some("ev")
         );
+        assert_eq!(queue_of_key("pythia", "pythia:{jobs}:paused"), Some("jobs"));
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:lock"), None);
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:done:k"), None);
         assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);

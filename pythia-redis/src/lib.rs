@@ -12,13 +12,17 @@
 // pubsub/      PubSubBroker (at-most-once fan-out), Publisher
 // dlq.rs       dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
+// gate/        QueueGate: pause, throttle and rate limit of a queue across replicas
+// admin.rs     EmptyQueue (pythia empty)
 // coord/       delayed messages, destinations, locks, periodic jobs
+mod admin;
 mod call;
 pub mod checkpoint;
 pub mod connection;
 pub mod consumer;
 pub mod coord;
 pub mod dlq;
+pub mod gate;
 mod job_producer;
 pub mod keys;
 pub mod layer;
@@ -28,6 +32,7 @@ mod scripts;
 pub mod sharded_stream;
 pub mod stream;
 
+pub use crate::admin::{EmptyQueue, EmptyReport};
 pub use crate::call::Call;
 pub use crate::checkpoint::{CheckpointStore, StoredCheckpoint};
 pub use crate::connection::config::{DEFAULT_URL, RedisConfig, Topology, mask_url};
@@ -35,6 +40,7 @@ pub use crate::connection::{BlockingConnection, RedisConnection, SharedConnectio
 pub use crate::consumer::liveness::SETTLE_NOT_OWNED_TOTAL;
 pub use crate::consumer::retry_schedule;
 pub use crate::dlq::{DeadLetter, DeadLetterQueue, DlqEntry, ReplayReport};
+pub use crate::gate::{QueueGate, RateLimit};
 pub use crate::job_producer::JobProducer;
 pub use crate::keys::{QueueKeys, unique_consumer_name};
 pub use crate::list::producer::{Encoding, ListProducer};
@@ -54,6 +60,9 @@ pub use crate::coord::delayed::DelayedProducer;
 pub use crate::coord::destination::Destination;
 pub use crate::coord::lock::{Exclusive, Lock, LockGuard};
 pub use crate::coord::periodic::{FireReport, PeriodicJob, PeriodicScheduler, Schedule};
+pub use crate::coord::scheduled::{
+    ScheduledKind, ScheduledMessage, ScheduledMessages, ScheduledPage,
+};
 pub use crate::layer::idempotency::{
     Idempotency, IdempotencyKey, IdempotencyLayer, IdempotencyStore,
 };

@@ -82,3 +82,10 @@ pub(crate) static CHECKPOINT_SAVE: LazyLock<Script> =
 /// Publish payloads to a sharded pub/sub channel on its slot's master (never a replica).
 pub(crate) static SPUBLISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/spublish.lua")));
+/// Poll a queue's gate (paused? throttled for how long?), optionally extending the throttle.
+pub(crate) static GATE_POLL: LazyLock<Script> = checked!("gate_poll.lua");
+/// Grant a batch of a queue's rate-limit tokens (GCRA on the server's clock).
+pub(crate) static RATE_LIMIT: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/rate_limit.lua")));
+/// Empty a queue (and optionally its schedule), counting what went.
+pub(crate) static QUEUE_EMPTY: LazyLock<Script> = checked!("queue_empty.lua");

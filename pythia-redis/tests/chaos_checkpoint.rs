@@ -10,8 +10,8 @@
 //! selected), so the kill is a real process death. Each step a worker runs is recorded in the
 //! Redis list `ran` as `<pid> <step>`.
 
-use pythia_test_support::chaos;
 use pythia_test_support as support;
+use pythia_test_support::chaos;
 
 use std::time::Duration;
 

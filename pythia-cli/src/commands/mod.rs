@@ -6,13 +6,16 @@ pub(crate) mod config_file;
 mod connect;
 pub(crate) mod dlq;
 pub(crate) mod doctor;
+pub(crate) mod empty;
 pub(crate) mod inspect;
 pub(crate) mod job;
 pub(crate) mod jobs;
+pub(crate) mod pause;
 pub(crate) mod produce;
 pub(crate) mod quickstart;
 pub(crate) mod run;
 pub(crate) mod run_queues;
+pub(crate) mod scheduled;
 
 use pythia::redis::RedisConnection;
 

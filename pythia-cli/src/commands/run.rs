@@ -5,7 +5,8 @@ use std::io::Write;
 
 use pythia::exporter::MetricsServer;
 use pythia::redis::{
-    ListBroker, PubSubBroker, ReliableListBroker, ShardedStreamBroker, StreamBroker,
+    ListBroker, PubSubBroker, QueueGate, RedisConnection, ReliableListBroker, ShardedStreamBroker,
+    StreamBroker,
 };
 use pythia::{
     Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
@@ -60,6 +61,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             "--queue (a channel) or --pattern is required for --broker pubsub",
         ));
     }
+    if qa.broker == BrokerKind::Pubsub && args.rate_limit.is_some() {
+        return Err(CliError::usage(
+            "--rate-limit is not for --broker pubsub: a channel cannot be held back",
+        ));
+    }
     let sharded = match &several {
         Some(_) => None,
         None => qa.sharded()?,
@@ -85,22 +91,22 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             shards = queue.shard_count(),
             "consumer name"
         );
-        return with_handler(b, &args, metrics).await;
+        return with_handler(gated(&conn, b, &args), &args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
             let b = ListBroker::new(&conn, qa.single()?).with_side(side);
-            with_handler(b, &args, metrics).await
+            with_handler(gated(&conn, b, &args), &args, metrics).await
         }
         BrokerKind::ReliableList => {
             let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
-            with_handler(b, &args, metrics).await
+            with_handler(gated(&conn, b, &args), &args, metrics).await
         }
         BrokerKind::Stream => {
             let b = StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start);
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
-            with_handler(b, &args, metrics).await
+            with_handler(gated(&conn, b, &args), &args, metrics).await
         }
         BrokerKind::Pubsub => {
             let b = PubSubBroker::builder(&conn)
@@ -113,6 +119,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .map_err(CliError::usage)?;
             with_handler(b, &args, metrics).await
         }
+    }
+}
+
+/// `broker` behind the queue's gate: `pythia pause`, a handler's rate-limited throttle and
+/// `--rate-limit` hold for every replica (one poll of Redis per 500 ms while fetching).
+pub(super) fn gated<B: Broker>(conn: &RedisConnection, broker: B, args: &RunArgs) -> QueueGate<B> {
+    let gate = QueueGate::new(conn, broker);
+    match args.rate_limit {
+        Some(limit) => {
+            tracing::info!(%limit, "rate limit, shared by every replica of the queue");
+            gate.with_rate_limit(limit)
+        }
+        None => gate,
     }
 }
 

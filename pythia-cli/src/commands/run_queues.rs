@@ -8,6 +8,7 @@ use pythia::redis::{
     ListBroker, RedisConnection, ReliableListBroker, ShardedStreamBroker, StreamBroker,
 };
 
+use super::run::gated;
 use crate::cli::{BrokerKind, QueueArgs, RunArgs, sharded_queue};
 use crate::error::CliError;
 
@@ -157,25 +158,32 @@ pub(super) async fn run(
     if qa.shards > 1 {
         let set = plan.build(|n| {
             let queue = sharded_queue(qa.broker, n, qa.shards)?.expect("more than one shard");
-            Ok(ShardedStreamBroker::new(conn, &queue, &qa.group).with_start(qa.group_start))
+            let b = ShardedStreamBroker::new(conn, &queue, &qa.group).with_start(qa.group_start);
+            Ok(gated(conn, b, args))
         })?;
         return super::run::with_handler(set, args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
-            let set = plan.build(|n| Ok(ListBroker::new(conn, n).with_side(side)))?;
+            let set =
+                plan.build(|n| Ok(gated(conn, ListBroker::new(conn, n).with_side(side), args)))?;
             super::run::with_handler(set, args, metrics).await
         }
         BrokerKind::ReliableList => {
-            let set = plan.build(|n| Ok(ReliableListBroker::new(conn, n).with_side(side)))?;
+            let set = plan.build(|n| {
+                let b = ReliableListBroker::new(conn, n).with_side(side);
+                Ok(gated(conn, b, args))
+            })?;
             if let Some(b) = set.get(0) {
-                tracing::info!(consumer = b.consumer(), "consumer name");
+                tracing::info!(consumer = b.inner().consumer(), "consumer name");
             }
             super::run::with_handler(set, args, metrics).await
         }
         BrokerKind::Stream => {
-            let set = plan
-                .build(|n| Ok(StreamBroker::new(conn, n, &qa.group).with_start(qa.group_start)))?;
+            let set = plan.build(|n| {
+                let b = StreamBroker::new(conn, n, &qa.group).with_start(qa.group_start);
+                Ok(gated(conn, b, args))
+            })?;
             super::run::with_handler(set, args, metrics).await
         }
         BrokerKind::Pubsub => unreachable!("pub/sub has no plan of several queues"),

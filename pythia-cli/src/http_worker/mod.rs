@@ -5,7 +5,8 @@
 //! `http://`, and with the `tls` feature `https://` through rustls, speaking HTTP/2 when the
 //! server offers it through ALPN. What stays Pythia's own is the mapping between a message and
 //! an exchange: the request ([`request`]: sanitised `X-Pythia-*` headers), the outcome of a
-//! response (2xx acks; 408, 429 and 5xx retry, after `Retry-After` when given; other 4xx reject;
+//! response (2xx acks; 408, 429 and 5xx retry, after `Retry-After` when given, a 429 with one
+//! also pausing the queue's fetching for that long; other 4xx reject;
 //! anything else retries), and failure reasons that name the endpoint without its query, where
 //! API keys live. A request whose connection closes after it went out and before any answer
 //! (a keep-alive connection the server timed out just then) is sent once more, on a fresh
@@ -92,6 +93,12 @@ impl HttpWorker {
         };
         match r.status {
             200..=299 => Ok(()),
+            // Too many requests, with a wait: the endpoint throttles everyone, so the whole
+            // queue backs off (on every replica), not only this message.
+            429 if r.retry_after.is_some() => Err(WorkerError::rate_limited(
+                r.retry_after.unwrap_or_default(),
+                what(),
+            )),
             408 | 429 | 500..=599 => Err(retry(what())),
             400..=499 => Err(WorkerError::reject(what())),
             _ => Err(retry(format!(
@@ -203,6 +210,14 @@ mod tests {
         }
         let e = w.outcome(r(429, Some(Duration::from_secs(7)))).unwrap_err();
         assert_eq!(e.retry_after(), Some(Duration::from_secs(7)));
+        // A 429 with a wait throttles the whole queue; without one, or a 503, only retries.
+        assert_eq!(e.throttle(), Some(Duration::from_secs(7)));
+        assert_eq!(w.outcome(r(429, None)).unwrap_err().throttle(), None);
+        let e = w.outcome(r(503, Some(Duration::from_secs(7)))).unwrap_err();
+        assert_eq!(
+            (e.retry_after(), e.throttle()),
+            (Some(Duration::from_secs(7)), None)
+        );
     }
 
     #[cfg(not(feature = "tls"))]

@@ -38,6 +38,7 @@ trait DynBroker: Send + Sync {
     fn stats(&self) -> Fut<'_, Option<QueueStats>>;
     fn queues(&self) -> &[Source];
     fn stats_per_queue(&self) -> Fut<'_, Vec<Option<QueueStats>>>;
+    fn throttle(&self, token: &BoxedToken, pause: Duration) -> bool;
     fn close(&self) -> Fut<'_, ()>;
 }
 
@@ -109,6 +110,12 @@ where
     }
     fn stats_per_queue(&self) -> Fut<'_, Vec<Option<QueueStats>>> {
         Box::pin(Broker::stats_per_queue(self))
+    }
+    fn throttle(&self, token: &BoxedToken, pause: Duration) -> bool {
+        token
+            .0
+            .downcast_ref::<B::Token>()
+            .is_some_and(|t| Broker::throttle(self, t, pause))
     }
     fn close(&self) -> Fut<'_, ()> {
         Box::pin(Broker::close(self))
@@ -211,6 +218,10 @@ impl Broker for BoxedBroker {
         &self,
     ) -> impl Future<Output = Result<Vec<Option<QueueStats>>, BrokerError>> + Send {
         self.0.stats_per_queue()
+    }
+
+    fn throttle(&self, token: &BoxedToken, pause: Duration) -> bool {
+        self.0.throttle(token, pause)
     }
 
     fn close(&self) -> impl Future<Output = Result<(), BrokerError>> + Send {

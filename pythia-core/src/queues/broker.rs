@@ -257,6 +257,13 @@ where
         results.into_iter().collect()
     }
 
+    /// The queue the delivery came from is throttled, the others keep being served.
+    fn throttle(&self, token: &Self::Token, pause: Duration) -> bool {
+        self.members
+            .get(token.queue)
+            .is_some_and(|m| m.broker.throttle(&token.token, pause))
+    }
+
     async fn close(&self) -> Result<(), BrokerError> {
         let results = join_all(self.members.iter().map(|m| m.broker.close())).await;
         worst(results.into_iter().filter_map(Result::err)).map_or(Ok(()), Err)

@@ -1,6 +1,7 @@
 //! Coordination beside the brokers: delayed messages ([`delayed`]), where a message goes when
 //! it is due ([`destination`]), distributed locks ([`lock`]) and periodic jobs fired once per
-//! slot across replicas ([`periodic`], on a [`Schedule`](periodic::Schedule)). Every key is under the key prefix with the queue (or
+//! slot across replicas ([`periodic`], on a [`Schedule`](periodic::Schedule)), and what waits in a
+//! queue's schedule ([`scheduled`]). Every key is under the key prefix with the queue (or
 //! lock) name as hash tag; every multi-key step is one Lua script.
 
 pub mod delayed;
@@ -8,3 +9,4 @@ pub mod destination;
 pub mod lock;
 pub mod periodic;
 mod schedule;
+pub mod scheduled;

@@ -26,7 +26,8 @@
 //! What counts:
 //!
 //! * **Failure**: any retryable error — [`Retry`](crate::WorkerErrorKind::Retry),
-//!   [`RetryAfter`](crate::WorkerErrorKind::RetryAfter), [`Timeout`](crate::WorkerErrorKind::Timeout),
+//!   [`RetryAfter`](crate::WorkerErrorKind::RetryAfter),
+//!   [`RateLimited`](crate::WorkerErrorKind::RateLimited), [`Timeout`](crate::WorkerErrorKind::Timeout),
 //!   [`Panic`](crate::WorkerErrorKind::Panic) returned as an error.
 //! * **Neither**: [`Reject`](crate::WorkerErrorKind::Reject) — a poison message says nothing
 //!   about the downstream — and calls dropped before they finish (shutdown). Neither counts

@@ -160,7 +160,9 @@ impl InProcessRetry {
     /// Whether to try again after `err` failed extra try `retries_done` (0 = the first call),
     /// and after how long. `None` hands `err` back to the runtime.
     pub(super) fn plan(&self, retries_done: u32, err: &WorkerError, draw: f64) -> Option<Duration> {
-        if !err.is_retryable() || retries_done >= self.max_retries {
+        // A rate-limited downstream: the queue backs off as a whole (the broker's throttle), not
+        // this one slot.
+        if !err.is_retryable() || retries_done >= self.max_retries || err.throttle().is_some() {
             return None;
         }
         match err.retry_after() {

@@ -196,6 +196,20 @@ async fn reject_is_never_retried() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_rate_limited_call_goes_back_to_the_runtime_at_once() {
+    let (handler, calls) = scripted(vec![Err(WorkerError::rate_limited(
+        Duration::from_millis(10),
+        "429",
+    ))]);
+    let mut svc = RetryLayer::new(no_jitter()).layer(handler);
+    let start = Instant::now();
+    let err = send(&mut svc, Message::new("x")).await.unwrap_err();
+    assert_eq!(err.throttle(), Some(Duration::from_millis(10)));
+    assert_eq!(calls.lock().unwrap().len(), 1);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_short_retry_after_is_slept_as_asked() {
     let (handler, calls) = scripted(vec![Err(WorkerError::retry_later(
         Duration::from_millis(700),

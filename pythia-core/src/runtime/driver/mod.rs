@@ -17,6 +17,7 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+mod hand_back;
 mod settle;
 mod slots;
 
@@ -87,6 +88,10 @@ pub(super) struct Driver<B: Broker> {
 
     /// Settle observers and their task's inbox; `None` (nothing done for them) without any.
     observers: Option<ObserverFeed>,
+    /// Deliveries of rate-limited handlers going back to a throttled broker (see
+    /// [`Broker::throttle`]), and the release carrying the previous ones.
+    to_hand_back: Vec<Delivery<B::Token>>,
+    hand_back_call: Option<BoxFuture<(u64, Result<(), BrokerError>)>>,
 
     drain_check: Option<BoxFuture<Result<bool, BrokerError>>>,
     to_release: Vec<Delivery<B::Token>>,
@@ -183,6 +188,8 @@ impl<B: Broker> Driver<B> {
             settle_refused: false,
             backlog_logged: false,
             observers,
+            to_hand_back: Vec::new(),
+            hand_back_call: None,
             drain_check: None,
             to_release: Vec::new(),
             fatal: None,
@@ -197,6 +204,7 @@ impl<B: Broker> Driver<B> {
     }
 
     async fn finish(mut self) -> Result<RunSummary, RuntimeError> {
+        self.to_release.append(&mut self.to_hand_back);
         self.to_release.extend(self.pending.drain(..));
         if !self.to_release.is_empty() {
             let n = self.to_release.len() as u64;
@@ -570,6 +578,7 @@ impl<B: Broker> Driver<B> {
                 }));
                 progressed = true;
             }
+            progressed |= self.poll_hand_back(cx);
 
             if self.stopping {
                 if self.slots.len > 0 && timer_done(&mut self.grace, cx) {
@@ -582,7 +591,11 @@ impl<B: Broker> Driver<B> {
                     .hard_deadline
                     .as_mut()
                     .is_some_and(|d| d.as_mut().poll(cx).is_ready());
-                if self.fetch.is_none() && self.slots.len == 0 && (settled || past_deadline) {
+                if self.fetch.is_none()
+                    && self.slots.len == 0
+                    && self.hand_back_call.is_none()
+                    && (settled || past_deadline)
+                {
                     return Poll::Ready(());
                 }
             }
@@ -600,6 +613,8 @@ impl<B: Broker> Driver<B> {
             && self.to_settle.is_empty()
             && self.settle.is_none()
             && self.fetch.is_none()
+            && self.to_hand_back.is_empty()
+            && self.hand_back_call.is_none()
     }
 
     fn fail(&mut self, e: RuntimeError, cx: &mut Context<'_>) {

@@ -31,6 +31,13 @@ impl<B: Broker> Driver<B> {
                     self.summary.panics += 1;
                     metrics.failed_panic.increment(1);
                 }
+                WorkerErrorKind::RateLimited(pause) => {
+                    metrics.failed_error.increment(1);
+                    if self.broker.throttle(&slot.token, pause) {
+                        self.hand_back(slot, pause);
+                        return;
+                    }
+                }
                 _ => metrics.failed_error.increment(1),
             }
         }

@@ -1,0 +1,122 @@
+//! A handler's `WorkerError::rate_limited`, through the runtime: handed back with no attempt
+//! counted to a broker that throttles (`Broker::throttle` returns true), scheduled as an ordinary
+//! retry by one that does not.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pythia_core::{
+    Broker, BrokerError, Delivery, DeliveryGuarantee, MemoryBroker, Message, RetryPolicy,
+    Settlement, Source, WorkerError, WorkerRuntime, worker_fn,
+};
+use tokio::time::Instant;
+
+/// The in-memory broker, fetching nothing while throttled.
+struct Throttling {
+    inner: MemoryBroker,
+    until: Mutex<Option<Instant>>,
+}
+
+impl Broker for Throttling {
+    type Token = u64;
+
+    fn guarantee(&self) -> DeliveryGuarantee {
+        self.inner.guarantee()
+    }
+
+    fn source(&self) -> &Source {
+        self.inner.source()
+    }
+
+    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        let until = *self.until.lock().unwrap();
+        if let Some(t) = until
+            && t > Instant::now()
+        {
+            tokio::time::sleep_until(t).await;
+            return Ok(Vec::new());
+        }
+        self.inner.fetch(max).await
+    }
+
+    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
+        self.inner.settle(batch).await
+    }
+
+    async fn release(&self, batch: Vec<Delivery<u64>>) -> Result<(), BrokerError> {
+        self.inner.release(batch).await
+    }
+
+    async fn is_drained(&self) -> Result<bool, BrokerError> {
+        self.inner.is_drained().await
+    }
+
+    fn throttle(&self, _token: &u64, pause: Duration) -> bool {
+        *self.until.lock().unwrap() = Some(Instant::now() + pause);
+        true
+    }
+}
+
+type Seen = Arc<Mutex<Vec<(u32, Instant)>>>;
+
+/// Rate-limited (5 s) on its first call, fine after.
+fn limited_once(seen: &Seen) -> impl pythia_core::Worker + use<> {
+    let seen = Arc::clone(seen);
+    worker_fn(move |msg: Message| {
+        let mut s = seen.lock().unwrap();
+        s.push((msg.attempt(), Instant::now()));
+        let first = s.len() == 1;
+        async move {
+            if first {
+                Err(WorkerError::rate_limited(Duration::from_secs(5), "429"))
+            } else {
+                Ok(())
+            }
+        }
+    })
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_throttling_broker_gets_the_message_back_without_an_attempt() {
+    let inner = MemoryBroker::new("q").recording_settlements();
+    inner.push(Message::new("x"));
+    let broker = Throttling {
+        inner: inner.clone(),
+        until: Mutex::new(None),
+    };
+    let seen = Seen::default();
+    let summary = WorkerRuntime::new(broker, limited_once(&seen))
+        .with_signal_handling(false)
+        // One attempt: a retry that counted one would dead-letter it.
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(1))
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        (summary.acked, summary.retried, summary.dead_lettered),
+        (1, 1, 0)
+    );
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 1]);
+    assert!(seen[1].1 - seen[0].1 >= Duration::from_secs(5));
+    assert!(inner.dead_letters().is_empty());
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_broker_that_does_not_throttle_schedules_an_ordinary_retry() {
+    let b = MemoryBroker::new("q");
+    b.push(Message::new("x"));
+    let seen = Seen::default();
+    let summary = WorkerRuntime::new(b.clone(), limited_once(&seen))
+        .with_signal_handling(false)
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(2))
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((summary.acked, summary.retried), (1, 1));
+    let seen = seen.lock().unwrap();
+    assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2]);
+    assert!(seen[1].1 - seen[0].1 >= Duration::from_secs(5));
+}
