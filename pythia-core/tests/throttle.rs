@@ -5,6 +5,7 @@
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use pythia_core::queues::{BoxedBroker, QueueSet};
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, MemoryBroker, Message, RetryPolicy,
     Settlement, Source, WorkerError, WorkerRuntime, worker_fn,
@@ -37,6 +38,15 @@ impl Broker for Throttling {
             return Ok(Vec::new());
         }
         self.inner.fetch(max).await
+    }
+
+    /// Empty at once while throttled (a queue set passing over it), else the queue's batch.
+    async fn try_fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        let until = *self.until.lock().unwrap();
+        if until.is_some_and(|t| t > Instant::now()) {
+            return Ok(Vec::new());
+        }
+        self.inner.try_fetch(max).await
     }
 
     async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
@@ -119,4 +129,64 @@ async fn a_broker_that_does_not_throttle_schedules_an_ordinary_retry() {
     let seen = seen.lock().unwrap();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2]);
     assert!(seen[1].1 - seen[0].1 >= Duration::from_secs(5));
+}
+
+#[tokio::test(start_paused = true)]
+async fn in_a_queue_set_only_the_rate_limited_queue_backs_off() {
+    // `high` holds one message, rate-limited on its first run; `low` holds ten. Strict
+    // priority would serve `high` first, but while it is throttled `low` is served.
+    let high = MemoryBroker::new("high").recording_settlements();
+    high.push(Message::new("h"));
+    let low = MemoryBroker::new("low");
+    low.push_many((0..10).map(|i| Message::new(format!("l{i}"))));
+    let set = QueueSet::strict([
+        BoxedBroker::new(Throttling {
+            inner: high.clone(),
+            until: Mutex::new(None),
+        }),
+        BoxedBroker::new(low.clone()),
+    ])
+    .unwrap();
+    let seen: Arc<Mutex<Vec<(String, u32, Instant)>>> = Arc::default();
+    let log = Arc::clone(&seen);
+    let worker = worker_fn(move |msg: Message| {
+        let mut s = log.lock().unwrap();
+        let first_high = msg.source().name() == "high" && !s.iter().any(|e| e.0 == "high");
+        s.push((
+            msg.source().name().to_owned(),
+            msg.attempt(),
+            Instant::now(),
+        ));
+        async move {
+            if first_high {
+                Err(WorkerError::rate_limited(Duration::from_secs(5), "429"))
+            } else {
+                Ok(())
+            }
+        }
+    });
+    let started = Instant::now();
+    let summary = WorkerRuntime::new(set, worker)
+        .with_signal_handling(false)
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(1))
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!((summary.acked, summary.dead_lettered), (11, 0));
+    let seen = seen.lock().unwrap();
+    let highs: Vec<_> = seen.iter().filter(|e| e.0 == "high").collect();
+    assert_eq!(
+        highs.iter().map(|e| e.1).collect::<Vec<_>>(),
+        [1, 1],
+        "no attempt counted"
+    );
+    assert!(highs[1].2 - highs[0].2 >= Duration::from_secs(5));
+    let lows: Vec<_> = seen.iter().filter(|e| e.0 == "low").collect();
+    assert_eq!(lows.len(), 10);
+    assert!(
+        lows.iter().all(|e| e.2 - started < Duration::from_secs(1)),
+        "the other queue is served while the throttled one waits"
+    );
+    assert!(high.dead_letters().is_empty());
 }

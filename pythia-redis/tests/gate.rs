@@ -305,3 +305,38 @@ async fn replicas_take_tokens_in_batches_at_a_high_limit() {
         stamps.len()
     );
 }
+
+#[tokio::test]
+async fn in_a_queue_set_a_paused_gate_is_passed_over_at_once() {
+    use pythia_core::queues::QueueSet;
+    use pythia_redis::{RedisConfig, RedisConnection};
+    let server = RedisServer::start();
+    // A long block timeout: a gate that waited on its paused (or empty) queue would show.
+    let config = RedisConfig::from_url(&server.url())
+        .unwrap()
+        .with_block_timeout(Duration::from_secs(3));
+    let conn = RedisConnection::connect(config).await.unwrap();
+    fill(&conn, "high", 5).await;
+    fill(&conn, "low", 5).await;
+    gate::pause(&conn, "high").await.unwrap();
+    let set = QueueSet::strict([
+        QueueGate::new(&conn, ReliableListBroker::new(&conn, "high")),
+        QueueGate::new(&conn, ReliableListBroker::new(&conn, "low")),
+    ])
+    .unwrap();
+    let started = Instant::now();
+    let batch = set.fetch(10).await.unwrap();
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "passed over the paused queue at once: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(batch.len(), 5);
+    assert!(batch.iter().all(|d| d.message.source().name() == "low"));
+    // A paused queue alone answers its try_fetch empty, at once.
+    let high = QueueGate::new(&conn, ReliableListBroker::new(&conn, "high"));
+    let started = Instant::now();
+    assert!(high.try_fetch(10).await.unwrap().is_empty());
+    assert!(started.elapsed() < Duration::from_millis(500));
+    assert_eq!(cmd::<i64>(&conn, &["LLEN", "high"]).await, 5);
+}
