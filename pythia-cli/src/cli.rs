@@ -634,6 +634,16 @@ pub(crate) struct RunArgs {
     /// How long an open breaker waits before letting a probe message through.
     #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
     pub(crate) breaker_cooldown: Duration,
+
+    /// Share the circuit breaker with every replica through Redis (named after the queue): one
+    /// replica's failures pause them all, one replica's probes resume them all. Needs
+    /// --breaker-failures.
+    #[arg(long, env = "PYTHIA_BREAKER_SHARED")]
+    pub(crate) breaker_shared: bool,
+
+    /// The shared breaker's store, set once connected (not a flag).
+    #[arg(skip)]
+    pub(crate) breaker_store: Option<pythia::redis::RedisCircuitStateStore>,
 }
 
 /// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in

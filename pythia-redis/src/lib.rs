@@ -48,6 +48,7 @@ pub use crate::stream::producer::StreamProducer;
 pub use crate::stream::reader::{ReaderStart, StreamReader};
 pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 
+pub use crate::coord::breaker::RedisCircuitStateStore;
 pub use crate::coord::delayed::DelayedProducer;
 pub use crate::coord::destination::Destination;
 pub use crate::coord::lock::{Exclusive, Lock, LockGuard};

@@ -81,3 +81,6 @@ pub(crate) static CHECKPOINT_SAVE: LazyLock<Script> =
 /// Publish payloads to a sharded pub/sub channel on its slot's master (never a replica).
 pub(crate) static SPUBLISH: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/spublish.lua")));
+/// Sync one replica's circuit breaker with the state every replica shares.
+pub(crate) static BREAKER_SYNC: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/breaker_sync.lua")));
