@@ -658,6 +658,17 @@ fn overflow_parser() -> impl clap::builder::TypedValueParser<Value = Overflow> {
     .try_map(|s| s.parse::<Overflow>())
 }
 
+/// `pythia produce --wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Wire {
+    /// Pythia's envelope (id, attempt, enqueue time, headers, body).
+    Pythia,
+    /// The Python pythia-framework 1.0.x producers' format.
+    PythiaPy,
+    /// The body alone.
+    Raw,
+}
+
 /// `--metrics-addr` when not given.
 pub(crate) const DEFAULT_METRICS_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
     std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 9090),
@@ -720,6 +731,13 @@ pub(crate) struct ProduceArgs {
     /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
     #[arg(long)]
     pub(crate) raw: bool,
+
+    /// The wire format: `pythia` (the envelope), `pythia-py` (exactly what the Python
+    /// pythia-framework 1.0.x producers write, for Python workers: JSON `{"body", "headers",
+    /// "message_id"}` on a list, `body` and `header_<name>` fields on a stream, the body alone
+    /// on a channel) or `raw` (same as --raw).
+    #[arg(long, value_enum, default_value_t = Wire::Pythia, conflicts_with = "raw")]
+    pub(crate) wire: Wire,
 
     /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
     /// no cap. A cap drops the oldest entries even if no group was delivered them: with a

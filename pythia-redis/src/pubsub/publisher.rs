@@ -103,6 +103,7 @@ impl Publisher {
         match self.encoding {
             Encoding::Envelope => envelope::encode(msg),
             Encoding::Raw => msg.body().to_vec(),
+            Encoding::PythiaPy => pythia_core::python_wire::pubsub_payload(msg),
         }
     }
 
