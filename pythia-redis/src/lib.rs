@@ -14,6 +14,7 @@
 // layer/       idempotency and job-status tower layers
 // coord/       delayed messages, destinations, locks, periodic jobs
 mod call;
+pub mod client_metrics;
 pub mod connection;
 pub mod consumer;
 pub mod coord;

@@ -97,6 +97,7 @@ impl ListProducer {
     /// however many messages are given. On an error, every chunk before the failed one is on
     /// the list, and the one sent after it may be.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
+        let started = std::time::Instant::now();
         let mut spare: Vec<redis::Cmd> = Vec::new();
         let mut window = InOrder::new(PUSHES_IN_FLIGHT);
         let mut scratch = Vec::with_capacity(256);
@@ -111,6 +112,9 @@ impl ListProducer {
         while let Some((_, res)) = window.next().await {
             res.map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
         }
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Produce, started);
         Ok(msgs.len())
     }
 

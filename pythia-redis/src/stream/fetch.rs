@@ -48,6 +48,7 @@ impl StreamBroker {
             }
             ReadFrom::PendingAfter(id) => cmd.arg("STREAMS").arg(self.stream()).arg(id),
         };
+        let started = std::time::Instant::now();
         let reply: Value = match self.blocking.query(&self.conn, &cmd).await? {
             Ok(v) => v,
             Err(e) => {
@@ -61,7 +62,15 @@ impl StreamBroker {
                 return Err(self.conn.error("XREADGROUP", e));
             }
         };
-        Ok(self.decode_read(reply))
+        let batch = self.decode_read(reply);
+        // A read that found entries: its round trip (one that waited for new entries includes
+        // the wait; an empty one is a wait, not Redis' time, and is not timed).
+        if !batch.deliveries.is_empty() {
+            self.conn
+                .client_metrics()
+                .observe(crate::client_metrics::Op::Fetch, started);
+        }
+        Ok(batch)
     }
 
     fn decode_read(&self, reply: Value) -> ReadBatch {

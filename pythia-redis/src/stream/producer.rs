@@ -145,6 +145,7 @@ impl StreamProducer {
         msgs: &[&Message],
     ) -> Result<Vec<StreamEntryId>, BrokerError> {
         let now = unix_millis(SystemTime::now());
+        let started = std::time::Instant::now();
         let mut ids = Vec::with_capacity(msgs.len());
         // The next pipeline is built while Redis works on the previous ones (see `InOrder`).
         let mut window = InOrder::new(PIPELINES_IN_FLIGHT);
@@ -187,6 +188,9 @@ impl StreamProducer {
         while let Some(replies) = window.next().await {
             self.collect_ids(replies, &mut ids)?;
         }
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Produce, started);
         Ok(ids)
     }
 

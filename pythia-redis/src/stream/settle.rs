@@ -12,6 +12,7 @@ impl StreamBroker {
             return Ok(0);
         }
         let mut m = self.mgr();
+        let started = std::time::Instant::now();
         let res = if self.delete_on_ack {
             self.commands
                 .ack_and_delete(ids)
@@ -21,6 +22,9 @@ impl StreamBroker {
         } else {
             self.commands.ack(ids).query::<u64>(&mut m).await
         };
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Settle, started);
         res.map_err(|e| self.conn.error("XACK", e))
     }
 
@@ -57,10 +61,15 @@ impl StreamBroker {
             for (token, msg, item) in chunk {
                 self.push_item(&mut inv, *token, msg, *item, now);
             }
-            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = inv
-                .invoke_async(&mut m)
-                .await
-                .map_err(|e| self.conn.error("settle", e))?;
+            let started = std::time::Instant::now();
+            let res = inv.invoke_async(&mut m).await;
+            self.conn
+                .client_metrics()
+                .observe(crate::client_metrics::Op::Settle, started);
+            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = res.map_err(|e| {
+                crate::client_metrics::script_failed("stream_settle", &e);
+                self.conn.error("settle", e)
+            })?;
             settled += n;
             self.dead_letter_cap.trimmed(trimmed);
             for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {
