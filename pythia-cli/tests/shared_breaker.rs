@@ -42,7 +42,7 @@ fn replica(url: &str, dir: &Path, i: usize, port: u16) -> Worker {
             ])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(["--exec", &script, "--concurrency", "1"])
-            .args(["--breaker-failures", "3", "--breaker-cooldown", "4s"])
+            .args(["--breaker-failures", "3", "--breaker-cooldown", "6s"])
             .args(["--retry-delay", "100ms", "--max-attempts", "100"])
             .arg("--breaker-shared")
             .stdout(Stdio::null())
