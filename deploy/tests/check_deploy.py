@@ -1088,7 +1088,8 @@ def check_dashboard() -> str:
                 if not hq or "le" not in [x.strip() for x in hq.group(1).split(",")]:
                     problems.append(f"panel {title!r}: histogram_quantile must take sum by (le) (rate(..._bucket{{...}})): {e}")
             for m in METRIC_RE.findall(e):
-                if not m.startswith("pythia_circuit_breaker") and 'queue=~"$queue"' not in e:
+                # Breakers and the Redis client are per worker, not per queue.
+                if not m.startswith(("pythia_circuit_breaker", "pythia_redis_")) and 'queue=~"$queue"' not in e:
                     problems.append(f"panel {title!r}: {m} is not filtered by $queue")
                     break
     joined = "\n".join(exprs)

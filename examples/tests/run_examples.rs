@@ -113,6 +113,19 @@ fn the_sharded_stream_example_drains_every_order() {
 }
 
 #[test]
+fn the_shared_breaker_example_pauses_both_replicas_and_drains() {
+    let out = run("shared_breaker");
+    assert!(out.contains("breaker open on both replicas"), "{out}");
+    assert!(out.contains("breaker closed on both replicas"), "{out}");
+    let acked: u64 = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("replica "))
+        .map(|l| summary(&l[3..]).1)
+        .sum();
+    assert_eq!(acked, 60, "{out}");
+}
+
+#[test]
 fn the_pubsub_example_processes_what_it_published() {
     let (processed, acked, _, _) = summary(&run("pubsub"));
     assert!(acked > 0 && processed >= acked, "{processed} processed");

@@ -669,6 +669,16 @@ pub(crate) struct RunArgs {
     /// same limit. Not for pub/sub.
     #[arg(long, env = "PYTHIA_RATE_LIMIT", value_name = "N/s|N/m|N/h")]
     pub(crate) rate_limit: Option<pythia::redis::RateLimit>,
+
+    /// Share the circuit breaker with every replica through Redis (named after the queue): one
+    /// replica's failures pause them all, one replica's probes resume them all. Needs
+    /// --breaker-failures.
+    #[arg(long, env = "PYTHIA_BREAKER_SHARED")]
+    pub(crate) breaker_shared: bool,
+
+    /// The shared breaker's store, set once connected (not a flag).
+    #[arg(skip)]
+    pub(crate) breaker_store: Option<pythia::redis::RedisCircuitStateStore>,
 }
 
 /// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in
@@ -681,6 +691,17 @@ fn overflow_parser() -> impl clap::builder::TypedValueParser<Value = Overflow> {
         PossibleValue::new("drop-newest").help("Drop the message that arrives (keep the earliest)"),
     ])
     .try_map(|s| s.parse::<Overflow>())
+}
+
+/// `pythia produce --wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Wire {
+    /// Pythia's envelope (id, attempt, enqueue time, headers, body).
+    Pythia,
+    /// The Python pythia-framework 1.0.x producers' format.
+    PythiaPy,
+    /// The body alone.
+    Raw,
 }
 
 /// `--metrics-addr` when not given.
@@ -745,6 +766,13 @@ pub(crate) struct ProduceArgs {
     /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
     #[arg(long)]
     pub(crate) raw: bool,
+
+    /// The wire format: `pythia` (the envelope), `pythia-py` (exactly what the Python
+    /// pythia-framework 1.0.x producers write, for Python workers: JSON `{"body", "headers",
+    /// "message_id"}` on a list, `body` and `header_<name>` fields on a stream, the body alone
+    /// on a channel) or `raw` (same as --raw).
+    #[arg(long, value_enum, default_value_t = Wire::Pythia, conflicts_with = "raw")]
+    pub(crate) wire: Wire,
 
     /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
     /// no cap. A cap drops the oldest entries even if no group was delivered them: with a

@@ -14,6 +14,7 @@ mod json_write;
 pub mod memory;
 pub mod message;
 pub mod metrics;
+pub mod python_wire;
 pub mod queues;
 pub mod resilience;
 pub mod retry_policy;

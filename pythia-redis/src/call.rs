@@ -121,15 +121,22 @@ impl Call {
         match &self.0 {
             Kind::Command(cmd) => cmd.query_async(con).await,
             Kind::Transaction(pipe) => pipe.query_async(con).await,
-            Kind::Script(script, cmd) => match cmd.query_async(con).await {
-                Err(e)
-                    if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
-                {
-                    script.load_async(con).await?;
-                    cmd.query_async(con).await
+            Kind::Script(script, cmd) => {
+                let res = match cmd.query_async(con).await {
+                    Err(e)
+                        if e.kind()
+                            == redis::ErrorKind::Server(redis::ServerErrorKind::NoScript) =>
+                    {
+                        script.load_async(con).await?;
+                        cmd.query_async(con).await
+                    }
+                    res => res,
+                };
+                if let Err(e) = &res {
+                    crate::client_metrics::script_failed(crate::scripts::name_of(script), e);
                 }
-                res => res,
-            },
+                res
+            }
         }
     }
 }

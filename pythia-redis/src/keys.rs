@@ -86,6 +86,11 @@ impl QueueKeys {
         format!("{}:lock", self.base)
     }
 
+    /// Hash of a circuit breaker shared by every replica (named like a queue).
+    pub fn breaker(&self) -> String {
+        format!("{}:breaker", self.base)
+    }
+
     /// The last slot a periodic job fired onto this queue (ms since the Unix epoch).
     pub fn periodic_slot(&self, job: &str) -> String {
         format!("{}:periodic:{job}", self.base)

@@ -18,6 +18,7 @@
 mod admin;
 mod call;
 pub mod checkpoint;
+pub mod client_metrics;
 pub mod connection;
 pub mod consumer;
 pub mod coord;
@@ -56,6 +57,7 @@ pub use crate::stream::producer::StreamProducer;
 pub use crate::stream::reader::{ReaderStart, StreamReader};
 pub use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 
+pub use crate::coord::breaker::RedisCircuitStateStore;
 pub use crate::coord::delayed::DelayedProducer;
 pub use crate::coord::destination::Destination;
 pub use crate::coord::lock::{Exclusive, Lock, LockGuard};

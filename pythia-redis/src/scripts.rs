@@ -89,3 +89,79 @@ pub(crate) static RATE_LIMIT: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("../lua/rate_limit.lua")));
 /// Empty a queue (and optionally its schedule), counting what went.
 pub(crate) static QUEUE_EMPTY: LazyLock<Script> = checked!("queue_empty.lua");
+/// Sync one replica's circuit breaker with the state every replica shares.
+pub(crate) static BREAKER_SYNC: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("../lua/breaker_sync.lua")));
+
+/// Every script with its `lua/` file name.
+fn all() -> [(&'static LazyLock<Script>, &'static str); 29] {
+    [
+        (&PROMOTE_DUE, "promote_due"),
+        (&LIST_SETTLE, "list_settle"),
+        (&RELIABLE_FETCH, "reliable_fetch"),
+        (&RELIABLE_SETTLE, "reliable_settle"),
+        (&RELIABLE_RELEASE, "reliable_release"),
+        (&RELIABLE_REAP, "reliable_reap"),
+        (&STREAM_SETTLE, "stream_settle"),
+        (&STREAM_PROMOTE, "stream_promote"),
+        (&STREAM_CLAIM, "stream_claim"),
+        (&STREAM_TRIMMED, "stream_trimmed"),
+        (&STREAM_TRIM, "stream_trim"),
+        (&STREAM_DRAINED, "stream_drained"),
+        (&STREAM_LEAVE, "stream_leave"),
+        (&STREAM_STATS, "stream_stats"),
+        (&DEAD_LETTERS_REPLAY, "dead_letters_replay"),
+        (&DELAYED_SCHEDULE, "delayed_schedule"),
+        (&DELAYED_CANCEL, "delayed_cancel"),
+        (&LOCK_ACQUIRE, "lock_acquire"),
+        (&LOCK_EXTEND, "lock_extend"),
+        (&LOCK_RELEASE, "lock_release"),
+        (&PERIODIC_FIRE, "periodic_fire"),
+        (&JOB_STATUS_QUEUED, "job_status_queued"),
+        (&JOB_WRITE, "job_write"),
+        (&CHECKPOINT_SAVE, "checkpoint_save"),
+        (&SPUBLISH, "spublish"),
+        (&GATE_POLL, "gate_poll"),
+        (&RATE_LIMIT, "rate_limit"),
+        (&QUEUE_EMPTY, "queue_empty"),
+        (&BREAKER_SYNC, "breaker_sync"),
+    ]
+}
+
+/// The `lua/` file names of every script: the `script` label values of
+/// [`REDIS_SCRIPT_ERRORS_TOTAL`](crate::client_metrics::REDIS_SCRIPT_ERRORS_TOTAL).
+pub(crate) fn names() -> impl Iterator<Item = &'static str> {
+    all().into_iter().map(|(_, name)| name)
+}
+
+/// The `lua/` file name of `script` (looked up on the error path only).
+pub(crate) fn name_of(script: &Script) -> &'static str {
+    all()
+        .iter()
+        .find(|(s, _)| s.get_hash() == script.get_hash())
+        .map_or("unknown", |(_, name)| name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_lua_script_is_listed_under_its_file_name() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("lua");
+        let mut files: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().into_string().unwrap();
+                name.strip_suffix(".lua").map(str::to_owned)
+            })
+            .collect();
+        files.sort();
+        let mut listed: Vec<String> = names().map(str::to_owned).collect();
+        listed.sort();
+        assert_eq!(listed, files, "scripts::all() and lua/*.lua differ");
+        for (script, name) in all() {
+            assert_eq!(name_of(script), name);
+        }
+    }
+}

@@ -11,7 +11,7 @@ use pythia::redis::{
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{BrokerKind, ProduceArgs};
+use crate::cli::{BrokerKind, ProduceArgs, Wire};
 use crate::error::CliError;
 
 /// Messages per pipeline when not paced.
@@ -147,11 +147,17 @@ pub(crate) async fn produce(args: ProduceArgs) -> Result<(), CliError> {
         ));
     }
     let conn = super::connect(&args.queue).await?;
-    let encoding = if args.raw {
-        Encoding::Raw
-    } else {
-        Encoding::Envelope
+    let encoding = match (args.raw, args.wire) {
+        (true, _) | (false, Wire::Raw) => Encoding::Raw,
+        (false, Wire::PythiaPy) => Encoding::PythiaPy,
+        (false, Wire::Pythia) => Encoding::Envelope,
     };
+    if encoding == Encoding::PythiaPy && (args.delay.is_some() || args.at.is_some()) {
+        return Err(CliError::usage(
+            "--wire pythia-py cannot be combined with --delay or --at: the Python format has no \
+             schedule; produce when due",
+        ));
+    }
     let when = match (args.delay, args.at) {
         (Some(d), _) => Some(When::In(d)),
         (_, Some(at)) => Some(When::At(at)),

@@ -79,6 +79,11 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
     let metrics = MetricsEndpoint::start(args.metrics_addr).await?;
     let metrics = metrics.as_ref().map(|m| &m.server);
     let conn = qa.redis.connect_or_wait(ConnectTimeout::Forever).await?;
+    let mut args = args;
+    if args.breaker_shared && args.breaker_failures > 0 {
+        args.breaker_store = Some(pythia::redis::RedisCircuitStateStore::new(&conn));
+    }
+    let qa = &args.queue;
     if let Some(plan) = &several {
         return crate::commands::run_queues::run(&conn, plan, &args, metrics).await;
     }
@@ -246,12 +251,14 @@ pub(crate) fn resilience(args: &RunArgs, queue: &str) -> ResilienceConfig {
             .with_in_process_retry(InProcessRetry::new().with_max_retries(args.inprocess_retries));
     }
     if args.breaker_failures > 0 {
-        cfg = cfg.with_circuit_breaker(
-            CircuitBreakerConfig::new()
-                .with_name(queue)
-                .with_consecutive_failures(args.breaker_failures)
-                .with_cool_down(args.breaker_cooldown),
-        );
+        let mut breaker = CircuitBreakerConfig::new()
+            .with_name(queue)
+            .with_consecutive_failures(args.breaker_failures)
+            .with_cool_down(args.breaker_cooldown);
+        if let Some(store) = &args.breaker_store {
+            breaker = breaker.with_shared_state(store.clone());
+        }
+        cfg = cfg.with_circuit_breaker(breaker);
     }
     cfg
 }

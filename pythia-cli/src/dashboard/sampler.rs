@@ -298,9 +298,11 @@ impl Sampler {
             "queues_capped": st.overflow.then_some(MAX_QUEUES),
             "circuit_breakers": {
                 "shared_in_redis": false,
-                "note": "Pythia does not share circuit-breaker state in Redis: each worker keeps \
-                    its breaker in its own process and reports it as pythia_circuit_breaker_state \
-                    (0 closed, 1 half-open, 2 open) on its /metrics endpoint.",
+                "note": "By default each worker keeps its circuit breaker in its own process; \
+                    workers run with --breaker-shared keep it in Redis (pythia:{<queue>}:breaker), \
+                    which this dashboard does not read yet. Each worker reports its breaker as \
+                    pythia_circuit_breaker_state (0 closed, 1 half-open, 2 open) on its /metrics \
+                    endpoint.",
             },
             "queues": queues,
         })

@@ -66,7 +66,8 @@ mod stack;
 pub mod timeout;
 
 pub use self::circuit_breaker::{
-    CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, CircuitState,
+    CircuitBreakerConfig, CircuitBreakerHandle, CircuitBreakerLayer, CircuitEvent, CircuitReport,
+    CircuitState, CircuitStateStore, SharedCircuitState, StoreFuture,
 };
 pub use self::config::ResilienceConfig;
 pub use self::retry::{InProcessRetry, RetryLayer};

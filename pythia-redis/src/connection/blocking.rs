@@ -6,15 +6,19 @@ use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use super::RedisConnection;
 use crate::call::Call;
+use crate::client_metrics::ClientMetrics;
 
 /// A broker's dedicated connection for its blocking reads (`BRPOP`, `BLMOVE`, `XREADGROUP …
 /// BLOCK`, `XREAD … BLOCK`), opened on first use and dropped after an error (it may be broken: the
 /// next read opens a new one). A blocking command never shares the multiplexed connection, where
 /// it would stall every other command behind it.
 #[derive(Debug, Default)]
-pub(crate) struct BlockingSlot(tokio::sync::Mutex<Option<BlockingConnection>>);
+pub(crate) struct BlockingSlot(tokio::sync::Mutex<Option<BlockingConnection>>, AtomicBool);
 
 impl BlockingSlot {
     /// Runs `cmd` on the slot's connection, opening it first if needed. The outer error is a
@@ -28,6 +32,10 @@ impl BlockingSlot {
         let mut slot = self.0.lock().await;
         if slot.is_none() {
             *slot = Some(conn.blocking().await?);
+            // Opened before and dropped after an error: a reconnect.
+            if self.1.swap(true, Ordering::Relaxed) {
+                conn.client_metrics().reconnected();
+            }
         }
         let con = slot.as_mut().expect("just set");
         let res = call.query(con).await;
@@ -40,7 +48,24 @@ impl BlockingSlot {
 
 /// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
 #[derive(Clone)]
-pub struct BlockingConnection(pub(super) BlockingKind);
+pub struct BlockingConnection(pub(super) BlockingKind, pub(super) Option<Arc<Open>>);
+
+/// Counts a blocking connection in `pythia_redis_connections` while a clone of it lives.
+pub(super) struct Open(Arc<ClientMetrics>);
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.connection_closed();
+    }
+}
+
+impl BlockingConnection {
+    pub(super) fn counted(mut self, metrics: &Arc<ClientMetrics>) -> Self {
+        metrics.connection_opened();
+        self.1 = Some(Arc::new(Open(Arc::clone(metrics))));
+        self
+    }
+}
 
 #[derive(Clone)]
 pub(super) enum BlockingKind {

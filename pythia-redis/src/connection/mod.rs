@@ -20,6 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pythia_core::BrokerError;
+
+use crate::client_metrics::ClientMetrics;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder};
 use redis::cluster_async::ClusterConnection;
@@ -48,6 +50,13 @@ struct Inner {
     config: RedisConfig,
     backend: Backend,
     shared: SharedConnection,
+    metrics: Arc<ClientMetrics>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.metrics.connection_closed();
+    }
 }
 
 // One per connection, behind an `Arc`: the variants' sizes do not matter.
@@ -137,8 +146,32 @@ impl RedisConnection {
                 config,
                 backend,
                 shared,
+                metrics: {
+                    let metrics = Arc::new(ClientMetrics::new());
+                    metrics.connection_opened();
+                    metrics
+                },
             }),
         })
+    }
+
+    /// This connection's Redis client metrics (see [`client_metrics`](crate::client_metrics)).
+    pub(crate) fn client_metrics(&self) -> &ClientMetrics {
+        &self.inner.metrics
+    }
+
+    /// Samples Redis memory (`INFO memory`) into `pythia_redis_used_memory_bytes` and
+    /// `pythia_redis_maxmemory_bytes`; called with the queue gauges. A failure is only logged.
+    pub(crate) async fn sample_memory(&self) {
+        let mut m = self.manager();
+        match redis::cmd("INFO")
+            .arg("memory")
+            .query_async::<String>(&mut m)
+            .await
+        {
+            Ok(info) => self.inner.metrics.memory_from_info(&info),
+            Err(e) => tracing::debug!(error = %e, "sampling Redis memory failed"),
+        }
     }
 
     /// The shared, auto-reconnecting connection for non-blocking commands.
@@ -189,25 +222,25 @@ impl RedisConnection {
                 Backend::Standalone(client) => client
                     .get_multiplexed_async_connection_with_config(&cfg)
                     .await
-                    .map(|c| BlockingConnection(BlockingKind::Standalone(c)))
+                    .map(|c| BlockingConnection(BlockingKind::Standalone(c), None))
                     .map_err(|e| self.error("connect", e)),
                 Backend::Cluster(client) => client
                     .get_async_connection()
                     .await
-                    .map(|c| BlockingConnection(BlockingKind::Cluster(c)))
+                    .map(|c| BlockingConnection(BlockingKind::Cluster(c), None))
                     .map_err(|e| self.error("connect", e)),
                 Backend::Sentinel(state) => {
                     let client = state.resolve(true).await?;
                     client
                         .get_multiplexed_async_connection_with_config(&cfg)
                         .await
-                        .map(|c| BlockingConnection(BlockingKind::Standalone(c)))
+                        .map(|c| BlockingConnection(BlockingKind::Standalone(c), None))
                         .map_err(|e| self.error("connect", e))
                 }
             }
         };
         match tokio::time::timeout(limit, opening).await {
-            Ok(res) => res,
+            Ok(res) => res.map(|c| c.counted(&self.inner.metrics)),
             Err(_) => Err(BrokerError::connection(format!(
                 "cannot open a blocking connection to {}: timed out after {limit:?}",
                 self.inner.config.masked_url()

@@ -57,11 +57,14 @@ impl Liveness {
         registry: &str,
         consumer: &str,
     ) -> Result<(), BrokerError> {
-        match self
+        let started = std::time::Instant::now();
+        let res = self
             .heartbeat(heartbeat_key, registry, consumer)
             .query_async::<()>(manager)
-            .await
-        {
+            .await;
+        conn.client_metrics()
+            .observe(crate::client_metrics::Op::Heartbeat, started);
+        match res {
             Ok(()) => {
                 gate.beat_ok(self);
                 Ok(())

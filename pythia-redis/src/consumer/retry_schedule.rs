@@ -1,11 +1,12 @@
 //! Retries that survive a crash: a sorted set of messages scored by their due time, promoted to
 //! the queue by a Lua script when due, and the dead-letter list they end in.
 
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
 
+use crate::client_metrics::{Op, script_failed};
 use crate::connection::RedisConnection;
 use crate::coord::destination::decode_scheduled_fields;
 use crate::keys::QueueKeys;
@@ -94,15 +95,20 @@ pub(crate) async fn promote_due(
 ) -> Result<u64, BrokerError> {
     let mut total = 0u64;
     loop {
-        let n: u64 = PROMOTE_DUE
+        let started = Instant::now();
+        let n = PROMOTE_DUE
             .key(keys.scheduled())
             .key(keys.queue())
             .key(keys.scheduled_ids())
             .arg(PROMOTE_BATCH)
             .arg(side.push_flag())
             .invoke_async(manager)
-            .await
-            .map_err(|e| conn.error("promote retries", e))?;
+            .await;
+        conn.client_metrics().observe(Op::Promote, started);
+        let n: u64 = n.map_err(|e| {
+            script_failed("promote_due", &e);
+            conn.error("promote retries", e)
+        })?;
         total += n;
         if (n as usize) < PROMOTE_BATCH {
             return Ok(total);
@@ -123,15 +129,20 @@ pub(crate) async fn promote_due_to_stream(
 ) -> Result<u64, BrokerError> {
     let mut total = 0u64;
     loop {
-        let (n, too_big, bad): (u64, Vec<Vec<u8>>, u64) = STREAM_PROMOTE
+        let started = Instant::now();
+        let res = STREAM_PROMOTE
             .key(keys.scheduled())
             .key(keys.queue())
             .key(keys.scheduled_ids())
             .key(keys.dead_letters())
             .arg(PROMOTE_BATCH)
             .invoke_async(manager)
-            .await
-            .map_err(|e| conn.error("promote retries", e))?;
+            .await;
+        conn.client_metrics().observe(Op::Promote, started);
+        let (n, too_big, bad): (u64, Vec<Vec<u8>>, u64) = res.map_err(|e| {
+            script_failed("stream_promote", &e);
+            conn.error("promote retries", e)
+        })?;
         if bad > 0 {
             tracing::warn!(
                 count = bad,

@@ -6,7 +6,9 @@ pub mod reliable;
 
 pub use self::commands::{ListCommands, ReliableListCommands};
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::client_metrics::Op;
 
 use crate::connection::{BlockingSlot, SharedConnection};
 use bytes::Bytes;
@@ -217,12 +219,14 @@ impl ListBroker {
     /// Pops up to `max` items without waiting (`LPOP key count`).
     async fn pop_ready(&self, max: usize) -> Result<Vec<Vec<u8>>, BrokerError> {
         let mut m = self.manager.clone();
-        let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
+        let started = Instant::now();
+        let items: Result<Option<Vec<Vec<u8>>>, _> = redis::cmd(self.side.pop_cmd())
             .arg(self.keys.queue())
             .arg(max.max(1))
             .query_async(&mut m)
-            .await
-            .map_err(|e| self.conn.error(self.side.pop_cmd(), e))?;
+            .await;
+        self.conn.client_metrics().observe(Op::Fetch, started);
+        let items = items.map_err(|e| self.conn.error(self.side.pop_cmd(), e))?;
         Ok(items.unwrap_or_default())
     }
 }
@@ -256,10 +260,10 @@ impl Broker for ListBroker {
             return Ok(()); // acks of popped items need no round trip
         };
         let mut m = self.manager.clone();
-        let (_, trimmed): (u64, u64) = call
-            .query(&mut m)
-            .await
-            .map_err(|e| self.conn.error("settle", e))?;
+        let started = Instant::now();
+        let settled = call.query(&mut m).await;
+        self.conn.client_metrics().observe(Op::Settle, started);
+        let (_, trimmed): (u64, u64) = settled.map_err(|e| self.conn.error("settle", e))?;
         self.dead_letter_cap.trimmed(trimmed);
         Ok(())
     }
@@ -324,6 +328,7 @@ pub(crate) async fn list_stats(
         ListSide::Right => -1,
         ListSide::Left => 0,
     };
+    conn.sample_memory().await;
     let mut m = conn.manager();
     let (depth, scheduled, dead, next): (u64, u64, u64, Option<Vec<u8>>) = redis::pipe()
         .llen(keys.queue())

@@ -2,7 +2,7 @@
 
 use crate::connection::SharedConnection;
 use crate::connection::in_order::InOrder;
-use pythia_core::{BrokerError, Message, envelope};
+use pythia_core::{BrokerError, Message, envelope, python_wire};
 
 use crate::connection::RedisConnection;
 use crate::list::ListSide;
@@ -22,6 +22,12 @@ pub enum Encoding {
     Envelope,
     /// The body alone, byte for byte; id, headers and enqueue time are not sent.
     Raw,
+    /// Exactly what the Python `pythia-framework` 1.0.x producers write (see
+    /// [`pythia_core::python_wire`]), for Python consumers: on a list the JSON
+    /// `{"body": …, "headers": {…}, "message_id": …}`, on a stream the fields `body` and
+    /// `header_<name>`, on a channel the body alone. Attempt and enqueue time are not sent; a body that is not UTF-8 is sent
+    /// as hex digits.
+    PythiaPy,
 }
 
 /// Pushes messages onto the list a [`ListBroker`](crate::ListBroker) or
@@ -91,6 +97,7 @@ impl ListProducer {
     /// however many messages are given. On an error, every chunk before the failed one is on
     /// the list, and the one sent after it may be.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
+        let started = std::time::Instant::now();
         let mut spare: Vec<redis::Cmd> = Vec::new();
         let mut window = InOrder::new(PUSHES_IN_FLIGHT);
         let mut scratch = Vec::with_capacity(256);
@@ -105,6 +112,9 @@ impl ListProducer {
         while let Some((_, res)) = window.next().await {
             res.map_err(|e| self.conn.error(self.side.push_cmd(), e))?;
         }
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Produce, started);
         Ok(msgs.len())
     }
 
@@ -121,6 +131,11 @@ impl ListProducer {
                 }
                 Encoding::Raw => {
                     cmd.arg(msg.body().as_ref());
+                }
+                Encoding::PythiaPy => {
+                    scratch.clear();
+                    python_wire::encode_list_item_into(scratch, msg);
+                    cmd.arg(&scratch[..]);
                 }
             }
         }

@@ -103,6 +103,7 @@ impl Publisher {
         match self.encoding {
             Encoding::Envelope => envelope::encode(msg),
             Encoding::Raw => msg.body().to_vec(),
+            Encoding::PythiaPy => pythia_core::python_wire::pubsub_payload(msg),
         }
     }
 
@@ -126,6 +127,7 @@ impl Publisher {
     ) -> Result<Vec<usize>, BrokerError> {
         let mut counts = Vec::with_capacity(payloads.len());
         let mut m = self.manager.clone();
+        let started = std::time::Instant::now();
         for chunk in payloads.chunks(PUBLISH_CHUNK) {
             let got: Vec<usize> = if self.sharded {
                 let mut spublish = SPUBLISH.prepare_invoke();
@@ -148,6 +150,9 @@ impl Publisher {
             };
             counts.extend(got);
         }
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Produce, started);
         Ok(counts)
     }
 }

@@ -36,6 +36,7 @@ impl StreamBroker {
         let call = self
             .commands
             .read_group(self.membership.consumer(), max, from);
+        let started = std::time::Instant::now();
         let reply: Value = match self.blocking.query(&self.conn, &call).await? {
             Ok(v) => v,
             Err(e) => {
@@ -49,7 +50,15 @@ impl StreamBroker {
                 return Err(self.conn.error("XREADGROUP", e));
             }
         };
-        Ok(self.decode_read(reply))
+        let batch = self.decode_read(reply);
+        // A read that found entries: its round trip (one that waited for new entries includes
+        // the wait; an empty one is a wait, not Redis' time, and is not timed).
+        if !batch.deliveries.is_empty() {
+            self.conn
+                .client_metrics()
+                .observe(crate::client_metrics::Op::Fetch, started);
+        }
+        Ok(batch)
     }
 
     fn decode_read(&self, reply: Value) -> ReadBatch {

@@ -530,6 +530,7 @@ impl Broker for StreamBroker {
     /// does not know it); in flight: pending for any consumer of the group; oldest age: of the
     /// next entry to deliver, by its id.
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
+        self.conn.sample_memory().await;
         let mut m = self.mgr();
         let (depth, pending, consumers, next, scheduled, dead): (u64, u64, u64, String, u64, u64) =
             self.commands

@@ -33,6 +33,8 @@ const ENQUEUED_AT_SLACK_MS: u64 = 1000;
 ///   the reader an allocation or two, so the common entry carries two fields besides the
 ///   headers. Header names `body` and `pythia-…` are reserved and refused.
 /// * [`Encoding::Raw`] writes the `body` field alone, for consumers that are not Pythia.
+/// * [`Encoding::PythiaPy`] writes what the Python `pythia-framework` writes: `body` and
+///   `header_<name>` fields.
 ///
 /// **Trimming**: none by default. The consumers remove processed entries (see
 /// [`StreamBroker`](crate::StreamBroker), "Memory"), never one a group has not been delivered,
@@ -143,6 +145,7 @@ impl StreamProducer {
         msgs: &[&Message],
     ) -> Result<Vec<StreamEntryId>, BrokerError> {
         let now = unix_millis(SystemTime::now());
+        let started = std::time::Instant::now();
         let mut ids = Vec::with_capacity(msgs.len());
         // The next pipeline is built while Redis works on the previous ones (see `InOrder`).
         let mut window = InOrder::new(PIPELINES_IN_FLIGHT);
@@ -153,7 +156,14 @@ impl StreamProducer {
                 if let Some(n) = self.max_len {
                     cmd.arg("MAXLEN").arg("~").arg(n);
                 }
-                cmd.arg("*").arg(fields::BODY).arg(msg.body().as_ref());
+                cmd.arg("*");
+                if self.encoding == Encoding::PythiaPy {
+                    for (k, v) in pythia_core::python_wire::stream_fields(msg) {
+                        cmd.arg(k).arg(v);
+                    }
+                    continue;
+                }
+                cmd.arg(fields::BODY).arg(msg.body().as_ref());
                 if self.encoding == Encoding::Envelope {
                     // Each field costs Redis memory and reply bytes, and the reader an allocation
                     // or two: only what the entry itself does not say is written.
@@ -178,6 +188,9 @@ impl StreamProducer {
         while let Some(replies) = window.next().await {
             self.collect_ids(replies, &mut ids)?;
         }
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Produce, started);
         Ok(ids)
     }
 

@@ -12,6 +12,7 @@ impl StreamBroker {
             return Ok(0);
         }
         let mut m = self.mgr();
+        let started = std::time::Instant::now();
         let res = if self.delete_on_ack {
             self.commands
                 .ack_and_delete(ids)
@@ -21,6 +22,9 @@ impl StreamBroker {
         } else {
             self.commands.ack(ids).query::<u64>(&mut m).await
         };
+        self.conn
+            .client_metrics()
+            .observe(crate::client_metrics::Op::Settle, started);
         res.map_err(|e| self.conn.error("XACK", e))
     }
 
@@ -47,10 +51,14 @@ impl StreamBroker {
             }
             let chunk = chunk.unwrap_or(&[]);
             let call = self.commands.settle(first.unwrap_or(&[]), chunk, opts);
-            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) = call
-                .query(&mut m)
-                .await
-                .map_err(|e| self.conn.error("settle", e))?;
+            let started = std::time::Instant::now();
+            // Call::query counts a failing script in pythia_redis_script_errors_total.
+            let res = call.query(&mut m).await;
+            self.conn
+                .client_metrics()
+                .observe(crate::client_metrics::Op::Settle, started);
+            let (n, too_big, trimmed): (u64, Vec<Vec<u8>>, u64) =
+                res.map_err(|e| self.conn.error("settle", e))?;
             settled += n;
             self.dead_letter_cap.trimmed(trimmed);
             for id in too_big.iter().filter_map(|id| StreamEntryId::parse(id)) {

@@ -2,6 +2,8 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::shared::{CircuitStateStore, StoreRef};
+
 /// When a [`CircuitBreakerLayer`](super::CircuitBreakerLayer) opens, how long it stays open,
 /// and how it closes again.
 ///
@@ -44,7 +46,11 @@ use serde::Deserialize;
 /// cool_down_ms = 30000
 /// half_open_max_probes = 1
 /// success_threshold = 2
+/// sync_interval_ms = 500
 /// ```
+///
+/// A breaker shared by every replica ([`with_shared_state`](Self::with_shared_state)) needs a
+/// store, so it is set in code, not in the file.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
 #[serde(from = "CircuitBreakerFile")]
 pub struct CircuitBreakerConfig {
@@ -56,6 +62,8 @@ pub struct CircuitBreakerConfig {
     cool_down: Duration,
     half_open_max_probes: u32,
     success_threshold: u32,
+    store: Option<StoreRef>,
+    sync_interval: Duration,
 }
 
 impl CircuitBreakerConfig {
@@ -79,6 +87,10 @@ impl CircuitBreakerConfig {
     pub const DEFAULT_HALF_OPEN_MAX_PROBES: u32 = 1;
     /// Default probe successes that close the breaker: 2.
     pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
+    /// Default time between two syncs of a shared breaker with its store: 500 ms.
+    pub const DEFAULT_SYNC_INTERVAL: Duration = Duration::from_millis(500);
+    /// Shortest sync interval accepted: 10 ms.
+    pub const MIN_SYNC_INTERVAL: Duration = Duration::from_millis(10);
 
     /// The defaults (see the constants).
     pub fn new() -> Self {
@@ -91,7 +103,44 @@ impl CircuitBreakerConfig {
             cool_down: Self::DEFAULT_COOL_DOWN,
             half_open_max_probes: Self::DEFAULT_HALF_OPEN_MAX_PROBES,
             success_threshold: Self::DEFAULT_SUCCESS_THRESHOLD,
+            store: None,
+            sync_interval: Self::DEFAULT_SYNC_INTERVAL,
         }
+    }
+
+    /// Shares this breaker's state with every replica through `store` (pythia-redis:
+    /// `RedisCircuitStateStore`): when one replica opens it, all stop fetching; when one
+    /// replica's probes close it, all resume. See
+    /// [`circuit_breaker::shared`](super::shared) for the behaviour. The replicas must use
+    /// the same [`name`](Self::with_name).
+    ///
+    /// The sync task starts on the breaker's first use, on the current Tokio runtime.
+    #[must_use]
+    pub fn with_shared_state(mut self, store: impl CircuitStateStore) -> Self {
+        self.store = Some(StoreRef(std::sync::Arc::new(store)));
+        self
+    }
+
+    /// Time between two syncs of a shared breaker with its store (at least
+    /// [`MIN_SYNC_INTERVAL`](Self::MIN_SYNC_INTERVAL)); a local transition syncs at once.
+    #[must_use]
+    pub fn with_sync_interval(mut self, d: Duration) -> Self {
+        self.sync_interval = d.max(Self::MIN_SYNC_INTERVAL);
+        self
+    }
+
+    /// Whether the state is shared through a store.
+    pub fn is_shared(&self) -> bool {
+        self.store.is_some()
+    }
+
+    /// Time between two syncs of a shared breaker.
+    pub fn sync_interval(&self) -> Duration {
+        self.sync_interval
+    }
+
+    pub(super) fn store(&self) -> Option<&StoreRef> {
+        self.store.as_ref()
     }
 
     /// The breaker's name: the `breaker` label of its metrics and a field of its log lines
@@ -205,7 +254,7 @@ impl CircuitBreakerConfig {
     }
 
     /// The minimum volume as applied: never more than the window can hold.
-    pub(super) fn effective_minimum_calls(&self) -> usize {
+    pub fn effective_minimum_calls(&self) -> usize {
         self.minimum_calls.min(self.window_size)
     }
 }
@@ -228,6 +277,7 @@ struct CircuitBreakerFile {
     cool_down_ms: u64,
     half_open_max_probes: u32,
     success_threshold: u32,
+    sync_interval_ms: u64,
 }
 
 impl Default for CircuitBreakerFile {
@@ -242,6 +292,7 @@ impl Default for CircuitBreakerFile {
             cool_down_ms: d.cool_down.as_millis() as u64,
             half_open_max_probes: d.half_open_max_probes,
             success_threshold: d.success_threshold,
+            sync_interval_ms: d.sync_interval.as_millis() as u64,
         }
     }
 }
@@ -257,5 +308,6 @@ impl From<CircuitBreakerFile> for CircuitBreakerConfig {
             .with_cool_down(Duration::from_millis(f.cool_down_ms))
             .with_half_open_max_probes(f.half_open_max_probes)
             .with_success_threshold(f.success_threshold)
+            .with_sync_interval(Duration::from_millis(f.sync_interval_ms))
     }
 }

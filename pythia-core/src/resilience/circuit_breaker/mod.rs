@@ -41,6 +41,11 @@
 //! `pythia_circuit_breaker_transitions_total{to=...}`, both labelled `breaker` with the
 //! configured name; [`CircuitBreakerHandle`] observes it from outside.
 //!
+//! **Shared by every replica** (optional): with
+//! [`CircuitBreakerConfig::with_shared_state`] the breaker syncs with a store (Redis, in
+//! pythia-redis) so that one replica's failures pause them all and one replica's probes resume
+//! them all; see [`shared`] for how, and what happens when the store is unreachable.
+//!
 //! Panics that unwind through the breaker are caught by the runtime outside it, so they count
 //! as neither; put the breaker where it sees errors, as [`ResilienceConfig`] does
 //! (see [Order](crate::resilience#order)).
@@ -52,6 +57,7 @@ mod error;
 mod future;
 mod handle;
 mod layer;
+pub mod shared;
 mod state;
 #[cfg(test)]
 mod tests;
@@ -70,6 +76,9 @@ pub use self::error::CircuitOpen;
 pub use self::future::ResponseFuture;
 pub use self::handle::{CircuitBreakerHandle, CircuitState};
 pub use self::layer::CircuitBreakerLayer;
+pub use self::shared::{
+    CircuitEvent, CircuitReport, CircuitStateStore, SharedCircuitState, StoreFuture,
+};
 use self::state::{Admission, ProbePermit, Shared, Ticket};
 use crate::error::WorkerError;
 

@@ -4,15 +4,17 @@
 //! stale probe permits dropped only after it is released (a permit's `Drop` takes the lock).
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::Waker;
 
 use metrics::{Counter, Gauge};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio::time::Instant;
 
 use super::config::CircuitBreakerConfig;
 use super::handle::CircuitState;
+use super::shared::{CircuitEvent, CircuitReport, SharedCircuitState, sync_loop};
 use crate::error::WorkerError;
 use crate::resilience::metrics::{CIRCUIT_BREAKER_STATE, CIRCUIT_BREAKER_TRANSITIONS_TOTAL};
 
@@ -57,10 +59,15 @@ impl Phase {
 #[derive(Debug, Clone, Copy)]
 enum Why {
     ConsecutiveFailures(u32),
-    FailureRate { rate: f64, calls: usize },
+    FailureRate {
+        rate: f64,
+        calls: usize,
+    },
     CoolDownOver,
     ProbeFailed,
     ProbesSucceeded(u32),
+    /// Adopted from the state shared by every replica.
+    Shared,
 }
 
 /// Outcomes of the most recent counted calls.
@@ -116,6 +123,15 @@ struct Inner {
     /// Tasks waiting for the breaker to admit a call.
     waiters: Vec<Waker>,
     transitions: u64,
+    /// Shared breakers: what this replica saw since its last sync.
+    report: CircuitReport,
+}
+
+/// A shared breaker's link to its sync task.
+#[derive(Debug)]
+struct SyncLink {
+    started: AtomicBool,
+    wake: Arc<Notify>,
 }
 
 #[derive(Debug)]
@@ -133,6 +149,7 @@ pub(super) struct Shared {
     inner: Mutex<Inner>,
     state_tx: watch::Sender<CircuitState>,
     metrics: BreakerMetrics,
+    sync: Option<SyncLink>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -232,6 +249,7 @@ impl Shared {
         };
         metrics.state.set(CircuitState::Closed.as_gauge());
         let window = Window::new(config.window_size());
+        let config_is_shared = config.is_shared();
         Arc::new(Self {
             config,
             inner: Mutex::new(Inner {
@@ -241,9 +259,14 @@ impl Shared {
                 window,
                 waiters: Vec::new(),
                 transitions: 0,
+                report: CircuitReport::default(),
             }),
             state_tx: watch::channel(CircuitState::Closed).0,
             metrics,
+            sync: config_is_shared.then(|| SyncLink {
+                started: AtomicBool::new(false),
+                wake: Arc::new(Notify::new()),
+            }),
         })
     }
 
@@ -275,6 +298,11 @@ impl Shared {
         held: Option<ProbePermit>,
         waker: Option<&Waker>,
     ) -> Admission {
+        if let Some(link) = &self.sync
+            && !link.started.load(Ordering::Relaxed)
+        {
+            self.start_sync(link);
+        }
         let mut woken = Vec::new();
         let mut stale = None;
         let admission = {
@@ -339,6 +367,13 @@ impl Shared {
                 return; // admitted before the last transition: no longer relevant
             }
             let failed = verdict == Verdict::Failure;
+            if self.sync.is_some() {
+                if failed {
+                    inner.report.failures += 1;
+                } else {
+                    inner.report.successes += 1;
+                }
+            }
             inner.window.push(failed);
             inner.consecutive_failures = if failed {
                 inner.consecutive_failures + 1
@@ -413,6 +448,21 @@ impl Shared {
         inner.consecutive_failures = 0;
         inner.window.clear();
         woken.append(&mut inner.waiters);
+        if let Some(link) = &self.sync {
+            inner.report.successes = 0;
+            inner.report.failures = 0;
+            match why {
+                Why::ConsecutiveFailures(_) | Why::FailureRate { .. } | Why::ProbeFailed => {
+                    inner.report.event = Some(CircuitEvent::Opened);
+                    link.wake.notify_one();
+                }
+                Why::ProbesSucceeded(_) => {
+                    inner.report.event = Some(CircuitEvent::Closed);
+                    link.wake.notify_one();
+                }
+                Why::CoolDownOver | Why::Shared => {}
+            }
+        }
 
         let state = phase.state();
         self.metrics.state.set(state.as_gauge());
@@ -454,6 +504,97 @@ impl Shared {
                 probe_successes = n,
                 "circuit breaker closed: consumption resumed"
             ),
+            Why::Shared => tracing::info!(
+                breaker,
+                state = state.as_str(),
+                "circuit breaker follows the state shared by every replica"
+            ),
         }
+    }
+}
+
+/// Shared breakers: the sync task's side.
+impl Shared {
+    fn start_sync(self: &Arc<Self>, link: &SyncLink) {
+        let Some(store) = self.config.store() else {
+            return;
+        };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return; // no runtime here: try again on the next call
+        };
+        if link.started.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        runtime.spawn(sync_loop(
+            Arc::downgrade(self),
+            Arc::clone(&store.0),
+            Arc::clone(&link.wake),
+            self.config.sync_interval(),
+        ));
+    }
+
+    /// What this replica saw since the last sync, and the generation it saw it in.
+    pub(super) fn take_report(&self) -> (CircuitReport, u64) {
+        let mut inner = self.lock();
+        let mut report = std::mem::take(&mut inner.report);
+        report.consecutive_failures = inner.consecutive_failures;
+        (report, inner.generation)
+    }
+
+    /// A sync failed: what it carried is reported with the next one.
+    pub(super) fn restore_report(&self, report: CircuitReport) {
+        let mut inner = self.lock();
+        inner.report.successes += report.successes;
+        inner.report.failures += report.failures;
+        if inner.report.event.is_none() {
+            inner.report.event = report.event;
+        }
+    }
+
+    /// Follows the shared state, unless this replica changed state since it sent its report
+    /// (`generation`): that change goes out with the next sync.
+    pub(super) fn adopt(&self, remote: SharedCircuitState, generation: u64) {
+        let mut woken = Vec::new();
+        {
+            let mut inner = self.lock();
+            if inner.generation != generation {
+                return;
+            }
+            let now = Instant::now();
+            match (inner.phase, remote) {
+                (
+                    Phase::Closed | Phase::HalfOpen { .. },
+                    SharedCircuitState::Open { remaining },
+                ) if !remaining.is_zero() => {
+                    let phase = Phase::Open {
+                        until: now + remaining,
+                    };
+                    self.enter(&mut inner, phase, Why::Shared, &mut woken);
+                }
+                (Phase::Open { .. }, SharedCircuitState::Open { remaining }) => {
+                    // The shared deadline: a timer armed for the old one re-arms when it fires.
+                    inner.phase = Phase::Open {
+                        until: now + remaining,
+                    };
+                }
+                (Phase::Open { .. } | Phase::HalfOpen { .. }, SharedCircuitState::Closed) => {
+                    self.enter(&mut inner, Phase::Closed, Why::Shared, &mut woken);
+                }
+                (Phase::Closed, SharedCircuitState::HalfOpen) => {
+                    let phase = Phase::HalfOpen {
+                        probes: 0,
+                        successes: 0,
+                    };
+                    self.enter(&mut inner, phase, Why::Shared, &mut woken);
+                }
+                (Phase::Open { .. }, SharedCircuitState::HalfOpen) => {
+                    // Cool-down over by the shared clock: the next admission probes.
+                    inner.phase = Phase::Open { until: now };
+                    woken.append(&mut inner.waiters);
+                }
+                _ => {}
+            }
+        }
+        wake_all(woken);
     }
 }

@@ -509,3 +509,80 @@ fn config_deserializes_through_the_setters() {
     );
     assert!(serde_json::from_str::<CircuitBreakerConfig>(r#"{"cooldown": 1}"#).is_err());
 }
+
+/// A store whose answer the test sets, recording what each sync reported.
+#[derive(Debug, Default)]
+struct FakeStore {
+    answer: Mutex<Option<super::SharedCircuitState>>,
+    reports: Mutex<Vec<super::CircuitReport>>,
+}
+
+impl super::CircuitStateStore for Arc<FakeStore> {
+    fn sync<'a>(
+        &'a self,
+        _: &'a CircuitBreakerConfig,
+        report: &'a super::CircuitReport,
+    ) -> super::StoreFuture<'a> {
+        self.reports.lock().unwrap().push(report.clone());
+        let answer = *self.answer.lock().unwrap();
+        Box::pin(async move {
+            answer.ok_or_else(|| crate::error::BrokerError::connection("store unreachable"))
+        })
+    }
+}
+
+fn shared(store: &Arc<FakeStore>) -> CircuitBreakerConfig {
+    cfg()
+        .with_consecutive_failures(2)
+        .with_sync_interval(Duration::from_millis(100))
+        .with_shared_state(Arc::clone(store))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_breaker_follows_the_store_and_reports_what_it_saw() {
+    let store = Arc::new(FakeStore::default());
+    *store.answer.lock().unwrap() = Some(super::SharedCircuitState::Closed);
+    let (mut svc, handle, calls) = breaker(shared(&store));
+    send(&mut svc, "ok").await.unwrap();
+    send(&mut svc, "fail").await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let first = store.reports.lock().unwrap().last().cloned().unwrap();
+    assert_eq!((first.successes, first.failures), (1, 1));
+    assert_eq!(first.consecutive_failures, 1);
+
+    // Another replica opened it: this one stops calling, with the store's deadline.
+    *store.answer.lock().unwrap() = Some(super::SharedCircuitState::Open {
+        remaining: Duration::from_secs(5),
+    });
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(handle.state(), CircuitState::Open);
+    assert!(!ready_now(&mut svc));
+    let before = calls.load(Ordering::SeqCst);
+
+    // Another replica's probes closed it: this one calls again.
+    *store.answer.lock().unwrap() = Some(super::SharedCircuitState::Closed);
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    assert_eq!(handle.state(), CircuitState::Closed);
+    send(&mut svc, "ok").await.unwrap();
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_shared_breaker_reports_its_own_opening_and_decides_alone_without_a_store() {
+    let store = Arc::new(FakeStore::default()); // every sync fails
+    let (mut svc, handle, _) = breaker(shared(&store));
+    send(&mut svc, "fail").await.unwrap_err();
+    send(&mut svc, "fail").await.unwrap_err();
+    assert_eq!(handle.state(), CircuitState::Open, "opened alone");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // The opening is re-sent with each failed sync until one goes through.
+    let reports = store.reports.lock().unwrap().clone();
+    assert!(reports.len() >= 2, "{reports:?}");
+    assert!(
+        reports
+            .iter()
+            .all(|r| r.event == Some(super::CircuitEvent::Opened)),
+        "{reports:?}"
+    );
+    assert_eq!(handle.state(), CircuitState::Open);
+}

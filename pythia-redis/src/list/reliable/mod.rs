@@ -4,7 +4,9 @@
 mod reap;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use crate::client_metrics::Op;
 
 use crate::connection::{BlockingSlot, SharedConnection};
 use pythia_core::{
@@ -203,7 +205,8 @@ impl ReliableListBroker {
     async fn move_batch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
         let first = self.next_delivery.fetch_add(max as u64, Ordering::Relaxed);
         let mut m = self.mgr();
-        let items: Vec<Vec<u8>> = match self
+        let started = Instant::now();
+        let fetched = self
             .commands
             .fetch(
                 max,
@@ -212,8 +215,9 @@ impl ReliableListBroker {
                 self.membership.liveness().heartbeat_ttl_ms(),
             )
             .query(&mut m)
-            .await
-        {
+            .await;
+        self.conn.client_metrics().observe(Op::Fetch, started);
+        let items: Vec<Vec<u8>> = match fetched {
             Ok(items) => items,
             Err(e) => {
                 // The script may have run and only its reply been lost (a killed connection, a
@@ -339,20 +343,19 @@ impl ReliableListBroker {
             return Ok(0);
         }
         let mut m = self.mgr();
+        let started = Instant::now();
         if batch.iter().all(|s| s.outcome == Outcome::Ack) {
-            return self
-                .commands
-                .acks(batch)
-                .query::<u64>(&mut m)
-                .await
-                .map_err(|e| self.conn.error("ack", e));
+            let acked = self.commands.acks(batch).query::<u64>(&mut m).await;
+            self.conn.client_metrics().observe(Op::Settle, started);
+            return acked.map_err(|e| self.conn.error("ack", e));
         }
-        let (settled, trimmed): (u64, u64) = self
+        let settled = self
             .commands
             .settle(batch, self.dead_letter_cap.get())
             .query(&mut m)
-            .await
-            .map_err(|e| self.conn.error("settle", e))?;
+            .await;
+        self.conn.client_metrics().observe(Op::Settle, started);
+        let (settled, trimmed): (u64, u64) = settled.map_err(|e| self.conn.error("settle", e))?;
         self.dead_letter_cap.trimmed(trimmed);
         Ok(settled)
     }
