@@ -17,16 +17,18 @@ use tokio::sync::oneshot;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
+mod fetched;
 mod hand_back;
 mod settle;
+mod shutdown;
 mod slots;
 
 use self::slots::{Slot, Slots};
 use super::handler::{Handler, Running};
 use super::observer::ObserverFeed;
 use super::{Dispatch, RunSummary, RuntimeConfig, RuntimeError, RuntimeState, RuntimeStatus};
-use crate::broker::{Broker, Delivery, DeliveryGuarantee, Outcome, Settlement};
-use crate::error::{BrokerError, BrokerErrorKind, WorkerError};
+use crate::broker::{Broker, Delivery, Outcome, Settlement};
+use crate::error::{BrokerError, WorkerError};
 use crate::metrics::{RuntimeMetrics, for_message};
 use crate::worker::BoxFuture;
 
@@ -201,91 +203,6 @@ impl<B: Broker> Driver<B> {
         self.status.progressed();
         std::future::poll_fn(|cx| self.poll(cx)).await;
         self.finish().await
-    }
-
-    async fn finish(mut self) -> Result<RunSummary, RuntimeError> {
-        self.to_release.append(&mut self.to_hand_back);
-        self.to_release.extend(self.pending.drain(..));
-        if !self.to_release.is_empty() {
-            let n = self.to_release.len() as u64;
-            let batch = std::mem::take(&mut self.to_release);
-            match self.broker.release(batch).await {
-                Ok(()) => {
-                    self.summary.released += n;
-                    self.metrics.released.increment(n);
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, count = n, "handing back unprocessed messages failed; the broker's recovery will return them");
-                    self.summary.unsettled += n;
-                }
-            }
-        }
-        // A settle still on the wire at the deadline is dropped: it may or may not have reached
-        // the broker, so its outcomes count as unsettled too (delivered again, never lost).
-        let unsettled = self.unsettled() as u64;
-        if unsettled > 0 {
-            self.summary.unsettled += unsettled;
-            self.metrics.unsettled.increment(unsettled);
-            let fate = match self.broker.guarantee() {
-                DeliveryGuarantee::AtLeastOnce => "the broker will deliver these messages again",
-                _ => "an at-most-once broker keeps nothing of them: they are lost",
-            };
-            tracing::error!(
-                count = unsettled,
-                "outcomes never settled (settles failing at the shutdown deadline, or refused); {fate}"
-            );
-        }
-        self.metrics.settle_backlog.set(0.0);
-        self.status.set_in_flight(0);
-        self.metrics.in_flight.set(0.0);
-        self.summary.elapsed = self.started.elapsed();
-        if let (Some(a), Some(b)) = (self.first_fetch, self.last_settle) {
-            self.summary.active = b.saturating_duration_since(a);
-        }
-        match self.fatal.take() {
-            Some(e) => Err(e),
-            None => Ok(self.summary),
-        }
-    }
-
-    fn begin_stop(&mut self, cx: &mut Context<'_>) {
-        if self.stopping {
-            return;
-        }
-        self.stopping = true;
-        self.status.set_state(RuntimeState::Stopping);
-        let deadline = Instant::now() + self.cfg.shutdown_grace;
-        let mut hard = Box::pin(tokio::time::sleep_until(
-            deadline + SETTLE_DEADLINE_AFTER_GRACE,
-        ));
-        let _ = hard.as_mut().poll(cx);
-        self.hard_deadline = Some(hard);
-        let mut grace = Box::pin(tokio::time::sleep_until(deadline));
-        let _ = grace.as_mut().poll(cx);
-        self.grace = Some(grace);
-        self.to_release.extend(self.pending.drain(..));
-        self.drain_check = None;
-        tracing::debug!(in_flight = self.slots.len, "stopping: no more fetches");
-    }
-
-    /// Grace period over (or a hard stop): abandon what is still running and hand it back.
-    fn abandon_in_flight(&mut self, why: &str) {
-        if self.slots.len == 0 {
-            return;
-        }
-        tracing::warn!(
-            count = self.slots.len,
-            "{why}: handing back unfinished messages"
-        );
-        self.inflight = FuturesUnordered::new();
-        for slot in self.slots.drain() {
-            if let Some(h) = slot.abort {
-                h.abort();
-            }
-            self.to_release
-                .push(Delivery::new(slot.token, slot.message));
-        }
-        self.sync_in_flight();
     }
 
     fn sync_in_flight(&self) {
@@ -623,47 +540,5 @@ impl<B: Broker> Driver<B> {
             self.fatal = Some(e);
         }
         self.begin_stop(cx);
-    }
-
-    fn on_fetched(&mut self, res: FetchResult<B::Token>, cx: &mut Context<'_>) {
-        match res {
-            Ok(batch) => {
-                self.status.progressed();
-                if self.fetch_failing {
-                    tracing::info!("broker reachable again: fetching resumed");
-                    self.fetch_failing = false;
-                    self.status.set_fetch_ok(true);
-                    self.metrics.reconnects.increment(1);
-                }
-                self.fetch_backoff = reconnect_backoff();
-                self.last_fetch_empty = batch.is_empty();
-                if !batch.is_empty() {
-                    self.first_fetch.get_or_insert_with(Instant::now);
-                    self.summary.fetched += batch.len() as u64;
-                    self.metrics.fetch_batch.record(batch.len() as f64);
-                }
-                if self.stopping {
-                    self.to_release.extend(batch);
-                } else {
-                    self.pending.extend(batch);
-                }
-            }
-            Err(e) => self.on_fetch_error(e, cx),
-        }
-    }
-
-    fn on_fetch_error(&mut self, e: BrokerError, cx: &mut Context<'_>) {
-        self.metrics.fetch_errors.increment(1);
-        if matches!(e.kind(), BrokerErrorKind::Config | BrokerErrorKind::Closed) {
-            self.fail(RuntimeError::Broker(e), cx);
-            return;
-        }
-        let delay = self.fetch_backoff.next().unwrap_or(Duration::from_secs(5));
-        if !self.fetch_failing || e.kind() == BrokerErrorKind::Backend {
-            tracing::error!(error = %e, retry_in = ?delay, "fetch failed; retrying with backoff");
-        }
-        self.fetch_failing = true;
-        self.status.set_fetch_ok(false);
-        self.fetch_wait = Some(Box::pin(tokio::time::sleep(delay)));
     }
 }
