@@ -13,6 +13,7 @@
 // dlq.rs       dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
 // coord/       delayed messages, destinations, locks, periodic jobs
+// queues/      the operator's view: queue registry, pause flag, daily counters, reports
 mod call;
 pub mod connection;
 pub mod consumer;
@@ -23,6 +24,7 @@ pub mod keys;
 pub mod layer;
 pub mod list;
 pub mod pubsub;
+pub mod queues;
 mod scripts;
 pub mod sharded_stream;
 pub mod stream;

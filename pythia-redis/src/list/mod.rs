@@ -17,6 +17,7 @@ use pythia_core::{
 use crate::connection::RedisConnection;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::QueueKeys;
+use crate::queues::registry::{QueueKind, Registration};
 
 /// Which end of the list consumers pop. Producers push on the other end, so the order is
 /// first-in first-out either way.
@@ -127,6 +128,7 @@ pub struct ListBroker {
     commands: ListCommands,
     maintenance_interval: Duration,
     blocking: BlockingSlot,
+    registration: Registration,
 }
 
 impl ListBroker {
@@ -146,6 +148,7 @@ impl ListBroker {
             dead_letter_cap: DeadLetterCap::new(queue),
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
             blocking: BlockingSlot::default(),
+            registration: Registration::broker(conn, queue, QueueKind::List),
         }
     }
 
@@ -212,6 +215,7 @@ impl Broker for ListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
+        self.registration.ensure(&self.conn).await?;
         let mut m = self.manager.clone();
         let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
             .arg(self.keys.queue())

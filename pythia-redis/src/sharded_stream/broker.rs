@@ -16,6 +16,7 @@ use super::fetch::{Batch, ShardState};
 use super::{ShardEntryId, ShardedQueue, first_error};
 use crate::connection::RedisConnection;
 use crate::keys::unique_consumer_name;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 
 /// Consumes every shard of a [`ShardedQueue`] in one consumer group, at-least-once: many
@@ -118,6 +119,8 @@ pub struct ShardedStreamBroker {
     pub(super) ready: AtomicBool,
     /// Entries of a finished read that did not fit in the fetch that collected them.
     pub(super) surplus: StdMutex<VecDeque<Delivery<ShardEntryId>>>,
+    /// Writes the queue registry on the first fetch.
+    registration: Registration,
 }
 
 impl ShardedStreamBroker {
@@ -169,6 +172,7 @@ impl ShardedStreamBroker {
             next: AtomicUsize::new(fastrand::usize(..queue.shard_count())),
             ready: AtomicBool::new(false),
             surplus: StdMutex::new(VecDeque::new()),
+            registration: Registration::broker(conn, queue.name(), QueueKind::ShardedStream),
         }
     }
 
@@ -338,6 +342,7 @@ impl Broker for ShardedStreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<ShardEntryId>>, BrokerError> {
+        self.registration.ensure(&self.conn).await?;
         self.fetch_shards(max).await
     }
 

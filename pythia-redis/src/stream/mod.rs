@@ -62,6 +62,7 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::reliable::RECLAIMED_TOTAL;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::scripts::{
     STREAM_CLAIM, STREAM_DRAINED, STREAM_LEAVE, STREAM_SETTLE, STREAM_STATS, STREAM_TRIM,
     STREAM_TRIMMED,
@@ -291,6 +292,8 @@ pub struct StreamBroker {
     trimmed_undelivered_total: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<StreamEntryId>,
+    /// Writes the queue registry on the first fetch.
+    registration: Registration,
 }
 
 impl StreamBroker {
@@ -364,6 +367,7 @@ impl StreamBroker {
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
             recent: RecentSettlements::new(),
+            registration: Registration::broker(conn, stream, QueueKind::Stream),
         }
     }
 
@@ -467,6 +471,7 @@ impl Broker for StreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
+        self.registration.ensure(&self.conn).await?;
         self.fetch_blocking(max, Some(self.block_ms())).await
     }
 

@@ -19,6 +19,7 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
+use crate::queues::registry::{QueueKind, Registration};
 use crate::scripts::RELIABLE_RELEASE;
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
@@ -98,6 +99,7 @@ pub struct ReliableListBroker {
     reclaimed: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<u64>,
+    registration: Registration,
 }
 
 impl ReliableListBroker {
@@ -134,6 +136,7 @@ impl ReliableListBroker {
             dead_letter_cap: DeadLetterCap::new(queue),
             blocking: BlockingSlot::default(),
             recent: RecentSettlements::new(),
+            registration: Registration::broker(conn, queue, QueueKind::ReliableList),
         }
     }
 
@@ -407,6 +410,7 @@ impl Broker for ReliableListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
+        self.registration.ensure(&self.conn).await?;
         self.fetch_batch(max)
             .await
             .inspect_err(|e| self.recent.note(e))

@@ -1,0 +1,156 @@
+//! The queue registry: a hash `<prefix>:queues` of queue name → kind, written once by each
+//! producer and each broker.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use pythia_core::BrokerError;
+
+use crate::connection::RedisConnection;
+use crate::keys;
+
+/// What kind of queue a name is: the broker that consumes it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum QueueKind {
+    /// A list consumed by `ListBroker` (or produced by a `ListProducer`, whose consumers may
+    /// be reliable: a `ReliableListBroker` overwrites it).
+    List,
+    /// A list consumed by `ReliableListBroker`.
+    ReliableList,
+    /// A stream with consumer groups.
+    Stream,
+    /// A sharded stream (one queue over many streams).
+    ShardedStream,
+    /// A pub/sub channel.
+    Pubsub,
+}
+
+impl QueueKind {
+    /// The name stored in the registry (`list`, `reliable-list`, `stream`, `sharded-stream`,
+    /// `pubsub`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::List => "list",
+            Self::ReliableList => "reliable-list",
+            Self::Stream => "stream",
+            Self::ShardedStream => "sharded-stream",
+            Self::Pubsub => "pubsub",
+        }
+    }
+}
+
+impl fmt::Display for QueueKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for QueueKind {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Ok(match s {
+            "list" => Self::List,
+            "reliable-list" => Self::ReliableList,
+            "stream" => Self::Stream,
+            "sharded-stream" => Self::ShardedStream,
+            "pubsub" => Self::Pubsub,
+            other => return Err(format!("unknown queue kind {other:?}")),
+        })
+    }
+}
+
+/// Registers one queue once: the first [`ensure`](Registration::ensure) writes the registry,
+/// later ones (and those of clones) only read an atomic flag.
+///
+/// A producer registers with `HSETNX` (it does not know whether a list's consumers are
+/// reliable, so it never overwrites what a broker wrote); a broker with `HSET`.
+#[derive(Debug, Clone)]
+pub(crate) struct Registration {
+    done: Arc<AtomicBool>,
+    key: String,
+    queue: String,
+    kind: QueueKind,
+    overwrite: bool,
+}
+
+impl Registration {
+    /// The registration a producer of `queue` makes.
+    pub(crate) fn producer(conn: &RedisConnection, queue: &str, kind: QueueKind) -> Self {
+        Self::new(conn, queue, kind, false)
+    }
+
+    /// The registration a broker of `queue` makes.
+    pub(crate) fn broker(conn: &RedisConnection, queue: &str, kind: QueueKind) -> Self {
+        Self::new(conn, queue, kind, true)
+    }
+
+    fn new(conn: &RedisConnection, queue: &str, kind: QueueKind, overwrite: bool) -> Self {
+        Self {
+            done: Arc::new(AtomicBool::new(false)),
+            key: keys::registry(conn.config().key_prefix()),
+            queue: queue.to_owned(),
+            kind,
+            overwrite,
+        }
+    }
+
+    /// Writes the registry unless this registration (or a clone) already did.
+    pub(crate) async fn ensure(&self, conn: &RedisConnection) -> Result<(), BrokerError> {
+        if self.done.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        let cmd = if self.overwrite { "HSET" } else { "HSETNX" };
+        let mut m = conn.manager();
+        redis::cmd(cmd)
+            .arg(&self.key)
+            .arg(&self.queue)
+            .arg(self.kind.as_str())
+            .query_async::<()>(&mut m)
+            .await
+            .map_err(|e| conn.error("register queue", e))?;
+        self.done.store(true, Ordering::Relaxed);
+        Ok(())
+    }
+}
+
+/// Every registered queue under the connection's key prefix, by name. A kind this version
+/// does not know is left out.
+pub async fn registered_queues(
+    conn: &RedisConnection,
+) -> Result<BTreeMap<String, QueueKind>, BrokerError> {
+    let mut m = conn.manager();
+    let all: BTreeMap<String, String> = redis::cmd("HGETALL")
+        .arg(keys::registry(conn.config().key_prefix()))
+        .query_async(&mut m)
+        .await
+        .map_err(|e| conn.error("HGETALL queues", e))?;
+    Ok(all
+        .into_iter()
+        .filter_map(|(name, kind)| Some((name, kind.parse().ok()?)))
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn kinds_round_trip() {
+        for k in [
+            QueueKind::List,
+            QueueKind::ReliableList,
+            QueueKind::Stream,
+            QueueKind::ShardedStream,
+            QueueKind::Pubsub,
+        ] {
+            assert_eq!(k.as_str().parse::<QueueKind>(), Ok(k));
+        }
+        assert!("queue".parse::<QueueKind>().is_err());
+    }
+}
