@@ -54,6 +54,9 @@ pub(crate) enum Command {
     /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
     /// memory (lists and streams), or subscriber counts (pub/sub).
     Inspect(InspectArgs),
+    /// List every queue under the key prefix: type, depth, in flight, scheduled, dead letters,
+    /// consumers, oldest message, paused, processed and failed today.
+    Queues(QueuesArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
     /// Show a job's status record: state, attempts, times, last error and result (workers with
@@ -206,6 +209,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
     pub(crate) exec_in_flight: u32,
 
+    /// Wrap the list, reliable-list and stream brokers in the daily counters, as `pythia run`
+    /// does by default (to measure their cost against a run without).
+    #[arg(long)]
+    pub(crate) counters: bool,
+
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -245,6 +253,9 @@ pub(crate) struct BenchChildArgs {
     /// exec-persistent: messages in flight per child.
     #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
     pub(crate) exec_in_flight: u32,
+    /// list, reliable-list, stream: with the daily counters.
+    #[arg(long)]
+    pub(crate) counters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -520,6 +531,12 @@ pub(crate) struct RunArgs {
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]
     pub(crate) burst: bool,
+
+    /// Do not keep the per-queue daily processed/failed/retried counters in Redis (by default
+    /// a worker adds its counts every 2 s, in one pipeline; `pythia queues` and the dashboard
+    /// show them).
+    #[arg(long, env = "PYTHIA_NO_COUNTERS")]
+    pub(crate) no_counters: bool,
 
     /// Print the summary of the run (once drained with --burst, or stopped) as one JSON object
     /// on the last line of stdout instead of text on stderr: fetched, processed, acked,
@@ -937,6 +954,31 @@ pub(crate) struct DlqPurgeArgs {
     pub(crate) yes: bool,
 
     /// Print one JSON object: queue, broker, deleted.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `pythia queues`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "A queue is listed from its first message: every producer and worker \
+    writes its name and type once in the registry hash <prefix>:queues. Counts of today (UTC) \
+    come from the daily counters workers keep (pythia run, unless --no-counters).\n\
+    JSON fields (--json): prefix, queues[] {name, kind (list, reliable-list, stream, \
+    sharded-stream, pubsub), registered, depth, in_flight, scheduled, dead_letters, consumers, \
+    oldest_age_seconds (or null), paused, day (YYYY-MM-DD), today {processed, failed, retried}, \
+    groups[] {name, depth, in_flight, consumers, oldest_age_seconds} (streams)}."
+)]
+pub(crate) struct QueuesArgs {
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    /// Also list queues found among Pythia's keys (SCAN of every master), not only those in the
+    /// registry (queues last used by a version without it).
+    #[arg(long)]
+    pub(crate) scan: bool,
+
+    /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
 }

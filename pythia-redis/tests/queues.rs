@@ -238,3 +238,40 @@ async fn pause_flag_and_reports() {
     assert!(!queue_report(&conn, "emails").await.unwrap().paused);
     assert!(!resume(&conn, "emails").await.unwrap());
 }
+
+#[tokio::test]
+async fn counting_switched_off_writes_nothing() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    ListProducer::new(&conn, "quiet")
+        .push_many(&[Message::new("a"), Message::new("b")])
+        .await
+        .unwrap();
+    let broker = CountingBroker::new(ListBroker::new(&conn, "quiet"), &conn).with_counting(false);
+    let summary = WorkerRuntime::new(broker, worker_fn(|_: Message| async { Ok(()) }))
+        .with_signal_handling(false)
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(summary.acked, 2);
+    let keys: Vec<String> = cmd(&conn, &["KEYS", "pythia:{quiet}:stat:*"]).await;
+    assert!(keys.is_empty(), "{keys:?}");
+}
+
+#[tokio::test]
+async fn a_reliable_list_without_consumers_has_stats() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    ListProducer::new(&conn, "idle")
+        .push(&Message::new("x"))
+        .await
+        .unwrap();
+    // No consumer ever registered: the in-flight count is 0, not an error.
+    let stats = ReliableListBroker::new(&conn, "idle")
+        .stats()
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!((stats.depth, stats.in_flight, stats.consumers), (1, 0, 0));
+}

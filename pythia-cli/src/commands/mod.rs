@@ -9,6 +9,7 @@ pub(crate) mod doctor;
 pub(crate) mod inspect;
 pub(crate) mod job;
 pub(crate) mod produce;
+pub(crate) mod queues;
 pub(crate) mod quickstart;
 pub(crate) mod run;
 

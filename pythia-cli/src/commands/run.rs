@@ -4,8 +4,10 @@
 use std::io::Write;
 
 use pythia::exporter::MetricsServer;
+use pythia::redis::queues::CountingBroker;
 use pythia::redis::{
-    ListBroker, PubSubBroker, ReliableListBroker, ShardedStreamBroker, StreamBroker,
+    ListBroker, PubSubBroker, RedisConnection, ReliableListBroker, ShardedStreamBroker,
+    StreamBroker,
 };
 use pythia::{
     Broker, CancellationToken, CircuitBreakerConfig, InProcessRetry, Message, ResilienceConfig,
@@ -76,22 +78,22 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             shards = queue.shard_count(),
             "consumer name"
         );
-        return with_handler(b, &args, metrics).await;
+        return with_handler(b, &conn, &args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
             let b = ListBroker::new(&conn, qa.single()?).with_side(side);
-            with_handler(b, &args, metrics).await
+            with_handler(b, &conn, &args, metrics).await
         }
         BrokerKind::ReliableList => {
             let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
-            with_handler(b, &args, metrics).await
+            with_handler(b, &conn, &args, metrics).await
         }
         BrokerKind::Stream => {
             let b = StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start);
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
-            with_handler(b, &args, metrics).await
+            with_handler(b, &conn, &args, metrics).await
         }
         BrokerKind::Pubsub => {
             let b = PubSubBroker::builder(&conn)
@@ -102,7 +104,7 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .subscribe()
                 .await
                 .map_err(CliError::usage)?;
-            with_handler(b, &args, metrics).await
+            with_handler(b, &conn, &args, metrics).await
         }
     }
 }
@@ -159,9 +161,12 @@ impl Drop for MetricsEndpoint {
 
 async fn with_handler<B: Broker>(
     broker: B,
+    conn: &RedisConnection,
     args: &RunArgs,
     metrics: Option<&MetricsServer>,
 ) -> Result<(), CliError> {
+    // The daily counters of `pythia queues` and the dashboard (no Redis command when off).
+    let broker = CountingBroker::new(broker, conn).with_counting(!args.no_counters);
     if let Some(url) = &args.http {
         let worker = http_worker(url, args)?;
         return drive(broker, worker, args, None, metrics).await;

@@ -105,6 +105,7 @@ pub struct CountingBroker<B> {
     keys: QueueKeys,
     counts: [AtomicU64; 3],
     last_flush: Mutex<Instant>,
+    on: bool,
 }
 
 impl<B: Broker> CountingBroker<B> {
@@ -117,7 +118,17 @@ impl<B: Broker> CountingBroker<B> {
             keys,
             counts: Default::default(),
             last_flush: Mutex::new(Instant::now()),
+            on: true,
         }
+    }
+
+    /// Whether to count (default: yes). Off, the wrapper passes everything through and never
+    /// writes to Redis: one wrapper type for a program whose users switch counting on or off
+    /// (`pythia run --no-counters`).
+    #[must_use]
+    pub fn with_counting(mut self, on: bool) -> Self {
+        self.on = on;
+        self
     }
 
     /// The wrapped broker.
@@ -188,6 +199,9 @@ impl<B: Broker> Broker for CountingBroker<B> {
 
     async fn settle(&self, batch: &[Settlement<B::Token>]) -> Result<(), BrokerError> {
         self.inner.settle(batch).await?;
+        if !self.on {
+            return Ok(());
+        }
         let mut n = [0u64; 3];
         for s in batch {
             let i = match s.outcome {
@@ -221,7 +235,8 @@ impl<B: Broker> Broker for CountingBroker<B> {
         } else {
             Ok(())
         };
-        if self.flush_due()
+        if self.on
+            && self.flush_due()
             && let Err(e) = self.flush().await
         {
             tracing::warn!(queue = %self.keys.queue(), error = %e, "could not flush the queue counters; kept for the next flush");
@@ -231,7 +246,12 @@ impl<B: Broker> Broker for CountingBroker<B> {
 
     /// The inner broker's interval, or [`FLUSH_EVERY`] for a broker without maintenance.
     fn maintenance_interval(&self) -> Option<Duration> {
-        Some(self.inner.maintenance_interval().unwrap_or(FLUSH_EVERY))
+        let inner = self.inner.maintenance_interval();
+        if self.on {
+            Some(inner.unwrap_or(FLUSH_EVERY))
+        } else {
+            inner
+        }
     }
 
     async fn stats(&self) -> Result<Option<QueueStats>, BrokerError> {
@@ -241,6 +261,9 @@ impl<B: Broker> Broker for CountingBroker<B> {
     /// The inner broker's close, then a last flush.
     async fn close(&self) -> Result<(), BrokerError> {
         let closed = self.inner.close().await;
+        if !self.on {
+            return closed;
+        }
         let flushed = self.flush().await;
         closed.and(flushed)
     }

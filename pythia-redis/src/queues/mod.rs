@@ -21,5 +21,5 @@ pub mod report;
 
 pub use counters::{CountingBroker, DailyCounts};
 pub use pause::{is_paused, pause, resume};
-pub use registry::{QueueKind, registered_queues};
+pub use registry::{QueueKind, discovered_queues, registered_queues};
 pub use report::{GroupReport, QueueReport, queue_report, queue_reports};

@@ -136,6 +136,44 @@ pub async fn registered_queues(
         .collect())
 }
 
+/// The names of the queues that have keys of Pythia's under the connection's key prefix (a
+/// retry schedule, dead letters, consumers, in-flight, a heartbeat, a pause flag, counters…),
+/// found with `SCAN` on every master, reading at most `limit` keys: queues that predate the
+/// registry, or whose registry entry was deleted. Costs a pass over the key space: prefer
+/// [`registered_queues`].
+pub async fn discovered_queues(
+    conn: &RedisConnection,
+    limit: usize,
+) -> Result<Vec<String>, BrokerError> {
+    let prefix = conn.config().key_prefix();
+    let mut keys = Vec::new();
+    // Queues without a hash tag of their own (`<prefix>:{jobs}:…`), then those with one
+    // (`<prefix>:q:{orders}.eu:…`; see `crate::keys`).
+    for pattern in [
+        format!("{}:{{*}}:*", glob_escape(prefix)),
+        format!("{}:q:*", glob_escape(prefix)),
+    ] {
+        keys.extend(conn.scan_keys(&pattern, limit).await?);
+    }
+    let names: std::collections::BTreeSet<&str> = keys
+        .iter()
+        .filter_map(|k| keys::queue_of_key(prefix, k))
+        .collect();
+    Ok(names.into_iter().map(str::to_owned).collect())
+}
+
+/// `s` with the glob metacharacters of `SCAN MATCH` escaped.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -152,5 +190,6 @@ mod tests {
             assert_eq!(k.as_str().parse::<QueueKind>(), Ok(k));
         }
         assert!("queue".parse::<QueueKind>().is_err());
+        assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
     }
 }

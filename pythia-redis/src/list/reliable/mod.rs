@@ -490,6 +490,10 @@ impl Broker for ReliableListBroker {
         let mut stats = list_stats(&self.conn, &self.keys, self.side, &self.source).await?;
         let mut m = self.mgr();
         let members = self.consumers(&mut m).await?;
+        if members.is_empty() {
+            // The client refuses an empty pipeline ("empty command").
+            return Ok(Some(stats));
+        }
         let mut pipe = redis::pipe();
         for c in &members {
             pipe.hlen(self.keys.in_flight(c));
