@@ -6,7 +6,7 @@
 //!   writes it once (its first send) and every broker once (its first fetch), so a queue shows
 //!   up from its first message, before any worker ran. One `HSETNX`/`HSET` per producer or
 //!   broker, never per message.
-//! * [`pause`]: the flag `<prefix>:{<queue>}:paused` ([`QueueKeys::paused`]).
+//! * [`mod@pause`]: the flag `<prefix>:{<queue>}:paused` ([`QueueKeys::paused`]).
 //! * [`counters`]: processed / failed / retried per queue and UTC day, kept by a
 //!   [`CountingBroker`] around any broker and flushed with one pipeline every few seconds.
 //! * [`report`]: [`QueueReport`] and friends, what `pythia queues`, `pythia inspect` and the

@@ -39,7 +39,7 @@ pub struct QueueReport {
     pub consumers: u64,
     /// Age of the oldest message waiting, in seconds, when known.
     pub oldest_age_seconds: Option<f64>,
-    /// Whether the queue is paused ([`is_paused`](super::is_paused)).
+    /// Whether the queue is paused ([`is_paused`]).
     pub paused: bool,
     /// The UTC day the counters are of (`YYYY-MM-DD`).
     pub day: String,
