@@ -845,8 +845,9 @@ impl TargetArgs {
     after_long_help = "JSON fields (--json), lists and reliable lists: queue, broker, \
     depth, in_flight, scheduled, dead_letters, oldest_age_seconds (null when empty or unknown), \
     consumers[] {name, in_flight, staged, alive, heartbeat_ttl_ms (null when dead)}, \
-    memory_bytes {queue, pythia_keys}.\n\
+    memory_bytes {queue, pythia_keys}, paused, today {processed, failed, retried}.\n\
     Streams: queue, broker, length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, \
+    paused, today {processed, failed, retried}, \
     groups[] {name, lag (null when Redis cannot tell), lag_lower_bound, pending, \
     last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
     heartbeat_ttl_ms}}.\n\

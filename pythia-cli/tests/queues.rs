@@ -134,6 +134,17 @@ async fn a_burst_run_adds_its_processed_and_failed_counts() {
     assert_eq!(jobs["today"]["failed"], 4, "{doc}");
     assert_eq!(jobs["dead_letters"], 4);
 
+    // `inspect` shows the same counters and the pause flag.
+    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "jobs", "--json"]);
+    let doc = json(&o);
+    assert_eq!(doc["today"]["processed"], 16, "{doc}");
+    assert_eq!(doc["today"]["failed"], 4, "{doc}");
+    assert_eq!(doc["paused"], false, "{doc}");
+    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "jobs"]);
+    assert!(o.status.success(), "{}", text(&o));
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(out.contains("16 processed, 4 failed"), "{out}");
+
     // --no-counters: nothing more is counted.
     let o = pythia(&[
         "produce",
