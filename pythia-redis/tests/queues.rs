@@ -69,7 +69,7 @@ async fn producers_register_their_queue_before_any_worker_ran() {
 }
 
 #[tokio::test]
-async fn a_broker_registers_on_its_first_fetch_and_names_the_kind() {
+async fn a_broker_registers_in_its_first_maintenance_and_names_the_kind() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     ListProducer::new(&conn, "jobs")
@@ -84,10 +84,19 @@ async fn a_broker_registers_on_its_first_fetch_and_names_the_kind() {
     let b = ReliableListBroker::new(&conn, "jobs");
     let got = b.fetch(10).await.unwrap();
     assert_eq!(got.len(), 1);
+    // Not on the fetch path: a fetch never waits for the registry.
     assert_eq!(
         registered_queues(&conn).await.unwrap()["jobs"],
-        QueueKind::ReliableList
+        QueueKind::List
     );
+    // The runtime runs the first maintenance at start; it writes the registry on a task of
+    // its own.
+    b.maintain().await.unwrap();
+    support::eventually(Duration::from_secs(5), "registered as reliable", || {
+        let conn = conn.clone();
+        async move { registered_queues(&conn).await.unwrap()["jobs"] == QueueKind::ReliableList }
+    })
+    .await;
     // A producer started later does not downgrade it.
     ListProducer::new(&conn, "jobs")
         .push(&Message::new("y"))
@@ -98,11 +107,12 @@ async fn a_broker_registers_on_its_first_fetch_and_names_the_kind() {
         QueueKind::ReliableList
     );
     let s = StreamBroker::new(&conn, "ev", "g");
-    s.fetch(1).await.unwrap();
-    assert_eq!(
-        registered_queues(&conn).await.unwrap()["ev"],
-        QueueKind::Stream
-    );
+    s.maintain().await.unwrap();
+    support::eventually(Duration::from_secs(5), "the stream registered", || {
+        let conn = conn.clone();
+        async move { registered_queues(&conn).await.unwrap().get("ev") == Some(&QueueKind::Stream) }
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -153,7 +153,7 @@ impl DelayedProducer {
         &self,
         items: &[(Message, SystemTime)],
     ) -> Result<usize, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
+        self.registration.ensure(&self.conn).await;
         let mut replaced = 0;
         for chunk in items.chunks(SCHEDULE_BATCH) {
             let mut args: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(chunk.len());

@@ -215,7 +215,6 @@ impl Broker for ListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<()>>, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
         let mut m = self.manager.clone();
         let items: Option<Vec<Vec<u8>>> = redis::cmd(self.side.pop_cmd())
             .arg(self.keys.queue())
@@ -275,6 +274,7 @@ impl Broker for ListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         let mut m = self.manager.clone();
         promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
         Ok(())

@@ -94,7 +94,7 @@ impl ListProducer {
     /// however many messages are given. On an error, every chunk before the failed one is on
     /// the list, and the one sent after it may be.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
+        self.registration.ensure(&self.conn).await;
         let mut spare: Vec<redis::Cmd> = Vec::new();
         let mut window = InOrder::new(PUSHES_IN_FLIGHT);
         let mut scratch = Vec::with_capacity(256);
@@ -138,7 +138,7 @@ impl ListProducer {
         if payloads.is_empty() {
             return Ok(0);
         }
-        self.registration.ensure(&self.conn).await?;
+        self.registration.ensure(&self.conn).await;
         let mut pipe = redis::pipe();
         for chunk in payloads.chunks(PUSH_CHUNK) {
             let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();

@@ -216,7 +216,7 @@ impl PubSubBuilder {
         // The subscription's name is what its dead letters and counters are kept under.
         Registration::broker(&self.conn, &name, QueueKind::Pubsub)
             .ensure(&self.conn)
-            .await?;
+            .await;
         let first = subscriber.open().await?;
         shared.connected.store(true, Ordering::Release);
         let task = tokio::spawn(subscriber.run(first));

@@ -3,8 +3,9 @@
 //! report per queue built from the brokers' own stats.
 //!
 //! * [`registry`]: a hash `<prefix>:queues` of queue name → [`QueueKind`]. Every producer
-//!   writes it once (its first send) and every broker once (its first fetch), so a queue shows
-//!   up from its first message, before any worker ran. One `HSETNX`/`HSET` per producer or
+//!   writes it once (its first send) and every broker once (its first maintenance, which the
+//!   runtime runs at start), so a queue shows up from its first message, before any worker
+//!   ran. One `HSETNX`/`HSET` per producer or
 //!   broker, never per message.
 //! * [`mod@pause`]: the flag `<prefix>:{<queue>}:paused` ([`QueueKeys::paused`]).
 //! * [`counters`]: processed / failed / retried per queue and UTC day, kept by a

@@ -68,11 +68,16 @@ impl FromStr for QueueKind {
 /// Registers one queue once: the first [`ensure`](Registration::ensure) writes the registry,
 /// later ones (and those of clones) only read an atomic flag.
 ///
-/// A producer registers with `HSETNX` (it does not know whether a list's consumers are
-/// reliable, so it never overwrites what a broker wrote); a broker with `HSET`.
+/// A producer registers with `HSETNX` on its first send (it does not know whether a list's
+/// consumers are reliable, so it never overwrites what a broker wrote); a broker with `HSET`
+/// from its first maintenance, which the runtime runs at start, on a task of its own, so
+/// neither a fetch nor the maintenance waits for it. The registry is informational: a failed write is logged and tried
+/// again next time, never an error of the send or the maintenance.
 #[derive(Debug, Clone)]
 pub(crate) struct Registration {
     done: Arc<AtomicBool>,
+    /// An [`ensure_in_background`](Self::ensure_in_background) task is running.
+    running: Arc<AtomicBool>,
     key: String,
     queue: String,
     kind: QueueKind,
@@ -93,6 +98,7 @@ impl Registration {
     fn new(conn: &RedisConnection, queue: &str, kind: QueueKind, overwrite: bool) -> Self {
         Self {
             done: Arc::new(AtomicBool::new(false)),
+            running: Arc::new(AtomicBool::new(false)),
             key: keys::registry(conn.config().key_prefix()),
             queue: queue.to_owned(),
             kind,
@@ -100,22 +106,47 @@ impl Registration {
         }
     }
 
-    /// Writes the registry unless this registration (or a clone) already did.
-    pub(crate) async fn ensure(&self, conn: &RedisConnection) -> Result<(), BrokerError> {
+    /// [`ensure`](Self::ensure) on a task of its own, so that the caller (a broker's
+    /// maintenance: heartbeats, reaping) never waits for the registry; at most one such task
+    /// runs at a time.
+    pub(crate) fn ensure_in_background(&self, conn: &RedisConnection) {
+        if self.done.load(Ordering::Relaxed)
+            || self
+                .running
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+        {
+            return;
+        }
+        let (this, conn) = (self.clone(), conn.clone());
+        tokio::spawn(async move {
+            this.ensure(&conn).await;
+            this.running.store(false, Ordering::Release);
+        });
+    }
+
+    /// Writes the registry unless this registration (or a clone) already did; a failure is
+    /// logged, and the next call tries again.
+    pub(crate) async fn ensure(&self, conn: &RedisConnection) {
         if self.done.load(Ordering::Relaxed) {
-            return Ok(());
+            return;
         }
         let cmd = if self.overwrite { "HSET" } else { "HSETNX" };
         let mut m = conn.manager();
-        redis::cmd(cmd)
+        match redis::cmd(cmd)
             .arg(&self.key)
             .arg(&self.queue)
             .arg(self.kind.as_str())
             .query_async::<()>(&mut m)
             .await
-            .map_err(|e| conn.error("register queue", e))?;
-        self.done.store(true, Ordering::Relaxed);
-        Ok(())
+        {
+            Ok(()) => self.done.store(true, Ordering::Relaxed),
+            Err(e) => tracing::warn!(
+                queue = %self.queue,
+                error = %conn.error("register queue", e),
+                "could not write the queue registry; trying again later"
+            ),
+        }
     }
 }
 

@@ -119,7 +119,7 @@ pub struct ShardedStreamBroker {
     pub(super) ready: AtomicBool,
     /// Entries of a finished read that did not fit in the fetch that collected them.
     pub(super) surplus: StdMutex<VecDeque<Delivery<ShardEntryId>>>,
-    /// Writes the queue registry on the first fetch.
+    /// Writes the queue registry in the first maintenance.
     registration: Registration,
 }
 
@@ -342,7 +342,6 @@ impl Broker for ShardedStreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<ShardEntryId>>, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
         self.fetch_shards(max).await
     }
 
@@ -397,6 +396,7 @@ impl Broker for ShardedStreamBroker {
     /// maintenance interval; a shard whose previous maintenance still runs is not started
     /// again (its result counts when it ends). Returns the first error of those that finished.
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         let interval = self
             .maintenance_interval()
             .unwrap_or(Duration::from_secs(1));

@@ -163,7 +163,7 @@ impl ShardedStreamProducer {
             self.queue.check_layout(&self.conn).await?;
             self.layout_checked.store(true, Ordering::Release);
         }
-        self.registration.ensure(&self.conn).await?;
+        self.registration.ensure(&self.conn).await;
         let mut parts: Vec<Vec<&Message>> = self.shards.iter().map(|_| Vec::new()).collect();
         for (msg, &shard) in msgs.iter().zip(shards) {
             parts[shard].push(msg);

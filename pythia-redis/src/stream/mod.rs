@@ -292,8 +292,9 @@ pub struct StreamBroker {
     trimmed_undelivered_total: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<StreamEntryId>,
-    /// Writes the queue registry on the first fetch.
-    registration: Registration,
+    /// Writes the queue registry in the first maintenance (`None` for a sharded queue's shard:
+    /// the sharded broker registers the queue).
+    registration: Option<Registration>,
 }
 
 impl StreamBroker {
@@ -367,13 +368,14 @@ impl StreamBroker {
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
             recent: RecentSettlements::new(),
-            registration: Registration::broker(conn, stream, QueueKind::Stream),
+            registration: Some(Registration::broker(conn, stream, QueueKind::Stream)),
         }
     }
 
     /// The source its messages carry (the sharded broker's shards carry the logical queue).
     pub(crate) fn with_message_source(mut self, source: Source) -> Self {
         self.source = source;
+        self.registration = None;
         self
     }
 
@@ -471,7 +473,6 @@ impl Broker for StreamBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<StreamEntryId>>, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
         self.fetch_blocking(max, Some(self.block_ms())).await
     }
 
@@ -518,6 +519,9 @@ impl Broker for StreamBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        if let Some(r) = &self.registration {
+            r.ensure_in_background(&self.conn);
+        }
         self.heartbeat()
             .await
             .inspect_err(|e| self.recent.note(e))?;

@@ -410,7 +410,6 @@ impl Broker for ReliableListBroker {
     }
 
     async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
-        self.registration.ensure(&self.conn).await?;
         self.fetch_batch(max)
             .await
             .inspect_err(|e| self.recent.note(e))
@@ -469,6 +468,7 @@ impl Broker for ReliableListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         self.ensure_registered()
             .await
             .inspect_err(|e| self.recent.note(e))?;
