@@ -26,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use pythia::redis::RedisConnection;
-use pythia::redis::queues::{DailyCounts, discovered_queues, is_paused, registered_queues};
+use pythia::redis::queues::{discovered_queues, registered_queues};
 use serde_json::{Value as Json, json};
 
 use crate::cli::{RedisArgs, Side, TargetArgs};
@@ -91,8 +91,8 @@ impl Sample {
             in_flight,
             scheduled: n(&r["scheduled"]),
             dead_letters: n(&r["dead_letters"]),
-            processed: 0,
-            failed: 0,
+            processed: n(&r["today"]["processed"]),
+            failed: n(&r["today"]["failed"]),
         }
     }
 }
@@ -133,10 +133,6 @@ pub(super) fn rates(samples: &VecDeque<Sample>) -> (Option<f64>, Option<f64>) {
         .sum();
     (Some(drain), Some(added as f64 / secs))
 }
-
-/// What one sampling round reads of a queue: its `inspect` report, its pause flag, its daily
-/// counters.
-type Reading = (Json, bool, DailyCounts);
 
 /// One queue as the sampler knows it.
 #[derive(Debug, Default)]
@@ -258,19 +254,12 @@ impl Sampler {
             .cloned()
             .collect();
         let t_ms = pythia::message::unix_millis(SystemTime::now());
-        let results: Vec<(String, Result<Reading, String>)> = futures_util::stream::iter(names)
+        // The report carries the pause flag and today's counters (see `inspect::report`).
+        let results: Vec<(String, Result<Json, String>)> = futures_util::stream::iter(names)
             .map(|q| async move {
-                let r = async {
-                    let report = inspect::report(&self.conn, &self.target(&q), None)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    let paused = is_paused(&self.conn, &q).await.map_err(|e| e.to_string())?;
-                    let today = DailyCounts::today(&self.conn, &q)
-                        .await
-                        .map_err(|e| e.to_string())?;
-                    Ok((report, paused, today))
-                }
-                .await;
+                let r = inspect::report(&self.conn, &self.target(&q), None)
+                    .await
+                    .map_err(|e| e.to_string());
                 (q, r)
             })
             .buffer_unordered(PARALLEL)
@@ -283,12 +272,11 @@ impl Sampler {
                 continue;
             };
             match r {
-                Ok((report, paused, today)) => {
-                    let mut sample = Sample::from_report(t_ms, &report);
-                    sample.processed = today.processed;
-                    sample.failed = today.failed;
-                    tracked.samples.push_back(sample);
-                    tracked.paused = paused;
+                Ok(report) => {
+                    tracked
+                        .samples
+                        .push_back(Sample::from_report(t_ms, &report));
+                    tracked.paused = report["paused"].as_bool() == Some(true);
                     while tracked.samples.len() > self.capacity {
                         tracked.samples.pop_front();
                     }
@@ -490,5 +478,14 @@ mod tests {
         );
         let r = json!({"broker": "stream", "length": 9, "scheduled": 0, "dead_letters": 0, "groups": []});
         assert_eq!(Sample::from_report(5, &r).depth, 9);
+    }
+
+    #[test]
+    fn samples_carry_the_daily_counters_of_the_report() {
+        let r = json!({"broker": "list", "depth": 1, "in_flight": 0, "scheduled": 0,
+            "dead_letters": 0, "paused": true,
+            "today": {"processed": 12, "failed": 3, "retried": 1}});
+        let s = Sample::from_report(5, &r);
+        assert_eq!((s.processed, s.failed), (12, 3));
     }
 }
