@@ -285,3 +285,46 @@ async fn a_reliable_list_without_consumers_has_stats() {
         .unwrap();
     assert_eq!((stats.depth, stats.in_flight, stats.consumers), (1, 0, 0));
 }
+
+#[tokio::test]
+async fn a_user_who_may_not_write_the_registry_still_produces_without_asking_again() {
+    let server = RedisServer::start();
+    let admin = server.connect().await;
+    // The queue and its own keys, but not `pythia:queues`.
+    let _: () = cmd(
+        &admin,
+        &[
+            "ACL",
+            "SETUSER",
+            "app",
+            "on",
+            ">pw",
+            "~jobs",
+            "~pythia:{jobs}:*",
+            "+@all",
+        ],
+    )
+    .await;
+    let url = server.url().replace("redis://", "redis://app:pw@");
+    let conn =
+        pythia_redis::RedisConnection::connect(pythia_redis::RedisConfig::from_url(&url).unwrap())
+            .await
+            .unwrap();
+    let p = ListProducer::new(&conn, "jobs");
+    for _ in 0..3 {
+        p.push(&Message::new("x")).await.unwrap();
+    }
+    let len: i64 = cmd(&admin, &["LLEN", "jobs"]).await;
+    assert_eq!(len, 3);
+    assert!(registered_queues(&admin).await.unwrap().is_empty());
+    // Refused once, not asked again on every push.
+    let info: String = cmd(&admin, &["INFO", "commandstats"]).await;
+    let line = info
+        .lines()
+        .find(|l| l.starts_with("cmdstat_hsetnx:"))
+        .unwrap_or_else(|| panic!("{info}"));
+    assert!(
+        line.contains("calls=0") && line.contains("rejected_calls=1"),
+        "{line}"
+    );
+}

@@ -7,7 +7,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use pythia_core::BrokerError;
+use pythia_core::{BrokerError, BrokerErrorKind};
 
 use crate::connection::RedisConnection;
 use crate::keys;
@@ -71,8 +71,9 @@ impl FromStr for QueueKind {
 /// A producer registers with `HSETNX` on its first send (it does not know whether a list's
 /// consumers are reliable, so it never overwrites what a broker wrote); a broker with `HSET`
 /// from its first maintenance, which the runtime runs at start, on a task of its own, so
-/// neither a fetch nor the maintenance waits for it. The registry is informational: a failed write is logged and tried
-/// again next time, never an error of the send or the maintenance.
+/// neither a fetch nor the maintenance waits for it. The registry is informational: a write
+/// is never an error of the send or the maintenance; one that failed on the connection is
+/// tried again next time, one that was refused (ACL, key type) is logged and not tried again.
 #[derive(Debug, Clone)]
 pub(crate) struct Registration {
     done: Arc<AtomicBool>,
@@ -141,11 +142,17 @@ impl Registration {
             .await
         {
             Ok(()) => self.done.store(true, Ordering::Relaxed),
-            Err(e) => tracing::warn!(
-                queue = %self.queue,
-                error = %conn.error("register queue", e),
-                "could not write the queue registry; trying again later"
-            ),
+            Err(e) => {
+                let e = conn.error("register queue", e);
+                if e.kind() == BrokerErrorKind::Connection {
+                    tracing::warn!(queue = %self.queue, error = %e, "could not write the queue registry; trying again later");
+                } else {
+                    // Refused (an ACL without the registry key, a key of another type): asking
+                    // again would cost a round trip per send for the same answer.
+                    tracing::warn!(queue = %self.queue, key = %self.key, error = %e, "the queue registry cannot be written: this queue is not listed by `pythia queues` (give the user access to the key)");
+                    self.done.store(true, Ordering::Relaxed);
+                }
+            }
         }
     }
 }
