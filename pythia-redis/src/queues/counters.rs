@@ -106,6 +106,8 @@ pub struct CountingBroker<B> {
     counts: [AtomicU64; 3],
     last_flush: Mutex<Instant>,
     on: bool,
+    /// The last periodic flush failed (logged once per streak, not every 2 s).
+    flush_failing: std::sync::atomic::AtomicBool,
 }
 
 impl<B: Broker> CountingBroker<B> {
@@ -119,6 +121,7 @@ impl<B: Broker> CountingBroker<B> {
             counts: Default::default(),
             last_flush: Mutex::new(Instant::now()),
             on: true,
+            flush_failing: std::sync::atomic::AtomicBool::new(false),
         }
     }
 
@@ -235,11 +238,19 @@ impl<B: Broker> Broker for CountingBroker<B> {
         } else {
             Ok(())
         };
-        if self.on
-            && self.flush_due()
-            && let Err(e) = self.flush().await
-        {
-            tracing::warn!(queue = %self.keys.queue(), error = %e, "could not flush the queue counters; kept for the next flush");
+        if self.on && self.flush_due() {
+            match self.flush().await {
+                Ok(()) => {
+                    if self.flush_failing.swap(false, Ordering::Relaxed) {
+                        tracing::info!(queue = %self.keys.queue(), "queue counters flushed again");
+                    }
+                }
+                Err(e) => {
+                    if !self.flush_failing.swap(true, Ordering::Relaxed) {
+                        tracing::warn!(queue = %self.keys.queue(), error = %e, "could not flush the queue counters; kept for the next flush");
+                    }
+                }
+            }
         }
         inner
     }
