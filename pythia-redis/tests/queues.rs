@@ -328,3 +328,38 @@ async fn a_user_who_may_not_write_the_registry_still_produces_without_asking_aga
         "{line}"
     );
 }
+
+#[tokio::test]
+async fn counts_a_failed_flush_could_not_send_are_kept_for_the_next() {
+    let mut server = RedisServer::start();
+    let conn = server.connect().await;
+    let memory = pythia_core::MemoryBroker::new("mem");
+    memory.push_many((0..4).map(|i| Message::new(format!("{i}"))));
+    let broker = CountingBroker::new(memory, &conn);
+    let got = broker.fetch(10).await.unwrap();
+    assert_eq!(got.len(), 4);
+    let batch: Vec<pythia_core::Settlement<_>> = got
+        .into_iter()
+        .map(|d| pythia_core::Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: pythia_core::Outcome::Ack,
+        })
+        .collect();
+    broker.settle(&batch).await.unwrap();
+    assert_eq!(broker.unflushed().processed, 4);
+
+    server.stop();
+    assert!(broker.flush().await.is_err(), "Redis is down");
+    assert_eq!(broker.unflushed().processed, 4, "kept for the next flush");
+
+    server.restart();
+    support::eventually(
+        Duration::from_secs(15),
+        "a flush after the restart",
+        || async { broker.flush().await.is_ok() },
+    )
+    .await;
+    assert_eq!(broker.unflushed().processed, 0);
+    assert_eq!(DailyCounts::today(&conn, "mem").await.unwrap().processed, 4);
+}
