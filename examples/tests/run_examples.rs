@@ -67,6 +67,23 @@ fn summary(stdout: &str) -> (u64, u64, u64, u64) {
 }
 
 #[test]
+fn the_queues_example_counts_and_reports() {
+    let out = run("queues");
+    let (processed, acked, _, dead) = summary(&out);
+    assert_eq!((processed, acked, dead), (100, 90, 10), "{out}");
+    let report: serde_json::Value = out
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|r| r["name"] == "example:queues")
+        .unwrap_or_else(|| panic!("no report of example:queues in:\n{out}"));
+    assert_eq!(report["kind"], "reliable-list", "{report}");
+    assert_eq!(report["today"]["processed"], 90, "{report}");
+    assert_eq!(report["today"]["failed"], 10, "{report}");
+    assert_eq!(report["dead_letters"], 10, "{report}");
+    assert_eq!(report["paused"], true, "{report}");
+}
+
+#[test]
 fn the_list_example_drains_its_orders() {
     let (processed, acked, _, dead) = summary(&run("list"));
     assert_eq!(processed, acked + dead);

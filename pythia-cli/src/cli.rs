@@ -56,6 +56,9 @@ pub(crate) enum Command {
     /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
     /// memory (lists and streams), or subscriber counts (pub/sub).
     Inspect(InspectArgs),
+    /// List every queue under the key prefix: type, depth, in flight, scheduled, dead letters,
+    /// consumers, oldest message, paused, processed and failed today.
+    Queues(QueuesArgs),
     /// List, replay or purge a queue's dead letters.
     Dlq(DlqArgs),
     /// Pause a queue: its workers, on every replica, stop fetching within a second and finish
@@ -226,6 +229,11 @@ pub(crate) struct BenchArgs {
     #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
     pub(crate) exec_in_flight: u32,
 
+    /// Wrap the list, reliable-list and stream brokers in the daily counters, as `pythia run`
+    /// does by default (to measure their cost against a run without).
+    #[arg(long)]
+    pub(crate) counters: bool,
+
     /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
@@ -265,6 +273,9 @@ pub(crate) struct BenchChildArgs {
     /// exec-persistent: messages in flight per child.
     #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
     pub(crate) exec_in_flight: u32,
+    /// list, reliable-list, stream: with the daily counters.
+    #[arg(long)]
+    pub(crate) counters: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -549,6 +560,12 @@ pub(crate) struct RunArgs {
     /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
     #[arg(long, env = "PYTHIA_BURST")]
     pub(crate) burst: bool,
+
+    /// Do not keep the per-queue daily processed/failed/retried counters in Redis (by default
+    /// a worker adds its counts every 2 s, in one pipeline; `pythia queues` and the dashboard
+    /// show them).
+    #[arg(long, env = "PYTHIA_NO_COUNTERS")]
+    pub(crate) no_counters: bool,
 
     /// Print the summary of the run (once drained with --burst, or stopped) as one JSON object
     /// on the last line of stdout instead of text on stderr: fetched, processed, acked,
@@ -891,8 +908,9 @@ impl TargetArgs {
     after_long_help = "JSON fields (--json), lists and reliable lists: queue, broker, \
     depth, in_flight, scheduled, dead_letters, oldest_age_seconds (null when empty or unknown), \
     consumers[] {name, in_flight, staged, alive, heartbeat_ttl_ms (null when dead)}, \
-    memory_bytes {queue, pythia_keys}.\n\
+    memory_bytes {queue, pythia_keys}, paused, today {processed, failed, retried}.\n\
     Streams: queue, broker, length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, \
+    paused, today {processed, failed, retried}, \
     groups[] {name, lag (null when Redis cannot tell), lag_lower_bound, pending, \
     last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
     heartbeat_ttl_ms}}.\n\
@@ -1000,6 +1018,31 @@ pub(crate) struct DlqPurgeArgs {
     pub(crate) yes: bool,
 
     /// Print one JSON object: queue, broker, deleted.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+/// `pythia queues`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "A queue is listed from its first message: every producer and worker \
+    writes its name and type once in the registry hash <prefix>:queues. Counts of today (UTC) \
+    come from the daily counters workers keep (pythia run, unless --no-counters).\n\
+    JSON fields (--json): prefix, queues[] {name, kind (list, reliable-list, stream, \
+    sharded-stream, pubsub), registered, depth, in_flight, scheduled, dead_letters, consumers, \
+    oldest_age_seconds (or null), paused, day (YYYY-MM-DD), today {processed, failed, retried}, \
+    groups[] {name, depth, in_flight, consumers, oldest_age_seconds} (streams)}."
+)]
+pub(crate) struct QueuesArgs {
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    /// Also list queues found among Pythia's keys (SCAN of every master), not only those in the
+    /// registry (queues last used by a version without it).
+    #[arg(long)]
+    pub(crate) scan: bool,
+
+    /// Print one JSON document instead of the table.
     #[arg(long)]
     pub(crate) json: bool,
 }

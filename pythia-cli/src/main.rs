@@ -73,6 +73,7 @@ fn main() -> ExitCode {
             Command::Run(args) => commands::run::run(*args).await,
             Command::Produce(args) => commands::produce::produce(args).await,
             Command::Inspect(args) => commands::inspect::inspect(args).await,
+            Command::Queues(args) => commands::queues::queues(args).await,
             Command::Dlq(args) => commands::dlq::dlq(args).await,
             Command::Job(args) => commands::job::job(args).await,
             Command::Jobs(args) => commands::jobs::jobs(args).await,

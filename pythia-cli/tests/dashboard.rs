@@ -738,3 +738,90 @@ async fn the_dashboard_finds_queues_on_every_master_of_a_cluster() {
         assert!(row["error"].is_null(), "{row}");
     }
 }
+
+#[tokio::test]
+async fn queues_show_from_their_first_message_with_counters_and_a_pause_toggle() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let d = Dashboard::start(&url, &[], &[]);
+    // Produced, no worker ever ran: the registry makes it visible.
+    let o = pythia(&[
+        "produce",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--count",
+        "40",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let row = d.wait_row("emails", "listed from the registry", |r| r["depth"] == 40);
+    assert_eq!(row["paused"], false);
+    assert_eq!(row["broker"], "list");
+
+    // A worker's daily counters give the processed rate and today's count.
+    let o = pythia(&[
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "emails",
+        "--handler",
+        "noop",
+        "--burst",
+        "--metrics-addr",
+        "off",
+    ]);
+    assert!(o.status.success(), "{o:?}");
+    let row = d.wait_row("emails", "processed counted", |r| {
+        r["processed_today"] == 40 && r["processed_per_second"].as_f64().unwrap_or(0.0) > 0.0
+    });
+    assert_eq!(row["failed_today"], 0);
+    let page = d.get("/", &[]);
+    assert!(page.body.contains("Processed /s") && page.body.contains("Failed /s"));
+
+    // The toggle: a form POST needs the CSRF token.
+    let same = format!("http://{}", d.addr);
+    let form = [
+        ("Content-Type", "application/x-www-form-urlencoded"),
+        ("Origin", same.as_str()),
+    ];
+    let page = d.get("/queues/emails", &[]);
+    assert!(
+        page.body.contains("id=\"pause-state\">running"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("action=\"/queues/emails/pause\""));
+    let r = d.post("/queues/emails/pause", &form, "csrf=0000");
+    assert_eq!(r.status, 403, "{}", r.body);
+    let flag = |conn: pythia::redis::RedisConnection| async move {
+        cmd::<i64>(&conn, &["EXISTS", "pythia:{emails}:paused"]).await
+    };
+    assert_eq!(flag(conn.clone()).await, 0);
+    let token = d.csrf(&[]);
+    let r = d.post("/queues/emails/pause", &form, &format!("csrf={token}"));
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(r.header("location"), Some("/queues/emails"));
+    assert_eq!(flag(conn.clone()).await, 1);
+    let page = d.get("/queues/emails", &[]);
+    assert!(
+        page.body.contains("id=\"pause-state\">paused"),
+        "{}",
+        page.body
+    );
+    assert!(page.body.contains("action=\"/queues/emails/resume\""));
+    d.wait_row("emails", "paused shown", |r| r["paused"] == true);
+
+    // The API resumes it with the token in a header.
+    let json = [
+        ("Content-Type", "application/json"),
+        ("X-CSRF-Token", token.as_str()),
+    ];
+    let r = d.post("/api/queues/emails/resume", &json, "");
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.json()["paused"], false);
+    assert_eq!(flag(conn.clone()).await, 0);
+    d.wait_row("emails", "running again", |r| r["paused"] == false);
+}

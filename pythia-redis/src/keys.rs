@@ -148,10 +148,23 @@ impl QueueKeys {
     pub fn checkpoint(&self, reader: &str) -> String {
         format!("{}:checkpoint:{reader}", self.base)
     }
+
+    /// One day's counter of settled messages of one kind (`processed`, `failed`, `retried`);
+    /// `day` is the UTC date, `YYYY-MM-DD`.
+    pub fn stat(&self, counter: &str, day: &str) -> String {
+        format!("{}:stat:{counter}:{day}", self.base)
+    }
+}
+
+/// The registry of queues under `prefix`: a hash of queue name → kind (`list`,
+/// `reliable-list`, `stream`, `sharded-stream`, `pubsub`), written by producers and brokers
+/// once each (see [`crate::queues`]).
+pub fn registry(prefix: &str) -> String {
+    format!("{prefix}:queues")
 }
 
 /// The kinds of key a queue has (a lock, an idempotency record or a job status is not one).
-const QUEUE_KINDS: [&str; 9] = [
+const QUEUE_KINDS: [&str; 10] = [
     "scheduled",
     "dlq",
     "consumers",
@@ -161,6 +174,7 @@ const QUEUE_KINDS: [&str; 9] = [
     "periodic",
     "checkpoint",
     "paused",
+    "stat",
 ];
 
 /// The queue a key of Pythia's belongs to (the inverse of [`QueueKeys`]'s naming), when the key's
@@ -262,6 +276,18 @@ mod tests {
         );
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:paused"), Some("jobs"));
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:lock"), None);
+        assert_eq!(
+            queue_of_key("pythia", &QueueKeys::new("pythia", "jobs").paused()),
+            Some("jobs")
+        );
+        assert_eq!(
+            queue_of_key(
+                "pythia",
+                &QueueKeys::new("pythia", "{o}.a").stat("processed", "2026-12-03")
+            ),
+            Some("{o}.a")
+        );
+        assert_eq!(registry("pythia"), "pythia:queues");
         assert_eq!(queue_of_key("pythia", "pythia:{jobs}:done:k"), None);
         assert_eq!(queue_of_key("pythia", "other:{jobs}:dlq"), None);
         assert_eq!(queue_of_key("pythia", "pythia:{}:dlq"), None);

@@ -16,6 +16,7 @@
 // admin.rs     EmptyQueue (pythia empty)
 // coord/       delayed messages, destinations, locks, periodic jobs
 mod admin;
+// queues/      the operator's view: queue registry, pause flag, daily counters, reports
 mod call;
 pub mod checkpoint;
 pub mod client_metrics;
@@ -29,6 +30,7 @@ pub mod keys;
 pub mod layer;
 pub mod list;
 pub mod pubsub;
+pub mod queues;
 mod scripts;
 pub mod sharded_stream;
 pub mod stream;

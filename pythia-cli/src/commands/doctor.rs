@@ -448,6 +448,10 @@ fn needed_commands(queue: &str, prefix: &str) -> Vec<Vec<String>> {
     let (q, c) = (queue.to_owned(), "doctor-consumer".to_owned());
     let (inflight, staging, hb) = (k.in_flight(&c), k.staging(&c), k.heartbeat(&c));
     let (sched, dlq, cons) = (k.scheduled(), k.dead_letters(), k.consumers());
+    let (registry, stat) = (
+        pythia::redis::keys::registry(prefix),
+        k.stat("processed", "2026-01-01"),
+    );
     let v = |parts: &[&str]| parts.iter().map(|s| (*s).to_owned()).collect::<Vec<_>>();
     vec![
         v(&["PING"]),
@@ -514,6 +518,13 @@ fn needed_commands(queue: &str, prefix: &str) -> Vec<Vec<String>> {
         v(&["PUBLISH", &q, "x"]),
         v(&["SUBSCRIBE", &q]),
         v(&["PSUBSCRIBE", &format!("{q}*")]),
+        // The queue registry, the daily counters and the pause flag (`pythia queues`).
+        v(&["HSETNX", &registry, &q, "list"]),
+        v(&["HSET", &registry, &q, "list"]),
+        v(&["HGETALL", &registry]),
+        v(&["INCRBY", &stat, "1"]),
+        v(&["EXPIRE", &stat, "60"]),
+        v(&["EXISTS", &k.paused()]),
     ]
 }
 
@@ -587,8 +598,8 @@ async fn acl_check(conn: &RedisConnection, version: (u32, u32, u32), args: &Doct
             format!("user {user:?} is denied {} of the commands Pythia needs {on}: {}", denied.len(), denied.join("; ")),
         )
         .fix(format!(
-            "ACL SETUSER {user} +@list +@hash +@set +@sortedset +@stream +@pubsub +@scripting +@string +@keyspace +@connection ~{queue} ~{}:{{{queue}}}:* &{queue}",
-            args.redis.key_prefix
+            "ACL SETUSER {user} +@list +@hash +@set +@sortedset +@stream +@pubsub +@scripting +@string +@keyspace +@connection ~{queue} ~{}:{{{queue}}}:* ~{}:queues &{queue}",
+            args.redis.key_prefix, args.redis.key_prefix
         ))
     }
 }

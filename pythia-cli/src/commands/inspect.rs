@@ -6,6 +6,8 @@
 //! * stream: length, scheduled retries, dead letters, memory, and per consumer group its lag,
 //!   pending entries, last-delivered id and next entry's age, with each consumer's pending
 //!   count, idle time and heartbeat;
+//! * lists and streams also: the pause flag and today's processed / failed / retried counts,
+//!   read by the library (`pythia_redis::queues`) as for `pythia queues`;
 //! * pub/sub: subscribers per channel (`PUBSUB NUMSUB`; `SHARDNUMSUB` summed over the nodes of a cluster), pattern subscriptions of the server
 //!   (`PUBSUB NUMPAT`) and each channel's dead letters.
 
@@ -13,6 +15,7 @@ use std::collections::{BTreeSet, HashMap};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pythia::Broker;
+use pythia::redis::queues::{DailyCounts, is_paused};
 use pythia::redis::{ListBroker, QueueKeys, RedisConnection, ShardedQueue, StreamEntryId};
 use redis::Value;
 use serde_json::{Value as Json, json};
@@ -60,11 +63,20 @@ pub(crate) async fn report(
         Some(k) => k,
         None => detect(conn, t).await?,
     };
-    match kind {
-        BrokerKind::Pubsub => pubsub(conn, t).await,
-        BrokerKind::Stream => stream(conn, &t.redis.key_prefix, t.single()?, group).await,
-        BrokerKind::List | BrokerKind::ReliableList => list(conn, t, kind).await,
-    }
+    let mut doc = match kind {
+        BrokerKind::Pubsub => return pubsub(conn, t).await,
+        BrokerKind::Stream => stream(conn, &t.redis.key_prefix, t.single()?, group).await?,
+        BrokerKind::List | BrokerKind::ReliableList => list(conn, t, kind).await?,
+    };
+    // The pause flag and today's counters, as the library reads them for `pythia queues`.
+    let q = t.single()?;
+    let paused = is_paused(conn, q).await.map_err(CliError::runtime)?;
+    let today = DailyCounts::today(conn, q)
+        .await
+        .map_err(CliError::runtime)?;
+    doc["paused"] = json!(paused);
+    doc["today"] = serde_json::to_value(today).expect("counts serialise");
+    Ok(doc)
 }
 
 /// The broker kind of a queue from its key: a stream is a stream; a list (or nothing) is a
@@ -634,6 +646,26 @@ fn memory_text(m: &Json) -> String {
     }
 }
 
+/// `yes` / `no` of the pause flag.
+fn paused_text(v: &Json) -> String {
+    if v.as_bool() == Some(true) {
+        "yes"
+    } else {
+        "no"
+    }
+    .to_owned()
+}
+
+/// Today's counters: `12 processed, 1 failed, 3 retried`.
+fn today_text(v: &Json) -> String {
+    format!(
+        "{} processed, {} failed, {} retried",
+        num(&v["processed"]),
+        num(&v["failed"]),
+        num(&v["retried"])
+    )
+}
+
 /// The report as text.
 fn render(r: &Json) -> String {
     let mut out = String::new();
@@ -709,6 +741,10 @@ fn render(r: &Json) -> String {
         Some("stream") => {
             out.push_str(&format!("stream {}\n", r["queue"]));
             line(&mut out, "length", num(&r["length"]));
+            if !r["paused"].is_null() {
+                line(&mut out, "paused", paused_text(&r["paused"]));
+                line(&mut out, "today", today_text(&r["today"]));
+            }
             line(&mut out, "scheduled retries", num(&r["scheduled"]));
             line(&mut out, "dead letters", num(&r["dead_letters"]));
             line(&mut out, "memory", memory_text(&r["memory_bytes"]));
@@ -768,6 +804,8 @@ fn render(r: &Json) -> String {
                 r["queue"]
             ));
             line(&mut out, "depth", num(&r["depth"]));
+            line(&mut out, "paused", paused_text(&r["paused"]));
+            line(&mut out, "today", today_text(&r["today"]));
             line(&mut out, "in flight", num(&r["in_flight"]));
             line(&mut out, "scheduled retries", num(&r["scheduled"]));
             line(&mut out, "dead letters", num(&r["dead_letters"]));

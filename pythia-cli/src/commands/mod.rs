@@ -12,6 +12,7 @@ pub(crate) mod job;
 pub(crate) mod jobs;
 pub(crate) mod pause;
 pub(crate) mod produce;
+pub(crate) mod queues;
 pub(crate) mod quickstart;
 pub(crate) mod run;
 pub(crate) mod run_queues;

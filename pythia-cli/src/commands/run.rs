@@ -4,6 +4,7 @@
 use std::io::Write;
 
 use pythia::exporter::MetricsServer;
+use pythia::redis::queues::CountingBroker;
 use pythia::redis::{
     ListBroker, PubSubBroker, QueueGate, RedisConnection, ReliableListBroker, ShardedStreamBroker,
     StreamBroker,
@@ -96,22 +97,42 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
             shards = queue.shard_count(),
             "consumer name"
         );
-        return with_handler(gated(&conn, b, &args), &args, metrics).await;
+        return with_handler(
+            counted(&conn, gated(&conn, b, &args), &args),
+            &args,
+            metrics,
+        )
+        .await;
     }
     match qa.broker {
         BrokerKind::List => {
             let b = ListBroker::new(&conn, qa.single()?).with_side(side);
-            with_handler(gated(&conn, b, &args), &args, metrics).await
+            with_handler(
+                counted(&conn, gated(&conn, b, &args), &args),
+                &args,
+                metrics,
+            )
+            .await
         }
         BrokerKind::ReliableList => {
             let b = ReliableListBroker::new(&conn, qa.single()?).with_side(side);
             tracing::info!(consumer = b.consumer(), "consumer name");
-            with_handler(gated(&conn, b, &args), &args, metrics).await
+            with_handler(
+                counted(&conn, gated(&conn, b, &args), &args),
+                &args,
+                metrics,
+            )
+            .await
         }
         BrokerKind::Stream => {
             let b = StreamBroker::new(&conn, qa.single()?, &qa.group).with_start(qa.group_start);
             tracing::info!(consumer = b.consumer(), group = b.group(), "consumer name");
-            with_handler(gated(&conn, b, &args), &args, metrics).await
+            with_handler(
+                counted(&conn, gated(&conn, b, &args), &args),
+                &args,
+                metrics,
+            )
+            .await
         }
         BrokerKind::Pubsub => {
             let b = PubSubBroker::builder(&conn)
@@ -122,9 +143,19 @@ pub(crate) async fn run(args: RunArgs) -> Result<(), CliError> {
                 .subscribe()
                 .await
                 .map_err(CliError::usage)?;
-            with_handler(b, &args, metrics).await
+            with_handler(counted(&conn, b, &args), &args, metrics).await
         }
     }
+}
+
+/// `broker` counting what it settles in the queue's daily counters of `pythia queues` and the
+/// dashboard (no Redis command when `--no-counters`).
+pub(super) fn counted<B: Broker>(
+    conn: &RedisConnection,
+    broker: B,
+    args: &RunArgs,
+) -> CountingBroker<B> {
+    CountingBroker::new(broker, conn).with_counting(!args.no_counters)
 }
 
 /// `broker` behind the queue's gate: `pythia pause`, a handler's rate-limited throttle and

@@ -8,7 +8,7 @@ use pythia::redis::{
     ListBroker, RedisConnection, ReliableListBroker, ShardedStreamBroker, StreamBroker,
 };
 
-use super::run::gated;
+use super::run::{counted, gated};
 use crate::cli::{BrokerKind, QueueArgs, RunArgs, sharded_queue};
 use crate::error::CliError;
 
@@ -159,30 +159,35 @@ pub(super) async fn run(
         let set = plan.build(|n| {
             let queue = sharded_queue(qa.broker, n, qa.shards)?.expect("more than one shard");
             let b = ShardedStreamBroker::new(conn, &queue, &qa.group).with_start(qa.group_start);
-            Ok(gated(conn, b, args))
+            Ok(counted(conn, gated(conn, b, args), args))
         })?;
         return super::run::with_handler(set, args, metrics).await;
     }
     match qa.broker {
         BrokerKind::List => {
-            let set =
-                plan.build(|n| Ok(gated(conn, ListBroker::new(conn, n).with_side(side), args)))?;
+            let set = plan.build(|n| {
+                Ok(counted(
+                    conn,
+                    gated(conn, ListBroker::new(conn, n).with_side(side), args),
+                    args,
+                ))
+            })?;
             super::run::with_handler(set, args, metrics).await
         }
         BrokerKind::ReliableList => {
             let set = plan.build(|n| {
                 let b = ReliableListBroker::new(conn, n).with_side(side);
-                Ok(gated(conn, b, args))
+                Ok(counted(conn, gated(conn, b, args), args))
             })?;
             if let Some(b) = set.get(0) {
-                tracing::info!(consumer = b.inner().consumer(), "consumer name");
+                tracing::info!(consumer = b.inner().inner().consumer(), "consumer name");
             }
             super::run::with_handler(set, args, metrics).await
         }
         BrokerKind::Stream => {
             let set = plan.build(|n| {
                 let b = StreamBroker::new(conn, n, &qa.group).with_start(qa.group_start);
-                Ok(gated(conn, b, args))
+                Ok(counted(conn, gated(conn, b, args), args))
             })?;
             super::run::with_handler(set, args, metrics).await
         }

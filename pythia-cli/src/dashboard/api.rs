@@ -245,6 +245,54 @@ pub(super) async fn delete(app: &App, queue: &str, which: &Selection) -> Result<
     Ok(deleted)
 }
 
+/// Whether `queue` is paused (its flag, read now).
+pub(super) async fn paused(app: &App, queue: &str) -> Result<bool, Failure> {
+    pythia::redis::queues::is_paused(&app.conn, queue)
+        .await
+        .map_err(|e| Failure::from_cli(CliError::runtime(e)))
+}
+
+/// Pauses or resumes `queue` (the library's `pause` / `resume`).
+pub(super) async fn set_paused(app: &App, queue: &str, on: bool) -> Result<(), Failure> {
+    if queue.trim().is_empty() {
+        return Err(Failure::new(StatusCode::BAD_REQUEST, "no queue named"));
+    }
+    let done = if on {
+        pythia::redis::queues::pause(&app.conn, queue)
+            .await
+            .map(drop)
+    } else {
+        pythia::redis::queues::resume(&app.conn, queue)
+            .await
+            .map(drop)
+    };
+    done.map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    tracing::info!(queue, paused = on, "dashboard: pause flag set");
+    Ok(())
+}
+
+/// `POST /api/queues/<queue>/pause`: `{"queue", "paused": true}`.
+pub(super) async fn pause_api(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, Response> {
+    set_paused(&app, &queue, true)
+        .await
+        .map_err(Failure::json)?;
+    Ok(Json(json!({ "queue": queue, "paused": true })))
+}
+
+/// `POST /api/queues/<queue>/resume`: `{"queue", "paused": false}`.
+pub(super) async fn resume_api(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Json<Value>, Response> {
+    set_paused(&app, &queue, false)
+        .await
+        .map_err(Failure::json)?;
+    Ok(Json(json!({ "queue": queue, "paused": false })))
+}
+
 /// `GET /api/overview`.
 pub(super) async fn overview(State(app): State<App>) -> Json<Value> {
     Json(app.sampler.overview(OVERVIEW_SPARK_POINTS))

@@ -179,6 +179,9 @@ sampled every {} s. Sampled <span data-f=\"sampled\">–</span>.</p>",
 <th title=\"age of the next message to be delivered\">Oldest</th><th title=\"alive / all\">Consumers</th>\
 <th title=\"decrease of depth + in flight + retries per second over the last minute; negative: growing\">Net drain /s</th>\
 <th title=\"increase of the dead letters per second over the last minute\">Dead-lettered /s</th>\
+<th title=\"messages acknowledged per second over the last minute (the workers' daily counters)\">Processed /s</th>\
+<th title=\"messages dead-lettered per second over the last minute (the workers' daily counters)\">Failed /s</th>\
+<th title=\"a paused queue's workers fetch nothing\">Paused</th>\
 <th>Depth, last minutes</th><th>Dead letters</th></tr></thead><tbody>",
     );
     for q in &queues {
@@ -188,8 +191,9 @@ sampled every {} s. Sampled <span data-f=\"sampled\">–</span>.</p>",
     let _ = write!(
         c,
         "<p class=\"empty\" id=\"no-queues\"{}>No queue found under the prefix <code>{}</code> yet. \
-A queue shows up here once Pythia keeps a key for it (a worker of a reliable list or stream is running, \
-or a message was retried or dead-lettered); name any other with <code>--queue</code>.</p>",
+A queue shows up here from its first message: every producer and worker writes it in the registry \
+<code>&lt;prefix&gt;:queues</code> (queues of older versions show once Pythia keeps a key for them); name \
+any other with <code>--queue</code>.</p>",
         if queues.is_empty() { "" } else { " hidden" },
         esc(&app.prefix)
     );
@@ -199,9 +203,11 @@ or a message was retried or dead-lettered); name any other with <code>--queue</c
         esc(doc["circuit_breakers"]["note"].as_str().unwrap_or_default())
     );
     c.push_str(
-        "<section class=\"note\"><h2>About these numbers</h2><p>Pythia keeps no count of processed \
-messages in Redis. This dashboard samples what Redis holds and computes the rates itself, from the \
-samples of the last minute (they start again when it restarts): <b>net drain</b> is how fast the \
+        "<section class=\"note\"><h2>About these numbers</h2><p>This dashboard samples what Redis \
+holds and computes the rates itself, from the samples of the last minute (they start again when it \
+restarts): <b>processed</b> and <b>failed</b> are how fast the daily counters the workers keep in \
+Redis grow (acknowledged and dead-lettered messages; workers add their counts every 2 s, so the \
+rates move in steps, and a worker run with <code>--no-counters</code> adds nothing); <b>net drain</b> is how fast the \
 backlog (depth + in flight + retries) shrinks; it is negative while it grows, and it is not the \
 processing rate when producers keep adding (each worker's <code>/metrics</code> has \
 <code>pythia_messages_total</code>). <b>Dead-lettered</b> is how fast the dead letters grow \
@@ -226,6 +232,9 @@ fn overview_row(q: &Json) -> String {
 <td class=\"n\" data-f=\"consumers\">{alive}/{all}</td>\
 <td class=\"n\" data-f=\"net_drain_per_second\">{drain}</td>\
 <td class=\"n\" data-f=\"dead_lettered_per_second\">{dl}</td>\
+<td class=\"n\" data-f=\"processed_per_second\" title=\"{pt} today\">{pr}</td>\
+<td class=\"n\" data-f=\"failed_per_second\" title=\"{ft} today\">{fr}</td>\
+<td data-f=\"paused\">{paused}</td>\
 <td><svg class=\"spark\" data-spark=\"depth\" viewBox=\"0 0 120 28\"></svg></td>\
 <td><svg class=\"spark\" data-spark=\"dead_letters\" viewBox=\"0 0 120 28\"></svg></td></tr>",
         qa = esc(name),
@@ -240,7 +249,21 @@ fn overview_row(q: &Json) -> String {
         all = num(&q["consumers"]),
         drain = rate(&q["net_drain_per_second"]),
         dl = rate(&q["dead_lettered_per_second"]),
+        pr = rate(&q["processed_per_second"]),
+        fr = rate(&q["failed_per_second"]),
+        pt = num(&q["processed_today"]),
+        ft = num(&q["failed_today"]),
+        paused = paused(&q["paused"]),
     )
+}
+
+/// `paused` or `–` (running) of a JSON bool.
+fn paused(v: &Json) -> &'static str {
+    if v.as_bool() == Some(true) {
+        "paused"
+    } else {
+        "–"
+    }
 }
 
 fn card(label: &str, field: &str, value: String, title: &str) -> String {
@@ -275,8 +298,9 @@ fn heartbeat(c: &Json) -> String {
     }
 }
 
-/// `/queues/<queue>`: the `inspect` report, consumers and charts.
-pub(super) fn queue_page(app: &App, q: &str, r: &Json, rates: &Json) -> String {
+/// `/queues/<queue>`: the `inspect` report, consumers and charts, the pause state and its
+/// toggle (`paused`: the queue's flag as just read).
+pub(super) fn queue_page(app: &App, q: &str, r: &Json, rates: &Json, paused: bool) -> String {
     let path = queue_path(q);
     let broker = r["broker"].as_str().unwrap_or("list");
     let mut c = String::new();
@@ -346,7 +370,47 @@ pub(super) fn queue_page(app: &App, q: &str, r: &Json, rates: &Json) -> String {
         rate(&rates["dead_lettered_per_second"]),
         "increase of the dead letters per second over the last minute",
     ));
-    c.push_str("</section><section class=\"charts\">");
+    c.push_str(&card(
+        "Processed /s",
+        "processed_per_second",
+        rate(&rates["processed_per_second"]),
+        "messages acknowledged per second over the last minute (the workers' daily counters)",
+    ));
+    c.push_str(&card(
+        "Failed /s",
+        "failed_per_second",
+        rate(&rates["failed_per_second"]),
+        "messages dead-lettered per second over the last minute (the workers' daily counters)",
+    ));
+    c.push_str(&card(
+        "Processed today",
+        "processed_today",
+        num(&rates["processed_today"]),
+        "acknowledged since midnight UTC",
+    ));
+    c.push_str(&card(
+        "Failed today",
+        "failed_today",
+        num(&rates["failed_today"]),
+        "dead-lettered since midnight UTC",
+    ));
+    c.push_str("</section>");
+    let (state, verb, act) = if paused {
+        ("paused", "Resume", "resume")
+    } else {
+        ("running", "Pause", "pause")
+    };
+    let _ = write!(
+        c,
+        "<section class=\"pause\"><form method=\"post\" action=\"{path}/{act}\" class=\"actions\">\
+This queue is <b id=\"pause-state\">{state}</b>. <input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">\
+<button type=\"submit\" id=\"pause-toggle\" class=\"button\">{verb}</button></form>\
+<p class=\"muted\">A paused queue's workers, on every replica, stop fetching and keep settling what \
+they hold (flag <code>{key}</code>).</p></section>",
+        csrf = esc(app.security.csrf()),
+        key = esc(&pythia::redis::QueueKeys::new(&app.prefix, q).paused()),
+    );
+    c.push_str("<section class=\"charts\">");
     c.push_str(&chart(
         "chart-depth",
         if stream {

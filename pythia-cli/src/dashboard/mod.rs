@@ -3,7 +3,9 @@
 //!
 //! * Pages (rendered here, see [`html`]): `/` every queue with its depth, in-flight messages,
 //!   retries, dead letters, oldest message, consumers, rates and sparklines;
-//!   `/queues/<queue>` its consumers (or stream groups) with heartbeats and charts;
+//!   `/queues/<queue>` its consumers (or stream groups) with heartbeats and charts, its pause
+//!   state with a pause / resume button (processed and failed rates from the workers' daily
+//!   counters on both pages);
 //!   `/queues/<queue>/dlq` its dead letters, with replay and delete behind a confirmation page.
 //!   One script (`assets/dashboard.js`) polls the JSON API every `--interval` and redraws the
 //!   numbers and SVG charts; one style sheet. Both are compiled in: nothing is fetched from
@@ -129,6 +131,8 @@ fn router(app: App) -> Router {
         .route("/queues/{queue}/dlq/confirm", get(pages::confirm))
         .route("/queues/{queue}/dlq/replay", post(pages::replay))
         .route("/queues/{queue}/dlq/delete", post(pages::delete))
+        .route("/queues/{queue}/pause", post(pages::pause))
+        .route("/queues/{queue}/resume", post(pages::resume))
         .route("/login", get(pages::login_form).post(pages::login))
         .route("/assets/dashboard.js", get(pages::script))
         .route("/assets/dashboard.css", get(pages::style))
@@ -139,6 +143,8 @@ fn router(app: App) -> Router {
         .route("/api/queues/{queue}/dlq", get(api::dlq))
         .route("/api/queues/{queue}/dlq/replay", post(api::replay_api))
         .route("/api/queues/{queue}/dlq/delete", post(api::delete_api))
+        .route("/api/queues/{queue}/pause", post(api::pause_api))
+        .route("/api/queues/{queue}/resume", post(api::resume_api))
         .fallback(pages::not_found)
         .layer(DefaultBodyLimit::max(security::MAX_FORM))
         .layer(middleware::from_fn_with_state(

@@ -29,7 +29,31 @@ pub(super) async fn queue(
         .sampler
         .history(&queue)
         .unwrap_or(serde_json::Value::Null);
-    Ok(Html(html::queue_page(&app, &queue, &r, &rates)))
+    let paused = api::paused(&app, &queue).await.map_err(|f| f.page(&app))?;
+    Ok(Html(html::queue_page(&app, &queue, &r, &rates, paused)))
+}
+
+/// `POST /queues/<queue>/pause` (its `csrf` field was checked by the guard), then back to the
+/// queue's page.
+pub(super) async fn pause(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Redirect, Response> {
+    api::set_paused(&app, &queue, true)
+        .await
+        .map_err(|f| f.page(&app))?;
+    Ok(Redirect::to(&html::queue_path(&queue)))
+}
+
+/// `POST /queues/<queue>/resume`.
+pub(super) async fn resume(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+) -> Result<Redirect, Response> {
+    api::set_paused(&app, &queue, false)
+        .await
+        .map_err(|f| f.page(&app))?;
+    Ok(Redirect::to(&html::queue_path(&queue)))
 }
 
 /// `/queues/<queue>/dlq`.

@@ -1,19 +1,23 @@
 //! The dashboard's memory: which queues exist, their latest `pythia inspect` report, and a
 //! window of samples for the charts and rates.
 //!
-//! Pythia keeps no processed counters in Redis, so rates are computed here from samples of
-//! what Redis does hold, and named for what they are:
+//! Rates are computed here from samples of what Redis holds, and named for what they are:
 //!
+//! * **processed / failed** — how fast the queue's daily counters (kept by the workers, see
+//!   `pythia_redis::queues::counters`) grew per second over the last minute: acknowledged
+//!   and dead-lettered messages. Workers flush their counts every 2 s, so the rate moves in
+//!   steps; a worker run with `--no-counters` adds nothing.
 //! * **net drain** — how fast the backlog (depth + in flight + scheduled retries) shrank per
 //!   second over the last minute; negative when it grows. Producers adding while workers drain
 //!   cancel out: it is not the processing rate (each worker's `/metrics` has that).
 //! * **dead-lettered** — how fast the dead-letter queue grew per second over the last minute
 //!   (replays and purges, which shrink it, are not subtracted).
 //!
-//! Queues are found by `SCAN <prefix>:{*}:*`, grouped by hash tag: a tag with a retry
-//! schedule, dead letters, consumers, in-flight, staging, heartbeat, periodic-job or checkpoint
-//! key is a queue (a lock, idempotency record or job status alone is not), and so is any name
-//! given with `--queue` or opened in the browser. A queue stays on the list while the process
+//! Queues are those of the registry (`<prefix>:queues`, written by every producer and worker)
+//! and those found by `SCAN <prefix>:{*}:*`, grouped by hash tag: a tag with a retry schedule,
+//! dead letters, consumers, in-flight, staging, heartbeat, pause flag, counter, periodic-job or
+//! checkpoint key is a queue (a lock, idempotency record or job status alone is not), and so is
+//! any name given with `--queue` or opened in the browser. A queue stays on the list while the process
 //! runs, even once its keys are gone (a drained list is an empty list).
 
 use std::collections::{BTreeMap, VecDeque};
@@ -22,7 +26,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
 use pythia::redis::RedisConnection;
-use pythia::redis::keys::queue_of_key;
+use pythia::redis::queues::{discovered_queues, registered_queues};
 use serde_json::{Value as Json, json};
 
 use crate::cli::{RedisArgs, Side, TargetArgs};
@@ -54,6 +58,10 @@ pub(super) struct Sample {
     pub(super) scheduled: u64,
     /// Dead letters.
     pub(super) dead_letters: u64,
+    /// Today's processed count (the workers' daily counter).
+    pub(super) processed: u64,
+    /// Today's failed (dead-lettered) count.
+    pub(super) failed: u64,
 }
 
 impl Sample {
@@ -83,8 +91,27 @@ impl Sample {
             in_flight,
             scheduled: n(&r["scheduled"]),
             dead_letters: n(&r["dead_letters"]),
+            processed: n(&r["today"]["processed"]),
+            failed: n(&r["today"]["failed"]),
         }
     }
+}
+
+/// How fast a daily counter grew per second over the last [`RATE_WINDOW`] of `samples`
+/// (`None` with fewer than two samples). A counter that went down (a new day) adds nothing.
+pub(super) fn counter_rate(samples: &VecDeque<Sample>, f: fn(&Sample) -> u64) -> Option<f64> {
+    let last = samples.back()?;
+    let from = last.t_ms.saturating_sub(RATE_WINDOW.as_millis() as u64);
+    let window: Vec<&Sample> = samples.iter().filter(|s| s.t_ms >= from).collect();
+    let secs = (last.t_ms - window[0].t_ms) as f64 / 1000.0;
+    if window.len() < 2 || secs <= 0.0 {
+        return None;
+    }
+    let added: u64 = window
+        .windows(2)
+        .map(|w| f(w[1]).saturating_sub(f(w[0])))
+        .sum();
+    Some(added as f64 / secs)
 }
 
 /// The rates over the last [`RATE_WINDOW`] of `samples` (`None` with fewer than two samples).
@@ -111,6 +138,8 @@ pub(super) fn rates(samples: &VecDeque<Sample>) -> (Option<f64>, Option<f64>) {
 #[derive(Debug, Default)]
 struct Tracked {
     report: Option<Json>,
+    /// Whether the queue's pause flag was set at the last sample.
+    paused: bool,
     error: Option<String>,
     samples: VecDeque<Sample>,
 }
@@ -225,6 +254,7 @@ impl Sampler {
             .cloned()
             .collect();
         let t_ms = pythia::message::unix_millis(SystemTime::now());
+        // The report carries the pause flag and today's counters (see `inspect::report`).
         let results: Vec<(String, Result<Json, String>)> = futures_util::stream::iter(names)
             .map(|q| async move {
                 let r = inspect::report(&self.conn, &self.target(&q), None)
@@ -246,6 +276,7 @@ impl Sampler {
                     tracked
                         .samples
                         .push_back(Sample::from_report(t_ms, &report));
+                    tracked.paused = report["paused"].as_bool() == Some(true);
                     while tracked.samples.len() > self.capacity {
                         tracked.samples.pop_front();
                     }
@@ -257,27 +288,21 @@ impl Sampler {
         }
     }
 
-    /// The queue names found among the keys under the prefix.
+    /// The queue names of the registry and those found among the keys under the prefix.
     async fn discover(&self) -> Result<Vec<String>, String> {
-        let mut keys = Vec::new();
-        // Queues without a hash tag of their own (`<prefix>:{jobs}:…`), then those with one
-        // (`<prefix>:q:{orders}.eu:…`; see `pythia_redis::keys`).
-        for pattern in [
-            format!("{}:{{*}}:*", glob_escape(&self.prefix)),
-            format!("{}:q:*", glob_escape(&self.prefix)),
-        ] {
-            keys.extend(
-                self.conn
-                    .scan_keys(&pattern, SCAN_LIMIT)
-                    .await
-                    .map_err(|e| e.to_string())?,
-            );
-        }
-        let names: std::collections::BTreeSet<&str> = keys
-            .iter()
-            .filter_map(|k| queue_of_key(&self.prefix, k))
+        let mut names: Vec<String> = registered_queues(&self.conn)
+            .await
+            .map_err(|e| e.to_string())?
+            .into_keys()
             .collect();
-        Ok(names.into_iter().map(str::to_owned).collect())
+        names.extend(
+            discovered_queues(&self.conn, SCAN_LIMIT)
+                .await
+                .map_err(|e| e.to_string())?,
+        );
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// The overview document (see `pythia dashboard --help`), with the last `points` samples
@@ -313,8 +338,14 @@ impl Sampler {
         let st = self.state.read().expect("sampler lock");
         let t = st.queues.get(queue)?;
         let (drain, dead) = rates(&t.samples);
+        let last = t.samples.back();
         Some(json!({
             "queue": queue,
+            "paused": t.paused,
+            "processed_today": last.map(|s| s.processed),
+            "failed_today": last.map(|s| s.failed),
+            "processed_per_second": counter_rate(&t.samples, |s| s.processed),
+            "failed_per_second": counter_rate(&t.samples, |s| s.failed),
             "interval_ms": self.interval.as_millis() as u64,
             "rate_window_seconds": RATE_WINDOW.as_secs(),
             "net_drain_per_second": drain,
@@ -378,21 +409,14 @@ fn row(name: &str, t: &Tracked, points: usize) -> Json {
         "consumers_alive": consumers.iter().filter(|c| c["alive"] == true).count(),
         "net_drain_per_second": drain,
         "dead_lettered_per_second": dead,
+        "paused": t.paused,
+        "processed_today": last.map(|s| s.processed),
+        "failed_today": last.map(|s| s.failed),
+        "processed_per_second": counter_rate(&t.samples, |s| s.processed),
+        "failed_per_second": counter_rate(&t.samples, |s| s.failed),
         "error": t.error,
         "history": series(&t.samples, points),
     })
-}
-
-/// `pattern` with Redis glob characters escaped.
-fn glob_escape(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        if matches!(c, '*' | '?' | '[' | ']' | '\\') {
-            out.push('\\');
-        }
-        out.push(c);
-    }
-    out
 }
 
 #[cfg(test)]
@@ -406,12 +430,25 @@ mod tests {
             in_flight: 0,
             scheduled: 0,
             dead_letters: dead,
+            processed: 0,
+            failed: 0,
         }
     }
 
     #[test]
-    fn glob_patterns_are_escaped() {
-        assert_eq!(glob_escape("a*b[c]"), "a\\*b\\[c\\]");
+    fn counter_rates_over_the_window() {
+        let at = |t: u64, processed: u64| Sample {
+            processed,
+            ..s(t, 0, 0)
+        };
+        let mut v = VecDeque::new();
+        assert_eq!(counter_rate(&v, |s| s.processed), None);
+        v.push_back(at(0, 100));
+        assert_eq!(counter_rate(&v, |s| s.processed), None);
+        v.push_back(at(2_000, 120));
+        v.push_back(at(4_000, 5)); // midnight UTC: a new day's counter
+        v.push_back(at(5_000, 25));
+        assert_eq!(counter_rate(&v, |s| s.processed), Some(40.0 / 5.0));
     }
 
     #[test]
@@ -443,5 +480,14 @@ mod tests {
         );
         let r = json!({"broker": "stream", "length": 9, "scheduled": 0, "dead_letters": 0, "groups": []});
         assert_eq!(Sample::from_report(5, &r).depth, 9);
+    }
+
+    #[test]
+    fn samples_carry_the_daily_counters_of_the_report() {
+        let r = json!({"broker": "list", "depth": 1, "in_flight": 0, "scheduled": 0,
+            "dead_letters": 0, "paused": true,
+            "today": {"processed": 12, "failed": 3, "retried": 1}});
+        let s = Sample::from_report(5, &r);
+        assert_eq!((s.processed, s.failed), (12, 3));
     }
 }

@@ -6,7 +6,7 @@ Starts a redis-server on a free loopback port, seeds a queue with messages and d
 dashboard on a free port, and drives it with selenium through the system chromedriver: the
 overview's counts and charts, live refresh without a reload, the queue page's consumers, the
 dead-letter page (the script body shown as text, no alert), a replay through the confirmation
-page, a cancelled delete, the token login, and no console errors (a CSP violation is one).
+page, a cancelled delete, the pause button, the token login, and no console errors (a CSP violation is one).
 
     python3 pythia-cli/tests/browser/test_dashboard.py target/release/pythia [--screenshots DIR]
 
@@ -309,6 +309,29 @@ def main():
             wait_for(driver, lambda d: d.find_elements(By.ID, "dead-letters"), "the dead letters")
             return env.redis("LLEN", "pythia:{emails}:dlq") == "2"
         checks.check("cancelling a delete deletes nothing", cancelled_delete)
+
+        def pause_toggle():
+            driver.get(base + "/queues/emails")
+            driver.find_element(By.ID, "pause-toggle").click()
+            wait_for(driver, lambda d: d.find_element(By.ID, "pause-state").text == "paused",
+                     "the queue page says paused")
+            if env.redis("EXISTS", "pythia:{emails}:paused") != "1":
+                return "no pause flag in Redis"
+            driver.find_element(By.ID, "pause-toggle").click()
+            wait_for(driver, lambda d: d.find_element(By.ID, "pause-state").text == "running",
+                     "the queue page says running")
+            return env.redis("EXISTS", "pythia:{emails}:paused") == "0" or "flag left set"
+        checks.check("the pause button pauses and resumes the queue (the flag in Redis)",
+                     pause_toggle)
+
+        def rates_shown():
+            driver.get(base + "/")
+            wait_for(driver, lambda d: cell(d, "emails", "paused") == "\u2013", "emails running")
+            # No worker ran while the dashboard watched: both rates are 0.
+            shown = (cell(driver, "emails", "processed_per_second"),
+                     cell(driver, "emails", "failed_per_second"))
+            return shown == ("0", "0") or f"processed, failed per second: {shown}"
+        checks.check("overview shows the processed/failed rates and the pause state", rates_shown)
 
         def console_clean():
             errors = [e for e in driver.get_log("browser") if e.get("level") == "SEVERE"]

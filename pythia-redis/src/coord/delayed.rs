@@ -12,6 +12,7 @@ use crate::consumer::retry_schedule::{promote_due, promote_due_to_stream};
 use crate::coord::destination::{Destination, scheduled_payload};
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::scripts::{DELAYED_CANCEL, DELAYED_SCHEDULE};
 
 /// The schedule member of a delayed message is this prefix and the message id.
@@ -70,6 +71,7 @@ pub struct DelayedProducer {
     manager: SharedConnection,
     keys: QueueKeys,
     destination: Destination,
+    registration: Registration,
 }
 
 impl DelayedProducer {
@@ -79,6 +81,15 @@ impl DelayedProducer {
             conn: conn.clone(),
             manager: conn.manager(),
             keys: QueueKeys::new(conn.config().key_prefix(), destination.name()),
+            registration: Registration::producer(
+                conn,
+                destination.name(),
+                if destination.is_stream() {
+                    QueueKind::Stream
+                } else {
+                    QueueKind::List
+                },
+            ),
             destination,
         }
     }
@@ -142,6 +153,7 @@ impl DelayedProducer {
         &self,
         items: &[(Message, SystemTime)],
     ) -> Result<usize, BrokerError> {
+        self.registration.ensure(&self.conn).await;
         let mut replaced = 0;
         for chunk in items.chunks(SCHEDULE_BATCH) {
             let mut args: Vec<(String, u64, Vec<u8>)> = Vec::with_capacity(chunk.len());

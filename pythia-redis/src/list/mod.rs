@@ -19,6 +19,7 @@ use pythia_core::{
 use crate::connection::RedisConnection;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::QueueKeys;
+use crate::queues::registry::{QueueKind, Registration};
 
 /// Which end of the list consumers pop. Producers push on the other end, so the order is
 /// first-in first-out either way.
@@ -145,6 +146,7 @@ pub struct ListBroker {
     commands: ListCommands,
     maintenance_interval: Duration,
     blocking: BlockingSlot,
+    registration: Registration,
 }
 
 impl ListBroker {
@@ -164,6 +166,7 @@ impl ListBroker {
             dead_letter_cap: DeadLetterCap::new(queue),
             maintenance_interval: Self::DEFAULT_MAINTENANCE_INTERVAL,
             blocking: BlockingSlot::default(),
+            registration: Registration::broker(conn, queue, QueueKind::List),
         }
     }
 
@@ -301,6 +304,7 @@ impl Broker for ListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         let mut m = self.manager.clone();
         promote_due(&self.conn, &mut m, &self.keys, self.side).await?;
         Ok(())

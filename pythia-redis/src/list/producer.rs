@@ -6,6 +6,7 @@ use pythia_core::{BrokerError, Message, envelope, python_wire};
 
 use crate::connection::RedisConnection;
 use crate::list::ListSide;
+use crate::queues::registry::{QueueKind, Registration};
 
 /// Values per `LPUSH`/`RPUSH` call when pushing many.
 pub const PUSH_CHUNK: usize = 1000;
@@ -54,6 +55,7 @@ pub struct ListProducer {
     queue: String,
     side: ListSide,
     encoding: Encoding,
+    registration: Registration,
 }
 
 impl ListProducer {
@@ -65,6 +67,7 @@ impl ListProducer {
             queue: queue.to_owned(),
             side: ListSide::default(),
             encoding: Encoding::default(),
+            registration: Registration::producer(conn, queue, QueueKind::List),
         }
     }
 
@@ -97,6 +100,7 @@ impl ListProducer {
     /// however many messages are given. On an error, every chunk before the failed one is on
     /// the list, and the one sent after it may be.
     pub async fn push_many(&self, msgs: &[Message]) -> Result<usize, BrokerError> {
+        self.registration.ensure(&self.conn).await;
         let started = std::time::Instant::now();
         let mut spare: Vec<redis::Cmd> = Vec::new();
         let mut window = InOrder::new(PUSHES_IN_FLIGHT);
@@ -149,6 +153,7 @@ impl ListProducer {
         if payloads.is_empty() {
             return Ok(0);
         }
+        self.registration.ensure(&self.conn).await;
         let mut pipe = redis::pipe();
         for chunk in payloads.chunks(PUSH_CHUNK) {
             let chunk: Vec<&[u8]> = chunk.iter().map(AsRef::as_ref).collect();

@@ -13,6 +13,7 @@ use super::{Overflow, PubSubBroker};
 use crate::connection::RedisConnection;
 use crate::consumer::retry_schedule::{DEFAULT_DEAD_LETTER_CAP, DeadLetterCap};
 use crate::keys::QueueKeys;
+use crate::queues::registry::{QueueKind, Registration};
 
 /// Where dead letters go.
 #[derive(Debug, Clone)]
@@ -212,6 +213,10 @@ impl PubSubBuilder {
             sources: SourceCache::default(),
             sharded,
         };
+        // The subscription's name is what its dead letters and counters are kept under.
+        Registration::broker(&self.conn, &name, QueueKind::Pubsub)
+            .ensure(&self.conn)
+            .await;
         let first = subscriber.open().await?;
         shared.connected.store(true, Ordering::Release);
         let task = tokio::spawn(subscriber.run(first));

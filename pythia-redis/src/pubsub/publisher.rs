@@ -6,6 +6,7 @@ use pythia_core::{BrokerError, Message, envelope};
 
 use crate::connection::RedisConnection;
 use crate::list::producer::Encoding;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::scripts::SPUBLISH;
 
 /// `PUBLISH` commands per pipeline when publishing many (on a Redis Cluster: payloads per
@@ -67,6 +68,7 @@ pub struct Publisher {
     channel: String,
     encoding: Encoding,
     sharded: bool,
+    registration: Registration,
 }
 
 impl Publisher {
@@ -78,6 +80,7 @@ impl Publisher {
             channel: channel.to_owned(),
             encoding: Encoding::default(),
             sharded: conn.is_cluster(),
+            registration: Registration::producer(conn, channel, QueueKind::Pubsub),
         }
     }
 
@@ -125,6 +128,7 @@ impl Publisher {
         &self,
         payloads: &[P],
     ) -> Result<Vec<usize>, BrokerError> {
+        self.registration.ensure(&self.conn).await;
         let mut counts = Vec::with_capacity(payloads.len());
         let mut m = self.manager.clone();
         let started = std::time::Instant::now();

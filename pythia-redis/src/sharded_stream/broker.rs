@@ -16,6 +16,7 @@ use super::fetch::{Batch, ShardState};
 use super::{ShardEntryId, ShardedQueue, first_error};
 use crate::connection::RedisConnection;
 use crate::keys::unique_consumer_name;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::stream::{GroupStart, StreamBroker, StreamEntryId};
 
 /// Consumes every shard of a [`ShardedQueue`] in one consumer group, at-least-once: many
@@ -118,6 +119,8 @@ pub struct ShardedStreamBroker {
     pub(super) ready: AtomicBool,
     /// Entries of a finished read that did not fit in the fetch that collected them.
     pub(super) surplus: StdMutex<VecDeque<Delivery<ShardEntryId>>>,
+    /// Writes the queue registry in the first maintenance.
+    registration: Registration,
 }
 
 impl ShardedStreamBroker {
@@ -169,6 +172,7 @@ impl ShardedStreamBroker {
             next: AtomicUsize::new(fastrand::usize(..queue.shard_count())),
             ready: AtomicBool::new(false),
             surplus: StdMutex::new(VecDeque::new()),
+            registration: Registration::broker(conn, queue.name(), QueueKind::ShardedStream),
         }
     }
 
@@ -396,6 +400,7 @@ impl Broker for ShardedStreamBroker {
     /// maintenance interval; a shard whose previous maintenance still runs is not started
     /// again (its result counts when it ends). Returns the first error of those that finished.
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         let interval = self
             .maintenance_interval()
             .unwrap_or(Duration::from_secs(1));

@@ -9,6 +9,7 @@ use pythia_core::{BrokerError, Message};
 use super::{ShardEntryId, ShardedQueue};
 use crate::connection::RedisConnection;
 use crate::list::producer::Encoding;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::stream::StreamEntryId;
 use crate::stream::producer::StreamProducer;
 
@@ -54,6 +55,7 @@ pub struct ShardedStreamProducer {
     shards: Vec<StreamProducer>,
     next: Arc<AtomicUsize>,
     layout_checked: Arc<AtomicBool>,
+    registration: Registration,
 }
 
 impl ShardedStreamProducer {
@@ -69,6 +71,7 @@ impl ShardedStreamProducer {
                 .collect(),
             next: Arc::new(AtomicUsize::new(fastrand::usize(..queue.shard_count()))),
             layout_checked: Arc::new(AtomicBool::new(false)),
+            registration: Registration::producer(conn, queue.name(), QueueKind::ShardedStream),
         }
     }
 
@@ -160,6 +163,7 @@ impl ShardedStreamProducer {
             self.queue.check_layout(&self.conn).await?;
             self.layout_checked.store(true, Ordering::Release);
         }
+        self.registration.ensure(&self.conn).await;
         let mut parts: Vec<Vec<&Message>> = self.shards.iter().map(|_| Vec::new()).collect();
         for (msg, &shard) in msgs.iter().zip(shards) {
             parts[shard].push(msg);

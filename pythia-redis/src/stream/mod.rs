@@ -63,6 +63,7 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, delay_ms, promote_due_to_stream};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::reliable::RECLAIMED_TOTAL;
+use crate::queues::registry::{QueueKind, Registration};
 
 /// Counter of the entries removed from a stream (a producer's `MAXLEN ~`, an `XTRIM`) before the
 /// consumer group was delivered them: messages lost. Labels `queue` (the stream) and `group`.
@@ -286,6 +287,9 @@ pub struct StreamBroker {
     trimmed_undelivered_total: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<StreamEntryId>,
+    /// Writes the queue registry in the first maintenance (`None` for a sharded queue's shard:
+    /// the sharded broker registers the queue).
+    registration: Option<Registration>,
 }
 
 impl StreamBroker {
@@ -357,12 +361,14 @@ impl StreamBroker {
             reclaimed: StdMutex::new(Reclaimed::default()),
             claim_lock: Mutex::new(()),
             recent: RecentSettlements::new(),
+            registration: Some(Registration::broker(conn, stream, QueueKind::Stream)),
         }
     }
 
     /// The source its messages carry (the sharded broker's shards carry the logical queue).
     pub(crate) fn with_message_source(mut self, source: Source) -> Self {
         self.source = source;
+        self.registration = None;
         self
     }
 
@@ -509,6 +515,9 @@ impl Broker for StreamBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        if let Some(r) = &self.registration {
+            r.ensure_in_background(&self.conn);
+        }
         self.heartbeat()
             .await
             .inspect_err(|e| self.recent.note(e))?;

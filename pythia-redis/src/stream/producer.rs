@@ -10,6 +10,7 @@ use redis::Value;
 use crate::connection::RedisConnection;
 use crate::connection::in_order::InOrder;
 use crate::list::producer::Encoding;
+use crate::queues::registry::{QueueKind, Registration};
 use crate::stream::{StreamEntryId, fields};
 
 /// `XADD`s per pipeline (one round trip) when adding many.
@@ -70,6 +71,7 @@ pub struct StreamProducer {
     stream: String,
     max_len: Option<usize>,
     encoding: Encoding,
+    registration: Registration,
 }
 
 impl StreamProducer {
@@ -81,6 +83,7 @@ impl StreamProducer {
             stream: stream.to_owned(),
             max_len: None,
             encoding: Encoding::default(),
+            registration: Registration::producer(conn, stream, QueueKind::Stream),
         }
     }
 
@@ -120,6 +123,7 @@ impl StreamProducer {
     pub async fn add_many(&self, msgs: &[Message]) -> Result<Vec<StreamEntryId>, BrokerError> {
         let refs: Vec<&Message> = msgs.iter().collect();
         self.check_headers(&refs)?;
+        self.registration.ensure(&self.conn).await;
         self.add_refs(&refs).await
     }
 
@@ -206,6 +210,7 @@ impl StreamProducer {
                 "a stream entry needs at least one field",
             ));
         }
+        self.registration.ensure(&self.conn).await;
         let mut pipe = redis::pipe();
         let cmd = pipe.cmd("XADD").arg(&self.stream);
         if let Some(n) = self.max_len {

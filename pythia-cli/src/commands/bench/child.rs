@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use pythia::redis::list::producer::PUSH_CHUNK;
+use pythia::redis::queues::CountingBroker;
 use pythia::redis::{
     Encoding, GroupStart, ListBroker, ListProducer, PubSubBroker, RedisConnection,
     ReliableListBroker, StreamBroker, StreamProducer,
@@ -57,12 +58,12 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         _ if args.replica => replica(&conn, &args).await?,
         (Scenario::List, false) => {
             let b = ListBroker::new(&conn, &args.queue);
-            drain(b, noop(), &args).await?
+            drain_counted(&conn, b, &args).await?
         }
         (Scenario::List, true) => bare_list(&conn, &args).await?,
         (Scenario::ReliableList, false) => {
             let b = ReliableListBroker::new(&conn, &args.queue);
-            drain(b, noop(), &args).await?
+            drain_counted(&conn, b, &args).await?
         }
         (Scenario::ReliableList, true) => bare_reliable(&conn, &args).await?,
         (Scenario::ProduceList, bare) => produce(&conn, &args, bare).await?,
@@ -77,7 +78,7 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         (Scenario::Stream, false) => {
             let b =
                 StreamBroker::new(&conn, &args.queue, "bench").with_start(GroupStart::Beginning);
-            drain(b, noop(), &args).await?
+            drain_counted(&conn, b, &args).await?
         }
         (Scenario::Stream, true) => bare_stream(&conn, &args).await?,
         (Scenario::ProduceStream, bare) => produce_stream(&conn, &args, bare).await?,
@@ -110,6 +111,19 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
         serde_json::to_string(&result).map_err(CliError::runtime)?
     )?;
     Ok(())
+}
+
+/// [`drain`] with the no-op handler, in the daily counters with `--counters`.
+async fn drain_counted<B: Broker>(
+    conn: &RedisConnection,
+    broker: B,
+    args: &BenchChildArgs,
+) -> Result<RunResult, CliError> {
+    if args.counters {
+        drain(CountingBroker::new(broker, conn), noop(), args).await
+    } else {
+        drain(broker, noop(), args).await
+    }
 }
 
 fn noop() -> impl Worker {

@@ -429,6 +429,9 @@ fn child_command(
     .args(["--prefetch", &args.prefetch.to_string()])
     .stdout(Stdio::piped())
     .kill_on_drop(true);
+    if args.counters {
+        cmd.arg("--counters");
+    }
     if let Some(n) = args.worker_threads {
         cmd.args(["--threads", &n.to_string()]);
     }

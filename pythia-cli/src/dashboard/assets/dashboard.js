@@ -170,6 +170,9 @@
       el('td', { 'class': 'n', 'data-f': 'consumers' }),
       el('td', { 'class': 'n', 'data-f': 'net_drain_per_second' }),
       el('td', { 'class': 'n', 'data-f': 'dead_lettered_per_second' }),
+      el('td', { 'class': 'n', 'data-f': 'processed_per_second' }),
+      el('td', { 'class': 'n', 'data-f': 'failed_per_second' }),
+      el('td', { 'data-f': 'paused' }),
       el('td', null, [svgEl('svg', { 'class': 'spark', 'data-spark': 'depth', viewBox: '0 0 120 28' })]),
       el('td', null, [svgEl('svg', { 'class': 'spark', 'data-spark': 'dead_letters', viewBox: '0 0 120 28' })])
     ]);
@@ -190,6 +193,9 @@
       setField(row, 'consumers', q.consumers_alive + '/' + q.consumers);
       setField(row, 'net_drain_per_second', rate(q.net_drain_per_second));
       setField(row, 'dead_lettered_per_second', rate(q.dead_lettered_per_second));
+      setField(row, 'processed_per_second', rate(q.processed_per_second));
+      setField(row, 'failed_per_second', rate(q.failed_per_second));
+      setField(row, 'paused', q.paused ? 'paused' : '\u2013');
       setField(row, 'error', q.error || '');
       var h = q.history;
       drawSpark(row.querySelector('[data-spark="depth"]'), h.depth, 's0');
@@ -275,6 +281,10 @@
     drawChart(document.getElementById('chart-dlq'), s.t_ms, [{ values: s.dead_letters, cls: 's2' }]);
     setField(document, 'net_drain_per_second', rate(h.net_drain_per_second));
     setField(document, 'dead_lettered_per_second', rate(h.dead_lettered_per_second));
+    setField(document, 'processed_per_second', rate(h.processed_per_second));
+    setField(document, 'failed_per_second', rate(h.failed_per_second));
+    setField(document, 'processed_today', num(h.processed_today));
+    setField(document, 'failed_today', num(h.failed_today));
   }
 
   function updateQueue(r, h) {

@@ -21,6 +21,7 @@ use crate::consumer::recent_settlements::RecentSettlements;
 use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
+use crate::queues::registry::{QueueKind, Registration};
 use crate::scripts::RELIABLE_RELEASE;
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
@@ -99,6 +100,7 @@ pub struct ReliableListBroker {
     reclaimed: metrics::Counter,
     /// Sent again after a connection error (a failover can lose the last acks).
     recent: RecentSettlements<u64>,
+    registration: Registration,
 }
 
 impl ReliableListBroker {
@@ -134,6 +136,7 @@ impl ReliableListBroker {
             dead_letter_cap: DeadLetterCap::new(queue),
             blocking: BlockingSlot::default(),
             recent: RecentSettlements::new(),
+            registration: Registration::broker(conn, queue, QueueKind::ReliableList),
         }
     }
 
@@ -474,6 +477,7 @@ impl Broker for ReliableListBroker {
     }
 
     async fn maintain(&self) -> Result<(), BrokerError> {
+        self.registration.ensure_in_background(&self.conn);
         self.ensure_registered()
             .await
             .inspect_err(|e| self.recent.note(e))?;
@@ -495,6 +499,10 @@ impl Broker for ReliableListBroker {
         let mut stats = list_stats(&self.conn, &self.keys, self.side, &self.source).await?;
         let mut m = self.mgr();
         let members = self.consumers(&mut m).await?;
+        if members.is_empty() {
+            // The client refuses an empty pipeline ("empty command").
+            return Ok(Some(stats));
+        }
         let mut pipe = redis::pipe();
         for c in &members {
             pipe.hlen(self.keys.in_flight(c));
