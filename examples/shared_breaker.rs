@@ -65,6 +65,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .with_retry_policy(
                     RetryPolicy::default().with_initial_delay(Duration::from_millis(100)),
                 )
+                // Small batches, so that both replicas get messages (one fetch of the default
+                // size would take all 60 and leave the failing replica with none).
+                .with_concurrency(4)
+                .with_batch_size(4)
                 .with_burst(true);
         replicas.push(tokio::spawn(runtime.run()));
     }

@@ -825,3 +825,86 @@ async fn queues_show_from_their_first_message_with_counters_and_a_pause_toggle()
     assert_eq!(flag(conn.clone()).await, 0);
     d.wait_row("emails", "running again", |r| r["paused"] == false);
 }
+
+#[tokio::test]
+async fn a_jobs_page_shows_its_record_and_timeline() {
+    use pythia::redis::{
+        JobHandle, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, ReliableListBroker,
+    };
+    use pythia::{Message, WorkerError, WorkerRuntime, worker_fn};
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let job = Message::new("report.csv").with_id("job-<1>");
+    JobStatusStore::new(&conn, "imports")
+        .record_queued(std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    ListProducer::new(&conn, "imports")
+        .push_many(std::slice::from_ref(&job))
+        .await
+        .unwrap();
+    let worker = worker_fn(|msg: Message| async move {
+        let job = JobHandle::of(&msg).ok_or_else(|| WorkerError::reject("no tracking"))?;
+        job.event(
+            "imported",
+            serde_json::json!({ "rows": 7, "file": "<b>x</b>" }),
+        )
+        .await?;
+        job.progress(100).await?;
+        Ok(())
+    });
+    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+        .with_job_status(JobTracking::new(&conn))
+        .with_signal_handling(false)
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap();
+    let d = Dashboard::start(&url, &[], &[]);
+    // The queue page's look-up form leads to the job's page.
+    let page = d.get("/queues/imports", &[]);
+    assert!(
+        page.body.contains("action=\"/queues/imports/job\""),
+        "{}",
+        page.body
+    );
+    let r = d.get("/queues/imports/job?id=job-%3C1%3E", &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    assert_eq!(
+        r.header("location"),
+        Some("/queues/imports/jobs/job-%3C1%3E")
+    );
+    let page = d.get("/queues/imports/jobs/job-%3C1%3E", &[]);
+    assert_eq!(page.status, 200, "{}", page.body);
+    assert!(
+        page.body.contains("id=\"job-state\">succeeded"),
+        "{}",
+        page.body
+    );
+    for kind in ["queued", "started", "imported", "progress", "succeeded"] {
+        assert!(
+            page.body
+                .contains(&format!("<td class=\"event\">{kind}</td>")),
+            "{kind} missing: {}",
+            page.body
+        );
+    }
+    // Everything from Redis is escaped.
+    assert!(page.body.contains("job-&lt;1&gt;") && !page.body.contains("<b>x</b>"));
+    let api = d.get("/api/queues/imports/jobs/job-%3C1%3E", &[]).json();
+    assert_eq!(api["state"], "succeeded");
+    assert_eq!(api["progress"], "100%");
+    let kinds: Vec<&str> = api["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        kinds,
+        ["queued", "started", "imported", "progress", "succeeded"]
+    );
+    assert_eq!(d.get("/queues/imports/jobs/nope", &[]).status, 404);
+    assert_eq!(d.get("/api/queues/imports/jobs/nope", &[]).status, 404);
+}

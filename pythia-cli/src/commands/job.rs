@@ -44,7 +44,7 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
     Ok(())
 }
 
-fn event_json(e: &JobEvent) -> serde_json::Value {
+pub(crate) fn event_json(e: &JobEvent) -> serde_json::Value {
     let mut o = serde_json::Map::new();
     o.insert("at".into(), json!(rfc3339(e.at)));
     o.insert("kind".into(), json!(e.kind));

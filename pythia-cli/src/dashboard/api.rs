@@ -50,7 +50,7 @@ impl Failure {
     }
 
     /// Bad input (exit 2 in the CLI) is a 400; a Redis failure a 502.
-    fn from_cli(e: CliError) -> Self {
+    pub(super) fn from_cli(e: CliError) -> Self {
         let status = if e.code == 2 {
             StatusCode::BAD_REQUEST
         } else {

@@ -77,7 +77,13 @@ fn age(v: &Json) -> String {
 }
 
 /// The frame of every page: the header names the Redis (password masked) and the prefix.
-fn layout(app: &App, title: &str, page: &str, queue: Option<&str>, content: &str) -> String {
+pub(super) fn layout(
+    app: &App,
+    title: &str,
+    page: &str,
+    queue: Option<&str>,
+    content: &str,
+) -> String {
     let header = format!(
         "<span class=\"where\">{} · prefix <code>{}</code></span>\
 <span class=\"live\" id=\"live\" title=\"refreshed every {} s\">live</span>",
@@ -311,6 +317,7 @@ pub(super) fn queue_page(app: &App, q: &str, r: &Json, rates: &Json, paused: boo
         esc(q),
         esc(broker)
     );
+    c.push_str(&super::job::lookup_form(q));
     c.push_str("<section class=\"cards\">");
     let stream = broker == "stream";
     if stream {

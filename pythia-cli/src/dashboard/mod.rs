@@ -6,7 +6,9 @@
 //!   `/queues/<queue>` its consumers (or stream groups) with heartbeats and charts, its pause
 //!   state with a pause / resume button (processed and failed rates from the workers' daily
 //!   counters on both pages);
-//!   `/queues/<queue>/dlq` its dead letters, with replay and delete behind a confirmation page.
+//!   `/queues/<queue>/dlq` its dead letters, with replay and delete behind a confirmation page;
+//!   `/queues/<queue>/jobs/<id>` a job's status record and timeline ([`job`]), found with the
+//!   queue page's look-up form.
 //!   One script (`assets/dashboard.js`) polls the JSON API every `--interval` and redraws the
 //!   numbers and SVG charts; one style sheet. Both are compiled in: nothing is fetched from
 //!   elsewhere, so it works offline.
@@ -22,6 +24,7 @@
 
 mod api;
 mod html;
+mod job;
 mod pages;
 mod sampler;
 mod security;
@@ -131,6 +134,8 @@ fn router(app: App) -> Router {
         .route("/queues/{queue}/dlq/confirm", get(pages::confirm))
         .route("/queues/{queue}/dlq/replay", post(pages::replay))
         .route("/queues/{queue}/dlq/delete", post(pages::delete))
+        .route("/queues/{queue}/job", get(job::lookup))
+        .route("/queues/{queue}/jobs/{id}", get(job::page))
         .route("/queues/{queue}/pause", post(pages::pause))
         .route("/queues/{queue}/resume", post(pages::resume))
         .route("/login", get(pages::login_form).post(pages::login))
@@ -141,6 +146,7 @@ fn router(app: App) -> Router {
         .route("/api/queues/{queue}", get(api::queue))
         .route("/api/queues/{queue}/history", get(api::history))
         .route("/api/queues/{queue}/dlq", get(api::dlq))
+        .route("/api/queues/{queue}/jobs/{id}", get(job::api))
         .route("/api/queues/{queue}/dlq/replay", post(api::replay_api))
         .route("/api/queues/{queue}/dlq/delete", post(api::delete_api))
         .route("/api/queues/{queue}/pause", post(api::pause_api))
