@@ -363,3 +363,61 @@ async fn counts_a_failed_flush_could_not_send_are_kept_for_the_next() {
     assert_eq!(broker.unflushed().processed, 0);
     assert_eq!(DailyCounts::today(&conn, "mem").await.unwrap().processed, 4);
 }
+
+/// On a Cluster the registry is one hash (`<prefix>:queues`, on the master of its slot) that
+/// every producer and broker writes, whichever master its queue lives on: queues on three
+/// masters are all listed, and reported with their depth, before any worker ran.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_queues_on_every_master_are_registered_and_reported() {
+    let cluster = support::cluster::RedisCluster::start();
+    let conn = cluster.connect().await;
+    let names = cluster.names_on_different_masters("jobs", 3);
+    let masters: std::collections::HashSet<u16> = names
+        .iter()
+        .map(|n| cluster.master_port_for_key(&QueueKeys::new("pythia", n).scheduled()))
+        .collect();
+    assert_eq!(masters.len(), 3, "the queues' keys live on three masters");
+    for (i, name) in names.iter().enumerate() {
+        let msgs: Vec<Message> = (0..=i).map(|j| Message::new(format!("{j}"))).collect();
+        if i == 1 {
+            StreamProducer::new(&conn, name)
+                .add_many(&msgs)
+                .await
+                .unwrap();
+        } else {
+            ListProducer::new(&conn, name)
+                .push_many(&msgs)
+                .await
+                .unwrap();
+        }
+    }
+    let got = registered_queues(&conn).await.unwrap();
+    let want: Vec<(&str, QueueKind)> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let kind = if i == 1 {
+                QueueKind::Stream
+            } else {
+                QueueKind::List
+            };
+            (n.as_str(), kind)
+        })
+        .collect();
+    assert_eq!(
+        got.iter()
+            .map(|(n, k)| (n.as_str(), *k))
+            .collect::<Vec<_>>(),
+        want
+    );
+    let reports = queue_reports(&conn, &[]).await.unwrap();
+    for (i, name) in names.iter().enumerate() {
+        let r = reports
+            .iter()
+            .find(|r| &r.name == name)
+            .unwrap_or_else(|| panic!("{name} not reported"));
+        if i != 1 {
+            assert_eq!(r.depth, i as u64 + 1, "{name}");
+        }
+    }
+}
