@@ -1,7 +1,6 @@
 //! `pythia dlq list|replay|purge`: a queue's dead letters, through
 //! [`DeadLetterQueue`](pythia::redis::DeadLetterQueue).
 
-use std::io::{BufRead, IsTerminal, Write};
 use std::time::SystemTime;
 
 use pythia::redis::{DeadLetter, DeadLetterQueue, QueueKeys, RedisConnection};
@@ -279,18 +278,7 @@ async fn purge(args: DlqPurgeArgs) -> Result<(), CliError> {
         describe(kind, q)
     );
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(format!(
-                "refusing to delete {what} without confirmation: not a terminal; pass --yes"
-            )));
-        }
-        eprint!("delete {what}? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Err(CliError::runtime("purge cancelled: nothing deleted"));
-        }
+        super::confirm_deletion(&what, "purge")?;
     }
     let deleted = match &selected {
         Some(s) => dlq.delete(s).await,

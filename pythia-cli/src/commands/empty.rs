@@ -1,8 +1,6 @@
 //! `pythia empty`: delete every message waiting in a queue (and, with --scheduled, its delayed
 //! messages and retries), saying how many went.
 
-use std::io::{BufRead as _, IsTerminal as _, Write as _};
-
 use clap::Args;
 use pythia::redis::EmptyQueue;
 use serde_json::json;
@@ -54,18 +52,7 @@ pub(crate) async fn empty(args: EmptyArgs) -> Result<(), CliError> {
         format!("every waiting message of queue {q:?}")
     };
     if !args.yes {
-        if !std::io::stdin().is_terminal() {
-            return Err(CliError::usage(format!(
-                "refusing to delete {what} without confirmation: not a terminal; pass --yes"
-            )));
-        }
-        eprint!("delete {what}? [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        let _ = std::io::stdin().lock().read_line(&mut answer);
-        if !matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
-            return Err(CliError::runtime("empty cancelled: nothing deleted"));
-        }
+        super::confirm_deletion(&what, "empty")?;
     }
     let conn = args.redis.connect().await?;
     let report = EmptyQueue::new(q)

@@ -134,6 +134,29 @@ pub(crate) fn rfc3339(t: std::time::SystemTime) -> String {
     )
 }
 
+/// Asks on the terminal before deleting `what` (`delete <what>? [y/N]`); refuses without a
+/// terminal (pass `--yes`: exit 2), and stops with "<command> cancelled" unless the answer is
+/// yes.
+pub(crate) fn confirm_deletion(what: &str, command: &str) -> Result<(), CliError> {
+    use std::io::{BufRead as _, IsTerminal as _, Write as _};
+    if !std::io::stdin().is_terminal() {
+        return Err(CliError::usage(format!(
+            "refusing to delete {what} without confirmation: not a terminal; pass --yes"
+        )));
+    }
+    eprint!("delete {what}? [y/N] ");
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    if matches!(answer.trim().to_ascii_lowercase().as_str(), "y" | "yes") {
+        Ok(())
+    } else {
+        Err(CliError::runtime(format!(
+            "{command} cancelled: nothing deleted"
+        )))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -193,18 +193,7 @@ impl DelayedProducer {
     /// Not retried on a connection error (a lost reply would turn `true` into `false`); the
     /// error says so and calling again is safe.
     pub async fn cancel(&self, id: &str) -> Result<bool, BrokerError> {
-        let mut m = self.manager.clone();
-        let removed: u64 = DELAYED_CANCEL
-            .key(self.keys.scheduled())
-            .key(self.keys.scheduled_ids())
-            .arg(id)
-            .invoke_async(&mut m)
-            .await
-            .map_err(|e| {
-                self.conn
-                    .error(&format!("cancel delayed message {id:?}"), e)
-            })?;
-        Ok(removed > 0)
+        cancel_delayed(&self.conn, &self.keys, id).await
     }
 
     /// When the delayed message `id` is due, if it is still waiting.
@@ -251,4 +240,23 @@ impl DelayedProducer {
             None => promote_due_to_stream(&self.conn, &mut m, &self.keys).await,
         }
     }
+}
+
+/// Removes the delayed message `id` from the schedule of the queue `keys` name (the schedule
+/// and its id index, in one script); whether it was there. Shared by
+/// [`DelayedProducer::cancel`] and [`ScheduledMessages::cancel`](crate::ScheduledMessages::cancel).
+pub(crate) async fn cancel_delayed(
+    conn: &RedisConnection,
+    keys: &QueueKeys,
+    id: &str,
+) -> Result<bool, BrokerError> {
+    let mut m = conn.manager();
+    let removed: u64 = DELAYED_CANCEL
+        .key(keys.scheduled())
+        .key(keys.scheduled_ids())
+        .arg(id)
+        .invoke_async(&mut m)
+        .await
+        .map_err(|e| conn.error(&format!("cancel delayed message {id:?}"), e))?;
+    Ok(removed > 0)
 }

@@ -11,7 +11,6 @@ use crate::connection::{RedisConnection, SharedConnection};
 use crate::coord::delayed::DELAYED_MEMBER_PREFIX;
 use crate::coord::destination::decode_scheduled_fields;
 use crate::keys::QueueKeys;
-use crate::scripts::DELAYED_CANCEL;
 use crate::stream::message_from_entry;
 
 /// Schedule members read per call when searching for a retry to cancel.
@@ -157,18 +156,7 @@ impl ScheduledMessages {
     /// A delayed message goes in one script; a retry is found by reading the schedule in pages
     /// and removed with `ZREM` of its exact member, so a retry promoted meanwhile is left alone.
     pub async fn cancel(&self, id: &str) -> Result<Option<ScheduledKind>, BrokerError> {
-        let mut m = self.manager.clone();
-        let removed: u64 = DELAYED_CANCEL
-            .key(self.keys.scheduled())
-            .key(self.keys.scheduled_ids())
-            .arg(id)
-            .invoke_async(&mut m)
-            .await
-            .map_err(|e| {
-                self.conn
-                    .error(&format!("cancel scheduled message {id:?}"), e)
-            })?;
-        if removed > 0 {
+        if super::delayed::cancel_delayed(&self.conn, &self.keys, id).await? {
             return Ok(Some(ScheduledKind::Delayed));
         }
         let mut offset = 0;
@@ -179,6 +167,7 @@ impl ScheduledMessages {
                     continue;
                 }
                 if self.decode(member).id() == id {
+                    let mut m = self.manager.clone();
                     let removed: u64 = redis::cmd("ZREM")
                         .arg(self.keys.scheduled())
                         .arg(&member[..])
