@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime};
 
+use futures_util::future::try_join_all;
 use pythia_core::{Broker, BrokerError, QueueStats};
 use redis::streams::StreamInfoGroupsReply;
 use serde::Serialize;
@@ -79,11 +80,9 @@ pub async fn queue_reports(
     for n in also {
         names.entry(n.clone()).or_insert(None);
     }
-    let mut out = Vec::with_capacity(names.len());
-    for (name, kind) in names {
-        out.push(report(conn, &name, kind).await?);
-    }
-    Ok(out)
+    // One report's round trips do not wait for another's (the multiplexed connection
+    // pipelines them); the order stays the names'.
+    try_join_all(names.iter().map(|(name, kind)| report(conn, name, *kind))).await
 }
 
 /// The report of one queue; its kind from the registry, else read from its key.
@@ -107,7 +106,37 @@ async fn report(
         Some(k) => k,
         None => detect(conn, name).await?,
     };
-    let (stats, groups) = match kind {
+    let day = utc_day(SystemTime::now());
+    // The stats, the pause flag and today's counts are independent reads: sent together.
+    let ((stats, groups), paused, today) = tokio::try_join!(
+        kind_stats(conn, name, kind),
+        is_paused(conn, name),
+        DailyCounts::read(conn, name, &day),
+    )?;
+    Ok(QueueReport {
+        name: name.to_owned(),
+        kind,
+        registered: registered.is_some(),
+        depth: stats.depth,
+        in_flight: stats.in_flight,
+        scheduled: stats.scheduled,
+        dead_letters: stats.dead_letters,
+        consumers: stats.consumers,
+        oldest_age_seconds: stats.oldest_age.map(|d| d.as_secs_f64()),
+        paused,
+        today,
+        day,
+        groups,
+    })
+}
+
+/// The numbers of a queue of `kind`, from its broker's own stats.
+async fn kind_stats(
+    conn: &RedisConnection,
+    name: &str,
+    kind: QueueKind,
+) -> Result<(QueueStats, Vec<GroupReport>), BrokerError> {
+    Ok(match kind {
         QueueKind::List => (stats_of(ListBroker::new(conn, name)).await?, Vec::new()),
         QueueKind::ReliableList => (
             stats_of(ReliableListBroker::new(conn, name)).await?,
@@ -120,22 +149,6 @@ async fn report(
             s.dead_letters = DeadLetterQueue::channel(conn, name).len().await?;
             (s, Vec::new())
         }
-    };
-    let day = utc_day(SystemTime::now());
-    Ok(QueueReport {
-        name: name.to_owned(),
-        kind,
-        registered: registered.is_some(),
-        depth: stats.depth,
-        in_flight: stats.in_flight,
-        scheduled: stats.scheduled,
-        dead_letters: stats.dead_letters,
-        consumers: stats.consumers,
-        oldest_age_seconds: stats.oldest_age.map(|d| d.as_secs_f64()),
-        paused: is_paused(conn, name).await?,
-        today: DailyCounts::read(conn, name, &day).await?,
-        day,
-        groups,
     })
 }
 
