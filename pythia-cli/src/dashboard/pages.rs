@@ -29,7 +29,12 @@ pub(super) async fn queue(
         .sampler
         .history(&queue)
         .unwrap_or(serde_json::Value::Null);
-    let paused = api::paused(&app, &queue).await.map_err(|f| f.page(&app))?;
+    // The report of a list or stream holds the pause flag already (`inspect`'s `paused`); only
+    // a channel's is read on its own.
+    let paused = match r["paused"].as_bool() {
+        Some(p) => p,
+        None => api::paused(&app, &queue).await.map_err(|f| f.page(&app))?,
+    };
     Ok(Html(html::queue_page(&app, &queue, &r, &rates, paused)))
 }
 
