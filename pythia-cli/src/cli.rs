@@ -1,10 +1,11 @@
-//! The command line: every flag, its environment variable and its default.
+//! The command line: `Cli`, the list of commands, and the flags several commands share (where
+//! Redis is, which queue, durations); each command's own flags live next to it in `commands/`.
 
 use std::path::PathBuf;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use pythia::redis::{GroupStart, Overflow};
+use pythia::redis::GroupStart;
 
 /// Background workers on Redis: run a worker, feed a queue, or see it all in one command.
 #[derive(Debug, Parser)]
@@ -50,17 +51,17 @@ pub(crate) struct Cli {
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
     /// Run a worker over a queue until stopped (SIGTERM / Ctrl-C), or until drained with --burst.
-    Run(Box<RunArgs>),
+    Run(Box<crate::commands::run::RunArgs>),
     /// Push messages onto a queue: from arguments, a file, stdin, or generated (--count).
-    Produce(ProduceArgs),
+    Produce(crate::commands::produce::ProduceArgs),
     /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
     /// memory (lists and streams), or subscriber counts (pub/sub).
     Inspect(InspectArgs),
     /// List every queue under the key prefix: type, depth, in flight, scheduled, dead letters,
     /// consumers, oldest message, paused, processed and failed today.
-    Queues(QueuesArgs),
+    Queues(crate::commands::queues::QueuesArgs),
     /// List, replay or purge a queue's dead letters.
-    Dlq(DlqArgs),
+    Dlq(crate::commands::dlq::DlqArgs),
     /// Pause a queue: its workers, on every replica, stop fetching within a second and finish
     /// what they hold (`pythia resume` undoes it).
     Pause(crate::commands::pause::PauseArgs),
@@ -73,209 +74,29 @@ pub(crate) enum Command {
     /// Show a job's status record and timeline: state, attempts, times, progress, last error,
     /// result, events (workers with job tracking write it; `produce --track` records it as
     /// queued).
-    Job(JobArgs),
+    Job(crate::commands::job::JobArgs),
     /// List a queue's recent jobs in one state (queued, running, succeeded, failed, dead),
     /// newest first.
     Jobs(crate::commands::jobs::JobsArgs),
     /// Check that a Redis server is fit for a queue: version, eviction policy, persistence,
     /// ACL permissions, idle timeout, latency. Exit 1 when a check FAILs.
-    Doctor(DoctorArgs),
+    Doctor(crate::commands::doctor::DoctorArgs),
     /// Serve a web dashboard of every queue under the key prefix: depth, consumers, rates and
     /// charts, dead letters to replay or delete, and the JSON API behind it.
     Dashboard(DashboardArgs),
     /// One command that shows Pythia working: a local Redis, a batch of messages, a worker.
-    Quickstart(QuickstartArgs),
+    Quickstart(crate::commands::quickstart::QuickstartArgs),
     /// Measure throughput, CPU, memory and latency of each delivery mode against the bare
     /// client loop of the same Redis commands.
-    Bench(BenchArgs),
+    Bench(crate::commands::bench::BenchArgs),
     /// Print a shell completion script, e.g. `pythia completions bash >
     /// /etc/bash_completion.d/pythia` or `pythia completions zsh > "${fpath[1]}/_pythia"`.
-    Completions(CompletionsArgs),
+    Completions(crate::commands::completions::CompletionsArgs),
     /// Print the man page (roff), e.g. `pythia man > /usr/local/share/man/man1/pythia.1`.
     Man,
     /// One measured run inside `pythia bench` (internal).
     #[command(hide = true)]
-    BenchChild(BenchChildArgs),
-}
-
-/// `pythia completions`.
-#[derive(Debug, Clone, Args)]
-pub(crate) struct CompletionsArgs {
-    /// The shell: bash, zsh, fish (also elvish, powershell).
-    #[arg(value_enum)]
-    pub(crate) shell: clap_complete::Shell,
-}
-
-/// A `pythia bench` scenario.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum Scenario {
-    /// Drain a list with the at-most-once list broker (RPOP n).
-    List,
-    /// Drain a list with the at-least-once reliable list broker (Lua move + HDEL acks).
-    ReliableList,
-    /// Produce to a list: Pythia envelopes vs raw multi-value LPUSH.
-    ProduceList,
-    /// Reliable list with a handler that sleeps 10 ms, at --io-concurrency.
-    IoBound,
-    /// Enqueue-to-start latency at --latency-rate messages per second offered (reliable list).
-    Latency,
-    /// Drain a stream with a consumer group (XREADGROUP + batched XACK).
-    Stream,
-    /// Produce to a stream: Pythia entries vs raw pipelined XADD.
-    ProduceStream,
-    /// Receive published messages through the pub/sub broker.
-    Pubsub,
-    /// The --http handler draining a reliable list into a local keep-alive HTTP/1.1 endpoint
-    /// (in-process) that answers 200 at once, at --http-concurrency; bare: the same client in a
-    /// plain loop against the same endpoint, no Redis.
-    Http,
-    /// Reliable list drained by --exec-persistent children running the Python reference
-    /// client (acks at once); bare: the same children fed over pipes, without Redis. Needs
-    /// python3 (skipped without it).
-    ExecPersistent,
-    /// Horizontal scaling: for each --processes count K, K worker processes drain one stream
-    /// consumer group, then one reliable list, together; aggregate rate, worker and Redis CPU,
-    /// duplicates. Not in the default list (it runs 2 x K counts x --runs drains).
-    Scale,
-    /// Many queues in one worker, in this process: one reliable list, then two in strict
-    /// priority, then three weighted 6:3:1, none emptied; each mode's rate against one queue
-    /// and the share each queue got. Not in the default list.
-    Priority,
-}
-
-impl Scenario {
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            Self::List => "list",
-            Self::ReliableList => "reliable-list",
-            Self::ProduceList => "produce-list",
-            Self::IoBound => "io-bound",
-            Self::Latency => "latency",
-            Self::Stream => "stream",
-            Self::ProduceStream => "produce-stream",
-            Self::Pubsub => "pubsub",
-            Self::Http => "http",
-            Self::Scale => "scale",
-            Self::Priority => "priority",
-            Self::ExecPersistent => "exec-persistent",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct BenchArgs {
-    /// Use this Redis instead of starting a throwaway local redis-server.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub(crate) redis_url: Option<String>,
-
-    /// Scenarios to run, comma-separated (default: all but `scale` and `priority`).
-    #[arg(long, value_enum, value_delimiter = ',')]
-    pub(crate) scenarios: Vec<Scenario>,
-
-    /// Messages per throughput run.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=50_000_000))]
-    pub(crate) messages: u64,
-
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) size: usize,
-
-    /// Runs per scenario; the median is reported.
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=50))]
-    pub(crate) runs: u32,
-
-    /// Concurrency of the throughput runs.
-    #[arg(long, short = 'c', default_value_t = 1000)]
-    pub(crate) concurrency: usize,
-
-    /// Fetch batch size of the throughput runs.
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) batch_size: usize,
-
-    /// Concurrency of the io-bound run (each message sleeps 10 ms).
-    #[arg(long, default_value_t = 1000)]
-    pub(crate) io_concurrency: usize,
-
-    /// Messages the measured worker fetches beyond its concurrency (`WorkerRuntime::with_prefetch`).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) prefetch: usize,
-
-    /// Requests in flight in the http run (`pythia run`'s default concurrency).
-    #[arg(long, default_value_t = 64)]
-    pub(crate) http_concurrency: usize,
-
-    /// Messages per second offered in the latency run.
-    #[arg(long, default_value_t = 10_000.0)]
-    pub(crate) latency_rate: f64,
-
-    /// Length of the latency run.
-    #[arg(long, default_value = "3s", value_parser = parse_duration)]
-    pub(crate) latency_duration: Duration,
-
-    /// Worker process counts of the scale scenario, comma-separated; the speed-up is relative to
-    /// the smallest.
-    #[arg(long, value_delimiter = ',', default_value = "1,2,4,8", value_parser = clap::value_parser!(u16).range(1..=64))]
-    pub(crate) processes: Vec<u16>,
-
-    /// Runtime threads of the measured worker process (1 = current-thread runtime).
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub(crate) worker_threads: Option<u16>,
-
-    /// Children of the exec-persistent scenario [default: one per CPU, at most 8].
-    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=256))]
-    pub(crate) exec_children: Option<u16>,
-
-    /// Messages in flight per child in the exec-persistent scenario.
-    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
-    pub(crate) exec_in_flight: u32,
-
-    /// Wrap the list, reliable-list and stream brokers in the daily counters, as `pythia run`
-    /// does by default (to measure their cost against a run without).
-    #[arg(long)]
-    pub(crate) counters: bool,
-
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// One measured run (spawned by `pythia bench` so that its CPU time and peak memory are its own).
-#[derive(Debug, Clone, Args)]
-pub(crate) struct BenchChildArgs {
-    #[arg(long)]
-    pub(crate) redis_url: String,
-    #[arg(long, value_enum)]
-    pub(crate) scenario: Scenario,
-    /// Run the bare client loop instead of the framework.
-    #[arg(long)]
-    pub(crate) bare: bool,
-    /// One of several worker processes on the same stream or reliable list (the scale
-    /// scenario): prints `ready`, starts on a `go` line on stdin, records which messages it
-    /// processed.
-    #[arg(long)]
-    pub(crate) replica: bool,
-    #[arg(long)]
-    pub(crate) queue: String,
-    #[arg(long)]
-    pub(crate) messages: u64,
-    #[arg(long)]
-    pub(crate) size: usize,
-    #[arg(long)]
-    pub(crate) concurrency: usize,
-    #[arg(long)]
-    pub(crate) batch_size: usize,
-    /// Messages fetched beyond the concurrency.
-    #[arg(long, default_value_t = 0)]
-    pub(crate) prefetch: usize,
-    /// exec-persistent: children.
-    #[arg(long)]
-    pub(crate) exec_children: Option<u16>,
-    /// exec-persistent: messages in flight per child.
-    #[arg(long, default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT)]
-    pub(crate) exec_in_flight: u32,
-    /// list, reliable-list, stream: with the daily counters.
-    #[arg(long)]
-    pub(crate) counters: bool,
+    BenchChild(crate::commands::bench::BenchChildArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -516,350 +337,6 @@ pub(crate) struct QueueArgs {
     pub(crate) list_side: Side,
 }
 
-/// What handles each message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub(crate) enum BuiltinHandler {
-    /// Print each body to stdout, one line per message, then ack. A closed stdout (`| head`)
-    /// stops the worker and hands unprinted messages back (exit 141).
-    Print,
-    /// Ack without doing anything (for benchmarks and draining).
-    Noop,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_long_help = "Settings come from flags, then environment variables, then the \
-    --config file, then defaults (a flag wins over all).",
-    group(clap::ArgGroup::new("exec_command").args(["exec", "exec_persistent"]))
-)]
-pub(crate) struct RunArgs {
-    #[command(flatten)]
-    pub(crate) queue: QueueArgs,
-
-    /// Messages processed at once.
-    #[arg(long, short = 'c', env = "PYTHIA_CONCURRENCY", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) concurrency: u32,
-
-    /// Upper bound of one fetch.
-    #[arg(long, env = "PYTHIA_BATCH_SIZE", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..=10_000))]
-    pub(crate) batch_size: u32,
-
-    /// Messages fetched beyond --concurrency, waiting to start the moment a handler finishes:
-    /// for many short I/O-bound handlers; keep 0 for long jobs (they would wait here while
-    /// another worker idles).
-    #[arg(long, env = "PYTHIA_PREFETCH", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=100_000))]
-    pub(crate) prefetch: u32,
-
-    /// Weighted priority over several queues, Sidekiq's semantics: with
-    /// `critical=6,default=3,low=1` each fetch picks a non-empty queue at random in proportion
-    /// to its weight. Every --queue needs a weight of at least 1 (without --queue, the queues
-    /// are these). Without --weights, several --queue are in strict priority. Not for pub/sub.
-    #[arg(long, env = "PYTHIA_WEIGHTS", value_delimiter = ',', value_name = "QUEUE=N", value_parser = crate::commands::run_queues::parse_weight)]
-    pub(crate) weights: Vec<(String, u32)>,
-
-    /// Exit 0 once the queue is drained and nothing is in flight, printing a summary.
-    #[arg(long, env = "PYTHIA_BURST")]
-    pub(crate) burst: bool,
-
-    /// Do not keep the per-queue daily processed/failed/retried counters in Redis (by default
-    /// a worker adds its counts every 2 s, in one pipeline; `pythia queues` and the dashboard
-    /// show them).
-    #[arg(long, env = "PYTHIA_NO_COUNTERS")]
-    pub(crate) no_counters: bool,
-
-    /// Print the summary of the run (once drained with --burst, or stopped) as one JSON object
-    /// on the last line of stdout instead of text on stderr: fetched, processed, acked,
-    /// retried, dead_lettered, released, unsettled, panics, elapsed_seconds, active_seconds,
-    /// rate_per_second.
-    #[arg(long)]
-    pub(crate) json: bool,
-
-    /// Attempts per message in all (the first delivery counts) before it is dead-lettered.
-    #[arg(long, env = "PYTHIA_MAX_ATTEMPTS", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..))]
-    pub(crate) max_attempts: u32,
-
-    /// Delay before the first retry; doubles each attempt (with jitter), capped at 30 s.
-    #[arg(long, env = "PYTHIA_RETRY_DELAY", default_value = "100ms", value_parser = parse_duration)]
-    pub(crate) retry_delay: Duration,
-
-    /// Time in-flight messages get to finish on SIGTERM / Ctrl-C before they are handed back.
-    #[arg(long, env = "PYTHIA_SHUTDOWN_GRACE", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) shutdown_grace: Duration,
-
-    /// Run this command per message: the body on stdin, the id, attempt, queue and headers in
-    /// PYTHIA_* environment variables. Exit 0 acks; exit 65 rejects (dead-letters at once); any
-    /// other exit (or a signal) retries. Run through `sh -c`; the body never reaches the command
-    /// line. Its stdout is copied to the worker's; a closed stdout stops the worker (exit 141).
-    #[arg(long, env = "PYTHIA_EXEC", conflicts_with = "handler")]
-    pub(crate) exec: Option<String>,
-
-    /// Start --exec-children long-lived `sh -c CMD` children and send them the messages as JSON
-    /// lines on stdin ({"id","attempt","queue","headers","body" or "body_base64"}); each answers
-    /// one line per message on stdout ({"id","outcome":"ack"|"retry"|"reject","after"?,
-    /// "reason"?}), in any order. A child that dies, or writes a line that is not a reply, is
-    /// restarted and the messages it held are retried. Same environment rules as --exec. See the
-    /// README, "Persistent child handlers".
-    #[arg(long, env = "PYTHIA_EXEC_PERSISTENT", value_name = "CMD", conflicts_with_all = ["exec", "handler", "http"])]
-    pub(crate) exec_persistent: Option<String>,
-
-    /// --exec-persistent: how many children to run [default: one per CPU, at most 8].
-    #[arg(long, env = "PYTHIA_EXEC_CHILDREN", value_name = "N", requires = "exec_persistent", value_parser = clap::value_parser!(u32).range(1..=256))]
-    pub(crate) exec_children: Option<u32>,
-
-    /// --exec-persistent: messages sent to one child and not yet answered, at most (--concurrency
-    /// bounds them all).
-    #[arg(long, env = "PYTHIA_EXEC_IN_FLIGHT", value_name = "N", default_value_t = crate::exec::persistent::DEFAULT_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) exec_in_flight: u32,
-
-    /// Let --exec and --exec-persistent commands inherit this environment variable. Repeatable (or comma-separated).
-    /// Without it they get only PATH, HOME, USER, LOGNAME, SHELL, LANG, LANGUAGE, LC_*, TZ,
-    /// TMPDIR and TERM, plus the per-message PYTHIA_* variables: never REDIS_URL (the Redis
-    /// password), PYTHIA_DASHBOARD_TOKEN or cloud credentials unless named here.
-    #[arg(
-        long,
-        env = "PYTHIA_PASS_ENV",
-        value_delimiter = ',',
-        value_name = "NAME",
-        requires = "exec_command"
-    )]
-    pub(crate) pass_env: Vec<String>,
-
-    /// POST each message to this http:// or https:// URL: the body as the request body, the id,
-    /// attempt, queue and headers as X-Pythia-* request headers. 2xx acks; 408, 429 and 5xx
-    /// retry (after the Retry-After delay when given; a 429 with one also stops the queue's
-    /// fetching that long, on every replica); any other 4xx rejects (dead-letters at once); a connection error or --http-timeout retries. Connections are kept alive; https://
-    /// (binary built with the `tls` feature) speaks HTTP/2 when the server offers it.
-    #[arg(long, env = "PYTHIA_HTTP", conflicts_with_all = ["exec", "handler"], value_parser = parse_http_url)]
-    pub(crate) http: Option<crate::http_worker::HttpUrl>,
-
-    /// Deadline of one --http request (connect, send, response).
-    #[arg(long, env = "PYTHIA_HTTP_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) http_timeout: Duration,
-
-    /// For an https:// --http URL: trust only the CA certificates in this PEM file (a private
-    /// CA) instead of the system's roots.
-    #[arg(
-        long,
-        env = "PYTHIA_HTTP_CA_FILE",
-        value_name = "PEM_FILE",
-        requires = "http"
-    )]
-    pub(crate) http_ca_file: Option<std::path::PathBuf>,
-
-    /// A built-in handler, used when none of --exec, --exec-persistent and --http is given.
-    #[arg(long, value_enum, env = "PYTHIA_HANDLER", default_value_t = BuiltinHandler::Print)]
-    pub(crate) handler: BuiltinHandler,
-
-    /// Where to serve /metrics, /healthz and /readyz; `off` disables the endpoint. Default:
-    /// 0.0.0.0:9090, and when that port is taken (a second worker on the host) a warning and no
-    /// endpoint; an address given here (or in the environment or --config) must be free.
-    #[arg(long, env = "PYTHIA_METRICS_ADDR", value_name = "HOST:PORT|off", value_parser = parse_metrics_addr)]
-    pub(crate) metrics_addr: Option<MetricsAddr>,
-
-    /// Per-message deadline: an overrunning handler is cancelled and retried; `0` disables it.
-    #[arg(long, env = "PYTHIA_TIMEOUT", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) timeout: Duration,
-
-    /// Quick in-process retries of a transient failure before it goes back to Redis (0 = none).
-    #[arg(long, env = "PYTHIA_INPROCESS_RETRIES", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=10))]
-    pub(crate) inprocess_retries: u32,
-
-    /// Pub/sub: messages buffered in the worker at most; beyond it --overflow decides.
-    #[arg(long, env = "PYTHIA_BUFFER", default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
-    pub(crate) buffer: u64,
-
-    /// Pub/sub: what a full buffer drops, each drop counted in pythia_pubsub_dropped_total.
-    #[arg(long, env = "PYTHIA_OVERFLOW", default_value = "drop-oldest", value_parser = overflow_parser())]
-    pub(crate) overflow: Overflow,
-
-    /// Open the circuit breaker after this many consecutive failures (0 = no breaker). While open,
-    /// nothing is fetched: messages wait in Redis.
-    #[arg(long, env = "PYTHIA_BREAKER_FAILURES", default_value_t = 0)]
-    pub(crate) breaker_failures: u32,
-
-    /// How long an open breaker waits before letting a probe message through.
-    #[arg(long, env = "PYTHIA_BREAKER_COOLDOWN", default_value = "30s", value_parser = parse_duration)]
-    pub(crate) breaker_cooldown: Duration,
-
-    /// Fetch at most this many messages of the queue, all replicas together: `500/s`, `30/m`
-    /// or `2/h`. Enforced in Redis (`<prefix>:{queue}:ratelimit`): give every replica the
-    /// same limit. Not for pub/sub.
-    #[arg(long, env = "PYTHIA_RATE_LIMIT", value_name = "N/s|N/m|N/h")]
-    pub(crate) rate_limit: Option<pythia::redis::RateLimit>,
-
-    /// Share the circuit breaker with every replica through Redis (named after the queue): one
-    /// replica's failures pause them all, one replica's probes resume them all. Needs
-    /// --breaker-failures.
-    #[arg(long, env = "PYTHIA_BREAKER_SHARED")]
-    pub(crate) breaker_shared: bool,
-
-    /// The shared breaker's store, set once connected (not a flag).
-    #[arg(skip)]
-    pub(crate) breaker_store: Option<pythia::redis::RedisCircuitStateStore>,
-}
-
-/// `--overflow`: the library's own parser ([`Overflow`]'s `FromStr`), with its values listed in
-/// `--help`.
-fn overflow_parser() -> impl clap::builder::TypedValueParser<Value = Overflow> {
-    use clap::builder::{PossibleValue, PossibleValuesParser, TypedValueParser as _};
-    PossibleValuesParser::new([
-        PossibleValue::new("drop-oldest")
-            .help("Drop the oldest buffered message to make room (keep the freshest)"),
-        PossibleValue::new("drop-newest").help("Drop the message that arrives (keep the earliest)"),
-    ])
-    .try_map(|s| s.parse::<Overflow>())
-}
-
-/// `pythia produce --wire`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum Wire {
-    /// Pythia's envelope (id, attempt, enqueue time, headers, body).
-    Pythia,
-    /// The Python pythia-framework 1.0.x producers' format.
-    PythiaPy,
-    /// The body alone.
-    Raw,
-}
-
-/// `--metrics-addr` when not given.
-pub(crate) const DEFAULT_METRICS_ADDR: std::net::SocketAddr = std::net::SocketAddr::V4(
-    std::net::SocketAddrV4::new(std::net::Ipv4Addr::UNSPECIFIED, 9090),
-);
-
-/// `--metrics-addr`: an address, or off.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum MetricsAddr {
-    /// No endpoint.
-    Off,
-    /// Serve on this address.
-    At(std::net::SocketAddr),
-}
-
-fn parse_metrics_addr(s: &str) -> Result<MetricsAddr, String> {
-    match s.trim() {
-        "off" | "none" | "false" | "" => Ok(MetricsAddr::Off),
-        a => a.parse().map(MetricsAddr::At).map_err(|_| {
-            format!("invalid --metrics-addr {a:?}: expected HOST:PORT (e.g. 0.0.0.0:9090) or off")
-        }),
-    }
-}
-
-#[derive(Debug, Clone, Args)]
-// Consumer-side settings of the shared queue flags: a producer has no group and no pattern.
-#[command(
-    mut_arg("group", |a| a.hide(true)),
-    mut_arg("group_start", |a| a.hide(true)),
-    mut_arg("pattern", |a| a.hide(true))
-)]
-pub(crate) struct ProduceArgs {
-    #[command(flatten)]
-    pub(crate) queue: QueueArgs,
-
-    /// Message bodies. `-` reads stdin, one message per line. With none: stdin when it is not
-    /// a terminal (`… | pythia produce --queue q`), else --count generates.
-    pub(crate) messages: Vec<String>,
-
-    /// Read messages from this file, one per line.
-    #[arg(long, conflicts_with = "messages")]
-    pub(crate) file: Option<PathBuf>,
-
-    /// Generate this many messages (bodies of --size bytes, numbered), or repeat the given ones
-    /// until this many were sent.
-    #[arg(long)]
-    pub(crate) count: Option<u64>,
-
-    /// Size in bytes of generated bodies.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) size: usize,
-
-    /// Messages per second at most (default: as fast as Redis takes them).
-    #[arg(long)]
-    pub(crate) rate: Option<f64>,
-
-    /// A header for every message, as KEY=VALUE (repeatable). Not sent with --raw.
-    #[arg(long = "header", value_parser = parse_header)]
-    pub(crate) headers: Vec<(String, String)>,
-
-    /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
-    #[arg(long)]
-    pub(crate) raw: bool,
-
-    /// The wire format: `pythia` (the envelope), `pythia-py` (exactly what the Python
-    /// pythia-framework 1.0.x producers write, for Python workers: JSON `{"body", "headers",
-    /// "message_id"}` on a list, `body` and `header_<name>` fields on a stream, the body alone
-    /// on a channel) or `raw` (same as --raw).
-    #[arg(long, value_enum, default_value_t = Wire::Pythia, conflicts_with = "raw")]
-    pub(crate) wire: Wire,
-
-    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
-    /// no cap. A cap drops the oldest entries even if no group was delivered them: with a
-    /// backlog above it, messages are lost (the workers count them in
-    /// pythia_stream_trimmed_undelivered_total and warn).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) max_len: usize,
-
-    /// Print each message's id on stdout, one per line, once sent (the summary then goes to
-    /// stderr). Look a job up with `pythia job --queue <queue> <id>`.
-    #[arg(long, conflicts_with = "raw")]
-    pub(crate) print_ids: bool,
-
-    /// Record each message as queued in its job status record (`<prefix>:{queue}:job:<id>`,
-    /// kept 24 h) before sending it, for `pythia job`.
-    #[arg(long, conflicts_with = "raw")]
-    pub(crate) track: bool,
-
-    /// Deliver after this delay (e.g. `30s`, `5m`): scheduled in Redis, promoted to the queue by
-    /// any running worker when due; cancellable by id. Lists and streams only.
-    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["raw", "at"])]
-    pub(crate) delay: Option<Duration>,
-
-    /// Deliver at this time, RFC 3339 (e.g. `2026-11-22T08:00:00Z` or `…+01:00`).
-    #[arg(long, value_parser = parse_rfc3339, conflicts_with = "raw")]
-    pub(crate) at: Option<std::time::SystemTime>,
-
-    /// Print the summary as one JSON object: queue, broker, shards (null unless sharded),
-    /// produced, seconds, rate_per_second, subscriber_deliveries (pub/sub, else null),
-    /// delay_seconds (--delay, else null), deliver_at (--at, RFC 3339, else null).
-    #[arg(long, conflicts_with = "print_ids")]
-    pub(crate) json: bool,
-}
-
-/// Parses an RFC 3339 time (`2026-11-22T08:00:00Z`, `…+01:00`, fractions of a second) with
-/// chrono's strict parser: a date that does not exist (`2026-02-31`) is refused, not rolled
-/// over into the next month.
-pub(crate) fn parse_rfc3339(s: &str) -> Result<std::time::SystemTime, String> {
-    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
-        format!("invalid time {s:?} ({e}): expected RFC 3339, e.g. 2026-11-22T08:00:00Z")
-    })?;
-    let secs = u64::try_from(t.timestamp()).map_err(|_| format!("{s:?} is before 1970"))?;
-    Ok(std::time::UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos()))
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct QuickstartArgs {
-    /// Use this Redis instead of starting a throwaway local redis-server.
-    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
-    pub(crate) redis_url: Option<String>,
-
-    /// Messages to produce and process.
-    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
-    pub(crate) messages: u64,
-
-    /// Body size in bytes.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) size: usize,
-
-    /// Messages processed at once.
-    #[arg(long, short = 'c', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub(crate) concurrency: u32,
-
-    /// Print one JSON object instead of text: redis (the masked URL), throwaway_redis,
-    /// messages, size, produced[] {messages, seconds}, modes[] {mode, processed, acked,
-    /// dead_lettered, seconds, rate_per_second}, left, ok.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
 /// Which queue `inspect` and `dlq` look at.
 #[derive(Debug, Clone, Args)]
 pub(crate) struct TargetArgs {
@@ -942,171 +419,6 @@ pub(crate) struct InspectArgs {
 }
 
 #[derive(Debug, Clone, Args)]
-pub(crate) struct DlqArgs {
-    #[command(subcommand)]
-    pub(crate) action: DlqAction,
-}
-
-/// What to do with dead letters.
-#[derive(Debug, Clone, Subcommand)]
-#[command(
-    after_long_help = "Dead letters live in `<prefix>:{queue}:dlq`: a list of envelopes \
-    for list, reliable-list and pub/sub queues, a stream for stream queues."
-)]
-pub(crate) enum DlqAction {
-    /// Show dead letters, newest first: id, attempts, when, error and a body preview.
-    List(DlqListArgs),
-    /// Put dead letters back on the queue (all, or those given by --id) with the attempt reset
-    /// to 1, each atomically: a dead letter leaves the DLQ only when it was re-enqueued.
-    Replay(DlqReplayArgs),
-    /// Delete dead letters (all, or those given by --id). Asks for confirmation on a terminal;
-    /// without one, refuses (exit 2) unless --yes is given.
-    Purge(DlqPurgeArgs),
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_long_help = "JSON fields (--json): queue, broker (null when the queue key does not \
-    exist and --broker was not given), key (of the dead letters), total, dead_letters[] {id, \
-    entry_id (streams), original_entry_id (streams), attempts, failed_at (RFC 3339, UTC), \
-    failed_at_ms, error, headers, body (lossy UTF-8, truncated to --preview), body_bytes}."
-)]
-pub(crate) struct DlqListArgs {
-    #[command(flatten)]
-    pub(crate) target: TargetArgs,
-
-    /// Show at most this many (newest first).
-    #[arg(long, default_value_t = 20)]
-    pub(crate) limit: usize,
-
-    /// Characters of each body shown (escaped; longer bodies are cut with …).
-    #[arg(long, default_value_t = 60)]
-    pub(crate) preview: usize,
-
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct DlqReplayArgs {
-    #[command(flatten)]
-    pub(crate) target: TargetArgs,
-
-    /// Replay only the dead letter with this id (the `id` column of `dlq list`; for streams
-    /// the dead-letter entry id works too). Repeatable. Without it, every dead letter.
-    #[arg(long = "id", value_name = "ID")]
-    pub(crate) ids: Vec<String>,
-
-    /// Print one JSON object: queue, broker, replayed, missing, unheard.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-pub(crate) struct DlqPurgeArgs {
-    #[command(flatten)]
-    pub(crate) target: TargetArgs,
-
-    /// Delete only the dead letter with this id (as for `replay`). Repeatable. Without it,
-    /// every dead letter.
-    #[arg(long = "id", value_name = "ID")]
-    pub(crate) ids: Vec<String>,
-
-    /// Do not ask for confirmation.
-    #[arg(long, short = 'y')]
-    pub(crate) yes: bool,
-
-    /// Print one JSON object: queue, broker, deleted.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-/// `pythia queues`.
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_long_help = "A queue is listed from its first message: every producer and worker \
-    writes its name and type once in the registry hash <prefix>:queues. Counts of today (UTC) \
-    come from the daily counters workers keep (pythia run, unless --no-counters).\n\
-    JSON fields (--json): prefix, queues[] {name, kind (list, reliable-list, stream, \
-    sharded-stream, pubsub), registered, depth, in_flight, scheduled, dead_letters, consumers, \
-    oldest_age_seconds (or null), paused, day (YYYY-MM-DD), today {processed, failed, retried}, \
-    groups[] {name, depth, in_flight, consumers, oldest_age_seconds} (streams)}."
-)]
-pub(crate) struct QueuesArgs {
-    #[command(flatten)]
-    pub(crate) redis: RedisArgs,
-
-    /// Also list queues found among Pythia's keys (SCAN of every master), not only those in the
-    /// registry (queues last used by a version without it).
-    #[arg(long)]
-    pub(crate) scan: bool,
-
-    /// Print one JSON document instead of the table.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_long_help = "Each check prints PASS, WARN or FAIL with the fix. Exit 0 when \
-    nothing FAILed (warnings allowed), 1 when a check FAILed, 69 when Redis cannot be reached.\n\
-    JSON fields (--json): redis_url (password masked), server_version, checks[] {check, status \
-    (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
-)]
-pub(crate) struct DoctorArgs {
-    #[command(flatten)]
-    pub(crate) redis: RedisArgs,
-
-    /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
-    /// `pythia-doctor`).
-    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
-    pub(crate) queue: Option<String>,
-
-    /// Print one JSON document instead of lines.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(after_long_help = "\
-The record is the hash <prefix>:{queue}:job:<id> and its timeline the list \
-<prefix>:{queue}:job-events:<id>, written by workers with job tracking \
-(pythia::redis::JobTrackingExt::with_job_status: running, then succeeded, failed (a retry follows) \
-or dead, and the handler's progress and events) and by producers that track their messages \
-(`pythia produce --track`: queued). They expire 24 h after their last change by default. Exit 1 \
-when there is no record.
-
-JSON fields (--json): id, queue, state (queued, running, succeeded, failed, dead), attempts, \
-queued_at, started_at, finished_at, updated_at (RFC 3339, UTC, or null), progress (`42%`, `3/10`, \
-or null), last_error (or null), result (the handler's result as text, or null), result_hex (a \
-result that is not UTF-8, or null), events (oldest first: at, kind, attempt and the event's other \
-fields).")]
-pub(crate) struct JobArgs {
-    /// The message (job) id, as `pythia produce --print-ids` prints it.
-    pub(crate) id: String,
-
-    /// The queue the job went to (its records are under the queue's key prefix and hash tag).
-    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
-    pub(crate) queue: String,
-
-    #[command(flatten)]
-    pub(crate) redis: RedisArgs,
-
-    /// Print one JSON document instead of a table.
-    #[arg(long)]
-    pub(crate) json: bool,
-
-    /// Most timeline events shown.
-    #[arg(long, default_value_t = 100)]
-    pub(crate) events: usize,
-
-    /// Timeline events skipped first (the oldest).
-    #[arg(long, default_value_t = 0)]
-    pub(crate) events_offset: usize,
-}
-
-#[derive(Debug, Clone, Args)]
 #[command(after_long_help = "\
 Pages: / (every queue), /queues/<queue> (consumers and charts), /queues/<queue>/dlq (dead \
 letters, with replay and delete after a confirmation page). Numbers and charts refresh every 2 s \
@@ -1177,10 +489,6 @@ pub(crate) struct DashboardArgs {
     pub(crate) history: Duration,
 }
 
-fn parse_http_url(s: &str) -> Result<crate::http_worker::HttpUrl, String> {
-    s.parse()
-}
-
 /// Parses a duration in humantime's syntax (`250ms`, `30s`, `2m`, `1h30m`, `1d`, `500us`), or
 /// a bare number of seconds (`2`, `0.5`).
 pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -1205,13 +513,6 @@ pub(crate) fn parse_duration(s: &str) -> Result<Duration, String> {
 /// The longest duration a flag takes (about 31 years): beyond it, a typo.
 const MAX_DURATION: Duration = Duration::from_secs(1_000_000_000);
 
-fn parse_header(s: &str) -> Result<(String, String), String> {
-    match s.split_once('=') {
-        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
-        _ => Err(format!("invalid header {s:?}: expected KEY=VALUE")),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1229,44 +530,6 @@ mod tests {
         for bad in ["5 fortnights", "-1s", "", "1e3", "inf", "40years", "1.5.2"] {
             assert!(parse_duration(bad).is_err(), "{bad}");
         }
-    }
-
-    #[test]
-    fn rfc3339_times() {
-        use std::time::{Duration, UNIX_EPOCH};
-        let t = |s| {
-            parse_rfc3339(s)
-                .unwrap()
-                .duration_since(UNIX_EPOCH)
-                .unwrap()
-        };
-        assert_eq!(t("1970-01-01T00:00:00Z"), Duration::ZERO);
-        assert_eq!(t("2026-11-22T08:00:00Z").as_secs(), 1_795_334_400);
-        assert_eq!(t("2026-11-22T09:00:00+01:00").as_secs(), 1_795_334_400);
-        assert_eq!(
-            t("2000-02-29T12:30:15.25Z"),
-            Duration::from_millis(951_827_415_250)
-        );
-        for bad in [
-            "2026-11-22",
-            "2026-13-01T00:00:00Z",
-            "2026-11-22T08:00:00",
-            "yesterday",
-            "2026-11-22T08:00:00+0100",
-            "2026-02-31T00:00:00Z",
-            "2026-02-29T00:00:00Z",
-            "2026-11-22T24:00:00Z",
-            "1969-12-31T23:59:59Z",
-        ] {
-            assert!(parse_rfc3339(bad).is_err(), "{bad}");
-        }
-    }
-
-    #[test]
-    fn headers() {
-        assert_eq!(parse_header("a=b=c").unwrap(), ("a".into(), "b=c".into()));
-        assert!(parse_header("=x").is_err());
-        assert!(parse_header("novalue").is_err());
     }
 
     #[test]

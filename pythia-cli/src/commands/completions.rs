@@ -1,10 +1,18 @@
 //! `pythia completions SHELL` and `pythia man`: a shell's completion script and the man page,
 //! both generated from the same clap definitions as `--help`, so they never drift from it.
 
-use clap::CommandFactory;
+use clap::{Args, CommandFactory};
 
-use crate::cli::{Cli, CompletionsArgs};
+use crate::cli::Cli;
 use crate::error::CliError;
+
+/// `pythia completions`.
+#[derive(Debug, Clone, Args)]
+pub(crate) struct CompletionsArgs {
+    /// The shell: bash, zsh, fish (also elvish, powershell).
+    #[arg(value_enum)]
+    pub(crate) shell: clap_complete::Shell,
+}
 
 /// Prints the completion script of `args.shell` for `pythia`.
 pub(crate) fn completions(args: &CompletionsArgs) -> Result<(), CliError> {

@@ -236,7 +236,7 @@ mod tests {
     use super::*;
     use crate::cli::Command;
 
-    fn parse(file: &str, args: &[&str]) -> Result<crate::cli::RunArgs, String> {
+    fn parse(file: &str, args: &[&str]) -> Result<crate::commands::run::RunArgs, String> {
         let dir = std::env::temp_dir().join(format!("pythia-config-{:x}", fastrand::u64(..)));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("pythia.toml");
@@ -270,7 +270,7 @@ mod tests {
         assert_eq!(r.retry_delay, std::time::Duration::from_millis(250));
         assert!(r.burst);
         assert_eq!(r.concurrency, 9, "the flag wins");
-        assert_eq!(r.metrics_addr, Some(crate::cli::MetricsAddr::Off));
+        assert_eq!(r.metrics_addr, Some(crate::commands::run::MetricsAddr::Off));
     }
 
     #[test]

@@ -3,14 +3,94 @@
 
 use std::time::SystemTime;
 
+use clap::{Args, Subcommand};
 use pythia::redis::{DeadLetter, DeadLetterQueue, QueueKeys, RedisConnection};
 use serde_json::{Value as Json, json};
 
 use super::{escaped_preview, human_duration, key_type, rfc3339, table};
-use crate::cli::{
-    BrokerKind, DlqAction, DlqArgs, DlqListArgs, DlqPurgeArgs, DlqReplayArgs, TargetArgs,
-};
+use crate::cli::{BrokerKind, TargetArgs};
 use crate::error::CliError;
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqArgs {
+    #[command(subcommand)]
+    pub(crate) action: DlqAction,
+}
+
+/// What to do with dead letters.
+#[derive(Debug, Clone, Subcommand)]
+#[command(
+    after_long_help = "Dead letters live in `<prefix>:{queue}:dlq`: a list of envelopes \
+    for list, reliable-list and pub/sub queues, a stream for stream queues."
+)]
+pub(crate) enum DlqAction {
+    /// Show dead letters, newest first: id, attempts, when, error and a body preview.
+    List(DlqListArgs),
+    /// Put dead letters back on the queue (all, or those given by --id) with the attempt reset
+    /// to 1, each atomically: a dead letter leaves the DLQ only when it was re-enqueued.
+    Replay(DlqReplayArgs),
+    /// Delete dead letters (all, or those given by --id). Asks for confirmation on a terminal;
+    /// without one, refuses (exit 2) unless --yes is given.
+    Purge(DlqPurgeArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "JSON fields (--json): queue, broker (null when the queue key does not \
+    exist and --broker was not given), key (of the dead letters), total, dead_letters[] {id, \
+    entry_id (streams), original_entry_id (streams), attempts, failed_at (RFC 3339, UTC), \
+    failed_at_ms, error, headers, body (lossy UTF-8, truncated to --preview), body_bytes}."
+)]
+pub(crate) struct DlqListArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Show at most this many (newest first).
+    #[arg(long, default_value_t = 20)]
+    pub(crate) limit: usize,
+
+    /// Characters of each body shown (escaped; longer bodies are cut with …).
+    #[arg(long, default_value_t = 60)]
+    pub(crate) preview: usize,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqReplayArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Replay only the dead letter with this id (the `id` column of `dlq list`; for streams
+    /// the dead-letter entry id works too). Repeatable. Without it, every dead letter.
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+
+    /// Print one JSON object: queue, broker, replayed, missing, unheard.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct DlqPurgeArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Delete only the dead letter with this id (as for `replay`). Repeatable. Without it,
+    /// every dead letter.
+    #[arg(long = "id", value_name = "ID")]
+    pub(crate) ids: Vec<String>,
+
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub(crate) yes: bool,
+
+    /// Print one JSON object: queue, broker, deleted.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// Characters of an error shown in the table.
 const ERROR_PREVIEW: usize = 60;

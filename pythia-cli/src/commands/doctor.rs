@@ -4,11 +4,33 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use pythia::redis::{QueueKeys, RedisConnection, Topology};
 use serde_json::json;
 
-use crate::cli::DoctorArgs;
+use crate::cli::RedisArgs;
 use crate::error::CliError;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "Each check prints PASS, WARN or FAIL with the fix. Exit 0 when \
+    nothing FAILed (warnings allowed), 1 when a check FAILed, 69 when Redis cannot be reached.\n\
+    JSON fields (--json): redis_url (password masked), server_version, checks[] {check, status \
+    (pass, warn, fail), detail, fix (null when none)}, passed, warnings, failures."
+)]
+pub(crate) struct DoctorArgs {
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    /// Check the ACL key permissions on this queue's keys (default: a placeholder queue
+    /// `pythia-doctor`).
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
+    pub(crate) queue: Option<String>,
+
+    /// Print one JSON document instead of lines.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// PING round trips timed.
 const PINGS: usize = 20;

@@ -4,12 +4,51 @@
 
 use std::fmt::Write as _;
 
+use clap::Args;
 use pythia::redis::{JobEvent, JobStatus, JobStatusStore};
 use serde_json::json;
 
 use super::{escaped_preview, rfc3339};
-use crate::cli::JobArgs;
+use crate::cli::RedisArgs;
 use crate::error::CliError;
+
+#[derive(Debug, Clone, Args)]
+#[command(after_long_help = "\
+The record is the hash <prefix>:{queue}:job:<id> and its timeline the list \
+<prefix>:{queue}:job-events:<id>, written by workers with job tracking \
+(pythia::redis::JobTrackingExt::with_job_status: running, then succeeded, failed (a retry follows) \
+or dead, and the handler's progress and events) and by producers that track their messages \
+(`pythia produce --track`: queued). They expire 24 h after their last change by default. Exit 1 \
+when there is no record.
+
+JSON fields (--json): id, queue, state (queued, running, succeeded, failed, dead), attempts, \
+queued_at, started_at, finished_at, updated_at (RFC 3339, UTC, or null), progress (`42%`, `3/10`, \
+or null), last_error (or null), result (the handler's result as text, or null), result_hex (a \
+result that is not UTF-8, or null), events (oldest first: at, kind, attempt and the event's other \
+fields).")]
+pub(crate) struct JobArgs {
+    /// The message (job) id, as `pythia produce --print-ids` prints it.
+    pub(crate) id: String,
+
+    /// The queue the job went to (its records are under the queue's key prefix and hash tag).
+    #[arg(long, short = 'q', env = "PYTHIA_QUEUE")]
+    pub(crate) queue: String,
+
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    /// Print one JSON document instead of a table.
+    #[arg(long)]
+    pub(crate) json: bool,
+
+    /// Most timeline events shown.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) events: usize,
+
+    /// Timeline events skipped first (the oldest).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) events_offset: usize,
+}
 
 /// Characters of the result and the error shown in text mode.
 const PREVIEW: usize = 2000;

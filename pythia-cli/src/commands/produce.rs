@@ -2,8 +2,10 @@
 //! optionally paced, with progress on long runs.
 
 use std::io::IsTerminal;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
+use clap::Args;
 use pythia::redis::{
     DelayedProducer, Encoding, JobStatusStore, ListProducer, Publisher, ShardedStreamProducer,
     StreamProducer,
@@ -11,8 +13,117 @@ use pythia::redis::{
 use pythia::{Headers, Message};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::cli::{BrokerKind, ProduceArgs, Wire};
+use crate::cli::{BrokerKind, QueueArgs, parse_duration};
 use crate::error::CliError;
+
+/// `pythia produce --wire`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Wire {
+    /// Pythia's envelope (id, attempt, enqueue time, headers, body).
+    Pythia,
+    /// The Python pythia-framework 1.0.x producers' format.
+    PythiaPy,
+    /// The body alone.
+    Raw,
+}
+
+#[derive(Debug, Clone, Args)]
+// Consumer-side settings of the shared queue flags: a producer has no group and no pattern.
+#[command(
+    mut_arg("group", |a| a.hide(true)),
+    mut_arg("group_start", |a| a.hide(true)),
+    mut_arg("pattern", |a| a.hide(true))
+)]
+pub(crate) struct ProduceArgs {
+    #[command(flatten)]
+    pub(crate) queue: QueueArgs,
+
+    /// Message bodies. `-` reads stdin, one message per line. With none: stdin when it is not
+    /// a terminal (`… | pythia produce --queue q`), else --count generates.
+    pub(crate) messages: Vec<String>,
+
+    /// Read messages from this file, one per line.
+    #[arg(long, conflicts_with = "messages")]
+    pub(crate) file: Option<PathBuf>,
+
+    /// Generate this many messages (bodies of --size bytes, numbered), or repeat the given ones
+    /// until this many were sent.
+    #[arg(long)]
+    pub(crate) count: Option<u64>,
+
+    /// Size in bytes of generated bodies.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+
+    /// Messages per second at most (default: as fast as Redis takes them).
+    #[arg(long)]
+    pub(crate) rate: Option<f64>,
+
+    /// A header for every message, as KEY=VALUE (repeatable). Not sent with --raw.
+    #[arg(long = "header", value_parser = parse_header)]
+    pub(crate) headers: Vec<(String, String)>,
+
+    /// Write bodies untouched, without Pythia's envelope (no id, headers or enqueue time).
+    #[arg(long)]
+    pub(crate) raw: bool,
+
+    /// The wire format: `pythia` (the envelope), `pythia-py` (exactly what the Python
+    /// pythia-framework 1.0.x producers write, for Python workers: JSON `{"body", "headers",
+    /// "message_id"}` on a list, `body` and `header_<name>` fields on a stream, the body alone
+    /// on a channel) or `raw` (same as --raw).
+    #[arg(long, value_enum, default_value_t = Wire::Pythia, conflicts_with = "raw")]
+    pub(crate) wire: Wire,
+
+    /// Streams: trim to about this many entries on each add (`MAXLEN ~`); 0 (the default) =
+    /// no cap. A cap drops the oldest entries even if no group was delivered them: with a
+    /// backlog above it, messages are lost (the workers count them in
+    /// pythia_stream_trimmed_undelivered_total and warn).
+    #[arg(long, default_value_t = 0)]
+    pub(crate) max_len: usize,
+
+    /// Print each message's id on stdout, one per line, once sent (the summary then goes to
+    /// stderr). Look a job up with `pythia job --queue <queue> <id>`.
+    #[arg(long, conflicts_with = "raw")]
+    pub(crate) print_ids: bool,
+
+    /// Record each message as queued in its job status record (`<prefix>:{queue}:job:<id>`,
+    /// kept 24 h) before sending it, for `pythia job`.
+    #[arg(long, conflicts_with = "raw")]
+    pub(crate) track: bool,
+
+    /// Deliver after this delay (e.g. `30s`, `5m`): scheduled in Redis, promoted to the queue by
+    /// any running worker when due; cancellable by id. Lists and streams only.
+    #[arg(long, value_parser = parse_duration, conflicts_with_all = ["raw", "at"])]
+    pub(crate) delay: Option<Duration>,
+
+    /// Deliver at this time, RFC 3339 (e.g. `2026-11-22T08:00:00Z` or `…+01:00`).
+    #[arg(long, value_parser = parse_rfc3339, conflicts_with = "raw")]
+    pub(crate) at: Option<std::time::SystemTime>,
+
+    /// Print the summary as one JSON object: queue, broker, shards (null unless sharded),
+    /// produced, seconds, rate_per_second, subscriber_deliveries (pub/sub, else null),
+    /// delay_seconds (--delay, else null), deliver_at (--at, RFC 3339, else null).
+    #[arg(long, conflicts_with = "print_ids")]
+    pub(crate) json: bool,
+}
+
+/// Parses an RFC 3339 time (`2026-11-22T08:00:00Z`, `…+01:00`, fractions of a second) with
+/// chrono's strict parser: a date that does not exist (`2026-02-31`) is refused, not rolled
+/// over into the next month.
+pub(crate) fn parse_rfc3339(s: &str) -> Result<std::time::SystemTime, String> {
+    let t = chrono::DateTime::parse_from_rfc3339(s.trim()).map_err(|e| {
+        format!("invalid time {s:?} ({e}): expected RFC 3339, e.g. 2026-11-22T08:00:00Z")
+    })?;
+    let secs = u64::try_from(t.timestamp()).map_err(|_| format!("{s:?} is before 1970"))?;
+    Ok(std::time::UNIX_EPOCH + Duration::new(secs, t.timestamp_subsec_nanos()))
+}
+
+fn parse_header(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.to_owned())),
+        _ => Err(format!("invalid header {s:?}: expected KEY=VALUE")),
+    }
+}
 
 /// Messages per pipeline when not paced.
 const CHUNK: usize = 1000;
@@ -340,6 +451,44 @@ impl Sink {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rfc3339_times() {
+        use std::time::{Duration, UNIX_EPOCH};
+        let t = |s| {
+            parse_rfc3339(s)
+                .unwrap()
+                .duration_since(UNIX_EPOCH)
+                .unwrap()
+        };
+        assert_eq!(t("1970-01-01T00:00:00Z"), Duration::ZERO);
+        assert_eq!(t("2026-11-22T08:00:00Z").as_secs(), 1_795_334_400);
+        assert_eq!(t("2026-11-22T09:00:00+01:00").as_secs(), 1_795_334_400);
+        assert_eq!(
+            t("2000-02-29T12:30:15.25Z"),
+            Duration::from_millis(951_827_415_250)
+        );
+        for bad in [
+            "2026-11-22",
+            "2026-13-01T00:00:00Z",
+            "2026-11-22T08:00:00",
+            "yesterday",
+            "2026-11-22T08:00:00+0100",
+            "2026-02-31T00:00:00Z",
+            "2026-02-29T00:00:00Z",
+            "2026-11-22T24:00:00Z",
+            "1969-12-31T23:59:59Z",
+        ] {
+            assert!(parse_rfc3339(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn headers() {
+        assert_eq!(parse_header("a=b=c").unwrap(), ("a".into(), "b=c".into()));
+        assert!(parse_header("=x").is_err());
+        assert!(parse_header("novalue").is_err());
+    }
+
     use super::*;
 
     #[test]

@@ -6,12 +6,38 @@
 
 use std::time::Duration;
 
+use clap::Args;
 use pythia::redis::queues::{QueueReport, discovered_queues, queue_reports};
 use serde::Serialize;
 
 use super::{human_duration, table};
-use crate::cli::QueuesArgs;
+use crate::cli::RedisArgs;
 use crate::error::CliError;
+
+/// `pythia queues`.
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "A queue is listed from its first message: every producer and worker \
+    writes its name and type once in the registry hash <prefix>:queues. Counts of today (UTC) \
+    come from the daily counters workers keep (pythia run, unless --no-counters).\n\
+    JSON fields (--json): prefix, queues[] {name, kind (list, reliable-list, stream, \
+    sharded-stream, pubsub), registered, depth, in_flight, scheduled, dead_letters, consumers, \
+    oldest_age_seconds (or null), paused, day (YYYY-MM-DD), today {processed, failed, retried}, \
+    groups[] {name, depth, in_flight, consumers, oldest_age_seconds} (streams)}."
+)]
+pub(crate) struct QueuesArgs {
+    #[command(flatten)]
+    pub(crate) redis: RedisArgs,
+
+    /// Also list queues found among Pythia's keys (SCAN of every master), not only those in the
+    /// registry (queues last used by a version without it).
+    #[arg(long)]
+    pub(crate) scan: bool,
+
+    /// Print one JSON document instead of the table.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// Most keys read by `--scan`.
 const SCAN_LIMIT: usize = 1_000_000;

@@ -4,13 +4,38 @@
 
 use std::time::Instant;
 
+use clap::Args;
 use pythia::redis::{ListBroker, ListProducer, ReliableListBroker};
 use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime};
 
 use super::produce::numbered_body;
-use crate::cli::QuickstartArgs;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;
+
+#[derive(Debug, Clone, Args)]
+pub(crate) struct QuickstartArgs {
+    /// Use this Redis instead of starting a throwaway local redis-server.
+    #[arg(long, env = "REDIS_URL", hide_env_values = true)]
+    pub(crate) redis_url: Option<String>,
+
+    /// Messages to produce and process.
+    #[arg(long, default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..=100_000_000))]
+    pub(crate) messages: u64,
+
+    /// Body size in bytes.
+    #[arg(long, default_value_t = 100)]
+    pub(crate) size: usize,
+
+    /// Messages processed at once.
+    #[arg(long, short = 'c', default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub(crate) concurrency: u32,
+
+    /// Print one JSON object instead of text: redis (the masked URL), throwaway_redis,
+    /// messages, size, produced[] {messages, seconds}, modes[] {mode, processed, acked,
+    /// dead_lettered, seconds, rate_per_second}, left, ok.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 /// Checks each body is the size the quick start produced; anything else is rejected.
 struct CheckSize(usize);

@@ -8,8 +8,9 @@ use pythia::redis::{
     ListBroker, RedisConnection, ReliableListBroker, ShardedStreamBroker, StreamBroker,
 };
 
+use super::run::RunArgs;
 use super::run::{counted, gated};
-use crate::cli::{BrokerKind, QueueArgs, RunArgs, sharded_queue};
+use crate::cli::{BrokerKind, QueueArgs, sharded_queue};
 use crate::error::CliError;
 
 /// `--weights` item: `QUEUE=N`, N at least 1.

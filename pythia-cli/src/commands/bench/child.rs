@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::proc_stats::ProcStats;
 use super::replica::{ReplicaRecord, replica};
-use crate::cli::{BenchChildArgs, Scenario};
+use super::{BenchChildArgs, Scenario};
 use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 

@@ -13,8 +13,8 @@ use pythia::redis::{RedisConnection, ReliableListBroker};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::Semaphore;
 
+use super::BenchChildArgs;
 use super::child::{RunResult, drain};
-use crate::cli::BenchChildArgs;
 use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::exec::persistent::{PersistentExecWorker, default_children, protocol};

@@ -20,8 +20,8 @@ use hyper_util::rt::TokioIo;
 use pythia::redis::{RedisConnection, ReliableListBroker};
 use pythia::{Message, Worker};
 
+use super::BenchChildArgs;
 use super::child::{RunResult, drain};
-use crate::cli::BenchChildArgs;
 use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::http_worker::{HttpUrl, HttpWorker};

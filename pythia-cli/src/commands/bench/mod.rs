@@ -6,6 +6,7 @@
 //! processes on one queue (see `scale.rs`); the priority scenario (neither) many queues in one
 //! worker (see `priority.rs`).
 
+mod args;
 pub(crate) mod child;
 mod exec_persistent;
 mod http;
@@ -23,8 +24,9 @@ use pythia::redis::{Encoding, ListProducer, Publisher, RedisConnection, StreamPr
 use serde::Serialize;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
+pub(crate) use self::args::{BenchArgs, BenchChildArgs, Scenario};
 use self::child::{RunResult, SENT_NS_HEADER, now_ns};
-use crate::cli::{BenchArgs, Scenario};
+
 use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 use crate::local_redis::LocalRedis;

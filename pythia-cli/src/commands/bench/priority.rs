@@ -17,8 +17,8 @@ use pythia::redis::{RedisConnection, ReliableListBroker};
 use pythia::{Broker, CancellationToken, Message, WorkerRuntime, worker_fn};
 use serde::Serialize;
 
+use super::BenchArgs;
 use super::{clean, median, preload};
-use crate::cli::BenchArgs;
 use crate::error::CliError;
 
 /// One mode's figures, medians over the runs.

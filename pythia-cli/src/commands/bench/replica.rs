@@ -13,7 +13,7 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 
 use super::child::{RunResult, drain, now_ns};
 use super::processed_set::SeenBitmap;
-use crate::cli::{BenchChildArgs, Scenario};
+use super::{BenchChildArgs, Scenario};
 use crate::error::CliError;
 
 /// `numbered_body` starts every body with its number in this many digits.

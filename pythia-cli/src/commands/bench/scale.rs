@@ -23,8 +23,8 @@ use tokio::process::{Child, ChildStdout};
 
 use super::child::RunResult;
 use super::replica::NUMBER_DIGITS;
+use super::{BenchArgs, Scenario};
 use super::{child_command, clean, median, preload, preload_stream, processed_set};
-use crate::cli::{BenchArgs, Scenario};
 use crate::error::CliError;
 
 /// The brokers whose consumers share one queue.

@@ -14,9 +14,10 @@ use pythia::{
     RetryPolicy, RuntimeError, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 
-use crate::cli::{
-    BrokerKind, BuiltinHandler, ConnectTimeout, DEFAULT_METRICS_ADDR, MetricsAddr, RunArgs,
-};
+mod args;
+
+pub(crate) use self::args::{BuiltinHandler, DEFAULT_METRICS_ADDR, MetricsAddr, RunArgs};
+use crate::cli::{BrokerKind, ConnectTimeout};
 use crate::error::CliError;
 use crate::exec::per_message::ExecWorker;
 use crate::exec::persistent::PersistentExecWorker;
