@@ -475,6 +475,184 @@ async fn doctor_passes_warns_and_fails() {
     assert!(!text(&o).contains(":pw@"), "password masked: {}", text(&o));
 }
 
+/// `doctor --queue`: the queue's own checks, from the library's report, the same in the text and
+/// in `--json` (which also carries the report).
+#[tokio::test]
+async fn doctor_checks_the_named_queue() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    let check = |doc: &Json, name: &str| {
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["check"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("no {name} check in {doc}"))
+    };
+    let doctor = |queue: &str| {
+        let o = pythia(&["doctor", "--redis-url", &url, "--queue", queue, "--json"]);
+        let doc = json(&o);
+        // The text prints the same checks, in the same order.
+        let t = pythia(&["doctor", "--redis-url", &url, "--queue", queue]);
+        let out = String::from_utf8_lossy(&t.stdout).into_owned();
+        assert_eq!(t.status.code(), o.status.code(), "{out}");
+        let lines: Vec<&str> = out
+            .lines()
+            .filter(|l| ["PASS ", "WARN ", "FAIL "].iter().any(|p| l.starts_with(p)))
+            .collect();
+        let checks = doc["checks"].as_array().unwrap();
+        assert_eq!(lines.len(), checks.len(), "{out}\n{doc}");
+        for (line, c) in lines.iter().zip(checks) {
+            let status = c["status"].as_str().unwrap().to_ascii_uppercase();
+            let name = c["check"].as_str().unwrap();
+            assert_eq!(&line[6..6 + 12], format!("{name:<12}"), "{line} / {c}");
+            // Timings differ from one run to the next: the latency's and the oldest age.
+            if !matches!(name, "latency" | "queue") {
+                assert!(line.starts_with(&format!("{status:<5} ")), "{line} / {c}");
+                assert!(
+                    line.ends_with(c["detail"].as_str().unwrap()),
+                    "{line} / {c}"
+                );
+            }
+        }
+        doc
+    };
+
+    // Without --queue: no queue checks and no report.
+    let doc = json(&pythia(&["doctor", "--redis-url", &url, "--json"]));
+    assert!(doc.get("queue").is_none(), "{doc}");
+    assert!(
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["check"] != "queue")
+    );
+
+    // A reliable list: 4 produced, 1 in flight with a live consumer, a consumer without a
+    // heartbeat holding 2, a dead letter, and paused.
+    let msgs: Vec<Message> = (0..4).map(|i| Message::new(format!("m{i}"))).collect();
+    ListProducer::new(&conn, "jobs")
+        .push_many(&msgs)
+        .await
+        .unwrap();
+    let live = ReliableListBroker::new(&conn, "jobs");
+    assert_eq!(live.fetch(1).await.unwrap().len(), 1);
+    // As the worker's first maintenance does (a producer registers a list as a plain list).
+    let _: i64 = cmd(&conn, &["HSET", "pythia:queues", "jobs", "reliable-list"]).await;
+    let _: i64 = cmd(&conn, &["SADD", "pythia:{jobs}:consumers", "ghost"]).await;
+    let _: i64 = cmd(
+        &conn,
+        &["HSET", "pythia:{jobs}:inflight:ghost", "1", "x", "2", "y"],
+    )
+    .await;
+    let _: i64 = cmd(&conn, &["LPUSH", "pythia:{jobs}:dlq", "dead"]).await;
+    pythia::redis::queues::pause(&conn, "jobs").await.unwrap();
+
+    let doc = doctor("jobs");
+    assert_eq!(doc["failures"], 0, "{doc}");
+    assert_eq!(doc["queue"]["kind"], "reliable-list", "{doc}");
+    assert_eq!(doc["queue"]["depth"], 3);
+    assert_eq!(doc["queue"]["dead_letters"], 1);
+    assert_eq!(doc["queue"]["paused"], true);
+    let q = check(&doc, "queue");
+    assert_eq!(q["status"], "pass");
+    assert!(q["detail"].as_str().unwrap().contains("3 waiting"), "{q}");
+    let paused = check(&doc, "paused");
+    assert_eq!(paused["status"], "warn");
+    assert_eq!(paused["fix"], "pythia resume --queue jobs");
+    let dead = check(&doc, "dead-letters");
+    assert_eq!(dead["status"], "warn");
+    assert!(
+        dead["fix"]
+            .as_str()
+            .unwrap()
+            .contains("pythia dlq list --queue jobs"),
+        "{dead}"
+    );
+    let consumers = check(&doc, "consumers");
+    assert_eq!(consumers["status"], "warn", "{consumers}");
+    let detail = consumers["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 alive, 1 without a heartbeat"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains("holding 2 in-flight messages: ghost (2)"),
+        "{detail}"
+    );
+
+    // Once resumed, the ghost's messages handed back and the dead letter gone, all pass.
+    pythia::redis::queues::resume(&conn, "jobs").await.unwrap();
+    let _: i64 = cmd(
+        &conn,
+        &["DEL", "pythia:{jobs}:inflight:ghost", "pythia:{jobs}:dlq"],
+    )
+    .await;
+    let doc = doctor("jobs");
+    for name in ["queue", "paused", "dead-letters", "consumers"] {
+        assert_eq!(check(&doc, name)["status"], "pass", "{name}: {doc}");
+    }
+    assert!(
+        check(&doc, "consumers")["detail"]
+            .as_str()
+            .unwrap()
+            .contains("1 alive")
+    );
+
+    // A stream whose only consumer lost its heartbeat while 2 entries are pending.
+    let entries: Vec<Message> = (0..3).map(|i| Message::new(format!("e{i}"))).collect();
+    StreamProducer::new(&conn, "events")
+        .add_many(&entries)
+        .await
+        .unwrap();
+    let reader = StreamBroker::new(&conn, "events", "billing")
+        .with_start(pythia::redis::GroupStart::Beginning);
+    let mut got = 0;
+    while got < 2 {
+        got += reader.fetch(2 - got).await.unwrap().len();
+    }
+    let heartbeat = format!("pythia:{{events}}:heartbeat:{}", reader.consumer());
+    let _: i64 = cmd(&conn, &["DEL", &heartbeat]).await;
+    let doc = doctor("events");
+    assert_eq!(doc["queue"]["kind"], "stream", "{doc}");
+    let consumers = check(&doc, "consumers");
+    assert_eq!(consumers["status"], "warn", "{consumers}");
+    let detail = consumers["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("0 alive, 1 without a heartbeat"),
+        "{detail}"
+    );
+    assert!(
+        detail.contains(&format!(
+            "holding 2 in-flight messages: {} (2)",
+            reader.consumer()
+        )),
+        "{detail}"
+    );
+    assert!(
+        consumers["fix"]
+            .as_str()
+            .unwrap()
+            .contains("--broker stream")
+    );
+
+    // A queue nobody knows: one warning, and no other queue check.
+    let doc = doctor("nope");
+    let q = check(&doc, "queue");
+    assert_eq!(q["status"], "warn");
+    assert!(q["detail"].as_str().unwrap().contains("unknown"), "{q}");
+    assert!(
+        doc["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|c| c["check"] != "paused")
+    );
+}
+
 #[test]
 fn help_documents_the_operations_commands() {
     let help = |args: &[&str]| {

@@ -1,0 +1,281 @@
+//! `pythia doctor --queue Q`'s checks of the queue itself, read from the library's
+//! [`QueueReport`] (kind, depth, in flight, scheduled, oldest age, pause flag, dead letters,
+//! today's counts): is it known, is it paused, does it hold dead letters, and are its
+//! consumers alive, or do consumers without a heartbeat hold in-flight messages?
+
+use std::time::Duration;
+
+use pythia::redis::queues::{QueueKind, QueueReport, queue_report};
+use pythia::redis::{QueueKeys, RedisConnection};
+use redis::streams::StreamPendingReply;
+
+use super::report::{Check, Status};
+use crate::commands::human_duration;
+
+/// The queue's report and its checks. A report that cannot be read (a user denied the reads,
+/// say) is one warning, not an abort: the other checks still stand.
+pub(super) async fn queue_checks(
+    conn: &RedisConnection,
+    queue: &str,
+) -> (Option<QueueReport>, Vec<Check>) {
+    let report = match queue_report(conn, queue).await {
+        Ok(r) => r,
+        Err(e) => {
+            let detail = format!("cannot read queue {queue:?}'s report: {e}");
+            return (None, vec![Check::new("queue", Status::Warn, detail)]);
+        }
+    };
+    if is_unknown(&report) {
+        let check = Check::new(
+            "queue",
+            Status::Warn,
+            format!(
+                "queue {queue:?} is unknown: not in the registry, and nothing is queued, in flight, scheduled or dead-lettered under it"
+            ),
+        )
+        .fix("check --queue and --key-prefix (`pythia queues` lists the known queues)");
+        return (Some(report), vec![check]);
+    }
+    let mut checks = vec![overview(&report), paused(&report), dead_letters(&report)];
+    // A list registered by its producers only is a reliable list once consumers register in
+    // its consumer set; a plain list's consumers never do, so it gets no consumers check.
+    if matches!(
+        report.kind,
+        QueueKind::List | QueueKind::ReliableList | QueueKind::Stream
+    ) {
+        match liveness(conn, &report).await {
+            Ok(l) if report.kind == QueueKind::List && l.alive == 0 && l.dead.is_empty() => {}
+            Ok(l) => checks.push(consumers(&report, &l)),
+            Err(e) => checks.push(Check::new(
+                "consumers",
+                Status::Warn,
+                format!("cannot read the consumers' heartbeats: {e}"),
+            )),
+        }
+    }
+    (Some(report), checks)
+}
+
+/// Nothing tells the queue exists: a typo, another key prefix, or a queue not used yet.
+fn is_unknown(r: &QueueReport) -> bool {
+    !r.registered
+        && r.depth == 0
+        && r.in_flight == 0
+        && r.scheduled == 0
+        && r.dead_letters == 0
+        && r.consumers == 0
+}
+
+/// The numbers, always a pass: what the other checks judge.
+fn overview(r: &QueueReport) -> Check {
+    let oldest = r
+        .oldest_age_seconds
+        .map(|s| format!(", the oldest waiting {}", human_duration(secs(s))))
+        .unwrap_or_default();
+    Check::new(
+        "queue",
+        Status::Pass,
+        format!(
+            "{} queue {:?}: {} waiting, {} in flight, {} scheduled{oldest}; today {} processed, {} failed, {} retried",
+            r.kind,
+            r.name,
+            r.depth,
+            r.in_flight,
+            r.scheduled,
+            r.today.processed,
+            r.today.failed,
+            r.today.retried
+        ),
+    )
+}
+
+fn paused(r: &QueueReport) -> Check {
+    if r.paused {
+        Check::new(
+            "paused",
+            Status::Warn,
+            format!(
+                "queue {:?} is paused: its workers fetch nothing ({} waiting)",
+                r.name, r.depth
+            ),
+        )
+        .fix(format!("pythia resume --queue {}", r.name))
+    } else {
+        Check::new(
+            "paused",
+            Status::Pass,
+            format!("queue {:?} is not paused", r.name),
+        )
+    }
+}
+
+fn dead_letters(r: &QueueReport) -> Check {
+    if r.dead_letters == 0 {
+        return Check::new("dead-letters", Status::Pass, "no dead letters");
+    }
+    Check::new(
+        "dead-letters",
+        Status::Warn,
+        format!(
+            "{} dead letter{} ({} today)",
+            r.dead_letters,
+            if r.dead_letters == 1 { "" } else { "s" },
+            r.today.failed
+        ),
+    )
+    .fix(format!(
+        "see why with `pythia dlq list --queue {q}`; once fixed, `pythia dlq replay --queue {q}` (or `pythia dlq purge`)",
+        q = r.name
+    ))
+}
+
+/// The Pythia consumers of a queue: alive (their heartbeat key exists) or not, and the
+/// messages each holds (a reliable list's in-flight hash and staging list, a stream's pending
+/// entries in each group).
+#[derive(Debug, Default)]
+struct Liveness {
+    alive: u64,
+    /// `(consumer, messages held)` of each consumer without a heartbeat.
+    dead: Vec<(String, u64)>,
+}
+
+async fn liveness(conn: &RedisConnection, r: &QueueReport) -> Result<Liveness, String> {
+    let keys = QueueKeys::new(conn.config().key_prefix(), &r.name);
+    let mut m = conn.manager();
+    let err = |what: &str, e: redis::RedisError| conn.error(what, e).to_string();
+    let mut out = Liveness::default();
+    if r.kind != QueueKind::Stream {
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.consumers())
+            .query_async(&mut m)
+            .await
+            .map_err(|e| err("SMEMBERS", e))?;
+        if names.is_empty() {
+            return Ok(out);
+        }
+        let mut pipe = redis::pipe();
+        for c in &names {
+            pipe.exists(keys.heartbeat(c))
+                .hlen(keys.in_flight(c))
+                .llen(keys.staging(c));
+        }
+        let n: Vec<u64> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| err("consumers", e))?;
+        for (c, n) in names.into_iter().zip(n.chunks(3)) {
+            tally(&mut out, c, n[0] > 0, n[1] + n[2]);
+        }
+        return Ok(out);
+    }
+    for group in &r.groups {
+        let names: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(keys.group_consumers(&group.name))
+            .query_async(&mut m)
+            .await
+            .map_err(|e| err("SMEMBERS", e))?;
+        if names.is_empty() {
+            continue;
+        }
+        let pending: StreamPendingReply = redis::cmd("XPENDING")
+            .arg(&r.name)
+            .arg(&group.name)
+            .query_async(&mut m)
+            .await
+            .map_err(|e| err("XPENDING", e))?;
+        let held = |c: &str| match &pending {
+            StreamPendingReply::Data(d) => d
+                .consumers
+                .iter()
+                .find(|p| p.name == c)
+                .map_or(0, |p| p.pending as u64),
+            _ => 0,
+        };
+        let mut pipe = redis::pipe();
+        for c in &names {
+            pipe.exists(keys.heartbeat(c));
+        }
+        let alive: Vec<bool> = pipe
+            .query_async(&mut m)
+            .await
+            .map_err(|e| err("EXISTS", e))?;
+        for (c, alive) in names.into_iter().zip(alive) {
+            let n = held(&c);
+            tally(&mut out, c, alive, n);
+        }
+    }
+    Ok(out)
+}
+
+fn tally(out: &mut Liveness, consumer: String, alive: bool, held: u64) {
+    if alive {
+        out.alive += 1;
+    } else {
+        out.dead.push((consumer, held));
+    }
+}
+
+fn consumers(r: &QueueReport, l: &Liveness) -> Check {
+    let held: u64 = l.dead.iter().map(|(_, n)| n).sum();
+    let dead_text = if l.dead.is_empty() {
+        String::new()
+    } else {
+        format!(", {} without a heartbeat", l.dead.len())
+    };
+    if held > 0 {
+        let holders: Vec<String> = l
+            .dead
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(c, n)| format!("{c} ({n})"))
+            .collect();
+        return Check::new(
+            "consumers",
+            Status::Warn,
+            format!(
+                "{} alive{dead_text}, holding {held} in-flight message{}: {}",
+                l.alive,
+                if held == 1 { "" } else { "s" },
+                holders.join(", ")
+            ),
+        )
+        .fix(format!(
+            "a running worker of the queue hands them back to the queue once its own heartbeat has lasted a whole lifetime; start one if none runs (`pythia run --queue {} --broker {}`)",
+            r.name,
+            broker_flag(r.kind)
+        ));
+    }
+    if l.alive == 0 && r.depth > 0 && !r.paused {
+        return Check::new(
+            "consumers",
+            Status::Warn,
+            format!(
+                "no live consumer{dead_text}: {} messages wait and nothing drains them",
+                r.depth
+            ),
+        )
+        .fix(format!(
+            "start a worker: `pythia run --queue {} --broker {}`",
+            r.name,
+            broker_flag(r.kind)
+        ));
+    }
+    Check::new(
+        "consumers",
+        Status::Pass,
+        format!("{} alive{dead_text}", l.alive),
+    )
+}
+
+/// The `--broker` value of `pythia run` for a queue of `kind` (a list with registered
+/// consumers is a reliable list).
+fn broker_flag(kind: QueueKind) -> &'static str {
+    match kind {
+        QueueKind::Stream | QueueKind::ShardedStream => "stream",
+        _ => "reliable-list",
+    }
+}
+
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or_default()
+}
