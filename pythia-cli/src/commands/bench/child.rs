@@ -5,11 +5,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use pythia::redis::list::producer::PUSH_CHUNK;
 use pythia::redis::queues::CountingBroker;
 use pythia::redis::{
-    Encoding, GroupStart, ListBroker, ListProducer, PubSubBroker, RedisConnection,
-    ReliableListBroker, StreamBroker, StreamProducer,
+    GroupStart, ListBroker, PubSubBroker, RedisConnection, ReliableListBroker, StreamBroker,
 };
 use pythia::{Broker, Message, Worker, WorkerError, WorkerRuntime, worker_fn};
 use serde::Serialize;
@@ -17,7 +15,6 @@ use serde::Serialize;
 use super::proc_stats::ProcStats;
 use super::replica::{ReplicaRecord, replica};
 use super::{BenchChildArgs, Scenario};
-use crate::commands::produce::numbered_body;
 use crate::error::CliError;
 
 /// The header carrying the producer's send time, in nanoseconds since the epoch.
@@ -66,7 +63,7 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
             drain_counted(&conn, b, &args).await?
         }
         (Scenario::ReliableList, true) => bare_reliable(&conn, &args).await?,
-        (Scenario::ProduceList, bare) => produce(&conn, &args, bare).await?,
+        (Scenario::ProduceList, bare) => super::produce::produce(&conn, &args, bare).await?,
         (Scenario::IoBound, true) => bare_io(&args).await,
         (Scenario::IoBound, false) => {
             let sleepy = worker_fn(|_m: Message| async {
@@ -81,7 +78,9 @@ pub(crate) async fn bench_child(args: BenchChildArgs) -> Result<(), CliError> {
             drain_counted(&conn, b, &args).await?
         }
         (Scenario::Stream, true) => bare_stream(&conn, &args).await?,
-        (Scenario::ProduceStream, bare) => produce_stream(&conn, &args, bare).await?,
+        (Scenario::ProduceStream, bare) => {
+            super::produce::produce_stream(&conn, &args, bare).await?
+        }
         (Scenario::Pubsub, false) => pubsub(&conn, &args).await?,
         (Scenario::Pubsub, true) => bare_pubsub(&conn, &args).await?,
         (Scenario::Latency, false) => latency(&conn, &args).await?,
@@ -257,48 +256,6 @@ async fn bare_reliable(
     })
 }
 
-/// Framework: Pythia envelopes through `ListProducer`. Bare: raw bodies, multi-value LPUSH in
-/// the producer's grouping.
-async fn produce(
-    conn: &RedisConnection,
-    args: &BenchChildArgs,
-    bare: bool,
-) -> Result<RunResult, CliError> {
-    let bodies: Vec<Vec<u8>> = (0..args.messages)
-        .map(|i| numbered_body(i, args.size))
-        .collect();
-    // Read the clock right after the last reply, in both branches: dropping the prepared
-    // messages (100,000 frees) is not producing.
-    let seconds;
-    if bare {
-        // The same commands as `ListProducer` (LPUSH of 1000 values), pipelined by 10 per
-        // round trip, each pipeline built on the clock (like the bare XADD loop's below).
-        let mut m = conn.manager();
-        let started = Instant::now();
-        for group in bodies.chunks(10 * PUSH_CHUNK) {
-            let mut pipe = redis::pipe();
-            for chunk in group.chunks(PUSH_CHUNK) {
-                pipe.cmd("LPUSH").arg(&args.queue).arg(chunk).ignore();
-            }
-            pipe.query_async::<()>(&mut m)
-                .await
-                .map_err(|e| CliError::runtime(conn.error("LPUSH", e)))?;
-        }
-        seconds = started.elapsed().as_secs_f64();
-    } else {
-        let msgs: Vec<Message> = bodies.into_iter().map(Message::new).collect();
-        let producer = ListProducer::new(conn, &args.queue).with_encoding(Encoding::Envelope);
-        let started = Instant::now();
-        producer.push_many(&msgs).await.map_err(CliError::runtime)?;
-        seconds = started.elapsed().as_secs_f64();
-    }
-    Ok(RunResult {
-        processed: args.messages,
-        seconds,
-        ..RunResult::default()
-    })
-}
-
 /// `XREADGROUP … COUNT n STREAMS s >` then one `XACK` per batch, reading the reply as a raw
 /// `Value`, until the group has read everything.
 async fn bare_stream(conn: &RedisConnection, args: &BenchChildArgs) -> Result<RunResult, CliError> {
@@ -365,50 +322,6 @@ async fn bare_stream(conn: &RedisConnection, args: &BenchChildArgs) -> Result<Ru
     Ok(RunResult {
         processed: n,
         seconds: started.elapsed().as_secs_f64(),
-        ..RunResult::default()
-    })
-}
-
-/// Framework: `StreamProducer` (Pythia fields). Bare: `XADD s * body b`,
-/// pipelined by 1000.
-async fn produce_stream(
-    conn: &RedisConnection,
-    args: &BenchChildArgs,
-    bare: bool,
-) -> Result<RunResult, CliError> {
-    let bodies: Vec<Vec<u8>> = (0..args.messages)
-        .map(|i| numbered_body(i, args.size))
-        .collect();
-    // The clock stops at the last reply in both branches (see `produce`).
-    let seconds;
-    if bare {
-        let mut m = conn.manager();
-        let started = Instant::now();
-        for chunk in bodies.chunks(1000) {
-            let mut pipe = redis::pipe();
-            for b in chunk {
-                pipe.cmd("XADD")
-                    .arg(&args.queue)
-                    .arg("*")
-                    .arg("body")
-                    .arg(b)
-                    .ignore();
-            }
-            pipe.query_async::<()>(&mut m)
-                .await
-                .map_err(|e| CliError::runtime(conn.error("XADD", e)))?;
-        }
-        seconds = started.elapsed().as_secs_f64();
-    } else {
-        let msgs: Vec<Message> = bodies.into_iter().map(Message::new).collect();
-        let producer = StreamProducer::new(conn, &args.queue);
-        let started = Instant::now();
-        producer.add_many(&msgs).await.map_err(CliError::runtime)?;
-        seconds = started.elapsed().as_secs_f64();
-    }
-    Ok(RunResult {
-        processed: args.messages,
-        seconds,
         ..RunResult::default()
     })
 }

@@ -13,6 +13,7 @@ mod http;
 mod priority;
 mod proc_stats;
 mod processed_set;
+mod produce;
 mod replica;
 mod scale;
 
