@@ -639,6 +639,36 @@ async fn doctor_checks_the_named_queue() {
             .contains("--broker stream")
     );
 
+    // A sharded stream of 2 shards whose only consumer lost its heartbeat on each shard while
+    // it holds all 4 entries: one consumer, counted once.
+    let sharded = pythia::redis::ShardedQueue::new("orders", 2).unwrap();
+    let orders: Vec<Message> = (0..4).map(|i| Message::new(format!("o{i}"))).collect();
+    pythia::redis::ShardedStreamProducer::new(&conn, &sharded)
+        .add_many(&orders)
+        .await
+        .unwrap();
+    let shipper = pythia::redis::ShardedStreamBroker::new(&conn, &sharded, "ship")
+        .with_start(pythia::redis::GroupStart::Beginning);
+    let mut got = 0;
+    while got < 4 {
+        got += shipper.fetch(4 - got).await.unwrap().len();
+    }
+    for stream in sharded.streams() {
+        let key = pythia::redis::QueueKeys::new("pythia", stream).heartbeat(shipper.consumer());
+        let gone: i64 = cmd(&conn, &["DEL", &key]).await;
+        assert_eq!(gone, 1, "{key}");
+    }
+    let doc = doctor("orders");
+    assert_eq!(doc["queue"]["kind"], "sharded-stream", "{doc}");
+    let consumers = check(&doc, "consumers");
+    assert_eq!(consumers["status"], "warn", "{consumers}");
+    let detail = consumers["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("0 alive, 1 without a heartbeat"),
+        "{detail}"
+    );
+    assert!(detail.contains("holding 4 in-flight messages"), "{detail}");
+
     // A queue nobody knows: one warning, and no other queue check.
     let doc = doctor("nope");
     let q = check(&doc, "queue");

@@ -3,6 +3,7 @@
 //! today's counts): is it known, is it paused, does it hold dead letters, and are its
 //! consumers alive, or do consumers without a heartbeat hold in-flight messages?
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pythia::redis::queues::{QueueKind, QueueReport, queue_report};
@@ -39,10 +40,7 @@ pub(super) async fn queue_checks(
     let mut checks = vec![overview(&report), paused(&report), dead_letters(&report)];
     // A list registered by its producers only is a reliable list once consumers register in
     // its consumer set; a plain list's consumers never do, so it gets no consumers check.
-    if matches!(
-        report.kind,
-        QueueKind::List | QueueKind::ReliableList | QueueKind::Stream
-    ) {
+    if report.kind != QueueKind::Pubsub {
         match liveness(conn, &report).await {
             Ok(l) if report.kind == QueueKind::List && l.alive == 0 && l.dead.is_empty() => {}
             Ok(l) => checks.push(consumers(&report, &l)),
@@ -131,7 +129,7 @@ fn dead_letters(r: &QueueReport) -> Check {
 
 /// The Pythia consumers of a queue: alive (their heartbeat key exists) or not, and the
 /// messages each holds (a reliable list's in-flight hash and staging list, a stream's pending
-/// entries in each group).
+/// entries in each group, a sharded stream's in each shard).
 #[derive(Debug, Default)]
 struct Liveness {
     alive: u64,
@@ -140,79 +138,107 @@ struct Liveness {
 }
 
 async fn liveness(conn: &RedisConnection, r: &QueueReport) -> Result<Liveness, String> {
-    let keys = QueueKeys::new(conn.config().key_prefix(), &r.name);
+    let prefix = conn.config().key_prefix();
     let mut m = conn.manager();
     let err = |what: &str, e: redis::RedisError| conn.error(what, e).to_string();
-    let mut out = Liveness::default();
-    if r.kind != QueueKind::Stream {
-        let names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys.consumers())
-            .query_async(&mut m)
-            .await
-            .map_err(|e| err("SMEMBERS", e))?;
-        if names.is_empty() {
-            return Ok(out);
+    // Consumer → (a heartbeat of it exists, messages held where it has none). A consumer of
+    // several groups or shards counts once: alive when any of its heartbeats is.
+    let mut seen: BTreeMap<String, (bool, u64)> = BTreeMap::new();
+    let mut tally = |c: String, alive: bool, held: u64| {
+        let e = seen.entry(c).or_default();
+        e.0 |= alive;
+        if !alive {
+            e.1 += held;
         }
-        let mut pipe = redis::pipe();
-        for c in &names {
-            pipe.exists(keys.heartbeat(c))
-                .hlen(keys.in_flight(c))
-                .llen(keys.staging(c));
+    };
+    let streams: Vec<String> = match r.kind {
+        QueueKind::Stream => vec![r.name.clone()],
+        QueueKind::ShardedStream => {
+            let layout: Option<String> = redis::cmd("GET")
+                .arg(QueueKeys::new(prefix, &r.name).shard_layout())
+                .query_async(&mut m)
+                .await
+                .map_err(|e| err("GET shard layout", e))?;
+            layout
+                .unwrap_or_default()
+                .lines()
+                .map(str::to_owned)
+                .collect()
         }
-        let n: Vec<u64> = pipe
-            .query_async(&mut m)
-            .await
-            .map_err(|e| err("consumers", e))?;
-        for (c, n) in names.into_iter().zip(n.chunks(3)) {
-            tally(&mut out, c, n[0] > 0, n[1] + n[2]);
+        _ => {
+            let keys = QueueKeys::new(prefix, &r.name);
+            let names: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.consumers())
+                .query_async(&mut m)
+                .await
+                .map_err(|e| err("SMEMBERS", e))?;
+            let mut pipe = redis::pipe();
+            for c in &names {
+                pipe.exists(keys.heartbeat(c))
+                    .hlen(keys.in_flight(c))
+                    .llen(keys.staging(c));
+            }
+            let n: Vec<u64> = if names.is_empty() {
+                Vec::new()
+            } else {
+                pipe.query_async(&mut m)
+                    .await
+                    .map_err(|e| err("consumers", e))?
+            };
+            for (c, n) in names.into_iter().zip(n.chunks(3)) {
+                tally(c, n[0] > 0, n[1] + n[2]);
+            }
+            Vec::new()
         }
-        return Ok(out);
+    };
+    for stream in &streams {
+        let keys = QueueKeys::new(prefix, stream);
+        for group in &r.groups {
+            let names: Vec<String> = redis::cmd("SMEMBERS")
+                .arg(keys.group_consumers(&group.name))
+                .query_async(&mut m)
+                .await
+                .map_err(|e| err("SMEMBERS", e))?;
+            if names.is_empty() {
+                continue;
+            }
+            let pending: StreamPendingReply = redis::cmd("XPENDING")
+                .arg(stream)
+                .arg(&group.name)
+                .query_async(&mut m)
+                .await
+                .map_err(|e| err("XPENDING", e))?;
+            let held = |c: &str| match &pending {
+                StreamPendingReply::Data(d) => d
+                    .consumers
+                    .iter()
+                    .find(|p| p.name == c)
+                    .map_or(0, |p| p.pending as u64),
+                _ => 0,
+            };
+            let mut pipe = redis::pipe();
+            for c in &names {
+                pipe.exists(keys.heartbeat(c));
+            }
+            let alive: Vec<bool> = pipe
+                .query_async(&mut m)
+                .await
+                .map_err(|e| err("EXISTS", e))?;
+            for (c, alive) in names.into_iter().zip(alive) {
+                let n = held(&c);
+                tally(c, alive, n);
+            }
+        }
     }
-    for group in &r.groups {
-        let names: Vec<String> = redis::cmd("SMEMBERS")
-            .arg(keys.group_consumers(&group.name))
-            .query_async(&mut m)
-            .await
-            .map_err(|e| err("SMEMBERS", e))?;
-        if names.is_empty() {
-            continue;
-        }
-        let pending: StreamPendingReply = redis::cmd("XPENDING")
-            .arg(&r.name)
-            .arg(&group.name)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| err("XPENDING", e))?;
-        let held = |c: &str| match &pending {
-            StreamPendingReply::Data(d) => d
-                .consumers
-                .iter()
-                .find(|p| p.name == c)
-                .map_or(0, |p| p.pending as u64),
-            _ => 0,
-        };
-        let mut pipe = redis::pipe();
-        for c in &names {
-            pipe.exists(keys.heartbeat(c));
-        }
-        let alive: Vec<bool> = pipe
-            .query_async(&mut m)
-            .await
-            .map_err(|e| err("EXISTS", e))?;
-        for (c, alive) in names.into_iter().zip(alive) {
-            let n = held(&c);
-            tally(&mut out, c, alive, n);
+    let mut out = Liveness::default();
+    for (c, (alive, held)) in seen {
+        if alive {
+            out.alive += 1;
+        } else {
+            out.dead.push((c, held));
         }
     }
     Ok(out)
-}
-
-fn tally(out: &mut Liveness, consumer: String, alive: bool, held: u64) {
-    if alive {
-        out.alive += 1;
-    } else {
-        out.dead.push((consumer, held));
-    }
 }
 
 fn consumers(r: &QueueReport, l: &Liveness) -> Check {
