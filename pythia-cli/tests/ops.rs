@@ -18,6 +18,29 @@ fn json(o: &Output) -> Json {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
 }
 
+/// The stream `events` with `entries` entries, `pending` of them delivered to group `billing`'s
+/// consumer (returned) and not acknowledged.
+async fn stream_with_pending(
+    conn: &pythia::redis::RedisConnection,
+    entries: usize,
+    pending: usize,
+) -> StreamBroker {
+    let msgs: Vec<Message> = (0..entries)
+        .map(|i| Message::new(format!("e{i}")))
+        .collect();
+    StreamProducer::new(conn, "events")
+        .add_many(&msgs)
+        .await
+        .unwrap();
+    let reader = StreamBroker::new(conn, "events", "billing")
+        .with_start(pythia::redis::GroupStart::Beginning);
+    let mut got = 0;
+    while got < pending {
+        got += reader.fetch(pending - got).await.unwrap().len();
+    }
+    reader
+}
+
 #[tokio::test]
 async fn inspect_reports_each_broker_kind() {
     let server = RedisServer::start();
@@ -88,17 +111,7 @@ async fn inspect_reports_each_broker_kind() {
     }
 
     // A stream: 4 entries, 2 delivered to group `billing` and pending.
-    let entries: Vec<Message> = (0..4).map(|i| Message::new(format!("e{i}"))).collect();
-    StreamProducer::new(&conn, "events")
-        .add_many(&entries)
-        .await
-        .unwrap();
-    let reader = StreamBroker::new(&conn, "events", "billing")
-        .with_start(pythia::redis::GroupStart::Beginning);
-    let mut got = 0;
-    while got < 2 {
-        got += reader.fetch(2 - got).await.unwrap().len();
-    }
+    let reader = stream_with_pending(&conn, 4, 2).await;
     let doc = json(&pythia(&[
         "inspect",
         "--redis-url",
@@ -603,17 +616,7 @@ async fn doctor_checks_the_named_queue() {
     );
 
     // A stream whose only consumer lost its heartbeat while 2 entries are pending.
-    let entries: Vec<Message> = (0..3).map(|i| Message::new(format!("e{i}"))).collect();
-    StreamProducer::new(&conn, "events")
-        .add_many(&entries)
-        .await
-        .unwrap();
-    let reader = StreamBroker::new(&conn, "events", "billing")
-        .with_start(pythia::redis::GroupStart::Beginning);
-    let mut got = 0;
-    while got < 2 {
-        got += reader.fetch(2 - got).await.unwrap().len();
-    }
+    let reader = stream_with_pending(&conn, 3, 2).await;
     let heartbeat = format!("pythia:{{events}}:heartbeat:{}", reader.consumer());
     let _: i64 = cmd(&conn, &["DEL", &heartbeat]).await;
     let doc = doctor("events");
