@@ -183,19 +183,12 @@ mod tests {
         }
     }
 
-    fn text(call: &Call) -> Vec<String> {
-        call.args()
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
-    }
-
     #[test]
     fn reliable_acks_are_one_hdel_of_the_consumers_hash() {
         let c = ReliableListCommands::new(&QueueKeys::new("pythia", "jobs"), "c1");
         let batch = [settlement(7, Outcome::Ack), settlement(9, Outcome::Ack)];
         assert_eq!(
-            text(&c.acks(&batch)),
+            c.acks(&batch).text(),
             ["HDEL", "pythia:{jobs}:inflight:c1", "7", "9"]
         );
     }
@@ -218,7 +211,7 @@ mod tests {
                 },
             ),
         ];
-        let args = text(&c.settle(&batch, 10));
+        let args = c.settle(&batch, 10).text();
         assert_eq!(args[0], "EVALSHA");
         assert_eq!(args[1], RELIABLE_SETTLE.get_hash());
         assert_eq!(
@@ -257,7 +250,7 @@ mod tests {
                 0,
             )
             .expect("a retry to schedule");
-        let args = text(&call);
+        let args = call.text();
         assert_eq!(args[0], "EVALSHA");
         assert_eq!(args[1], LIST_SETTLE.get_hash());
         assert_eq!(
@@ -279,16 +272,16 @@ mod tests {
         let keys = QueueKeys::new("pythia", "jobs");
         let list = ListCommands::new(&keys);
         assert_eq!(
-            text(&list.blocking_pop(ListSide::Right, 2.0)),
+            list.blocking_pop(ListSide::Right, 2.0).text(),
             ["BRPOP", "jobs", "2.0"]
         );
         assert_eq!(
-            text(&list.blocking_pop(ListSide::Left, 0.5)),
+            list.blocking_pop(ListSide::Left, 0.5).text(),
             ["BLPOP", "jobs", "0.5"]
         );
         let reliable = ReliableListCommands::new(&keys, "w1");
         assert_eq!(
-            text(&reliable.wait_for_item(ListSide::Left, 1.0)),
+            reliable.wait_for_item(ListSide::Left, 1.0).text(),
             ["BLMOVE", "jobs", &keys.staging("w1"), "LEFT", "LEFT", "1.0"]
         );
     }
