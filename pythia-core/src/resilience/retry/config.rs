@@ -1,3 +1,6 @@
+//! [`InProcessRetry`]: how many extra tries the retry layer makes and its backoff, and their on-
+//! disk form.
+
 use std::time::Duration;
 
 use serde::Deserialize;
