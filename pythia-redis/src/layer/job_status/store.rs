@@ -182,16 +182,12 @@ impl JobStatusStore {
             return Ok(Vec::new());
         }
         let keys = self.writer.keys(&self.queue);
-        let mut pipe = redis::pipe();
-        for (id, _) in &ids {
-            pipe.cmd("HGETALL").arg(keys.job_status(id));
-        }
         let w = &self.writer;
-        let pipe = &pipe;
+        let call = &read_all_call(&keys, ids.iter().map(|(id, _)| id.as_str()));
         let hashes: Vec<HashMap<String, Vec<u8>>> =
             retry_transient("read job statuses", || async move {
                 let mut m = w.manager.clone();
-                pipe.query_async(&mut m)
+                call.query(&mut m)
                     .await
                     .map_err(|e| w.conn.error("read job statuses", e))
             })
@@ -289,6 +285,16 @@ fn queued_call(
     call
 }
 
+/// The status records of the jobs `ids`, one `HGETALL` each, pipelined (empty for a job
+/// without one).
+fn read_all_call<'a>(keys: &QueueKeys, ids: impl Iterator<Item = &'a str>) -> Call {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGETALL").arg(keys.job_status(id));
+    }
+    Call::pipeline(pipe)
+}
+
 /// The record of job `id` deleted in one pipeline: status (whose `DEL` alone replies, 1 if it
 /// was there), timeline, checkpoint and its entry in every state's index.
 fn delete_call(keys: &QueueKeys, id: &str) -> Call {
@@ -335,6 +341,18 @@ mod tests {
                 "100",
                 "j1",
                 "j2"
+            ]
+        );
+    }
+
+    #[test]
+    fn records_are_read_with_one_hgetall_each() {
+        let keys = QueueKeys::new("pythia", "q");
+        assert_eq!(
+            read_all_call(&keys, ["j1", "j2"].into_iter()).commands_text(),
+            [
+                ["HGETALL", "pythia:{q}:job:j1"],
+                ["HGETALL", "pythia:{q}:job:j2"]
             ]
         );
     }
