@@ -161,9 +161,29 @@ async fn promote_by_transaction(
             .map_err(|e| conn.error("promote retries", e))?,
         None => Some(member.to_vec()),
     };
+    let fields = encoded.as_deref().and_then(decode_scheduled_fields);
+    promote_transaction(keys, member, fields, delayed_id)
+        .query::<()>(manager)
+        .await
+        .map_err(|e| conn.error("promote retries", e))?;
+    tracing::info!(
+        queue = keys.queue(),
+        "promoted a retry with too many fields for a script by a transaction"
+    );
+    Ok(())
+}
+
+/// A schedule `member` too wide for a script moved in one transaction: its `fields` (when they
+/// decode) added to the stream first, then the member taken from the schedule and, for a delayed
+/// message, its `delayed_id` from the index.
+fn promote_transaction(
+    keys: &QueueKeys,
+    member: &[u8],
+    fields: Option<Vec<&[u8]>>,
+    delayed_id: Option<&[u8]>,
+) -> Call {
     let mut pipe = redis::pipe();
-    pipe.atomic();
-    if let Some(fields) = encoded.as_deref().and_then(decode_scheduled_fields) {
+    if let Some(fields) = fields {
         pipe.cmd("XADD")
             .arg(keys.queue())
             .arg("*")
@@ -174,14 +194,7 @@ async fn promote_by_transaction(
     if let Some(id) = delayed_id {
         pipe.hdel(keys.scheduled_ids(), id).ignore();
     }
-    pipe.query_async::<()>(manager)
-        .await
-        .map_err(|e| conn.error("promote retries", e))?;
-    tracing::info!(
-        queue = keys.queue(),
-        "promoted a retry with too many fields for a script by a transaction"
-    );
-    Ok(())
+    Call::transaction(pipe)
 }
 
 /// `promote_due.lua`: up to [`PROMOTE_BATCH`] due members of the queue's schedule pushed onto
@@ -219,6 +232,28 @@ fn stream_promote_call(keys: &QueueKeys) -> Call {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_member_is_added_before_it_leaves_the_schedule() {
+        let keys = QueueKeys::new("pythia", "ev");
+        let call = promote_transaction(
+            &keys,
+            b"delayed:d1",
+            Some(vec![&b"body"[..], b"x"]),
+            Some(b"d1"),
+        );
+        assert_eq!(
+            call.commands_text(),
+            [
+                vec!["XADD", "ev", "*", "body", "x"],
+                vec!["ZREM", "pythia:{ev}:scheduled", "delayed:d1"],
+                vec!["HDEL", "pythia:{ev}:scheduled:ids", "d1"]
+            ]
+        );
+        assert!(call.packed().starts_with(b"*1\r\n$5\r\nMULTI\r\n"));
+        let undecodable = promote_transaction(&keys, b"junk", None, None).commands_text();
+        assert_eq!(undecodable, [["ZREM", "pythia:{ev}:scheduled", "junk"]]);
+    }
 
     #[test]
     fn promotions_name_the_schedule_the_queue_and_the_batch() {
