@@ -164,12 +164,7 @@ mod tests {
         let worker = JobWorker::new(Adder).with_output(move |_msg, json| {
             sink.lock().unwrap().push(json);
         });
-        let summary = WorkerRuntime::new(broker.clone(), worker)
-            .with_signal_handling(false)
-            .with_burst(true)
-            .run()
-            .await
-            .unwrap();
+        let summary = WorkerRuntime::new(broker.clone(), worker).run_burst().await;
         assert_eq!(
             (summary.acked, summary.dead_lettered, summary.retried),
             (1, 2, 0)

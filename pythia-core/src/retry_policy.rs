@@ -76,22 +76,14 @@ impl RetryPolicy {
     /// Growth factor per attempt (clamped to 1..=16).
     #[must_use]
     pub fn with_factor(mut self, f: f64) -> Self {
-        self.factor = if f.is_finite() {
-            f.clamp(1.0, 16.0)
-        } else {
-            Self::DEFAULT_FACTOR
-        };
+        self.factor = factor_in_range(f, Self::DEFAULT_FACTOR);
         self
     }
 
     /// Random reduction of each delay, as a fraction (clamped to 0..=1).
     #[must_use]
     pub fn with_jitter(mut self, j: f64) -> Self {
-        self.jitter = if j.is_finite() {
-            j.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = jitter_in_range(j);
         self
     }
 
@@ -130,6 +122,25 @@ impl RetryPolicy {
                     .unwrap_or_else(|| self.delay_for(msg.attempt())),
             },
         }
+    }
+}
+
+/// A backoff growth factor clamped to 1..=16; `default` when it is not a number (NaN, ±∞).
+/// [`RetryPolicy`] and the in-process retry's config validate theirs alike.
+pub(crate) fn factor_in_range(f: f64, default: f64) -> f64 {
+    if f.is_finite() {
+        f.clamp(1.0, 16.0)
+    } else {
+        default
+    }
+}
+
+/// A jitter fraction clamped to 0..=1; none when it is not a number.
+pub(crate) fn jitter_in_range(j: f64) -> f64 {
+    if j.is_finite() {
+        j.clamp(0.0, 1.0)
+    } else {
+        0.0
     }
 }
 

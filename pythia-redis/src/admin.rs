@@ -2,6 +2,7 @@
 
 use pythia_core::BrokerError;
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 use crate::scripts::QUEUE_EMPTY;
@@ -68,14 +69,53 @@ impl EmptyQueue {
     pub async fn run(&self, conn: &RedisConnection) -> Result<EmptyReport, BrokerError> {
         let keys = QueueKeys::new(conn.config().key_prefix(), &self.queue);
         let mut m = conn.manager();
-        let (waiting, scheduled): (u64, u64) = QUEUE_EMPTY
-            .key(keys.queue())
-            .key(keys.scheduled())
-            .key(keys.scheduled_ids())
-            .arg(if self.scheduled { "1" } else { "0" })
-            .invoke_async(&mut m)
+        let (waiting, scheduled): (u64, u64) = self
+            .call(&keys)
+            .query(&mut m)
             .await
             .map_err(|e| conn.error(&format!("empty queue {:?}", self.queue), e))?;
         Ok(EmptyReport { waiting, scheduled })
+    }
+
+    /// `queue_empty.lua` on the queue `keys` name (and its schedule, if asked): replies
+    /// `(waiting removed, scheduled removed)`.
+    fn call(&self, keys: &QueueKeys) -> Call {
+        let mut call = Call::script(
+            &QUEUE_EMPTY,
+            &[
+                keys.queue().to_owned(),
+                keys.scheduled(),
+                keys.scheduled_ids(),
+            ],
+        );
+        call.arg(if self.scheduled { "1" } else { "0" });
+        call
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn emptying_names_the_queue_and_its_schedule() {
+        let keys = QueueKeys::new("pythia", "jobs");
+        let args = EmptyQueue::new("jobs").call(&keys).text();
+        assert_eq!(args[..2], ["EVALSHA", QUEUE_EMPTY.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "3",
+                "jobs",
+                "pythia:{jobs}:scheduled",
+                "pythia:{jobs}:scheduled:ids",
+                "0"
+            ]
+        );
+        let args = EmptyQueue::new("jobs")
+            .with_scheduled(true)
+            .call(&keys)
+            .text();
+        assert_eq!(args[6], "1");
     }
 }

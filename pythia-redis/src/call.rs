@@ -1,5 +1,5 @@
-//! [`Call`]: one Redis round trip built without I/O (a command, a Pythia script or a
-//! transaction), so that the brokers, unit tests of exact arguments and the benches share the
+//! [`Call`]: one Redis round trip built without I/O (a command, a Pythia script, a pipeline or
+//! a transaction), so that the brokers, unit tests of exact arguments and the benches share the
 //! one building code and only the brokers send it.
 
 use redis::aio::ConnectionLike;
@@ -10,7 +10,9 @@ use redis::{Cmd, FromRedisValue, Pipeline, RedisResult, Script, ToRedisArgs};
 /// The settle commands of [`ReliableListCommands`](crate::list::ReliableListCommands),
 /// [`ListCommands`](crate::list::ListCommands) and
 /// [`StreamCommands`](crate::stream::StreamCommands) return one: a broker sends it, a test reads
-/// its arguments, a bench measures its building and its [`packed`](Self::packed) bytes.
+/// its arguments, a bench measures its building and its [`packed`](Self::packed) bytes. So do
+/// the crate's other scripts and pipelines (pub/sub, locks, periodic jobs, delayed messages, the
+/// gate, job status, counters, dead letters, checkpoints), from a function beside their sender.
 #[derive(Debug, Clone)]
 pub struct Call(Kind);
 
@@ -22,6 +24,8 @@ enum Kind {
     Script(&'static Script, Cmd),
     /// A `MULTI`/`EXEC` transaction.
     Transaction(Pipeline),
+    /// Commands sent together, not atomically (one reply each, unless ignored).
+    Pipeline(Pipeline),
 }
 
 impl Call {
@@ -43,14 +47,19 @@ impl Call {
         Self(Kind::Transaction(pipe))
     }
 
+    /// Commands sent together in one round trip, not as a transaction.
+    pub(crate) fn pipeline(pipe: Pipeline) -> Self {
+        Self(Kind::Pipeline(pipe))
+    }
+
     /// Appends an argument (to a command or a script call; a no-op on a transaction).
     pub(crate) fn arg<T: ToRedisArgs>(&mut self, arg: T) -> &mut Self {
         match &mut self.0 {
             Kind::Command(cmd) | Kind::Script(_, cmd) => {
                 cmd.arg(arg);
             }
-            Kind::Transaction(_) => {
-                debug_assert!(false, "arguments go to a transaction's commands")
+            Kind::Transaction(_) | Kind::Pipeline(_) => {
+                debug_assert!(false, "arguments go to a pipeline's commands")
             }
         }
         self
@@ -60,23 +69,51 @@ impl Call {
     pub fn packed(&self) -> Vec<u8> {
         match &self.0 {
             Kind::Command(cmd) | Kind::Script(_, cmd) => cmd.get_packed_command(),
-            Kind::Transaction(pipe) => pipe.get_packed_pipeline(),
+            Kind::Transaction(pipe) | Kind::Pipeline(pipe) => pipe.get_packed_pipeline(),
         }
     }
 
     /// The arguments of a command or script call, the command name first (`EVALSHA`, the
-    /// script's hash, the key count, keys, arguments); empty for a transaction.
+    /// script's hash, the key count, keys, arguments); empty for a pipeline or transaction
+    /// (see [`commands`](Self::commands)).
     pub fn args(&self) -> Vec<&[u8]> {
         match &self.0 {
-            Kind::Command(cmd) | Kind::Script(_, cmd) => cmd
-                .args_iter()
-                .filter_map(|a| match a {
-                    redis::Arg::Simple(b) => Some(b),
-                    _ => None,
-                })
-                .collect(),
-            Kind::Transaction(_) => Vec::new(),
+            Kind::Command(cmd) | Kind::Script(_, cmd) => args_of(cmd),
+            Kind::Transaction(_) | Kind::Pipeline(_) => Vec::new(),
         }
+    }
+
+    /// The arguments of each command the call sends, in order: one for a command or script
+    /// call, each of a pipeline's or transaction's (without `MULTI` and `EXEC`).
+    pub fn commands(&self) -> Vec<Vec<&[u8]>> {
+        match &self.0 {
+            Kind::Command(cmd) | Kind::Script(_, cmd) => vec![args_of(cmd)],
+            Kind::Transaction(pipe) | Kind::Pipeline(pipe) => {
+                pipe.cmd_iter().map(args_of).collect()
+            }
+        }
+    }
+
+    /// [`args`](Self::args) as text (lossy UTF-8), for tests that compare them.
+    #[cfg(test)]
+    pub(crate) fn text(&self) -> Vec<String> {
+        self.args()
+            .iter()
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect()
+    }
+
+    /// [`commands`](Self::commands) as text (lossy UTF-8), for tests that compare them.
+    #[cfg(test)]
+    pub(crate) fn commands_text(&self) -> Vec<Vec<String>> {
+        self.commands()
+            .iter()
+            .map(|c| {
+                c.iter()
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect()
+            })
+            .collect()
     }
 
     /// Sends `calls` in one pipeline (not a transaction), ignoring their replies. A script the
@@ -92,8 +129,8 @@ impl Call {
                 Kind::Command(cmd) | Kind::Script(_, cmd) => {
                     pipe.add_command(cmd.clone()).ignore();
                 }
-                Kind::Transaction(_) => {
-                    debug_assert!(false, "a transaction does not nest in a pipeline")
+                Kind::Transaction(_) | Kind::Pipeline(_) => {
+                    debug_assert!(false, "a pipeline does not nest in a pipeline")
                 }
             }
         }
@@ -120,7 +157,7 @@ impl Call {
     pub async fn query<T: FromRedisValue>(&self, con: &mut impl ConnectionLike) -> RedisResult<T> {
         match &self.0 {
             Kind::Command(cmd) => cmd.query_async(con).await,
-            Kind::Transaction(pipe) => pipe.query_async(con).await,
+            Kind::Transaction(pipe) | Kind::Pipeline(pipe) => pipe.query_async(con).await,
             Kind::Script(script, cmd) => {
                 let res = match cmd.query_async(con).await {
                     Err(e)
@@ -139,4 +176,14 @@ impl Call {
             }
         }
     }
+}
+
+/// A command's arguments, its name first (only plain arguments: Pythia builds no cursors).
+fn args_of(cmd: &Cmd) -> Vec<&[u8]> {
+    cmd.args_iter()
+        .filter_map(|a| match a {
+            redis::Arg::Simple(b) => Some(b),
+            _ => None,
+        })
+        .collect()
 }

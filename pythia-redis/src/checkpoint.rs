@@ -7,6 +7,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use pythia_core::BrokerError;
 
+use crate::call::Call;
 use crate::connection::transient_retry::retry_transient;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::scripts::CHECKPOINT_SAVE;
@@ -105,20 +106,12 @@ impl CheckpointStore {
         payload: Option<&[u8]>,
     ) -> Result<bool, BrokerError> {
         let ttl = self.ttl.map_or(0, |t| t.as_millis() as u64);
-        let position = format!("{}-{}", position.0, position.1);
-        let moved: i64 = retry_transient("save a checkpoint", || {
-            let position = &position;
-            async move {
-                let mut inv = CHECKPOINT_SAVE.key(key);
-                inv.arg(position).arg(ttl);
-                if let Some(p) = payload {
-                    inv.arg(p);
-                }
-                let mut m = self.manager.clone();
-                inv.invoke_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("save a checkpoint", e))
-            }
+        let call = &save_call(key, position, ttl, payload);
+        let moved: i64 = retry_transient("save a checkpoint", || async move {
+            let mut m = self.manager.clone();
+            call.query(&mut m)
+                .await
+                .map_err(|e| self.conn.error("save a checkpoint", e))
         })
         .await?;
         Ok(moved == 1)
@@ -139,6 +132,18 @@ impl CheckpointStore {
     }
 }
 
+/// `checkpoint_save.lua`: the checkpoint at `key` moved to `position` with `payload` if that is
+/// past where it is, its TTL set to `ttl_ms` either way (0: none). Replies 1 if it moved.
+fn save_call(key: &str, position: (u64, u64), ttl_ms: u64, payload: Option<&[u8]>) -> Call {
+    let mut call = Call::script(&CHECKPOINT_SAVE, &[key]);
+    call.arg(format!("{}-{}", position.0, position.1))
+        .arg(ttl_ms);
+    if let Some(p) = payload {
+        call.arg(p);
+    }
+    call
+}
+
 /// `<major>-<minor>` then, optionally, a space and the payload.
 fn parse(raw: &[u8]) -> Option<StoredCheckpoint> {
     let (head, payload) = match raw.iter().position(|b| *b == b' ') {
@@ -156,6 +161,18 @@ fn parse(raw: &[u8]) -> Option<StoredCheckpoint> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_save_sends_the_position_the_ttl_and_the_payload() {
+        let args = save_call("pythia:{ev}:checkpoint:r1", (12, 3), 5000, Some(b"{}")).text();
+        assert_eq!(args[..2], ["EVALSHA", CHECKPOINT_SAVE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            ["1", "pythia:{ev}:checkpoint:r1", "12-3", "5000", "{}"]
+        );
+        let args = save_call("k", (1, 0), 0, None).text();
+        assert_eq!(args[2..], ["1", "k", "1-0", "0"]);
+    }
 
     #[test]
     fn values_parse_with_and_without_a_payload() {

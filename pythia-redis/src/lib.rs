@@ -10,7 +10,7 @@
 // stream/      StreamBroker, StreamProducer, StreamReader (XREAD), reader checkpoints
 // sharded_stream/  one queue over many streams (Cluster)
 // pubsub/      PubSubBroker (at-most-once fan-out), Publisher
-// dlq.rs       dead-letter queues: list, replay, purge
+// dlq/         dead-letter queues: list, replay, purge
 // layer/       idempotency and job-status tower layers
 // gate/        QueueGate: pause, throttle and rate limit of a queue across replicas
 // admin.rs     EmptyQueue (pythia empty)

@@ -1,3 +1,6 @@
+//! [`ResilienceConfig`]: the timeout, retry and circuit breaker settings as one (file-loadable)
+//! config.
+
 use std::time::Duration;
 
 use serde::Deserialize;

@@ -1,3 +1,6 @@
+//! [`ResilienceLayer`]: the circuit breaker, retry and timeout layers of a config, stacked in their
+//! one order (breaker outermost, timeout nearest the worker).
+
 use tower::util::BoxCloneService;
 use tower::{Layer, Service};
 

@@ -363,6 +363,17 @@ impl<B: Broker> WorkerRuntime<B> {
         self
     }
 
+    /// The unit tests' run: in burst mode (until the broker is drained), without listening for
+    /// signals, panicking on a runtime error.
+    #[cfg(test)]
+    pub(crate) async fn run_burst(self) -> RunSummary {
+        self.with_signal_handling(false)
+            .with_burst(true)
+            .run()
+            .await
+            .expect("the runtime ran")
+    }
+
     /// Runs until shutdown (signal, token, or drained in burst mode) and returns what it did.
     pub async fn run(self) -> Result<RunSummary, RuntimeError> {
         let Self {

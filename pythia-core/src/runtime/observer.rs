@@ -230,11 +230,8 @@ mod tests {
                     .with_initial_delay(Duration::from_millis(10)),
             )
             .with_settle_observer(Arc::clone(&recorder))
-            .with_signal_handling(false)
-            .with_burst(true)
-            .run()
-            .await
-            .unwrap();
+            .run_burst()
+            .await;
         assert_eq!(
             (summary.acked, summary.retried, summary.dead_lettered),
             (2, 1, 2)

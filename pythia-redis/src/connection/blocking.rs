@@ -3,13 +3,13 @@
 
 use pythia_core::BrokerError;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
-use redis::cluster_async::ClusterConnection;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use super::RedisConnection;
+use super::node::Node;
 use crate::call::Call;
 use crate::client_metrics::ClientMetrics;
 
@@ -48,7 +48,10 @@ impl BlockingSlot {
 
 /// One consumer's connection for blocking reads (see [`RedisConnection::blocking`]).
 #[derive(Clone)]
-pub struct BlockingConnection(pub(super) BlockingKind, pub(super) Option<Arc<Open>>);
+pub struct BlockingConnection(
+    pub(super) Node<MultiplexedConnection>,
+    pub(super) Option<Arc<Open>>,
+);
 
 /// Counts a blocking connection in `pythia_redis_connections` while a clone of it lives.
 pub(super) struct Open(Arc<ClientMetrics>);
@@ -67,28 +70,17 @@ impl BlockingConnection {
     }
 }
 
-#[derive(Clone)]
-pub(super) enum BlockingKind {
-    Standalone(MultiplexedConnection),
-    Cluster(ClusterConnection),
-}
-
 impl std::fmt::Debug for BlockingConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.0 {
-            BlockingKind::Standalone(_) => "standalone",
-            BlockingKind::Cluster(_) => "cluster",
-        };
-        f.debug_tuple("BlockingConnection").field(&kind).finish()
+        f.debug_tuple("BlockingConnection")
+            .field(&self.0.topology())
+            .finish()
     }
 }
 
 impl ConnectionLike for BlockingConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        match &mut self.0 {
-            BlockingKind::Standalone(c) => c.req_packed_command(cmd),
-            BlockingKind::Cluster(c) => c.req_packed_command(cmd),
-        }
+        self.0.req_packed_command(cmd)
     }
 
     fn req_packed_commands<'a>(
@@ -97,16 +89,10 @@ impl ConnectionLike for BlockingConnection {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        match &mut self.0 {
-            BlockingKind::Standalone(c) => c.req_packed_commands(pipeline, offset, count),
-            BlockingKind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
-        }
+        self.0.req_packed_commands(pipeline, offset, count)
     }
 
     fn get_db(&self) -> i64 {
-        match &self.0 {
-            BlockingKind::Standalone(c) => c.get_db(),
-            BlockingKind::Cluster(c) => c.get_db(),
-        }
+        self.0.get_db()
     }
 }

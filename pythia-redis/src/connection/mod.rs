@@ -6,14 +6,15 @@ mod blocking;
 pub mod config;
 mod error;
 pub(crate) mod in_order;
+mod node;
 mod sentinel;
 pub(crate) mod transient_retry;
 
 pub use self::blocking::BlockingConnection;
-use self::blocking::BlockingKind;
 pub(crate) use self::blocking::BlockingSlot;
 pub(crate) use self::error::redis_error;
 use self::error::{invalid, is_refused_credentials, unreachable};
+use self::node::Node;
 use self::sentinel::SentinelState;
 
 use std::sync::Arc;
@@ -101,7 +102,7 @@ impl RedisConnection {
                             .map_err(|e| unreachable(&config, &e))?;
                     Ok((
                         Backend::Standalone(client),
-                        SharedConnection(Kind::Standalone(manager)),
+                        SharedConnection(Kind::Node(Node::Standalone(manager))),
                     ))
                 }
                 Topology::Cluster => {
@@ -112,7 +113,7 @@ impl RedisConnection {
                     let blocking = cluster_client(&config, config.blocking_response_timeout())?;
                     Ok((
                         Backend::Cluster(blocking),
-                        SharedConnection(Kind::Cluster(shared)),
+                        SharedConnection(Kind::Node(Node::Cluster(shared))),
                     ))
                 }
                 Topology::Sentinel { master } => {
@@ -222,19 +223,19 @@ impl RedisConnection {
                 Backend::Standalone(client) => client
                     .get_multiplexed_async_connection_with_config(&cfg)
                     .await
-                    .map(|c| BlockingConnection(BlockingKind::Standalone(c), None))
+                    .map(|c| BlockingConnection(Node::Standalone(c), None))
                     .map_err(|e| self.error("connect", e)),
                 Backend::Cluster(client) => client
                     .get_async_connection()
                     .await
-                    .map(|c| BlockingConnection(BlockingKind::Cluster(c), None))
+                    .map(|c| BlockingConnection(Node::Cluster(c), None))
                     .map_err(|e| self.error("connect", e)),
                 Backend::Sentinel(state) => {
                     let client = state.resolve(true).await?;
                     client
                         .get_multiplexed_async_connection_with_config(&cfg)
                         .await
-                        .map(|c| BlockingConnection(BlockingKind::Standalone(c), None))
+                        .map(|c| BlockingConnection(Node::Standalone(c), None))
                         .map_err(|e| self.error("connect", e))
                 }
             }
@@ -315,7 +316,7 @@ impl RedisConnection {
     pub async fn on_each_master(&self, cmd: &Cmd) -> Result<Vec<(String, Value)>, BrokerError> {
         let op = command_name(cmd);
         match &self.inner.shared.0 {
-            Kind::Cluster(c) => {
+            Kind::Node(Node::Cluster(c)) => {
                 let routing = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None));
                 let reply = c
                     .clone()
@@ -338,7 +339,7 @@ impl RedisConnection {
     /// most `limit` of them, sorted. Keys whose names are not UTF-8 are left out.
     pub async fn scan_keys(&self, pattern: &str, limit: usize) -> Result<Vec<String>, BrokerError> {
         let nodes: Vec<String> = match &self.inner.shared.0 {
-            Kind::Cluster(_) => self
+            Kind::Node(Node::Cluster(_)) => self
                 .on_each_master(&redis::cmd("PING"))
                 .await?
                 .into_iter()
@@ -381,7 +382,7 @@ impl RedisConnection {
     async fn on_node(&self, addr: &str, cmd: &Cmd) -> Result<Value, BrokerError> {
         let op = command_name(cmd);
         match &self.inner.shared.0 {
-            Kind::Cluster(c) if !addr.is_empty() => {
+            Kind::Node(Node::Cluster(c)) if !addr.is_empty() => {
                 let (host, port) = addr
                     .rsplit_once(':')
                     .and_then(|(h, p)| Some((h.to_owned(), p.parse().ok()?)))
@@ -423,27 +424,24 @@ pub struct SharedConnection(Kind);
 
 #[derive(Clone)]
 enum Kind {
-    Standalone(ConnectionManager),
-    Cluster(ClusterConnection),
+    Node(Node<ConnectionManager>),
     Sentinel(Arc<SentinelState>),
 }
 
 impl std::fmt::Debug for SharedConnection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let kind = match &self.0 {
-            Kind::Standalone(_) => "standalone",
-            Kind::Cluster(_) => "cluster",
+        let topology = match &self.0 {
+            Kind::Node(n) => n.topology(),
             Kind::Sentinel(_) => "sentinel",
         };
-        f.debug_tuple("SharedConnection").field(&kind).finish()
+        f.debug_tuple("SharedConnection").field(&topology).finish()
     }
 }
 
 impl ConnectionLike for SharedConnection {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match &mut self.0 {
-            Kind::Standalone(m) => m.req_packed_command(cmd),
-            Kind::Cluster(c) => c.req_packed_command(cmd),
+            Kind::Node(n) => n.req_packed_command(cmd),
             Kind::Sentinel(s) => Box::pin(async move {
                 let mut m = s.current();
                 let reply = m.req_packed_command(cmd).await;
@@ -462,8 +460,7 @@ impl ConnectionLike for SharedConnection {
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
         match &mut self.0 {
-            Kind::Standalone(m) => m.req_packed_commands(pipeline, offset, count),
-            Kind::Cluster(c) => c.req_packed_commands(pipeline, offset, count),
+            Kind::Node(n) => n.req_packed_commands(pipeline, offset, count),
             Kind::Sentinel(s) => Box::pin(async move {
                 let mut m = s.current();
                 let reply = m.req_packed_commands(pipeline, offset, count).await;
@@ -477,8 +474,7 @@ impl ConnectionLike for SharedConnection {
 
     fn get_db(&self) -> i64 {
         match &self.0 {
-            Kind::Standalone(m) => m.get_db(),
-            Kind::Cluster(c) => c.get_db(),
+            Kind::Node(n) => n.get_db(),
             Kind::Sentinel(s) => s.current().get_db(),
         }
     }

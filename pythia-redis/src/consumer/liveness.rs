@@ -9,6 +9,7 @@ use pythia_core::BrokerError;
 use redis::Pipeline;
 use tokio::time::Instant;
 
+use crate::call::Call;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::keys::QueueKeys;
 
@@ -115,15 +116,20 @@ pub(crate) async fn peers_alive<'a>(
     if others.is_empty() {
         return Ok(Vec::new());
     }
-    let mut pipe = redis::pipe();
-    for c in &others {
-        pipe.exists(keys.heartbeat(c));
-    }
-    let alive: Vec<bool> = pipe
-        .query_async(manager)
+    let alive: Vec<bool> = heartbeats_call(keys, &others)
+        .query(manager)
         .await
         .map_err(|e| conn.error("heartbeat check", e))?;
     Ok(others.into_iter().zip(alive).collect())
+}
+
+/// One `EXISTS` of each of `consumers`' heartbeat keys, pipelined: replies whether each lives.
+fn heartbeats_call(keys: &QueueKeys, consumers: &[&str]) -> Call {
+    let mut pipe = redis::pipe();
+    for c in consumers {
+        pipe.exists(keys.heartbeat(c));
+    }
+    Call::pipeline(pipe)
 }
 
 /// Settlements (acks, retries, dead letters) of deliveries the consumer no longer owned: another
@@ -326,6 +332,18 @@ impl Default for Liveness {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_peer_check_reads_each_heartbeat_key() {
+        let call = heartbeats_call(&QueueKeys::new("pythia", "jobs"), &["a", "b"]);
+        assert_eq!(
+            call.commands_text(),
+            [
+                ["EXISTS", "pythia:{jobs}:heartbeat:a"],
+                ["EXISTS", "pythia:{jobs}:heartbeat:b"]
+            ]
+        );
+    }
 
     #[tokio::test(start_paused = true)]
     async fn judging_others_waits_for_a_whole_lifetime_of_unbroken_heartbeats() {

@@ -6,7 +6,8 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
 
-use crate::client_metrics::{Op, script_failed};
+use crate::call::Call;
+use crate::client_metrics::Op;
 use crate::connection::RedisConnection;
 use crate::coord::destination::decode_scheduled_fields;
 use crate::keys::QueueKeys;
@@ -96,19 +97,9 @@ pub(crate) async fn promote_due(
     let mut total = 0u64;
     loop {
         let started = Instant::now();
-        let n = PROMOTE_DUE
-            .key(keys.scheduled())
-            .key(keys.queue())
-            .key(keys.scheduled_ids())
-            .arg(PROMOTE_BATCH)
-            .arg(side.push_flag())
-            .invoke_async(manager)
-            .await;
+        let n = promote_call(keys, side).query(manager).await;
         conn.client_metrics().observe(Op::Promote, started);
-        let n: u64 = n.map_err(|e| {
-            script_failed("promote_due", &e);
-            conn.error("promote retries", e)
-        })?;
+        let n: u64 = n.map_err(|e| conn.error("promote retries", e))?;
         total += n;
         if (n as usize) < PROMOTE_BATCH {
             return Ok(total);
@@ -130,19 +121,10 @@ pub(crate) async fn promote_due_to_stream(
     let mut total = 0u64;
     loop {
         let started = Instant::now();
-        let res = STREAM_PROMOTE
-            .key(keys.scheduled())
-            .key(keys.queue())
-            .key(keys.scheduled_ids())
-            .key(keys.dead_letters())
-            .arg(PROMOTE_BATCH)
-            .invoke_async(manager)
-            .await;
+        let res = stream_promote_call(keys).query(manager).await;
         conn.client_metrics().observe(Op::Promote, started);
-        let (n, too_big, bad): (u64, Vec<Vec<u8>>, u64) = res.map_err(|e| {
-            script_failed("stream_promote", &e);
-            conn.error("promote retries", e)
-        })?;
+        let (n, too_big, bad): (u64, Vec<Vec<u8>>, u64) =
+            res.map_err(|e| conn.error("promote retries", e))?;
         if bad > 0 {
             tracing::warn!(
                 count = bad,
@@ -179,9 +161,29 @@ async fn promote_by_transaction(
             .map_err(|e| conn.error("promote retries", e))?,
         None => Some(member.to_vec()),
     };
+    let fields = encoded.as_deref().and_then(decode_scheduled_fields);
+    promote_transaction(keys, member, fields, delayed_id)
+        .query::<()>(manager)
+        .await
+        .map_err(|e| conn.error("promote retries", e))?;
+    tracing::info!(
+        queue = keys.queue(),
+        "promoted a retry with too many fields for a script by a transaction"
+    );
+    Ok(())
+}
+
+/// A schedule `member` too wide for a script moved in one transaction: its `fields` (when they
+/// decode) added to the stream first, then the member taken from the schedule and, for a delayed
+/// message, its `delayed_id` from the index.
+fn promote_transaction(
+    keys: &QueueKeys,
+    member: &[u8],
+    fields: Option<Vec<&[u8]>>,
+    delayed_id: Option<&[u8]>,
+) -> Call {
     let mut pipe = redis::pipe();
-    pipe.atomic();
-    if let Some(fields) = encoded.as_deref().and_then(decode_scheduled_fields) {
+    if let Some(fields) = fields {
         pipe.cmd("XADD")
             .arg(keys.queue())
             .arg("*")
@@ -192,19 +194,97 @@ async fn promote_by_transaction(
     if let Some(id) = delayed_id {
         pipe.hdel(keys.scheduled_ids(), id).ignore();
     }
-    pipe.query_async::<()>(manager)
-        .await
-        .map_err(|e| conn.error("promote retries", e))?;
-    tracing::info!(
-        queue = keys.queue(),
-        "promoted a retry with too many fields for a script by a transaction"
+    Call::transaction(pipe)
+}
+
+/// `promote_due.lua`: up to [`PROMOTE_BATCH`] due members of the queue's schedule pushed onto
+/// the list (at the `side` producers push to). Replies how many moved.
+fn promote_call(keys: &QueueKeys, side: ListSide) -> Call {
+    let mut call = Call::script(
+        &PROMOTE_DUE,
+        &[
+            keys.scheduled(),
+            keys.queue().to_owned(),
+            keys.scheduled_ids(),
+        ],
     );
-    Ok(())
+    call.arg(PROMOTE_BATCH).arg(side.push_flag());
+    call
+}
+
+/// `stream_promote.lua`: up to [`PROMOTE_BATCH`] due members of the queue's schedule added to the
+/// stream (what is not a Pythia stream retry dead-lettered whole). Replies `(due, [members too
+/// wide for a script…], dead-lettered)`.
+fn stream_promote_call(keys: &QueueKeys) -> Call {
+    let mut call = Call::script(
+        &STREAM_PROMOTE,
+        &[
+            keys.scheduled(),
+            keys.queue().to_owned(),
+            keys.scheduled_ids(),
+            keys.dead_letters(),
+        ],
+    );
+    call.arg(PROMOTE_BATCH);
+    call
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_wide_member_is_added_before_it_leaves_the_schedule() {
+        let keys = QueueKeys::new("pythia", "ev");
+        let call = promote_transaction(
+            &keys,
+            b"delayed:d1",
+            Some(vec![&b"body"[..], b"x"]),
+            Some(b"d1"),
+        );
+        assert_eq!(
+            call.commands_text(),
+            [
+                vec!["XADD", "ev", "*", "body", "x"],
+                vec!["ZREM", "pythia:{ev}:scheduled", "delayed:d1"],
+                vec!["HDEL", "pythia:{ev}:scheduled:ids", "d1"]
+            ]
+        );
+        assert!(call.packed().starts_with(b"*1\r\n$5\r\nMULTI\r\n"));
+        let undecodable = promote_transaction(&keys, b"junk", None, None).commands_text();
+        assert_eq!(undecodable, [["ZREM", "pythia:{ev}:scheduled", "junk"]]);
+    }
+
+    #[test]
+    fn promotions_name_the_schedule_the_queue_and_the_batch() {
+        let keys = QueueKeys::new("pythia", "jobs");
+        let args = promote_call(&keys, ListSide::Right).text();
+        assert_eq!(args[..2], ["EVALSHA", PROMOTE_DUE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "3",
+                "pythia:{jobs}:scheduled",
+                "jobs",
+                "pythia:{jobs}:scheduled:ids",
+                "1000",
+                "L"
+            ]
+        );
+        let args = stream_promote_call(&keys).text();
+        assert_eq!(args[..2], ["EVALSHA", STREAM_PROMOTE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "4",
+                "pythia:{jobs}:scheduled",
+                "jobs",
+                "pythia:{jobs}:scheduled:ids",
+                "pythia:{jobs}:dlq",
+                "1000"
+            ]
+        );
+    }
 
     #[test]
     fn a_retry_payload_at_the_last_attempt_number_keeps_it_instead_of_wrapping_to_one() {

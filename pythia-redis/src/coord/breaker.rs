@@ -7,6 +7,7 @@ use pythia_core::resilience::{
     StoreFuture,
 };
 
+use crate::call::Call;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::keys::QueueKeys;
 use crate::scripts::BREAKER_SYNC;
@@ -83,27 +84,9 @@ impl CircuitStateStore for RedisCircuitStateStore {
         report: &'a CircuitReport,
     ) -> StoreFuture<'a> {
         Box::pin(async move {
-            let event = match report.event {
-                Some(CircuitEvent::Opened) => "opened",
-                Some(CircuitEvent::Closed) => "closed",
-                _ => "",
-            };
-            let cool_down = config.cool_down().as_millis() as u64;
-            let ttl = (self.ttl.as_millis() as u64).max(cool_down * 2);
             let mut m = self.manager.clone();
-            let reply: Vec<i64> = BREAKER_SYNC
-                .key(self.key(config.name()))
-                .arg(report.successes)
-                .arg(report.failures)
-                .arg(report.consecutive_failures)
-                .arg(event)
-                .arg(cool_down)
-                .arg(config.consecutive_failures())
-                .arg(config.failure_rate())
-                .arg(config.window_size())
-                .arg(config.effective_minimum_calls())
-                .arg(ttl)
-                .invoke_async(&mut m)
+            let reply: Vec<i64> = sync_call(&self.key(config.name()), config, report, self.ttl)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("sync circuit breaker", e))?;
             Ok(match reply.as_slice() {
@@ -114,5 +97,75 @@ impl CircuitStateStore for RedisCircuitStateStore {
                 _ => SharedCircuitState::Closed,
             })
         })
+    }
+}
+
+/// `breaker_sync.lua` on the breaker's hash at `key`: `report` merged, the state decided with
+/// `config`'s thresholds, the hash kept for `ttl` (at least twice the cool-down). Replies
+/// `[state, open ms left]`: 2 open, 1 half-open, else closed.
+fn sync_call(
+    key: &str,
+    config: &CircuitBreakerConfig,
+    report: &CircuitReport,
+    ttl: Duration,
+) -> Call {
+    let event = match report.event {
+        Some(CircuitEvent::Opened) => "opened",
+        Some(CircuitEvent::Closed) => "closed",
+        _ => "",
+    };
+    let cool_down = config.cool_down().as_millis() as u64;
+    let ttl = (ttl.as_millis() as u64).max(cool_down * 2);
+    let mut call = Call::script(&BREAKER_SYNC, &[key]);
+    call.arg(report.successes)
+        .arg(report.failures)
+        .arg(report.consecutive_failures)
+        .arg(event)
+        .arg(cool_down)
+        .arg(config.consecutive_failures())
+        .arg(config.failure_rate())
+        .arg(config.window_size())
+        .arg(config.effective_minimum_calls())
+        .arg(ttl);
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_sends_the_report_and_the_thresholds() {
+        let key = QueueKeys::new("pythia", "payments").breaker();
+        let config = CircuitBreakerConfig::new()
+            .with_name("payments")
+            .with_consecutive_failures(3)
+            .with_failure_rate(0.25)
+            .with_window_size(8)
+            .with_minimum_calls(20)
+            .with_cool_down(Duration::from_secs(5));
+        let mut report = CircuitReport::default();
+        report.successes = 4;
+        report.failures = 2;
+        report.consecutive_failures = 1;
+        report.event = Some(CircuitEvent::Opened);
+        let args = sync_call(&key, &config, &report, Duration::from_secs(60)).text();
+        assert_eq!(args[..2], ["EVALSHA", BREAKER_SYNC.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "1", &key, "4", "2", "1", "opened", "5000", "3", "0.25", "8", "8", "60000"
+            ]
+        );
+        // The hash outlives at least two cool-downs, and a report without a transition says so.
+        let args = sync_call(
+            &key,
+            &config,
+            &CircuitReport::default(),
+            Duration::from_secs(1),
+        )
+        .text();
+        assert_eq!(args[6..9], ["0", "", "5000"]);
+        assert_eq!(args[13], "10000");
     }
 }

@@ -6,6 +6,7 @@ use crate::connection::SharedConnection;
 use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, Message};
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::connection::transient_retry::retry_transient;
 use crate::consumer::retry_schedule::{promote_due, promote_due_to_stream};
@@ -166,16 +167,11 @@ impl DelayedProducer {
                 let payload = scheduled_payload(&self.destination, &stamped)?;
                 args.push((msg.id().to_owned(), due, payload));
             }
+            let call = &schedule_call(&self.keys, &args);
             let n: usize = retry_transient("schedule delayed messages", || {
-                let mut inv = DELAYED_SCHEDULE.prepare_invoke();
-                inv.key(self.keys.scheduled())
-                    .key(self.keys.scheduled_ids());
-                for (id, due, payload) in &args {
-                    inv.arg(id).arg(*due).arg(&payload[..]);
-                }
                 let mut m = self.manager.clone();
                 async move {
-                    inv.invoke_async(&mut m)
+                    call.query(&mut m)
                         .await
                         .map_err(|e| self.conn.error("schedule delayed messages", e))
                 }
@@ -251,12 +247,69 @@ pub(crate) async fn cancel_delayed(
     id: &str,
 ) -> Result<bool, BrokerError> {
     let mut m = conn.manager();
-    let removed: u64 = DELAYED_CANCEL
-        .key(keys.scheduled())
-        .key(keys.scheduled_ids())
-        .arg(id)
-        .invoke_async(&mut m)
+    let removed: u64 = cancel_call(keys, id)
+        .query(&mut m)
         .await
         .map_err(|e| conn.error(&format!("cancel delayed message {id:?}"), e))?;
     Ok(removed > 0)
+}
+
+/// `delayed_schedule.lua`: each `(id, due ms, payload)` of `items` into the schedule of the
+/// queue `keys` name, indexed by id (an id scheduled again replaces its entry). Replies how many
+/// it replaced.
+fn schedule_call(keys: &QueueKeys, items: &[(String, u64, Vec<u8>)]) -> Call {
+    let mut call = Call::script(&DELAYED_SCHEDULE, &[keys.scheduled(), keys.scheduled_ids()]);
+    for (id, due, payload) in items {
+        call.arg(id).arg(*due).arg(&payload[..]);
+    }
+    call
+}
+
+/// `delayed_cancel.lua`: the delayed message `id` out of the schedule and its index. Replies how
+/// many entries it removed.
+fn cancel_call(keys: &QueueKeys, id: &str) -> Call {
+    let mut call = Call::script(&DELAYED_CANCEL, &[keys.scheduled(), keys.scheduled_ids()]);
+    call.arg(id);
+    call
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn schedule_and_cancel_name_the_schedule_and_its_index() {
+        let keys = QueueKeys::new("pythia", "mail");
+        let items = [
+            ("a".to_owned(), 1_000, b"pa".to_vec()),
+            ("b".to_owned(), 2_000, b"pb".to_vec()),
+        ];
+        let args = schedule_call(&keys, &items).text();
+        assert_eq!(args[..2], ["EVALSHA", DELAYED_SCHEDULE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "2",
+                "pythia:{mail}:scheduled",
+                "pythia:{mail}:scheduled:ids",
+                "a",
+                "1000",
+                "pa",
+                "b",
+                "2000",
+                "pb"
+            ]
+        );
+        let args = cancel_call(&keys, "a").text();
+        assert_eq!(args[..2], ["EVALSHA", DELAYED_CANCEL.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "2",
+                "pythia:{mail}:scheduled",
+                "pythia:{mail}:scheduled:ids",
+                "a"
+            ]
+        );
+    }
 }

@@ -10,7 +10,6 @@ use tokio::time::Instant;
 use crate::connection::RedisConnection;
 use crate::connection::transient_retry::retry_transient;
 use crate::keys::{QueueKeys, unique_consumer_name};
-use crate::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE};
 
 /// A named distributed lock: at most one owner at a time across every process sharing the
 /// Redis, held for a TTL unless extended.
@@ -122,11 +121,8 @@ impl Lock {
         let token_ref = &token;
         let taken: i64 = retry_transient("acquire a lock", || async move {
             let mut m = self.manager.clone();
-            LOCK_ACQUIRE
-                .key(&self.key)
-                .arg(token_ref)
-                .arg(ttl.as_millis() as u64)
-                .invoke_async(&mut m)
+            calls::acquire(&self.key, token_ref, ttl)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error(&format!("acquire lock {:?}", self.name), e))
         })
@@ -261,11 +257,8 @@ impl Lock {
         let ttl = ttl.max(Duration::from_millis(1));
         let n: i64 = retry_transient("extend a lock", || async move {
             let mut m = self.manager.clone();
-            LOCK_EXTEND
-                .key(&self.key)
-                .arg(token)
-                .arg(ttl.as_millis() as u64)
-                .invoke_async(&mut m)
+            calls::extend(&self.key, token, ttl)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error(&format!("extend lock {:?}", self.name), e))
         })
@@ -276,10 +269,8 @@ impl Lock {
     async fn release_token(&self, token: &str) -> Result<bool, BrokerError> {
         let n: i64 = retry_transient("release a lock", || async move {
             let mut m = self.manager.clone();
-            LOCK_RELEASE
-                .key(&self.key)
-                .arg(token)
-                .invoke_async(&mut m)
+            calls::release(&self.key, token)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error(&format!("release lock {:?}", self.name), e))
         })
@@ -382,6 +373,55 @@ impl Drop for LockGuard {
                     tracing::debug!(lock = %lock.name, error = %e, "releasing a dropped lock guard failed; it expires by itself");
                 }
             });
+        }
+    }
+}
+
+/// The lock's scripts, built without I/O: what [`Lock`] sends and the tests below read.
+mod calls {
+    use std::time::Duration;
+
+    use crate::call::Call;
+    use crate::scripts::{LOCK_ACQUIRE, LOCK_EXTEND, LOCK_RELEASE};
+
+    /// `lock_acquire.lua`: `key` set to `token` for `ttl` unless held; replies 1 if taken.
+    pub(super) fn acquire(key: &str, token: &str, ttl: Duration) -> Call {
+        let mut call = Call::script(&LOCK_ACQUIRE, &[key]);
+        call.arg(token).arg(ttl.as_millis() as u64);
+        call
+    }
+
+    /// `lock_extend.lua`: `key`'s TTL set to `ttl` if it still holds `token`; replies 1 if so.
+    pub(super) fn extend(key: &str, token: &str, ttl: Duration) -> Call {
+        let mut call = Call::script(&LOCK_EXTEND, &[key]);
+        call.arg(token).arg(ttl.as_millis() as u64);
+        call
+    }
+
+    /// `lock_release.lua`: `key` deleted if it still holds `token`; replies 1 if so.
+    pub(super) fn release(key: &str, token: &str) -> Call {
+        let mut call = Call::script(&LOCK_RELEASE, &[key]);
+        call.arg(token);
+        call
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn each_script_names_the_lock_key_and_the_token() {
+            let key = "pythia:{nightly}:lock";
+            let ttl = Duration::from_millis(1500);
+            let acquire = acquire(key, "w1:00ff", ttl).text();
+            assert_eq!(acquire[..2], ["EVALSHA", LOCK_ACQUIRE.get_hash()]);
+            assert_eq!(acquire[2..], ["1", key, "w1:00ff", "1500"]);
+            let extend = extend(key, "w1:00ff", ttl).text();
+            assert_eq!(extend[..2], ["EVALSHA", LOCK_EXTEND.get_hash()]);
+            assert_eq!(extend[2..], ["1", key, "w1:00ff", "1500"]);
+            let release = release(key, "w1:00ff").text();
+            assert_eq!(release[..2], ["EVALSHA", LOCK_RELEASE.get_hash()]);
+            assert_eq!(release[2..], ["1", key, "w1:00ff"]);
         }
     }
 }

@@ -9,6 +9,7 @@ use pythia_core::message::unix_millis;
 use pythia_core::{BrokerError, CancellationToken, Headers, Message, envelope};
 use tokio::time::Instant;
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::connection::transient_retry::retry_transient;
 use crate::coord::destination::{Destination, stream_fields};
@@ -358,25 +359,14 @@ impl PeriodicScheduler {
     async fn fire_job(&self, job: &PeriodicJob, now: u64) -> Result<(u64, bool), BrokerError> {
         let key = self.record_key(job);
         let ttl_ms = self.record_ttl_for(job).as_millis() as u64;
-        let last: Option<u64> = retry_transient("start a periodic job's record", || {
+        let call = &start_record_call(&key, now, ttl_ms);
+        let last: Option<u64> = retry_transient("start a periodic job's record", || async move {
             let mut m = self.manager.clone();
-            let key = &key;
-            async move {
-                // A new job starts now: SET NX keeps any record another replica made.
-                let (_, last): ((), Option<u64>) = redis::pipe()
-                    .cmd("SET")
-                    .arg(key)
-                    .arg(now)
-                    .arg("NX")
-                    .arg("PX")
-                    .arg(ttl_ms)
-                    .cmd("GET")
-                    .arg(key)
-                    .query_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("periodic record", e))?;
-                Ok(last)
-            }
+            let (_, last): ((), Option<u64>) = call
+                .query(&mut m)
+                .await
+                .map_err(|e| self.conn.error("periodic record", e))?;
+            Ok(last)
         })
         .await?;
         let last = last.unwrap_or(now);
@@ -421,20 +411,18 @@ impl PeriodicScheduler {
         // No MAXLEN on a stream: a cap would drop entries no group has been delivered yet; the
         // consumers trim what they processed.
         let max_len = 0;
-        let payload = &payload;
+        let call = &fire_call(
+            key,
+            job.destination.name(),
+            slot,
+            ttl_ms,
+            mode,
+            max_len,
+            &payload,
+        );
         let fired: i64 = retry_transient("fire a periodic job", || async move {
             let mut m = self.manager.clone();
-            let mut inv = PERIODIC_FIRE.prepare_invoke();
-            inv.key(key)
-                .key(job.destination.name())
-                .arg(slot)
-                .arg(ttl_ms)
-                .arg(mode)
-                .arg(max_len);
-            for p in payload {
-                inv.arg(&p[..]);
-            }
-            inv.invoke_async(&mut m).await.map_err(|e| {
+            call.query(&mut m).await.map_err(|e| {
                 self.conn
                     .error(&format!("fire periodic job {:?}", job.name), e)
             })
@@ -458,9 +446,76 @@ impl PeriodicScheduler {
     }
 }
 
+/// A job's record at `record` started at `now` (ms) unless one exists (`SET NX`: a new job
+/// keeps what another replica recorded), kept `ttl_ms`, then read: replies `((), last slot)`.
+fn start_record_call(record: &str, now: u64, ttl_ms: u64) -> Call {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(record)
+        .arg(now)
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl_ms)
+        .cmd("GET")
+        .arg(record);
+    Call::pipeline(pipe)
+}
+
+/// `periodic_fire.lua`: the slot recorded in `record` (for `ttl_ms`) and, if it was not
+/// recorded already, its message sent to the queue `destination`: `mode` is the list push flag
+/// or `X` for a stream (capped at `max_len` entries, 0 for no cap), `payload` the envelope or
+/// the stream's field/value pairs. Replies 1 if this call fired the slot.
+fn fire_call(
+    record: &str,
+    destination: &str,
+    slot: u64,
+    ttl_ms: u64,
+    mode: &str,
+    max_len: u64,
+    payload: &[Vec<u8>],
+) -> Call {
+    let mut call = Call::script(&PERIODIC_FIRE, &[record, destination]);
+    call.arg(slot).arg(ttl_ms).arg(mode).arg(max_len);
+    for p in payload {
+        call.arg(&p[..]);
+    }
+    call
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_record_starts_only_if_absent_and_is_read_back() {
+        assert_eq!(
+            start_record_call("pythia:{q}:periodic:j", 5000, 60_000).commands_text(),
+            [
+                vec!["SET", "pythia:{q}:periodic:j", "5000", "NX", "PX", "60000"],
+                vec!["GET", "pythia:{q}:periodic:j"]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_fire_records_the_slot_then_sends_the_payload() {
+        let record = QueueKeys::new("pythia", "q").periodic_slot("j");
+        let call = fire_call(
+            &record,
+            "q",
+            5000,
+            60_000,
+            "X",
+            0,
+            &[b"body".to_vec(), b"hi".to_vec()],
+        );
+        let args = call.text();
+        assert_eq!(args[..2], ["EVALSHA", PERIODIC_FIRE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            ["2", &record, "q", "5000", "60000", "X", "0", "body", "hi"]
+        );
+    }
 
     #[test]
     fn a_slot_message_has_a_stable_id() {

@@ -6,6 +6,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use pythia_core::{BrokerError, Message, Source, envelope};
 
+use crate::call::Call;
 use crate::connection::transient_retry::retry_transient;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::coord::delayed::DELAYED_MEMBER_PREFIX;
@@ -195,21 +196,12 @@ impl ScheduledMessages {
         if count == 0 {
             return Ok((Vec::new(), 0));
         }
-        retry_transient("read the schedule", || {
+        let call = &page_call(&self.keys, offset, count);
+        retry_transient("read the schedule", || async move {
             let mut m = self.manager.clone();
-            let mut pipe = redis::pipe();
-            pipe.cmd("ZRANGE")
-                .arg(self.keys.scheduled())
-                .arg(offset)
-                .arg(offset + count - 1)
-                .arg("WITHSCORES")
-                .cmd("ZCARD")
-                .arg(self.keys.scheduled());
-            async move {
-                pipe.query_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("ZRANGE", e))
-            }
+            call.query(&mut m)
+                .await
+                .map_err(|e| self.conn.error("ZRANGE", e))
         })
         .await
     }
@@ -226,5 +218,41 @@ impl ScheduledMessages {
             return message_from_entry("", fields, &self.source);
         }
         envelope::decode(Bytes::copy_from_slice(payload), &self.source)
+    }
+}
+
+/// `count` (> 0) members of the schedule of the queue `keys` name, with their scores, from rank
+/// `offset`, and the schedule's size, pipelined: replies `([(member, score)…], size)`.
+fn page_call(keys: &QueueKeys, offset: usize, count: usize) -> Call {
+    let mut pipe = redis::pipe();
+    pipe.cmd("ZRANGE")
+        .arg(keys.scheduled())
+        .arg(offset)
+        .arg(offset + count - 1)
+        .arg("WITHSCORES")
+        .cmd("ZCARD")
+        .arg(keys.scheduled());
+    Call::pipeline(pipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_page_is_a_rank_range_with_scores_and_the_size() {
+        assert_eq!(
+            page_call(&QueueKeys::new("pythia", "mail"), 20, 10).commands_text(),
+            [
+                vec![
+                    "ZRANGE",
+                    "pythia:{mail}:scheduled",
+                    "20",
+                    "29",
+                    "WITHSCORES"
+                ],
+                vec!["ZCARD", "pythia:{mail}:scheduled"]
+            ]
+        );
     }
 }

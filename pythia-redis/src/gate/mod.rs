@@ -39,6 +39,7 @@ use pythia_core::{
 };
 use tokio::time::Instant;
 
+use crate::call::Call;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::keys::QueueKeys;
 use crate::scripts::GATE_POLL;
@@ -168,11 +169,8 @@ impl<B: Broker> QueueGate<B> {
         };
         let ms = publish.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
         let mut m = self.manager.clone();
-        let (paused, left_ms): (u64, u64) = GATE_POLL
-            .key(self.keys.paused())
-            .key(self.keys.throttled())
-            .arg(ms)
-            .invoke_async(&mut m)
+        let (paused, left_ms): (u64, u64) = poll_call(&self.keys, ms)
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("poll the queue's pause flag", e))?;
         let now = Instant::now();
@@ -210,16 +208,11 @@ impl<B: Broker> QueueGate<B> {
             return;
         };
         let ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX);
-        let (paused, throttled) = (self.keys.paused(), self.keys.throttled());
+        let call = poll_call(&self.keys, ms);
         let mut m = self.manager.clone();
         let queue = self.keys.queue().to_owned();
         rt.spawn(async move {
-            let res = GATE_POLL
-                .key(&paused)
-                .key(&throttled)
-                .arg(ms)
-                .invoke_async::<(u64, u64)>(&mut m)
-                .await;
+            let res = call.query::<(u64, u64)>(&mut m).await;
             if let Err(e) = res {
                 tracing::warn!(%queue, error = %e, "writing the queue's throttle failed; the next fetch tries again");
             }
@@ -306,6 +299,14 @@ impl<B: Broker> QueueGate<B> {
     }
 }
 
+/// `gate_poll.lua` on the queue `keys` name: first extends its throttle to `throttle_ms` (0:
+/// none; never shortened), then replies `(paused, throttle ms left)`.
+fn poll_call(keys: &QueueKeys, throttle_ms: u64) -> Call {
+    let mut call = Call::script(&GATE_POLL, &[keys.paused(), keys.throttled()]);
+    call.arg(throttle_ms);
+    call
+}
+
 /// Waits `d` when `wait`, at most [`POLL_INTERVAL`] (a fetch returns within a bounded time, and
 /// the next one polls again), and returns an empty batch.
 async fn idle_if<T>(wait: bool, d: Duration) -> Result<Vec<Delivery<T>>, BrokerError> {
@@ -380,5 +381,26 @@ impl<B: Broker> Broker for QueueGate<B> {
 
     async fn close(&self) -> Result<(), BrokerError> {
         self.inner.close().await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_poll_reads_the_pause_flag_and_writes_the_throttle() {
+        let keys = QueueKeys::new("pythia", "mail");
+        let args = poll_call(&keys, 1500).text();
+        assert_eq!(args[..2], ["EVALSHA", GATE_POLL.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "2",
+                "pythia:{mail}:paused",
+                "pythia:{mail}:throttled",
+                "1500"
+            ]
+        );
     }
 }

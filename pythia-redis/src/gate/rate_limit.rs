@@ -9,6 +9,7 @@ use std::time::Duration;
 use pythia_core::BrokerError;
 use tokio::time::Instant;
 
+use crate::call::Call;
 use crate::connection::{RedisConnection, SharedConnection};
 use crate::scripts::RATE_LIMIT;
 
@@ -194,13 +195,9 @@ impl Limiter {
         }
         let want = self.limit.batch().max(1);
         let mut m = manager.clone();
-        let (granted, wait_ms): (u64, u64) = RATE_LIMIT
-            .key(&self.key)
-            .arg(self.limit.interval_ms())
-            .arg(self.limit.burst())
-            .arg(want)
-            .arg(self.limit.least_grant())
-            .invoke_async(&mut m)
+        let (granted, wait_ms): (u64, u64) = self
+            .call(want)
+            .query(&mut m)
             .await
             .map_err(|e| conn.error("take rate-limit tokens", e))?;
         let mut held = self.held.lock().expect("limiter lock");
@@ -216,6 +213,17 @@ impl Limiter {
         held.granted_at = Instant::now();
         held.spent_until = None;
         Ok(Grant::Take(now as usize))
+    }
+
+    /// `rate_limit.lua`: up to `want` tokens of the shared GCRA bucket (at least the limit's
+    /// least grant, or none). Replies `(granted, ms to wait when none)`.
+    fn call(&self, want: u64) -> Call {
+        let mut call = Call::script(&RATE_LIMIT, &[&self.key]);
+        call.arg(self.limit.interval_ms())
+            .arg(self.limit.burst())
+            .arg(want)
+            .arg(self.limit.least_grant());
+        call
     }
 
     /// Tokens held here, or the wait left when the budget is known to be spent; `None` to ask
@@ -262,6 +270,16 @@ mod tests {
         for bad in ["", "500", "0/s", "-1/s", "5/d", "x/s", "5/"] {
             assert!(bad.parse::<RateLimit>().is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn a_take_asks_the_shared_bucket_for_a_batch() {
+        let key = crate::keys::QueueKeys::new("pythia", "mail").rate_limit();
+        assert_eq!(key, "pythia:{mail}:ratelimit");
+        let limiter = Limiter::new(RateLimit::per_second(200), key.clone());
+        let args = limiter.call(10).text();
+        assert_eq!(args[..2], ["EVALSHA", RATE_LIMIT.get_hash()]);
+        assert_eq!(args[2..], ["1", &key, "5.0", "20", "10", "10"]);
     }
 
     #[test]

@@ -12,6 +12,7 @@ use pythia_core::worker::BoxFuture;
 use pythia_core::{BrokerError, Message, WorkerError};
 use tower::{Layer, Service};
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::connection::transient_retry::retry_transient;
 use crate::keys::QueueKeys;
@@ -148,19 +149,15 @@ impl IdempotencyStore {
         key: &str,
         message_id: &str,
     ) -> Result<bool, BrokerError> {
-        let k = self.key(queue, key);
-        let value = format!("{message_id} {}", unix_millis(SystemTime::now()));
-        let (k, value) = (&k, &value);
-        let ttl = self.ttl.as_millis() as u64;
+        let call = &mark_done_call(
+            &self.key(queue, key),
+            message_id,
+            unix_millis(SystemTime::now()),
+            self.ttl,
+        );
         let set: Option<String> = retry_transient("record an idempotency key", || async move {
             let mut m = self.manager.clone();
-            redis::cmd("SET")
-                .arg(k)
-                .arg(value)
-                .arg("NX")
-                .arg("PX")
-                .arg(ttl)
-                .query_async(&mut m)
+            call.query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("record an idempotency key", e))
         })
@@ -183,6 +180,18 @@ impl IdempotencyStore {
         .await?;
         Ok(n > 0)
     }
+}
+
+/// `SET <key> "<message id> <now ms>" NX PX <ttl>`: the first completion is the one kept;
+/// replies nil when one was recorded already.
+fn mark_done_call(key: &str, message_id: &str, now_ms: u64, ttl: Duration) -> Call {
+    let mut cmd = redis::cmd("SET");
+    cmd.arg(key)
+        .arg(format!("{message_id} {now_ms}"))
+        .arg("NX")
+        .arg("PX")
+        .arg(ttl.as_millis() as u64);
+    Call::command(cmd)
 }
 
 /// A tower layer that skips messages whose idempotency key already completed.
@@ -361,6 +370,22 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_completion_is_recorded_once_with_the_ttl() {
+        let key = QueueKeys::new("pythia", "pay").idempotency("order-1");
+        assert_eq!(
+            mark_done_call(&key, "m1", 7, Duration::from_secs(60)).text(),
+            [
+                "SET",
+                "pythia:{pay}:done:order-1",
+                "m1 7",
+                "NX",
+                "PX",
+                "60000"
+            ]
+        );
+    }
 
     #[test]
     fn keys_come_from_the_header_the_body_or_the_id() {

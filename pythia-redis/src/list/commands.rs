@@ -8,7 +8,9 @@ use super::ListSide;
 use crate::call::Call;
 use crate::consumer::retry_schedule::{dead_letter_payload, delay_ms, retry_payload};
 use crate::keys::QueueKeys;
-use crate::scripts::{LIST_SETTLE, RELIABLE_FETCH, RELIABLE_SETTLE};
+use crate::scripts::{
+    LIST_SETTLE, RELIABLE_FETCH, RELIABLE_REAP, RELIABLE_RELEASE, RELIABLE_SETTLE,
+};
 
 /// The settle commands of an at-most-once [`ListBroker`](super::ListBroker) on one queue.
 #[derive(Debug, Clone)]
@@ -122,6 +124,43 @@ impl ReliableListCommands {
         Call::command(cmd)
     }
 
+    /// One `reliable_release.lua` call handing deliveries `ids` back unchanged to the `side`
+    /// consumers pop, in the order given (the first is the next popped). Replies how many were
+    /// still in flight.
+    pub(crate) fn release(&self, ids: impl IntoIterator<Item = u64>, side: ListSide) -> Call {
+        let mut call = Call::script(&RELIABLE_RELEASE, &[&self.in_flight, &self.queue]);
+        call.arg(side.pop_flag());
+        for id in ids {
+            call.arg(id);
+        }
+        call
+    }
+
+    /// One `reliable_reap.lua` call returning this consumer's work to the queue, run by another
+    /// consumer that found it dead (or, with `force`, by a new process under its name): `items`
+    /// are in-flight `(delivery id, payload re-encoded for another attempt)`, newest first;
+    /// staged items come back as they are. Replies how many came back, or -1 if the consumer's
+    /// heartbeat is there (alive after all) and `force` is off.
+    pub(crate) fn reap(&self, side: ListSide, force: bool, items: &[(&str, Vec<u8>)]) -> Call {
+        let mut call = Call::script(
+            &RELIABLE_REAP,
+            &[
+                &self.heartbeat,
+                &self.in_flight,
+                &self.staging,
+                &self.queue,
+                &self.consumers,
+            ],
+        );
+        call.arg(side.pop_flag())
+            .arg(&self.consumer)
+            .arg(if force { "1" } else { "0" });
+        for (id, payload) in items {
+            call.arg(*id).arg(&payload[..]);
+        }
+        call
+    }
+
     /// The consumer's in-flight hash.
     pub fn in_flight_key(&self) -> &str {
         &self.in_flight
@@ -183,19 +222,12 @@ mod tests {
         }
     }
 
-    fn text(call: &Call) -> Vec<String> {
-        call.args()
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
-    }
-
     #[test]
     fn reliable_acks_are_one_hdel_of_the_consumers_hash() {
         let c = ReliableListCommands::new(&QueueKeys::new("pythia", "jobs"), "c1");
         let batch = [settlement(7, Outcome::Ack), settlement(9, Outcome::Ack)];
         assert_eq!(
-            text(&c.acks(&batch)),
+            c.acks(&batch).text(),
             ["HDEL", "pythia:{jobs}:inflight:c1", "7", "9"]
         );
     }
@@ -218,7 +250,7 @@ mod tests {
                 },
             ),
         ];
-        let args = text(&c.settle(&batch, 10));
+        let args = c.settle(&batch, 10).text();
         assert_eq!(args[0], "EVALSHA");
         assert_eq!(args[1], RELIABLE_SETTLE.get_hash());
         assert_eq!(
@@ -257,7 +289,7 @@ mod tests {
                 0,
             )
             .expect("a retry to schedule");
-        let args = text(&call);
+        let args = call.text();
         assert_eq!(args[0], "EVALSHA");
         assert_eq!(args[1], LIST_SETTLE.get_hash());
         assert_eq!(
@@ -275,20 +307,57 @@ mod tests {
     }
 
     #[test]
+    fn releases_and_reaps_name_the_consumers_keys() {
+        let c = ReliableListCommands::new(&QueueKeys::new("pythia", "jobs"), "c1");
+        let args = c.release([4, 2], ListSide::Right).text();
+        assert_eq!(args[..2], ["EVALSHA", RELIABLE_RELEASE.get_hash()]);
+        assert_eq!(
+            args[2..],
+            ["2", "pythia:{jobs}:inflight:c1", "jobs", "R", "4", "2"]
+        );
+        let args = c
+            .reap(
+                ListSide::Left,
+                true,
+                &[("9", b"p9".to_vec()), ("3", b"p3".to_vec())],
+            )
+            .text();
+        assert_eq!(args[..2], ["EVALSHA", RELIABLE_REAP.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "5",
+                "pythia:{jobs}:heartbeat:c1",
+                "pythia:{jobs}:inflight:c1",
+                "pythia:{jobs}:staging:c1",
+                "jobs",
+                "pythia:{jobs}:consumers",
+                "L",
+                "c1",
+                "1",
+                "9",
+                "p9",
+                "3",
+                "p3"
+            ]
+        );
+    }
+
+    #[test]
     fn blocking_reads_take_the_configured_end_and_timeout() {
         let keys = QueueKeys::new("pythia", "jobs");
         let list = ListCommands::new(&keys);
         assert_eq!(
-            text(&list.blocking_pop(ListSide::Right, 2.0)),
+            list.blocking_pop(ListSide::Right, 2.0).text(),
             ["BRPOP", "jobs", "2.0"]
         );
         assert_eq!(
-            text(&list.blocking_pop(ListSide::Left, 0.5)),
+            list.blocking_pop(ListSide::Left, 0.5).text(),
             ["BLPOP", "jobs", "0.5"]
         );
         let reliable = ReliableListCommands::new(&keys, "w1");
         assert_eq!(
-            text(&reliable.wait_for_item(ListSide::Left, 1.0)),
+            reliable.wait_for_item(ListSide::Left, 1.0).text(),
             ["BLMOVE", "jobs", &keys.staging("w1"), "LEFT", "LEFT", "1.0"]
         );
     }

@@ -4,6 +4,7 @@
 
 mod buffer;
 mod builder;
+mod commands;
 pub mod publisher;
 
 mod sharded;
@@ -359,14 +360,9 @@ impl PubSubBroker {
             .map(|(m, reason)| envelope::encode_dead_letter(m, reason, now))
             .collect();
         let cap = self.dead_letter_cap.get();
-        let mut pipe = redis::pipe();
-        pipe.atomic().lpush(key, &payloads);
-        if cap > 0 {
-            pipe.ltrim(key, 0, cap as isize - 1).ignore();
-        }
         let mut m = self.conn.manager();
-        let (len,): (u64,) = pipe
-            .query_async(&mut m)
+        let (len,): (u64,) = commands::push_dead_letters(key, &payloads, cap)
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("dead-letter push", e))?;
         if cap > 0 {

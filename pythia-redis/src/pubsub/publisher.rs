@@ -4,10 +4,10 @@
 use crate::connection::SharedConnection;
 use pythia_core::{BrokerError, Message, envelope};
 
+use super::commands::publish;
 use crate::connection::RedisConnection;
 use crate::list::producer::Encoding;
 use crate::queues::registry::{QueueKind, Registration};
-use crate::scripts::SPUBLISH;
 
 /// `PUBLISH` commands per pipeline when publishing many (on a Redis Cluster: payloads per
 /// script call).
@@ -133,25 +133,11 @@ impl Publisher {
         let mut m = self.manager.clone();
         let started = std::time::Instant::now();
         for chunk in payloads.chunks(PUBLISH_CHUNK) {
-            let got: Vec<usize> = if self.sharded {
-                let mut spublish = SPUBLISH.prepare_invoke();
-                spublish.key(&self.channel);
-                for payload in chunk {
-                    spublish.arg(payload.as_ref());
-                }
-                spublish
-                    .invoke_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("SPUBLISH", e))?
-            } else {
-                let mut pipe = redis::pipe();
-                for payload in chunk {
-                    pipe.publish(&self.channel, payload.as_ref());
-                }
-                pipe.query_async(&mut m)
-                    .await
-                    .map_err(|e| self.conn.error("PUBLISH", e))?
-            };
+            let what = if self.sharded { "SPUBLISH" } else { "PUBLISH" };
+            let got: Vec<usize> = publish(&self.channel, self.sharded, chunk)
+                .query(&mut m)
+                .await
+                .map_err(|e| self.conn.error(what, e))?;
             counts.extend(got);
         }
         self.conn

@@ -28,6 +28,7 @@ use pythia_core::{
 };
 
 use crate::QueueKeys;
+use crate::call::Call;
 use crate::connection::RedisConnection;
 
 /// Longest time between two flushes of a busy worker's counts.
@@ -54,15 +55,12 @@ impl DailyCounts {
     /// The counts of `queue` on `day` (`YYYY-MM-DD`, UTC); zeros for a day without any.
     pub async fn read(conn: &RedisConnection, queue: &str, day: &str) -> Result<Self, BrokerError> {
         let keys = QueueKeys::new(conn.config().key_prefix(), queue);
-        let mut pipe = redis::pipe();
-        for c in COUNTERS {
-            pipe.get(keys.stat(c, day));
-        }
         let mut m = conn.manager();
-        let (processed, failed, retried): (Option<u64>, Option<u64>, Option<u64>) = pipe
-            .query_async(&mut m)
-            .await
-            .map_err(|e| conn.error("read counters", e))?;
+        let (processed, failed, retried): (Option<u64>, Option<u64>, Option<u64>) =
+            read_call(&keys, day)
+                .query(&mut m)
+                .await
+                .map_err(|e| conn.error("read counters", e))?;
         Ok(Self {
             processed: processed.unwrap_or(0),
             failed: failed.unwrap_or(0),
@@ -162,16 +160,9 @@ impl<B: Broker> CountingBroker<B> {
             return Ok(());
         }
         let day = utc_day(SystemTime::now());
-        let mut pipe = redis::pipe();
-        for (name, &n) in COUNTERS.iter().zip(&taken).filter(|(_, n)| **n > 0) {
-            let key = self.keys.stat(name, &day);
-            pipe.incr(&key, n)
-                .ignore()
-                .expire(&key, COUNTER_TTL.as_secs() as i64)
-                .ignore();
-        }
         let mut m = self.conn.manager();
-        if let Err(e) = pipe.query_async::<()>(&mut m).await {
+        let call = flush_call(&self.keys, &day, &taken);
+        if let Err(e) = call.query::<()>(&mut m).await {
             for (c, n) in self.counts.iter().zip(taken) {
                 c.fetch_add(n, Ordering::Relaxed);
             }
@@ -288,9 +279,59 @@ impl<B: Broker> Broker for CountingBroker<B> {
     }
 }
 
+/// The counters of the queue `keys` name on `day`, one `GET` each in [`COUNTERS`] order,
+/// pipelined (nil for a counter never written).
+fn read_call(keys: &QueueKeys, day: &str) -> Call {
+    let mut pipe = redis::pipe();
+    for c in COUNTERS {
+        pipe.get(keys.stat(c, day));
+    }
+    Call::pipeline(pipe)
+}
+
+/// `counts` ([`COUNTERS`] order) added to the queue's counters of `day`, each non-zero one with
+/// `INCRBY` and its key's TTL renewed to [`COUNTER_TTL`], pipelined; replies nothing.
+fn flush_call(keys: &QueueKeys, day: &str, counts: &[u64]) -> Call {
+    let mut pipe = redis::pipe();
+    for (name, &n) in COUNTERS.iter().zip(counts).filter(|(_, n)| **n > 0) {
+        let key = keys.stat(name, day);
+        pipe.incr(&key, n)
+            .ignore()
+            .expire(&key, COUNTER_TTL.as_secs() as i64)
+            .ignore();
+    }
+    Call::pipeline(pipe)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_flush_adds_and_renews_only_the_counters_that_moved() {
+        let keys = QueueKeys::new("pythia", "mail");
+        assert_eq!(
+            flush_call(&keys, "2026-12-03", &[5, 0, 2]).commands_text(),
+            [
+                ["INCRBY", "pythia:{mail}:stat:processed:2026-12-03", "5"],
+                [
+                    "EXPIRE",
+                    "pythia:{mail}:stat:processed:2026-12-03",
+                    "7776000"
+                ],
+                ["INCRBY", "pythia:{mail}:stat:retried:2026-12-03", "2"],
+                ["EXPIRE", "pythia:{mail}:stat:retried:2026-12-03", "7776000"],
+            ]
+        );
+        assert_eq!(
+            read_call(&keys, "2026-12-03").commands_text(),
+            [
+                ["GET", "pythia:{mail}:stat:processed:2026-12-03"],
+                ["GET", "pythia:{mail}:stat:failed:2026-12-03"],
+                ["GET", "pythia:{mail}:stat:retried:2026-12-03"],
+            ]
+        );
+    }
 
     #[test]
     fn days_are_utc_dates() {

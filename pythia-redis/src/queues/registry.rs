@@ -9,6 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use pythia_core::{BrokerError, BrokerErrorKind};
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::keys;
 
@@ -132,15 +133,8 @@ impl Registration {
         if self.done.load(Ordering::Relaxed) {
             return;
         }
-        let cmd = if self.overwrite { "HSET" } else { "HSETNX" };
         let mut m = conn.manager();
-        match redis::cmd(cmd)
-            .arg(&self.key)
-            .arg(&self.queue)
-            .arg(self.kind.as_str())
-            .query_async::<()>(&mut m)
-            .await
-        {
+        match self.write_call().query::<()>(&mut m).await {
             Ok(()) => self.done.store(true, Ordering::Relaxed),
             Err(e) => {
                 let e = conn.error("register queue", e);
@@ -154,6 +148,15 @@ impl Registration {
                 }
             }
         }
+    }
+
+    /// The registry entry `queue → kind`: a broker's `HSET`, a producer's `HSETNX` (which never
+    /// overwrites what a broker wrote).
+    fn write_call(&self) -> Call {
+        let cmd = if self.overwrite { "HSET" } else { "HSETNX" };
+        let mut cmd = redis::cmd(cmd);
+        cmd.arg(&self.key).arg(&self.queue).arg(self.kind.as_str());
+        Call::command(cmd)
     }
 }
 
@@ -215,6 +218,26 @@ fn glob_escape(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn brokers_overwrite_the_registry_entry_and_producers_do_not() {
+        let registration = |overwrite| Registration {
+            done: Arc::default(),
+            running: Arc::default(),
+            key: keys::registry("pythia"),
+            queue: "mail".to_owned(),
+            kind: QueueKind::ReliableList,
+            overwrite,
+        };
+        assert_eq!(
+            registration(true).write_call().text(),
+            ["HSET", "pythia:queues", "mail", "reliable-list"]
+        );
+        assert_eq!(
+            registration(false).write_call().text(),
+            ["HSETNX", "pythia:queues", "mail", "reliable-list"]
+        );
+    }
 
     #[test]
     fn kinds_round_trip() {

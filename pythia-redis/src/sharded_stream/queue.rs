@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use pythia_core::BrokerError;
 
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 
@@ -103,14 +104,8 @@ impl ShardedQueue {
         let key = self.layout_key(conn.config().key_prefix());
         let want = self.streams.join("\n");
         let mut m = conn.manager();
-        let (_, stored): (redis::Value, Option<String>) = redis::pipe()
-            .cmd("SET")
-            .arg(&key)
-            .arg(&want)
-            .arg("NX")
-            .cmd("GET")
-            .arg(&key)
-            .query_async(&mut m)
+        let (_, stored): (redis::Value, Option<String>) = layout_call(&key, &want)
+            .query(&mut m)
             .await
             .map_err(|e| conn.error("SET NX (shard layout)", e))?;
         match stored {
@@ -127,6 +122,19 @@ impl ShardedQueue {
             _ => Ok(()),
         }
     }
+}
+
+/// The layout `want` stored at `key` unless one is (`SET NX`), then read back: replies
+/// `(_, stored layout)`.
+fn layout_call(key: &str, want: &str) -> Call {
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(key)
+        .arg(want)
+        .arg("NX")
+        .cmd("GET")
+        .arg(key);
+    Call::pipeline(pipe)
 }
 
 /// The stream of shard `i` of `n` of the queue `name`: `{name#i.k}` for the smallest `k` whose
@@ -200,6 +208,21 @@ fn jump_hash(mut key: u64, buckets: usize) -> usize {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_layout_is_stored_only_if_absent_and_read_back() {
+        let q = ShardedQueue::new("orders", 2).unwrap();
+        let key = q.layout_key("pythia");
+        assert_eq!(key, "pythia:{orders}:shards");
+        let want = q.streams().join("\n");
+        assert_eq!(
+            layout_call(&key, &want).commands_text(),
+            [
+                vec!["SET", key.as_str(), want.as_str(), "NX"],
+                vec!["GET", key.as_str()]
+            ]
+        );
+    }
 
     #[test]
     fn slots_match_redis() {

@@ -246,24 +246,14 @@ mod tests {
         StreamCommands::new(&QueueKeys::new("pythia", "jobs"), "workers")
     }
 
-    fn text(call: &Call) -> Vec<String> {
-        call.args()
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect()
-    }
-
     #[test]
     fn acks_name_the_stream_group_and_ids() {
         let c = commands();
         let ids = [StreamEntryId::new(5, 0), StreamEntryId::new(5, 1)];
-        let args: Vec<String> = c
-            .ack(&ids)
-            .args()
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        assert_eq!(args, ["XACK", "jobs", "workers", "5-0", "5-1"]);
+        assert_eq!(
+            c.ack(&ids).text(),
+            ["XACK", "jobs", "workers", "5-0", "5-1"]
+        );
         let packed = String::from_utf8(c.ack_and_delete(&ids).packed()).unwrap();
         assert!(packed.starts_with("*1\r\n$5\r\nMULTI\r\n"), "{packed}");
         assert!(
@@ -276,7 +266,7 @@ mod tests {
     #[test]
     fn group_reads_block_only_for_new_entries() {
         let c = commands();
-        let read = |from| text(&c.read_group("w1", 100, from)).join(" ");
+        let read = |from| c.read_group("w1", 100, from).text().join(" ");
         assert_eq!(
             read(ReadFrom::New(Some(2000))),
             "XREADGROUP GROUP workers w1 COUNT 100 BLOCK 2000 STREAMS jobs >"
@@ -312,7 +302,7 @@ mod tests {
             delete_on_ack: true,
             now: 5000,
         };
-        let args = text(&c.settle(&[StreamEntryId::new(8, 0)], &items, opts));
+        let args = c.settle(&[StreamEntryId::new(8, 0)], &items, opts).text();
         assert_eq!(args[..2], ["EVALSHA", STREAM_SETTLE.get_hash()]);
         let expected = [
             // keys; group, cap, delete-on-ack; one plain ack
@@ -331,7 +321,7 @@ mod tests {
     #[test]
     fn maintenance_scripts_name_their_keys_and_group() {
         let c = commands();
-        let after_hash = |call: Call| text(&call)[2..].join(" ");
+        let after_hash = |call: Call| call.text()[2..].join(" ");
         let candidates = [StreamEntryId::new(1, 0)];
         assert_eq!(
             after_hash(c.claim(

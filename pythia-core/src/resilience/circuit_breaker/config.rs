@@ -1,3 +1,5 @@
+//! [`CircuitBreakerConfig`]: a breaker's thresholds, window and cool-down, and their on-disk form.
+
 use std::time::Duration;
 
 use serde::Deserialize;

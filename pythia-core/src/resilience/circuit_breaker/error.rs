@@ -1,3 +1,5 @@
+//! [`CircuitOpen`]: why a call was refused while the breaker is open.
+
 /// The cause of the error a [`CircuitBreaker`](super::CircuitBreaker) returns when it is
 /// called without a successful readiness check while it is not admitting calls.
 ///

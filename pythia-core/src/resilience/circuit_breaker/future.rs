@@ -1,3 +1,6 @@
+//! [`ResponseFuture`]: what a [`CircuitBreaker`](super::CircuitBreaker) call returns, reporting the
+//! result to the breaker.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

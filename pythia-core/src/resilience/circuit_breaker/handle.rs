@@ -1,3 +1,5 @@
+//! [`CircuitBreakerHandle`] and [`CircuitState`]: watching a breaker from outside the handler.
+
 use std::fmt;
 use std::sync::Arc;
 

@@ -1,3 +1,6 @@
+//! [`CircuitBreakerLayer`]: one breaker shared by every [`CircuitBreaker`](super::CircuitBreaker)
+//! service it builds.
+
 use std::sync::Arc;
 
 use tower::Layer;

@@ -1,9 +1,12 @@
+//! [`InProcessRetry`]: how many extra tries the retry layer makes and its backoff, and their on-
+//! disk form.
+
 use std::time::Duration;
 
 use serde::Deserialize;
 
 use crate::error::WorkerError;
-use crate::retry_policy::RetryPolicy;
+use crate::retry_policy::{RetryPolicy, factor_in_range, jitter_in_range};
 
 /// How the [`RetryLayer`](super::RetryLayer) retries in-process: how many extra tries, and the
 /// backoff between them.
@@ -101,11 +104,7 @@ impl InProcessRetry {
     /// Growth factor per try (clamped to 1..=16, as [`RetryPolicy::with_factor`]).
     #[must_use]
     pub fn with_factor(mut self, f: f64) -> Self {
-        self.factor = if f.is_finite() {
-            f.clamp(1.0, 16.0)
-        } else {
-            Self::DEFAULT_FACTOR
-        };
+        self.factor = factor_in_range(f, Self::DEFAULT_FACTOR);
         self
     }
 
@@ -113,11 +112,7 @@ impl InProcessRetry {
     /// [`RetryPolicy::with_jitter`]).
     #[must_use]
     pub fn with_jitter(mut self, j: f64) -> Self {
-        self.jitter = if j.is_finite() {
-            j.clamp(0.0, 1.0)
-        } else {
-            0.0
-        };
+        self.jitter = jitter_in_range(j);
         self
     }
 

@@ -1,3 +1,6 @@
+//! [`ResponseFuture`]: what a [`Retry`](super::Retry) call returns, the first try then any in-
+//! process retries.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};

@@ -1,3 +1,6 @@
+//! [`RetryLayer`]: the retry middleware's cheap, cloneable config, which wraps a handler in
+//! [`Retry`](super::Retry).
+
 use tower::Layer;
 
 use super::{InProcessRetry, Retry};

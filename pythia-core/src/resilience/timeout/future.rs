@@ -1,3 +1,6 @@
+//! [`ResponseFuture`]: what a [`Timeout`](super::Timeout) call returns, the inner call raced
+//! against the deadline.
+
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll, ready};

@@ -1,3 +1,6 @@
+//! [`TimeoutLayer`]: the timeout middleware's `const` config, which wraps a handler in
+//! [`Timeout`](super::Timeout).
+
 use std::time::Duration;
 
 use tower::Layer;

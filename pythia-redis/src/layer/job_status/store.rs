@@ -9,8 +9,10 @@ use pythia_core::{BrokerError, Message};
 
 use super::record::{JobEvent, JobState, JobStatus};
 use super::writer::JobWriter;
+use crate::call::Call;
 use crate::connection::RedisConnection;
 use crate::connection::transient_retry::retry_transient;
+use crate::keys::QueueKeys;
 use crate::scripts::JOB_STATUS_QUEUED;
 
 /// Reads and writes job records of one queue: the status hash `<prefix>:{queue}:job:<id>`, the
@@ -180,16 +182,12 @@ impl JobStatusStore {
             return Ok(Vec::new());
         }
         let keys = self.writer.keys(&self.queue);
-        let mut pipe = redis::pipe();
-        for (id, _) in &ids {
-            pipe.cmd("HGETALL").arg(keys.job_status(id));
-        }
         let w = &self.writer;
-        let pipe = &pipe;
+        let call = &read_all_call(&keys, ids.iter().map(|(id, _)| id.as_str()));
         let hashes: Vec<HashMap<String, Vec<u8>>> =
             retry_transient("read job statuses", || async move {
                 let mut m = w.manager.clone();
-                pipe.query_async(&mut m)
+                call.query(&mut m)
                     .await
                     .map_err(|e| w.conn.error("read job statuses", e))
             })
@@ -232,25 +230,13 @@ impl JobStatusStore {
         let now = unix_millis(SystemTime::now());
         let ttl = self.writer.ttl.as_millis() as u64;
         let keys = self.writer.keys(&self.queue);
-        let index = keys.jobs_in_state(JobState::Queued.as_str());
         let mut created = 0;
         for chunk in msgs.chunks(1000) {
             let w = &self.writer;
-            let (queue, keys, index) = (&self.queue, &keys, &index);
+            let call = &queued_call(&keys, ttl, now, w.max_per_state, chunk);
             created += retry_transient("record queued jobs", || async move {
-                let mut inv = JOB_STATUS_QUEUED.prepare_invoke();
-                inv.key(index)
-                    .arg(ttl)
-                    .arg(now)
-                    .arg(queue)
-                    .arg(w.max_per_state);
-                for msg in chunk {
-                    inv.key(keys.job_status(msg.id()))
-                        .key(keys.job_events(msg.id()))
-                        .arg(msg.id());
-                }
                 let mut m = w.manager.clone();
-                inv.invoke_async::<u64>(&mut m)
+                call.query::<u64>(&mut m)
                     .await
                     .map_err(|e| w.conn.error("record queued jobs", e))
             })
@@ -263,23 +249,136 @@ impl JobStatusStore {
     /// had a status record.
     pub async fn delete(&self, id: &str) -> Result<bool, BrokerError> {
         let keys = self.writer.keys(&self.queue);
-        let mut pipe = redis::pipe();
-        pipe.cmd("DEL").arg(keys.job_status(id));
-        pipe.cmd("DEL")
-            .arg(keys.job_events(id))
-            .arg(keys.job_checkpoint(id))
-            .ignore();
-        for s in JobState::ALL {
-            pipe.cmd("ZREM")
-                .arg(keys.jobs_in_state(s.as_str()))
-                .arg(id)
-                .ignore();
-        }
         let mut m = self.writer.manager.clone();
-        let (n,): (u64,) = pipe
-            .query_async(&mut m)
+        let (n,): (u64,) = delete_call(&keys, id)
+            .query(&mut m)
             .await
             .map_err(|e| self.writer.conn.error("delete a job status", e))?;
         Ok(n > 0)
+    }
+}
+
+/// `job_status_queued.lua` on the queue `keys` name: `msgs` recorded as queued at `now` (ms),
+/// each only if it has no record yet, kept for `ttl_ms`, the `queued` index capped at
+/// `max_per_state`. Replies how many records it created.
+fn queued_call(
+    keys: &QueueKeys,
+    ttl_ms: u64,
+    now: u64,
+    max_per_state: usize,
+    msgs: &[Message],
+) -> Call {
+    let mut all = Vec::with_capacity(1 + 2 * msgs.len());
+    all.push(keys.jobs_in_state(JobState::Queued.as_str()));
+    for msg in msgs {
+        all.push(keys.job_status(msg.id()));
+        all.push(keys.job_events(msg.id()));
+    }
+    let mut call = Call::script(&JOB_STATUS_QUEUED, &all);
+    call.arg(ttl_ms)
+        .arg(now)
+        .arg(keys.queue())
+        .arg(max_per_state);
+    for msg in msgs {
+        call.arg(msg.id());
+    }
+    call
+}
+
+/// The status records of the jobs `ids`, one `HGETALL` each, pipelined (empty for a job
+/// without one).
+fn read_all_call<'a>(keys: &QueueKeys, ids: impl Iterator<Item = &'a str>) -> Call {
+    let mut pipe = redis::pipe();
+    for id in ids {
+        pipe.cmd("HGETALL").arg(keys.job_status(id));
+    }
+    Call::pipeline(pipe)
+}
+
+/// The record of job `id` deleted in one pipeline: status (whose `DEL` alone replies, 1 if it
+/// was there), timeline, checkpoint and its entry in every state's index.
+fn delete_call(keys: &QueueKeys, id: &str) -> Call {
+    let mut pipe = redis::pipe();
+    pipe.cmd("DEL").arg(keys.job_status(id));
+    pipe.cmd("DEL")
+        .arg(keys.job_events(id))
+        .arg(keys.job_checkpoint(id))
+        .ignore();
+    for s in JobState::ALL {
+        pipe.cmd("ZREM")
+            .arg(keys.jobs_in_state(s.as_str()))
+            .arg(id)
+            .ignore();
+    }
+    Call::pipeline(pipe)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn queued_records_take_two_keys_and_one_id_per_message() {
+        let keys = QueueKeys::new("pythia", "q");
+        let msgs = [
+            Message::new("a").with_id("j1"),
+            Message::new("b").with_id("j2"),
+        ];
+        let args = queued_call(&keys, 60_000, 7, 100, &msgs).text();
+        assert_eq!(args[..2], ["EVALSHA", JOB_STATUS_QUEUED.get_hash()]);
+        assert_eq!(
+            args[2..],
+            [
+                "5",
+                "pythia:{q}:jobs:queued",
+                "pythia:{q}:job:j1",
+                "pythia:{q}:job-events:j1",
+                "pythia:{q}:job:j2",
+                "pythia:{q}:job-events:j2",
+                "60000",
+                "7",
+                "q",
+                "100",
+                "j1",
+                "j2"
+            ]
+        );
+    }
+
+    #[test]
+    fn records_are_read_with_one_hgetall_each() {
+        let keys = QueueKeys::new("pythia", "q");
+        assert_eq!(
+            read_all_call(&keys, ["j1", "j2"].into_iter()).commands_text(),
+            [
+                ["HGETALL", "pythia:{q}:job:j1"],
+                ["HGETALL", "pythia:{q}:job:j2"]
+            ]
+        );
+    }
+
+    #[test]
+    fn a_delete_removes_every_key_and_index_entry_of_the_job() {
+        let cmds = delete_call(&QueueKeys::new("pythia", "q"), "j1").commands_text();
+        assert_eq!(cmds[0], ["DEL", "pythia:{q}:job:j1"]);
+        assert_eq!(
+            cmds[1],
+            [
+                "DEL",
+                "pythia:{q}:job-events:j1",
+                "pythia:{q}:job-checkpoint:j1"
+            ]
+        );
+        let zrems: Vec<String> = cmds[2..].iter().map(|c| c.join(" ")).collect();
+        assert_eq!(
+            zrems,
+            [
+                "ZREM pythia:{q}:jobs:queued j1",
+                "ZREM pythia:{q}:jobs:running j1",
+                "ZREM pythia:{q}:jobs:succeeded j1",
+                "ZREM pythia:{q}:jobs:failed j1",
+                "ZREM pythia:{q}:jobs:dead j1"
+            ]
+        );
     }
 }

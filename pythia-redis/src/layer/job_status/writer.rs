@@ -154,11 +154,7 @@ mod tests {
             &change,
             std::time::UNIX_EPOCH + Duration::from_millis(7),
         );
-        let args: Vec<String> = call
-            .args()
-            .iter()
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
+        let args = call.text();
         assert_eq!(args[0], "EVALSHA");
         assert_eq!(
             &args[2..11],

@@ -22,7 +22,6 @@ use crate::consumer::retry_schedule::{DeadLetterCap, promote_due};
 use crate::keys::{QueueKeys, unique_consumer_name};
 use crate::list::{ListSide, list_stats};
 use crate::queues::registry::{QueueKind, Registration};
-use crate::scripts::RELIABLE_RELEASE;
 
 /// Items per fetch script call: the in-flight `HSET` takes two values per item, well below
 /// Lua's `unpack` limit of about 8,000.
@@ -440,14 +439,9 @@ impl Broker for ReliableListBroker {
             return Ok(());
         }
         let mut m = self.mgr();
-        let mut inv = RELIABLE_RELEASE.prepare_invoke();
-        inv.key(&self.in_flight_key)
-            .key(self.keys.queue())
-            .arg(self.side.pop_flag());
-        for d in &batch {
-            inv.arg(d.token);
-        }
-        inv.invoke_async::<u64>(&mut m)
+        self.commands
+            .release(batch.iter().map(|d| d.token), self.side)
+            .query::<u64>(&mut m)
             .await
             .map(drop)
             .map_err(|e| self.conn.error("release", e))

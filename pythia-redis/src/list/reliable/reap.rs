@@ -9,7 +9,7 @@ use super::{REAP_BATCH, ReliableListBroker};
 use crate::connection::SharedConnection;
 use crate::consumer::liveness::peers_alive;
 use crate::consumer::retry_schedule::retry_payload;
-use crate::scripts::RELIABLE_REAP;
+use crate::list::ReliableListCommands;
 
 impl ReliableListBroker {
     /// The consumers registered for this queue, dead or alive.
@@ -73,22 +73,18 @@ impl ReliableListBroker {
         if chunks.is_empty() {
             chunks.push(&[]); // still move staged items and forget the consumer
         }
+        let theirs = ReliableListCommands::new(&self.keys, consumer);
         for chunk in chunks {
-            let mut inv = RELIABLE_REAP.prepare_invoke();
-            inv.key(self.keys.heartbeat(consumer))
-                .key(&in_flight_key)
-                .key(self.keys.staging(consumer))
-                .key(self.keys.queue())
-                .key(self.membership.registry())
-                .arg(self.side.pop_flag())
-                .arg(consumer)
-                .arg(if force { "1" } else { "0" });
-            for (_, id, raw) in chunk {
-                let msg = envelope::decode(raw.clone().into(), &self.source);
-                inv.arg(id).arg(retry_payload(&msg));
-            }
-            let n: i64 = inv
-                .invoke_async(&mut m)
+            let payloads: Vec<(&str, Vec<u8>)> = chunk
+                .iter()
+                .map(|(_, id, raw)| {
+                    let msg = envelope::decode(raw.clone().into(), &self.source);
+                    (id.as_str(), retry_payload(&msg))
+                })
+                .collect();
+            let n: i64 = theirs
+                .reap(self.side, force, &payloads)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("reap", e))?;
             if n < 0 {

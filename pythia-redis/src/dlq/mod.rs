@@ -13,6 +13,8 @@
 //! only when its message is put back, and is put back only if it was still there, so a replay
 //! racing a purge or another replay never loses or doubles a message.
 
+mod commands;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -22,7 +24,6 @@ use redis::Value;
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
-use crate::scripts::DEAD_LETTERS_REPLAY;
 use crate::stream::{fields, message_from_entry};
 
 /// Dead letters per replay script call and per page read.
@@ -37,6 +38,17 @@ enum Target {
     Stream,
     /// Published to the channel.
     Channel,
+}
+
+impl Target {
+    /// The command that counts the dead letters: a stream's or a list's length.
+    fn len_command(self) -> &'static str {
+        if self == Target::Stream {
+            "XLEN"
+        } else {
+            "LLEN"
+        }
+    }
 }
 
 /// The fields of a stream entry, in order.
@@ -184,11 +196,7 @@ impl DeadLetterQueue {
 
     /// How many dead letters there are.
     pub async fn len(&self) -> Result<u64, BrokerError> {
-        let cmd = if self.target == Target::Stream {
-            "XLEN"
-        } else {
-            "LLEN"
-        };
+        let cmd = self.target.len_command();
         let mut m = self.conn.manager();
         redis::cmd(cmd)
             .arg(&self.key)
@@ -310,15 +318,8 @@ impl DeadLetterQueue {
         let mut removed = 0u64;
         let mut m = self.conn.manager();
         for chunk in letters.chunks(CHUNK) {
-            let mut pipe = redis::pipe();
-            for d in chunk {
-                match &d.location.0 {
-                    Handle::Item(raw) => pipe.cmd("LREM").arg(&self.key).arg(-1).arg(raw.as_ref()),
-                    Handle::Entry { id, .. } => pipe.cmd("XDEL").arg(&self.key).arg(id),
-                };
-            }
-            let counts: Vec<u64> = pipe
-                .query_async(&mut m)
+            let counts: Vec<u64> = commands::delete(&self.key, chunk)
+                .query(&mut m)
                 .await
                 .map_err(|e| self.conn.error("delete dead letters", e))?;
             removed += counts.iter().sum::<u64>();
@@ -328,19 +329,9 @@ impl DeadLetterQueue {
 
     /// Deletes every dead letter; returns how many there were.
     pub async fn purge(&self) -> Result<u64, BrokerError> {
-        let len_cmd = if self.target == Target::Stream {
-            "XLEN"
-        } else {
-            "LLEN"
-        };
         let mut m = self.conn.manager();
-        let (n, _): (u64, u64) = redis::pipe()
-            .atomic()
-            .cmd(len_cmd)
-            .arg(&self.key)
-            .cmd("DEL")
-            .arg(&self.key)
-            .query_async(&mut m)
+        let (n, _): (u64, u64) = commands::purge(&self.key, self.target)
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("purge dead letters", e))?;
         Ok(n)
@@ -350,33 +341,16 @@ impl DeadLetterQueue {
         if chunk.is_empty() {
             return Ok(ReplayReport::default());
         }
-        let mode = match self.target {
-            Target::List(side) => side.push_flag(),
-            Target::Stream => "S",
-            Target::Channel => "P",
-        };
-        let now = Some(SystemTime::now());
-        let mut inv = DEAD_LETTERS_REPLAY.prepare_invoke();
-        inv.key(&self.key).key(self.keys.queue()).arg(mode);
-        for d in chunk {
-            match &d.location.0 {
-                Handle::Item(raw) => {
-                    let msg = d.message.clone().with_attempt(1).with_enqueued_at(now);
-                    inv.arg(raw.as_ref()).arg(1).arg(envelope::encode(&msg));
-                }
-                Handle::Entry { id, fields: f } => {
-                    let kept: Vec<&(Vec<u8>, Vec<u8>)> =
-                        f.iter().filter(|(k, _)| replayed_field(k)).collect();
-                    inv.arg(id).arg(kept.len() * 2);
-                    for (k, v) in kept {
-                        inv.arg(k.as_slice()).arg(v.as_slice());
-                    }
-                }
-            }
-        }
+        let call = commands::replay(
+            &self.key,
+            self.keys.queue(),
+            self.target,
+            chunk,
+            SystemTime::now(),
+        );
         let mut m = self.conn.manager();
-        let (replayed, missing, unheard, too_big): (u64, u64, u64, u64) = inv
-            .invoke_async(&mut m)
+        let (replayed, missing, unheard, too_big): (u64, u64, u64, u64) = call
+            .query(&mut m)
             .await
             .map_err(|e| self.conn.error("replay dead letters", e))?;
         if too_big > 0 {
@@ -463,20 +437,6 @@ impl DeadLetterQueue {
     }
 }
 
-/// The fields a replayed stream entry keeps: everything but the dead-letter bookkeeping, the
-/// attempt (absent = 1) and the enqueue time (the new entry's id is the replay time).
-fn replayed_field(name: &[u8]) -> bool {
-    ![
-        fields::ERROR,
-        fields::FAILED_AT,
-        fields::ENTRY_ID,
-        fields::ATTEMPT,
-        fields::ENQUEUED_AT,
-    ]
-    .iter()
-    .any(|f| f.as_bytes() == name)
-}
-
 fn bytes_of(v: Value) -> Option<Vec<u8>> {
     match v {
         Value::BulkString(b) => Some(b),
@@ -526,17 +486,6 @@ fn parse_entries(reply: Value) -> Vec<(String, Fields)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn replayed_stream_entries_drop_the_bookkeeping() {
-        assert!(replayed_field(b"body"));
-        assert!(replayed_field(b"tenant"));
-        assert!(replayed_field(b"pythia-id"));
-        assert!(replayed_field(b"pythia-group"));
-        assert!(!replayed_field(b"pythia-error"));
-        assert!(!replayed_field(b"pythia-attempt"));
-        assert!(!replayed_field(b"pythia-enqueued-at"));
-    }
 
     #[test]
     fn entries_parse() {
