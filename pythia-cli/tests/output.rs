@@ -5,7 +5,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{produce, text};
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -46,15 +46,7 @@ async fn closed_pipe_hands_messages_back(queue: &str, n: usize, handler: &[&str]
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        queue,
-        "--count",
-        &n.to_string(),
-    ]);
+    let o = produce(&url, &["--queue", queue, "--count", &n.to_string()]);
     assert!(o.status.success(), "{}", text(&o));
 
     let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))

@@ -5,7 +5,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{pythia, pythia_on, text};
 use std::process::{Command, Output};
 
 use serde_json::Value as Json;
@@ -190,7 +190,7 @@ async fn the_cli_works_on_a_cluster() {
     drop(sub);
 
     // Seed URLs without --cluster: a usage error that says what to add.
-    let o = pythia(&["inspect", "--redis-url", &seeds, "--queue", "cli-jobs"]);
+    let o = pythia_on(&seeds, "inspect", &["--queue", "cli-jobs"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--cluster"), "{}", text(&o));
 }
@@ -229,17 +229,18 @@ async fn the_cli_works_through_sentinel() {
         "names the master: {check}"
     );
 
-    let o = pythia(&[
-        "inspect",
-        "--redis-url",
+    let o = pythia_on(
         &sentinels,
-        "--sentinel-master",
-        "nobody",
-        "--queue",
-        "s-jobs",
-        "--connect-timeout",
-        "1s",
-    ]);
+        "inspect",
+        &[
+            "--sentinel-master",
+            "nobody",
+            "--queue",
+            "s-jobs",
+            "--connect-timeout",
+            "1s",
+        ],
+    );
     // Sentinels that do not know the master yet may learn it (they are being configured): the
     // library calls it a connection error, so the command waits its --connect-timeout, then
     // exits 69 naming the master.

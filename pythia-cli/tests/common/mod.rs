@@ -1,5 +1,6 @@
 //! Helpers shared by the CLI's integration tests: run the real `pythia` binary with a clean
-//! environment, describe its output in assertion messages, pick free ports, scrape `/metrics`.
+//! environment (`produce` and a burst `run` against a test's server in one call), describe its
+//! output in assertion messages, pick free ports, scrape `/metrics`.
 
 #![allow(dead_code, unreachable_pub)]
 
@@ -20,6 +21,33 @@ pub fn pythia(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .unwrap()
+}
+
+/// `pythia COMMAND --redis-url URL ARGS…`, where `command` is the subcommand's words
+/// (`"dlq replay"`).
+pub fn pythia_on(url: &str, command: &str, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = command.split_whitespace().collect();
+    all.extend(["--redis-url", url]);
+    all.extend_from_slice(args);
+    pythia(&all)
+}
+
+/// `pythia produce --redis-url URL ARGS…`.
+pub fn produce(url: &str, args: &[&str]) -> Output {
+    pythia_on(url, "produce", args)
+}
+
+/// `pythia run --redis-url URL ARGS… --burst --metrics-addr off`: a worker that stops once its
+/// queues are empty, with no metrics exporter to bind a port for.
+pub fn run_burst(url: &str, args: &[&str]) -> Output {
+    pythia(
+        &[
+            &["run", "--redis-url", url],
+            args,
+            &["--burst", "--metrics-addr", "off"],
+        ]
+        .concat(),
+    )
 }
 
 /// Exit status, stdout and stderr, for assertion messages.
