@@ -3,7 +3,6 @@
 
 use pythia_test_support as support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -12,29 +11,8 @@ use pythia_core::{
     Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
+use support::chaos::{ChildSpec, ChildWorker, Record, lost_and_duplicated, recorded};
 use support::{RedisServer, cmd, eventually, season};
-
-/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
-/// process killed mid-run leaves an exact record of what it finished.
-#[derive(Clone)]
-struct Record {
-    conn: RedisConnection,
-    delay: Duration,
-}
-
-impl Worker for Record {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        tokio::time::sleep(self.delay).await;
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg("processed")
-            .arg(msg.id())
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
-        Ok(())
-    }
-}
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
@@ -75,19 +53,13 @@ async fn processes_everything_and_leaves_nothing_behind() {
         .push_many(&vec![Message::new("same"); 50])
         .await
         .unwrap();
-    let summary = burst(
-        fast(&conn, "q"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .with_concurrency(64)
-    .run()
-    .await
-    .unwrap();
+    let summary = burst(fast(&conn, "q"), Record::new(&conn))
+        .with_concurrency(64)
+        .run()
+        .await
+        .unwrap();
     assert_eq!(summary.acked, 2050);
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
+    let processed = recorded(&conn).await;
     assert!(ids.iter().all(|id| processed.get(id) == Some(&1)));
     assert_eq!(processed.values().sum::<i64>(), 2050);
     no_pythia_state_left(&conn, "q").await;
@@ -98,18 +70,16 @@ async fn processes_everything_and_leaves_nothing_behind() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_worker_process() {
-    let url = std::env::var("PYTHIA_TEST_CHILD_URL").expect("run by its parent test");
-    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
+    let spec = ChildSpec::from_env().expect("run by its parent test");
+    let url = spec.get("url").unwrap();
+    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
         .await
         .unwrap();
     let broker = fast(&conn, "crash");
     let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
     WorkerRuntime::new(
         broker,
-        Record {
-            conn: conn.clone(),
-            delay: Duration::from_millis(3),
-        },
+        Record::new(&conn).with_delay(Duration::from_millis(3)),
     )
     .with_concurrency(32)
     .with_batch_size(64)
@@ -124,18 +94,10 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = push_numbered(&conn, "crash", 3000).await;
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("PYTHIA_TEST_CHILD_URL", server.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildWorker::spawn(
+        "child_worker_process",
+        &ChildSpec::new().set("url", server.url()),
+    );
     eventually(
         Duration::from_secs(20),
         "the child to process 500",
@@ -145,8 +107,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         },
     )
     .await;
-    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
-    child.wait().await.unwrap();
+    child.kill().await; // SIGKILL: no drain, no release, no goodbye
 
     let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
     let orphaned: i64 = cmd(
@@ -156,23 +117,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     .await;
     assert!(orphaned > 0, "the kill should leave work in flight");
 
-    let summary = burst(
-        fast(&conn, "crash"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .run()
-    .await
-    .unwrap();
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
-    let missing: Vec<&String> = ids
-        .iter()
-        .filter(|id| !processed.contains_key(*id))
-        .collect();
-    assert!(missing.is_empty(), "lost {} messages", missing.len());
-    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    let summary = burst(fast(&conn, "crash"), Record::new(&conn))
+        .run()
+        .await
+        .unwrap();
+    let (lost, duplicates) = lost_and_duplicated(&ids, &recorded(&conn).await);
+    assert_eq!(lost, 0, "lost {lost} messages");
     eprintln!(
         "crash test: 3000 messages, {orphaned} orphaned by SIGKILL, {} processed after restart, {duplicates} duplicates, 0 lost",
         summary.acked

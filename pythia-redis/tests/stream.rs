@@ -20,29 +20,8 @@ use pythia_redis::{
     Encoding, GroupStart, RedisConfig, RedisConnection, StreamBroker, StreamProducer,
 };
 use redis::Value;
+use support::chaos::{ChildSpec, ChildWorker, Record, lost_and_duplicated, recorded, within};
 use support::{RedisServer, cmd, eventually, season};
-
-/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
-/// process killed mid-run leaves an exact record of what it finished.
-#[derive(Clone)]
-struct Record {
-    conn: RedisConnection,
-    delay: Duration,
-}
-
-impl Worker for Record {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        tokio::time::sleep(self.delay).await;
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg("processed")
-            .arg(msg.id())
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
-        Ok(())
-    }
-}
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
     StreamBroker::new(conn, stream, group)
@@ -64,13 +43,6 @@ async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<Str
         .await
         .unwrap();
     msgs.iter().map(|m| m.id().to_owned()).collect()
-}
-
-/// Fails the test instead of hanging it when a run does not finish.
-async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
 }
 
 /// A worker that records what it saw, in order.
@@ -276,10 +248,7 @@ async fn entries_trimmed_before_delivery_are_counted_once() {
     let kept: u64 = cmd(&conn, &["XLEN", "capped"]).await;
     assert!(kept < 5000);
     // The worker counts them before its first read, which would hide them.
-    let worker = Record {
-        conn: conn.clone(),
-        delay: Duration::ZERO,
-    };
+    let worker = Record::new(&conn);
     let summary = within(
         60,
         "the burst",
@@ -396,18 +365,16 @@ async fn consumers_of_one_group_split_the_entries() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_stream_worker_process() {
-    let url = std::env::var("PYTHIA_TEST_STREAM_CHILD_URL").expect("run by its parent test");
-    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
+    let spec = ChildSpec::from_env().expect("run by its parent test");
+    let url = spec.get("url").unwrap();
+    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
         .await
         .unwrap();
     let broker = fast(&conn, "crash", "g");
     let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
     WorkerRuntime::new(
         broker,
-        Record {
-            conn: conn.clone(),
-            delay: Duration::from_millis(3),
-        },
+        Record::new(&conn).with_delay(Duration::from_millis(3)),
     )
     .with_concurrency(32)
     .with_batch_size(64)
@@ -422,18 +389,10 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = add_numbered(&conn, "crash", 3000).await;
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_stream_worker_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("PYTHIA_TEST_STREAM_CHILD_URL", server.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
+    let child = ChildWorker::spawn(
+        "child_stream_worker_process",
+        &ChildSpec::new().set("url", server.url()),
+    );
     eventually(
         Duration::from_secs(20),
         "the child to process 500",
@@ -443,8 +402,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
         },
     )
     .await;
-    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
-    child.wait().await.unwrap();
+    child.kill().await; // SIGKILL: no drain, no release, no goodbye
 
     let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
     let orphaned: Vec<Value> =
@@ -452,20 +410,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let orphaned = orphaned.len();
     assert!(orphaned > 0, "the kill should leave entries pending");
 
-    let rt = burst(
-        fast(&conn, "crash", "g"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    );
+    let rt = burst(fast(&conn, "crash", "g"), Record::new(&conn));
     let summary = within(20, "the recovering consumer", rt.run())
         .await
         .unwrap();
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
-    let missing = ids.iter().filter(|id| !processed.contains_key(*id)).count();
-    assert_eq!(missing, 0, "lost {missing} entries");
-    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    let (lost, duplicates) = lost_and_duplicated(&ids, &recorded(&conn).await);
+    assert_eq!(lost, 0, "lost {lost} entries");
     eprintln!(
         "crash test: 3000 entries, {orphaned} pending for the killed consumer, {} processed after it, {duplicates} duplicates, 0 lost",
         summary.acked
@@ -755,14 +705,8 @@ async fn the_stream_stays_short_under_continuous_load() {
     let conn = server.connect().await;
     let producer = StreamProducer::new(&conn, "busy");
     fast(&conn, "busy", "g").ensure_group().await.unwrap();
-    let rt = WorkerRuntime::new(
-        fast(&conn, "busy", "g"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .with_signal_handling(false);
+    let rt = WorkerRuntime::new(fast(&conn, "busy", "g"), Record::new(&conn))
+        .with_signal_handling(false);
     let stop = rt.cancellation_token();
     let h = tokio::spawn(rt.run());
     let mut longest = 0;
@@ -807,10 +751,7 @@ async fn the_stream_stays_short_under_continuous_load() {
         fast(&conn, "deleted", "g")
             .with_delete_on_ack(true)
             .with_trim_processed(false),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
+        Record::new(&conn),
     )
     .run()
     .await

@@ -1,5 +1,6 @@
-//! Shared helpers of the chaos tests (`tests/chaos_*.rs`): worker child processes to kill,
-//! commands that survive a dropped connection, tallies of what was processed, and the one-line
+//! Shared helpers of the chaos and crash tests (`tests/chaos_*.rs`, the brokers' kill tests):
+//! worker child processes to kill, commands that survive a dropped connection, tallies of what
+//! was processed (in memory, or in Redis where a killed process leaves them), and the one-line
 //! figure every scenario prints.
 
 use std::collections::HashMap;
@@ -71,6 +72,60 @@ pub fn report(
     eprintln!(
         "CHAOS {scenario} broker={broker} messages={messages} lost={lost} duplicated={duplicated} recovery={recovery} {extra}"
     );
+}
+
+/// Adds one to `field` of the hash `key` (`HINCRBY`): how a handler records what it finished
+/// in Redis, so that a process killed mid-run leaves an exact record of it.
+pub async fn count_in_hash(
+    conn: &RedisConnection,
+    key: &str,
+    field: &str,
+) -> redis::RedisResult<i64> {
+    let mut m = conn.manager();
+    redis::cmd("HINCRBY")
+        .arg(key)
+        .arg(field)
+        .arg(1)
+        .query_async(&mut m)
+        .await
+}
+
+/// A worker that records each processed message id in the Redis hash `processed`
+/// ([`count_in_hash`]), after sleeping its delay: the handler of workers that a test kills.
+#[derive(Clone)]
+pub struct Record {
+    conn: RedisConnection,
+    delay: Duration,
+}
+
+impl Record {
+    /// Records on `conn`, with no delay.
+    pub fn new(conn: &RedisConnection) -> Self {
+        Self {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Sleeps `delay` per message before recording it.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+impl Worker for Record {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        tokio::time::sleep(self.delay).await;
+        count_in_hash(&self.conn, "processed", msg.id()).await?;
+        Ok(())
+    }
+}
+
+/// What [`Record`] recorded: id → times processed.
+pub async fn recorded(conn: &RedisConnection) -> HashMap<String, i64> {
+    crate::cmd(conn, &["HGETALL", "processed"]).await
 }
 
 /// A worker that counts each processed message id in process memory, for runtimes that run in
