@@ -2,7 +2,8 @@
 //! [`RedisServer`], a real `redis-server` on 127.0.0.1 at a free port in a temporary directory,
 //! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
-//! tallies of what they processed; [`counters`], a counting metrics recorder; and the small
+//! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
+//! worker drains; [`counters`], a counting metrics recorder; and the small
 //! helpers every test uses ([`cmd`], [`eventually`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
@@ -22,6 +23,7 @@ pub mod cluster;
 pub mod counters;
 pub mod redis_process;
 pub mod sentinel;
+pub mod server_chaos;
 pub mod tls;
 
 /// A redis-server process owned by a test.
