@@ -18,15 +18,32 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// A fresh scratch directory for one test's handler files.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh scratch directory for one test's handler files, removed when dropped (a failing
+/// test leaves none behind either).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!(
         "pythia-persistent-{name}-{}-{:x}",
         std::process::id(),
         fastrand::u64(..)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
 }
 
 /// Writes `text` (with `{EXAMPLES}` and `{DIR}` filled in) to `dir/file`; returns its path.
@@ -75,6 +92,27 @@ fn run_burst(url: &str, queue: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     pythia(&args)
+}
+
+/// `pythia run` (not a burst) over the list `queue` with the persistent child `python3 py`
+/// and `extra` flags, to be spawned and stopped by the test.
+fn persistent_worker(url: &str, queue: &str, py: &str, extra: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
+    c.args([
+        "run",
+        "--redis-url",
+        url,
+        "--queue",
+        queue,
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+        "--exec-persistent",
+        &format!("python3 {py}"),
+    ])
+    .args(extra);
+    c
 }
 
 /// The dead letters of `queue`, newest first.
@@ -242,7 +280,6 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
         );
         assert_nothing_left(&conn, &q).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A child that exits in the middle of a message, with others in flight behind it: each of
@@ -333,7 +370,7 @@ for line in sys.stdin:
     );
     // Every job was handled by some child, or dead-lettered.
     let mut handled = HashSet::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(&*dir).unwrap() {
         let path = entry.unwrap().path();
         if path
             .file_name()
@@ -360,7 +397,6 @@ for line in sys.stdin:
         );
     }
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A raw child (no reference client): a line that is not a reply stops and restarts it, and
@@ -412,7 +448,6 @@ for line in sys.stdin:
     );
     assert!(dead_letters(&conn, q).await.is_empty());
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A message whose reply never comes fails at --timeout and is retried; the child, which
@@ -462,7 +497,6 @@ for line in sys.stdin:
     );
     assert!(started.elapsed() < Duration::from_secs(30), "{out}");
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A retry reply with `after` puts the message in the retry schedule at that delay.
@@ -488,20 +522,7 @@ serve(handle)
     );
     let q = "later";
     produce(&url, q, &["x"]);
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            q,
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-            "--exec-persistent",
-            &format!("python3 {py}"),
-        ])
+    let mut worker = persistent_worker(&url, q, &py, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -526,7 +547,6 @@ serve(handle)
     assert!((50_000.0..=61_000.0).contains(&ahead), "due in {ahead} ms");
     let _ = worker.kill();
     let _ = worker.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -569,22 +589,7 @@ serve(lambda m: time.sleep(1))
     );
     let q = "interrupted";
     produce(&url, q, &["a", "b"]);
-    let worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            q,
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-            "--exec-persistent",
-            &format!("python3 {py}"),
-            "--exec-children",
-            "1",
-        ])
+    let worker = persistent_worker(&url, q, &py, &["--exec-children", "1"])
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -620,7 +625,6 @@ serve(lambda m: time.sleep(1))
     );
     assert!(!out.contains("killed by a signal"), "{out}");
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A command that cannot run (it exits at once, answering nothing) is restarted with a growing
