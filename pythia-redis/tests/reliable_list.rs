@@ -11,7 +11,9 @@ use pythia_core::{
     Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
-use support::chaos::{ChildSpec, ChildWorker, Record, lost_and_duplicated, recorded};
+use support::chaos::{
+    Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child,
+};
 use support::{RedisServer, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
@@ -70,22 +72,7 @@ async fn processes_everything_and_leaves_nothing_behind() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_worker_process() {
-    let spec = ChildSpec::from_env().expect("run by its parent test");
-    let url = spec.get("url").unwrap();
-    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
-        .await
-        .unwrap();
-    let broker = fast(&conn, "crash");
-    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
-    WorkerRuntime::new(
-        broker,
-        Record::new(&conn).with_delay(Duration::from_millis(3)),
-    )
-    .with_concurrency(32)
-    .with_batch_size(64)
-    .run()
-    .await
-    .unwrap();
+    run_recording_child(|conn| fast(conn, "crash"), |b| b.consumer().to_owned()).await;
 }
 
 #[tokio::test]
@@ -94,22 +81,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = push_numbered(&conn, "crash", 3000).await;
 
-    let child = ChildWorker::spawn(
-        "child_worker_process",
-        &ChildSpec::new().set("url", server.url()),
-    );
-    eventually(
-        Duration::from_secs(20),
-        "the child to process 500",
-        || async {
-            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
-            n >= 500
-        },
-    )
-    .await;
-    child.kill().await; // SIGKILL: no drain, no release, no goodbye
-
-    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let dead = kill_recording_child("child_worker_process", &server, &conn).await;
     let orphaned: i64 = cmd(
         &conn,
         &["HLEN", &format!("pythia:{{crash}}:inflight:{dead}")],

@@ -16,11 +16,11 @@ use pythia_core::{
     Broker, Message, Outcome, RetryPolicy, Settlement, Worker, WorkerError, WorkerRuntime,
     worker_fn,
 };
-use pythia_redis::{
-    Encoding, GroupStart, RedisConfig, RedisConnection, StreamBroker, StreamProducer,
-};
+use pythia_redis::{Encoding, GroupStart, RedisConnection, StreamBroker, StreamProducer};
 use redis::Value;
-use support::chaos::{ChildSpec, ChildWorker, Record, lost_and_duplicated, recorded, within};
+use support::chaos::{
+    Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
+};
 use support::{RedisServer, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
@@ -365,22 +365,7 @@ async fn consumers_of_one_group_split_the_entries() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_stream_worker_process() {
-    let spec = ChildSpec::from_env().expect("run by its parent test");
-    let url = spec.get("url").unwrap();
-    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
-        .await
-        .unwrap();
-    let broker = fast(&conn, "crash", "g");
-    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
-    WorkerRuntime::new(
-        broker,
-        Record::new(&conn).with_delay(Duration::from_millis(3)),
-    )
-    .with_concurrency(32)
-    .with_batch_size(64)
-    .run()
-    .await
-    .unwrap();
+    run_recording_child(|conn| fast(conn, "crash", "g"), |b| b.consumer().to_owned()).await;
 }
 
 #[tokio::test]
@@ -389,22 +374,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = add_numbered(&conn, "crash", 3000).await;
 
-    let child = ChildWorker::spawn(
-        "child_stream_worker_process",
-        &ChildSpec::new().set("url", server.url()),
-    );
-    eventually(
-        Duration::from_secs(20),
-        "the child to process 500",
-        || async {
-            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
-            n >= 500
-        },
-    )
-    .await;
-    child.kill().await; // SIGKILL: no drain, no release, no goodbye
-
-    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let dead = kill_recording_child("child_stream_worker_process", &server, &conn).await;
     let orphaned: Vec<Value> =
         cmd(&conn, &["XPENDING", "crash", "g", "-", "+", "1000", &dead]).await;
     let orphaned = orphaned.len();

@@ -11,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pythia_core::{Message, Worker, WorkerError};
-use pythia_redis::RedisConnection;
+use pythia_core::{Broker, Message, Worker, WorkerError, WorkerRuntime};
+use pythia_redis::{RedisConfig, RedisConnection};
+
+use crate::RedisServer;
 
 /// The env var that turns a test binary's `chaos_child` test into a worker process; its value is
 /// the child's settings, `key=value` pairs separated by `;`.
@@ -126,6 +128,54 @@ impl Worker for Record {
 /// What [`Record`] recorded: id → times processed.
 pub async fn recorded(conn: &RedisConnection) -> HashMap<String, i64> {
     crate::cmd(conn, &["HGETALL", "processed"]).await
+}
+
+/// The body of a crash test's worker child (started by [`kill_recording_child`]): connects to
+/// the `url` of its [`ChildSpec`], names the consumer of `broker(conn)` in the key
+/// `child-consumer`, then runs it with a [`Record`] (3 ms a message, 32 at a time, batches of
+/// 64) until it is killed.
+pub async fn run_recording_child<B: Broker>(
+    broker: impl FnOnce(&RedisConnection) -> B,
+    consumer: impl FnOnce(&B) -> String,
+) {
+    let spec = ChildSpec::from_env().expect("run by its parent test");
+    let url = spec.get("url").expect("the parent passes its url");
+    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
+        .await
+        .unwrap();
+    let broker = broker(&conn);
+    let (): () = crate::cmd(&conn, &["SET", "child-consumer", &consumer(&broker)]).await;
+    WorkerRuntime::new(
+        broker,
+        Record::new(&conn).with_delay(Duration::from_millis(3)),
+    )
+    .with_concurrency(32)
+    .with_batch_size(64)
+    .run()
+    .await
+    .unwrap();
+}
+
+/// Starts the child test `entry` ([`run_recording_child`]) against `server`, waits until it
+/// has recorded 500 messages, SIGKILLs it (no drain, no release, no goodbye) and returns the
+/// name of the consumer it killed.
+pub async fn kill_recording_child(
+    entry: &str,
+    server: &RedisServer,
+    conn: &RedisConnection,
+) -> String {
+    let child = ChildWorker::spawn(entry, &ChildSpec::new().set("url", server.url()));
+    crate::eventually(
+        Duration::from_secs(20),
+        "the child to process 500",
+        || async {
+            let n: i64 = crate::cmd(conn, &["HLEN", "processed"]).await;
+            n >= 500
+        },
+    )
+    .await;
+    child.kill().await;
+    crate::cmd(conn, &["GET", "child-consumer"]).await
 }
 
 /// A worker that counts each processed message id in process memory, for runtimes that run in
