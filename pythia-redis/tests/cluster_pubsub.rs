@@ -22,6 +22,7 @@ use pythia_redis::{
     Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConfig, RedisConnection,
 };
 use support::cluster::RedisCluster;
+use support::collect::Collect;
 use support::{Resume, cmd, eventually};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -36,19 +37,6 @@ fn burst<W: Worker>(broker: &Arc<PubSubBroker>, w: W) -> WorkerRuntime<PubSubBro
     WorkerRuntime::new(Arc::clone(broker), w)
         .with_signal_handling(false)
         .with_burst(true)
-}
-
-/// Every message a worker saw.
-#[derive(Clone, Default)]
-struct Collect {
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Worker for Collect {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        self.seen.lock().unwrap().push(msg.clone());
-        Ok(())
-    }
 }
 
 fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {

@@ -15,6 +15,7 @@ use pythia_core::{
     WorkerRuntime, envelope,
 };
 use pythia_redis::{Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConnection};
+use support::collect::Collect;
 use support::{RedisServer, Resume, cmd, eventually};
 
 // ---- a counting metrics recorder, installed once for this test binary ----
@@ -71,30 +72,6 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 // ---- helpers ----
-
-/// Every message a worker saw, in order.
-#[derive(Clone, Default)]
-struct Collect {
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Worker for Collect {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        self.seen.lock().unwrap().push(msg.clone());
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn bodies(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| String::from_utf8_lossy(m.body()).into_owned())
-            .collect()
-    }
-}
 
 async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     recorder();

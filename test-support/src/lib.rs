@@ -3,8 +3,9 @@
 //! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
-//! worker drains; [`counters`], a counting metrics recorder; and the small
-//! helpers every test uses ([`cmd`], [`eventually`], [`season`], [`Resume`]).
+//! worker drains; [`collect`], a worker that keeps every message it saw; [`counters`], a
+//! counting metrics recorder; and the small helpers every test uses ([`cmd`], [`eventually`],
+//! [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -20,6 +21,7 @@ use pythia_redis::{RedisConfig, RedisConnection};
 
 pub mod chaos;
 pub mod cluster;
+pub mod collect;
 pub mod counters;
 pub mod redis_process;
 pub mod sentinel;
