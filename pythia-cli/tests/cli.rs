@@ -4,8 +4,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{produce, pythia, run_burst, text};
-use std::io::Write;
+use common::{command, produce, pythia, pythia_with_stdin, run_burst, text};
 use std::process::{Command, Stdio};
 
 use support::{RedisServer, cmd};
@@ -45,25 +44,22 @@ async fn produce_then_run_burst_with_each_list_broker() {
         );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("produced 3 messages"), "{}", text(&o));
-        let o = pythia(&[
-            "run",
-            "--redis-url",
+        let o = run_burst(
             &url,
-            "--broker",
-            broker,
-            "--queue",
-            &q,
-            "--burst",
-            "--concurrency",
-            "1",
-            // Fetched ahead, still handled one at a time and in order.
-            "--prefetch",
-            "2",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ]);
+            &[
+                "--broker",
+                broker,
+                "--queue",
+                &q,
+                "--concurrency",
+                "1",
+                // Fetched ahead, still handled one at a time and in order.
+                "--prefetch",
+                "2",
+                "--log",
+                "warn",
+            ],
+        );
         let out = text(&o);
         assert!(o.status.success(), "{out}");
         assert_eq!(
@@ -85,8 +81,8 @@ async fn produce_reads_stdin_and_generates_counts() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
+    let o = pythia_with_stdin(
+        &[
             "produce",
             "--redis-url",
             &url,
@@ -94,18 +90,10 @@ async fn produce_reads_stdin_and_generates_counts() {
             "in",
             "--raw",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\n")
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+        ],
+        b"one\ntwo\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
     let items: Vec<String> = cmd(&conn, &["LRANGE", "in", "0", "-1"]).await;
     assert_eq!(items, ["two", "one"], "raw bodies, LPUSHed in order");
 
@@ -286,28 +274,27 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
 async fn pubsub_workers_receive_channels_and_patterns() {
     let server = RedisServer::start();
     let url = server.url();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--broker",
-            "pubsub",
-            "--queue",
-            "alerts",
-        ])
-        .args([
-            "--pattern",
-            "news.*",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--broker",
+        "pubsub",
+        "--queue",
+        "alerts",
+    ])
+    .args([
+        "--pattern",
+        "news.*",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Publish until the subscriber is there (a publish reports its receivers).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
@@ -493,24 +480,23 @@ async fn threads_sets_the_runtime_threads() {
     let url = server.url();
     let mut counts = Vec::new();
     for threads in ["1", "4"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args([
-                "--threads",
-                threads,
-                "run",
-                "--redis-url",
-                &url,
-                "--queue",
-                "idle",
-                "--handler",
-                "noop",
-                "--metrics-addr",
-                "off",
-                "--log",
-                "warn",
-            ])
-            .spawn()
-            .unwrap();
+        let mut child = command([
+            "--threads",
+            threads,
+            "run",
+            "--redis-url",
+            &url,
+            "--queue",
+            "idle",
+            "--handler",
+            "noop",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+        ])
+        .spawn()
+        .unwrap();
         let status = format!("/proc/{}/status", child.id());
         let mut n = 0;
         for _ in 0..50 {

@@ -5,10 +5,7 @@
 mod common;
 use pythia_test_support as support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::{produce, pythia, pythia_on, run_burst, text};
+use common::{produce, pythia, pythia_on, pythia_with_stdin, run_burst, text};
 use support::{RedisServer, cmd};
 
 #[tokio::test]
@@ -53,21 +50,10 @@ async fn produce_reads_a_piped_stdin_without_a_dash() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", &url, "-q", "piped", "--raw"])
-        .env_remove("PYTHIA_QUEUE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\nthree\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = pythia_with_stdin(
+        &["produce", "--redis-url", &url, "-q", "piped", "--raw"],
+        b"one\ntwo\nthree\n",
+    );
     assert!(o.status.success(), "{}", text(&o));
     let items: Vec<String> = cmd(&conn, &["LRANGE", "piped", "0", "-1"]).await;
     assert_eq!(items, ["three", "two", "one"]);

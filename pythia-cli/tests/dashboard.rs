@@ -7,10 +7,10 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{produce, pythia, pythia_on, run_burst};
+use common::{command, produce, pythia, pythia_on, run_burst};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pythia::{Message, envelope};
@@ -26,8 +26,7 @@ struct Dashboard {
 
 impl Dashboard {
     fn start(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-        c.args([
+        let mut c = command([
             "dashboard",
             "--redis-url",
             redis_url,
@@ -35,15 +34,11 @@ impl Dashboard {
             "127.0.0.1:0",
             "--interval",
             "200ms",
-        ])
-        .args(extra)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_DASHBOARD_TOKEN")
-        .env_remove("PYTHIA_KEY_PREFIX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        ]);
+        c.args(extra)
+            .env_remove("PYTHIA_KEY_PREFIX")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         for (k, v) in env {
             c.env(k, v);
         }

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{pythia, text};
+use common::{command, pythia, text};
 use support::{RedisServer, cmd, eventually};
 
 /// The repository's `examples/` folder, where the reference clients live.
@@ -97,8 +97,7 @@ fn run_burst(url: &str, queue: &str, extra: &[&str]) -> Output {
 /// `pythia run` (not a burst) over the list `queue` with the persistent child `python3 py`
 /// and `extra` flags, to be spawned and stopped by the test.
 fn persistent_worker(url: &str, queue: &str, py: &str, extra: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.args([
+    let mut c = command([
         "run",
         "--redis-url",
         url,
@@ -110,8 +109,8 @@ fn persistent_worker(url: &str, queue: &str, py: &str, extra: &[&str]) -> Comman
         "warn",
         "--exec-persistent",
         &format!("python3 {py}"),
-    ])
-    .args(extra);
+    ]);
+    c.args(extra);
     c
 }
 
@@ -205,7 +204,7 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
     let dir = scratch("clients");
     let py = write_script(&dir, "handler.py", PYTHON_HANDLER);
     let js = write_script(&dir, "handler.js", NODE_HANDLER);
-    for (lang, command) in [
+    for (lang, child_command) in [
         ("python", format!("python3 {py}")),
         ("node", format!("node {js}")),
     ] {
@@ -215,37 +214,34 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
         all.extend(["bad", "flaky", "boom"]);
         produce(&url, &q, &all);
         push_binary(&conn, &q).await;
-        let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args([
-                "run",
-                "--broker",
-                "reliable-list",
-                "--queue",
-                &q,
-                "--burst",
-                "--retry-delay",
-                "20ms",
-                "--max-attempts",
-                "2",
-                "--metrics-addr",
-                "off",
-                "--log",
-                "warn",
-                "--exec-persistent",
-                &command,
-                "--exec-children",
-                "2",
-                "--exec-in-flight",
-                "16",
-                "--pass-env",
-                "API_KEY",
-            ])
-            .env("REDIS_URL", &url)
-            .env("API_KEY", "k")
-            .env_remove("PYTHIA_QUEUE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = command([
+            "run",
+            "--broker",
+            "reliable-list",
+            "--queue",
+            &q,
+            "--burst",
+            "--retry-delay",
+            "20ms",
+            "--max-attempts",
+            "2",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+            "--exec-persistent",
+            &child_command,
+            "--exec-children",
+            "2",
+            "--exec-in-flight",
+            "16",
+            "--pass-env",
+            "API_KEY",
+        ])
+        .env("REDIS_URL", &url)
+        .env("API_KEY", "k")
+        .output()
+        .unwrap();
         let out = text(&o);
         assert!(o.status.success(), "{lang}: {out}");
         // 200 jobs + binary + flaky acked; bad rejected; boom retried, then dead-lettered;

@@ -8,7 +8,7 @@ use pythia_test_support as support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, get, pythia, run_burst, sample, text};
+use common::{command, free_port, get, pythia, run_burst, sample, text};
 use support::{RedisServer, cmd, eventually};
 
 /// LPUSHes `n` items `"<queue> <i>"` to the list `queue` (popped from the right: in order).
@@ -111,33 +111,32 @@ async fn per_queue_metrics_and_nothing_lost_when_stopped_mid_run() {
         fill(&conn, q, 150).await;
     }
     let port = free_port();
-    let worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "critical,low",
-            "--json",
-        ])
-        .args([
-            "--exec",
-            "sleep 0.01",
-            "--concurrency",
-            "4",
-            "--prefetch",
-            "4",
-        ])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "critical,low",
+        "--json",
+    ])
+    .args([
+        "--exec",
+        "sleep 0.01",
+        "--concurrency",
+        "4",
+        "--prefetch",
+        "4",
+    ])
+    .args([
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--log",
+        "warn",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     eventually(
         Duration::from_secs(20),
         "critical messages counted",

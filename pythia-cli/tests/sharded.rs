@@ -4,7 +4,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, pythia_on, run_burst, text};
+use common::{command, pythia, pythia_on, run_burst, text};
 use std::process::Output;
 
 use pythia::redis::ShardedQueue;
@@ -234,12 +234,9 @@ fn shards_usage_errors() {
         text(&out)
     );
     // The environment variable, and 1 = the plain stream with any broker.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", url, "--broker", "list"])
+    let out = command(["produce", "--redis-url", url, "--broker", "list"])
         .args(["--queue", "orders", "x"])
         .env("PYTHIA_SHARDS", "3")
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));

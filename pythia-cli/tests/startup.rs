@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, produce, pythia, pythia_on, text};
+use common::{command, free_port, produce, pythia, pythia_on, text};
 use support::{RedisServer, cmd};
 
 /// `pythia run` started 2 s before its Redis waits for it, then drains what is produced.
@@ -17,24 +17,20 @@ use support::{RedisServer, cmd};
 async fn run_waits_for_a_redis_that_starts_later_then_drains_the_queue() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "late",
-            "--metrics-addr",
-            "off",
-        ])
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_CONNECT_TIMEOUT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "late",
+        "--metrics-addr",
+        "off",
+    ])
+    .env_remove("PYTHIA_CONNECT_TIMEOUT")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         worker.try_wait().unwrap().is_none(),
@@ -146,9 +142,8 @@ fn refused_credentials_exit_2_without_waiting() {
 
 /// `pythia run` with its output, without the variables that would change its defaults.
 fn run_worker(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.arg("run")
-        .args(args)
+    let mut c = command(["run"]);
+    c.args(args)
         .env_remove("REDIS_URL")
         .env_remove("PYTHIA_QUEUE")
         .env_remove("PYTHIA_METRICS_ADDR")

@@ -8,7 +8,7 @@ use pythia_test_support as support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{free_port, get, pythia_on, sample, text};
+use common::{command, free_port, get, pythia_on, sample, text};
 use pythia::Message;
 use pythia::redis::{DelayedProducer, ListProducer, RedisConnection};
 use serde_json::Value as Json;
@@ -23,11 +23,7 @@ impl Workers {
         Self(
             (0..n)
                 .map(|i| {
-                    Command::new(env!("CARGO_BIN_EXE_pythia"))
-                        .args(args(i))
-                        .env_remove("REDIS_URL")
-                        .env_remove("PYTHIA_QUEUE")
-                        .stdin(Stdio::null())
+                    command(args(i))
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
                         .spawn()

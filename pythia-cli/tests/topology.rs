@@ -5,8 +5,8 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, pythia_on, text};
-use std::process::{Command, Output};
+use common::{command, pythia, pythia_on, text};
+use std::process::Output;
 
 use serde_json::Value as Json;
 use support::cluster::RedisCluster;
@@ -139,8 +139,7 @@ async fn the_cli_works_on_a_cluster() {
     assert!(text(&o).contains("processed 20 (acked 20"), "{}", text(&o));
 
     // The environment variable does what the flag does.
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["doctor", "--json", "--redis-url", &seeds])
+    let o = command(["doctor", "--json", "--redis-url", &seeds])
         .env("PYTHIA_CLUSTER", "true")
         .output()
         .unwrap();
@@ -206,8 +205,7 @@ async fn the_cli_works_through_sentinel() {
         "s-jobs",
     );
 
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["doctor", "--json", "--redis-url", &sentinels])
+    let o = command(["doctor", "--json", "--redis-url", &sentinels])
         .env("PYTHIA_SENTINEL_MASTER", topo.master_name())
         .output()
         .unwrap();
