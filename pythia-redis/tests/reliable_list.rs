@@ -8,24 +8,18 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pythia_core::{
-    Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
+    Broker, BrokerErrorKind, Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child,
 };
-use support::{RedisServer, cmd, eventually, season};
+use support::{RedisServer, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
-}
-
-fn burst<W: Worker>(b: ReliableListBroker, w: W) -> WorkerRuntime<ReliableListBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 async fn push_numbered(conn: &RedisConnection, queue: &str, n: usize) -> Vec<String> {

@@ -26,7 +26,7 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::cluster::RedisCluster;
-use support::{RedisServer, cmd, season};
+use support::{RedisServer, burst, cmd, season};
 
 const GROUP: &str = "g";
 
@@ -36,12 +36,6 @@ fn fast(conn: &RedisConnection, queue: &ShardedQueue) -> ShardedStreamBroker {
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
         .with_poll_interval(Duration::from_millis(50))
-}
-
-fn burst<W: Worker>(b: ShardedStreamBroker, w: W) -> WorkerRuntime<ShardedStreamBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 /// Fails the test instead of hanging it when a run does not finish.

@@ -21,19 +21,13 @@ use redis::Value;
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
 };
-use support::{RedisServer, cmd, eventually, season};
+use support::{RedisServer, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
     StreamBroker::new(conn, stream, group)
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
-}
-
-fn burst<W: Worker>(b: StreamBroker, w: W) -> WorkerRuntime<StreamBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<String> {

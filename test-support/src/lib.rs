@@ -4,8 +4,8 @@
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
 //! worker drains; [`collect`], a worker that keeps every message it saw; [`counters`], a
-//! counting metrics recorder; and the small helpers every test uses ([`cmd`], [`eventually`],
-//! [`season`], [`Resume`]).
+//! counting metrics recorder; and the small helpers every test uses ([`burst`], [`cmd`],
+//! [`eventually`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -17,6 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use pythia_core::{Broker, Worker, WorkerRuntime};
 use pythia_redis::{RedisConfig, RedisConnection};
 
 pub mod chaos;
@@ -180,6 +181,14 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A runtime of `worker` over `broker` that stops once the queue is empty (burst mode), with no
+/// signal listener: what the broker tests run to drain a queue.
+pub fn burst<B: Broker, W: Worker>(broker: B, worker: W) -> WorkerRuntime<B> {
+    WorkerRuntime::new(broker, worker)
+        .with_signal_handling(false)
+        .with_burst(true)
 }
 
 /// Runs a raw command on `conn`'s shared connection.
