@@ -5,6 +5,7 @@ mod common;
 use pythia_test_support as support;
 
 use common::{produce, pythia_on, text};
+use std::process::Output;
 use std::time::Duration;
 
 use pythia::redis::{
@@ -14,15 +15,12 @@ use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
 use serde_json::Value as Json;
 use support::RedisServer;
 
-#[tokio::test]
-async fn produce_prints_ids_and_job_shows_their_status() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-
+/// `pythia produce --print-ids --track` of `ok` and `boom` to `queue`, asserted to succeed;
+/// returns its output and the ids it printed, one a line.
+fn produce_tracked(url: &str, queue: &str) -> (Output, Vec<String>) {
     let o = produce(
-        &url,
-        &["--queue", "reports", "--print-ids", "--track", "ok", "boom"],
+        url,
+        &["--queue", queue, "--print-ids", "--track", "ok", "boom"],
     );
     assert!(o.status.success(), "{}", text(&o));
     let ids: Vec<String> = String::from_utf8(o.stdout.clone())
@@ -30,6 +28,16 @@ async fn produce_prints_ids_and_job_shows_their_status() {
         .lines()
         .map(str::to_owned)
         .collect();
+    (o, ids)
+}
+
+#[tokio::test]
+async fn produce_prints_ids_and_job_shows_their_status() {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+
+    let (o, ids) = produce_tracked(&url, "reports");
     assert_eq!(ids.len(), 2, "stdout holds the ids alone: {}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("produced 2 messages"));
 
@@ -98,16 +106,7 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = produce(
-        &url,
-        &["--queue", "imports", "--print-ids", "--track", "ok", "boom"],
-    );
-    assert!(o.status.success(), "{}", text(&o));
-    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let (_, ids) = produce_tracked(&url, "imports");
     let o = pythia_on(&url, "jobs", &["--queue", "imports", "--state", "queued"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
