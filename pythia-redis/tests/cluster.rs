@@ -16,6 +16,7 @@ use pythia_redis::{
     PeriodicJob, PeriodicScheduler, RedisConnection, ReliableListBroker, Schedule, StreamBroker,
     StreamProducer,
 };
+use support::chaos::count_in_hash;
 use support::cluster::RedisCluster;
 use support::{cmd, eventually, season};
 
@@ -29,13 +30,7 @@ struct Record {
 
 impl Worker for Record {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg(&self.key)
-            .arg(msg.body_str().unwrap_or("?"))
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
+        count_in_hash(&self.conn, &self.key, msg.body_str().unwrap_or("?")).await?;
         Ok(())
     }
 }

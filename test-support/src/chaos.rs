@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pythia_core::{Broker, Message, Worker, WorkerError, WorkerRuntime};
+use pythia_core::{Broker, Message, RunSummary, Worker, WorkerError, WorkerRuntime};
 use pythia_redis::{RedisConfig, RedisConnection};
 
 use crate::RedisServer;
@@ -90,6 +90,27 @@ pub async fn count_in_hash(
         .arg(1)
         .query_async(&mut m)
         .await
+}
+
+/// Writes a child's run summary (fetched, acked, released, unsettled, then `extra`) into the
+/// hash `key`, for its parent test to read once the child has exited.
+pub async fn save_summary(
+    conn: &RedisConnection,
+    key: &str,
+    s: &RunSummary,
+    extra: &[(&str, String)],
+) {
+    let fields = [
+        ("fetched", s.fetched.to_string()),
+        ("acked", s.acked.to_string()),
+        ("released", s.released.to_string()),
+        ("unsettled", s.unsettled.to_string()),
+    ];
+    let mut args = vec!["HSET", key];
+    for (k, v) in fields.iter().chain(extra) {
+        args.extend([*k, v.as_str()]);
+    }
+    let _: i64 = query(conn, &args).await;
 }
 
 /// A worker that records each processed message id in the Redis hash `processed`
