@@ -14,7 +14,7 @@ use pythia_redis::{
     DelayedProducer, ListBroker, ListProducer, Publisher, QueueKeys, ReliableListBroker,
     ShardedQueue, ShardedStreamProducer, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, acks, cmd};
 
 #[tokio::test]
 async fn producers_register_their_queue_before_any_worker_ran() {
@@ -338,14 +338,7 @@ async fn counts_a_failed_flush_could_not_send_are_kept_for_the_next() {
     let broker = CountingBroker::new(memory, &conn);
     let got = broker.fetch(10).await.unwrap();
     assert_eq!(got.len(), 4);
-    let batch: Vec<pythia_core::Settlement<_>> = got
-        .into_iter()
-        .map(|d| pythia_core::Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: pythia_core::Outcome::Ack,
-        })
-        .collect();
+    let batch = acks(got);
     broker.settle(&batch).await.unwrap();
     assert_eq!(broker.unflushed().processed, 4);
 

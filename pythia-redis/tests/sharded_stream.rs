@@ -26,7 +26,7 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::cluster::RedisCluster;
-use support::{RedisServer, burst, cmd, season};
+use support::{RedisServer, acks, burst, cmd, season};
 
 const GROUP: &str = "g";
 
@@ -518,15 +518,7 @@ async fn idle_fetches_are_short_and_see_every_shard(conn: &RedisConnection, name
 
 /// Acknowledges every delivery of `got`.
 async fn ack_all(broker: &ShardedStreamBroker, got: Vec<Delivery<ShardEntryId>>) {
-    let ack: Vec<Settlement<ShardEntryId>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
-    broker.settle(&ack).await.unwrap();
+    broker.settle(&acks(got)).await.unwrap();
 }
 
 /// A consumer configured with another shard count than the stored layout fails with a

@@ -21,7 +21,7 @@ use redis::Value;
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
 };
-use support::{RedisServer, burst, cmd, eventually, season};
+use support::{RedisServer, acks, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
     StreamBroker::new(conn, stream, group)
@@ -875,14 +875,7 @@ async fn entries_of_a_lost_read_reply_are_recovered() {
     assert_eq!(got[0].token.to_string(), sent);
     assert_eq!(got[0].message.body().as_ref(), b"in transit");
     assert_eq!(got[0].message.attempt(), 1);
-    let settle: Vec<Settlement<_>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let settle = acks(got);
     broker.settle(&settle).await.unwrap();
     assert_eq!(pending(&conn, "lost", "g").await, 0);
     assert!(broker.fetch(10).await.unwrap().is_empty());
@@ -968,14 +961,7 @@ async fn entries_of_a_lost_claim_reply_are_recovered() {
         got.iter().all(|d| d.message.attempt() == 2),
         "a delivery to a dead consumer counts as an attempt"
     );
-    let settle: Vec<Settlement<_>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let settle = acks(got);
     claimer.settle(&settle).await.unwrap();
     assert_eq!(pending(&conn, "claimed", "g").await, 0);
     assert!(

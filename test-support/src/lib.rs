@@ -4,8 +4,8 @@
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
 //! worker drains; [`collect`], a worker that keeps every message it saw; [`counters`], a
-//! counting metrics recorder; and the small helpers every test uses ([`burst`], [`cmd`],
-//! [`eventually`], [`season`], [`Resume`]).
+//! counting metrics recorder; and the small helpers every test uses ([`acks`], [`burst`],
+//! [`cmd`], [`eventually`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -17,7 +17,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use pythia_core::{Broker, Worker, WorkerRuntime};
+use pythia_core::{Broker, Delivery, Outcome, Settlement, Worker, WorkerRuntime};
 use pythia_redis::{RedisConfig, RedisConnection};
 
 pub mod chaos;
@@ -189,6 +189,18 @@ pub fn burst<B: Broker, W: Worker>(broker: B, worker: W) -> WorkerRuntime<B> {
     WorkerRuntime::new(broker, worker)
         .with_signal_handling(false)
         .with_burst(true)
+}
+
+/// Settlements that ack each of `deliveries`.
+pub fn acks<T>(deliveries: Vec<Delivery<T>>) -> Vec<Settlement<T>> {
+    deliveries
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect()
 }
 
 /// Runs a raw command on `conn`'s shared connection.
