@@ -23,7 +23,7 @@ use pythia_redis::{
 };
 use support::cluster::RedisCluster;
 use support::collect::Collect;
-use support::{Resume, cmd, eventually};
+use support::{Resume, cmd, eventually, fetch_at_least};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -224,10 +224,7 @@ async fn a_user_without_admin_commands_subscribes_and_publishes() {
     );
     let publisher = Publisher::new(&conn, "limited");
     assert_eq!(publisher.publish(&Message::new("hi")).await.unwrap(), 1);
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["hi"]);
 }
 
@@ -294,10 +291,7 @@ async fn a_stalled_master_is_noticed_by_the_periodic_check() {
         }
     }
     assert_eq!(counted, 1, "on the master again, counted by SPUBLISH");
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got)[0], "after");
 }
 

@@ -16,7 +16,7 @@ use pythia_core::{
 };
 use pythia_redis::{Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConnection};
 use support::collect::Collect;
-use support::{RedisServer, Resume, cmd, eventually};
+use support::{RedisServer, Resume, cmd, eventually, fetch_at_least};
 
 // ---- a counting metrics recorder, installed once for this test binary ----
 
@@ -72,6 +72,18 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
 }
 
 // ---- helpers ----
+
+/// The broker is ready again and counted exactly one reconnect of `queue`.
+async fn assert_reconnected_once(broker: &PubSubBroker, queue: &str) {
+    assert!(broker.maintain().await.is_ok());
+    assert_eq!(
+        counter(
+            "pythia_pubsub_reconnects_total",
+            &[("queue", queue), ("broker", "pubsub")]
+        ),
+        1
+    );
+}
 
 async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     recorder();
@@ -250,20 +262,10 @@ async fn resubscribes_after_the_server_kills_the_connection() {
         .publish(&Message::new("after-2"))
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        got.extend(broker.fetch(10).await.unwrap());
-    }
+    let got = fetch_at_least(&*broker, 2).await;
     assert_eq!(bodies_of(&got), ["after-1", "after-2"]);
     assert_eq!(got[1].message.source().pattern(), Some("kill.p.*"));
-    assert!(broker.maintain().await.is_ok());
-    assert_eq!(
-        counter(
-            "pythia_pubsub_reconnects_total",
-            &[("queue", "killed"), ("broker", "pubsub")]
-        ),
-        1
-    );
+    assert_reconnected_once(&broker, "killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -303,19 +305,9 @@ async fn resubscribes_after_a_server_restart() {
         publish_when_reachable(&publisher, &Message::new("after")).await,
         1
     );
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["after"]);
-    assert!(broker.maintain().await.is_ok());
-    assert_eq!(
-        counter(
-            "pythia_pubsub_reconnects_total",
-            &[("queue", "restart.c"), ("broker", "pubsub")]
-        ),
-        1
-    );
+    assert_reconnected_once(&broker, "restart.c").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -362,10 +354,7 @@ async fn a_stalled_server_is_noticed_by_ping_and_resubscribed() {
         publish_when_reachable(&publisher, &Message::new("after")).await,
         1
     );
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["after"]);
 }
 

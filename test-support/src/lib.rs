@@ -5,7 +5,7 @@
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
 //! worker drains; [`collect`], a worker that keeps every message it saw; [`counters`], a
 //! counting metrics recorder; and the small helpers every test uses ([`acks`], [`burst`],
-//! [`cmd`], [`eventually`], [`season`], [`Resume`]).
+//! [`cmd`], [`eventually`], [`fetch_at_least`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -201,6 +201,16 @@ pub fn acks<T>(deliveries: Vec<Delivery<T>>) -> Vec<Settlement<T>> {
             outcome: Outcome::Ack,
         })
         .collect()
+}
+
+/// Fetches from `broker` until at least `n` deliveries came (a pub/sub broker's buffer fills as
+/// messages arrive).
+pub async fn fetch_at_least<B: Broker>(broker: &B, n: usize) -> Vec<Delivery<B::Token>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.extend(broker.fetch(10).await.unwrap());
+    }
+    got
 }
 
 /// Runs a raw command on `conn`'s shared connection.
