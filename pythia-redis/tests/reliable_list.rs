@@ -14,7 +14,7 @@ use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroke
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child,
 };
-use support::{RedisServer, burst, cmd, eventually, season};
+use support::{RedisServer, burst, cmd, eventually, liveness, season};
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
@@ -105,33 +105,7 @@ async fn a_live_consumer_keeps_its_long_job() {
         .push(&Message::new("long job"))
         .await
         .unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    let slow = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(3)).await; // five heartbeat lifetimes
-            Ok(())
-        }
-    });
-    let a = tokio::spawn(burst(fast(&conn, "long"), slow).run());
-    eventually(Duration::from_secs(5), "A to start the job", || async {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let r = runs.clone();
-    let other = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    });
-    let b = tokio::spawn(burst(fast(&conn, "long"), other).run());
-    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "B never stole A's job");
-    assert_eq!((a.acked, b.acked), (1, 0));
+    liveness::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long")).await;
 }
 
 #[tokio::test]
