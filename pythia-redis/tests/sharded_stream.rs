@@ -549,9 +549,11 @@ async fn pause_server(conn: &RedisConnection, ms: u64) {
     let _: () = cmd(conn, &["CLIENT", "PAUSE", &ms.to_string(), "ALL"]).await;
 }
 
-/// A read that outlasts its fetch is not cancelled: the fetch returns without it, and its
-/// entries come with a later fetch.
-async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name: &str) {
+/// A queue of two shards holding ten numbered messages, and a consumer in its group.
+async fn ten_on_two_shards(
+    conn: &RedisConnection,
+    name: &str,
+) -> (ShardedQueue, ShardedStreamBroker, Vec<Message>) {
     let queue = ShardedQueue::new(name, 2).unwrap();
     let broker = fast(conn, &queue);
     broker.ensure_group().await.unwrap();
@@ -560,6 +562,13 @@ async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name:
         .add_many(&msgs)
         .await
         .unwrap();
+    (queue, broker, msgs)
+}
+
+/// A read that outlasts its fetch is not cancelled: the fetch returns without it, and its
+/// entries come with a later fetch.
+async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name: &str) {
+    let (queue, broker, msgs) = ten_on_two_shards(conn, name).await;
     // Longer than a fetch waits for a read (250 ms past its block time, twice here: one
     // shard in the first round, the other in the second).
     pause_server(conn, 1500).await;
@@ -591,14 +600,7 @@ async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name:
 /// their shards: nothing is stranded, and the next consumer gets every entry on its first
 /// attempt.
 async fn close_hands_back_what_running_reads_return(conn: &RedisConnection, name: &str) {
-    let queue = ShardedQueue::new(name, 2).unwrap();
-    let broker = fast(conn, &queue);
-    broker.ensure_group().await.unwrap();
-    let msgs = numbered(10);
-    ShardedStreamProducer::new(conn, &queue)
-        .add_many(&msgs)
-        .await
-        .unwrap();
+    let (queue, broker, msgs) = ten_on_two_shards(conn, name).await;
     pause_server(conn, 1000).await;
     assert!(
         broker.fetch(100).await.unwrap().is_empty(),
