@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use pythia::{Message, envelope};
 use serde_json::Value as Json;
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 /// A dashboard process, killed when dropped.
 struct Dashboard {
@@ -771,7 +771,7 @@ async fn a_jobs_page_shows_its_record_and_timeline() {
     use pythia::redis::{
         JobHandle, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, ReliableListBroker,
     };
-    use pythia::{Message, WorkerError, WorkerRuntime, worker_fn};
+    use pythia::{Message, WorkerError, worker_fn};
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
@@ -794,10 +794,8 @@ async fn a_jobs_page_shows_its_record_and_timeline() {
         job.progress(100).await?;
         Ok(())
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+    burst(ReliableListBroker::new(&conn, "imports"), worker)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();

@@ -11,9 +11,9 @@ use std::time::Duration;
 use pythia::redis::{
     JobStatusStore, JobTracking, JobTrackingExt, ReliableListBroker, record_job_result,
 };
-use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use pythia::{Message, RetryPolicy, WorkerError, worker_fn};
 use serde_json::Value as Json;
-use support::RedisServer;
+use support::{RedisServer, burst};
 
 /// `pythia produce --print-ids --track` of `ok` and `boom` to `queue`, asserted to succeed;
 /// returns its output and the ids it printed, one a line.
@@ -57,11 +57,9 @@ async fn produce_prints_ids_and_job_shows_their_status() {
             Err(WorkerError::reject("cannot render \"boom\""))
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "reports"), worker)
+    burst(ReliableListBroker::new(&conn, "reports"), worker)
         .with_retry_policy(policy)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -125,10 +123,8 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
             Err(WorkerError::reject("bad row"))
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+    burst(ReliableListBroker::new(&conn, "imports"), worker)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();

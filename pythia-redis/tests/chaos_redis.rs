@@ -27,7 +27,7 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::server_chaos::{ClientKiller, ServerPauses, drain_with_chaos};
-use support::{RedisServer, eventually};
+use support::{RedisServer, burst, eventually};
 use tokio::task::JoinHandle;
 
 const QUEUE: &str = "chaos";
@@ -369,12 +369,10 @@ async fn drain_released(conn: &RedisConnection, tally: &Tally) {
     if left == 0 {
         return;
     }
-    let rt = WorkerRuntime::new(ListBroker::new(conn, QUEUE), tally.clone())
-        .with_signal_handling(false)
+    let rt = burst(ListBroker::new(conn, QUEUE), tally.clone())
         .with_concurrency(CONCURRENCY)
         .with_batch_size(BATCH)
-        .with_stats_interval(None)
-        .with_burst(true);
+        .with_stats_interval(None);
     let summary = within(30, "the released messages to drain", rt.run())
         .await
         .expect("the burst runtime ends without error");

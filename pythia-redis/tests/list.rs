@@ -10,12 +10,10 @@ use pythia_core::{
 };
 use pythia_redis::{Encoding, ListBroker, ListProducer, ListSide};
 use support::collect::Collect;
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 fn run<W: Worker>(broker: ListBroker, w: W) -> WorkerRuntime<ListBroker> {
-    WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
+    burst(broker, w)
 }
 
 #[tokio::test]

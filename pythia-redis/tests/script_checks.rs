@@ -15,7 +15,7 @@ use pythia_redis::{
     DeadLetterQueue, GroupStart, ListBroker, ListProducer, QueueKeys, RedisConnection,
     ReliableListBroker, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, burst, cmd, eventually};
 
 fn reliable(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::with_consumer_name(conn, queue, "c1")
@@ -214,12 +214,10 @@ async fn a_dead_letter_replay_into_a_wrong_type_queue_keeps_the_dead_letter() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let keys = QueueKeys::new("pythia", "q6");
-    let rt = WorkerRuntime::new(
+    let rt = burst(
         ListBroker::new(&conn, "q6"),
         worker_fn(|_m: Message| async { Err(WorkerError::reject("poison")) }),
-    )
-    .with_signal_handling(false)
-    .with_burst(true);
+    );
     ListProducer::new(&conn, "q6")
         .push(&Message::new("poison"))
         .await
@@ -252,15 +250,13 @@ async fn a_stream_entry_too_wide_for_a_script_is_retried_and_dead_lettered_whole
     let keys = QueueKeys::new("pythia", "s8");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
-    let rt = WorkerRuntime::new(
+    let rt = burst(
         stream(&conn, "s8"),
         worker_fn(move |m: Message| {
             s.lock().unwrap().push((m.attempt(), m.headers().len()));
             async { Err(WorkerError::retry("fails")) }
         }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .with_retry_policy(
         RetryPolicy::default()
             .with_max_attempts(2)

@@ -795,9 +795,7 @@ async fn throughput_of_one_and_four_shards() {
         .unwrap();
     let plain =
         pythia_redis::StreamBroker::new(&conn, "plain", GROUP).with_start(GroupStart::Beginning);
-    let rt = WorkerRuntime::new(plain, worker_fn(|_m: Message| async { Ok(()) }))
-        .with_signal_handling(false)
-        .with_burst(true)
+    let rt = burst(plain, worker_fn(|_m: Message| async { Ok(()) }))
         .with_concurrency(1000)
         .with_batch_size(1000);
     let s = within(120, "the plain run", rt.run()).await.unwrap();
