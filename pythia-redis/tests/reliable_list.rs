@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_core::{
-    Broker, BrokerErrorKind, Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn,
-};
+use pythia_core::{Broker, BrokerErrorKind, Message, RetryPolicy, WorkerRuntime, worker_fn};
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child,
 };
-use support::{RedisServer, burst, cmd, eventually, liveness, season};
+use support::{RedisServer, broker_scenarios, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
@@ -105,7 +103,7 @@ async fn a_live_consumer_keeps_its_long_job() {
         .push(&Message::new("long job"))
         .await
         .unwrap();
-    liveness::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long")).await;
+    broker_scenarios::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long")).await;
 }
 
 #[tokio::test]
@@ -116,26 +114,7 @@ async fn a_retry_survives_the_worker_that_scheduled_it() {
         .push(&Message::new("x"))
         .await
         .unwrap();
-    let fail = worker_fn(|_m: Message| async {
-        Err(WorkerError::retry_later(
-            Duration::from_millis(800),
-            "not yet",
-        ))
-    });
-    let rt = WorkerRuntime::new(fast(&conn, "later"), fail).with_signal_handling(false);
-    let stop = rt.cancellation_token();
-    let h = tokio::spawn(rt.run());
-    eventually(
-        Duration::from_secs(5),
-        "the retry to be scheduled",
-        || async {
-            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
-            n == 1
-        },
-    )
-    .await;
-    stop.cancel();
-    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+    broker_scenarios::schedule_a_retry_then_stop(fast(&conn, "later"), &conn, "later").await;
 
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();

@@ -21,7 +21,7 @@ use redis::Value;
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
 };
-use support::{RedisServer, acks, burst, cmd, eventually, liveness, season};
+use support::{RedisServer, acks, broker_scenarios, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
     StreamBroker::new(conn, stream, group)
@@ -399,7 +399,7 @@ async fn a_live_consumer_keeps_its_long_job() {
         .add(&Message::new("long job"))
         .await
         .unwrap();
-    liveness::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long", "g")).await;
+    broker_scenarios::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long", "g")).await;
     group_is_clean(&conn, "long", "g").await;
 }
 
@@ -497,26 +497,7 @@ async fn a_retry_survives_a_worker_restart() {
         .add(&sent)
         .await
         .unwrap();
-    let fail = worker_fn(|_m: Message| async {
-        Err(WorkerError::retry_later(
-            Duration::from_millis(800),
-            "not yet",
-        ))
-    });
-    let rt = WorkerRuntime::new(fast(&conn, "later", "g"), fail).with_signal_handling(false);
-    let stop = rt.cancellation_token();
-    let h = tokio::spawn(rt.run());
-    eventually(
-        Duration::from_secs(5),
-        "the retry to be scheduled",
-        || async {
-            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
-            n == 1
-        },
-    )
-    .await;
-    stop.cancel();
-    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+    broker_scenarios::schedule_a_retry_then_stop(fast(&conn, "later", "g"), &conn, "later").await;
     assert_eq!(
         pending(&conn, "later", "g").await,
         0,

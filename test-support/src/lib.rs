@@ -3,7 +3,7 @@
 //! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
-//! worker drains; [`liveness`], scenarios every at-least-once broker runs; [`collect`], a worker
+//! worker drains; [`broker_scenarios`], scenarios every at-least-once broker runs; [`collect`], a worker
 //! that keeps every message it saw; [`counters`], a counting metrics recorder; and the small
 //! helpers every test uses ([`acks`], [`burst`], [`cmd`], [`eventually`], [`fetch_at_least`],
 //! [`season`], [`Resume`]).
@@ -21,11 +21,11 @@ use std::time::{Duration, Instant};
 use pythia_core::{Broker, Delivery, Outcome, Settlement, Worker, WorkerRuntime};
 use pythia_redis::{RedisConfig, RedisConnection};
 
+pub mod broker_scenarios;
 pub mod chaos;
 pub mod cluster;
 pub mod collect;
 pub mod counters;
-pub mod liveness;
 pub mod redis_process;
 pub mod sentinel;
 pub mod server_chaos;
