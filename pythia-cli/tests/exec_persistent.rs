@@ -11,6 +11,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use common::{command, pythia, text};
+use pythia::redis::RedisConnection;
 use support::{RedisServer, cmd, eventually};
 
 /// The repository's `examples/` folder, where the reference clients live.
@@ -44,6 +45,20 @@ fn scratch(name: &str) -> Scratch {
     ));
     std::fs::create_dir_all(&dir).unwrap();
     Scratch(dir)
+}
+
+/// One test's redis-server, its URL and a connection, and its scratch directory `name`.
+async fn setup(name: &str) -> (RedisServer, String, RedisConnection, Scratch) {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    (server, url, conn, scratch(name))
+}
+
+/// Writes the Python child `text` to `dir/file` (see [`write_script`]); returns the command
+/// that runs it.
+fn python_child(dir: &Path, file: &str, text: &str) -> String {
+    format!("python3 {}", write_script(dir, file, text))
 }
 
 /// Writes `text` (with `{EXAMPLES}` and `{DIR}` filled in) to `dir/file`; returns its path.
@@ -94,9 +109,9 @@ fn run_burst(url: &str, queue: &str, extra: &[&str]) -> Output {
     pythia(&args)
 }
 
-/// `pythia run` (not a burst) over the list `queue` with the persistent child `python3 py`
-/// and `extra` flags, to be spawned and stopped by the test.
-fn persistent_worker(url: &str, queue: &str, py: &str, extra: &[&str]) -> Command {
+/// `pythia run` (not a burst) over the list `queue` with the persistent `child` command and
+/// `extra` flags, to be spawned and stopped by the test.
+fn persistent_worker(url: &str, queue: &str, child: &str, extra: &[&str]) -> Command {
     let mut c = command([
         "run",
         "--redis-url",
@@ -108,7 +123,7 @@ fn persistent_worker(url: &str, queue: &str, py: &str, extra: &[&str]) -> Comman
         "--log",
         "warn",
         "--exec-persistent",
-        &format!("python3 {py}"),
+        child,
     ]);
     c.args(extra);
     c
@@ -198,10 +213,7 @@ serve(async (m) => {
 /// retry; print()/console.log() output reaches stderr with the child's prefix.
 #[tokio::test]
 async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("clients");
+    let (_server, url, conn, dir) = setup("clients").await;
     let py = write_script(&dir, "handler.py", PYTHON_HANDLER);
     let js = write_script(&dir, "handler.js", NODE_HANDLER);
     for (lang, child_command) in [
@@ -284,11 +296,8 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
 /// next request before the exit, so that the child provably dies holding two messages.
 #[tokio::test]
 async fn a_child_that_crashes_mid_message_loses_nothing() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("crash");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("crash").await;
+    let child = python_child(
         &dir,
         "crash.py",
         r#"
@@ -324,7 +333,7 @@ for line in sys.stdin:
             "--max-attempts",
             "3",
             "--exec-persistent",
-            &format!("python3 {py}"),
+            &child,
             "--exec-children",
             "1",
             "--exec-in-flight",
@@ -399,11 +408,8 @@ for line in sys.stdin:
 /// the messages it held are retried; a reply for a message it does not hold is ignored.
 #[tokio::test]
 async fn a_line_that_is_not_a_reply_restarts_the_child_and_retries_its_messages() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("garbage");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("garbage").await;
+    let child = python_child(
         &dir,
         "raw.py",
         r#"
@@ -423,12 +429,7 @@ for line in sys.stdin:
     let o = run_burst(
         &url,
         q,
-        &[
-            "--exec-persistent",
-            &format!("python3 {py}"),
-            "--exec-children",
-            "1",
-        ],
+        &["--exec-persistent", &child, "--exec-children", "1"],
     );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
@@ -450,11 +451,8 @@ for line in sys.stdin:
 /// answered nothing meanwhile, is taken as hung and restarted.
 #[tokio::test]
 async fn a_reply_that_never_comes_times_out_and_the_hung_child_is_restarted() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("hang");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("hang").await;
+    let child = python_child(
         &dir,
         "hang.py",
         r#"
@@ -476,7 +474,7 @@ for line in sys.stdin:
             "--timeout",
             "1s",
             "--exec-persistent",
-            &format!("python3 {py}"),
+            &child,
             "--exec-children",
             "1",
         ],
@@ -498,11 +496,8 @@ for line in sys.stdin:
 /// A retry reply with `after` puts the message in the retry schedule at that delay.
 #[tokio::test]
 async fn a_retry_after_reply_schedules_the_message_at_that_delay() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("later");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("later").await;
+    let child = python_child(
         &dir,
         "later.py",
         r#"
@@ -518,7 +513,7 @@ serve(handle)
     );
     let q = "later";
     produce(&url, q, &["x"]);
-    let mut worker = persistent_worker(&url, q, &py, &[])
+    let mut worker = persistent_worker(&url, q, &child, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -568,11 +563,8 @@ fn exec_persistent_excludes_the_other_handlers() {
 #[tokio::test]
 async fn a_signal_to_the_process_group_lets_the_children_finish_their_messages() {
     use std::os::unix::process::CommandExt as _;
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("sigint");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("sigint").await;
+    let child = python_child(
         &dir,
         "slow.py",
         r#"
@@ -585,7 +577,7 @@ serve(lambda m: time.sleep(1))
     );
     let q = "interrupted";
     produce(&url, q, &["a", "b"]);
-    let worker = persistent_worker(&url, q, &py, &["--exec-children", "1"])
+    let worker = persistent_worker(&url, q, &child, &["--exec-children", "1"])
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
