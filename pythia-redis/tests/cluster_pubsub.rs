@@ -15,15 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pythia_core::{
-    Broker, BrokerErrorKind, CancellationToken, Message, Worker, WorkerError, WorkerRuntime,
-    worker_fn,
+    Broker, BrokerErrorKind, CancellationToken, Message, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{
     Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConfig, RedisConnection,
 };
 use support::cluster::RedisCluster;
 use support::collect::Collect;
-use support::{Resume, cmd, eventually, fetch_at_least};
+use support::{Resume, bodies_of, burst_shared, cmd, eventually, fetch_at_least};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -31,19 +30,6 @@ async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     let broker = b.subscribe().await.expect("subscribe");
     assert!(broker.is_sharded(), "a cluster broker uses SSUBSCRIBE");
     Arc::new(broker)
-}
-
-fn burst<W: Worker>(broker: &Arc<PubSubBroker>, w: W) -> WorkerRuntime<PubSubBroker> {
-    WorkerRuntime::new(Arc::clone(broker), w)
-        .with_signal_handling(false)
-        .with_burst(true)
-}
-
-fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {
-    deliveries
-        .iter()
-        .map(|d| d.message.body_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -112,7 +98,7 @@ async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
         })
         .await;
         let worker = Collect::default();
-        let summary = burst(fan, worker.clone()).run().await.unwrap();
+        let summary = burst_shared(fan, worker.clone()).run().await.unwrap();
         assert_eq!(summary.acked, 30);
         let seen = worker.seen.lock().unwrap();
         assert_eq!(seen.len(), 30, "every message once");
@@ -133,7 +119,7 @@ async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
     })
     .await;
     let reject = worker_fn(|_m: Message| async { Err(WorkerError::reject("no")) });
-    let summary = burst(&rejecting, reject).run().await.unwrap();
+    let summary = burst_shared(&rejecting, reject).run().await.unwrap();
     assert_eq!(summary.dead_lettered, 10);
     let stats = rejecting.stats().await.unwrap().unwrap();
     assert_eq!(stats.dead_letters, 10);

@@ -16,7 +16,7 @@ use pythia_core::{
 };
 use pythia_redis::{Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConnection};
 use support::collect::Collect;
-use support::{RedisServer, Resume, cmd, eventually, fetch_at_least};
+use support::{RedisServer, Resume, bodies_of, burst_shared, cmd, eventually, fetch_at_least};
 
 // ---- a counting metrics recorder, installed once for this test binary ----
 
@@ -90,19 +90,6 @@ async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     Arc::new(b.subscribe().await.expect("subscribe"))
 }
 
-fn burst<W: Worker>(broker: &Arc<PubSubBroker>, w: W) -> WorkerRuntime<PubSubBroker> {
-    WorkerRuntime::new(Arc::clone(broker), w)
-        .with_signal_handling(false)
-        .with_burst(true)
-}
-
-fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {
-    deliveries
-        .iter()
-        .map(|d| d.message.body_str().unwrap().to_owned())
-        .collect()
-}
-
 /// Publishes `msg`, retrying while the shared connection reconnects; returns the receivers.
 async fn publish_when_reachable(p: &Publisher, msg: &Message) -> usize {
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -167,7 +154,7 @@ async fn every_subscriber_gets_every_message_with_its_channel_and_pattern() {
     let runs = brokers
         .iter()
         .zip(&workers)
-        .map(|(b, w)| tokio::spawn(burst(b, w.clone()).run()));
+        .map(|(b, w)| tokio::spawn(burst_shared(b, w.clone()).run()));
     for run in runs.collect::<Vec<_>>() {
         assert_eq!(run.await.unwrap().unwrap().acked, 4);
     }
@@ -511,7 +498,7 @@ async fn retries_are_redelivered_in_process_with_the_attempt_raised() {
     let policy = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(300))
         .with_jitter(0.0);
-    let summary = burst(&broker, w)
+    let summary = burst_shared(&broker, w)
         .with_retry_policy(policy)
         .run()
         .await
@@ -578,7 +565,7 @@ async fn dead_letters_land_in_the_dead_letter_list() {
     let reject =
         || pythia_core::worker_fn(|_m: Message| async { Err(WorkerError::reject("cannot parse")) });
     for b in [&default, &custom, &none] {
-        let summary = burst(b, reject()).run().await.unwrap();
+        let summary = burst_shared(b, reject()).run().await.unwrap();
         assert_eq!(summary.dead_lettered, 1);
     }
 

@@ -3,10 +3,10 @@
 //! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
 //! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
-//! worker drains; [`broker_scenarios`], scenarios every at-least-once broker runs; [`collect`], a worker
-//! that keeps every message it saw; [`counters`], a counting metrics recorder; and the small
-//! helpers every test uses ([`acks`], [`burst`], [`cmd`], [`eventually`], [`fetch_at_least`],
-//! [`season`], [`Resume`]).
+//! worker drains; [`broker_scenarios`], scenarios every at-least-once broker runs; [`collect`],
+//! a worker that keeps every message it saw; [`counters`], a counting metrics recorder; and the
+//! small helpers every test uses ([`acks`], [`bodies_of`], [`burst`], [`cmd`], [`eventually`],
+//! [`fetch_at_least`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -16,6 +16,7 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use pythia_core::{Broker, Delivery, Outcome, Settlement, Worker, WorkerRuntime};
@@ -191,6 +192,21 @@ pub fn burst<B: Broker, W: Worker>(broker: B, worker: W) -> WorkerRuntime<B> {
     WorkerRuntime::new(broker, worker)
         .with_signal_handling(false)
         .with_burst(true)
+}
+
+/// [`burst`] over a broker the test keeps its own handle on (a subscribed pub/sub broker).
+pub fn burst_shared<B: Broker, W: Worker>(broker: &Arc<B>, worker: W) -> WorkerRuntime<B> {
+    WorkerRuntime::new(Arc::clone(broker), worker)
+        .with_signal_handling(false)
+        .with_burst(true)
+}
+
+/// The bodies of `deliveries`, in order (text bodies: panics on one that is not UTF-8).
+pub fn bodies_of<T>(deliveries: &[Delivery<T>]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| d.message.body_str().unwrap().to_owned())
+        .collect()
 }
 
 /// Settlements that ack each of `deliveries`.
