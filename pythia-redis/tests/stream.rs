@@ -21,6 +21,7 @@ use redis::Value;
 use support::chaos::{
     Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
 };
+use support::collect::Collect;
 use support::{RedisServer, acks, broker_scenarios, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
@@ -41,16 +42,8 @@ async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<Str
 
 /// A worker that records what it saw, in order.
 fn collector() -> (Arc<Mutex<Vec<Message>>>, impl Worker) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let w = worker_fn(move |m: Message| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(m);
-            Ok(())
-        }
-    });
-    (seen, w)
+    let c = Collect::default();
+    (Arc::clone(&c.seen), c)
 }
 
 /// `XPENDING <stream> <group>` summary count.
