@@ -4,8 +4,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
-use std::io::Write;
+use common::{command, produce, pythia, pythia_with_stdin, run_burst, text};
 use std::process::{Command, Stdio};
 
 use support::{RedisServer, cmd};
@@ -37,41 +36,30 @@ async fn produce_then_run_burst_with_each_list_broker() {
     let conn = server.connect().await;
     for broker in ["list", "reliable-list"] {
         let q = format!("cli-{broker}");
-        let o = pythia(&[
-            "produce",
-            "--redis-url",
+        let o = produce(
             &url,
-            "--broker",
-            broker,
-            "--queue",
-            &q,
-            "--header",
-            "k=v",
-            "a",
-            "b",
-            "c",
-        ]);
+            &[
+                "--broker", broker, "--queue", &q, "--header", "k=v", "a", "b", "c",
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
         assert!(text(&o).contains("produced 3 messages"), "{}", text(&o));
-        let o = pythia(&[
-            "run",
-            "--redis-url",
+        let o = run_burst(
             &url,
-            "--broker",
-            broker,
-            "--queue",
-            &q,
-            "--burst",
-            "--concurrency",
-            "1",
-            // Fetched ahead, still handled one at a time and in order.
-            "--prefetch",
-            "2",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ]);
+            &[
+                "--broker",
+                broker,
+                "--queue",
+                &q,
+                "--concurrency",
+                "1",
+                // Fetched ahead, still handled one at a time and in order.
+                "--prefetch",
+                "2",
+                "--log",
+                "warn",
+            ],
+        );
         let out = text(&o);
         assert!(o.status.success(), "{out}");
         assert_eq!(
@@ -93,8 +81,8 @@ async fn produce_reads_stdin_and_generates_counts() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
+    let o = pythia_with_stdin(
+        &[
             "produce",
             "--redis-url",
             &url,
@@ -102,32 +90,14 @@ async fn produce_reads_stdin_and_generates_counts() {
             "in",
             "--raw",
             "-",
-        ])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\n")
-        .unwrap();
-    assert!(child.wait_with_output().unwrap().status.success());
+        ],
+        b"one\ntwo\n",
+    );
+    assert!(o.status.success(), "{}", text(&o));
     let items: Vec<String> = cmd(&conn, &["LRANGE", "in", "0", "-1"]).await;
     assert_eq!(items, ["two", "one"], "raw bodies, LPUSHed in order");
 
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "gen",
-        "--count",
-        "2500",
-        "--size",
-        "64",
-    ]);
+    let o = produce(&url, &["--queue", "gen", "--count", "2500", "--size", "64"]);
     assert!(o.status.success(), "{}", text(&o));
     let n: i64 = cmd(&conn, &["LLEN", "gen"]).await;
     assert_eq!(n, 2500);
@@ -138,35 +108,23 @@ async fn exec_handlers_ack_reject_and_retry_by_exit_code() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "ex",
-        "ok",
-        "bad",
-        "flaky",
-    ]);
+    let o = produce(&url, &["--queue", "ex", "ok", "bad", "flaky"]);
     assert!(o.status.success(), "{}", text(&o));
     // ok: exit 0; bad: exit 65 (reject); flaky: exit 1 on the first attempt only.
     let script = r#"body=$(cat); case "$body" in ok) exit 0;; bad) exit 65;; flaky) [ "$PYTHIA_ATTEMPT" -ge 2 ] && exit 0 || exit 1;; esac"#;
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--queue",
-        "ex",
-        "--exec",
-        script,
-        "--burst",
-        "--retry-delay",
-        "50ms",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--queue",
+            "ex",
+            "--exec",
+            script,
+            "--retry-delay",
+            "50ms",
+            "--log",
+            "warn",
+        ],
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(
@@ -204,16 +162,7 @@ fn bad_input_is_named_with_exit_code_2() {
         .unwrap()
         .port();
     let url = format!("redis://:pw@127.0.0.1:{port}");
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "--connect-timeout",
-        "1s",
-        "x",
-    ]);
+    let o = produce(&url, &["--queue", "q", "--connect-timeout", "1s", "x"]);
     assert_eq!(
         o.status.code(),
         Some(69),
@@ -255,18 +204,10 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
     let conn = server.connect().await;
     // Every command goes to the slow log, to see the XADDs' arguments.
     let _: () = cmd(&conn, &["CONFIG", "SET", "slowlog-log-slower-than", "0"]).await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
+    let o = produce(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "events",
-        "x",
-        "y",
-        "z",
-    ]);
+        &["--broker", "stream", "--queue", "events", "x", "y", "z"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let log: Vec<redis::Value> = cmd(&conn, &["SLOWLOG", "GET", "1000"]).await;
     let adds: Vec<Vec<String>> = log
@@ -282,24 +223,21 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
         adds.iter().all(|a| a[2] == "*"),
         "no MAXLEN without --max-len: {adds:?}"
     );
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "events",
-        "--group",
-        "g1",
-        "--burst",
-        "--concurrency",
-        "1",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--broker",
+            "stream",
+            "--queue",
+            "events",
+            "--group",
+            "g1",
+            "--concurrency",
+            "1",
+            "--log",
+            "warn",
+        ],
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "x\ny\nz\n", "{out}");
@@ -312,24 +250,21 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
     );
 
     // `--group-start new` is for event streams: the entries queued before are skipped.
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "events",
-        "--group",
-        "g2",
-        "--group-start",
-        "new",
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--broker",
+            "stream",
+            "--queue",
+            "events",
+            "--group",
+            "g2",
+            "--group-start",
+            "new",
+            "--log",
+            "warn",
+        ],
+    );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert_eq!(String::from_utf8_lossy(&o.stdout), "", "{out}");
@@ -339,41 +274,31 @@ async fn stream_produce_then_run_burst_in_a_consumer_group() {
 async fn pubsub_workers_receive_channels_and_patterns() {
     let server = RedisServer::start();
     let url = server.url();
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--broker",
-            "pubsub",
-            "--queue",
-            "alerts",
-        ])
-        .args([
-            "--pattern",
-            "news.*",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--broker",
+        "pubsub",
+        "--queue",
+        "alerts",
+    ])
+    .args([
+        "--pattern",
+        "news.*",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     // Publish until the subscriber is there (a publish reports its receivers).
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
     loop {
-        let o = pythia(&[
-            "produce",
-            "--redis-url",
-            &url,
-            "--broker",
-            "pubsub",
-            "--queue",
-            "alerts",
-            "first",
-        ]);
+        let o = produce(&url, &["--broker", "pubsub", "--queue", "alerts", "first"]);
         assert!(o.status.success(), "{}", text(&o));
         if text(&o).contains(", 1 deliveries") {
             break;
@@ -384,16 +309,10 @@ async fn pubsub_workers_receive_channels_and_patterns() {
         );
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
+    let o = produce(
         &url,
-        "--broker",
-        "pubsub",
-        "--queue",
-        "news.eu",
-        "second",
-    ]);
+        &["--broker", "pubsub", "--queue", "news.eu", "second"],
+    );
     assert!(text(&o).contains(", 1 deliveries"), "{}", text(&o));
     std::thread::sleep(std::time::Duration::from_millis(300));
     // SIGTERM: a graceful stop that prints the summary.
@@ -512,46 +431,27 @@ async fn produce_delay_and_at_schedule_in_redis() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "later",
-        "--delay",
-        "1s",
-        "soon",
-    ]);
+    let o = produce(&url, &["--queue", "later", "--delay", "1s", "soon"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
+    let o = produce(
         &url,
-        "--queue",
-        "later",
-        "--at",
-        "2000-01-01T00:00:00Z",
-        "overdue",
-    ]);
+        &[
+            "--queue",
+            "later",
+            "--at",
+            "2000-01-01T00:00:00Z",
+            "overdue",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let queued: i64 = cmd(&conn, &["LLEN", "later"]).await;
     let scheduled: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
     assert_eq!((queued, scheduled), (0, 2), "both wait in the schedule");
     let started = std::time::Instant::now();
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--queue",
-        "later",
-        "--burst",
-        "--concurrency",
-        "1",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &["--queue", "later", "--concurrency", "1", "--log", "warn"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(
         String::from_utf8_lossy(&o.stdout),
@@ -564,29 +464,12 @@ async fn produce_delay_and_at_schedule_in_redis() {
         "the delay was honoured"
     );
 
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
+    let o = produce(
         &url,
-        "--broker",
-        "pubsub",
-        "--queue",
-        "c",
-        "--delay",
-        "1s",
-        "x",
-    ]);
+        &["--broker", "pubsub", "--queue", "c", "--delay", "1s", "x"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "--at",
-        "tomorrow",
-        "x",
-    ]);
+    let o = produce(&url, &["--queue", "q", "--at", "tomorrow", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
@@ -597,24 +480,23 @@ async fn threads_sets_the_runtime_threads() {
     let url = server.url();
     let mut counts = Vec::new();
     for threads in ["1", "4"] {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args([
-                "--threads",
-                threads,
-                "run",
-                "--redis-url",
-                &url,
-                "--queue",
-                "idle",
-                "--handler",
-                "noop",
-                "--metrics-addr",
-                "off",
-                "--log",
-                "warn",
-            ])
-            .spawn()
-            .unwrap();
+        let mut child = command([
+            "--threads",
+            threads,
+            "run",
+            "--redis-url",
+            &url,
+            "--queue",
+            "idle",
+            "--handler",
+            "noop",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+        ])
+        .spawn()
+        .unwrap();
         let status = format!("/proc/{}/status", child.id());
         let mut n = 0;
         for _ in 0..50 {

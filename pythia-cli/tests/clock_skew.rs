@@ -9,7 +9,7 @@ use pythia_test_support as support;
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, get, sample};
+use common::{command, free_port, get, sample};
 use pythia_redis::QueueKeys;
 use support::{RedisServer, cmd, eventually};
 
@@ -171,21 +171,19 @@ async fn messages_from_a_producer_an_hour_ahead_count_as_no_wait() {
     .expect("faketime runs (apt-get install faketime)");
     assert!(status.success());
     let port = free_port();
-    let mut worker = std::process::Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "ahead",
-            "--handler",
-            "noop",
-        ])
-        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-        .env_remove("REDIS_URL")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "ahead",
+        "--handler",
+        "noop",
+    ])
+    .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+    .stdout(Stdio::null())
+    .spawn()
+    .unwrap();
     let labels = [("queue", "ahead")];
     let mut latency = [None, None];
     eventually(Duration::from_secs(20), "3 messages processed", || {

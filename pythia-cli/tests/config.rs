@@ -5,19 +5,18 @@
 mod common;
 use pythia_test_support as support;
 
-use common::text;
+use common::{command, text};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use support::{RedisServer, cmd};
 
 fn pythia(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.args(args).stdin(Stdio::null());
+    let mut c = command(args);
     for v in [
         "REDIS_URL",
         "PYTHIA_QUEUE",

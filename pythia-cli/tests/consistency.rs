@@ -5,10 +5,7 @@
 mod common;
 use pythia_test_support as support;
 
-use std::io::Write;
-use std::process::{Command, Stdio};
-
-use common::{pythia, text};
+use common::{produce, pythia, pythia_on, pythia_with_stdin, run_burst, text};
 use support::{RedisServer, cmd};
 
 #[tokio::test]
@@ -16,54 +13,33 @@ async fn dates_are_strict_and_durations_take_humantime_units() {
     let server = RedisServer::start();
     let url = server.url();
     // 31 February does not exist: refused, not read as 3 March.
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "-q",
-        "q",
-        "--at",
-        "2026-02-31T00:00:00Z",
-        "x",
-    ]);
+    let o = produce(&url, &["-q", "q", "--at", "2026-02-31T00:00:00Z", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("2026-02-31T00:00:00Z"), "{}", text(&o));
 
     for delay in ["1h30m", "1d", "500us"] {
-        let o = pythia(&[
-            "produce",
-            "--redis-url",
-            &url,
-            "-q",
-            "q",
-            "--delay",
-            delay,
-            "x",
-        ]);
+        let o = produce(&url, &["-q", "q", "--delay", delay, "x"]);
         assert!(o.status.success(), "--delay {delay}: {}", text(&o));
     }
-    let o = pythia(&["inspect", "--redis-url", &url, "-q", "q", "--json"]);
+    let o = pythia_on(&url, "inspect", &["-q", "q", "--json"]);
     let doc: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     // 500us is due at once and may have been promoted by now; the other two wait.
     let scheduled = doc["scheduled"].as_u64().unwrap_or_else(|| panic!("{doc}"));
     assert!((2..=3).contains(&scheduled), "{doc}");
 
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "-q",
-        "empty",
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--timeout",
-        "1h30m",
-        "--retry-delay",
-        "500us",
-        "--shutdown-grace",
-        "1d",
-    ]);
+        &[
+            "-q",
+            "empty",
+            "--timeout",
+            "1h30m",
+            "--retry-delay",
+            "500us",
+            "--shutdown-grace",
+            "1d",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let o = pythia(&["run", "-q", "q", "--timeout", "5 fortnights"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -74,27 +50,16 @@ async fn produce_reads_a_piped_stdin_without_a_dash() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", &url, "-q", "piped", "--raw"])
-        .env_remove("PYTHIA_QUEUE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(b"one\ntwo\nthree\n")
-        .unwrap();
-    let o = child.wait_with_output().unwrap();
+    let o = pythia_with_stdin(
+        &["produce", "--redis-url", &url, "-q", "piped", "--raw"],
+        b"one\ntwo\nthree\n",
+    );
     assert!(o.status.success(), "{}", text(&o));
     let items: Vec<String> = cmd(&conn, &["LRANGE", "piped", "0", "-1"]).await;
     assert_eq!(items, ["three", "two", "one"]);
 
     // An empty stdin (here /dev/null) is nothing to produce, not zero messages sent.
-    let o = pythia(&["produce", "--redis-url", &url, "-q", "piped"]);
+    let o = produce(&url, &["-q", "piped"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("stdin is empty"), "{}", text(&o));
 }
@@ -103,23 +68,12 @@ async fn produce_reads_a_piped_stdin_without_a_dash() {
 async fn short_flags_for_queue_and_concurrency() {
     let server = RedisServer::start();
     let url = server.url();
-    let o = pythia(&["produce", "--redis-url", &url, "-q", "short", "a", "b"]);
+    let o = produce(&url, &["-q", "short", "a", "b"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = pythia(&[
-        "run",
-        "--redis-url",
-        &url,
-        "-q",
-        "short",
-        "-c",
-        "2",
-        "--burst",
-        "--metrics-addr",
-        "off",
-    ]);
+    let o = run_burst(&url, &["-q", "short", "-c", "2"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("processed 2"), "{}", text(&o));
-    let o = pythia(&["inspect", "--redis-url", &url, "-q", "short"]);
+    let o = pythia_on(&url, "inspect", &["-q", "short"]);
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -183,17 +137,7 @@ fn json_out(o: &std::process::Output) -> serde_json::Value {
 async fn json_from_produce_run_burst_dlq_replay_and_purge_and_quickstart() {
     let server = RedisServer::start();
     let url = server.url();
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "-q",
-        "js",
-        "--json",
-        "ok",
-        "bad",
-        "bad",
-    ]);
+    let o = produce(&url, &["-q", "js", "--json", "ok", "bad", "bad"]);
     assert!(o.status.success(), "{}", text(&o));
     let doc = json_out(&o);
     assert_eq!(doc["produced"], 3, "{doc}");
@@ -201,19 +145,16 @@ async fn json_from_produce_run_burst_dlq_replay_and_purge_and_quickstart() {
     assert_eq!(doc["broker"], "reliable-list", "{doc}");
 
     // "bad" is rejected (exit 65): two dead letters.
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "-q",
-        "js",
-        "--burst",
-        "--json",
-        "--metrics-addr",
-        "off",
-        "--exec",
-        r#"[ "$(cat)" = ok ] || exit 65"#,
-    ]);
+        &[
+            "-q",
+            "js",
+            "--json",
+            "--exec",
+            r#"[ "$(cat)" = ok ] || exit 65"#,
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let doc = json_out(&o);
     assert_eq!(
@@ -223,7 +164,7 @@ async fn json_from_produce_run_burst_dlq_replay_and_purge_and_quickstart() {
     );
     assert!(doc["elapsed_seconds"].as_f64().is_some(), "{doc}");
 
-    let o = pythia(&["dlq", "replay", "--redis-url", &url, "-q", "js", "--json"]);
+    let o = pythia_on(&url, "dlq replay", &["-q", "js", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let doc = json_out(&o);
     assert_eq!(
@@ -231,51 +172,15 @@ async fn json_from_produce_run_burst_dlq_replay_and_purge_and_quickstart() {
         (&2.into(), &0.into()),
         "{doc}"
     );
-    let o = pythia(&[
-        "run",
-        "--redis-url",
-        &url,
-        "-q",
-        "js",
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--exec",
-        "exit 65",
-    ]);
+    let o = run_burst(&url, &["-q", "js", "--exec", "exit 65"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = pythia(&[
-        "dlq",
-        "purge",
-        "--redis-url",
-        &url,
-        "-q",
-        "js",
-        "--yes",
-        "--json",
-    ]);
+    let o = pythia_on(&url, "dlq purge", &["-q", "js", "--yes", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     assert_eq!(json_out(&o)["deleted"], 2, "{}", text(&o));
-    let o = pythia(&[
-        "dlq",
-        "purge",
-        "--redis-url",
-        &url,
-        "-q",
-        "js",
-        "--yes",
-        "--json",
-    ]);
+    let o = pythia_on(&url, "dlq purge", &["-q", "js", "--yes", "--json"]);
     assert_eq!(json_out(&o)["deleted"], 0, "{}", text(&o));
 
-    let o = pythia(&[
-        "quickstart",
-        "--redis-url",
-        &url,
-        "--messages",
-        "500",
-        "--json",
-    ]);
+    let o = pythia_on(&url, "quickstart", &["--messages", "500", "--json"]);
     assert!(o.status.success(), "{}", text(&o));
     let stdout = String::from_utf8_lossy(&o.stdout);
     assert_eq!(stdout.lines().count(), 1, "only the document: {stdout}");

@@ -7,15 +7,15 @@
 mod common;
 use pythia_test_support as support;
 
-use common::pythia;
+use common::{command, produce, pythia, pythia_on, run_burst};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Output, Stdio};
 use std::time::{Duration, Instant, SystemTime};
 
 use pythia::{Message, envelope};
 use serde_json::Value as Json;
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 /// A dashboard process, killed when dropped.
 struct Dashboard {
@@ -26,8 +26,7 @@ struct Dashboard {
 
 impl Dashboard {
     fn start(redis_url: &str, extra: &[&str], env: &[(&str, &str)]) -> Self {
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-        c.args([
+        let mut c = command([
             "dashboard",
             "--redis-url",
             redis_url,
@@ -35,15 +34,11 @@ impl Dashboard {
             "127.0.0.1:0",
             "--interval",
             "200ms",
-        ])
-        .args(extra)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_DASHBOARD_TOKEN")
-        .env_remove("PYTHIA_KEY_PREFIX")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+        ]);
+        c.args(extra)
+            .env_remove("PYTHIA_KEY_PREFIX")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null());
         for (k, v) in env {
             c.env(k, v);
         }
@@ -243,41 +238,14 @@ async fn api_reports_what_redis_holds_like_inspect_and_dlq_list() {
     let url = server.url();
     let conn = server.connect().await;
     // 3 dead-lettered by a worker whose handler rejects everything, then 7 waiting.
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "emails",
-        "a",
-        "b",
-        "c",
-    ]);
+    let o = produce(&url, &["--queue", "emails", "a", "b", "c"]);
     assert!(o.status.success());
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--queue",
-        "emails",
-        "--exec",
-        "exit 65",
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "error",
-    ]);
+        &["--queue", "emails", "--exec", "exit 65", "--log", "error"],
+    );
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "emails",
-        "--count",
-        "7",
-    ]);
+    let o = produce(&url, &["--queue", "emails", "--count", "7"]);
     assert!(o.status.success());
     // A list nobody ever failed on leaves no key of Pythia's: shown because --queue names it.
     let _: i64 = cmd(&conn, &["RPUSH", "plain", "x", "y"]).await;
@@ -312,31 +280,28 @@ async fn api_reports_what_redis_holds_like_inspect_and_dlq_list() {
 
     // The queue document is `pythia inspect --json`'s.
     let api = d.json("/api/queues/emails");
-    let cli = ok_json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let cli = ok_json(&pythia_on(
         &url,
-        "--queue",
-        "emails",
-        "--json",
-    ]));
+        "inspect",
+        &["--queue", "emails", "--json"],
+    ));
     assert_eq!(stable(api), stable(cli));
 
     // The dead letters are `pythia dlq list --json`'s, plus body_binary/body_hex.
     let api = d.json("/api/queues/emails/dlq");
-    let cli = ok_json(&pythia(&[
-        "dlq",
-        "list",
-        "--redis-url",
+    let cli = ok_json(&pythia_on(
         &url,
-        "--queue",
-        "emails",
-        "--json",
-        "--preview",
-        "200",
-        "--limit",
-        "50",
-    ]));
+        "dlq list",
+        &[
+            "--queue",
+            "emails",
+            "--json",
+            "--preview",
+            "200",
+            "--limit",
+            "50",
+        ],
+    ));
     assert_eq!(api["total"], 3);
     assert_eq!(api["key"], "pythia:{emails}:dlq");
     let strip = |mut v: Json| {
@@ -693,13 +658,7 @@ async fn pages_escape_what_redis_holds_and_set_the_security_headers() {
 
 #[test]
 fn another_address_than_loopback_needs_a_token() {
-    let o = pythia(&[
-        "dashboard",
-        "--redis-url",
-        "redis://127.0.0.1:1",
-        "--addr",
-        "0.0.0.0:0",
-    ]);
+    let o = pythia_on("redis://127.0.0.1:1", "dashboard", &["--addr", "0.0.0.0:0"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         String::from_utf8_lossy(&o.stderr).contains("without --token"),
@@ -746,33 +705,14 @@ async fn queues_show_from_their_first_message_with_counters_and_a_pause_toggle()
     let conn = server.connect().await;
     let d = Dashboard::start(&url, &[], &[]);
     // Produced, no worker ever ran: the registry makes it visible.
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "emails",
-        "--count",
-        "40",
-    ]);
+    let o = produce(&url, &["--queue", "emails", "--count", "40"]);
     assert!(o.status.success(), "{o:?}");
     let row = d.wait_row("emails", "listed from the registry", |r| r["depth"] == 40);
     assert_eq!(row["paused"], false);
     assert_eq!(row["broker"], "list");
 
     // A worker's daily counters give the processed rate and today's count.
-    let o = pythia(&[
-        "run",
-        "--redis-url",
-        &url,
-        "--queue",
-        "emails",
-        "--handler",
-        "noop",
-        "--burst",
-        "--metrics-addr",
-        "off",
-    ]);
+    let o = run_burst(&url, &["--queue", "emails", "--handler", "noop"]);
     assert!(o.status.success(), "{o:?}");
     let row = d.wait_row("emails", "processed counted", |r| {
         r["processed_today"] == 40 && r["processed_per_second"].as_f64().unwrap_or(0.0) > 0.0
@@ -831,7 +771,7 @@ async fn a_jobs_page_shows_its_record_and_timeline() {
     use pythia::redis::{
         JobHandle, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, ReliableListBroker,
     };
-    use pythia::{Message, WorkerError, WorkerRuntime, worker_fn};
+    use pythia::{Message, WorkerError, worker_fn};
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
@@ -854,10 +794,8 @@ async fn a_jobs_page_shows_its_record_and_timeline() {
         job.progress(100).await?;
         Ok(())
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+    burst(ReliableListBroker::new(&conn, "imports"), worker)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();

@@ -10,7 +10,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{pythia, text};
+use common::{command, pythia, text};
+use pythia::redis::RedisConnection;
 use support::{RedisServer, cmd, eventually};
 
 /// The repository's `examples/` folder, where the reference clients live.
@@ -18,15 +19,46 @@ fn examples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples")
 }
 
-/// A fresh scratch directory for one test's handler files.
-fn scratch(name: &str) -> PathBuf {
+/// A fresh scratch directory for one test's handler files, removed when dropped (a failing
+/// test leaves none behind either).
+struct Scratch(PathBuf);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        &self.0
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+fn scratch(name: &str) -> Scratch {
     let dir = std::env::temp_dir().join(format!(
         "pythia-persistent-{name}-{}-{:x}",
         std::process::id(),
         fastrand::u64(..)
     ));
     std::fs::create_dir_all(&dir).unwrap();
-    dir
+    Scratch(dir)
+}
+
+/// One test's redis-server, its URL and a connection, and its scratch directory `name`.
+async fn setup(name: &str) -> (RedisServer, String, RedisConnection, Scratch) {
+    let server = RedisServer::start();
+    let url = server.url();
+    let conn = server.connect().await;
+    (server, url, conn, scratch(name))
+}
+
+/// Writes the Python child `text` to `dir/file` (see [`write_script`]); returns the command
+/// that runs it.
+fn python_child(dir: &Path, file: &str, text: &str) -> String {
+    format!("python3 {}", write_script(dir, file, text))
 }
 
 /// Writes `text` (with `{EXAMPLES}` and `{DIR}` filled in) to `dir/file`; returns its path.
@@ -75,6 +107,26 @@ fn run_burst(url: &str, queue: &str, extra: &[&str]) -> Output {
     ];
     args.extend_from_slice(extra);
     pythia(&args)
+}
+
+/// `pythia run` (not a burst) over the list `queue` with the persistent `child` command and
+/// `extra` flags, to be spawned and stopped by the test.
+fn persistent_worker(url: &str, queue: &str, child: &str, extra: &[&str]) -> Command {
+    let mut c = command([
+        "run",
+        "--redis-url",
+        url,
+        "--queue",
+        queue,
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+        "--exec-persistent",
+        child,
+    ]);
+    c.args(extra);
+    c
 }
 
 /// The dead letters of `queue`, newest first.
@@ -161,13 +213,10 @@ serve(async (m) => {
 /// retry; print()/console.log() output reaches stderr with the child's prefix.
 #[tokio::test]
 async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("clients");
+    let (_server, url, conn, dir) = setup("clients").await;
     let py = write_script(&dir, "handler.py", PYTHON_HANDLER);
     let js = write_script(&dir, "handler.js", NODE_HANDLER);
-    for (lang, command) in [
+    for (lang, child_command) in [
         ("python", format!("python3 {py}")),
         ("node", format!("node {js}")),
     ] {
@@ -177,37 +226,34 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
         all.extend(["bad", "flaky", "boom"]);
         produce(&url, &q, &all);
         push_binary(&conn, &q).await;
-        let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args([
-                "run",
-                "--broker",
-                "reliable-list",
-                "--queue",
-                &q,
-                "--burst",
-                "--retry-delay",
-                "20ms",
-                "--max-attempts",
-                "2",
-                "--metrics-addr",
-                "off",
-                "--log",
-                "warn",
-                "--exec-persistent",
-                &command,
-                "--exec-children",
-                "2",
-                "--exec-in-flight",
-                "16",
-                "--pass-env",
-                "API_KEY",
-            ])
-            .env("REDIS_URL", &url)
-            .env("API_KEY", "k")
-            .env_remove("PYTHIA_QUEUE")
-            .stdin(Stdio::null())
-            .output()
-            .unwrap();
+        let o = command([
+            "run",
+            "--broker",
+            "reliable-list",
+            "--queue",
+            &q,
+            "--burst",
+            "--retry-delay",
+            "20ms",
+            "--max-attempts",
+            "2",
+            "--metrics-addr",
+            "off",
+            "--log",
+            "warn",
+            "--exec-persistent",
+            &child_command,
+            "--exec-children",
+            "2",
+            "--exec-in-flight",
+            "16",
+            "--pass-env",
+            "API_KEY",
+        ])
+        .env("REDIS_URL", &url)
+        .env("API_KEY", "k")
+        .output()
+        .unwrap();
         let out = text(&o);
         assert!(o.status.success(), "{lang}: {out}");
         // 200 jobs + binary + flaky acked; bad rejected; boom retried, then dead-lettered;
@@ -242,7 +288,6 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
         );
         assert_nothing_left(&conn, &q).await;
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A child that exits in the middle of a message, with others in flight behind it: each of
@@ -251,11 +296,8 @@ async fn the_python_and_node_reference_clients_ack_retry_and_reject() {
 /// next request before the exit, so that the child provably dies holding two messages.
 #[tokio::test]
 async fn a_child_that_crashes_mid_message_loses_nothing() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("crash");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("crash").await;
+    let child = python_child(
         &dir,
         "crash.py",
         r#"
@@ -291,7 +333,7 @@ for line in sys.stdin:
             "--max-attempts",
             "3",
             "--exec-persistent",
-            &format!("python3 {py}"),
+            &child,
             "--exec-children",
             "1",
             "--exec-in-flight",
@@ -333,7 +375,7 @@ for line in sys.stdin:
     );
     // Every job was handled by some child, or dead-lettered.
     let mut handled = HashSet::new();
-    for entry in std::fs::read_dir(&dir).unwrap() {
+    for entry in std::fs::read_dir(&*dir).unwrap() {
         let path = entry.unwrap().path();
         if path
             .file_name()
@@ -360,18 +402,14 @@ for line in sys.stdin:
         );
     }
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A raw child (no reference client): a line that is not a reply stops and restarts it, and
 /// the messages it held are retried; a reply for a message it does not hold is ignored.
 #[tokio::test]
 async fn a_line_that_is_not_a_reply_restarts_the_child_and_retries_its_messages() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("garbage");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("garbage").await;
+    let child = python_child(
         &dir,
         "raw.py",
         r#"
@@ -391,12 +429,7 @@ for line in sys.stdin:
     let o = run_burst(
         &url,
         q,
-        &[
-            "--exec-persistent",
-            &format!("python3 {py}"),
-            "--exec-children",
-            "1",
-        ],
+        &["--exec-persistent", &child, "--exec-children", "1"],
     );
     let out = text(&o);
     assert!(o.status.success(), "{out}");
@@ -412,18 +445,14 @@ for line in sys.stdin:
     );
     assert!(dead_letters(&conn, q).await.is_empty());
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A message whose reply never comes fails at --timeout and is retried; the child, which
 /// answered nothing meanwhile, is taken as hung and restarted.
 #[tokio::test]
 async fn a_reply_that_never_comes_times_out_and_the_hung_child_is_restarted() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("hang");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("hang").await;
+    let child = python_child(
         &dir,
         "hang.py",
         r#"
@@ -445,7 +474,7 @@ for line in sys.stdin:
             "--timeout",
             "1s",
             "--exec-persistent",
-            &format!("python3 {py}"),
+            &child,
             "--exec-children",
             "1",
         ],
@@ -462,17 +491,13 @@ for line in sys.stdin:
     );
     assert!(started.elapsed() < Duration::from_secs(30), "{out}");
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A retry reply with `after` puts the message in the retry schedule at that delay.
 #[tokio::test]
 async fn a_retry_after_reply_schedules_the_message_at_that_delay() {
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("later");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("later").await;
+    let child = python_child(
         &dir,
         "later.py",
         r#"
@@ -488,20 +513,7 @@ serve(handle)
     );
     let q = "later";
     produce(&url, q, &["x"]);
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            q,
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-            "--exec-persistent",
-            &format!("python3 {py}"),
-        ])
+    let mut worker = persistent_worker(&url, q, &child, &[])
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -526,7 +538,6 @@ serve(handle)
     assert!((50_000.0..=61_000.0).contains(&ahead), "due in {ahead} ms");
     let _ = worker.kill();
     let _ = worker.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 #[test]
@@ -552,11 +563,8 @@ fn exec_persistent_excludes_the_other_handlers() {
 #[tokio::test]
 async fn a_signal_to_the_process_group_lets_the_children_finish_their_messages() {
     use std::os::unix::process::CommandExt as _;
-    let server = RedisServer::start();
-    let url = server.url();
-    let conn = server.connect().await;
-    let dir = scratch("sigint");
-    let py = write_script(
+    let (_server, url, conn, dir) = setup("sigint").await;
+    let child = python_child(
         &dir,
         "slow.py",
         r#"
@@ -569,22 +577,7 @@ serve(lambda m: time.sleep(1))
     );
     let q = "interrupted";
     produce(&url, q, &["a", "b"]);
-    let worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            q,
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-            "--exec-persistent",
-            &format!("python3 {py}"),
-            "--exec-children",
-            "1",
-        ])
+    let worker = persistent_worker(&url, q, &child, &["--exec-children", "1"])
         .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -620,7 +613,6 @@ serve(lambda m: time.sleep(1))
     );
     assert!(!out.contains("killed by a signal"), "{out}");
     assert_nothing_left(&conn, q).await;
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A command that cannot run (it exits at once, answering nothing) is restarted with a growing

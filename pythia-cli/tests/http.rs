@@ -9,7 +9,7 @@ mod common;
 use pythia_test_support as support;
 
 use std::convert::Infallible;
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -22,7 +22,7 @@ use hyper::{Request, Response, Version};
 use hyper_util::rt::TokioExecutor;
 use hyper_util::rt::TokioIo;
 
-use common::text;
+use common::{command, text};
 use support::{RedisServer, cmd};
 
 /// One request as the endpoint saw it.
@@ -194,19 +194,14 @@ async fn answer(
 
 /// `pythia run --burst` over `queue` with `--http url` and `extra` flags.
 fn run_http(redis: &str, queue: &str, url: &str, extra: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["run", "--redis-url", redis, "--queue", queue, "--http", url])
+    command(["run", "--redis-url", redis, "--queue", queue, "--http", url])
         .args(["--burst", "--metrics-addr", "off", "--log", "error"])
         .args(extra)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
-        .env_remove("PYTHIA_QUEUE")
         .env_remove("PYTHIA_CONFIG")
         .env_remove("PYTHIA_MAX_ATTEMPTS")
         // The system's roots only: the test CA must come from --http-ca-file.
         .env_remove("SSL_CERT_FILE")
         .env_remove("SSL_CERT_DIR")
-        .stdin(Stdio::null())
         .output()
         .unwrap()
 }

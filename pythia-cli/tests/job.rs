@@ -4,15 +4,32 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{produce, pythia_on, text};
+use std::process::Output;
 use std::time::Duration;
 
 use pythia::redis::{
     JobStatusStore, JobTracking, JobTrackingExt, ReliableListBroker, record_job_result,
 };
-use pythia::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use pythia::{Message, RetryPolicy, WorkerError, worker_fn};
 use serde_json::Value as Json;
-use support::RedisServer;
+use support::{RedisServer, burst};
+
+/// `pythia produce --print-ids --track` of `ok` and `boom` to `queue`, asserted to succeed;
+/// returns its output and the ids it printed, one a line.
+fn produce_tracked(url: &str, queue: &str) -> (Output, Vec<String>) {
+    let o = produce(
+        url,
+        &["--queue", queue, "--print-ids", "--track", "ok", "boom"],
+    );
+    assert!(o.status.success(), "{}", text(&o));
+    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(str::to_owned)
+        .collect();
+    (o, ids)
+}
 
 #[tokio::test]
 async fn produce_prints_ids_and_job_shows_their_status() {
@@ -20,27 +37,11 @@ async fn produce_prints_ids_and_job_shows_their_status() {
     let url = server.url();
     let conn = server.connect().await;
 
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "reports",
-        "--print-ids",
-        "--track",
-        "ok",
-        "boom",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
+    let (o, ids) = produce_tracked(&url, "reports");
     assert_eq!(ids.len(), 2, "stdout holds the ids alone: {}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("produced 2 messages"));
 
-    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", &ids[0]]);
+    let o = pythia_on(&url, "job", &["--queue", "reports", &ids[0]]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("state       queued"), "{out}");
@@ -56,11 +57,9 @@ async fn produce_prints_ids_and_job_shows_their_status() {
             Err(WorkerError::reject("cannot render \"boom\""))
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "reports"), worker)
+    burst(ReliableListBroker::new(&conn, "reports"), worker)
         .with_retry_policy(policy)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -70,15 +69,7 @@ async fn produce_prints_ids_and_job_shows_their_status() {
         .await
         .unwrap();
 
-    let o = pythia(&[
-        "job",
-        "--redis-url",
-        &url,
-        "--queue",
-        "reports",
-        "--json",
-        &ids[0],
-    ]);
+    let o = pythia_on(&url, "job", &["--queue", "reports", "--json", &ids[0]]);
     assert!(o.status.success(), "{}", text(&o));
     let j: Json = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["id"], ids[0].as_str());
@@ -90,25 +81,16 @@ async fn produce_prints_ids_and_job_shows_their_status() {
     assert!(j["queued_at"].as_str().unwrap().ends_with('Z'));
     assert!(j["finished_at"].is_string());
 
-    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", &ids[1]]);
+    let o = pythia_on(&url, "job", &["--queue", "reports", &ids[1]]);
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("state       dead"), "{}", text(&o));
     assert!(out.contains(r#"last error  cannot render "boom""#), "{out}");
 
-    let o = pythia(&["job", "--redis-url", &url, "--queue", "reports", "nope"]);
+    let o = pythia_on(&url, "job", &["--queue", "reports", "nope"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stderr).contains("no status record"));
 
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "--raw",
-        "--print-ids",
-        "x",
-    ]);
+    let o = produce(&url, &["--queue", "q", "--raw", "--print-ids", "x"]);
     assert_eq!(
         o.status.code(),
         Some(2),
@@ -122,32 +104,8 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "imports",
-        "--print-ids",
-        "--track",
-        "ok",
-        "boom",
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-    let ids: Vec<String> = String::from_utf8(o.stdout.clone())
-        .unwrap()
-        .lines()
-        .map(str::to_owned)
-        .collect();
-    let o = pythia(&[
-        "jobs",
-        "--redis-url",
-        &url,
-        "--queue",
-        "imports",
-        "--state",
-        "queued",
-    ]);
+    let (_, ids) = produce_tracked(&url, "imports");
+    let o = pythia_on(&url, "jobs", &["--queue", "imports", "--state", "queued"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains(&ids[0]) && out.contains(&ids[1]), "{out}");
@@ -165,15 +123,13 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
             Err(WorkerError::reject("bad row"))
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+    burst(ReliableListBroker::new(&conn, "imports"), worker)
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
 
-    let o = pythia(&["job", "--redis-url", &url, "--queue", "imports", &ids[0]]);
+    let o = pythia_on(&url, "job", &["--queue", "imports", &ids[0]]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("progress    100%"), "{out}");
@@ -197,19 +153,20 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
     );
     assert!(out.contains(r#"{"data":{"read":7}}"#), "{out}");
 
-    let o = pythia(&[
-        "job",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "imports",
-        "--json",
-        "--events",
-        "2",
-        "--events-offset",
-        "1",
-        &ids[0],
-    ]);
+        "job",
+        &[
+            "--queue",
+            "imports",
+            "--json",
+            "--events",
+            "2",
+            "--events-offset",
+            "1",
+            &ids[0],
+        ],
+    );
     let j: Json = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(j["progress"], "100%");
     let events = j["events"].as_array().unwrap();
@@ -218,44 +175,23 @@ async fn job_shows_the_timeline_and_jobs_lists_them_by_state() {
     assert_eq!(events[1]["progress"], "40%");
     assert!(events[0]["at"].as_str().unwrap().ends_with('Z'));
 
-    let o = pythia(&[
-        "jobs",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "imports",
-        "--state",
-        "dead",
-        "--json",
-    ]);
+        "jobs",
+        &["--queue", "imports", "--state", "dead", "--json"],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let dead: Json = serde_json::from_slice(&o.stdout).unwrap();
     let dead = dead.as_array().unwrap();
     assert_eq!(dead.len(), 1, "{dead:?}");
     assert_eq!(dead[0]["id"], ids[1].as_str());
     assert_eq!(dead[0]["last_error"], "bad row");
-    let o = pythia(&[
-        "jobs",
-        "--redis-url",
-        &url,
-        "--queue",
-        "imports",
-        "--state",
-        "queued",
-    ]);
+    let o = pythia_on(&url, "jobs", &["--queue", "imports", "--state", "queued"]);
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no queued jobs"),
         "{}",
         text(&o)
     );
-    let o = pythia(&[
-        "jobs",
-        "--redis-url",
-        &url,
-        "--queue",
-        "imports",
-        "--state",
-        "lost",
-    ]);
+    let o = pythia_on(&url, "jobs", &["--queue", "imports", "--state", "lost"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }

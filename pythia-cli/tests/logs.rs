@@ -4,16 +4,15 @@
 mod common;
 use pythia_test_support as support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use common::{free_port, text};
+use common::{command, free_port, text};
 use support::RedisServer;
 
 /// `pythia ARGS` with stderr piped (not a terminal) and `env` set on a clean environment.
 fn pythia_env(args: &[&str], env: &[(&str, &str)]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.args(args)
-        .env_remove("REDIS_URL")
+    let mut c = command(args);
+    c.env_remove("REDIS_URL")
         .env_remove("PYTHIA_QUEUE")
         .env_remove("PYTHIA_LOG")
         .env_remove("PYTHIA_LOG_FORMAT")

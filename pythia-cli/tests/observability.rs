@@ -4,9 +4,9 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{free_port, get, sample};
+use common::{command, free_port, get, sample};
 use std::collections::BTreeSet;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use support::{RedisServer, eventually};
@@ -30,8 +30,7 @@ impl Drop for Worker {
 
 fn worker(url: &str, queue: &str, port: u16, extra: &[&str]) -> Worker {
     Worker(
-        Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args(["run", "--redis-url", url, "--queue", queue, "--log", "warn"])
+        command(["run", "--redis-url", url, "--queue", queue, "--log", "warn"])
             .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::null())
@@ -41,8 +40,7 @@ fn worker(url: &str, queue: &str, port: u16, extra: &[&str]) -> Worker {
 }
 
 fn produce(url: &str, queue: &str, bodies: &[&str]) {
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", url, "--queue", queue])
+    let o = command(["produce", "--redis-url", url, "--queue", queue])
         .args(bodies)
         .output()
         .unwrap();

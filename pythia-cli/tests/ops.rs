@@ -4,7 +4,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{produce, pythia, pythia_on, run_burst, text};
 use std::process::Output;
 
 use pythia::Broker;
@@ -62,14 +62,7 @@ async fn inspect_reports_each_broker_kind() {
     let _: i64 = cmd(&conn, &["ZADD", "pythia:{jobs}:scheduled", "1", "retry"]).await;
     let _: i64 = cmd(&conn, &["LPUSH", "pythia:{jobs}:dlq", "dead"]).await;
 
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--json",
-    ]));
+    let doc = json(&pythia_on(&url, "inspect", &["--queue", "jobs", "--json"]));
     assert_eq!(doc["broker"], "reliable-list", "{doc}");
     assert_eq!(doc["depth"], 3);
     assert_eq!(doc["in_flight"], 3);
@@ -95,7 +88,7 @@ async fn inspect_reports_each_broker_kind() {
         (Some(1), Some(false))
     );
 
-    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "inspect", &["--queue", "jobs"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     for want in [
@@ -112,14 +105,11 @@ async fn inspect_reports_each_broker_kind() {
 
     // A stream: 4 entries, 2 delivered to group `billing` and pending.
     let reader = stream_with_pending(&conn, 4, 2).await;
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--queue",
-        "events",
-        "--json",
-    ]));
+        "inspect",
+        &["--queue", "events", "--json"],
+    ));
     assert_eq!(doc["broker"], "stream", "{doc}");
     assert_eq!(doc["length"], 4);
     assert_eq!(doc["dead_letters"], 0);
@@ -136,60 +126,35 @@ async fn inspect_reports_each_broker_kind() {
         (c["pending"].as_u64(), c["alive"].as_bool()),
         (Some(2), Some(true))
     );
-    let o = pythia(&[
-        "inspect",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "events",
-        "--group",
-        "billing",
-    ]);
+        "inspect",
+        &["--queue", "events", "--group", "billing"],
+    );
     let out = text(&o);
     assert!(
         out.contains("group \"billing\"") && out.contains("lag (undelivered)  2"),
         "{out}"
     );
-    let o = pythia(&[
-        "inspect",
-        "--redis-url",
-        &url,
-        "--queue",
-        "events",
-        "--group",
-        "nope",
-    ]);
+    let o = pythia_on(&url, "inspect", &["--queue", "events", "--group", "nope"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("no consumer group \"nope\""),
         "{}",
         text(&o)
     );
-    let o = pythia(&[
-        "inspect",
-        "--redis-url",
-        &url,
-        "--queue",
-        "events",
-        "--broker",
-        "list",
-    ]);
+    let o = pythia_on(&url, "inspect", &["--queue", "events", "--broker", "list"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("is a Redis stream"), "{}", text(&o));
 
     // Pub/sub: one subscriber on `alerts`, none on `quiet`.
     let mut sub = conn.pubsub().await.unwrap();
     sub.subscribe("alerts").await.unwrap();
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--broker",
-        "pubsub",
-        "--queue",
-        "alerts,quiet",
-        "--json",
-    ]));
+        "inspect",
+        &["--broker", "pubsub", "--queue", "alerts,quiet", "--json"],
+    ));
     assert_eq!(doc["channels"][0]["channel"], "alerts", "{doc}");
     assert_eq!(doc["channels"][0]["subscribers"], 1);
     assert_eq!(doc["channels"][1]["subscribers"], 0);
@@ -200,26 +165,23 @@ async fn inspect_reports_each_broker_kind() {
 
 /// Runs a burst worker over `queue` that rejects bodies starting with `bad`.
 fn reject_bad(url: &str, broker: &str, queue: &str) {
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         url,
-        "--broker",
-        broker,
-        "--queue",
-        queue,
-        "--group-start",
-        "beginning",
-        "--exec",
-        r#"case "$(cat)" in bad*) exit 65;; esac"#,
-        "--burst",
-        "--concurrency",
-        "1",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "error",
-    ]);
+        &[
+            "--broker",
+            broker,
+            "--queue",
+            queue,
+            "--group-start",
+            "beginning",
+            "--exec",
+            r#"case "$(cat)" in bad*) exit 65;; esac"#,
+            "--concurrency",
+            "1",
+            "--log",
+            "error",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
 }
 
@@ -228,37 +190,21 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "ok",
-        "bad-1",
-        "bad-2",
-        "bad\n3",
-    ]);
+    let o = produce(&url, &["--queue", "q", "ok", "bad-1", "bad-2", "bad\n3"]);
     assert!(o.status.success(), "{}", text(&o));
     reject_bad(&url, "reliable-list", "q");
 
-    let o = pythia(&["dlq", "list", "--redis-url", &url, "--queue", "q"]);
+    let o = pythia_on(&url, "dlq list", &["--queue", "q"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     assert!(out.contains("3 dead letters of queue \"q\""), "{out}");
     assert!(out.contains("\"bad\\n3\""), "escaped body: {out}");
     assert!(out.contains("rejected: "), "{out}");
-    let doc = json(&pythia(&[
-        "dlq",
-        "list",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--queue",
-        "q",
-        "--json",
-        "--limit",
-        "2",
-    ]));
+        "dlq list",
+        &["--queue", "q", "--json", "--limit", "2"],
+    ));
     assert_eq!(doc["total"], 3);
     let shown = doc["dead_letters"].as_array().unwrap();
     assert_eq!(shown.len(), 2);
@@ -269,16 +215,7 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
     let id = shown[1]["id"].as_str().unwrap().to_owned(); // bad-2
 
     // One by id: back on the queue with attempt 1.
-    let o = pythia(&[
-        "dlq",
-        "replay",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "--id",
-        &id,
-    ]);
+    let o = pythia_on(&url, "dlq replay", &["--queue", "q", "--id", &id]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("replayed 1 dead letter onto list \"q\""),
@@ -292,16 +229,7 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
         (msg.id(), msg.attempt(), msg.body().as_ref()),
         (id.as_str(), 1, &b"bad-2"[..])
     );
-    let o = pythia(&[
-        "dlq",
-        "replay",
-        "--redis-url",
-        &url,
-        "--queue",
-        "q",
-        "--id",
-        &id,
-    ]);
+    let o = pythia_on(&url, "dlq replay", &["--queue", "q", "--id", &id]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains(&format!("no dead letter with id {id}")),
@@ -310,7 +238,7 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
     );
 
     // All the rest.
-    let o = pythia(&["dlq", "replay", "--redis-url", &url, "--queue", "q"]);
+    let o = pythia_on(&url, "dlq replay", &["--queue", "q"]);
     assert!(text(&o).contains("replayed 2 dead letters"), "{}", text(&o));
     let left: i64 = cmd(&conn, &["LLEN", "q"]).await;
     let dead: i64 = cmd(&conn, &["LLEN", "pythia:{q}:dlq"]).await;
@@ -318,12 +246,12 @@ async fn dlq_lists_replays_and_purges_a_list_queue() {
 
     // Purge: refused without a terminal and without --yes; done with --yes.
     reject_bad(&url, "reliable-list", "q");
-    let o = pythia(&["dlq", "purge", "--redis-url", &url, "--queue", "q"]);
+    let o = pythia_on(&url, "dlq purge", &["--queue", "q"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("pass --yes"), "{}", text(&o));
     let dead: i64 = cmd(&conn, &["LLEN", "pythia:{q}:dlq"]).await;
     assert_eq!(dead, 3, "nothing deleted");
-    let o = pythia(&["dlq", "purge", "--redis-url", &url, "--queue", "q", "--yes"]);
+    let o = pythia_on(&url, "dlq purge", &["--queue", "q", "--yes"]);
     assert!(text(&o).contains("deleted 3 dead letters"), "{}", text(&o));
     let dead: i64 = cmd(&conn, &["LLEN", "pythia:{q}:dlq"]).await;
     assert_eq!(dead, 0);
@@ -334,32 +262,24 @@ async fn dlq_lists_replays_and_purges_a_stream() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
+    let o = produce(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "ev",
-        "--header",
-        "tenant=acme",
-        "bad-x",
-        "bad-y",
-        "bad-z",
-    ]);
+        &[
+            "--broker",
+            "stream",
+            "--queue",
+            "ev",
+            "--header",
+            "tenant=acme",
+            "bad-x",
+            "bad-y",
+            "bad-z",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     reject_bad(&url, "stream", "ev");
 
-    let doc = json(&pythia(&[
-        "dlq",
-        "list",
-        "--redis-url",
-        &url,
-        "--queue",
-        "ev",
-        "--json",
-    ]));
+    let doc = json(&pythia_on(&url, "dlq list", &["--queue", "ev", "--json"]));
     assert_eq!(doc["broker"], "stream", "detected from the key type: {doc}");
     assert_eq!(doc["total"], 3);
     let first = &doc["dead_letters"][0];
@@ -367,16 +287,7 @@ async fn dlq_lists_replays_and_purges_a_stream() {
     assert_eq!(first["headers"]["tenant"], "acme");
     let entry = first["entry_id"].as_str().unwrap().to_owned();
 
-    let o = pythia(&[
-        "dlq",
-        "replay",
-        "--redis-url",
-        &url,
-        "--queue",
-        "ev",
-        "--id",
-        &entry,
-    ]);
+    let o = pythia_on(&url, "dlq replay", &["--queue", "ev", "--id", &entry]);
     assert!(
         text(&o).contains("replayed 1 dead letter onto stream \"ev\""),
         "{}",
@@ -384,35 +295,32 @@ async fn dlq_lists_replays_and_purges_a_stream() {
     );
     let dead: i64 = cmd(&conn, &["XLEN", "pythia:{ev}:dlq"]).await;
     assert_eq!(dead, 2);
-    let o = pythia(&["dlq", "replay", "--redis-url", &url, "--queue", "ev"]);
+    let o = pythia_on(&url, "dlq replay", &["--queue", "ev"]);
     assert!(text(&o).contains("replayed 2 dead letters"), "{}", text(&o));
 
     // Replayed entries are delivered again to the group, attempt 1, headers kept.
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "ev",
-        "--exec",
-        r#"[ "$PYTHIA_ATTEMPT" = 1 ] && [ "$PYTHIA_HEADER_TENANT" = acme ] || exit 65"#,
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "error",
-    ]);
+        &[
+            "--broker",
+            "stream",
+            "--queue",
+            "ev",
+            "--exec",
+            r#"[ "$PYTHIA_ATTEMPT" = 1 ] && [ "$PYTHIA_HEADER_TENANT" = acme ] || exit 65"#,
+            "--log",
+            "error",
+        ],
+    );
     assert!(text(&o).contains("processed 3 (acked 3"), "{}", text(&o));
 
     reject_bad(&url, "stream", "ev");
     let dead: i64 = cmd(&conn, &["XLEN", "pythia:{ev}:dlq"]).await;
     assert_eq!(dead, 0, "nothing new failed");
     let _: String = cmd(&conn, &["XADD", "pythia:{ev}:dlq", "*", "body", "junk"]).await;
-    let o = pythia(&["dlq", "purge", "--redis-url", &url, "--queue", "ev"]);
+    let o = pythia_on(&url, "dlq purge", &["--queue", "ev"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = pythia(&["dlq", "purge", "--redis-url", &url, "--queue", "ev", "-y"]);
+    let o = pythia_on(&url, "dlq purge", &["--queue", "ev", "-y"]);
     assert!(
         text(&o).contains("deleted 1 dead letter of stream"),
         "{}",
@@ -426,14 +334,14 @@ async fn doctor_passes_warns_and_fails() {
     let url = server.url();
     let conn = server.connect().await;
     // The test server runs without persistence: a warning, not a failure.
-    let o = pythia(&["doctor", "--redis-url", &url]);
+    let o = pythia_on(&url, "doctor", &[]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(0), "{out}");
     assert!(out.contains("WARN  persistence"), "{out}");
     assert!(out.contains("PASS  eviction"), "{out}");
     assert!(out.contains("PASS  acl"), "{out}");
     assert!(out.contains("PASS  latency"), "{out}");
-    let doc = json(&pythia(&["doctor", "--redis-url", &url, "--json"]));
+    let doc = json(&pythia_on(&url, "doctor", &["--json"]));
     assert_eq!(doc["failures"], 0);
     let check = |doc: &Json, name: &str| {
         doc["checks"]
@@ -453,7 +361,7 @@ async fn doctor_passes_warns_and_fails() {
     );
 
     let _: String = cmd(&conn, &["CONFIG", "SET", "maxmemory-policy", "allkeys-lru"]).await;
-    let o = pythia(&["doctor", "--redis-url", &url]);
+    let o = pythia_on(&url, "doctor", &[]);
     let out = text(&o);
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL  eviction"), "{out}");
@@ -472,14 +380,7 @@ async fn doctor_passes_warns_and_fails() {
     )
     .await;
     let limited = url.replace("redis://", "redis://worker:pw@");
-    let o = pythia(&[
-        "doctor",
-        "--redis-url",
-        &limited,
-        "--queue",
-        "jobs",
-        "--json",
-    ]);
+    let o = pythia_on(&limited, "doctor", &["--queue", "jobs", "--json"]);
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let doc: Json = serde_json::from_slice(&o.stdout).unwrap();
     let acl = check(&doc, "acl");

@@ -5,9 +5,9 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{command, produce, text};
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use support::{RedisServer, cmd};
@@ -46,38 +46,26 @@ async fn closed_pipe_hands_messages_back(queue: &str, n: usize, handler: &[&str]
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&[
-        "produce",
+    let o = produce(&url, &["--queue", queue, "--count", &n.to_string()]);
+    assert!(o.status.success(), "{}", text(&o));
+
+    let mut child = command([
+        "run",
         "--redis-url",
         &url,
         "--queue",
         queue,
-        "--count",
-        &n.to_string(),
-    ]);
-    assert!(o.status.success(), "{}", text(&o));
-
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            queue,
-            "--burst",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ])
-        .args(handler)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+        "--burst",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ])
+    .args(handler)
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     let stderr = collect_stderr(&mut child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     for _ in 0..3 {
@@ -170,10 +158,7 @@ async fn commands_that_print_exit_141_on_a_closed_pipe_instead_of_panicking() {
         ],
     ] {
         // `| head -c 0`: the reader is gone before the first byte is written.
-        let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args(&args)
-            .env_remove("REDIS_URL")
-            .stdin(Stdio::null())
+        let mut child = command(&args)
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -191,10 +176,7 @@ async fn commands_that_print_exit_141_on_a_closed_pipe_instead_of_panicking() {
 fn a_closed_stderr_keeps_the_exit_code() {
     // `pythia … 2>&1 | head -c 0`: the error message cannot be written; the exit code still
     // says what happened (2: bad input), not a panic's 101.
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["inspect", "--redis-url", "http://nope", "--queue", "q"])
-        .env_remove("REDIS_URL")
-        .stdin(Stdio::null())
+    let mut child = command(["inspect", "--redis-url", "http://nope", "--queue", "q"])
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()

@@ -8,7 +8,7 @@ use pythia_test_support as support;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use common::{free_port, get, pythia, sample, text};
+use common::{command, free_port, get, pythia, run_burst, sample, text};
 use support::{RedisServer, cmd, eventually};
 
 /// LPUSHes `n` items `"<queue> <i>"` to the list `queue` (popped from the right: in order).
@@ -33,26 +33,23 @@ async fn three_queues_in_strict_priority_drain_critical_first() {
     for q in ["low", "default", "critical"] {
         fill(&conn, q, 50).await;
     }
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--queue",
-        "critical",
-        "--queue",
-        "default",
-        "-q",
-        "low",
-        "--burst",
-        "--concurrency",
-        "1",
-        "--batch-size",
-        "8",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--queue",
+            "critical",
+            "--queue",
+            "default",
+            "-q",
+            "low",
+            "--concurrency",
+            "1",
+            "--batch-size",
+            "8",
+            "--log",
+            "warn",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let queues: Vec<&str> = out.lines().map(queue_of).collect();
@@ -78,24 +75,21 @@ async fn weighted_queues_split_close_to_the_weights_while_all_have_work() {
     for q in ["critical", "default", "low"] {
         fill(&conn, q, 1_500).await;
     }
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "list",
-        "--weights",
-        "critical=6,default=3,low=1",
-        "--burst",
-        "--concurrency",
-        "1",
-        "--batch-size",
-        "1",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--broker",
+            "list",
+            "--weights",
+            "critical=6,default=3,low=1",
+            "--concurrency",
+            "1",
+            "--batch-size",
+            "1",
+            "--log",
+            "warn",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let lines: Vec<&str> = out.lines().collect();
@@ -117,33 +111,32 @@ async fn per_queue_metrics_and_nothing_lost_when_stopped_mid_run() {
         fill(&conn, q, 150).await;
     }
     let port = free_port();
-    let worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "critical,low",
-            "--json",
-        ])
-        .args([
-            "--exec",
-            "sleep 0.01",
-            "--concurrency",
-            "4",
-            "--prefetch",
-            "4",
-        ])
-        .args([
-            "--metrics-addr",
-            &format!("127.0.0.1:{port}"),
-            "--log",
-            "warn",
-        ])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "critical,low",
+        "--json",
+    ])
+    .args([
+        "--exec",
+        "sleep 0.01",
+        "--concurrency",
+        "4",
+        "--prefetch",
+        "4",
+    ])
+    .args([
+        "--metrics-addr",
+        &format!("127.0.0.1:{port}"),
+        "--log",
+        "warn",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     eventually(
         Duration::from_secs(20),
         "critical messages counted",
@@ -187,21 +180,18 @@ async fn per_queue_metrics_and_nothing_lost_when_stopped_mid_run() {
     let first = summary["acked"].as_u64().unwrap();
     assert!(first < 300, "stopped mid-run: {summary}");
 
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--queue",
-        "critical,low",
-        "--json",
-        "--burst",
-        "--handler",
-        "noop",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--queue",
+            "critical,low",
+            "--json",
+            "--handler",
+            "noop",
+            "--log",
+            "warn",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
     let summary: serde_json::Value =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().last().unwrap()).unwrap();
@@ -318,26 +308,23 @@ fn streams_and_sharded_streams_in_strict_priority() {
             let o = pythia(&args);
             assert!(o.status.success(), "{}", text(&o));
         }
-        let o = pythia(&[
-            "run",
-            "--redis-url",
+        let o = run_burst(
             &url,
-            "--broker",
-            "stream",
-            "--shards",
-            shards,
-            "-q",
-            "high,low",
-            "--burst",
-            "--concurrency",
-            "1",
-            "--batch-size",
-            "4",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ]);
+            &[
+                "--broker",
+                "stream",
+                "--shards",
+                shards,
+                "-q",
+                "high,low",
+                "--concurrency",
+                "1",
+                "--batch-size",
+                "4",
+                "--log",
+                "warn",
+            ],
+        );
         assert!(o.status.success(), "{}", text(&o));
         let out = String::from_utf8_lossy(&o.stdout);
         let queues: Vec<&str> = out.lines().map(queue_of).collect();

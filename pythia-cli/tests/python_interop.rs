@@ -10,6 +10,8 @@
 mod common;
 use pythia_test_support as support;
 
+use common::command;
+
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -74,8 +76,7 @@ fn python_to_rust(broker: &str) -> Vec<String> {
     let port = server.port().to_string();
     py("produce.py", &[&port, broker, "interop", &N.to_string()]);
     let script = r#"printf '%s|%s|%s|%s\n' "$(cat)" "$PYTHIA_HEADER_TENANT" "$PYTHIA_HEADER_SEQ" "$PYTHIA_MESSAGE_ID""#;
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["run", "--redis-url", &server.url(), "--queue", "interop"])
+    let o = command(["run", "--redis-url", &server.url(), "--queue", "interop"])
         .args(["--broker", if broker == "list" { "list" } else { "stream" }])
         .args([
             "--exec",
@@ -122,26 +123,25 @@ fn python_stream_producer_to_rust_worker() {
 fn rust_to_python(broker: &str) -> Vec<serde_json::Value> {
     let server = RedisServer::start();
     let bodies: Vec<String> = (0..N).map(|i| format!("rs-{i} é \"q\"")).collect();
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "produce",
-            "--redis-url",
-            &server.url(),
-            "--queue",
-            "interop",
-        ])
-        .args([
-            "--broker",
-            broker,
-            "--wire",
-            "pythia-py",
-            "--list-side",
-            "left",
-        ])
-        .args(["--header", "tenant=acme", "--header", "lang=rust"])
-        .args(&bodies)
-        .output()
-        .unwrap();
+    let o = command([
+        "produce",
+        "--redis-url",
+        &server.url(),
+        "--queue",
+        "interop",
+    ])
+    .args([
+        "--broker",
+        broker,
+        "--wire",
+        "pythia-py",
+        "--list-side",
+        "left",
+    ])
+    .args(["--header", "tenant=acme", "--header", "lang=rust"])
+    .args(&bodies)
+    .output()
+    .unwrap();
     assert!(o.status.success(), "{o:?}");
     let port = server.port().to_string();
     let o = py("consume.py", &[&port, broker, "interop", &N.to_string()]);

@@ -5,7 +5,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{produce, pythia_on, run_burst, text};
 use serde_json::Value as Json;
 use std::process::Output;
 use support::{RedisServer, cmd};
@@ -29,7 +29,7 @@ async fn produced_queues_are_listed_before_any_worker_ran() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&["queues", "--redis-url", &url]);
+    let o = pythia_on(&url, "queues", &[]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stdout).contains("no queue"),
@@ -38,23 +38,13 @@ async fn produced_queues_are_listed_before_any_worker_ran() {
     );
 
     for (broker, q, n) in [("stream", "events", "3000"), ("list", "emails", "5")] {
-        let o = pythia(&[
-            "produce",
-            "--redis-url",
-            &url,
-            "--broker",
-            broker,
-            "--queue",
-            q,
-            "--count",
-            n,
-        ]);
+        let o = produce(&url, &["--broker", broker, "--queue", q, "--count", n]);
         assert!(o.status.success(), "{}", text(&o));
     }
     let _: () = cmd(&conn, &["XGROUP", "CREATE", "events", "billing", "0"]).await;
     let _: () = cmd(&conn, &["SET", "pythia:{emails}:paused", "1"]).await;
 
-    let doc = json(&pythia(&["queues", "--redis-url", &url, "--json"]));
+    let doc = json(&pythia_on(&url, "queues", &["--json"]));
     assert_eq!(doc["prefix"], "pythia");
     let events = queue(&doc, "events");
     assert_eq!(events["kind"], "stream", "{doc}");
@@ -78,7 +68,7 @@ async fn produced_queues_are_listed_before_any_worker_ran() {
         assert!(emails.get(field).is_some(), "{field} missing: {doc}");
     }
 
-    let o = pythia(&["queues", "--redis-url", &url]);
+    let o = pythia_on(&url, "queues", &[]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     let header = out.lines().next().unwrap();
@@ -96,37 +86,24 @@ async fn produced_queues_are_listed_before_any_worker_ran() {
 async fn a_burst_run_adds_its_processed_and_failed_counts() {
     let server = RedisServer::start();
     let url = server.url();
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--count",
-        "20",
-        "--size",
-        "12",
-    ]);
+    let o = produce(&url, &["--queue", "jobs", "--count", "20", "--size", "12"]);
     assert!(o.status.success(), "{}", text(&o));
     // Bodies ending in 0 or 5 are rejected (dead-lettered at once): 4 of the 20.
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "reliable-list",
-        "--queue",
-        "jobs",
-        "--exec",
-        "case \"$(cat)\" in *0|*5) exit 65;; esac",
-        "--burst",
-        "--metrics-addr",
-        "off",
-        "--log",
-        "warn",
-    ]);
+        &[
+            "--broker",
+            "reliable-list",
+            "--queue",
+            "jobs",
+            "--exec",
+            "case \"$(cat)\" in *0|*5) exit 65;; esac",
+            "--log",
+            "warn",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let doc = json(&pythia(&["queues", "--redis-url", &url, "--json"]));
+    let doc = json(&pythia_on(&url, "queues", &["--json"]));
     let jobs = queue(&doc, "jobs");
     assert_eq!(jobs["kind"], "reliable-list", "{doc}");
     assert_eq!(jobs["today"]["processed"], 16, "{doc}");
@@ -134,44 +111,33 @@ async fn a_burst_run_adds_its_processed_and_failed_counts() {
     assert_eq!(jobs["dead_letters"], 4);
 
     // `inspect` shows the same counters and the pause flag.
-    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "jobs", "--json"]);
+    let o = pythia_on(&url, "inspect", &["--queue", "jobs", "--json"]);
     let doc = json(&o);
     assert_eq!(doc["today"]["processed"], 16, "{doc}");
     assert_eq!(doc["today"]["failed"], 4, "{doc}");
     assert_eq!(doc["paused"], false, "{doc}");
-    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "inspect", &["--queue", "jobs"]);
     assert!(o.status.success(), "{}", text(&o));
     let out = String::from_utf8_lossy(&o.stdout);
     assert!(out.contains("16 processed, 4 failed"), "{out}");
 
     // --no-counters: nothing more is counted.
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--count",
-        "3",
-    ]);
+    let o = produce(&url, &["--queue", "jobs", "--count", "3"]);
     assert!(o.status.success(), "{}", text(&o));
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = run_burst(
         &url,
-        "--broker",
-        "reliable-list",
-        "--queue",
-        "jobs",
-        "--handler",
-        "noop",
-        "--burst",
-        "--no-counters",
-        "--metrics-addr",
-        "off",
-    ]);
+        &[
+            "--broker",
+            "reliable-list",
+            "--queue",
+            "jobs",
+            "--handler",
+            "noop",
+            "--no-counters",
+        ],
+    );
     assert!(o.status.success(), "{}", text(&o));
-    let doc = json(&pythia(&["queues", "--redis-url", &url, "--json"]));
+    let doc = json(&pythia_on(&url, "queues", &["--json"]));
     assert_eq!(queue(&doc, "jobs")["today"]["processed"], 16, "{doc}");
     assert_eq!(queue(&doc, "jobs")["depth"], 0, "{doc}");
 }
@@ -183,15 +149,9 @@ async fn scan_finds_queues_that_are_not_registered() {
     let conn = server.connect().await;
     // Dead letters of a queue no producer or worker of this version touched.
     let _: i64 = cmd(&conn, &["LPUSH", "pythia:{old}:dlq", "x"]).await;
-    let doc = json(&pythia(&["queues", "--redis-url", &url, "--json"]));
+    let doc = json(&pythia_on(&url, "queues", &["--json"]));
     assert_eq!(doc["queues"], Json::Array(vec![]), "{doc}");
-    let doc = json(&pythia(&[
-        "queues",
-        "--redis-url",
-        &url,
-        "--json",
-        "--scan",
-    ]));
+    let doc = json(&pythia_on(&url, "queues", &["--json", "--scan"]));
     let old = queue(&doc, "old");
     assert_eq!(old["registered"], false);
     assert_eq!(old["dead_letters"], 1);

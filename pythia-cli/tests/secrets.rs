@@ -6,40 +6,36 @@
 mod common;
 use pythia_test_support as support;
 
-use common::text;
-use std::process::{Command, Output, Stdio};
+use common::{command, text};
+use std::process::Output;
 
 use support::{RedisServer, cmd};
 
 /// `pythia run --burst` on `queue` with `extra` flags, in an environment holding secrets.
 fn run_with_secrets(url: &str, queue: &str, extra: &[&str], env: &[(&str, &str)]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            url,
-            "--queue",
-            queue,
-            "--burst",
-            "--max-attempts",
-            "1",
-            "--metrics-addr",
-            "off",
-            "--log",
-            "warn",
-        ])
-        .args(extra)
-        .env_remove("PYTHIA_BROKER")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_PASS_ENV")
-        // --redis-url wins over REDIS_URL, so this one only has to stay out of the child.
-        .env("REDIS_URL", "redis://:hunter2@127.0.0.1:1")
-        .env("PYTHIA_DASHBOARD_TOKEN", "tok123")
-        .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
-        .envs(env.iter().copied())
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    command([
+        "run",
+        "--redis-url",
+        url,
+        "--queue",
+        queue,
+        "--burst",
+        "--max-attempts",
+        "1",
+        "--metrics-addr",
+        "off",
+        "--log",
+        "warn",
+    ])
+    .args(extra)
+    .env_remove("PYTHIA_PASS_ENV")
+    // --redis-url wins over REDIS_URL, so this one only has to stay out of the child.
+    .env("REDIS_URL", "redis://:hunter2@127.0.0.1:1")
+    .env("PYTHIA_DASHBOARD_TOKEN", "tok123")
+    .env("AWS_SECRET_ACCESS_KEY", "aws-secret")
+    .envs(env.iter().copied())
+    .output()
+    .unwrap()
 }
 
 #[tokio::test]
@@ -127,13 +123,7 @@ async fn http_failure_reasons_never_carry_the_query() {
 
 /// `pythia ARGS` with no Redis settings from the environment.
 fn pythia_plain(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+    command(args).output().unwrap()
 }
 
 #[tokio::test]

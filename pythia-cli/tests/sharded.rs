@@ -4,7 +4,7 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
+use common::{command, pythia, pythia_on, run_burst, text};
 use std::process::Output;
 
 use pythia::redis::ShardedQueue;
@@ -34,16 +34,11 @@ fn produce_sharded(url: &str, queue: &str, shards: &str, rest: &[&str]) -> Outpu
 }
 
 fn inspect(url: &str) -> Json {
-    json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    json(&pythia_on(
         url,
-        "--queue",
-        "orders",
-        "--shards",
-        "4",
-        "--json",
-    ]))
+        "inspect",
+        &["--queue", "orders", "--shards", "4", "--json"],
+    ))
 }
 
 #[tokio::test]
@@ -84,24 +79,21 @@ async fn produce_run_and_inspect_a_sharded_queue() {
         assert_eq!(s["length"], 50);
     }
 
-    let out = pythia(&[
-        "run",
-        "--redis-url",
+    let out = run_burst(
         &url,
-        "--broker",
-        "stream",
-        "--queue",
-        "orders",
-        "--shards",
-        "4",
-        "--burst",
-        "--group-start",
-        "beginning",
-        "--handler",
-        "noop",
-        "--metrics-addr",
-        "off",
-    ]);
+        &[
+            "--broker",
+            "stream",
+            "--queue",
+            "orders",
+            "--shards",
+            "4",
+            "--group-start",
+            "beginning",
+            "--handler",
+            "noop",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     let summary = String::from_utf8_lossy(&out.stderr);
     assert!(summary.contains("200"), "{}", text(&out));
@@ -145,31 +137,18 @@ async fn produce_run_and_inspect_a_sharded_queue() {
         ],
     )
     .await;
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--queue",
-        "orders",
-        "--shards",
-        "4",
-        "--group",
-        "pythia",
-        "--json",
-    ]));
+        "inspect",
+        &[
+            "--queue", "orders", "--shards", "4", "--group", "pythia", "--json",
+        ],
+    ));
     assert_eq!(doc["dead_letters"], 1, "{doc}");
     assert_eq!(doc["shards"][2]["dead_letters"], 1);
 
     // The text report names the shards and the totals.
-    let out = pythia(&[
-        "inspect",
-        "--redis-url",
-        &url,
-        "--queue",
-        "orders",
-        "--shards",
-        "4",
-    ]);
+    let out = pythia_on(&url, "inspect", &["--queue", "orders", "--shards", "4"]);
     assert!(out.status.success(), "{}", text(&out));
     let report = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -179,16 +158,11 @@ async fn produce_run_and_inspect_a_sharded_queue() {
     assert!(report.contains("shard 3: stream"), "{report}");
 
     // Another shard count than the stored layout: inspect says so, a producer refuses.
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--queue",
-        "orders",
-        "--shards",
-        "2",
-        "--json",
-    ]));
+        "inspect",
+        &["--queue", "orders", "--shards", "2", "--json"],
+    ));
     assert_eq!(doc["layout"]["matches"], false, "{doc}");
     assert_eq!(doc["layout"]["stored_shards"], 4);
     let out = produce_sharded(&url, "orders", "2", &["x"]);
@@ -260,12 +234,9 @@ fn shards_usage_errors() {
         text(&out)
     );
     // The environment variable, and 1 = the plain stream with any broker.
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", url, "--broker", "list"])
+    let out = command(["produce", "--redis-url", url, "--broker", "list"])
         .args(["--queue", "orders", "x"])
         .env("PYTHIA_SHARDS", "3")
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_BROKER")
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
@@ -308,16 +279,11 @@ async fn config_file_sets_the_shard_count() {
         let groups: Vec<redis::Value> = cmd(&conn, &["XINFO", "GROUPS", stream]).await;
         assert_eq!(groups.len(), 1, "{stream}: the worker read every shard");
     }
-    let doc = json(&pythia(&[
-        "inspect",
-        "--redis-url",
+    let doc = json(&pythia_on(
         &url,
-        "--queue",
-        "cfg",
-        "--shards",
-        "4",
-        "--json",
-    ]));
+        "inspect",
+        &["--queue", "cfg", "--shards", "4", "--json"],
+    ));
     assert_eq!(doc["groups"][0]["lag"], 0, "{doc}");
     assert_eq!(doc["groups"][0]["pending"], 0, "{doc}");
 

@@ -5,9 +5,9 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{free_port, get, sample};
+use common::{command, free_port, get, sample};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Stdio};
 use std::time::Duration;
 
 use support::{RedisServer, cmd, eventually};
@@ -29,31 +29,29 @@ fn replica(url: &str, dir: &Path, i: usize, port: u16) -> Worker {
         flag.display()
     );
     Worker(
-        Command::new(env!("CARGO_BIN_EXE_pythia"))
-            .args([
-                "run",
-                "--redis-url",
-                url,
-                "--queue",
-                "payments",
-                "--log",
-                "warn",
-            ])
-            .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
-            .args(["--exec", &script, "--concurrency", "1"])
-            .args(["--breaker-failures", "3", "--breaker-cooldown", "6s"])
-            .args(["--retry-delay", "100ms", "--max-attempts", "100"])
-            .arg("--breaker-shared")
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
+        command([
+            "run",
+            "--redis-url",
+            url,
+            "--queue",
+            "payments",
+            "--log",
+            "warn",
+        ])
+        .args(["--metrics-addr", &format!("127.0.0.1:{port}")])
+        .args(["--exec", &script, "--concurrency", "1"])
+        .args(["--breaker-failures", "3", "--breaker-cooldown", "6s"])
+        .args(["--retry-delay", "100ms", "--max-attempts", "100"])
+        .arg("--breaker-shared")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap(),
     )
 }
 
 fn produce(url: &str, n: usize) {
     let bodies: Vec<String> = (0..n).map(|i| format!("pay-{i}")).collect();
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["produce", "--redis-url", url, "--queue", "payments"])
+    let o = command(["produce", "--redis-url", url, "--queue", "payments"])
         .args(&bodies)
         .output()
         .unwrap();

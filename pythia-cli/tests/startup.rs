@@ -9,7 +9,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{free_port, pythia, text};
+use common::{command, free_port, produce, pythia, pythia_on, text};
 use support::{RedisServer, cmd};
 
 /// `pythia run` started 2 s before its Redis waits for it, then drains what is produced.
@@ -17,39 +17,27 @@ use support::{RedisServer, cmd};
 async fn run_waits_for_a_redis_that_starts_later_then_drains_the_queue() {
     let port = free_port();
     let url = format!("redis://127.0.0.1:{port}");
-    let mut worker = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args([
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "late",
-            "--metrics-addr",
-            "off",
-        ])
-        .env_remove("REDIS_URL")
-        .env_remove("PYTHIA_QUEUE")
-        .env_remove("PYTHIA_CONNECT_TIMEOUT")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut worker = command([
+        "run",
+        "--redis-url",
+        &url,
+        "--queue",
+        "late",
+        "--metrics-addr",
+        "off",
+    ])
+    .env_remove("PYTHIA_CONNECT_TIMEOUT")
+    .stdout(Stdio::piped())
+    .stderr(Stdio::piped())
+    .spawn()
+    .unwrap();
     std::thread::sleep(Duration::from_secs(2));
     assert!(
         worker.try_wait().unwrap().is_none(),
         "pythia run exited while Redis was down"
     );
     let server = RedisServer::start_on(port, &[]);
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "late",
-        "--count",
-        "20",
-    ]);
+    let o = produce(&url, &["--queue", "late", "--count", "20"]);
     assert!(o.status.success(), "{}", text(&o));
 
     let mut lines = BufReader::new(worker.stdout.take().unwrap()).lines();
@@ -92,7 +80,7 @@ fn one_shot_commands_exit_69_once_their_connect_timeout_has_passed() {
     let url = format!("redis://:pw@127.0.0.1:{}", free_port());
 
     let started = Instant::now();
-    let o = pythia(&["inspect", "--redis-url", &url, "--queue", "q"]);
+    let o = pythia_on(&url, "inspect", &["--queue", "q"]);
     let took = started.elapsed();
     assert_eq!(o.status.code(), Some(69), "{}", text(&o));
     assert!(
@@ -125,7 +113,7 @@ fn one_shot_commands_exit_69_once_their_connect_timeout_has_passed() {
     }
 
     // A typo is not an outage: exit 2 at once.
-    let o = pythia(&["produce", "--redis-url", "http://x", "--queue", "q", "x"]);
+    let o = produce("http://x", &["--queue", "q", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     let o = pythia(&["produce", "--connect-timeout", "soon", "--queue", "q", "x"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
@@ -141,15 +129,7 @@ fn refused_credentials_exit_2_without_waiting() {
         format!("redis://127.0.0.1:{}", server.port()),
     ] {
         let started = Instant::now();
-        let o = pythia(&[
-            "run",
-            "--redis-url",
-            &url,
-            "--queue",
-            "q",
-            "--metrics-addr",
-            "off",
-        ]);
+        let o = pythia_on(&url, "run", &["--queue", "q", "--metrics-addr", "off"]);
         assert_eq!(o.status.code(), Some(2), "{url}: {}", text(&o));
         assert!(
             started.elapsed() < Duration::from_secs(3),
@@ -162,9 +142,8 @@ fn refused_credentials_exit_2_without_waiting() {
 
 /// `pythia run` with its output, without the variables that would change its defaults.
 fn run_worker(args: &[&str], env: &[(&str, &str)]) -> std::process::Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.arg("run")
-        .args(args)
+    let mut c = command(["run"]);
+    c.args(args)
         .env_remove("REDIS_URL")
         .env_remove("PYTHIA_QUEUE")
         .env_remove("PYTHIA_METRICS_ADDR")
@@ -184,15 +163,7 @@ async fn a_taken_default_metrics_port_warns_but_a_chosen_one_fails() {
     let url = server.url();
     // Hold the default port; if another process holds it already, the condition is the same.
     let _default = std::net::TcpListener::bind("0.0.0.0:9090");
-    let o = pythia(&[
-        "produce",
-        "--redis-url",
-        &url,
-        "--queue",
-        "m",
-        "--count",
-        "5",
-    ]);
+    let o = produce(&url, &["--queue", "m", "--count", "5"]);
     assert!(o.status.success(), "{}", text(&o));
     let o = run_worker(
         &[

@@ -8,7 +8,7 @@ use pythia_test_support as support;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use common::{free_port, get, pythia, sample, text};
+use common::{command, free_port, get, pythia_on, sample, text};
 use pythia::Message;
 use pythia::redis::{DelayedProducer, ListProducer, RedisConnection};
 use serde_json::Value as Json;
@@ -23,11 +23,7 @@ impl Workers {
         Self(
             (0..n)
                 .map(|i| {
-                    Command::new(env!("CARGO_BIN_EXE_pythia"))
-                        .args(args(i))
-                        .env_remove("REDIS_URL")
-                        .env_remove("PYTHIA_QUEUE")
-                        .stdin(Stdio::null())
+                    command(args(i))
                         .stdout(Stdio::piped())
                         .stderr(Stdio::piped())
                         .spawn()
@@ -160,7 +156,7 @@ async fn pause_stops_three_worker_processes_within_a_second_and_resume_restarts_
         sleep(Duration::from_millis(50)).await;
     }
 
-    let o = pythia(&["pause", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "pause", &["--queue", "jobs"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(text(&o).contains("paused queue \"jobs\""), "{}", text(&o));
     sleep(Duration::from_secs(1)).await;
@@ -196,7 +192,7 @@ async fn pause_stops_three_worker_processes_within_a_second_and_resume_restarts_
     );
     assert_eq!(depth(&conn, "jobs").await, later);
 
-    let o = pythia(&["resume", "--redis-url", &url, "--queue", "jobs", "--json"]);
+    let o = pythia_on(&url, "resume", &["--queue", "jobs", "--json"]);
     let doc: Json =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(
@@ -305,7 +301,7 @@ async fn pause_and_resume_say_what_changed() {
     let server = RedisServer::start();
     let url = server.url();
     let conn = server.connect().await;
-    let o = pythia(&["pause", "--redis-url", &url, "--queue", "jobs", "--json"]);
+    let o = pythia_on(&url, "pause", &["--queue", "jobs", "--json"]);
     let doc: Json =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(
@@ -316,11 +312,11 @@ async fn pause_and_resume_say_what_changed() {
         cmd::<i64>(&conn, &["EXISTS", "pythia:{jobs}:paused"]).await,
         1
     );
-    let o = pythia(&["pause", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "pause", &["--queue", "jobs"]);
     assert!(text(&o).contains("was paused already"), "{}", text(&o));
-    let o = pythia(&["resume", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "resume", &["--queue", "jobs"]);
     assert!(text(&o).contains("resumed queue \"jobs\""), "{}", text(&o));
-    let o = pythia(&["resume", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "resume", &["--queue", "jobs"]);
     assert!(
         o.status.success() && text(&o).contains("was not paused"),
         "{}",
@@ -330,27 +326,13 @@ async fn pause_and_resume_say_what_changed() {
         cmd::<i64>(&conn, &["EXISTS", "pythia:{jobs}:paused"]).await,
         0
     );
-    let o = pythia(&[
-        "run",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--broker",
-        "pubsub",
-        "--queue",
-        "c",
-        "--rate-limit",
-        "5/s",
-    ]);
+        "run",
+        &["--broker", "pubsub", "--queue", "c", "--rate-limit", "5/s"],
+    );
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
-    let o = pythia(&[
-        "run",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--rate-limit",
-        "5/d",
-    ]);
+    let o = pythia_on(&url, "run", &["--queue", "jobs", "--rate-limit", "5/d"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(
         text(&o).contains("expected N/s, N/m or N/h"),
@@ -370,12 +352,12 @@ async fn empty_asks_then_removes_and_counts() {
         .await
         .unwrap();
     // No terminal, no --yes: refused, nothing deleted.
-    let o = pythia(&["empty", "--redis-url", &url, "--queue", "jobs"]);
+    let o = pythia_on(&url, "empty", &["--queue", "jobs"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("pass --yes"), "{}", text(&o));
     assert_eq!(depth(&conn, "jobs").await, 5);
 
-    let o = pythia(&["empty", "--redis-url", &url, "--queue", "jobs", "--yes"]);
+    let o = pythia_on(&url, "empty", &["--queue", "jobs", "--yes"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         text(&o).contains("removed 5 messages from queue \"jobs\""),
@@ -383,16 +365,11 @@ async fn empty_asks_then_removes_and_counts() {
         text(&o)
     );
     assert_eq!(depth(&conn, "jobs").await, 0);
-    let o = pythia(&[
-        "empty",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "jobs",
-        "--yes",
-        "--scheduled",
-        "--json",
-    ]);
+        "empty",
+        &["--queue", "jobs", "--yes", "--scheduled", "--json"],
+    );
     let doc: Json =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(
@@ -414,16 +391,7 @@ async fn scheduled_lists_pages_and_cancels() {
             .await
             .unwrap();
     }
-    let o = pythia(&[
-        "scheduled",
-        "list",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--limit",
-        "2",
-    ]);
+    let o = pythia_on(&url, "scheduled list", &["--queue", "jobs", "--limit", "2"]);
     let out = text(&o);
     assert!(o.status.success(), "{out}");
     for want in [
@@ -439,17 +407,11 @@ async fn scheduled_lists_pages_and_cancels() {
         assert!(out.contains(want), "{want:?} missing: {out}");
     }
     assert!(!out.contains("d2"), "{out}");
-    let o = pythia(&[
-        "scheduled",
-        "list",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "jobs",
-        "--offset",
-        "2",
-        "--json",
-    ]);
+        "scheduled list",
+        &["--queue", "jobs", "--offset", "2", "--json"],
+    );
     let doc: Json =
         serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(&o)));
     assert_eq!(doc["total"], 3);
@@ -461,19 +423,11 @@ async fn scheduled_lists_pages_and_cancels() {
     assert_eq!(items[0]["body"], "body 2");
     assert!(items[0]["due_at_ms"].as_u64().unwrap() > 0);
 
-    let o = pythia(&[
-        "scheduled",
-        "cancel",
-        "--redis-url",
+    let o = pythia_on(
         &url,
-        "--queue",
-        "jobs",
-        "--id",
-        "d1",
-        "--id",
-        "nope",
-        "--json",
-    ]);
+        "scheduled cancel",
+        &["--queue", "jobs", "--id", "d1", "--id", "nope", "--json"],
+    );
     assert_eq!(o.status.code(), Some(1), "{}", text(&o));
     let doc: Json =
         serde_json::from_str(String::from_utf8_lossy(&o.stdout).lines().next().unwrap()).unwrap();
@@ -482,16 +436,7 @@ async fn scheduled_lists_pages_and_cancels() {
         serde_json::json!([{"id": "d1", "kind": "delayed"}])
     );
     assert_eq!(doc["missing"], serde_json::json!(["nope"]));
-    let o = pythia(&[
-        "scheduled",
-        "cancel",
-        "--redis-url",
-        &url,
-        "--queue",
-        "jobs",
-        "--id",
-        "d0",
-    ]);
+    let o = pythia_on(&url, "scheduled cancel", &["--queue", "jobs", "--id", "d0"]);
     assert!(
         o.status.success() && text(&o).contains("cancelled delayed \"d0\""),
         "{}",

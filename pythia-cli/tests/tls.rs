@@ -6,16 +6,15 @@
 mod common;
 use pythia_test_support as support;
 
-use std::process::{Command, Output, Stdio};
+use std::process::{Output, Stdio};
 
-use common::text;
+use common::{command, text};
 use support::tls::start_tls_redis;
 
 /// `pythia ARGS` with REDIS_TLS_CA_FILE set to `ca` (or unset).
 fn pythia_tls(ca: Option<&std::path::Path>, args: &[&str]) -> Output {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
-    c.args(args)
-        .env_remove("REDIS_URL")
+    let mut c = command(args);
+    c.env_remove("REDIS_URL")
         .env_remove("PYTHIA_QUEUE")
         .env_remove("REDIS_TLS_CA_FILE")
         .stdin(Stdio::null());

@@ -5,8 +5,8 @@
 mod common;
 use pythia_test_support as support;
 
-use common::{pythia, text};
-use std::process::{Command, Output};
+use common::{command, pythia, pythia_on, text};
+use std::process::Output;
 
 use serde_json::Value as Json;
 use support::cluster::RedisCluster;
@@ -139,8 +139,7 @@ async fn the_cli_works_on_a_cluster() {
     assert!(text(&o).contains("processed 20 (acked 20"), "{}", text(&o));
 
     // The environment variable does what the flag does.
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["doctor", "--json", "--redis-url", &seeds])
+    let o = command(["doctor", "--json", "--redis-url", &seeds])
         .env("PYTHIA_CLUSTER", "true")
         .output()
         .unwrap();
@@ -190,7 +189,7 @@ async fn the_cli_works_on_a_cluster() {
     drop(sub);
 
     // Seed URLs without --cluster: a usage error that says what to add.
-    let o = pythia(&["inspect", "--redis-url", &seeds, "--queue", "cli-jobs"]);
+    let o = pythia_on(&seeds, "inspect", &["--queue", "cli-jobs"]);
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
     assert!(text(&o).contains("--cluster"), "{}", text(&o));
 }
@@ -206,8 +205,7 @@ async fn the_cli_works_through_sentinel() {
         "s-jobs",
     );
 
-    let o = Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(["doctor", "--json", "--redis-url", &sentinels])
+    let o = command(["doctor", "--json", "--redis-url", &sentinels])
         .env("PYTHIA_SENTINEL_MASTER", topo.master_name())
         .output()
         .unwrap();
@@ -229,17 +227,18 @@ async fn the_cli_works_through_sentinel() {
         "names the master: {check}"
     );
 
-    let o = pythia(&[
-        "inspect",
-        "--redis-url",
+    let o = pythia_on(
         &sentinels,
-        "--sentinel-master",
-        "nobody",
-        "--queue",
-        "s-jobs",
-        "--connect-timeout",
-        "1s",
-    ]);
+        "inspect",
+        &[
+            "--sentinel-master",
+            "nobody",
+            "--queue",
+            "s-jobs",
+            "--connect-timeout",
+            "1s",
+        ],
+    );
     // Sentinels that do not know the master yet may learn it (they are being configured): the
     // library calls it a connection error, so the command waits its --connect-timeout, then
     // exits 69 naming the master.

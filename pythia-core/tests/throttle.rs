@@ -8,7 +8,7 @@ use std::time::Duration;
 use pythia_core::queues::{BoxedBroker, QueueSet};
 use pythia_core::{
     Broker, BrokerError, Delivery, DeliveryGuarantee, MemoryBroker, Message, RetryPolicy,
-    Settlement, Source, WorkerError, WorkerRuntime, worker_fn,
+    RunSummary, Settlement, Source, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 use tokio::time::Instant;
 
@@ -86,6 +86,21 @@ fn limited_once(seen: &Seen) -> impl pythia_core::Worker + use<> {
     })
 }
 
+/// Runs `worker` over `broker` in burst mode with at most `max_attempts` attempts a message.
+async fn burst_with_attempts<B: Broker>(
+    broker: B,
+    worker: impl Worker,
+    max_attempts: u32,
+) -> RunSummary {
+    WorkerRuntime::new(broker, worker)
+        .with_signal_handling(false)
+        .with_retry_policy(RetryPolicy::default().with_max_attempts(max_attempts))
+        .with_burst(true)
+        .run()
+        .await
+        .unwrap()
+}
+
 #[tokio::test(start_paused = true)]
 async fn a_throttling_broker_gets_the_message_back_without_an_attempt() {
     let inner = MemoryBroker::new("q").recording_settlements();
@@ -95,14 +110,8 @@ async fn a_throttling_broker_gets_the_message_back_without_an_attempt() {
         until: Mutex::new(None),
     };
     let seen = Seen::default();
-    let summary = WorkerRuntime::new(broker, limited_once(&seen))
-        .with_signal_handling(false)
-        // One attempt: a retry that counted one would dead-letter it.
-        .with_retry_policy(RetryPolicy::default().with_max_attempts(1))
-        .with_burst(true)
-        .run()
-        .await
-        .unwrap();
+    // One attempt: a retry that counted one would dead-letter it.
+    let summary = burst_with_attempts(broker, limited_once(&seen), 1).await;
     assert_eq!(
         (summary.acked, summary.retried, summary.dead_lettered),
         (1, 1, 0)
@@ -118,13 +127,7 @@ async fn a_broker_that_does_not_throttle_schedules_an_ordinary_retry() {
     let b = MemoryBroker::new("q");
     b.push(Message::new("x"));
     let seen = Seen::default();
-    let summary = WorkerRuntime::new(b.clone(), limited_once(&seen))
-        .with_signal_handling(false)
-        .with_retry_policy(RetryPolicy::default().with_max_attempts(2))
-        .with_burst(true)
-        .run()
-        .await
-        .unwrap();
+    let summary = burst_with_attempts(b.clone(), limited_once(&seen), 2).await;
     assert_eq!((summary.acked, summary.retried), (1, 1));
     let seen = seen.lock().unwrap();
     assert_eq!(seen.iter().map(|s| s.0).collect::<Vec<_>>(), [1, 2]);
@@ -166,13 +169,7 @@ async fn in_a_queue_set_only_the_rate_limited_queue_backs_off() {
         }
     });
     let started = Instant::now();
-    let summary = WorkerRuntime::new(set, worker)
-        .with_signal_handling(false)
-        .with_retry_policy(RetryPolicy::default().with_max_attempts(1))
-        .with_burst(true)
-        .run()
-        .await
-        .unwrap();
+    let summary = burst_with_attempts(set, worker, 1).await;
     assert_eq!((summary.acked, summary.dead_lettered), (11, 0));
     let seen = seen.lock().unwrap();
     let highs: Vec<_> = seen.iter().filter(|e| e.0 == "high").collect();

@@ -30,7 +30,7 @@ use pythia_redis::{
     GroupStart, ListBroker, ListProducer, PubSubBroker, RedisConnection, ReliableListBroker,
     StreamBroker,
 };
-use support::{RedisServer, eventually};
+use support::{RedisServer, burst, eventually};
 
 const TEN_MB: usize = 10 * 1024 * 1024;
 
@@ -130,10 +130,7 @@ async fn awkward_list_items<B: Broker>(
         .await
         .unwrap();
     let w = JsonOrReject::default();
-    let rt = WorkerRuntime::new(make(&conn), w.clone())
-        .with_signal_handling(false)
-        .with_burst(true)
-        .with_stats_interval(None);
+    let rt = burst(make(&conn), w.clone()).with_stats_interval(None);
     let summary = within(60, "the worker", rt.run()).await.unwrap();
 
     let seen = w.seen();
@@ -234,10 +231,7 @@ async fn awkward_stream_entries() {
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600));
-    let rt = WorkerRuntime::new(broker, w.clone())
-        .with_signal_handling(false)
-        .with_burst(true)
-        .with_stats_interval(None);
+    let rt = burst(broker, w.clone()).with_stats_interval(None);
     let summary = within(60, "the worker", rt.run()).await.unwrap();
     let seen: HashMap<String, Message> = w
         .seen()

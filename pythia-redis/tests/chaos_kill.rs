@@ -21,7 +21,10 @@ use pythia_test_support::chaos;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use chaos::{ChildSpec, ChildWorker, lost_and_duplicated, pythia_keys, query, report, within};
+use chaos::{
+    ChildSpec, ChildWorker, count_in_hash, lost_and_duplicated, pythia_keys, query, report,
+    save_summary, within,
+};
 use pythia_core::{Broker, Message, RetryPolicy, RunSummary, Worker, WorkerError, WorkerRuntime};
 use pythia_redis::{ListBroker, ListProducer, RedisConfig, RedisConnection};
 use support::{RedisServer, eventually};
@@ -42,22 +45,11 @@ struct Recorder {
 
 impl Worker for Recorder {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let mut m = self.conn.manager();
         if self.record_start {
-            redis::cmd("HINCRBY")
-                .arg("started")
-                .arg(msg.id())
-                .arg(1)
-                .query_async::<i64>(&mut m)
-                .await?;
+            count_in_hash(&self.conn, "started", msg.id()).await?;
         }
         tokio::time::sleep(self.delay).await;
-        redis::cmd("HINCRBY")
-            .arg("processed")
-            .arg(msg.id())
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
+        count_in_hash(&self.conn, "processed", msg.id()).await?;
         Ok(())
     }
 }
@@ -103,23 +95,7 @@ async fn chaos_child() {
     let conn = RedisConnection::connect(config).await.unwrap();
     let s = run_worker(&conn, &spec, false).await;
     let me = std::process::id().to_string();
-    let key = format!("chaos:summary:{me}");
-    let _: i64 = query(
-        &conn,
-        &[
-            "HSET",
-            &key,
-            "fetched",
-            &s.fetched.to_string(),
-            "acked",
-            &s.acked.to_string(),
-            "released",
-            &s.released.to_string(),
-            "unsettled",
-            &s.unsettled.to_string(),
-        ],
-    )
-    .await;
+    save_summary(&conn, &format!("chaos:summary:{me}"), &s, &[]).await;
 }
 
 async fn produce(conn: &RedisConnection, n: usize) -> Vec<String> {

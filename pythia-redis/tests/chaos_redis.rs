@@ -14,10 +14,10 @@ use pythia_test_support as support;
 use pythia_test_support::chaos;
 
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use chaos::{GapWatch, Tally, lost_and_duplicated, pythia_keys, query, report, within};
+use chaos::{Tally, lost_and_duplicated, pythia_keys, query, report, within};
 use pythia_core::{
     Broker, CancellationToken, Message, RunSummary, RuntimeError, RuntimeStatus, WorkerRuntime,
 };
@@ -26,7 +26,8 @@ use pythia_redis::{
     ReliableListBroker, StreamBroker, StreamProducer,
 };
 use redis::Value;
-use support::{RedisServer, eventually};
+use support::server_chaos::{ClientKiller, ServerPauses, drain_with_chaos};
+use support::{RedisServer, burst, eventually};
 use tokio::task::JoinHandle;
 
 const QUEUE: &str = "chaos";
@@ -313,7 +314,7 @@ async fn drain_under<F, Fut>(
     conn: &RedisConnection,
     n: usize,
     points: usize,
-    mut chaos: F,
+    chaos: F,
 ) -> (Tally, RunSummary, Duration, Vec<String>)
 where
     F: FnMut(usize) -> Fut,
@@ -326,40 +327,37 @@ where
     drop(msgs);
     let tally = Tally::with_delay(Duration::from_millis(1));
     let worker = start(kind, conn, &tally);
-    let mut gaps = GapWatch::new(0);
-    let mut applied = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let done = tally.total();
-        gaps.observe(done);
-        if applied < points && done as usize >= n * (applied + 1) / (points + 1) {
-            applied += 1;
-            chaos(applied).await;
-            continue;
-        }
-        let finished = if kind == Kind::List {
-            let len: i64 = query(conn, &["LLEN", QUEUE]).await;
-            len == 0 && worker.status.in_flight() == 0 && applied == points
-        } else {
-            tally.distinct() == n
-        };
-        if finished {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: stalled at {} of {n} after {applied} chaos events (server {})",
-            kind.name(),
-            tally.distinct(),
-            server.port()
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let longest_gap = drain_with_chaos(
+        n,
+        points,
+        || tally.total(),
+        chaos,
+        |applied| {
+            let (tally, status) = (&tally, &worker.status);
+            async move {
+                if kind == Kind::List {
+                    let len: i64 = query(conn, &["LLEN", QUEUE]).await;
+                    len == 0 && status.in_flight() == 0 && applied == points
+                } else {
+                    tally.distinct() == n
+                }
+            }
+        },
+        |applied| {
+            format!(
+                "{}: stalled at {} of {n} after {applied} chaos events (server {})",
+                kind.name(),
+                tally.distinct(),
+                server.port()
+            )
+        },
+    )
+    .await;
     let summary = worker.finish().await;
     if kind == Kind::List {
         drain_released(conn, &tally).await;
     }
-    (tally, summary, gaps.longest(), ids)
+    (tally, summary, longest_gap, ids)
 }
 
 /// The list check above can see an empty queue while a pop's reply is still on its way to the
@@ -371,12 +369,10 @@ async fn drain_released(conn: &RedisConnection, tally: &Tally) {
     if left == 0 {
         return;
     }
-    let rt = WorkerRuntime::new(ListBroker::new(conn, QUEUE), tally.clone())
-        .with_signal_handling(false)
+    let rt = burst(ListBroker::new(conn, QUEUE), tally.clone())
         .with_concurrency(CONCURRENCY)
         .with_batch_size(BATCH)
-        .with_stats_interval(None)
-        .with_burst(true);
+        .with_stats_interval(None);
     let summary = within(30, "the released messages to drain", rt.run())
         .await
         .expect("the burst runtime ends without error");
@@ -395,18 +391,11 @@ async fn client_kill_while_draining(kind: Kind) {
     let admin = server.connect().await;
     let n = 20_000;
     let kills = 10;
-    let killed = Arc::new(Mutex::new(0i64));
-    let (tally, summary, longest_gap, ids) = drain_under(kind, &server, &conn, n, kills, |_| {
-        let admin = admin.clone();
-        let killed = killed.clone();
-        async move {
-            let k: i64 = query(&admin, &["CLIENT", "KILL", "TYPE", "normal"]).await;
-            *killed.lock().unwrap() += k;
-        }
-    })
-    .await;
+    let killer = ClientKiller::new(&admin);
+    let (tally, summary, longest_gap, ids) =
+        drain_under(kind, &server, &conn, n, kills, |_| killer.kill()).await;
     let (lost, duplicated) = lost_and_duplicated(&ids, &tally.counts());
-    let connections = *killed.lock().unwrap();
+    let connections = killer.killed();
     report(
         "client-kill",
         kind.name(),
@@ -455,26 +444,10 @@ async fn server_paused_while_draining(kind: Kind) {
     .unwrap();
     let admin = server.connect().await;
     let n = 20_000;
-    let sleeper: Arc<Mutex<Option<JoinHandle<()>>>> = Arc::default();
-    let (tally, summary, longest_gap, ids) = drain_under(kind, &server, &conn, n, 2, |event| {
-        let admin = admin.clone();
-        let sleeper = sleeper.clone();
-        async move {
-            if event == 1 {
-                let () = query(&admin, &["CLIENT", "PAUSE", "2000", "ALL"]).await;
-            } else {
-                // DEBUG SLEEP blocks its own caller too: run it aside.
-                *sleeper.lock().unwrap() = Some(tokio::spawn(async move {
-                    let () = query(&admin, &["DEBUG", "SLEEP", "2"]).await;
-                }));
-            }
-        }
-    })
-    .await;
-    let debug_sleep = sleeper.lock().unwrap().take();
-    if let Some(h) = debug_sleep {
-        within(10, "DEBUG SLEEP", h).await.unwrap();
-    }
+    let pauses = ServerPauses::new(&admin);
+    let (tally, summary, longest_gap, ids) =
+        drain_under(kind, &server, &conn, n, 2, |event| pauses.pause(event)).await;
+    pauses.finish().await;
     let (lost, duplicated) = lost_and_duplicated(&ids, &tally.counts());
     report(
         "server-pause",

@@ -16,8 +16,9 @@ use pythia_redis::{
     PeriodicJob, PeriodicScheduler, RedisConnection, ReliableListBroker, Schedule, StreamBroker,
     StreamProducer,
 };
+use support::chaos::count_in_hash;
 use support::cluster::RedisCluster;
-use support::{cmd, eventually, season};
+use support::{burst, cmd, eventually, season};
 
 /// Counts each processed body in the hash `processed:<queue>` (its own slot: the worker's
 /// writes go to another node than the queue's, as a real handler's would).
@@ -29,13 +30,7 @@ struct Record {
 
 impl Worker for Record {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg(&self.key)
-            .arg(msg.body_str().unwrap_or("?"))
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
+        count_in_hash(&self.conn, &self.key, msg.body_str().unwrap_or("?")).await?;
         Ok(())
     }
 }
@@ -65,9 +60,7 @@ async fn ok_flaky_poison<B: Broker>(broker: B) {
             _ => Ok(()),
         }
     });
-    let s = WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
+    let s = burst(broker, w)
         .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(50)))
         .run()
         .await
@@ -93,15 +86,13 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
             .push_many(&bodies("m", 500))
             .await
             .unwrap();
-        let s = WorkerRuntime::new(
+        let s = burst(
             ReliableListBroker::new(&conn, q),
             Record {
                 conn: conn.clone(),
                 key: format!("processed:{q}"),
             },
         )
-        .with_signal_handling(false)
-        .with_burst(true)
         .with_concurrency(32)
         .run()
         .await
@@ -114,15 +105,13 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
             .push_many(&bodies("l", 300))
             .await
             .unwrap();
-        let s = WorkerRuntime::new(
+        let s = burst(
             ListBroker::new(&conn, q),
             Record {
                 conn: conn.clone(),
                 key: format!("processed-list:{q}"),
             },
         )
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -147,15 +136,13 @@ async fn list_and_reliable_list_brokers_on_a_cluster() {
     reaper.reap_dead_consumers().await.unwrap();
     let back: i64 = cmd(&conn, &["LLEN", q]).await;
     assert_eq!(back, 20, "returned to the queue");
-    let s = WorkerRuntime::new(
+    let s = burst(
         reaper,
         Record {
             conn: conn.clone(),
             key: "reclaimed".into(),
         },
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();
@@ -215,15 +202,13 @@ async fn stream_broker_on_a_cluster() {
         }
         // Two consumers of one group split the entries, nothing twice.
         let run = |name: &str| {
-            WorkerRuntime::new(
+            burst(
                 StreamBroker::new(&conn, s, "g").with_start(GroupStart::Beginning),
                 Record {
                     conn: conn.clone(),
                     key: format!("processed:{s}:{name}"),
                 },
             )
-            .with_signal_handling(false)
-            .with_burst(true)
             .run()
         };
         let (a, b) = tokio::join!(run("a"), run("b"));
@@ -256,15 +241,13 @@ async fn stream_broker_on_a_cluster() {
         .with_heartbeat_ttl(Duration::from_millis(300));
     season(Duration::from_millis(300), || claimer.maintain()).await; // claims on the way
     claimer.reclaim_dead_consumers().await.unwrap();
-    let run = WorkerRuntime::new(
+    let run = burst(
         claimer,
         Record {
             conn: conn.clone(),
             key: "claimed".into(),
         },
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

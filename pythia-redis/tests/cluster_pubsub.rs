@@ -15,14 +15,14 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use pythia_core::{
-    Broker, BrokerErrorKind, CancellationToken, Message, Worker, WorkerError, WorkerRuntime,
-    worker_fn,
+    Broker, BrokerErrorKind, CancellationToken, Message, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{
     Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConfig, RedisConnection,
 };
 use support::cluster::RedisCluster;
-use support::{Resume, cmd, eventually};
+use support::collect::Collect;
+use support::{Resume, bodies_of, burst_shared, cmd, eventually, fetch_at_least};
 
 static ONE_CLUSTER_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
@@ -30,32 +30,6 @@ async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     let broker = b.subscribe().await.expect("subscribe");
     assert!(broker.is_sharded(), "a cluster broker uses SSUBSCRIBE");
     Arc::new(broker)
-}
-
-fn burst<W: Worker>(broker: &Arc<PubSubBroker>, w: W) -> WorkerRuntime<PubSubBroker> {
-    WorkerRuntime::new(Arc::clone(broker), w)
-        .with_signal_handling(false)
-        .with_burst(true)
-}
-
-/// Every message a worker saw.
-#[derive(Clone, Default)]
-struct Collect {
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Worker for Collect {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        self.seen.lock().unwrap().push(msg.clone());
-        Ok(())
-    }
-}
-
-fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {
-    deliveries
-        .iter()
-        .map(|d| d.message.body_str().unwrap().to_owned())
-        .collect()
 }
 
 #[tokio::test]
@@ -124,7 +98,7 @@ async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
         })
         .await;
         let worker = Collect::default();
-        let summary = burst(fan, worker.clone()).run().await.unwrap();
+        let summary = burst_shared(fan, worker.clone()).run().await.unwrap();
         assert_eq!(summary.acked, 30);
         let seen = worker.seen.lock().unwrap();
         assert_eq!(seen.len(), 30, "every message once");
@@ -145,7 +119,7 @@ async fn round_trip_on_channels_of_different_masters_with_receiver_counts() {
     })
     .await;
     let reject = worker_fn(|_m: Message| async { Err(WorkerError::reject("no")) });
-    let summary = burst(&rejecting, reject).run().await.unwrap();
+    let summary = burst_shared(&rejecting, reject).run().await.unwrap();
     assert_eq!(summary.dead_lettered, 10);
     let stats = rejecting.stats().await.unwrap().unwrap();
     assert_eq!(stats.dead_letters, 10);
@@ -236,10 +210,7 @@ async fn a_user_without_admin_commands_subscribes_and_publishes() {
     );
     let publisher = Publisher::new(&conn, "limited");
     assert_eq!(publisher.publish(&Message::new("hi")).await.unwrap(), 1);
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["hi"]);
 }
 
@@ -306,10 +277,7 @@ async fn a_stalled_master_is_noticed_by_the_periodic_check() {
         }
     }
     assert_eq!(counted, 1, "on the master again, counted by SPUBLISH");
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got)[0], "after");
 }
 

@@ -6,12 +6,12 @@ use pythia_test_support as support;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
-use pythia_core::{Message, Source, WorkerError, WorkerRuntime, envelope, worker_fn};
+use pythia_core::{Message, Source, WorkerError, envelope, worker_fn};
 use pythia_redis::{
     DeadLetterQueue, GroupStart, ListBroker, ListSide, StreamBroker, StreamProducer,
 };
 use redis::Value;
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 /// Pushes dead letters as the list brokers write them, oldest first.
 async fn dead_letter(conn: &pythia_redis::RedisConnection, queue: &str, bodies: &[&str]) {
@@ -73,7 +73,7 @@ async fn list_dead_letters_are_read_replayed_by_id_and_all_and_purged() {
     let broker = ListBroker::new(&conn, "jobs");
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    WorkerRuntime::new(
+    burst(
         broker,
         worker_fn(move |m: Message| {
             let s = s.clone();
@@ -84,8 +84,6 @@ async fn list_dead_letters_are_read_replayed_by_id_and_all_and_purged() {
         }),
     )
     .with_concurrency(1)
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();
@@ -131,12 +129,10 @@ async fn stream_dead_letters_are_replayed_with_their_original_fields() {
             .with_start(GroupStart::Beginning)
             .with_maintenance_interval(Duration::from_millis(100))
     };
-    let summary = WorkerRuntime::new(
+    let summary = burst(
         broker(),
         worker_fn(|_m: Message| async { Err(WorkerError::reject("bad input")) }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();
@@ -162,7 +158,7 @@ async fn stream_dead_letters_are_replayed_with_their_original_fields() {
 
     let seen = Arc::new(Mutex::new(Vec::new()));
     let s = seen.clone();
-    let summary = WorkerRuntime::new(
+    let summary = burst(
         broker(),
         worker_fn(move |m: Message| {
             let s = s.clone();
@@ -176,8 +172,6 @@ async fn stream_dead_letters_are_replayed_with_their_original_fields() {
             }
         }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

@@ -8,17 +8,20 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use pythia_core::message::unix_millis;
-use pythia_core::{CancellationToken, Message, WorkerRuntime, worker_fn};
+use pythia_core::{
+    Broker, CancellationToken, Message, RunSummary, RuntimeError, Worker, WorkerRuntime, worker_fn,
+};
 use pythia_redis::{
     DelayedProducer, GroupStart, ListBroker, QueueKeys, ReliableListBroker, StreamBroker,
 };
 use support::{RedisServer, cmd, eventually};
+use tokio::task::JoinHandle;
 
 const INTERVAL: Duration = Duration::from_millis(100);
 
 type Seen = Arc<Mutex<Vec<(String, u64, String)>>>;
 
-fn recorder(seen: &Seen, who: &str) -> impl pythia_core::Worker + use<> {
+fn recorder(seen: &Seen, who: &str) -> impl Worker + use<> {
     let seen = Arc::clone(seen);
     let who = who.to_owned();
     worker_fn(move |msg: Message| {
@@ -29,6 +32,32 @@ fn recorder(seen: &Seen, who: &str) -> impl pythia_core::Worker + use<> {
         ));
         async { Ok(()) }
     })
+}
+
+/// A runtime of `worker` over `broker` that runs until `stop` is cancelled.
+fn until_stopped<B: Broker, W: Worker>(
+    broker: B,
+    worker: W,
+    stop: &CancellationToken,
+) -> WorkerRuntime<B> {
+    WorkerRuntime::new(broker, worker)
+        .with_signal_handling(false)
+        .with_cancellation(stop.clone())
+}
+
+/// Cancels `stop`, then waits (10 s at most each) for every runtime to end without error.
+async fn stop_all(
+    stop: &CancellationToken,
+    handles: Vec<JoinHandle<Result<RunSummary, RuntimeError>>>,
+) {
+    stop.cancel();
+    for h in handles {
+        tokio::time::timeout(Duration::from_secs(10), h)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -55,20 +84,14 @@ async fn delayed_messages_fire_once_and_on_time_with_racing_workers() {
         let who = format!("reliable-{i}");
         let broker = ReliableListBroker::new(&conn, "jobs").with_maintenance_interval(INTERVAL);
         handles.push(tokio::spawn(
-            WorkerRuntime::new(broker, recorder(&seen, &who))
-                .with_signal_handling(false)
-                .with_cancellation(stop.clone())
-                .run(),
+            until_stopped(broker, recorder(&seen, &who), &stop).run(),
         ));
     }
     for i in 0..2 {
         let who = format!("list-{i}");
         let broker = ListBroker::new(&conn, "jobs").with_maintenance_interval(INTERVAL);
         handles.push(tokio::spawn(
-            WorkerRuntime::new(broker, recorder(&seen, &who))
-                .with_signal_handling(false)
-                .with_cancellation(stop.clone())
-                .run(),
+            until_stopped(broker, recorder(&seen, &who), &stop).run(),
         ));
     }
     eventually(Duration::from_secs(10), "all 40 delayed messages", || {
@@ -78,14 +101,7 @@ async fn delayed_messages_fire_once_and_on_time_with_racing_workers() {
     .await;
     // Long enough for a doubled promotion to show.
     tokio::time::sleep(INTERVAL * 4).await;
-    stop.cancel();
-    for h in handles {
-        tokio::time::timeout(Duration::from_secs(10), h)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    stop_all(&stop, handles).await;
 
     let seen = seen.lock().unwrap().clone();
     assert_eq!(
@@ -178,32 +194,20 @@ async fn delayed_stream_message_is_promoted_by_the_stream_broker() {
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(INTERVAL);
     let rec = Arc::clone(&seen);
-    let h = tokio::spawn(
-        WorkerRuntime::new(
-            broker,
-            worker_fn(move |m: Message| {
-                rec.lock()
-                    .unwrap()
-                    .push((m, unix_millis(SystemTime::now())));
-                async { Ok(()) }
-            }),
-        )
-        .with_signal_handling(false)
-        .with_cancellation(stop.clone())
-        .run(),
-    );
+    let worker = worker_fn(move |m: Message| {
+        rec.lock()
+            .unwrap()
+            .push((m, unix_millis(SystemTime::now())));
+        async { Ok(()) }
+    });
+    let h = tokio::spawn(until_stopped(broker, worker, &stop).run());
     eventually(Duration::from_secs(5), "the delayed entry", || {
         let n = seen.lock().unwrap().len();
         async move { n >= 1 }
     })
     .await;
     tokio::time::sleep(INTERVAL * 4).await;
-    stop.cancel();
-    tokio::time::timeout(Duration::from_secs(10), h)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    stop_all(&stop, vec![h]).await;
     let seen = seen.lock().unwrap().clone();
     assert_eq!(seen.len(), 1);
     let (got, when) = &seen[0];

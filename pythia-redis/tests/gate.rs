@@ -12,7 +12,7 @@ use pythia_core::{
 };
 use pythia_redis::gate::{self, POLL_INTERVAL};
 use pythia_redis::{ListProducer, QueueGate, RateLimit, ReliableListBroker};
-use support::{RedisServer, cmd};
+use support::{RedisServer, acks, cmd};
 use tokio::time::Instant;
 
 async fn fill(conn: &pythia_redis::RedisConnection, queue: &str, n: usize) {
@@ -61,14 +61,7 @@ async fn a_paused_queue_fetches_nothing_until_resumed_and_settles_what_it_holds(
     assert_eq!(fetched_after, 0, "fetched while paused");
     assert!(g.is_paused());
     // What it holds still settles.
-    let settle: Vec<_> = held
-        .into_iter()
-        .map(|d| pythia_core::Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: pythia_core::Outcome::Ack,
-        })
-        .collect();
+    let settle = acks(held);
     g.settle(&settle).await.unwrap();
 
     assert!(gate::resume(&conn, "jobs").await.unwrap());

@@ -12,7 +12,7 @@ use pythia_redis::{
     GroupStart, ListBroker, ListProducer, QueueKeys, RedisConnection, ReliableListBroker,
     StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, burst, cmd, eventually};
 
 fn reliable(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
@@ -115,10 +115,7 @@ async fn a_retry_stays_with_its_own_queue() {
     let seen_b = Arc::new(Mutex::new(Vec::new()));
     let summary = tokio::time::timeout(
         Duration::from_secs(5),
-        WorkerRuntime::new(reliable(&conn, "{o}.b"), fail_first(seen_b.clone()))
-            .with_signal_handling(false)
-            .with_burst(true)
-            .run(),
+        burst(reliable(&conn, "{o}.b"), fail_first(seen_b.clone())).run(),
     )
     .await
     .expect("b's burst ends: a's retry is not b's")
@@ -129,9 +126,7 @@ async fn a_retry_stays_with_its_own_queue() {
     assert_eq!(b_len, 0);
 
     // a's own worker gets its retry back, as attempt 2.
-    WorkerRuntime::new(reliable(&conn, "{o}.a"), fail_first(seen_a.clone()))
-        .with_signal_handling(false)
-        .with_burst(true)
+    burst(reliable(&conn, "{o}.a"), fail_first(seen_a.clone()))
         .run()
         .await
         .unwrap();
@@ -166,15 +161,13 @@ async fn a_stream_and_a_list_with_one_tag_keep_their_retries_and_dead_letters_ap
         .unwrap();
     let rejected = Arc::new(Mutex::new(0));
     let r = rejected.clone();
-    WorkerRuntime::new(
+    burst(
         ListBroker::new(&conn, "{o}.l"),
         worker_fn(move |_m: Message| {
             *r.lock().unwrap() += 1;
             async { Err(WorkerError::reject("poison")) }
         }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .with_retry_policy(RetryPolicy::default())
     .run()
     .await
@@ -189,14 +182,12 @@ async fn a_stream_and_a_list_with_one_tag_keep_their_retries_and_dead_letters_ap
     );
 
     // The stream's retry comes back to the stream, never to the list.
-    WorkerRuntime::new(
+    burst(
         StreamBroker::new(&conn, "{o}.s", "g")
             .with_start(GroupStart::Beginning)
             .with_maintenance_interval(Duration::from_millis(100)),
         fail_first(seen_s.clone()),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

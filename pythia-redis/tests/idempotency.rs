@@ -7,11 +7,11 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_core::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use pythia_core::{Message, RetryPolicy, WorkerError, worker_fn};
 use pythia_redis::{
     IdempotencyKey, IdempotencyLayer, ListProducer, QueueKeys, RedisConnection, ReliableListBroker,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 type Calls = Arc<Mutex<HashMap<String, u32>>>;
 
@@ -34,7 +34,7 @@ async fn drain(conn: &RedisConnection, queue: &str, layer: &IdempotencyLayer, ca
         ReliableListBroker::new(conn, queue).with_maintenance_interval(Duration::from_millis(50));
     tokio::time::timeout(
         Duration::from_secs(10),
-        WorkerRuntime::new(broker, worker)
+        burst(broker, worker)
             .layer(layer.clone())
             .with_concurrency(1)
             .with_retry_policy(
@@ -42,8 +42,6 @@ async fn drain(conn: &RedisConnection, queue: &str, layer: &IdempotencyLayer, ca
                     .with_initial_delay(Duration::from_millis(10))
                     .with_jitter(0.0),
             )
-            .with_signal_handling(false)
-            .with_burst(true)
             .run(),
     )
     .await

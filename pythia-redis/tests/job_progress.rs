@@ -7,12 +7,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_core::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use pythia_core::{Message, RetryPolicy, WorkerError, worker_fn};
 use pythia_redis::{
     JobHandle, JobProgress, JobState, JobStatusStore, JobTracking, JobTrackingExt, ListProducer,
     QueueKeys, RedisConnection, ReliableListBroker,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn progress_and_events_make_a_bounded_timeline_and_jobs_are_listed_by_state() {
@@ -63,10 +63,8 @@ async fn progress_and_events_make_a_bounded_timeline_and_jobs_are_listed_by_stat
             _ => Err(WorkerError::reject("bad input")),
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "imports"), worker)
+    burst(ReliableListBroker::new(&conn, "imports"), worker)
         .with_job_status(JobTracking::new(&conn).with_max_events(5))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -179,14 +177,12 @@ async fn drain(
         .await
         .unwrap();
     let _: () = cmd(conn, &["CONFIG", "RESETSTAT"]).await;
-    let rt = WorkerRuntime::new(
+    let rt = burst(
         ReliableListBroker::new(conn, queue),
         worker_fn(|_m| async { Ok(()) }),
     )
     .with_stats_interval(None)
-    .with_batch_size(n)
-    .with_signal_handling(false)
-    .with_burst(true);
+    .with_batch_size(n);
     let rt = if tracked {
         rt.with_job_status(JobTracking::new(conn))
     } else {
@@ -260,15 +256,13 @@ async fn a_retried_job_resumes_from_its_checkpoint_which_goes_once_acked() {
             Ok(())
         }
     });
-    WorkerRuntime::new(ReliableListBroker::new(&conn, "steps"), worker)
+    burst(ReliableListBroker::new(&conn, "steps"), worker)
         .with_retry_policy(
             RetryPolicy::default()
                 .with_initial_delay(Duration::from_millis(50))
                 .with_jitter(0.0),
         )
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -312,7 +306,7 @@ async fn a_message_dead_lettered_without_running_is_recorded_dead() {
         .unwrap();
     let ran = Arc::new(Mutex::new(0));
     let count = Arc::clone(&ran);
-    let summary = WorkerRuntime::new(
+    let summary = burst(
         ReliableListBroker::new(&conn, "crashy"),
         worker_fn(move |_m: Message| {
             *count.lock().unwrap() += 1;
@@ -321,8 +315,6 @@ async fn a_message_dead_lettered_without_running_is_recorded_dead() {
     )
     .with_retry_policy(RetryPolicy::default().with_max_attempts(3))
     .with_job_status(JobTracking::new(&conn))
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

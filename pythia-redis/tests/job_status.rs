@@ -5,12 +5,12 @@ use pythia_test_support as support;
 
 use std::time::Duration;
 
-use pythia_core::{Message, RetryPolicy, WorkerError, WorkerRuntime, worker_fn};
+use pythia_core::{Message, RetryPolicy, WorkerError, worker_fn};
 use pythia_redis::{
     JobState, JobStatusStore, JobTracking, JobTrackingExt, ListProducer, QueueKeys,
     ReliableListBroker, record_job_result,
 };
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, burst, cmd, eventually};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_follows_a_job_through_retries_to_its_end() {
@@ -57,11 +57,9 @@ async fn status_follows_a_job_through_retries_to_its_end() {
     let broker = ReliableListBroker::new(&conn, "reports")
         .with_maintenance_interval(Duration::from_millis(50));
     let run = tokio::spawn(
-        WorkerRuntime::new(broker, worker)
+        burst(broker, worker)
             .with_retry_policy(policy)
             .with_job_status(JobTracking::new(&conn))
-            .with_signal_handling(false)
-            .with_burst(true)
             .run(),
     );
     // Between its attempts, the flaky job is "failed" (a retry is scheduled).
@@ -128,13 +126,11 @@ async fn records_expire_after_their_ttl() {
     let store = JobStatusStore::new(&conn, "q").with_ttl(Duration::from_secs(1));
     let msg = Message::new("x");
     ListProducer::new(&conn, "q").push(&msg).await.unwrap();
-    WorkerRuntime::new(
+    burst(
         ReliableListBroker::new(&conn, "q"),
         worker_fn(|_m| async { Ok(()) }),
     )
     .with_job_status(JobTracking::new(&conn).with_ttl(Duration::from_secs(1)))
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

@@ -9,24 +9,11 @@ use pythia_core::{
     Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
 };
 use pythia_redis::{Encoding, ListBroker, ListProducer, ListSide};
-use support::{RedisServer, cmd};
-
-#[derive(Clone, Default)]
-struct Collect {
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Worker for Collect {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        self.seen.lock().unwrap().push(msg.clone());
-        Ok(())
-    }
-}
+use support::collect::Collect;
+use support::{RedisServer, burst, cmd};
 
 fn run<W: Worker>(broker: ListBroker, w: W) -> WorkerRuntime<ListBroker> {
-    WorkerRuntime::new(broker, w)
-        .with_signal_handling(false)
-        .with_burst(true)
+    burst(broker, w)
 }
 
 #[tokio::test]

@@ -15,7 +15,8 @@ use pythia_core::{
     WorkerRuntime, envelope,
 };
 use pythia_redis::{Encoding, Overflow, PubSubBroker, PubSubBuilder, Publisher, RedisConnection};
-use support::{RedisServer, Resume, cmd, eventually};
+use support::collect::Collect;
+use support::{RedisServer, Resume, bodies_of, burst_shared, cmd, eventually, fetch_at_least};
 
 // ---- a counting metrics recorder, installed once for this test binary ----
 
@@ -72,46 +73,21 @@ fn counter(name: &str, labels: &[(&str, &str)]) -> u64 {
 
 // ---- helpers ----
 
-/// Every message a worker saw, in order.
-#[derive(Clone, Default)]
-struct Collect {
-    seen: Arc<Mutex<Vec<Message>>>,
-}
-
-impl Worker for Collect {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        self.seen.lock().unwrap().push(msg.clone());
-        Ok(())
-    }
-}
-
-impl Collect {
-    fn bodies(&self) -> Vec<String> {
-        self.seen
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| String::from_utf8_lossy(m.body()).into_owned())
-            .collect()
-    }
+/// The broker is ready again and counted exactly one reconnect of `queue`.
+async fn assert_reconnected_once(broker: &PubSubBroker, queue: &str) {
+    assert!(broker.maintain().await.is_ok());
+    assert_eq!(
+        counter(
+            "pythia_pubsub_reconnects_total",
+            &[("queue", queue), ("broker", "pubsub")]
+        ),
+        1
+    );
 }
 
 async fn subscribe(b: PubSubBuilder) -> Arc<PubSubBroker> {
     recorder();
     Arc::new(b.subscribe().await.expect("subscribe"))
-}
-
-fn burst<W: Worker>(broker: &Arc<PubSubBroker>, w: W) -> WorkerRuntime<PubSubBroker> {
-    WorkerRuntime::new(Arc::clone(broker), w)
-        .with_signal_handling(false)
-        .with_burst(true)
-}
-
-fn bodies_of(deliveries: &[pythia_core::Delivery<()>]) -> Vec<String> {
-    deliveries
-        .iter()
-        .map(|d| d.message.body_str().unwrap().to_owned())
-        .collect()
 }
 
 /// Publishes `msg`, retrying while the shared connection reconnects; returns the receivers.
@@ -178,7 +154,7 @@ async fn every_subscriber_gets_every_message_with_its_channel_and_pattern() {
     let runs = brokers
         .iter()
         .zip(&workers)
-        .map(|(b, w)| tokio::spawn(burst(b, w.clone()).run()));
+        .map(|(b, w)| tokio::spawn(burst_shared(b, w.clone()).run()));
     for run in runs.collect::<Vec<_>>() {
         assert_eq!(run.await.unwrap().unwrap().acked, 4);
     }
@@ -273,20 +249,10 @@ async fn resubscribes_after_the_server_kills_the_connection() {
         .publish(&Message::new("after-2"))
         .await
         .unwrap();
-    let mut got = Vec::new();
-    while got.len() < 2 {
-        got.extend(broker.fetch(10).await.unwrap());
-    }
+    let got = fetch_at_least(&*broker, 2).await;
     assert_eq!(bodies_of(&got), ["after-1", "after-2"]);
     assert_eq!(got[1].message.source().pattern(), Some("kill.p.*"));
-    assert!(broker.maintain().await.is_ok());
-    assert_eq!(
-        counter(
-            "pythia_pubsub_reconnects_total",
-            &[("queue", "killed"), ("broker", "pubsub")]
-        ),
-        1
-    );
+    assert_reconnected_once(&broker, "killed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -326,19 +292,9 @@ async fn resubscribes_after_a_server_restart() {
         publish_when_reachable(&publisher, &Message::new("after")).await,
         1
     );
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["after"]);
-    assert!(broker.maintain().await.is_ok());
-    assert_eq!(
-        counter(
-            "pythia_pubsub_reconnects_total",
-            &[("queue", "restart.c"), ("broker", "pubsub")]
-        ),
-        1
-    );
+    assert_reconnected_once(&broker, "restart.c").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -385,10 +341,7 @@ async fn a_stalled_server_is_noticed_by_ping_and_resubscribed() {
         publish_when_reachable(&publisher, &Message::new("after")).await,
         1
     );
-    let mut got = Vec::new();
-    while got.is_empty() {
-        got = broker.fetch(10).await.unwrap();
-    }
+    let got = fetch_at_least(&*broker, 1).await;
     assert_eq!(bodies_of(&got), ["after"]);
 }
 
@@ -545,7 +498,7 @@ async fn retries_are_redelivered_in_process_with_the_attempt_raised() {
     let policy = RetryPolicy::default()
         .with_initial_delay(Duration::from_millis(300))
         .with_jitter(0.0);
-    let summary = burst(&broker, w)
+    let summary = burst_shared(&broker, w)
         .with_retry_policy(policy)
         .run()
         .await
@@ -612,7 +565,7 @@ async fn dead_letters_land_in_the_dead_letter_list() {
     let reject =
         || pythia_core::worker_fn(|_m: Message| async { Err(WorkerError::reject("cannot parse")) });
     for b in [&default, &custom, &none] {
-        let summary = burst(b, reject()).run().await.unwrap();
+        let summary = burst_shared(b, reject()).run().await.unwrap();
         assert_eq!(summary.dead_lettered, 1);
     }
 

@@ -14,7 +14,7 @@ use pythia_redis::{
     DelayedProducer, ListBroker, ListProducer, Publisher, QueueKeys, ReliableListBroker,
     ShardedQueue, ShardedStreamProducer, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, acks, burst, cmd};
 
 #[tokio::test]
 async fn producers_register_their_queue_before_any_worker_ran() {
@@ -137,9 +137,7 @@ async fn counting_broker_keeps_daily_processed_failed_and_retried() {
             }
         }
     });
-    let summary = WorkerRuntime::new(broker, worker)
-        .with_signal_handling(false)
-        .with_burst(true)
+    let summary = burst(broker, worker)
         .with_retry_policy(RetryPolicy::default().with_initial_delay(Duration::from_millis(20)))
         .run()
         .await
@@ -258,9 +256,7 @@ async fn counting_switched_off_writes_nothing() {
         .await
         .unwrap();
     let broker = CountingBroker::new(ListBroker::new(&conn, "quiet"), &conn).with_counting(false);
-    let summary = WorkerRuntime::new(broker, worker_fn(|_: Message| async { Ok(()) }))
-        .with_signal_handling(false)
-        .with_burst(true)
+    let summary = burst(broker, worker_fn(|_: Message| async { Ok(()) }))
         .run()
         .await
         .unwrap();
@@ -338,14 +334,7 @@ async fn counts_a_failed_flush_could_not_send_are_kept_for_the_next() {
     let broker = CountingBroker::new(memory, &conn);
     let got = broker.fetch(10).await.unwrap();
     assert_eq!(got.len(), 4);
-    let batch: Vec<pythia_core::Settlement<_>> = got
-        .into_iter()
-        .map(|d| pythia_core::Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: pythia_core::Outcome::Ack,
-        })
-        .collect();
+    let batch = acks(got);
     broker.settle(&batch).await.unwrap();
     assert_eq!(broker.unflushed().processed, 4);
 

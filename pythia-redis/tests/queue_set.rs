@@ -14,7 +14,7 @@ use pythia_redis::{
     GroupStart, ListBroker, ListProducer, RedisConfig, RedisConnection, ReliableListBroker,
     ShardedQueue, ShardedStreamBroker, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 async fn fill_list(conn: &RedisConnection, queue: &str, n: usize) {
     let msgs: Vec<Message> = (0..n)
@@ -34,7 +34,7 @@ where
 {
     let seen = Arc::new(Mutex::new(Vec::new()));
     let log = Arc::clone(&seen);
-    let run = WorkerRuntime::new(
+    let run = burst(
         set,
         worker_fn(move |msg: Message| {
             let log = Arc::clone(&log);
@@ -46,8 +46,6 @@ where
     )
     .with_concurrency(1)
     .with_batch_size(5)
-    .with_signal_handling(false)
-    .with_burst(true)
     .run();
     tokio::time::timeout(Duration::from_secs(30), run)
         .await
@@ -226,10 +224,8 @@ async fn nothing_is_lost_when_a_worker_stops_mid_run() {
     assert!(summary.released > 0, "{summary:?}");
 
     // Second worker: drains the rest.
-    let second = WorkerRuntime::new(set(), worker(Arc::clone(&done)))
+    let second = burst(set(), worker(Arc::clone(&done)))
         .with_concurrency(8)
-        .with_signal_handling(false)
-        .with_burst(true)
         .run();
     tokio::time::timeout(Duration::from_secs(30), second)
         .await

@@ -3,49 +3,21 @@
 
 use pythia_test_support as support;
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use pythia_core::{
-    Broker, BrokerErrorKind, Message, RetryPolicy, Worker, WorkerError, WorkerRuntime, worker_fn,
-};
+use pythia_core::{Broker, BrokerErrorKind, Message, RetryPolicy, WorkerRuntime, worker_fn};
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
-use support::{RedisServer, cmd, eventually, season};
-
-/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
-/// process killed mid-run leaves an exact record of what it finished.
-#[derive(Clone)]
-struct Record {
-    conn: RedisConnection,
-    delay: Duration,
-}
-
-impl Worker for Record {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        tokio::time::sleep(self.delay).await;
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg("processed")
-            .arg(msg.id())
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
-        Ok(())
-    }
-}
+use support::chaos::{
+    Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child,
+};
+use support::{RedisServer, broker_scenarios, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::new(conn, queue)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
-}
-
-fn burst<W: Worker>(b: ReliableListBroker, w: W) -> WorkerRuntime<ReliableListBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 async fn push_numbered(conn: &RedisConnection, queue: &str, n: usize) -> Vec<String> {
@@ -75,19 +47,13 @@ async fn processes_everything_and_leaves_nothing_behind() {
         .push_many(&vec![Message::new("same"); 50])
         .await
         .unwrap();
-    let summary = burst(
-        fast(&conn, "q"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .with_concurrency(64)
-    .run()
-    .await
-    .unwrap();
+    let summary = burst(fast(&conn, "q"), Record::new(&conn))
+        .with_concurrency(64)
+        .run()
+        .await
+        .unwrap();
     assert_eq!(summary.acked, 2050);
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
+    let processed = recorded(&conn).await;
     assert!(ids.iter().all(|id| processed.get(id) == Some(&1)));
     assert_eq!(processed.values().sum::<i64>(), 2050);
     no_pythia_state_left(&conn, "q").await;
@@ -98,24 +64,7 @@ async fn processes_everything_and_leaves_nothing_behind() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_worker_process() {
-    let url = std::env::var("PYTHIA_TEST_CHILD_URL").expect("run by its parent test");
-    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
-        .await
-        .unwrap();
-    let broker = fast(&conn, "crash");
-    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
-    WorkerRuntime::new(
-        broker,
-        Record {
-            conn: conn.clone(),
-            delay: Duration::from_millis(3),
-        },
-    )
-    .with_concurrency(32)
-    .with_batch_size(64)
-    .run()
-    .await
-    .unwrap();
+    run_recording_child(|conn| fast(conn, "crash"), |b| b.consumer().to_owned()).await;
 }
 
 #[tokio::test]
@@ -124,31 +73,7 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = push_numbered(&conn, "crash", 3000).await;
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_worker_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("PYTHIA_TEST_CHILD_URL", server.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the child to process 500",
-        || async {
-            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
-            n >= 500
-        },
-    )
-    .await;
-    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
-    child.wait().await.unwrap();
-
-    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let dead = kill_recording_child("child_worker_process", &server, &conn).await;
     let orphaned: i64 = cmd(
         &conn,
         &["HLEN", &format!("pythia:{{crash}}:inflight:{dead}")],
@@ -156,23 +81,12 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     .await;
     assert!(orphaned > 0, "the kill should leave work in flight");
 
-    let summary = burst(
-        fast(&conn, "crash"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .run()
-    .await
-    .unwrap();
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
-    let missing: Vec<&String> = ids
-        .iter()
-        .filter(|id| !processed.contains_key(*id))
-        .collect();
-    assert!(missing.is_empty(), "lost {} messages", missing.len());
-    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    let summary = burst(fast(&conn, "crash"), Record::new(&conn))
+        .run()
+        .await
+        .unwrap();
+    let (lost, duplicates) = lost_and_duplicated(&ids, &recorded(&conn).await);
+    assert_eq!(lost, 0, "lost {lost} messages");
     eprintln!(
         "crash test: 3000 messages, {orphaned} orphaned by SIGKILL, {} processed after restart, {duplicates} duplicates, 0 lost",
         summary.acked
@@ -189,33 +103,7 @@ async fn a_live_consumer_keeps_its_long_job() {
         .push(&Message::new("long job"))
         .await
         .unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    let slow = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(3)).await; // five heartbeat lifetimes
-            Ok(())
-        }
-    });
-    let a = tokio::spawn(burst(fast(&conn, "long"), slow).run());
-    eventually(Duration::from_secs(5), "A to start the job", || async {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let r = runs.clone();
-    let other = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    });
-    let b = tokio::spawn(burst(fast(&conn, "long"), other).run());
-    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "B never stole A's job");
-    assert_eq!((a.acked, b.acked), (1, 0));
+    broker_scenarios::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long")).await;
 }
 
 #[tokio::test]
@@ -226,26 +114,7 @@ async fn a_retry_survives_the_worker_that_scheduled_it() {
         .push(&Message::new("x"))
         .await
         .unwrap();
-    let fail = worker_fn(|_m: Message| async {
-        Err(WorkerError::retry_later(
-            Duration::from_millis(800),
-            "not yet",
-        ))
-    });
-    let rt = WorkerRuntime::new(fast(&conn, "later"), fail).with_signal_handling(false);
-    let stop = rt.cancellation_token();
-    let h = tokio::spawn(rt.run());
-    eventually(
-        Duration::from_secs(5),
-        "the retry to be scheduled",
-        || async {
-            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
-            n == 1
-        },
-    )
-    .await;
-    stop.cancel();
-    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+    broker_scenarios::schedule_a_retry_then_stop(fast(&conn, "later"), &conn, "later").await;
 
     let attempts = Arc::new(Mutex::new(Vec::new()));
     let seen = attempts.clone();

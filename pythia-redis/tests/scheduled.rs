@@ -11,7 +11,7 @@ use pythia_redis::{
     DelayedProducer, EmptyQueue, GroupStart, ListProducer, ReliableListBroker, ScheduledKind,
     ScheduledMessages, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, acks, cmd};
 
 async fn retry_one<B: Broker>(b: &B, delay: Duration) -> String {
     let mut d = b.fetch(1).await.unwrap();
@@ -135,14 +135,7 @@ async fn empty_removes_waiting_messages_and_leaves_in_flight_work_to_its_worker(
         1
     );
     // The worker still holds and acks its three.
-    let acks: Vec<_> = held
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let acks = acks(held);
     b.settle(&acks).await.unwrap();
     assert!(
         !b.is_drained().await.unwrap(),

@@ -15,7 +15,7 @@ use pythia_redis::{
     DeadLetterQueue, GroupStart, ListBroker, ListProducer, QueueKeys, RedisConnection,
     ReliableListBroker, StreamBroker, StreamProducer,
 };
-use support::{RedisServer, cmd, eventually};
+use support::{RedisServer, burst, cmd, eventually};
 
 fn reliable(conn: &RedisConnection, queue: &str) -> ReliableListBroker {
     ReliableListBroker::with_consumer_name(conn, queue, "c1")
@@ -50,6 +50,20 @@ fn retry<T>(token: T, message: Message, delay: Duration) -> Vec<Settlement<T>> {
 fn assert_config_error(e: &pythia_core::BrokerError) {
     assert_eq!(e.kind(), BrokerErrorKind::Config, "{e}");
     assert!(e.to_string().contains("WRONGTYPE"), "{e}");
+}
+
+/// Pushes one message, `poison`, onto the list `queue`; returns the queue's keys.
+async fn push_poison(conn: &RedisConnection, queue: &str) -> QueueKeys {
+    ListProducer::new(conn, queue)
+        .push(&Message::new("poison"))
+        .await
+        .unwrap();
+    QueueKeys::new("pythia", queue)
+}
+
+/// How many messages the consumer `c1` holds in flight.
+async fn in_flight_of_c1(conn: &RedisConnection, keys: &QueueKeys) -> i64 {
+    cmd(conn, &["HLEN", &keys.in_flight("c1")]).await
 }
 
 #[tokio::test]
@@ -105,7 +119,7 @@ async fn a_staged_item_stays_staged_when_the_queue_key_has_another_type() {
     assert_config_error(&e);
     let staged: Vec<String> = cmd(&conn, &["LRANGE", &keys.staging("c1"), "0", "-1"]).await;
     assert_eq!(staged, ["staged-item"]);
-    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight("c1")]).await;
+    let in_flight = in_flight_of_c1(&conn, &keys).await;
     assert_eq!(in_flight, 0);
 }
 
@@ -113,11 +127,7 @@ async fn a_staged_item_stays_staged_when_the_queue_key_has_another_type() {
 async fn a_dead_letter_stays_in_flight_when_the_dead_letter_key_has_another_type() {
     let server = RedisServer::start();
     let conn = server.connect().await;
-    let keys = QueueKeys::new("pythia", "q3");
-    ListProducer::new(&conn, "q3")
-        .push(&Message::new("poison"))
-        .await
-        .unwrap();
+    let keys = push_poison(&conn, "q3").await;
     let _: String = cmd(&conn, &["SET", &keys.dead_letters(), "not-a-list"]).await;
     let broker = reliable(&conn, "q3");
     let d = broker.fetch(10).await.unwrap().remove(0);
@@ -126,7 +136,7 @@ async fn a_dead_letter_stays_in_flight_when_the_dead_letter_key_has_another_type
         .await
         .unwrap_err();
     assert_config_error(&e);
-    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight("c1")]).await;
+    let in_flight = in_flight_of_c1(&conn, &keys).await;
     assert_eq!(in_flight, 1, "still in flight, never nowhere");
     // A retry into a schedule of another type: the same.
     let _: i64 = cmd(&conn, &["HSET", &keys.scheduled(), "a", "b"]).await;
@@ -135,13 +145,13 @@ async fn a_dead_letter_stays_in_flight_when_the_dead_letter_key_has_another_type
         .await
         .unwrap_err();
     assert_config_error(&e);
-    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight("c1")]).await;
+    let in_flight = in_flight_of_c1(&conn, &keys).await;
     assert_eq!(in_flight, 1);
     // A hand-back into a queue of another type: the same.
     let _: i64 = cmd(&conn, &["HSET", "q3", "a", "b"]).await;
     let e = broker.release(vec![d]).await.unwrap_err();
     assert_config_error(&e);
-    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight("c1")]).await;
+    let in_flight = in_flight_of_c1(&conn, &keys).await;
     assert_eq!(in_flight, 1);
 }
 
@@ -149,11 +159,7 @@ async fn a_dead_letter_stays_in_flight_when_the_dead_letter_key_has_another_type
 async fn the_whole_worker_stops_on_a_wrong_type_dead_letter_key_and_keeps_the_message() {
     let server = RedisServer::start();
     let conn = server.connect().await;
-    let keys = QueueKeys::new("pythia", "q10");
-    ListProducer::new(&conn, "q10")
-        .push(&Message::new("poison"))
-        .await
-        .unwrap();
+    let keys = push_poison(&conn, "q10").await;
     let _: String = cmd(&conn, &["SET", &keys.dead_letters(), "not-a-list"]).await;
     let rt = WorkerRuntime::new(
         reliable(&conn, "q10"),
@@ -166,7 +172,7 @@ async fn the_whole_worker_stops_on_a_wrong_type_dead_letter_key_and_keeps_the_me
         .expect("the worker stops on a configuration error");
     assert!(res.is_err(), "a fatal error, not a clean run: {res:?}");
     let queued: i64 = cmd(&conn, &["LLEN", "q10"]).await;
-    let in_flight: i64 = cmd(&conn, &["HLEN", &keys.in_flight("c1")]).await;
+    let in_flight = in_flight_of_c1(&conn, &keys).await;
     assert_eq!(queued + in_flight, 1, "the message is still in Redis");
 }
 
@@ -208,12 +214,10 @@ async fn a_dead_letter_replay_into_a_wrong_type_queue_keeps_the_dead_letter() {
     let server = RedisServer::start();
     let conn = server.connect().await;
     let keys = QueueKeys::new("pythia", "q6");
-    let rt = WorkerRuntime::new(
+    let rt = burst(
         ListBroker::new(&conn, "q6"),
         worker_fn(|_m: Message| async { Err(WorkerError::reject("poison")) }),
-    )
-    .with_signal_handling(false)
-    .with_burst(true);
+    );
     ListProducer::new(&conn, "q6")
         .push(&Message::new("poison"))
         .await
@@ -246,15 +250,13 @@ async fn a_stream_entry_too_wide_for_a_script_is_retried_and_dead_lettered_whole
     let keys = QueueKeys::new("pythia", "s8");
     let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
     let s = seen.clone();
-    let rt = WorkerRuntime::new(
+    let rt = burst(
         stream(&conn, "s8"),
         worker_fn(move |m: Message| {
             s.lock().unwrap().push((m.attempt(), m.headers().len()));
             async { Err(WorkerError::retry("fails")) }
         }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .with_retry_policy(
         RetryPolicy::default()
             .with_max_attempts(2)

@@ -13,8 +13,8 @@ use pythia_redis::{
     GroupStart, ListBroker, ListProducer, PubSubBroker, Publisher, RedisConfig, RedisConnection,
     ReliableListBroker, StreamBroker, StreamProducer,
 };
-use support::eventually;
 use support::sentinel::SentinelSetup;
+use support::{burst, eventually};
 
 fn config(topo: &SentinelSetup) -> RedisConfig {
     RedisConfig::from_url(&topo.sentinel_urls())
@@ -55,17 +55,13 @@ async fn every_broker_finds_the_master_through_the_sentinels() {
             .unwrap();
         let (seen, w) = collector();
         let acked = if reliable {
-            WorkerRuntime::new(ReliableListBroker::new(&conn, name), w)
-                .with_signal_handling(false)
-                .with_burst(true)
+            burst(ReliableListBroker::new(&conn, name), w)
                 .run()
                 .await
                 .unwrap()
                 .acked
         } else {
-            WorkerRuntime::new(ListBroker::new(&conn, name), w)
-                .with_signal_handling(false)
-                .with_burst(true)
+            burst(ListBroker::new(&conn, name), w)
                 .run()
                 .await
                 .unwrap()
@@ -85,12 +81,10 @@ async fn every_broker_finds_the_master_through_the_sentinels() {
         .await
         .unwrap();
     let (seen, w) = collector();
-    let s = WorkerRuntime::new(
+    let s = burst(
         StreamBroker::new(&conn, "events", "g").with_start(GroupStart::Beginning),
         w,
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

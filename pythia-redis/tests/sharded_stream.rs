@@ -26,7 +26,7 @@ use pythia_redis::{
 };
 use redis::Value;
 use support::cluster::RedisCluster;
-use support::{RedisServer, cmd, season};
+use support::{RedisServer, acks, burst, cmd, season};
 
 const GROUP: &str = "g";
 
@@ -36,12 +36,6 @@ fn fast(conn: &RedisConnection, queue: &ShardedQueue) -> ShardedStreamBroker {
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
         .with_poll_interval(Duration::from_millis(50))
-}
-
-fn burst<W: Worker>(b: ShardedStreamBroker, w: W) -> WorkerRuntime<ShardedStreamBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 /// Fails the test instead of hanging it when a run does not finish.
@@ -524,15 +518,7 @@ async fn idle_fetches_are_short_and_see_every_shard(conn: &RedisConnection, name
 
 /// Acknowledges every delivery of `got`.
 async fn ack_all(broker: &ShardedStreamBroker, got: Vec<Delivery<ShardEntryId>>) {
-    let ack: Vec<Settlement<ShardEntryId>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
-    broker.settle(&ack).await.unwrap();
+    broker.settle(&acks(got)).await.unwrap();
 }
 
 /// A consumer configured with another shard count than the stored layout fails with a
@@ -563,9 +549,11 @@ async fn pause_server(conn: &RedisConnection, ms: u64) {
     let _: () = cmd(conn, &["CLIENT", "PAUSE", &ms.to_string(), "ALL"]).await;
 }
 
-/// A read that outlasts its fetch is not cancelled: the fetch returns without it, and its
-/// entries come with a later fetch.
-async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name: &str) {
+/// A queue of two shards holding ten numbered messages, and a consumer in its group.
+async fn ten_on_two_shards(
+    conn: &RedisConnection,
+    name: &str,
+) -> (ShardedQueue, ShardedStreamBroker, Vec<Message>) {
     let queue = ShardedQueue::new(name, 2).unwrap();
     let broker = fast(conn, &queue);
     broker.ensure_group().await.unwrap();
@@ -574,6 +562,13 @@ async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name:
         .add_many(&msgs)
         .await
         .unwrap();
+    (queue, broker, msgs)
+}
+
+/// A read that outlasts its fetch is not cancelled: the fetch returns without it, and its
+/// entries come with a later fetch.
+async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name: &str) {
+    let (queue, broker, msgs) = ten_on_two_shards(conn, name).await;
     // Longer than a fetch waits for a read (250 ms past its block time, twice here: one
     // shard in the first round, the other in the second).
     pause_server(conn, 1500).await;
@@ -605,14 +600,7 @@ async fn a_slow_read_is_delivered_by_a_later_fetch(conn: &RedisConnection, name:
 /// their shards: nothing is stranded, and the next consumer gets every entry on its first
 /// attempt.
 async fn close_hands_back_what_running_reads_return(conn: &RedisConnection, name: &str) {
-    let queue = ShardedQueue::new(name, 2).unwrap();
-    let broker = fast(conn, &queue);
-    broker.ensure_group().await.unwrap();
-    let msgs = numbered(10);
-    ShardedStreamProducer::new(conn, &queue)
-        .add_many(&msgs)
-        .await
-        .unwrap();
+    let (queue, broker, msgs) = ten_on_two_shards(conn, name).await;
     pause_server(conn, 1000).await;
     assert!(
         broker.fetch(100).await.unwrap().is_empty(),
@@ -807,9 +795,7 @@ async fn throughput_of_one_and_four_shards() {
         .unwrap();
     let plain =
         pythia_redis::StreamBroker::new(&conn, "plain", GROUP).with_start(GroupStart::Beginning);
-    let rt = WorkerRuntime::new(plain, worker_fn(|_m: Message| async { Ok(()) }))
-        .with_signal_handling(false)
-        .with_burst(true)
+    let rt = burst(plain, worker_fn(|_m: Message| async { Ok(()) }))
         .with_concurrency(1000)
         .with_batch_size(1000);
     let s = within(120, "the plain run", rt.run()).await.unwrap();

@@ -15,7 +15,7 @@ use pythia_redis::{
     GroupStart, ListProducer, QueueKeys, RedisConnection, ReliableListBroker, StreamBroker,
     StreamProducer,
 };
-use support::{RedisServer, cmd, season};
+use support::{RedisServer, acks, cmd, season};
 
 const LIFETIME: Duration = Duration::from_millis(600);
 const NOT_OWNED: &str = "pythia_settle_not_owned_total";
@@ -66,14 +66,7 @@ async fn stopped_then_continued<B: Broker>(
         }
     }
     assert_eq!(taken.len(), 2, "{label}: the other consumer reclaimed both");
-    let acks: Vec<_> = taken
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let acks = acks(taken);
     other.settle(&acks).await.unwrap();
 
     // The stopped consumer continues.

@@ -16,45 +16,19 @@ use pythia_core::{
     Broker, Message, Outcome, RetryPolicy, Settlement, Worker, WorkerError, WorkerRuntime,
     worker_fn,
 };
-use pythia_redis::{
-    Encoding, GroupStart, RedisConfig, RedisConnection, StreamBroker, StreamProducer,
-};
+use pythia_redis::{Encoding, GroupStart, RedisConnection, StreamBroker, StreamProducer};
 use redis::Value;
-use support::{RedisServer, cmd, eventually, season};
-
-/// Records each processed id with a count in the Redis hash `processed` (HINCRBY), so that a
-/// process killed mid-run leaves an exact record of what it finished.
-#[derive(Clone)]
-struct Record {
-    conn: RedisConnection,
-    delay: Duration,
-}
-
-impl Worker for Record {
-    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
-        tokio::time::sleep(self.delay).await;
-        let mut m = self.conn.manager();
-        redis::cmd("HINCRBY")
-            .arg("processed")
-            .arg(msg.id())
-            .arg(1)
-            .query_async::<i64>(&mut m)
-            .await?;
-        Ok(())
-    }
-}
+use support::chaos::{
+    Record, kill_recording_child, lost_and_duplicated, recorded, run_recording_child, within,
+};
+use support::collect::Collect;
+use support::{RedisServer, acks, broker_scenarios, burst, cmd, eventually, season};
 
 fn fast(conn: &RedisConnection, stream: &str, group: &str) -> StreamBroker {
     StreamBroker::new(conn, stream, group)
         .with_start(GroupStart::Beginning)
         .with_maintenance_interval(Duration::from_millis(100))
         .with_heartbeat_ttl(Duration::from_millis(600))
-}
-
-fn burst<W: Worker>(b: StreamBroker, w: W) -> WorkerRuntime<StreamBroker> {
-    WorkerRuntime::new(b, w)
-        .with_signal_handling(false)
-        .with_burst(true)
 }
 
 async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<String> {
@@ -66,25 +40,10 @@ async fn add_numbered(conn: &RedisConnection, stream: &str, n: usize) -> Vec<Str
     msgs.iter().map(|m| m.id().to_owned()).collect()
 }
 
-/// Fails the test instead of hanging it when a run does not finish.
-async fn within<T>(secs: u64, what: &str, fut: impl std::future::Future<Output = T>) -> T {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what} did not finish within {secs} s"))
-}
-
 /// A worker that records what it saw, in order.
 fn collector() -> (Arc<Mutex<Vec<Message>>>, impl Worker) {
-    let seen = Arc::new(Mutex::new(Vec::new()));
-    let s = seen.clone();
-    let w = worker_fn(move |m: Message| {
-        let s = s.clone();
-        async move {
-            s.lock().unwrap().push(m);
-            Ok(())
-        }
-    });
-    (seen, w)
+    let c = Collect::default();
+    (Arc::clone(&c.seen), c)
 }
 
 /// `XPENDING <stream> <group>` summary count.
@@ -276,10 +235,7 @@ async fn entries_trimmed_before_delivery_are_counted_once() {
     let kept: u64 = cmd(&conn, &["XLEN", "capped"]).await;
     assert!(kept < 5000);
     // The worker counts them before its first read, which would hide them.
-    let worker = Record {
-        conn: conn.clone(),
-        delay: Duration::ZERO,
-    };
+    let worker = Record::new(&conn);
     let summary = within(
         60,
         "the burst",
@@ -396,24 +352,7 @@ async fn consumers_of_one_group_split_the_entries() {
 #[tokio::test]
 #[ignore = "a worker child process, run by its parent test (--ignored --exact), not a test"]
 async fn child_stream_worker_process() {
-    let url = std::env::var("PYTHIA_TEST_STREAM_CHILD_URL").expect("run by its parent test");
-    let conn = RedisConnection::connect(RedisConfig::from_url(&url).unwrap())
-        .await
-        .unwrap();
-    let broker = fast(&conn, "crash", "g");
-    let (): () = cmd(&conn, &["SET", "child-consumer", broker.consumer()]).await;
-    WorkerRuntime::new(
-        broker,
-        Record {
-            conn: conn.clone(),
-            delay: Duration::from_millis(3),
-        },
-    )
-    .with_concurrency(32)
-    .with_batch_size(64)
-    .run()
-    .await
-    .unwrap();
+    run_recording_child(|conn| fast(conn, "crash", "g"), |b| b.consumer().to_owned()).await;
 }
 
 #[tokio::test]
@@ -422,50 +361,18 @@ async fn a_worker_killed_mid_batch_loses_nothing() {
     let conn = server.connect().await;
     let ids = add_numbered(&conn, "crash", 3000).await;
 
-    let mut child = tokio::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "child_stream_worker_process",
-            "--ignored",
-            "--exact",
-            "--nocapture",
-        ])
-        .env("PYTHIA_TEST_STREAM_CHILD_URL", server.url())
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    eventually(
-        Duration::from_secs(20),
-        "the child to process 500",
-        || async {
-            let n: i64 = cmd(&conn, &["HLEN", "processed"]).await;
-            n >= 500
-        },
-    )
-    .await;
-    child.start_kill().unwrap(); // SIGKILL: no drain, no release, no goodbye
-    child.wait().await.unwrap();
-
-    let dead: String = cmd(&conn, &["GET", "child-consumer"]).await;
+    let dead = kill_recording_child("child_stream_worker_process", &server, &conn).await;
     let orphaned: Vec<Value> =
         cmd(&conn, &["XPENDING", "crash", "g", "-", "+", "1000", &dead]).await;
     let orphaned = orphaned.len();
     assert!(orphaned > 0, "the kill should leave entries pending");
 
-    let rt = burst(
-        fast(&conn, "crash", "g"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    );
+    let rt = burst(fast(&conn, "crash", "g"), Record::new(&conn));
     let summary = within(20, "the recovering consumer", rt.run())
         .await
         .unwrap();
-    let processed: HashMap<String, i64> = cmd(&conn, &["HGETALL", "processed"]).await;
-    let missing = ids.iter().filter(|id| !processed.contains_key(*id)).count();
-    assert_eq!(missing, 0, "lost {missing} entries");
-    let duplicates: i64 = processed.values().map(|n| n - 1).sum();
+    let (lost, duplicates) = lost_and_duplicated(&ids, &recorded(&conn).await);
+    assert_eq!(lost, 0, "lost {lost} entries");
     eprintln!(
         "crash test: 3000 entries, {orphaned} pending for the killed consumer, {} processed after it, {duplicates} duplicates, 0 lost",
         summary.acked
@@ -485,33 +392,7 @@ async fn a_live_consumer_keeps_its_long_job() {
         .add(&Message::new("long job"))
         .await
         .unwrap();
-    let runs = Arc::new(AtomicUsize::new(0));
-    let r = runs.clone();
-    let slow = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_secs(3)).await; // five heartbeat lifetimes
-            Ok(())
-        }
-    });
-    let a = tokio::spawn(burst(fast(&conn, "long", "g"), slow).run());
-    eventually(Duration::from_secs(5), "A to start the job", || async {
-        runs.load(Ordering::SeqCst) == 1
-    })
-    .await;
-    let r = runs.clone();
-    let other = worker_fn(move |_m: Message| {
-        let r = r.clone();
-        async move {
-            r.fetch_add(1, Ordering::SeqCst);
-            Ok(())
-        }
-    });
-    let b = tokio::spawn(burst(fast(&conn, "long", "g"), other).run());
-    let (a, b) = (a.await.unwrap().unwrap(), b.await.unwrap().unwrap());
-    assert_eq!(runs.load(Ordering::SeqCst), 1, "B never stole A's job");
-    assert_eq!((a.acked, b.acked), (1, 0));
+    broker_scenarios::a_live_consumer_keeps_its_long_job(|| fast(&conn, "long", "g")).await;
     group_is_clean(&conn, "long", "g").await;
 }
 
@@ -609,26 +490,7 @@ async fn a_retry_survives_a_worker_restart() {
         .add(&sent)
         .await
         .unwrap();
-    let fail = worker_fn(|_m: Message| async {
-        Err(WorkerError::retry_later(
-            Duration::from_millis(800),
-            "not yet",
-        ))
-    });
-    let rt = WorkerRuntime::new(fast(&conn, "later", "g"), fail).with_signal_handling(false);
-    let stop = rt.cancellation_token();
-    let h = tokio::spawn(rt.run());
-    eventually(
-        Duration::from_secs(5),
-        "the retry to be scheduled",
-        || async {
-            let n: i64 = cmd(&conn, &["ZCARD", "pythia:{later}:scheduled"]).await;
-            n == 1
-        },
-    )
-    .await;
-    stop.cancel();
-    assert_eq!(h.await.unwrap().unwrap().retried, 1);
+    broker_scenarios::schedule_a_retry_then_stop(fast(&conn, "later", "g"), &conn, "later").await;
     assert_eq!(
         pending(&conn, "later", "g").await,
         0,
@@ -755,14 +617,8 @@ async fn the_stream_stays_short_under_continuous_load() {
     let conn = server.connect().await;
     let producer = StreamProducer::new(&conn, "busy");
     fast(&conn, "busy", "g").ensure_group().await.unwrap();
-    let rt = WorkerRuntime::new(
-        fast(&conn, "busy", "g"),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
-    )
-    .with_signal_handling(false);
+    let rt = WorkerRuntime::new(fast(&conn, "busy", "g"), Record::new(&conn))
+        .with_signal_handling(false);
     let stop = rt.cancellation_token();
     let h = tokio::spawn(rt.run());
     let mut longest = 0;
@@ -807,10 +663,7 @@ async fn the_stream_stays_short_under_continuous_load() {
         fast(&conn, "deleted", "g")
             .with_delete_on_ack(true)
             .with_trim_processed(false),
-        Record {
-            conn: conn.clone(),
-            delay: Duration::ZERO,
-        },
+        Record::new(&conn),
     )
     .run()
     .await
@@ -970,14 +823,7 @@ async fn entries_of_a_lost_read_reply_are_recovered() {
     assert_eq!(got[0].token.to_string(), sent);
     assert_eq!(got[0].message.body().as_ref(), b"in transit");
     assert_eq!(got[0].message.attempt(), 1);
-    let settle: Vec<Settlement<_>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let settle = acks(got);
     broker.settle(&settle).await.unwrap();
     assert_eq!(pending(&conn, "lost", "g").await, 0);
     assert!(broker.fetch(10).await.unwrap().is_empty());
@@ -1063,14 +909,7 @@ async fn entries_of_a_lost_claim_reply_are_recovered() {
         got.iter().all(|d| d.message.attempt() == 2),
         "a delivery to a dead consumer counts as an attempt"
     );
-    let settle: Vec<Settlement<_>> = got
-        .into_iter()
-        .map(|d| Settlement {
-            token: d.token,
-            message: d.message,
-            outcome: Outcome::Ack,
-        })
-        .collect();
+    let settle = acks(got);
     claimer.settle(&settle).await.unwrap();
     assert_eq!(pending(&conn, "claimed", "g").await, 0);
     assert!(

@@ -8,8 +8,9 @@ use pythia_test_support as support;
 
 use std::time::Duration;
 
-use pythia_core::{BrokerErrorKind, Message, WorkerRuntime, worker_fn};
+use pythia_core::{BrokerErrorKind, Message, worker_fn};
 use pythia_redis::{ListProducer, RedisConfig, RedisConnection, ReliableListBroker};
+use support::burst;
 use support::tls::start_tls_redis;
 
 #[tokio::test]
@@ -40,12 +41,10 @@ async fn rediss_verifies_by_default_and_carries_a_worker() {
         )
         .await
         .unwrap();
-    let summary = WorkerRuntime::new(
+    let summary = burst(
         ReliableListBroker::new(&conn, "secure"),
         worker_fn(|_m: Message| async { Ok(()) }),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

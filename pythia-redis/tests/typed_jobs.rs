@@ -4,12 +4,12 @@
 
 use pythia_test_support as support;
 
-use pythia_core::{Job, JobWorker, Message, WorkerError, WorkerRuntime};
+use pythia_core::{Job, JobWorker, Message, WorkerError};
 use pythia_redis::{
     JobProducer, JobState, JobStatusStore, JobTracking, JobTrackingExt, ListProducer,
     ReliableListBroker, StreamBroker, StreamProducer, record_job_result,
 };
-use support::{RedisServer, cmd};
+use support::{RedisServer, burst, cmd};
 
 #[derive(serde::Serialize, serde::Deserialize)]
 struct Resize {
@@ -62,10 +62,8 @@ async fn typed_and_raw_producers_feed_a_job_worker_that_records_outputs() {
         .await
         .unwrap();
     let _: i64 = cmd(&conn, &["LPUSH", "thumbs", r#"{"width":10,"height":10}"#]).await;
-    let summary = WorkerRuntime::new(ReliableListBroker::new(&conn, "thumbs"), worker())
+    let summary = burst(ReliableListBroker::new(&conn, "thumbs"), worker())
         .with_job_status(JobTracking::new(&conn))
-        .with_signal_handling(false)
-        .with_burst(true)
         .run()
         .await
         .unwrap();
@@ -90,12 +88,10 @@ async fn a_stream_job_producer_feeds_a_stream_worker() {
     })
     .await
     .unwrap();
-    let summary = WorkerRuntime::new(
+    let summary = burst(
         StreamBroker::new(&conn, "thumb-events", "workers"),
         worker(),
     )
-    .with_signal_handling(false)
-    .with_burst(true)
     .run()
     .await
     .unwrap();

@@ -1,5 +1,6 @@
-//! Shared helpers of the chaos tests (`tests/chaos_*.rs`): worker child processes to kill,
-//! commands that survive a dropped connection, tallies of what was processed, and the one-line
+//! Shared helpers of the chaos and crash tests (`tests/chaos_*.rs`, the brokers' kill tests):
+//! worker child processes to kill, commands that survive a dropped connection, tallies of what
+//! was processed (in memory, or in Redis where a killed process leaves them), and the one-line
 //! figure every scenario prints.
 
 use std::collections::HashMap;
@@ -10,8 +11,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use pythia_core::{Message, Worker, WorkerError};
-use pythia_redis::RedisConnection;
+use pythia_core::{Broker, Message, RunSummary, Worker, WorkerError, WorkerRuntime};
+use pythia_redis::{RedisConfig, RedisConnection};
+
+use crate::RedisServer;
 
 /// The env var that turns a test binary's `chaos_child` test into a worker process; its value is
 /// the child's settings, `key=value` pairs separated by `;`.
@@ -71,6 +74,129 @@ pub fn report(
     eprintln!(
         "CHAOS {scenario} broker={broker} messages={messages} lost={lost} duplicated={duplicated} recovery={recovery} {extra}"
     );
+}
+
+/// Adds one to `field` of the hash `key` (`HINCRBY`): how a handler records what it finished
+/// in Redis, so that a process killed mid-run leaves an exact record of it.
+pub async fn count_in_hash(
+    conn: &RedisConnection,
+    key: &str,
+    field: &str,
+) -> redis::RedisResult<i64> {
+    let mut m = conn.manager();
+    redis::cmd("HINCRBY")
+        .arg(key)
+        .arg(field)
+        .arg(1)
+        .query_async(&mut m)
+        .await
+}
+
+/// Writes a child's run summary (fetched, acked, released, unsettled, then `extra`) into the
+/// hash `key`, for its parent test to read once the child has exited.
+pub async fn save_summary(
+    conn: &RedisConnection,
+    key: &str,
+    s: &RunSummary,
+    extra: &[(&str, String)],
+) {
+    let fields = [
+        ("fetched", s.fetched.to_string()),
+        ("acked", s.acked.to_string()),
+        ("released", s.released.to_string()),
+        ("unsettled", s.unsettled.to_string()),
+    ];
+    let mut args = vec!["HSET", key];
+    for (k, v) in fields.iter().chain(extra) {
+        args.extend([*k, v.as_str()]);
+    }
+    let _: i64 = query(conn, &args).await;
+}
+
+/// A worker that records each processed message id in the Redis hash `processed`
+/// ([`count_in_hash`]), after sleeping its delay: the handler of workers that a test kills.
+#[derive(Clone)]
+pub struct Record {
+    conn: RedisConnection,
+    delay: Duration,
+}
+
+impl Record {
+    /// Records on `conn`, with no delay.
+    pub fn new(conn: &RedisConnection) -> Self {
+        Self {
+            conn: conn.clone(),
+            delay: Duration::ZERO,
+        }
+    }
+
+    /// Sleeps `delay` per message before recording it.
+    #[must_use]
+    pub fn with_delay(mut self, delay: Duration) -> Self {
+        self.delay = delay;
+        self
+    }
+}
+
+impl Worker for Record {
+    async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
+        tokio::time::sleep(self.delay).await;
+        count_in_hash(&self.conn, "processed", msg.id()).await?;
+        Ok(())
+    }
+}
+
+/// What [`Record`] recorded: id → times processed.
+pub async fn recorded(conn: &RedisConnection) -> HashMap<String, i64> {
+    crate::cmd(conn, &["HGETALL", "processed"]).await
+}
+
+/// The body of a crash test's worker child (started by [`kill_recording_child`]): connects to
+/// the `url` of its [`ChildSpec`], names the consumer of `broker(conn)` in the key
+/// `child-consumer`, then runs it with a [`Record`] (3 ms a message, 32 at a time, batches of
+/// 64) until it is killed.
+pub async fn run_recording_child<B: Broker>(
+    broker: impl FnOnce(&RedisConnection) -> B,
+    consumer: impl FnOnce(&B) -> String,
+) {
+    let spec = ChildSpec::from_env().expect("run by its parent test");
+    let url = spec.get("url").expect("the parent passes its url");
+    let conn = RedisConnection::connect(RedisConfig::from_url(url).unwrap())
+        .await
+        .unwrap();
+    let broker = broker(&conn);
+    let (): () = crate::cmd(&conn, &["SET", "child-consumer", &consumer(&broker)]).await;
+    WorkerRuntime::new(
+        broker,
+        Record::new(&conn).with_delay(Duration::from_millis(3)),
+    )
+    .with_concurrency(32)
+    .with_batch_size(64)
+    .run()
+    .await
+    .unwrap();
+}
+
+/// Starts the child test `entry` ([`run_recording_child`]) against `server`, waits until it
+/// has recorded 500 messages, SIGKILLs it (no drain, no release, no goodbye) and returns the
+/// name of the consumer it killed.
+pub async fn kill_recording_child(
+    entry: &str,
+    server: &RedisServer,
+    conn: &RedisConnection,
+) -> String {
+    let child = ChildWorker::spawn(entry, &ChildSpec::new().set("url", server.url()));
+    crate::eventually(
+        Duration::from_secs(20),
+        "the child to process 500",
+        || async {
+            let n: i64 = crate::cmd(conn, &["HLEN", "processed"]).await;
+            n >= 500
+        },
+    )
+    .await;
+    child.kill().await;
+    crate::cmd(conn, &["GET", "child-consumer"]).await
 }
 
 /// A worker that counts each processed message id in process memory, for runtimes that run in

@@ -2,8 +2,11 @@
 //! [`RedisServer`], a real `redis-server` on 127.0.0.1 at a free port in a temporary directory,
 //! killed when dropped (never a mock, never port 6379); [`cluster`] and [`sentinel`] topologies
 //! of them; [`tls`] certificates and a TLS server; [`chaos`], worker child processes to kill and
-//! tallies of what they processed; [`counters`], a counting metrics recorder; and the small
-//! helpers every test uses ([`cmd`], [`eventually`], [`season`], [`Resume`]).
+//! tallies of what they processed; [`server_chaos`], what a scenario does to a server while a
+//! worker drains; [`broker_scenarios`], scenarios every at-least-once broker runs; [`collect`],
+//! a worker that keeps every message it saw; [`counters`], a counting metrics recorder; and the
+//! small helpers every test uses ([`acks`], [`bodies_of`], [`burst`], [`cmd`], [`eventually`],
+//! [`fetch_at_least`], [`season`], [`Resume`]).
 //!
 //! Tests name it `support`: `use pythia_test_support as support;`.
 
@@ -13,15 +16,20 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use pythia_core::{Broker, Delivery, Outcome, Settlement, Worker, WorkerRuntime};
 use pythia_redis::{RedisConfig, RedisConnection};
 
+pub mod broker_scenarios;
 pub mod chaos;
 pub mod cluster;
+pub mod collect;
 pub mod counters;
 pub mod redis_process;
 pub mod sentinel;
+pub mod server_chaos;
 pub mod tls;
 
 /// A redis-server process owned by a test.
@@ -176,6 +184,51 @@ impl Drop for RedisServer {
         self.stop();
         let _ = std::fs::remove_dir_all(&self.dir);
     }
+}
+
+/// A runtime of `worker` over `broker` that stops once the queue is empty (burst mode), with no
+/// signal listener: what the broker tests run to drain a queue.
+pub fn burst<B: Broker, W: Worker>(broker: B, worker: W) -> WorkerRuntime<B> {
+    WorkerRuntime::new(broker, worker)
+        .with_signal_handling(false)
+        .with_burst(true)
+}
+
+/// [`burst`] over a broker the test keeps its own handle on (a subscribed pub/sub broker).
+pub fn burst_shared<B: Broker, W: Worker>(broker: &Arc<B>, worker: W) -> WorkerRuntime<B> {
+    WorkerRuntime::new(Arc::clone(broker), worker)
+        .with_signal_handling(false)
+        .with_burst(true)
+}
+
+/// The bodies of `deliveries`, in order (text bodies: panics on one that is not UTF-8).
+pub fn bodies_of<T>(deliveries: &[Delivery<T>]) -> Vec<String> {
+    deliveries
+        .iter()
+        .map(|d| d.message.body_str().unwrap().to_owned())
+        .collect()
+}
+
+/// Settlements that ack each of `deliveries`.
+pub fn acks<T>(deliveries: Vec<Delivery<T>>) -> Vec<Settlement<T>> {
+    deliveries
+        .into_iter()
+        .map(|d| Settlement {
+            token: d.token,
+            message: d.message,
+            outcome: Outcome::Ack,
+        })
+        .collect()
+}
+
+/// Fetches from `broker` until at least `n` deliveries came (a pub/sub broker's buffer fills as
+/// messages arrive).
+pub async fn fetch_at_least<B: Broker>(broker: &B, n: usize) -> Vec<Delivery<B::Token>> {
+    let mut got = Vec::new();
+    while got.len() < n {
+        got.extend(broker.fetch(10).await.unwrap());
+    }
+    got
 }
 
 /// Runs a raw command on `conn`'s shared connection.

@@ -1,25 +1,71 @@
 //! Helpers shared by the CLI's integration tests: run the real `pythia` binary with a clean
-//! environment, describe its output in assertion messages, pick free ports, scrape `/metrics`.
+//! environment (`produce` and a burst `run` against a test's server in one call), describe its
+//! output in assertion messages, pick free ports, scrape `/metrics`.
 
 #![allow(dead_code, unreachable_pub)]
 
+use std::ffi::OsStr;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-/// Runs `pythia ARGS` to completion, without the environment variables that would change its
-/// defaults (REDIS_URL, PYTHIA_BROKER, PYTHIA_QUEUE, PYTHIA_DASHBOARD_TOKEN) and with no stdin.
-pub fn pythia(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_pythia"))
-        .args(args)
+/// `pythia ARGS`, not started yet, without the environment variables that would change its
+/// defaults (REDIS_URL, PYTHIA_BROKER, PYTHIA_QUEUE, PYTHIA_DASHBOARD_TOKEN) and with no stdin:
+/// for a test that spawns a long-running process or sets more of its environment.
+pub fn command<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_pythia"));
+    c.args(args)
         .env_remove("REDIS_URL")
         .env_remove("PYTHIA_BROKER")
         .env_remove("PYTHIA_QUEUE")
         .env_remove("PYTHIA_DASHBOARD_TOKEN")
-        .stdin(Stdio::null())
-        .output()
-        .unwrap()
+        .stdin(Stdio::null());
+    c
+}
+
+/// Runs `pythia ARGS` to completion (see [`command`] for its environment).
+pub fn pythia(args: &[&str]) -> Output {
+    command(args).output().unwrap()
+}
+
+/// Runs `pythia ARGS` to completion with `input` on a piped stdin.
+pub fn pythia_with_stdin(args: &[&str], input: &[u8]) -> Output {
+    let mut child = command(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(input).unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `pythia COMMAND --redis-url URL ARGS…`, where `command` is the subcommand's words
+/// (`"dlq replay"`).
+pub fn pythia_on(url: &str, command: &str, args: &[&str]) -> Output {
+    let mut all: Vec<&str> = command.split_whitespace().collect();
+    all.extend(["--redis-url", url]);
+    all.extend_from_slice(args);
+    pythia(&all)
+}
+
+/// `pythia produce --redis-url URL ARGS…`.
+pub fn produce(url: &str, args: &[&str]) -> Output {
+    pythia_on(url, "produce", args)
+}
+
+/// `pythia run --redis-url URL ARGS… --burst --metrics-addr off`: a worker that stops once its
+/// queues are empty, with no metrics exporter to bind a port for.
+pub fn run_burst(url: &str, args: &[&str]) -> Output {
+    pythia(
+        &[
+            &["run", "--redis-url", url],
+            args,
+            &["--burst", "--metrics-addr", "off"],
+        ]
+        .concat(),
+    )
 }
 
 /// Exit status, stdout and stderr, for assertion messages.

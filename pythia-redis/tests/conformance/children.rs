@@ -12,7 +12,7 @@ use pythia_core::{Message, RetryPolicy, RunSummary, Worker, WorkerError, WorkerR
 use pythia_redis::RedisConnection;
 
 use super::harness::{Env, Plan, Reliable, Sharded, Stream, Subject, TTL, apply, config};
-use crate::chaos::{ChildSpec, ChildWorker, query};
+use crate::chaos::{ChildSpec, ChildWorker, count_in_hash, query, save_summary};
 
 /// The recording keys of `queue`.
 pub fn processed_key(queue: &str) -> String {
@@ -45,24 +45,13 @@ struct Recorder {
 impl Worker for Recorder {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
         let body = String::from_utf8_lossy(msg.body()).into_owned();
-        let mut m = self.conn.manager();
         if self.record_start {
-            redis::cmd("HINCRBY")
-                .arg(started_key(&self.queue))
-                .arg(&body)
-                .arg(1)
-                .query_async::<i64>(&mut m)
-                .await?;
+            count_in_hash(&self.conn, &started_key(&self.queue), &body).await?;
         }
         tokio::time::sleep(self.delay).await;
         let r = apply(self.plan, msg);
         if !matches!(&r, Err(e) if e.is_retryable()) {
-            redis::cmd("HINCRBY")
-                .arg(processed_key(&self.queue))
-                .arg(&body)
-                .arg(1)
-                .query_async::<i64>(&mut m)
-                .await?;
+            count_in_hash(&self.conn, &processed_key(&self.queue), &body).await?;
         }
         r
     }
@@ -130,22 +119,12 @@ pub async fn child_main(spec: ChildSpec) {
         other => panic!("unknown broker {other}"),
     };
     let queue = spec.get("queue").unwrap();
-    let _: i64 = query(
+    let not_owned = crate::counters::counter_sum(pythia_redis::SETTLE_NOT_OWNED_TOTAL);
+    save_summary(
         &conn,
-        &[
-            "HSET",
-            &summary_key(queue, std::process::id()),
-            "fetched",
-            &s.fetched.to_string(),
-            "acked",
-            &s.acked.to_string(),
-            "released",
-            &s.released.to_string(),
-            "unsettled",
-            &s.unsettled.to_string(),
-            "not_owned",
-            &crate::counters::counter_sum(pythia_redis::SETTLE_NOT_OWNED_TOTAL).to_string(),
-        ],
+        &summary_key(queue, std::process::id()),
+        &s,
+        &[("not_owned", not_owned.to_string())],
     )
     .await;
 }

@@ -13,7 +13,8 @@ use pythia_redis::RedisConnection;
 
 use super::harness::{Env, Plan, Probe, Running, Step, Subject, TTL, bodies, numbered, saved_key};
 use super::workers::scale;
-use crate::chaos::{GapWatch, lost_and_duplicated, query, report, within};
+use crate::chaos::{lost_and_duplicated, query, report, within};
+use crate::support::server_chaos::{ClientKiller, ServerPauses, drain_with_chaos};
 use crate::support::{RedisServer, eventually};
 
 const CONCURRENCY: usize = 16;
@@ -175,7 +176,7 @@ async fn drain_under<S, F, Fut>(
     conn: &RedisConnection,
     n: usize,
     points: usize,
-    mut chaos: F,
+    chaos: F,
 ) -> (Probe, pythia_core::RunSummary, Duration, Vec<String>)
 where
     S: Subject,
@@ -188,30 +189,23 @@ where
     drop(msgs);
     let probe = Probe::new(Duration::from_millis(1), Plan::AllOk);
     let w = Running::start(s.broker(conn, None, TTL), probe.clone(), CONCURRENCY, BATCH);
-    let mut gaps = GapWatch::new(0);
-    let mut applied = 0;
-    let deadline = Instant::now() + Duration::from_secs(90);
-    loop {
-        let done = probe.total();
-        gaps.observe(done);
-        if applied < points && done as usize >= n * (applied + 1) / (points + 1) {
-            applied += 1;
-            chaos(applied).await;
-            continue;
-        }
-        if probe.distinct() == n {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "{}: stalled at {} of {n} after {applied} chaos events",
-            S::NAME,
-            probe.distinct(),
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let gap = drain_with_chaos(
+        n,
+        points,
+        || probe.total(),
+        chaos,
+        |_| async { probe.distinct() == n },
+        |applied| {
+            format!(
+                "{}: stalled at {} of {n} after {applied} chaos events",
+                S::NAME,
+                probe.distinct(),
+            )
+        },
+    )
+    .await;
     let summary = w.finish().await;
-    (probe, summary, gaps.longest(), ids)
+    (probe, summary, gap, ids)
 }
 
 /// CLIENT KILL: `CLIENT KILL TYPE normal` five times while draining; every connection of the
@@ -224,18 +218,10 @@ pub async fn client_kill<S: Subject>() {
     let s = S::on("kill");
     let n = scale(6000);
     let kills = 5;
-    let killed = std::sync::Arc::new(std::sync::Mutex::new(0i64));
-    let (probe, summary, gap, ids) = drain_under(&s, &env.conn, n, kills, |_| {
-        let admin = admin.clone();
-        let killed = killed.clone();
-        async move {
-            let k: i64 = query(&admin, &["CLIENT", "KILL", "TYPE", "normal"]).await;
-            *killed.lock().unwrap() += k;
-        }
-    })
-    .await;
+    let killer = ClientKiller::new(&admin);
+    let (probe, summary, gap, ids) = drain_under(&s, &env.conn, n, kills, |_| killer.kill()).await;
     let (lost, duplicated) = lost_and_duplicated(&ids, &probe.counts());
-    let connections = *killed.lock().unwrap();
+    let connections = killer.killed();
     report(
         "client-kill",
         S::NAME,
@@ -270,27 +256,10 @@ pub async fn client_pause<S: Subject>() {
     let admin = server.connect().await;
     let s = S::on("pause");
     let n = scale(6000);
-    let sleeper: std::sync::Arc<std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>> =
-        Default::default();
-    let (probe, summary, gap, ids) = drain_under(&s, &conn, n, 2, |event| {
-        let admin = admin.clone();
-        let sleeper = sleeper.clone();
-        async move {
-            if event == 1 {
-                let () = query(&admin, &["CLIENT", "PAUSE", "2000", "ALL"]).await;
-            } else {
-                // DEBUG SLEEP blocks its own caller too: run it aside.
-                *sleeper.lock().unwrap() = Some(tokio::spawn(async move {
-                    let () = query(&admin, &["DEBUG", "SLEEP", "2"]).await;
-                }));
-            }
-        }
-    })
-    .await;
-    let debug_sleep = sleeper.lock().unwrap().take();
-    if let Some(h) = debug_sleep {
-        within(10, "DEBUG SLEEP", h).await.unwrap();
-    }
+    let pauses = ServerPauses::new(&admin);
+    let (probe, summary, gap, ids) =
+        drain_under(&s, &conn, n, 2, |event| pauses.pause(event)).await;
+    pauses.finish().await;
     let (lost, duplicated) = lost_and_duplicated(&ids, &probe.counts());
     report(
         "client-pause",

@@ -50,11 +50,14 @@ pub fn scale(n: usize) -> usize {
     }
 }
 
-async fn produce<S: Subject>(env: &Env, s: &S, msgs: &[pythia_core::Message]) {
+/// Queues `n` numbered messages on `s` (prepared first); returns their bodies.
+async fn produce_numbered<S: Subject>(env: &Env, s: &S, n: usize) -> Vec<String> {
+    let msgs = numbered("", 0, n);
     s.prepare(&env.conn).await;
     for chunk in msgs.chunks(1000) {
         s.produce(&env.conn, chunk).await.unwrap();
     }
+    bodies(&msgs)
 }
 
 async fn stop_all(children: &mut [ChildWorker]) {
@@ -79,10 +82,7 @@ pub async fn sigkill<S: Subject>(env: &Env, queue: &str, n: usize, kills: usize)
     let seed = seed();
     let mut rng = fastrand::Rng::with_seed(seed);
     let s = S::on(queue);
-    let msgs = numbered("", 0, n);
-    let ids = bodies(&msgs);
-    produce(env, &s, &msgs).await;
-    drop(msgs);
+    let ids = produce_numbered(env, &s, n).await;
     let spec = ChildSpec::new().set("delay_ms", 2);
     let mut children: Vec<ChildWorker> = (0..WORKERS)
         .map(|_| spawn::<S>(env, queue, &spec))
@@ -173,9 +173,7 @@ pub async fn sigkill<S: Subject>(env: &Env, queue: &str, n: usize, kills: usize)
 pub async fn sigterm<S: Subject>(env: &Env, queue: &str) {
     let n = 1000;
     let s = S::on(queue);
-    let msgs = numbered("", 0, n);
-    let ids = bodies(&msgs);
-    produce(env, &s, &msgs).await;
+    let ids = produce_numbered(env, &s, n).await;
     let spec = ChildSpec::new()
         .set("delay_ms", 200)
         .set("concurrency", 32)
@@ -249,9 +247,7 @@ pub async fn sigterm<S: Subject>(env: &Env, queue: &str) {
 pub async fn sigstop<S: Subject>(env: &Env, queue: &str) {
     let n = 200;
     let s = S::on(queue);
-    let msgs = numbered("", 0, n);
-    let ids = bodies(&msgs);
-    produce(env, &s, &msgs).await;
+    let ids = produce_numbered(env, &s, n).await;
     let conn = &env.conn;
     let a = spawn::<S>(
         env,
@@ -327,9 +323,7 @@ pub async fn reused_name<S: Subject>(env: &Env, queue: &str) {
     let n = 600;
     let ttl = Duration::from_secs(10);
     let s = S::on(queue);
-    let msgs = numbered("", 0, n);
-    let ids = bodies(&msgs);
-    produce(env, &s, &msgs).await;
+    let ids = produce_numbered(env, &s, n).await;
     let conn = &env.conn;
     let spec = ChildSpec::new()
         .set("consumer", "pod-0")
@@ -382,9 +376,7 @@ pub async fn reused_name<S: Subject>(env: &Env, queue: &str) {
 pub async fn clock_skew<S: Subject>(env: &Env, queue: &str) {
     let n = 400;
     let s = S::on(queue);
-    let msgs = numbered("", 0, n);
-    let ids = bodies(&msgs);
-    produce(env, &s, &msgs).await;
+    let ids = produce_numbered(env, &s, n).await;
     let conn = &env.conn;
     let spec = ChildSpec::new()
         .set("delay_ms", 5)
