@@ -80,6 +80,7 @@ pub(super) async fn report(app: &App, queue: &str) -> Result<Value, Failure> {
     let r = inspect::report(&app.conn, &app.sampler.target(queue), None)
         .await
         .map_err(Failure::from_cli)?;
+    let r = serde_json::to_value(r).expect("an inspection serialises");
     let m = &r["memory_bytes"];
     let exists = m["queue"].as_u64().is_none_or(|n| n > 0)
         || m["pythia_keys"].as_u64().is_none_or(|n| n > 0);

@@ -259,6 +259,7 @@ impl Sampler {
             .map(|q| async move {
                 let r = inspect::report(&self.conn, &self.target(&q), None)
                     .await
+                    .map(|r| serde_json::to_value(r).expect("an inspection serialises"))
                     .map_err(|e| e.to_string());
                 (q, r)
             })
