@@ -24,7 +24,7 @@ use pythia::redis::queues::inspect::{
 };
 use redis::Value;
 
-use super::{human_bytes, human_duration, table};
+use super::{human_age, human_bytes, human_duration, table};
 use crate::cli::{BrokerKind, InspectArgs, TargetArgs, sharded_queue};
 use crate::error::CliError;
 
@@ -143,9 +143,7 @@ fn num<T: ToString>(v: Option<T>) -> String {
 
 /// An age in seconds as `850ms`, `4m05s`…, `-` when unknown.
 fn age(seconds: Option<f64>) -> String {
-    seconds
-        .map(|s| human_duration(Duration::from_secs_f64(s)))
-        .unwrap_or_else(|| "-".to_owned())
+    human_age(seconds).unwrap_or_else(|| "-".to_owned())
 }
 
 fn heartbeat_text(h: Heartbeat) -> String {
@@ -161,7 +159,7 @@ fn memory_text(m: &MemoryUsage) -> String {
     match (m.queue, m.pythia_keys) {
         (Some(q), Some(p)) => format!(
             "{} (queue {}, Pythia's keys {})",
-            human_bytes(q + p),
+            human_bytes(m.total().unwrap_or(q + p)),
             human_bytes(q),
             human_bytes(p)
         ),

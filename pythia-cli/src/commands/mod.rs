@@ -72,6 +72,14 @@ pub(crate) fn human_duration(d: std::time::Duration) -> String {
     }
 }
 
+/// An age in seconds as [`human_duration`] writes it (`None`: unknown, negative or not finite).
+/// `pythia inspect` and the dashboard show ages with it.
+pub(crate) fn human_age(seconds: Option<f64>) -> Option<String> {
+    seconds
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(|s| human_duration(std::time::Duration::from_secs_f64(s)))
+}
+
 /// `512 B`, `1.5 KiB`, `3.2 MiB`, `1.1 GiB`.
 pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 4] = ["KiB", "MiB", "GiB", "TiB"];

@@ -12,10 +12,12 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
+use pythia::redis::queues::inspect::QueueInspection;
 use pythia::redis::{DeadLetter, DeadLetterQueue, ReplayReport};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use super::documents::{History, Overview};
 use super::{App, OVERVIEW_SPARK_POINTS, html};
 use crate::cli::BrokerKind;
 use crate::commands::{dlq, inspect};
@@ -30,7 +32,7 @@ const DEFAULT_PREVIEW: usize = 200;
 /// Most characters of a body shown.
 const MAX_PREVIEW: usize = 10_000;
 /// Characters of a body shown on the confirmation page.
-const CONFIRM_PREVIEW: usize = 2000;
+pub(super) const CONFIRM_PREVIEW: usize = 2000;
 /// Bytes of a binary body shown as hex.
 const HEX_BYTES: usize = 64;
 
@@ -75,16 +77,12 @@ impl Failure {
     }
 }
 
-/// The `pythia inspect --json` document of `queue`; a queue that exists is tracked from then on.
-pub(super) async fn report(app: &App, queue: &str) -> Result<Value, Failure> {
+/// The inspection of `queue` (`pythia inspect`'s); a queue that exists is tracked from then on.
+pub(super) async fn report(app: &App, queue: &str) -> Result<QueueInspection, Failure> {
     let r = inspect::report(&app.conn, &app.sampler.target(queue), None)
         .await
         .map_err(Failure::from_cli)?;
-    let r = serde_json::to_value(r).expect("an inspection serialises");
-    let m = &r["memory_bytes"];
-    let exists = m["queue"].as_u64().is_none_or(|n| n > 0)
-        || m["pythia_keys"].as_u64().is_none_or(|n| n > 0);
-    if exists {
+    if r.exists() {
         app.sampler.track(queue);
     }
     Ok(r)
@@ -98,7 +96,7 @@ async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<BrokerK
 }
 
 /// Whether a body is shown as hex: not UTF-8, or control characters other than white space.
-fn is_binary(body: &[u8]) -> bool {
+pub(super) fn is_binary(body: &[u8]) -> bool {
     match std::str::from_utf8(body) {
         Err(_) => true,
         Ok(s) => s
@@ -107,13 +105,17 @@ fn is_binary(body: &[u8]) -> bool {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
+/// The first [`HEX_BYTES`] of a binary body as hex, `…` after them when there are more.
+pub(super) fn hex_preview(body: &[u8]) -> String {
+    let mut out = String::with_capacity(HEX_BYTES * 3 + 4);
+    for (i, b) in body.iter().take(HEX_BYTES).enumerate() {
         if i > 0 {
             out.push(' ');
         }
         let _ = write!(out, "{b:02x}");
+    }
+    if body.len() > HEX_BYTES {
+        out.push_str(" …");
     }
     out
 }
@@ -125,11 +127,7 @@ fn dead_letter(d: &DeadLetter, preview: usize) -> Value {
     let binary = is_binary(body);
     j["body_binary"] = json!(binary);
     j["body_hex"] = if binary {
-        let mut h = hex(&body[..body.len().min(HEX_BYTES)]);
-        if body.len() > HEX_BYTES {
-            h.push_str(" …");
-        }
-        json!(h)
+        json!(hex_preview(body))
     } else {
         Value::Null
     };
@@ -148,34 +146,76 @@ impl ListQuery {
         self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
     }
 
-    fn preview(&self) -> usize {
+    pub(super) fn preview(&self) -> usize {
         self.preview.unwrap_or(DEFAULT_PREVIEW).min(MAX_PREVIEW)
     }
 }
 
-/// The `pythia dlq list --json` document of `queue`, newest first.
-pub(super) async fn dead_letters(app: &App, queue: &str, q: &ListQuery) -> Result<Value, Failure> {
+/// The newest dead letters of a queue, as the DLQ page and API list them.
+#[derive(Debug)]
+pub(super) struct DeadLetterList {
+    pub(super) queue: String,
+    pub(super) dlq: DeadLetterQueue,
+    /// The kind of the queue, when its key exists.
+    pub(super) kind: Option<BrokerKind>,
+    /// Dead letters in all.
+    pub(super) total: u64,
+    /// The newest of them, newest first.
+    pub(super) letters: Vec<DeadLetter>,
+    /// Characters of a body shown.
+    pub(super) preview: usize,
+}
+
+impl DeadLetterList {
+    /// The `pythia dlq list --json` document, each dead letter with `body_binary` and
+    /// `body_hex`.
+    fn json(&self) -> Value {
+        let mut doc = dlq::list_json(
+            &self.queue,
+            &self.dlq,
+            self.kind,
+            self.total,
+            &self.letters,
+            self.preview,
+        );
+        doc["dead_letters"] = self
+            .letters
+            .iter()
+            .map(|d| dead_letter(d, self.preview))
+            .collect();
+        doc
+    }
+}
+
+/// The newest dead letters of `queue`.
+pub(super) async fn dead_letters(
+    app: &App,
+    queue: &str,
+    q: &ListQuery,
+) -> Result<DeadLetterList, Failure> {
     let (dlq, kind) = open(app, queue).await?;
     let cli = |e| Failure::from_cli(CliError::runtime(e));
     let total = dlq.len().await.map_err(cli)?;
     let letters = dlq.newest(q.limit()).await.map_err(cli)?;
-    let mut doc = dlq::list_json(queue, &dlq, kind, total, &letters, q.preview());
-    doc["dead_letters"] = letters
-        .iter()
-        .map(|d| dead_letter(d, q.preview()))
-        .collect();
     if total > 0 {
         app.sampler.track(queue);
     }
-    Ok(doc)
+    Ok(DeadLetterList {
+        queue: queue.to_owned(),
+        dlq,
+        kind,
+        total,
+        letters,
+        preview: q.preview(),
+    })
 }
 
-/// The dead letter of `queue` with this id (message id or stream entry id), as listed, and
-/// whether the kind of the queue is known (its key exists).
-pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(Value, bool), Failure> {
+/// The dead letter of `queue` with this id (message id or stream entry id), and whether the
+/// kind of the queue is known (its key exists).
+pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(DeadLetter, bool), Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let found = select(&dlq, &[id.to_owned()]).await?;
-    Ok((dead_letter(&found[0], CONFIRM_PREVIEW), kind.is_some()))
+    let mut found = select(&dlq, &[id.to_owned()]).await?;
+    Ok((found.swap_remove(0), kind.is_some()))
 }
 
 /// How many dead letters `queue` has, and whether the kind of the queue is known.
@@ -295,7 +335,7 @@ pub(super) async fn resume_api(
 }
 
 /// `GET /api/overview`.
-pub(super) async fn overview(State(app): State<App>) -> Json<Value> {
+pub(super) async fn overview(State(app): State<App>) -> Json<Overview> {
     Json(app.sampler.overview(OVERVIEW_SPARK_POINTS))
 }
 
@@ -308,7 +348,7 @@ pub(super) async fn csrf(State(app): State<App>) -> Json<Value> {
 pub(super) async fn queue(
     State(app): State<App>,
     Path(queue): Path<String>,
-) -> Result<Json<Value>, Response> {
+) -> Result<Json<QueueInspection>, Response> {
     report(&app, &queue).await.map(Json).map_err(Failure::json)
 }
 
@@ -316,7 +356,7 @@ pub(super) async fn queue(
 pub(super) async fn history(
     State(app): State<App>,
     Path(queue): Path<String>,
-) -> Result<Json<Value>, Response> {
+) -> Result<Json<History>, Response> {
     if let Some(h) = app.sampler.history(&queue) {
         return Ok(Json(h));
     }
@@ -338,7 +378,7 @@ pub(super) async fn dlq(
 ) -> Result<Json<Value>, Response> {
     dead_letters(&app, &queue, &q)
         .await
-        .map(Json)
+        .map(|list| Json(list.json()))
         .map_err(Failure::json)
 }
 
@@ -400,6 +440,7 @@ mod tests {
         assert!(!is_binary("héllo <script>".as_bytes()));
         assert!(is_binary(b"\xff\xfe"));
         assert!(is_binary(b"a\x00b"));
-        assert_eq!(hex(b"\x00\xffA"), "00 ff 41");
+        assert_eq!(hex_preview(b"\x00\xffA"), "00 ff 41");
+        assert!(hex_preview(&[7; 65]).ends_with("07 …"));
     }
 }

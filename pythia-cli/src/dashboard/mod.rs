@@ -23,6 +23,7 @@
 //!   bounds them in number, head size and time.
 
 mod api;
+mod documents;
 mod html;
 mod job;
 mod pages;

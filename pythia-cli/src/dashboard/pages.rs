@@ -25,17 +25,20 @@ pub(super) async fn queue(
     Path(queue): Path<String>,
 ) -> Result<Html<String>, Response> {
     let r = api::report(&app, &queue).await.map_err(|f| f.page(&app))?;
-    let rates = app
-        .sampler
-        .history(&queue)
-        .unwrap_or(serde_json::Value::Null);
-    // The report of a list or stream holds the pause flag already (`inspect`'s `paused`); only
-    // a channel's is read on its own.
-    let paused = match r["paused"].as_bool() {
+    let rates = app.sampler.history(&queue);
+    // The inspection of a list or stream holds the pause flag already; only a channel's is
+    // read on its own.
+    let paused = match r.paused() {
         Some(p) => p,
         None => api::paused(&app, &queue).await.map_err(|f| f.page(&app))?,
     };
-    Ok(Html(html::queue_page(&app, &queue, &r, &rates, paused)))
+    Ok(Html(html::queue_page(
+        &app,
+        &queue,
+        &r,
+        rates.as_ref(),
+        paused,
+    )))
 }
 
 /// `POST /queues/<queue>/pause` (its `csrf` field was checked by the guard), then back to the

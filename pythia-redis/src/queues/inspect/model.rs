@@ -50,6 +50,97 @@ impl QueueInspection {
             _ => None,
         }
     }
+
+    /// Today's counts, where the inspection read them (lists and streams).
+    pub fn today(&self) -> Option<&DailyCounts> {
+        match self {
+            Self::List(l) => Some(&l.today),
+            Self::Stream(s) => s.today.as_ref(),
+            _ => None,
+        }
+    }
+
+    /// Messages waiting, as [`QueueReport::depth`](crate::queues::QueueReport::depth) counts
+    /// them: a list's depth; a stream's lag summed over its groups (its length when it has no
+    /// group); 0 for channels.
+    pub fn depth(&self) -> u64 {
+        match self {
+            Self::List(l) => l.depth,
+            Self::Stream(s) if s.groups.is_empty() => s.length,
+            Self::Stream(s) => s.groups.iter().map(|g| g.lag).sum(),
+            Self::Sharded(s) if s.groups.is_empty() => s.length,
+            Self::Sharded(s) => s.groups.iter().map(|g| g.lag).sum(),
+            Self::Pubsub(_) => 0,
+        }
+    }
+
+    /// Messages delivered and not settled: a list's in-flight messages, a stream's pending
+    /// entries summed over its groups; 0 for channels.
+    pub fn in_flight(&self) -> u64 {
+        match self {
+            Self::List(l) => l.in_flight,
+            Self::Stream(s) => s.groups.iter().map(|g| g.pending).sum(),
+            Self::Sharded(s) => s.groups.iter().map(|g| g.pending).sum(),
+            Self::Pubsub(_) => 0,
+        }
+    }
+
+    /// Retries waiting for their time.
+    pub fn scheduled(&self) -> u64 {
+        match self {
+            Self::List(l) => l.scheduled,
+            Self::Stream(s) => s.scheduled,
+            Self::Sharded(s) => s.scheduled,
+            Self::Pubsub(_) => 0,
+        }
+    }
+
+    /// Dead letters (of every channel, for channels).
+    pub fn dead_letters(&self) -> u64 {
+        match self {
+            Self::List(l) => l.dead_letters,
+            Self::Stream(s) => s.dead_letters,
+            Self::Sharded(s) => s.dead_letters,
+            Self::Pubsub(p) => p.channels.iter().map(|c| c.dead_letters).sum(),
+        }
+    }
+
+    /// Age of the oldest message waiting, in seconds: a list's next message, the oldest of a
+    /// stream's groups' next entries.
+    pub fn oldest_age_seconds(&self) -> Option<f64> {
+        let groups = |gs: &[GroupInspection]| {
+            gs.iter()
+                .filter_map(|g| g.oldest_age_seconds)
+                .reduce(f64::max)
+        };
+        match self {
+            Self::List(l) => l.oldest_age_seconds,
+            Self::Stream(s) => groups(&s.groups),
+            Self::Sharded(s) => s
+                .shards
+                .iter()
+                .filter_map(|shard| groups(&shard.groups))
+                .reduce(f64::max),
+            Self::Pubsub(_) => None,
+        }
+    }
+
+    /// The heartbeat of every consumer: a list's registered ones, every group's of a stream
+    /// (of every shard).
+    pub fn heartbeats(&self) -> Vec<Heartbeat> {
+        let stream = |s: &StreamInspection| -> Vec<Heartbeat> {
+            s.groups
+                .iter()
+                .flat_map(|g| g.consumers.iter().map(GroupConsumerReport::heartbeat))
+                .collect()
+        };
+        match self {
+            Self::List(l) => l.consumers.iter().map(ConsumerReport::heartbeat).collect(),
+            Self::Stream(s) => stream(s),
+            Self::Sharded(s) => s.shards.iter().flat_map(stream).collect(),
+            Self::Pubsub(_) => Vec::new(),
+        }
+    }
 }
 
 /// A list queue: its backlog, retries, dead letters and registered consumers.
@@ -320,6 +411,98 @@ mod tests {
         );
         assert_eq!(Heartbeat::of(Some(false), None), Heartbeat::Dead);
         assert_eq!(Heartbeat::of(None, None), Heartbeat::None);
+    }
+
+    fn group(
+        lag: u64,
+        pending: u64,
+        oldest: Option<f64>,
+        alive: &[Option<bool>],
+    ) -> GroupInspection {
+        GroupInspection {
+            name: "g".to_owned(),
+            lag,
+            lag_lower_bound: false,
+            pending,
+            last_delivered_id: "0-0".to_owned(),
+            oldest_age_seconds: oldest,
+            consumers: alive
+                .iter()
+                .map(|a| GroupConsumerReport {
+                    name: "c".to_owned(),
+                    pending: 0,
+                    idle_ms: Some(1),
+                    pythia: a.is_some(),
+                    alive: *a,
+                    heartbeat_ttl_ms: None,
+                })
+                .collect(),
+        }
+    }
+
+    fn stream(length: u64, groups: Vec<GroupInspection>) -> QueueInspection {
+        QueueInspection::Stream(StreamInspection {
+            queue: "s".to_owned(),
+            broker: QueueKind::Stream,
+            length,
+            scheduled: 1,
+            dead_letters: 2,
+            groups,
+            memory_bytes: MemoryUsage::default(),
+            paused: Some(false),
+            today: None,
+            shard: None,
+        })
+    }
+
+    #[test]
+    fn a_stream_counts_its_groups_lag_and_pending() {
+        let s = stream(
+            9,
+            vec![
+                group(3, 1, Some(2.0), &[Some(true), None]),
+                group(4, 2, Some(5.0), &[Some(false)]),
+            ],
+        );
+        assert_eq!(
+            (s.depth(), s.in_flight(), s.scheduled(), s.dead_letters()),
+            (7, 3, 1, 2)
+        );
+        assert_eq!(s.oldest_age_seconds(), Some(5.0));
+        assert_eq!(
+            s.heartbeats(),
+            [Heartbeat::Alive(None), Heartbeat::None, Heartbeat::Dead]
+        );
+        // Without a group, everything in the stream waits.
+        let s = stream(9, Vec::new());
+        assert_eq!(
+            (s.depth(), s.in_flight(), s.oldest_age_seconds()),
+            (9, 0, None)
+        );
+    }
+
+    #[test]
+    fn a_list_carries_its_daily_counts_and_pause_flag() {
+        let today = DailyCounts {
+            processed: 12,
+            failed: 3,
+            ..DailyCounts::default()
+        };
+        let l = QueueInspection::List(ListInspection {
+            queue: "l".to_owned(),
+            broker: QueueKind::List,
+            depth: 1,
+            in_flight: 0,
+            scheduled: 0,
+            dead_letters: 0,
+            oldest_age_seconds: None,
+            consumers: Vec::new(),
+            memory_bytes: MemoryUsage::default(),
+            paused: true,
+            today,
+        });
+        assert_eq!(l.today().map(|t| (t.processed, t.failed)), Some((12, 3)));
+        assert_eq!((l.paused(), l.depth()), (Some(true), 1));
     }
 
     #[test]

@@ -1,0 +1,193 @@
+//! The pages, rendered on the server from the typed documents the API serves as JSON (the
+//! queue's `QueueInspection`, the sampler's overview and history, the dead letters): the
+//! frame and formatters here, the queue pages in [`queue`], the dead-letter pages in [`dlq`].
+//!
+//! Every piece of text that comes from Redis (queue and consumer names, errors, bodies,
+//! headers) goes through [`esc`]; bodies are cut and binary ones shown as hex. The pages load
+//! one script and one style sheet from this server and nothing else: no inline script or
+//! style, which the Content-Security-Policy would refuse anyway.
+
+mod dlq;
+mod queue;
+
+use std::fmt::Write as _;
+
+use super::App;
+use crate::commands::human_age;
+
+pub(super) use dlq::{Action, Notice, confirm_page, dlq_page};
+pub(super) use queue::{overview_page, queue_page};
+
+/// `s` safe in HTML text and in quoted attribute values.
+pub(super) fn esc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// `s` as one percent-encoded path segment or query value (only unreserved characters kept).
+pub(super) fn enc(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
+            out.push(b as char);
+        } else {
+            let _ = write!(out, "%{b:02X}");
+        }
+    }
+    out
+}
+
+/// The path of a queue's page.
+pub(super) fn queue_path(q: &str) -> String {
+    format!("/queues/{}", enc(q))
+}
+
+/// A number or `–`.
+fn num(v: Option<u64>) -> String {
+    v.map_or_else(|| "–".to_owned(), |n| n.to_string())
+}
+
+/// A rate per second, signed, or `–` while fewer than two samples exist.
+fn rate(v: Option<f64>) -> String {
+    v.map(|r| {
+        if r.abs() < 0.05 {
+            "0".to_owned()
+        } else {
+            format!("{r:.1}")
+        }
+    })
+    .unwrap_or_else(|| "–".to_owned())
+}
+
+/// An age in seconds as `850ms`, `4m05s`…, or `–`.
+fn age(seconds: Option<f64>) -> String {
+    human_age(seconds).unwrap_or_else(|| "–".to_owned())
+}
+
+/// The frame of every page: the header names the Redis (password masked) and the prefix.
+pub(super) fn layout(
+    app: &App,
+    title: &str,
+    page: &str,
+    queue: Option<&str>,
+    content: &str,
+) -> String {
+    let header = format!(
+        "<span class=\"where\">{} · prefix <code>{}</code></span>\
+<span class=\"live\" id=\"live\" title=\"refreshed every {} s\">live</span>",
+        esc(&app.redis),
+        esc(&app.prefix),
+        app.sampler.interval().as_secs_f64(),
+    );
+    frame(app, title, page, queue, &header, content)
+}
+
+/// The frame of the pages a stranger may see (login, refusals): nothing about the Redis.
+fn bare_layout(app: &App, title: &str, page: &str, content: &str) -> String {
+    frame(app, title, page, None, "", content)
+}
+
+fn frame(
+    app: &App,
+    title: &str,
+    page: &str,
+    queue: Option<&str>,
+    header: &str,
+    content: &str,
+) -> String {
+    let queue_attr = queue
+        .map(|q| format!(" data-queue=\"{}\"", esc(q)))
+        .unwrap_or_default();
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<title>{title} · Pythia</title>\
+<link rel=\"stylesheet\" href=\"/assets/dashboard.css\">\
+<script src=\"/assets/dashboard.js\" defer></script></head>\
+<body data-page=\"{page}\"{queue_attr} data-interval-ms=\"{interval}\">\
+<header><a class=\"brand\" href=\"/\">Pythia</a>{header}</header>\
+<main>{content}</main></body></html>\n",
+        title = esc(title),
+        page = esc(page),
+        interval = app.sampler.interval().as_millis(),
+    )
+}
+
+/// An empty chart the script draws into.
+fn chart(id: &str, caption: &str, legend: &[(&str, &str)]) -> String {
+    let legend: String = legend
+        .iter()
+        .map(|(class, name)| format!("<span class=\"key {class}\">{}</span>", esc(name)))
+        .collect();
+    format!(
+        "<figure class=\"chart\"><figcaption>{}<span class=\"legend\">{legend}</span></figcaption>\
+<svg id=\"{id}\" viewBox=\"0 0 600 160\" role=\"img\" aria-label=\"{}\"></svg></figure>",
+        esc(caption),
+        esc(caption)
+    )
+}
+
+/// The 401 page: a form to log in with the token.
+pub(super) fn login_page(app: &App, next: &str, message: &str) -> String {
+    let next = if next.starts_with('/') && !next.starts_with("//") && !next.contains('\\') {
+        next
+    } else {
+        "/"
+    };
+    let c = format!(
+        "<h1>Log in</h1><p>{}. Give the token the dashboard was started with (<code>--token</code> or \
+<code>PYTHIA_DASHBOARD_TOKEN</code>).</p><form method=\"post\" action=\"/login\" class=\"login\">\
+<input type=\"hidden\" name=\"next\" value=\"{}\"><label>Token <input type=\"password\" name=\"token\" \
+autocomplete=\"current-password\" autofocus></label> <button type=\"submit\" class=\"button\">Log in</button></form>",
+        esc(message),
+        esc(next)
+    );
+    bare_layout(app, "Log in", "login", &c)
+}
+
+/// A page that only says something (errors, refusals).
+pub(super) fn message_page(app: &App, title: &str, message: &str) -> String {
+    let c = format!(
+        "<nav class=\"crumbs\"><a href=\"/\">Queues</a></nav><h1>{}</h1><p class=\"error\">{}</p>",
+        esc(title),
+        esc(message)
+    );
+    bare_layout(app, title, "message", &c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn escapes() {
+        assert_eq!(
+            esc("<script>alert('x')</script>&\""),
+            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+        );
+        assert_eq!(enc("a b/{c}"), "a%20b%2F%7Bc%7D");
+        assert_eq!(queue_path("jobs"), "/queues/jobs");
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(rate(Some(1.26)), "1.3");
+        assert_eq!(rate(Some(-3.0)), "-3.0");
+        assert_eq!(rate(Some(0.01)), "0");
+        assert_eq!(rate(None), "–");
+        assert_eq!(age(Some(245.0)), "4m05s");
+        assert_eq!(age(Some(f64::NAN)), "–");
+        assert_eq!(num(Some(3)), "3");
+        assert_eq!(num(None), "–");
+    }
+}
