@@ -50,6 +50,7 @@ use pythia_core::BrokerError;
 use super::counters::{DailyCounts, utc_day};
 use super::registry::QueueKind;
 use crate::connection::RedisConnection;
+use crate::dlq::DeadLetterQueue;
 use crate::gate::is_paused;
 use crate::keys::QueueKeys;
 use crate::list::ListSide;
@@ -177,6 +178,38 @@ pub async fn detect_kind(conn: &RedisConnection, queue: &str) -> Result<QueueKin
             expected: "queue (a list or a stream)",
         }),
     }
+}
+
+/// The dead letters of `queue`, its kind read from its keys: a stream's (the queue or, once
+/// it is gone, its dead letters are a stream), a list's (popped at `side`), and the kind (`None`
+/// when neither key exists: a drained list or a channel, opened as a list). A key of another
+/// type is [`InspectError::WrongType`].
+pub async fn dead_letters_of(
+    conn: &RedisConnection,
+    queue: &str,
+    side: ListSide,
+) -> Result<(DeadLetterQueue, Option<QueueKind>), InspectError> {
+    let dlq_key = QueueKeys::new(conn.config().key_prefix(), queue).dead_letters();
+    let kind = match (
+        key_type(conn, queue).await?.as_str(),
+        key_type(conn, &dlq_key).await?.as_str(),
+    ) {
+        ("stream", _) | ("none", "stream") => Some(QueueKind::Stream),
+        ("list", _) => Some(QueueKind::List),
+        ("none", _) => None,
+        (other, _) => {
+            return Err(InspectError::WrongType {
+                key: queue.to_owned(),
+                found: other.to_owned(),
+                expected: "queue (a list or a stream)",
+            });
+        }
+    };
+    let dlq = match kind {
+        Some(QueueKind::Stream) => DeadLetterQueue::stream(conn, queue),
+        _ => DeadLetterQueue::list(conn, queue).with_side(side),
+    };
+    Ok((dlq, kind))
 }
 
 /// The sharded queue `queue` as its stored layout describes it.

@@ -12,16 +12,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use pythia::redis::queues::inspect::QueueInspection;
-use pythia::redis::{DeadLetter, DeadLetterQueue, ReplayReport};
+use pythia_redis::queues::QueueKind;
+use pythia_redis::queues::inspect::{InspectError, QueueInspection, dead_letters_of};
+use pythia_redis::{DeadLetter, DeadLetterQueue, ReplayReport};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::documents::{History, Overview};
-use super::{App, OVERVIEW_SPARK_POINTS, html};
-use crate::cli::BrokerKind;
-use crate::commands::{dlq, inspect};
-use crate::error::CliError;
+use crate::documents::{History, Overview, dead_letter_json, dead_letters_json};
+use crate::{App, OVERVIEW_SPARK_POINTS, html};
 
 /// Dead letters listed when no `limit` is given.
 pub(super) const DEFAULT_LIMIT: usize = 50;
@@ -51,14 +49,20 @@ impl Failure {
         }
     }
 
-    /// Bad input (exit 2 in the CLI) is a 400; a Redis failure a 502.
-    pub(super) fn from_cli(e: CliError) -> Self {
-        let status = if e.code == 2 {
+    /// Asking for what is not there (a key of another type, a missing group) is a 400; a
+    /// Redis failure a 502.
+    pub(super) fn from_inspect(e: InspectError) -> Self {
+        let status = if e.is_usage() {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::BAD_GATEWAY
         };
-        Self::new(status, e.message)
+        Self::new(status, e.to_string())
+    }
+
+    /// Redis failed: a 502.
+    pub(super) fn redis(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, e.to_string())
     }
 
     /// As the API answers: `{"error": …}`.
@@ -79,20 +83,29 @@ impl Failure {
 
 /// The inspection of `queue` (`pythia inspect`'s); a queue that exists is tracked from then on.
 pub(super) async fn report(app: &App, queue: &str) -> Result<QueueInspection, Failure> {
-    let r = inspect::report(&app.conn, &app.sampler.target(queue), None)
+    let r = app
+        .sampler
+        .inspect(queue)
         .await
-        .map_err(Failure::from_cli)?;
+        .map_err(Failure::from_inspect)?;
     if r.exists() {
         app.sampler.track(queue);
     }
     Ok(r)
 }
 
-/// The dead-letter queue of `queue`, as `pythia dlq` opens it.
-async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<BrokerKind>), Failure> {
-    dlq::open_on(&app.conn, &app.sampler.target(queue))
+/// The dead-letter queue of `queue`, as `pythia dlq` opens it, and the kind of the queue
+/// when its key exists.
+async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<QueueKind>), Failure> {
+    dead_letters_of(&app.conn, queue, app.sampler.side())
         .await
-        .map_err(Failure::from_cli)
+        .map_err(|e| match e {
+            e @ InspectError::WrongType { .. } => Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("{e}; give --broker pubsub for a channel"),
+            ),
+            e => Failure::from_inspect(e),
+        })
 }
 
 /// Whether a body is shown as hex: not UTF-8, or control characters other than white space.
@@ -122,7 +135,7 @@ pub(super) fn hex_preview(body: &[u8]) -> String {
 
 /// One dead letter as `pythia dlq list --json` has it, plus `body_binary` and `body_hex`.
 fn dead_letter(d: &DeadLetter, preview: usize) -> Value {
-    let mut j = dlq::dead_letter_json(d, preview);
+    let mut j = dead_letter_json(d, preview);
     let body = d.message.body();
     let binary = is_binary(body);
     j["body_binary"] = json!(binary);
@@ -157,7 +170,7 @@ pub(super) struct DeadLetterList {
     pub(super) queue: String,
     pub(super) dlq: DeadLetterQueue,
     /// The kind of the queue, when its key exists.
-    pub(super) kind: Option<BrokerKind>,
+    pub(super) kind: Option<QueueKind>,
     /// Dead letters in all.
     pub(super) total: u64,
     /// The newest of them, newest first.
@@ -170,10 +183,10 @@ impl DeadLetterList {
     /// The `pythia dlq list --json` document, each dead letter with `body_binary` and
     /// `body_hex`.
     fn json(&self) -> Value {
-        let mut doc = dlq::list_json(
+        let mut doc = dead_letters_json(
             &self.queue,
-            &self.dlq,
-            self.kind,
+            self.dlq.key(),
+            self.kind.map(QueueKind::as_str),
             self.total,
             &self.letters,
             self.preview,
@@ -194,9 +207,8 @@ pub(super) async fn dead_letters(
     q: &ListQuery,
 ) -> Result<DeadLetterList, Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let cli = |e| Failure::from_cli(CliError::runtime(e));
-    let total = dlq.len().await.map_err(cli)?;
-    let letters = dlq.newest(q.limit()).await.map_err(cli)?;
+    let total = dlq.len().await.map_err(Failure::redis)?;
+    let letters = dlq.newest(q.limit()).await.map_err(Failure::redis)?;
     if total > 0 {
         app.sampler.track(queue);
     }
@@ -221,22 +233,24 @@ pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(DeadLetter,
 /// How many dead letters `queue` has, and whether the kind of the queue is known.
 pub(super) async fn count(app: &App, queue: &str) -> Result<(u64, bool), Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let n = dlq
-        .len()
-        .await
-        .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    let n = dlq.len().await.map_err(Failure::redis)?;
     Ok((n, kind.is_some()))
 }
 
 /// The dead letters named by `ids`; 404 when one is not there.
 async fn select(dlq: &DeadLetterQueue, ids: &[String]) -> Result<Vec<DeadLetter>, Failure> {
-    dlq::select(dlq, ids).await.map_err(|e| {
-        if e.code == 2 {
-            Failure::new(StatusCode::NOT_FOUND, e.message)
-        } else {
-            Failure::from_cli(e)
-        }
-    })
+    let (found, missing) = dlq.find_ids(ids).await.map_err(Failure::redis)?;
+    if !missing.is_empty() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no dead letter with id {} in {} (see `pythia dlq list`); nothing done",
+                missing.join(", "),
+                dlq.key()
+            ),
+        ));
+    }
+    Ok(found)
 }
 
 /// Which dead letters an action is about.
@@ -260,7 +274,7 @@ pub(super) async fn replay(
             dlq.replay(&found).await
         }
     }
-    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    .map_err(Failure::redis)?;
     tracing::info!(
         queue,
         replayed = report.replayed,
@@ -281,16 +295,16 @@ pub(super) async fn delete(app: &App, queue: &str, which: &Selection) -> Result<
             dlq.delete(&found).await
         }
     }
-    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    .map_err(Failure::redis)?;
     tracing::info!(queue, deleted, "dashboard: dead letters deleted");
     Ok(deleted)
 }
 
 /// Whether `queue` is paused (its flag, read now).
 pub(super) async fn paused(app: &App, queue: &str) -> Result<bool, Failure> {
-    pythia::redis::queues::is_paused(&app.conn, queue)
+    pythia_redis::queues::is_paused(&app.conn, queue)
         .await
-        .map_err(|e| Failure::from_cli(CliError::runtime(e)))
+        .map_err(Failure::redis)
 }
 
 /// Pauses or resumes `queue` (the library's `pause` / `resume`).
@@ -299,15 +313,15 @@ pub(super) async fn set_paused(app: &App, queue: &str, on: bool) -> Result<(), F
         return Err(Failure::new(StatusCode::BAD_REQUEST, "no queue named"));
     }
     let done = if on {
-        pythia::redis::queues::pause(&app.conn, queue)
+        pythia_redis::queues::pause(&app.conn, queue)
             .await
             .map(drop)
     } else {
-        pythia::redis::queues::resume(&app.conn, queue)
+        pythia_redis::queues::resume(&app.conn, queue)
             .await
             .map(drop)
     };
-    done.map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    done.map_err(Failure::redis)?;
     tracing::info!(queue, paused = on, "dashboard: pause flag set");
     Ok(())
 }

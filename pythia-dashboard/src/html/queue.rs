@@ -4,16 +4,16 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use pythia::redis::queues::QueueKind;
-use pythia::redis::queues::inspect::{Heartbeat, MemoryUsage, QueueInspection};
+use pythia_redis::queues::QueueKind;
+use pythia_redis::queues::inspect::{Heartbeat, MemoryUsage, QueueInspection};
 
 use super::{age, chart, esc, layout, num, queue_path, rate};
-use crate::commands::{human_bytes, human_duration};
-use crate::dashboard::App;
-use crate::dashboard::documents::{History, Overview, OverviewRow, kind};
+use crate::App;
+use crate::documents::{History, Overview, OverviewRow, kind};
+use crate::format::{human_bytes, human_duration};
 
 /// `/`: every queue.
-pub(in crate::dashboard) fn overview_page(app: &App, doc: &Overview) -> String {
+pub(crate) fn overview_page(app: &App, doc: &Overview) -> String {
     let queues = &doc.queues;
     let mut c = String::new();
     c.push_str("<h1>Queues</h1>");
@@ -169,7 +169,7 @@ fn heartbeat(h: Heartbeat) -> String {
 
 /// `/queues/<queue>`: the `inspect` report, consumers and charts, the pause state and its
 /// toggle (`paused`: the queue's flag as just read).
-pub(in crate::dashboard) fn queue_page(
+pub(crate) fn queue_page(
     app: &App,
     q: &str,
     r: &QueueInspection,
@@ -186,7 +186,7 @@ pub(in crate::dashboard) fn queue_page(
         esc(q),
         esc(broker)
     );
-    c.push_str(&crate::dashboard::job::lookup_form(q));
+    c.push_str(&crate::job::lookup_form(q));
     c.push_str("<section class=\"cards\">");
     let stream = match r {
         QueueInspection::Stream(s) => Some(s),
@@ -287,7 +287,7 @@ This queue is <b id=\"pause-state\">{state}</b>. <input type=\"hidden\" name=\"c
 <p class=\"muted\">A paused queue's workers, on every replica, stop fetching and keep settling what \
 they hold (flag <code>{key}</code>).</p></section>",
         csrf = esc(app.security.csrf()),
-        key = esc(&pythia::redis::QueueKeys::new(&app.prefix, q).paused()),
+        key = esc(&pythia_redis::QueueKeys::new(&app.prefix, q).paused()),
     );
     c.push_str("<section class=\"charts\">");
     c.push_str(&chart(

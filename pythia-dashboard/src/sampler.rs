@@ -21,18 +21,18 @@
 //! runs, even once its keys are gone (a drained list is an empty list).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use pythia::redis::RedisConnection;
-use pythia::redis::queues::inspect::QueueInspection;
-use pythia::redis::queues::{discovered_queues, registered_queues};
+use pythia_redis::RedisConnection;
+use pythia_redis::queues::inspect::QueueInspection;
+use pythia_redis::queues::{discovered_queues, registered_queues};
 
-use super::documents::{CircuitBreakers, History, Overview, row, series};
+use crate::documents::{CircuitBreakers, History, Overview, row, series};
 
-use crate::cli::{RedisArgs, Side, TargetArgs};
-use crate::commands::inspect;
+use pythia_redis::ListSide;
+use pythia_redis::queues::inspect::{InspectError, InspectOptions, inspect_queue};
 
 /// How often the key space is scanned for new queues.
 const DISCOVER_EVERY: Duration = Duration::from_secs(10);
@@ -151,7 +151,7 @@ struct State {
 pub(super) struct Sampler {
     conn: RedisConnection,
     prefix: String,
-    side: Side,
+    side: ListSide,
     interval: Duration,
     capacity: usize,
     state: RwLock<State>,
@@ -161,7 +161,7 @@ impl Sampler {
     pub(super) fn new(
         conn: RedisConnection,
         prefix: &str,
-        side: Side,
+        side: ListSide,
         interval: Duration,
         history: Duration,
         queues: &[String],
@@ -181,25 +181,20 @@ impl Sampler {
         s
     }
 
+    /// The end of a list consumers pop.
+    pub(super) fn side(&self) -> ListSide {
+        self.side
+    }
+
     /// The sampling interval.
     pub(super) fn interval(&self) -> Duration {
         self.interval
     }
 
-    /// The `inspect` target of `queue` (the broker kind read from its key).
-    pub(super) fn target(&self, queue: &str) -> TargetArgs {
-        TargetArgs {
-            redis: RedisArgs {
-                redis_url: String::new(),
-                topology: Default::default(),
-                key_prefix: self.prefix.clone(),
-                connect_timeout: None,
-                config: None,
-            },
-            broker: None,
-            queue: vec![queue.to_owned()],
-            list_side: self.side,
-        }
+    /// The inspection of `queue`, as `pythia inspect` makes it (the kind read from its key).
+    pub(super) async fn inspect(&self, queue: &str) -> Result<QueueInspection, InspectError> {
+        let options = InspectOptions::new().with_side(self.side);
+        inspect_queue(&self.conn, queue, &options).await
     }
 
     /// Starts tracking `queue` (no effect when known, or when [`MAX_QUEUES`] are tracked).
@@ -216,23 +211,30 @@ impl Sampler {
     }
 
     /// Samples forever, every interval (a round that overruns delays the next one).
-    pub(super) async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.interval);
+    /// Stops once the dashboard is dropped (only `weak` is left).
+    pub(super) async fn run(weak: Weak<Self>) {
+        let Some(interval) = weak.upgrade().map(|s| s.interval) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut discovered: Option<Instant> = None;
         loop {
             tick.tick().await;
+            let Some(this) = weak.upgrade() else {
+                return;
+            };
             if discovered.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY) {
                 discovered = Some(Instant::now());
-                let found = self.discover().await;
-                let mut st = self.state.write().expect("sampler lock");
+                let found = this.discover().await;
+                let mut st = this.state.write().expect("sampler lock");
                 st.discovery_error = found.as_ref().err().cloned();
                 drop(st);
                 for q in found.unwrap_or_default() {
-                    self.track(&q);
+                    this.track(&q);
                 }
             }
-            self.sample_all().await;
+            this.sample_all().await;
         }
     }
 
@@ -246,14 +248,12 @@ impl Sampler {
             .keys()
             .cloned()
             .collect();
-        let t_ms = pythia::message::unix_millis(SystemTime::now());
-        // The report carries the pause flag and today's counters (see `inspect::report`).
+        let t_ms = pythia_core::message::unix_millis(SystemTime::now());
+        // The report carries the pause flag and today's counters (see `Sampler::inspect`).
         let results: Vec<(String, Result<QueueInspection, String>)> =
             futures_util::stream::iter(names)
                 .map(|q| async move {
-                    let r = inspect::report(&self.conn, &self.target(&q), None)
-                        .await
-                        .map_err(|e| e.to_string());
+                    let r = self.inspect(&q).await.map_err(|e| e.to_string());
                     (q, r)
                 })
                 .buffer_unordered(PARALLEL)

@@ -1,13 +1,22 @@
-//! The sampler's documents, typed: the overview (`GET /api/overview`, the `/` page) and a
-//! queue's history (`GET /api/queues/<queue>/history`, the rates of the queue page).
+//! The JSON documents the dashboard serves.
+//!
+//! * The sampler's, typed: the overview (`GET /api/overview`, the `/` page) and a queue's
+//!   history (`GET /api/queues/<queue>/history`, the rates of the queue page).
+//! * Dead letters ([`dead_letters_json`]) and job records ([`job_json`], [`job_event_json`]):
+//!   the documents of `pythia dlq list --json` and `pythia job --json`, which print them with
+//!   these functions, so that the API and the commands agree.
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
+use std::time::SystemTime;
 
-use pythia::redis::queues::QueueKind;
-use pythia::redis::queues::inspect::{Heartbeat, QueueInspection};
+use pythia_redis::queues::QueueKind;
+use pythia_redis::queues::inspect::{Heartbeat, QueueInspection};
+use pythia_redis::{DeadLetter, JobEvent, JobStatus};
 use serde::Serialize;
+use serde_json::{Value, json};
 
-use super::sampler::{Sample, Tracked, counter_rate, rates};
+use crate::format::{hex, rfc3339};
+use crate::sampler::{Sample, Tracked, counter_rate, rates};
 
 /// Every tracked queue, and how they are sampled.
 #[derive(Debug, Serialize)]
@@ -156,4 +165,78 @@ pub(super) fn kind(r: &QueueInspection) -> QueueKind {
         QueueInspection::Pubsub(_) => QueueKind::Pubsub,
         _ => QueueKind::Stream,
     }
+}
+
+/// One dead letter as `pythia dlq list --json` prints it (the body as lossy UTF-8, cut to
+/// `preview` characters).
+pub fn dead_letter_json(d: &DeadLetter, preview: usize) -> Value {
+    let body = String::from_utf8_lossy(d.message.body());
+    json!({
+        "id": d.message.id(),
+        "entry_id": d.location.entry_id(),
+        "original_entry_id": d.location.original_entry_id(),
+        "attempts": d.message.attempt(),
+        "failed_at": d.failed_at.map(rfc3339),
+        "failed_at_ms": d.failed_at.map(pythia_core::message::unix_millis),
+        "error": d.reason,
+        "headers": d.message.headers().iter().collect::<BTreeMap<_, _>>(),
+        "body": body.chars().take(preview).collect::<String>(),
+        "body_bytes": d.message.body().len(),
+    })
+}
+
+/// The document of `pythia dlq list --json`: `letters`, the newest of the `total` dead
+/// letters of `queue` (kept in `key`; `broker`: the queue's kind, when known).
+pub fn dead_letters_json(
+    queue: &str,
+    key: &str,
+    broker: Option<&str>,
+    total: u64,
+    letters: &[DeadLetter],
+    preview: usize,
+) -> Value {
+    json!({
+        "queue": queue,
+        "broker": broker,
+        "key": key,
+        "total": total,
+        "dead_letters": letters.iter().map(|d| dead_letter_json(d, preview)).collect::<Vec<_>>(),
+    })
+}
+
+/// A job's status record as `pythia job --json` prints it (without its `events`).
+pub fn job_json(s: &JobStatus) -> Value {
+    let time = |t: Option<SystemTime>| t.map_or(Value::Null, |t| json!(rfc3339(t)));
+    let (result, result_hex) = match &s.result {
+        None => (None, None),
+        Some(r) => match std::str::from_utf8(r) {
+            Ok(text) => (Some(text.to_owned()), None),
+            Err(_) => (None, Some(hex(r))),
+        },
+    };
+    json!({
+        "id": s.id,
+        "queue": s.queue,
+        "state": s.state.as_str(),
+        "attempts": s.attempts,
+        "queued_at": time(s.queued_at),
+        "started_at": time(s.started_at),
+        "finished_at": time(s.finished_at),
+        "updated_at": time(s.updated_at),
+        "progress": s.progress.map(|p| p.to_string()),
+        "last_error": s.last_error,
+        "result": result,
+        "result_hex": result_hex,
+    })
+}
+
+/// One event of a job's timeline as `pythia job --json` prints it: `at`, `kind`, `attempt`
+/// and the event's own fields.
+pub fn job_event_json(e: &JobEvent) -> Value {
+    let mut o = serde_json::Map::new();
+    o.insert("at".into(), json!(rfc3339(e.at)));
+    o.insert("kind".into(), json!(e.kind));
+    o.insert("attempt".into(), json!(e.attempt));
+    o.extend(e.fields.clone());
+    Value::Object(o)
 }

@@ -4,17 +4,17 @@
 use std::fmt::Write as _;
 use std::time::SystemTime;
 
-use pythia::redis::DeadLetter;
+use pythia_redis::DeadLetter;
 
 use super::{chart, enc, esc, layout, queue_path};
-use crate::cli::BrokerKind;
-use crate::commands::{human_duration, rfc3339};
-use crate::dashboard::App;
-use crate::dashboard::api::{CONFIRM_PREVIEW, DeadLetterList, MAX_LIMIT, hex_preview, is_binary};
+use crate::App;
+use crate::api::{CONFIRM_PREVIEW, DeadLetterList, MAX_LIMIT, hex_preview, is_binary};
+use crate::format::{human_duration, rfc3339};
+use pythia_redis::queues::QueueKind;
 
 /// What a finished replay or delete reports, from the query string of the redirect.
 #[derive(Debug, Default, serde::Deserialize)]
-pub(in crate::dashboard) struct Notice {
+pub(crate) struct Notice {
     pub(super) replayed: Option<u64>,
     pub(super) missing: Option<u64>,
     pub(super) unheard: Option<u64>,
@@ -72,7 +72,7 @@ fn body_cell(body: &[u8], preview: usize) -> String {
 }
 
 /// `/queues/<queue>/dlq`: the newest dead letters with replay and delete.
-pub(in crate::dashboard) fn dlq_page(
+pub(crate) fn dlq_page(
     app: &App,
     q: &str,
     doc: &DeadLetterList,
@@ -89,7 +89,7 @@ pub(in crate::dashboard) fn dlq_page(
 <h1>Dead letters of {} <span class=\"kind\">{}</span></h1>",
         esc(q),
         esc(q),
-        esc(doc.kind.map_or("queue", BrokerKind::as_str))
+        esc(doc.kind.map_or("queue", QueueKind::as_str))
     );
     if doc.kind.is_none() {
         c.push_str(&unknown_kind_note(q));
@@ -198,7 +198,7 @@ fn unknown_kind_note(q: &str) -> String {
 
 /// What a confirmation page is about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(in crate::dashboard) enum Action {
+pub(crate) enum Action {
     Replay,
     Delete,
 }
@@ -213,7 +213,7 @@ impl Action {
 }
 
 /// The confirmation step before a replay or delete: the form that POSTs it.
-pub(in crate::dashboard) fn confirm_page(
+pub(crate) fn confirm_page(
     app: &App,
     q: &str,
     action: Action,

@@ -13,7 +13,7 @@ mod queue;
 use std::fmt::Write as _;
 
 use super::App;
-use crate::commands::human_age;
+use crate::format::human_age;
 
 pub(super) use dlq::{Action, Notice, confirm_page, dlq_page};
 pub(super) use queue::{overview_page, queue_page};

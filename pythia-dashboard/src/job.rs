@@ -9,15 +9,14 @@ use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, Redirect, Response};
-use pythia::redis::JobStatusStore;
+use pythia_redis::JobStatusStore;
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::App;
 use super::api::Failure;
 use super::html::{enc, esc, layout, queue_path};
-use crate::commands::job::{event_json, to_json};
-use crate::error::CliError;
+use crate::documents::{job_event_json, job_json};
 
 /// Timeline lines shown, newest last (the store keeps a bounded number).
 const EVENTS: usize = 200;
@@ -27,8 +26,7 @@ const PREVIEW: usize = 2000;
 /// The record and timeline of job `id` of `queue`: `pythia job --json`'s document.
 async fn doc(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
     let store = JobStatusStore::new(&app.conn, queue);
-    let cli = |e| Failure::from_cli(CliError::runtime(e));
-    let Some(status) = store.get(id).await.map_err(cli)? else {
+    let Some(status) = store.get(id).await.map_err(Failure::redis)? else {
         return Err(Failure::new(
             StatusCode::NOT_FOUND,
             format!(
@@ -37,9 +35,9 @@ async fn doc(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
             ),
         ));
     };
-    let events = store.events(id, 0, EVENTS).await.map_err(cli)?;
-    let mut doc = to_json(&status);
-    doc["events"] = events.iter().map(event_json).collect();
+    let events = store.events(id, 0, EVENTS).await.map_err(Failure::redis)?;
+    let mut doc = job_json(&status);
+    doc["events"] = events.iter().map(job_event_json).collect();
     Ok(doc)
 }
 
@@ -97,7 +95,7 @@ fn text(v: &Value) -> String {
 }
 
 fn cut(s: &str) -> String {
-    crate::commands::escaped_preview(s, PREVIEW)
+    crate::format::escaped_preview(s, PREVIEW)
 }
 
 fn render(app: &App, queue: &str, id: &str, doc: &Value) -> String {
