@@ -3,28 +3,30 @@
 //! succeeded or dead), as workers with job tracking write them and `pythia job` shows them.
 //! `/queues/<queue>/job?id=` is the queue page's look-up form.
 
-use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, Redirect, Response};
-use pythia_redis::JobStatusStore;
+use maud::{Markup, html};
+use pythia_redis::{JobEvent, JobStatus, JobStatusStore};
 use serde::Deserialize;
 use serde_json::Value;
 
 use super::App;
 use super::api::Failure;
-use super::html::{enc, esc, layout, queue_path};
+use super::html::{enc, layout, queue_path};
 use crate::documents::{job_event_json, job_json};
+use crate::format::rfc3339;
 
 /// Timeline lines shown, newest last (the store keeps a bounded number).
 const EVENTS: usize = 200;
 /// Characters of a result, an error or an event's fields shown.
 const PREVIEW: usize = 2000;
 
-/// The record and timeline of job `id` of `queue`: `pythia job --json`'s document.
-async fn doc(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
+/// The record and timeline of job `id` of `queue`.
+async fn read(app: &App, queue: &str, id: &str) -> Result<(JobStatus, Vec<JobEvent>), Failure> {
     let store = JobStatusStore::new(&app.conn, queue);
     let Some(status) = store.get(id).await.map_err(Failure::redis)? else {
         return Err(Failure::new(
@@ -36,20 +38,18 @@ async fn doc(app: &App, queue: &str, id: &str) -> Result<Value, Failure> {
         ));
     };
     let events = store.events(id, 0, EVENTS).await.map_err(Failure::redis)?;
-    let mut doc = job_json(&status);
-    doc["events"] = events.iter().map(job_event_json).collect();
-    Ok(doc)
+    Ok((status, events))
 }
 
-/// `GET /api/queues/<queue>/jobs/<id>`.
+/// `GET /api/queues/<queue>/jobs/<id>`: `pythia job --json`'s document.
 pub(super) async fn api(
     State(app): State<App>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Json<Value>, Response> {
-    doc(&app, &queue, &id)
-        .await
-        .map(Json)
-        .map_err(Failure::json)
+    let (status, events) = read(&app, &queue, &id).await.map_err(Failure::json)?;
+    let mut doc = job_json(&status);
+    doc["events"] = events.iter().map(job_event_json).collect();
+    Ok(Json(doc))
 }
 
 /// `GET /queues/<queue>/jobs/<id>`.
@@ -57,8 +57,8 @@ pub(super) async fn page(
     State(app): State<App>,
     Path((queue, id)): Path<(String, String)>,
 ) -> Result<Html<String>, Response> {
-    let doc = doc(&app, &queue, &id).await.map_err(|f| f.page(&app))?;
-    Ok(Html(render(&app, &queue, &id, &doc)))
+    let (status, events) = read(&app, &queue, &id).await.map_err(|f| f.page(&app))?;
+    Ok(Html(render(&app, &queue, &id, &status, &events)))
 }
 
 /// `?id=` of the queue page's look-up form.
@@ -78,14 +78,17 @@ pub(super) async fn lookup(Path(queue): Path<String>, Query(q): Query<Lookup>) -
 }
 
 /// The look-up form the queue page shows.
-pub(super) fn lookup_form(queue: &str) -> String {
-    format!(
-        "<form class=\"lookup\" method=\"get\" action=\"{}/job\"><label>Job \
-<input name=\"id\" placeholder=\"message id\" required></label> <button>Show</button></form>",
-        queue_path(queue)
-    )
+pub(super) fn lookup_form(queue: &str) -> Markup {
+    html! {
+        form.lookup method="get" action={ (queue_path(queue)) "/job" } {
+            label { "Job " input name="id" placeholder="message id" required; }
+            " "
+            button { "Show" }
+        }
+    }
 }
 
+/// A JSON value as text: a string as it is, `null` as `-`.
 fn text(v: &Value) -> String {
     match v {
         Value::Null => "-".to_owned(),
@@ -98,64 +101,63 @@ fn cut(s: &str) -> String {
     crate::format::escaped_preview(s, PREVIEW)
 }
 
-fn render(app: &App, queue: &str, id: &str, doc: &Value) -> String {
+fn render(app: &App, queue: &str, id: &str, s: &JobStatus, events: &[JobEvent]) -> String {
     let path = queue_path(queue);
-    let mut c = String::new();
-    let _ = write!(
-        c,
-        "<nav class=\"crumbs\"><a href=\"/\">Queues</a> / <a href=\"{path}\">{}</a> / job</nav>\
-<h1>Job <code>{}</code> <span class=\"kind\" id=\"job-state\">{}</span></h1><table class=\"grid facts-table\" id=\"job-record\">",
-        esc(queue),
-        esc(id),
-        esc(&text(&doc["state"])),
-    );
-    for (label, field) in [
-        ("Attempts", "attempts"),
-        ("Progress", "progress"),
-        ("Queued", "queued_at"),
-        ("Started", "started_at"),
-        ("Finished", "finished_at"),
-        ("Updated", "updated_at"),
-        ("Last error", "last_error"),
-        ("Result", "result"),
-    ] {
-        let _ = write!(
-            c,
-            "<tr><th>{label}</th><td data-f=\"{field}\">{}</td></tr>",
-            esc(&cut(&text(&doc[field])))
-        );
-    }
-    c.push_str("</table><h2>Timeline</h2>");
-    let events = doc["events"].as_array().cloned().unwrap_or_default();
-    if events.is_empty() {
-        c.push_str("<p class=\"muted\">No events recorded.</p>");
-    } else {
-        c.push_str(
-            "<table class=\"grid\" id=\"timeline\"><thead><tr><th>Time</th><th>Event</th>\
-<th>Attempt</th><th>Detail</th></tr></thead><tbody>",
-        );
-        for e in &events {
-            let mut detail = e.clone();
-            if let Some(o) = detail.as_object_mut() {
-                for k in ["at", "kind", "attempt"] {
-                    o.remove(k);
+    let time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_owned(), rfc3339);
+    let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
+    let result = s
+        .result
+        .as_deref()
+        .and_then(|r| std::str::from_utf8(r).ok());
+    let facts = [
+        ("Attempts", "attempts", s.attempts.to_string()),
+        (
+            "Progress",
+            "progress",
+            s.progress.map_or_else(|| "-".to_owned(), |p| p.to_string()),
+        ),
+        ("Queued", "queued_at", time(s.queued_at)),
+        ("Started", "started_at", time(s.started_at)),
+        ("Finished", "finished_at", time(s.finished_at)),
+        ("Updated", "updated_at", time(s.updated_at)),
+        ("Last error", "last_error", or_dash(s.last_error.as_deref())),
+        ("Result", "result", or_dash(result)),
+    ];
+    let c = html! {
+        nav.crumbs { a href="/" { "Queues" } " / " a href=(path) { (queue) } " / job" }
+        h1 { "Job " code { (id) } " " span.kind #job-state { (s.state.as_str()) } }
+        table.grid.facts-table #job-record {
+            @for (label, field, value) in &facts {
+                tr { th { (label) } td data-f=(field) { (cut(value)) } }
+            }
+        }
+        h2 { "Timeline" }
+        @if events.is_empty() {
+            p.muted { "No events recorded." }
+        } @else {
+            table.grid #timeline {
+                thead { tr { th { "Time" } th { "Event" } th { "Attempt" } th { "Detail" } } }
+                tbody {
+                    @for e in events {
+                        tr {
+                            td { (rfc3339(e.at)) }
+                            td.event { (e.kind) }
+                            td { (e.attempt) }
+                            td { (detail(e)) }
+                        }
+                    }
                 }
             }
-            let detail = match detail.as_object() {
-                Some(o) if o.is_empty() => String::new(),
-                Some(o) if o.len() == 1 && o.contains_key("progress") => text(&o["progress"]),
-                _ => cut(&detail.to_string()),
-            };
-            let _ = write!(
-                c,
-                "<tr><td>{}</td><td class=\"event\">{}</td><td>{}</td><td>{}</td></tr>",
-                esc(&text(&e["at"])),
-                esc(&text(&e["kind"])),
-                esc(&text(&e["attempt"])),
-                esc(&detail),
-            );
         }
-        c.push_str("</tbody></table>");
+    };
+    layout(app, &format!("Job {id}"), "job", Some(queue), c)
+}
+
+/// An event's own fields: nothing, its progress alone, or the fields as JSON, cut.
+fn detail(e: &JobEvent) -> String {
+    match e.fields.len() {
+        0 => String::new(),
+        1 if e.fields.contains_key("progress") => text(&e.fields["progress"]),
+        _ => cut(&Value::Object(e.fields.clone()).to_string()),
     }
-    layout(app, &format!("Job {id}"), "job", Some(queue), &c)
 }

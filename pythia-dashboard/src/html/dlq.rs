@@ -1,16 +1,16 @@
 //! The dead-letter pages: `/queues/<queue>/dlq` (the newest dead letters, replay and delete)
 //! and the confirmation step before a replay or delete.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
+use maud::{Markup, html};
 use pythia_redis::DeadLetter;
+use pythia_redis::queues::QueueKind;
 
-use super::{chart, enc, esc, layout, queue_path};
+use super::{chart, enc, layout, queue_path};
 use crate::App;
 use crate::api::{CONFIRM_PREVIEW, DeadLetterList, MAX_LIMIT, hex_preview, is_binary};
 use crate::format::{human_duration, rfc3339};
-use pythia_redis::queues::QueueKind;
 
 /// What a finished replay or delete reports, from the query string of the redirect.
 #[derive(Debug, Default, serde::Deserialize)]
@@ -22,14 +22,13 @@ pub(crate) struct Notice {
 }
 
 impl Notice {
-    fn render(&self, q: &str) -> Option<String> {
+    fn render(&self, q: &str) -> Option<Markup> {
         let plural = |n: u64| if n == 1 { "" } else { "s" };
-        let mut parts = Vec::new();
+        let mut parts: Vec<String> = Vec::new();
         if let Some(n) = self.replayed {
             parts.push(format!(
-                "Replayed {n} dead letter{} onto {} (attempt reset to 1).",
-                plural(n),
-                esc(q)
+                "Replayed {n} dead letter{} onto {q} (attempt reset to 1).",
+                plural(n)
             ));
         }
         if let Some(n) = self.deleted {
@@ -45,30 +44,26 @@ impl Notice {
                 "{n} left in the dead letters: no subscriber received them."
             ));
         }
-        (!parts.is_empty()).then(|| parts.join(" "))
+        (!parts.is_empty()).then(|| html! { (parts.join(" ")) })
     }
 }
 
-/// A body as the page shows it: its first `preview` characters escaped, or hex when binary.
-fn body_cell(body: &[u8], preview: usize) -> String {
+/// A body as the page shows it: its first `preview` characters as text, or hex when binary.
+fn body_cell(body: &[u8], preview: usize) -> Markup {
     let bytes = body.len();
     if is_binary(body) {
-        return format!(
-            "<code class=\"hex\">{}</code><span class=\"muted\"> binary, {bytes} bytes</span>",
-            esc(&hex_preview(body))
-        );
+        return html! {
+            code.hex { (hex_preview(body)) } span.muted { " binary, " (bytes) " bytes" }
+        };
     }
-    let body: String = String::from_utf8_lossy(body)
+    let shown: String = String::from_utf8_lossy(body)
         .chars()
         .take(preview)
         .collect();
-    let body = body.as_str();
-    let cut = if body.len() < bytes {
-        format!("<span class=\"muted\"> … {bytes} bytes</span>")
-    } else {
-        String::new()
-    };
-    format!("<code class=\"body\">{}</code>{cut}", esc(body))
+    html! {
+        code.body { (shown) }
+        @if shown.len() < bytes { span.muted { " … " (bytes) " bytes" } }
+    }
 }
 
 /// `/queues/<queue>/dlq`: the newest dead letters with replay and delete.
@@ -82,98 +77,79 @@ pub(crate) fn dlq_page(
     let path = queue_path(q);
     let total = doc.total;
     let letters = &doc.letters;
-    let mut c = String::new();
-    let _ = write!(
-        c,
-        "<nav class=\"crumbs\"><a href=\"/\">Queues</a> / <a href=\"{path}\">{}</a> / dead letters</nav>\
-<h1>Dead letters of {} <span class=\"kind\">{}</span></h1>",
-        esc(q),
-        esc(q),
-        esc(doc.kind.map_or("queue", QueueKind::as_str))
-    );
-    if doc.kind.is_none() {
-        c.push_str(&unknown_kind_note(q));
-    }
-    if let Some(n) = notice.render(q) {
-        let _ = write!(c, "<p class=\"notice\" id=\"notice\">{n}</p>");
-    }
-    let _ = write!(
-        c,
-        "<p class=\"muted\"><b data-f=\"total\" data-total=\"{total}\">{total}</b> in <code>{}</code>{}. \
-<span id=\"changed\" hidden>The dead letters changed: <a href=\"{path}/dlq\">reload</a>.</span></p>",
-        esc(doc.dlq.key()),
-        if total > letters.len() as u64 {
-            format!(", the newest {} shown", letters.len())
-        } else if total > 1 {
-            ", newest first".to_owned()
-        } else {
-            String::new()
+    let c = html! {
+        nav.crumbs { a href="/" { "Queues" } " / " a href=(path) { (q) } " / dead letters" }
+        h1 { "Dead letters of " (q) " " span.kind { (doc.kind.map_or("queue", QueueKind::as_str)) } }
+        @if doc.kind.is_none() { (unknown_kind_note(q)) }
+        @if let Some(n) = notice.render(q) { p.notice #notice { (n) } }
+        p.muted {
+            b data-f="total" data-total=(total) { (total) } " in " code { (doc.dlq.key()) }
+            @if total > letters.len() as u64 {
+                ", the newest " (letters.len()) " shown"
+            } @else if total > 1 {
+                ", newest first"
+            }
+            ". "
+            span #changed hidden { "The dead letters changed: " a href={ (path) "/dlq" } { "reload" } "." }
         }
-    );
-    c.push_str("<section class=\"charts single\">");
-    c.push_str(&chart(
-        "chart-dlq",
-        "Dead letters",
-        &[("s2", "dead letters")],
-    ));
-    c.push_str("</section>");
-    if total > 0 {
-        let _ = write!(
-            c,
-            "<p class=\"actions\"><a class=\"button\" href=\"{path}/dlq/confirm?action=replay\">Replay all {total}…</a> \
-<a class=\"button danger\" href=\"{path}/dlq/confirm?action=delete\">Delete all {total}…</a></p>"
-        );
-    }
-    if letters.is_empty() {
-        c.push_str("<p class=\"empty\">No dead letters.</p>");
-        return layout(app, &format!("Dead letters of {q}"), "dlq", Some(q), &c);
-    }
-    c.push_str(
-        "<table class=\"grid\" id=\"dead-letters\"><thead><tr><th>Id</th><th>Attempts</th><th>Failed at</th>\
-<th>Error</th><th>Body</th><th></th></tr></thead><tbody>",
-    );
-    for d in letters {
-        c.push_str(&dlq_row(&path, d, doc.preview));
-    }
-    c.push_str("</tbody></table>");
-    if total > letters.len() as u64 {
-        let _ = write!(
-            c,
-            "<p class=\"muted\">Older dead letters are not shown: <a href=\"{path}/dlq?limit={}\">show more</a>, \
-or use <code>pythia dlq list --limit N</code>.</p>",
-            (limit * 2).min(MAX_LIMIT)
-        );
-    }
-    layout(app, &format!("Dead letters of {q}"), "dlq", Some(q), &c)
+        section.charts.single { (chart("chart-dlq", "Dead letters", &[("s2", "dead letters")])) }
+        @if total > 0 {
+            p.actions {
+                a.button href={ (path) "/dlq/confirm?action=replay" } { "Replay all " (total) "…" }
+                " "
+                a.button.danger href={ (path) "/dlq/confirm?action=delete" } { "Delete all " (total) "…" }
+            }
+        }
+        @if letters.is_empty() {
+            p.empty { "No dead letters." }
+        } @else {
+            table.grid #dead-letters {
+                thead { tr {
+                    th { "Id" } th { "Attempts" } th { "Failed at" } th { "Error" } th { "Body" } th {}
+                } }
+                tbody { @for d in letters { (dlq_row(&path, d, doc.preview)) } }
+            }
+            @if total > letters.len() as u64 {
+                p.muted {
+                    "Older dead letters are not shown: "
+                    a href={ (path) "/dlq?limit=" ((limit * 2).min(MAX_LIMIT)) } { "show more" }
+                    ", or use " code { "pythia dlq list --limit N" } "."
+                }
+            }
+        }
+    };
+    layout(app, &format!("Dead letters of {q}"), "dlq", Some(q), c)
 }
 
-fn dlq_row(path: &str, d: &DeadLetter, preview: usize) -> String {
+fn dlq_row(path: &str, d: &DeadLetter, preview: usize) -> Markup {
     let id = d.location.entry_id().unwrap_or(d.message.id());
     let ago = d
         .failed_at
-        .and_then(|t| SystemTime::now().duration_since(t).ok())
-        .map(|a| format!("<br><span class=\"muted\">{} ago</span>", human_duration(a)))
-        .unwrap_or_default();
-    let failed = d
-        .failed_at
-        .map(|t| format!("<time>{}</time>{ago}", esc(&rfc3339(t))))
-        .unwrap_or_else(|| "–".to_owned());
-    let error = d
-        .reason
-        .as_deref()
-        .map(|e| format!("<code class=\"error\">{}</code>", esc(&cut(e, 300))))
-        .unwrap_or_else(|| "–".to_owned());
-    format!(
-        "<tr data-id=\"{ida}\"><td><code>{idt}</code></td><td class=\"n\">{att}</td><td>{failed}</td>\
-<td>{error}</td><td>{body}</td><td class=\"row-actions\">\
-<a class=\"button small\" href=\"{path}/dlq/confirm?action=replay&amp;id={idq}\">Replay…</a> \
-<a class=\"button small danger\" href=\"{path}/dlq/confirm?action=delete&amp;id={idq}\">Delete…</a></td></tr>",
-        ida = esc(id),
-        idt = esc(d.message.id()),
-        idq = enc(id),
-        att = d.message.attempt(),
-        body = body_cell(d.message.body(), preview),
-    )
+        .and_then(|t| SystemTime::now().duration_since(t).ok());
+    let confirm = |action: &str| format!("{path}/dlq/confirm?action={action}&id={}", enc(id));
+    html! {
+        tr data-id=(id) {
+            td { code { (d.message.id()) } }
+            td.n { (d.message.attempt()) }
+            td {
+                @if let Some(t) = d.failed_at {
+                    time { (rfc3339(t)) }
+                    @if let Some(a) = ago { br; span.muted { (human_duration(a)) " ago" } }
+                } @else {
+                    "–"
+                }
+            }
+            td {
+                @if let Some(e) = &d.reason { code.error { (cut(e, 300)) } } @else { "–" }
+            }
+            td { (body_cell(d.message.body(), preview)) }
+            td.row-actions {
+                a.button.small href=(confirm("replay")) { "Replay…" }
+                " "
+                a.button.small.danger href=(confirm("delete")) { "Delete…" }
+            }
+        }
+    }
 }
 
 /// `s` cut to `max` characters (…).
@@ -187,13 +163,14 @@ fn cut(s: &str, max: usize) -> String {
 }
 
 /// Said where the queue key does not exist: a replay cannot tell a drained list from a channel.
-fn unknown_kind_note(q: &str) -> String {
-    format!(
-        "<p class=\"warning\">There is no key <code>{q}</code>: a replay pushes onto the list \
-<code>{q}</code>. If <code>{q}</code> is a pub/sub channel, replay with \
-<code>pythia dlq replay --broker pubsub --queue {q}</code> instead.</p>",
-        q = esc(q)
-    )
+fn unknown_kind_note(q: &str) -> Markup {
+    html! {
+        p.warning {
+            "There is no key " code { (q) } ": a replay pushes onto the list " code { (q) }
+            ". If " code { (q) } " is a pub/sub channel, replay with "
+            code { "pythia dlq replay --broker pubsub --queue " (q) } " instead."
+        }
+    }
 }
 
 /// What a confirmation page is about.
@@ -226,76 +203,52 @@ pub(crate) fn confirm_page(
         Action::Replay => "Replay",
         Action::Delete => "Delete",
     };
-    let mut c = String::new();
-    let _ = write!(
-        c,
-        "<nav class=\"crumbs\"><a href=\"/\">Queues</a> / <a href=\"{path}\">{}</a> / \
-<a href=\"{path}/dlq\">dead letters</a> / confirm</nav>",
-        esc(q)
-    );
-    let what = match one {
-        Some(d) => format!(
-            "{} dead letter <code>{}</code> of <b>{}</b>?",
-            verb,
-            esc(d.message.id()),
-            esc(q)
-        ),
-        None => format!(
-            "{verb} all {total} dead letter{} of <b>{}</b>?",
-            if total == 1 { "" } else { "s" },
-            esc(q)
-        ),
-    };
-    let _ = write!(c, "<h1 id=\"confirm-question\">{what}</h1>");
-    if action == Action::Replay && !kind_known {
-        c.push_str(&unknown_kind_note(q));
-    }
-    c.push_str(match action {
-        Action::Replay => {
-            "<p>Each message goes back on the queue with its attempt reset to 1, atomically: it \
-leaves the dead letters only once it is back on the queue.</p>"
+    let c = html! {
+        nav.crumbs {
+            a href="/" { "Queues" } " / " a href=(path) { (q) } " / "
+            a href={ (path) "/dlq" } { "dead letters" } " / confirm"
         }
-        Action::Delete => "<p class=\"bad\">Deleted dead letters cannot be recovered.</p>",
-    });
-    if let Some(d) = one {
-        let _ = write!(
-            c,
-            "<table class=\"grid facts-table\"><tbody><tr><th>Attempts</th><td>{}</td></tr>\
-<tr><th>Failed at</th><td>{}</td></tr><tr><th>Error</th><td><code class=\"error\">{}</code></td></tr>\
-<tr><th>Body</th><td>{}</td></tr></tbody></table>",
-            d.message.attempt(),
-            esc(&d.failed_at.map_or_else(|| "–".to_owned(), rfc3339)),
-            esc(&cut(d.reason.as_deref().unwrap_or("–"), 1000)),
-            body_cell(d.message.body(), CONFIRM_PREVIEW)
-        );
-    }
-    let target = match one {
-        Some(d) => format!(
-            "<input type=\"hidden\" name=\"id\" value=\"{}\">",
-            esc(d.location.entry_id().unwrap_or(d.message.id()))
-        ),
-        None => "<input type=\"hidden\" name=\"all\" value=\"1\">".to_owned(),
+        h1 #confirm-question {
+            @if let Some(d) = one {
+                (verb) " dead letter " code { (d.message.id()) } " of " b { (q) } "?"
+            } @else {
+                (verb) " all " (total) " dead letter" @if total != 1 { "s" } " of " b { (q) } "?"
+            }
+        }
+        @if action == Action::Replay && !kind_known { (unknown_kind_note(q)) }
+        @match action {
+            Action::Replay => p {
+                "Each message goes back on the queue with its attempt reset to 1, atomically: it \
+                 leaves the dead letters only once it is back on the queue."
+            },
+            Action::Delete => p.bad { "Deleted dead letters cannot be recovered." },
+        }
+        @if let Some(d) = one {
+            table.grid.facts-table { tbody {
+                tr { th { "Attempts" } td { (d.message.attempt()) } }
+                tr { th { "Failed at" } td { (d.failed_at.map_or_else(|| "–".to_owned(), rfc3339)) } }
+                tr { th { "Error" } td { code.error { (cut(d.reason.as_deref().unwrap_or("–"), 1000)) } } }
+                tr { th { "Body" } td { (body_cell(d.message.body(), CONFIRM_PREVIEW)) } }
+            } }
+        }
+        form method="post" action={ (path) "/dlq/" (action.as_str()) } class="actions" {
+            input type="hidden" name="csrf" value=(app.security.csrf());
+            @if let Some(d) = one {
+                input type="hidden" name="id" value=(d.location.entry_id().unwrap_or(d.message.id()));
+            } @else {
+                input type="hidden" name="all" value="1";
+            }
+            button type="submit" #confirm class={ "button" @if action == Action::Delete { " danger" } } { (verb) }
+            " "
+            a.button.secondary href={ (path) "/dlq" } #cancel { "Cancel" }
+        }
     };
-    let _ = write!(
-        c,
-        "<form method=\"post\" action=\"{path}/dlq/{act}\" class=\"actions\">\
-<input type=\"hidden\" name=\"csrf\" value=\"{csrf}\">{target}\
-<button type=\"submit\" id=\"confirm\" class=\"button{danger}\">{verb}</button> \
-<a class=\"button secondary\" href=\"{path}/dlq\" id=\"cancel\">Cancel</a></form>",
-        act = action.as_str(),
-        csrf = esc(app.security.csrf()),
-        danger = if action == Action::Delete {
-            " danger"
-        } else {
-            ""
-        },
-    );
     layout(
         app,
         &format!("{verb} dead letters of {q}"),
         "confirm",
         Some(q),
-        &c,
+        c,
     )
 }
 
@@ -306,13 +259,13 @@ mod tests {
     #[test]
     fn bodies_are_escaped_or_hex() {
         assert_eq!(
-            body_cell(b"<b>hi</b>", 200),
+            body_cell(b"<b>hi</b>", 200).into_string(),
             "<code class=\"body\">&lt;b&gt;hi&lt;/b&gt;</code>"
         );
-        let bin = body_cell(b"\xff\x00", 200);
+        let bin = body_cell(b"\xff\x00", 200).into_string();
         assert!(bin.contains("ff 00"), "{bin}");
         assert!(bin.contains("binary, 2 bytes"), "{bin}");
-        let long = body_cell(&[b'a'; 100], 3);
+        let long = body_cell(&[b'a'; 100], 3).into_string();
         assert!(
             long.contains(">aaa<") && long.contains("100 bytes"),
             "{long}"

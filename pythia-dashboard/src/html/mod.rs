@@ -2,8 +2,9 @@
 //! queue's `QueueInspection`, the sampler's overview and history, the dead letters): the
 //! frame and formatters here, the queue pages in [`queue`], the dead-letter pages in [`dlq`].
 //!
-//! Every piece of text that comes from Redis (queue and consumer names, errors, bodies,
-//! headers) goes through [`esc`]; bodies are cut and binary ones shown as hex. The pages load
+//! The HTML is written with [`maud`]'s `html!`, checked at compile time, which escapes every
+//! piece of text it is given (queue and consumer names, errors, bodies, headers from Redis);
+//! bodies are cut and binary ones shown as hex. The pages load
 //! one script and one style sheet from this server and nothing else: no inline script or
 //! style, which the Content-Security-Policy would refuse anyway.
 
@@ -12,27 +13,13 @@ mod queue;
 
 use std::fmt::Write as _;
 
+use maud::{DOCTYPE, Markup, html};
+
 use super::App;
 use crate::format::human_age;
 
 pub(super) use dlq::{Action, Notice, confirm_page, dlq_page};
 pub(super) use queue::{overview_page, queue_page};
-
-/// `s` safe in HTML text and in quoted attribute values.
-pub(super) fn esc(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
-}
 
 /// `s` as one percent-encoded path segment or query value (only unreserved characters kept).
 pub(super) fn enc(s: &str) -> String {
@@ -80,21 +67,20 @@ pub(super) fn layout(
     title: &str,
     page: &str,
     queue: Option<&str>,
-    content: &str,
+    content: Markup,
 ) -> String {
-    let header = format!(
-        "<span class=\"where\">{} · prefix <code>{}</code></span>\
-<span class=\"live\" id=\"live\" title=\"refreshed every {} s\">live</span>",
-        esc(&app.redis),
-        esc(&app.prefix),
-        app.sampler.interval().as_secs_f64(),
-    );
-    frame(app, title, page, queue, &header, content)
+    let header = html! {
+        span.where { (app.redis) " · prefix " code { (app.prefix) } }
+        span.live #live title={ "refreshed every " (app.sampler.interval().as_secs_f64()) " s" } {
+            "live"
+        }
+    };
+    frame(app, title, page, queue, header, content)
 }
 
 /// The frame of the pages a stranger may see (login, refusals): nothing about the Redis.
-fn bare_layout(app: &App, title: &str, page: &str, content: &str) -> String {
-    frame(app, title, page, None, "", content)
+fn bare_layout(app: &App, title: &str, page: &str, content: Markup) -> String {
+    frame(app, title, page, None, html! {}, content)
 }
 
 fn frame(
@@ -102,39 +88,46 @@ fn frame(
     title: &str,
     page: &str,
     queue: Option<&str>,
-    header: &str,
-    content: &str,
+    header: Markup,
+    content: Markup,
 ) -> String {
-    let queue_attr = queue
-        .map(|q| format!(" data-queue=\"{}\"", esc(q)))
-        .unwrap_or_default();
-    format!(
-        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
-<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-<title>{title} · Pythia</title>\
-<link rel=\"stylesheet\" href=\"/assets/dashboard.css\">\
-<script src=\"/assets/dashboard.js\" defer></script></head>\
-<body data-page=\"{page}\"{queue_attr} data-interval-ms=\"{interval}\">\
-<header><a class=\"brand\" href=\"/\">Pythia</a>{header}</header>\
-<main>{content}</main></body></html>\n",
-        title = esc(title),
-        page = esc(page),
-        interval = app.sampler.interval().as_millis(),
-    )
+    let mut out = html! {
+        (DOCTYPE)
+        "\n"
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · Pythia" }
+                link rel="stylesheet" href="/assets/dashboard.css";
+                script src="/assets/dashboard.js" defer {}
+            }
+            body data-page=(page) data-queue=[queue] data-interval-ms=(app.sampler.interval().as_millis()) {
+                header { a.brand href="/" { "Pythia" } (header) }
+                main { (content) }
+            }
+        }
+    }
+    .into_string();
+    out.push('\n');
+    out
 }
 
 /// An empty chart the script draws into.
-fn chart(id: &str, caption: &str, legend: &[(&str, &str)]) -> String {
-    let legend: String = legend
-        .iter()
-        .map(|(class, name)| format!("<span class=\"key {class}\">{}</span>", esc(name)))
-        .collect();
-    format!(
-        "<figure class=\"chart\"><figcaption>{}<span class=\"legend\">{legend}</span></figcaption>\
-<svg id=\"{id}\" viewBox=\"0 0 600 160\" role=\"img\" aria-label=\"{}\"></svg></figure>",
-        esc(caption),
-        esc(caption)
-    )
+fn chart(id: &str, caption: &str, legend: &[(&str, &str)]) -> Markup {
+    html! {
+        figure.chart {
+            figcaption {
+                (caption)
+                span.legend {
+                    @for (class, name) in legend {
+                        span class={ "key " (class) } { (name) }
+                    }
+                }
+            }
+            svg id=(id) viewBox="0 0 600 160" role="img" aria-label=(caption) {}
+        }
+    }
 }
 
 /// The 401 page: a form to log in with the token.
@@ -144,25 +137,30 @@ pub(super) fn login_page(app: &App, next: &str, message: &str) -> String {
     } else {
         "/"
     };
-    let c = format!(
-        "<h1>Log in</h1><p>{}. Give the token the dashboard was started with (<code>--token</code> or \
-<code>PYTHIA_DASHBOARD_TOKEN</code>).</p><form method=\"post\" action=\"/login\" class=\"login\">\
-<input type=\"hidden\" name=\"next\" value=\"{}\"><label>Token <input type=\"password\" name=\"token\" \
-autocomplete=\"current-password\" autofocus></label> <button type=\"submit\" class=\"button\">Log in</button></form>",
-        esc(message),
-        esc(next)
-    );
-    bare_layout(app, "Log in", "login", &c)
+    let c = html! {
+        h1 { "Log in" }
+        p {
+            (message) ". Give the token the dashboard was started with ("
+            code { "--token" } " or " code { "PYTHIA_DASHBOARD_TOKEN" } ")."
+        }
+        form method="post" action="/login" class="login" {
+            input type="hidden" name="next" value=(next);
+            label { "Token " input type="password" name="token" autocomplete="current-password" autofocus; }
+            " "
+            button type="submit" class="button" { "Log in" }
+        }
+    };
+    bare_layout(app, "Log in", "login", c)
 }
 
 /// A page that only says something (errors, refusals).
 pub(super) fn message_page(app: &App, title: &str, message: &str) -> String {
-    let c = format!(
-        "<nav class=\"crumbs\"><a href=\"/\">Queues</a></nav><h1>{}</h1><p class=\"error\">{}</p>",
-        esc(title),
-        esc(message)
-    );
-    bare_layout(app, title, "message", &c)
+    let c = html! {
+        nav.crumbs { a href="/" { "Queues" } }
+        h1 { (title) }
+        p.error { (message) }
+    };
+    bare_layout(app, title, "message", c)
 }
 
 #[cfg(test)]
@@ -171,9 +169,10 @@ mod tests {
 
     #[test]
     fn escapes() {
+        let m = html! { p title=("\"'") { ("<script>alert('x')</script>&") } }.into_string();
         assert_eq!(
-            esc("<script>alert('x')</script>&\""),
-            "&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;&amp;&quot;"
+            m,
+            "<p title=\"&quot;'\">&lt;script&gt;alert('x')&lt;/script&gt;&amp;</p>"
         );
         assert_eq!(enc("a b/{c}"), "a%20b%2F%7Bc%7D");
         assert_eq!(queue_path("jobs"), "/queues/jobs");
