@@ -69,18 +69,23 @@ pub(super) struct Lookup {
 }
 
 /// `GET /queues/<queue>/job?id=`: to the job's page.
-pub(super) async fn lookup(Path(queue): Path<String>, Query(q): Query<Lookup>) -> Redirect {
+pub(super) async fn lookup(
+    State(app): State<App>,
+    Path(queue): Path<String>,
+    Query(q): Query<Lookup>,
+) -> Redirect {
+    let page = app.url(&queue_path(&queue));
     let id = q.id.trim();
     if id.is_empty() {
-        return Redirect::to(&queue_path(&queue));
+        return Redirect::to(&page);
     }
-    Redirect::to(&format!("{}/jobs/{}", queue_path(&queue), enc(id)))
+    Redirect::to(&format!("{page}/jobs/{}", enc(id)))
 }
 
 /// The look-up form the queue page shows.
-pub(super) fn lookup_form(queue: &str) -> Markup {
+pub(super) fn lookup_form(app: &App, queue: &str) -> Markup {
     html! {
-        form.lookup method="get" action={ (queue_path(queue)) "/job" } {
+        form.lookup method="get" action={ (app.url(&queue_path(queue))) "/job" } {
             label { "Job " input name="id" placeholder="message id" required; }
             " "
             button { "Show" }
@@ -102,7 +107,7 @@ fn cut(s: &str) -> String {
 }
 
 fn render(app: &App, queue: &str, id: &str, s: &JobStatus, events: &[JobEvent]) -> String {
-    let path = queue_path(queue);
+    let path = app.url(&queue_path(queue));
     let time = |t: Option<SystemTime>| t.map_or_else(|| "-".to_owned(), rfc3339);
     let or_dash = |v: Option<&str>| v.unwrap_or("-").to_owned();
     let result = s
@@ -124,7 +129,7 @@ fn render(app: &App, queue: &str, id: &str, s: &JobStatus, events: &[JobEvent]) 
         ("Result", "result", or_dash(result)),
     ];
     let c = html! {
-        nav.crumbs { a href="/" { "Queues" } " / " a href=(path) { (queue) } " / job" }
+        nav.crumbs { a href=(app.url("/")) { "Queues" } " / " a href=(path) { (queue) } " / job" }
         h1 { "Job " code { (id) } " " span.kind #job-state { (s.state.as_str()) } }
         table.grid.facts-table #job-record {
             @for (label, field, value) in &facts {

@@ -51,6 +51,19 @@ struct AppState {
     /// The Redis URL, password masked.
     redis: String,
     prefix: String,
+    /// The path the dashboard is mounted under (`""` at the root).
+    base: String,
+}
+
+impl AppState {
+    /// The URL of `path` (from the dashboard's root, starting with `/`) under the base path;
+    /// the root itself is the base path without a trailing `/` (what `Router::nest` serves).
+    fn url(&self, path: &str) -> String {
+        if path == "/" && !self.base.is_empty() {
+            return self.base.clone();
+        }
+        format!("{}{path}", self.base)
+    }
 }
 
 /// The handlers' state.
@@ -80,6 +93,7 @@ pub struct DashboardConfig {
     queues: Vec<String>,
     token: Option<String>,
     local_addr: Option<SocketAddr>,
+    base_path: String,
 }
 
 impl DashboardConfig {
@@ -102,6 +116,7 @@ impl DashboardConfig {
             queues: Vec::new(),
             token: None,
             local_addr: None,
+            base_path: String::new(),
         }
     }
 
@@ -160,10 +175,35 @@ impl DashboardConfig {
         self
     }
 
+    /// The path the router is [`nest`](Router::nest)ed under (`/ops/queues`, without a
+    /// trailing `/`), which its pages' links, the script's requests and its redirects start
+    /// with. Letters, digits and `-._~/` only.
+    pub fn with_base_path(mut self, path: &str) -> Result<Self, DashboardError> {
+        self.base_path = base_path(path).ok_or_else(|| {
+            DashboardError(format!(
+                "invalid base path {path:?}: it starts with `/` and holds letters, digits and \
+                 -._~/ only"
+            ))
+        })?;
+        Ok(self)
+    }
+
     /// Whether requests need a token.
     pub fn requires_token(&self) -> bool {
         self.token.is_some()
     }
+}
+
+/// `path` without its trailing `/`s, when it is a valid base path (`""`: the root).
+fn base_path(path: &str) -> Option<String> {
+    let path = path.trim_end_matches('/');
+    let valid = path.is_empty()
+        || (path.starts_with('/')
+            && !path.contains("//")
+            && path
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-._~/".contains(&b)));
+    valid.then(|| path.to_owned())
 }
 
 /// Why a dashboard could not be set up.
@@ -178,9 +218,9 @@ impl fmt::Display for DashboardError {
 
 impl std::error::Error for DashboardError {}
 
-/// The dashboard's routes (pages, JSON API, assets) behind its security gate, ready to serve
-/// or to [`nest`](Router::nest) … at the root of a service of one's own: the pages link to
-/// absolute paths (`/queues/…`, `/api/…`, `/assets/…`).
+/// The dashboard's routes (pages, JSON API, assets) behind its security gate, ready to serve,
+/// to [`merge`](Router::merge) into a service of one's own, or to [`nest`](Router::nest) under
+/// the path given to [`DashboardConfig::with_base_path`].
 ///
 /// Starts the sampler on the current Tokio runtime (call it from within one); it stops once
 /// the router and every clone of it are dropped.
@@ -206,6 +246,7 @@ pub fn router(config: DashboardConfig) -> Result<Router, DashboardError> {
         sampler,
         security,
         prefix,
+        base: config.base_path,
     });
     Ok(routes(app))
 }
@@ -252,5 +293,20 @@ async fn deadline(req: Request, next: Next) -> Response {
     match tokio::time::timeout(REQUEST_TIMEOUT, next.run(req)).await {
         Ok(r) => r,
         Err(_) => (StatusCode::SERVICE_UNAVAILABLE, "request timed out\n").into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn base_paths() {
+        assert_eq!(base_path("/ops/queues/").as_deref(), Some("/ops/queues"));
+        assert_eq!(base_path("/").as_deref(), Some(""));
+        assert_eq!(base_path("").as_deref(), Some(""));
+        for bad in ["ops", "/a b", "/a\"b", "//evil.example", "/a//b", "/é"] {
+            assert_eq!(base_path(bad), None, "{bad}");
+        }
     }
 }

@@ -50,7 +50,7 @@ pub(super) async fn pause(
     api::set_paused(&app, &queue, true)
         .await
         .map_err(|f| f.page(&app))?;
-    Ok(Redirect::to(&html::queue_path(&queue)))
+    Ok(Redirect::to(&app.url(&html::queue_path(&queue))))
 }
 
 /// `POST /queues/<queue>/resume`.
@@ -61,7 +61,7 @@ pub(super) async fn resume(
     api::set_paused(&app, &queue, false)
         .await
         .map_err(|f| f.page(&app))?;
-    Ok(Redirect::to(&html::queue_path(&queue)))
+    Ok(Redirect::to(&app.url(&html::queue_path(&queue))))
 }
 
 /// `/queues/<queue>/dlq`.
@@ -153,7 +153,7 @@ pub(super) async fn replay(
         .map_err(|f| f.page(&app))?;
     Ok(Redirect::to(&format!(
         "{}/dlq?replayed={}&missing={}&unheard={}",
-        html::queue_path(&queue),
+        app.url(&html::queue_path(&queue)),
         r.replayed,
         r.missing,
         r.unheard
@@ -172,7 +172,7 @@ pub(super) async fn delete(
         .map_err(|f| f.page(&app))?;
     Ok(Redirect::to(&format!(
         "{}/dlq?deleted={n}",
-        html::queue_path(&queue)
+        app.url(&html::queue_path(&queue))
     )))
 }
 
@@ -195,7 +195,7 @@ pub(super) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
         .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
         .unwrap_or_else(|| "/".to_owned());
     if !app.security.requires_token() {
-        return Redirect::to(&next).into_response();
+        return Redirect::to(&app.url(&next)).into_response();
     }
     if !app.security.token_matches(&form.token) {
         return (
@@ -204,7 +204,7 @@ pub(super) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
         )
             .into_response();
     }
-    let mut r = Redirect::to(&next).into_response();
+    let mut r = Redirect::to(&app.url(&next)).into_response();
     if let Ok(v) = HeaderValue::from_str(&app.security.session_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }

@@ -232,7 +232,7 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
         {
             if sec.token_matches(&given) {
                 // Log in, and drop the token from the address bar and the history.
-                let mut r = Redirect::to(&without_token(&path, query)).into_response();
+                let mut r = Redirect::to(&app.url(&without_token(&path, query))).into_response();
                 if let Ok(v) = HeaderValue::from_str(&sec.session_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }

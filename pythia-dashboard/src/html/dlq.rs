@@ -7,7 +7,7 @@ use maud::{Markup, html};
 use pythia_redis::DeadLetter;
 use pythia_redis::queues::QueueKind;
 
-use super::{chart, enc, layout, queue_path};
+use super::{chart, enc, layout, queue_url};
 use crate::App;
 use crate::api::{CONFIRM_PREVIEW, DeadLetterList, MAX_LIMIT, hex_preview, is_binary};
 use crate::format::{human_duration, rfc3339};
@@ -74,11 +74,11 @@ pub(crate) fn dlq_page(
     notice: &Notice,
     limit: usize,
 ) -> String {
-    let path = queue_path(q);
+    let path = queue_url(app, q);
     let total = doc.total;
     let letters = &doc.letters;
     let c = html! {
-        nav.crumbs { a href="/" { "Queues" } " / " a href=(path) { (q) } " / dead letters" }
+        nav.crumbs { a href=(app.url("/")) { "Queues" } " / " a href=(path) { (q) } " / dead letters" }
         h1 { "Dead letters of " (q) " " span.kind { (doc.kind.map_or("queue", QueueKind::as_str)) } }
         @if doc.kind.is_none() { (unknown_kind_note(q)) }
         @if let Some(n) = notice.render(q) { p.notice #notice { (n) } }
@@ -198,14 +198,14 @@ pub(crate) fn confirm_page(
     total: u64,
     kind_known: bool,
 ) -> String {
-    let path = queue_path(q);
+    let path = queue_url(app, q);
     let verb = match action {
         Action::Replay => "Replay",
         Action::Delete => "Delete",
     };
     let c = html! {
         nav.crumbs {
-            a href="/" { "Queues" } " / " a href=(path) { (q) } " / "
+            a href=(app.url("/")) { "Queues" } " / " a href=(path) { (q) } " / "
             a href={ (path) "/dlq" } { "dead letters" } " / confirm"
         }
         h1 #confirm-question {

@@ -34,9 +34,14 @@ pub(super) fn enc(s: &str) -> String {
     out
 }
 
-/// The path of a queue's page.
+/// The path of a queue's page, from the dashboard's root.
 pub(super) fn queue_path(q: &str) -> String {
     format!("/queues/{}", enc(q))
+}
+
+/// The URL of a queue's page: its path under the base path.
+fn queue_url(app: &App, q: &str) -> String {
+    app.url(&queue_path(q))
 }
 
 /// A number or `–`.
@@ -99,11 +104,11 @@ fn frame(
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
                 title { (title) " · Pythia" }
-                link rel="stylesheet" href="/assets/dashboard.css";
-                script src="/assets/dashboard.js" defer {}
+                link rel="stylesheet" href=(app.url("/assets/dashboard.css"));
+                script src=(app.url("/assets/dashboard.js")) defer {}
             }
-            body data-page=(page) data-queue=[queue] data-interval-ms=(app.sampler.interval().as_millis()) {
-                header { a.brand href="/" { "Pythia" } (header) }
+            body data-page=(page) data-queue=[queue] data-interval-ms=(app.sampler.interval().as_millis()) data-base=(app.base) {
+                header { a.brand href=(app.url("/")) { "Pythia" } (header) }
                 main { (content) }
             }
         }
@@ -143,7 +148,7 @@ pub(super) fn login_page(app: &App, next: &str, message: &str) -> String {
             (message) ". Give the token the dashboard was started with ("
             code { "--token" } " or " code { "PYTHIA_DASHBOARD_TOKEN" } ")."
         }
-        form method="post" action="/login" class="login" {
+        form method="post" action=(app.url("/login")) class="login" {
             input type="hidden" name="next" value=(next);
             label { "Token " input type="password" name="token" autocomplete="current-password" autofocus; }
             " "
@@ -156,7 +161,7 @@ pub(super) fn login_page(app: &App, next: &str, message: &str) -> String {
 /// A page that only says something (errors, refusals).
 pub(super) fn message_page(app: &App, title: &str, message: &str) -> String {
     let c = html! {
-        nav.crumbs { a href="/" { "Queues" } }
+        nav.crumbs { a href=(app.url("/")) { "Queues" } }
         h1 { (title) }
         p.error { (message) }
     };

@@ -9,7 +9,7 @@ use pythia_redis::queues::inspect::{
     ConsumerReport, GroupInspection, Heartbeat, MemoryUsage, QueueInspection,
 };
 
-use super::{age, chart, layout, num, queue_path, rate};
+use super::{age, chart, layout, num, queue_url, rate};
 use crate::App;
 use crate::documents::{History, Overview, OverviewRow, kind};
 use crate::format::{human_bytes, human_duration};
@@ -49,7 +49,7 @@ pub(crate) fn overview_page(app: &App, doc: &Overview) -> String {
                 th title="a paused queue's workers fetch nothing" { "Paused" }
                 th { "Depth, last minutes" } th { "Dead letters" }
             } }
-            tbody { @for q in queues { (overview_row(q)) } }
+            tbody { @for q in queues { (overview_row(app, q)) } }
         }
         p.empty #no-queues hidden[!queues.is_empty()] {
             "No queue found under the prefix " code { (app.prefix) } " yet. A queue shows up here \
@@ -78,8 +78,8 @@ pub(crate) fn overview_page(app: &App, doc: &Overview) -> String {
     layout(app, "Queues", "overview", None, c)
 }
 
-fn overview_row(q: &OverviewRow) -> Markup {
-    let path = queue_path(&q.queue);
+fn overview_row(app: &App, q: &OverviewRow) -> Markup {
+    let path = queue_url(app, &q.queue);
     html! {
         tr data-queue=(q.queue) {
             td { a href=(path) { (q.queue) } span.error data-f="error" { (q.error.as_deref().unwrap_or_default()) } }
@@ -134,7 +134,7 @@ pub(crate) fn queue_page(
     rates: Option<&History>,
     paused: bool,
 ) -> String {
-    let path = queue_path(q);
+    let path = queue_url(app, q);
     let stream = match r {
         QueueInspection::Stream(s) => Some(s),
         _ => None,
@@ -146,9 +146,9 @@ pub(crate) fn queue_page(
         ("running", "Pause", "pause")
     };
     let c = html! {
-        nav.crumbs { a href="/" { "Queues" } " / " (q) }
+        nav.crumbs { a href=(app.url("/")) { "Queues" } " / " (q) }
         h1 { (q) " " span.kind { (kind(r).as_str()) } }
-        (crate::job::lookup_form(q))
+        (crate::job::lookup_form(app, q))
         section.cards {
             @if let Some(s) = stream {
                 (card("Length", "length", &s.length.to_string(), "entries in the stream"))
