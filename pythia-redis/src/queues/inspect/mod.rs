@@ -49,6 +49,7 @@ use pythia_core::BrokerError;
 
 use super::counters::{DailyCounts, utc_day};
 use super::registry::QueueKind;
+use super::report::stored_layout;
 use crate::connection::RedisConnection;
 use crate::dlq::DeadLetterQueue;
 use crate::gate::is_paused;
@@ -217,17 +218,11 @@ async fn stored_sharded_queue(
     conn: &RedisConnection,
     queue: &str,
 ) -> Result<ShardedQueue, InspectError> {
-    let layout = QueueKeys::new(conn.config().key_prefix(), queue).shard_layout();
-    let mut m = conn.manager();
-    let stored: Option<String> = redis::cmd("GET")
-        .arg(&layout)
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("GET (shard layout)", e))?;
+    let stored = stored_layout(conn, queue).await?;
     let shards = stored.as_deref().map_or(0, |s| s.lines().count());
     if shards == 0 {
         return Err(BrokerError::config(format!(
-            "no shard layout stored for the sharded queue {queue:?} ({layout}): give its shard count"
+            "no shard layout stored for the sharded queue {queue:?}: give its shard count"
         ))
         .into());
     }

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use redis::Value;
-use redis::streams::{StreamInfoConsumersReply, StreamInfoGroupsReply};
+use redis::streams::StreamInfoConsumersReply;
 
 use super::model::{
     GroupConsumerReport, GroupInspection, Heartbeat, MemoryUsage, ShardLayout, ShardedGroupReport,
@@ -15,6 +15,7 @@ use super::{InspectError, check_type, memory};
 use crate::connection::RedisConnection;
 use crate::keys::QueueKeys;
 use crate::queues::registry::QueueKind;
+use crate::queues::report::{stored_layout, stream_groups, stream_totals};
 use crate::sharded_stream::ShardedQueue;
 use crate::stream::StreamEntryId;
 
@@ -29,23 +30,11 @@ pub(super) async fn inspect(
 ) -> Result<StreamInspection, InspectError> {
     check_type(conn, stream, "stream").await?;
     let keys = QueueKeys::new(conn.config().key_prefix(), stream);
+    let (key_type, length, scheduled, dead) = stream_totals(conn, stream).await?;
+    let exists = key_type == "stream";
     let mut m = conn.manager();
-    let (length, scheduled, dead, exists): (u64, u64, u64, bool) = redis::pipe()
-        .xlen(stream)
-        .zcard(keys.scheduled())
-        .xlen(keys.dead_letters())
-        .exists(stream)
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("XLEN", e))?;
     let groups = if exists {
-        let info: StreamInfoGroupsReply = redis::cmd("XINFO")
-            .arg("GROUPS")
-            .arg(stream)
-            .query_async(&mut m)
-            .await
-            .map_err(|e| conn.error("XINFO GROUPS", e))?;
-        info.groups
+        stream_groups(conn, stream).await?
     } else {
         Vec::new()
     };
@@ -206,12 +195,7 @@ pub async fn inspect_sharded(
         });
     }
     let key = queue.layout_key(conn.config().key_prefix());
-    let mut m = conn.manager();
-    let stored: Option<String> = redis::cmd("GET")
-        .arg(&key)
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("GET (shard layout)", e))?;
+    let stored = stored_layout(conn, queue.name()).await?;
     let sum = |f: fn(&StreamInspection) -> u64| shards.iter().map(f).sum::<u64>();
     let memory_sum = |f: fn(&MemoryUsage) -> Option<u64>| {
         shards
