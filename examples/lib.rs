@@ -10,4 +10,5 @@
 //! | `stream.rs` | stream consumer group, at-least-once (`XREADGROUP` / `XACK`, heartbeat reclaim, trimming) |
 //! | `typed_job.rs` | a typed `Job` on a reliable list, its outputs kept in job-status records |
 //! | `sharded_stream.rs` | one queue over N streams in different cluster slots, at-least-once, per-key order |
+//! | `dashboard_mount.rs` | the dashboard's router nested under a path of one's own axum service |
 //! | `service.rs` | a long-running reliable-list worker serving `/metrics` and the probes (what `deploy/Dockerfile.worker` builds) |

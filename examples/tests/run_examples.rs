@@ -67,6 +67,19 @@ fn summary(stdout: &str) -> (u64, u64, u64, u64) {
 }
 
 #[test]
+fn the_dashboard_mounts_under_a_path_of_a_service() {
+    let out = run("dashboard_mount");
+    for want in [
+        "GET / -> 200 my service",
+        "GET /ops/queues/api/queues/example%3Amounted without the token -> 401",
+        "GET /ops/queues/api/queues/example%3Amounted -> 200 broker \"list\" depth 3",
+        "GET /ops/queues -> 200, links under the mount path: true",
+    ] {
+        assert!(out.contains(want), "missing {want:?} in:\n{out}");
+    }
+}
+
+#[test]
 fn the_queues_example_counts_and_reports() {
     let out = run("queues");
     let (processed, acked, _, dead) = summary(&out);

@@ -4,10 +4,13 @@
 use std::time::SystemTime;
 
 use clap::{Args, Subcommand};
-use pythia::redis::{DeadLetter, DeadLetterQueue, QueueKeys, RedisConnection};
-use serde_json::{Value as Json, json};
+use pythia::redis::queues::QueueKind;
+use pythia::redis::queues::inspect::{InspectError, dead_letters_of};
+use pythia::redis::{DeadLetter, DeadLetterQueue, RedisConnection};
+use pythia_dashboard::documents::dead_letters_json;
+use serde_json::json;
 
-use super::{escaped_preview, human_duration, key_type, rfc3339, table};
+use super::{escaped_preview, human_duration, rfc3339, table};
 use crate::cli::{BrokerKind, TargetArgs};
 use crate::error::CliError;
 
@@ -122,29 +125,30 @@ pub(crate) async fn open_on(
 ) -> Result<(DeadLetterQueue, Option<BrokerKind>), CliError> {
     let q = t.single()?.to_owned();
     let conn = conn.clone();
-    let kind = match t.broker {
-        Some(k) => Some(k),
-        None => {
-            let dlq_key = QueueKeys::new(&t.redis.key_prefix, &q).dead_letters();
-            match (
-                key_type(&conn, &q).await?.as_str(),
-                key_type(&conn, &dlq_key).await?.as_str(),
-            ) {
-                ("stream", _) | ("none", "stream") => Some(BrokerKind::Stream),
-                ("list", _) => Some(BrokerKind::List),
-                ("none", _) => None,
-                (other, _) => {
-                    return Err(CliError::usage(format!(
-                        "{q:?} is a Redis {other}, not a queue (a list or a stream); give --broker pubsub for a channel"
-                    )));
-                }
-            }
+    let (dlq, kind) = match t.broker {
+        Some(k) => {
+            let dlq = match k {
+                BrokerKind::Stream => DeadLetterQueue::stream(&conn, &q),
+                BrokerKind::Pubsub => DeadLetterQueue::channel(&conn, &q),
+                _ => DeadLetterQueue::list(&conn, &q).with_side(t.list_side.into()),
+            };
+            (dlq, Some(k))
         }
-    };
-    let dlq = match kind {
-        Some(BrokerKind::Stream) => DeadLetterQueue::stream(&conn, &q),
-        Some(BrokerKind::Pubsub) => DeadLetterQueue::channel(&conn, &q),
-        _ => DeadLetterQueue::list(&conn, &q).with_side(t.list_side.into()),
+        None => {
+            let (dlq, kind) = dead_letters_of(&conn, &q, t.list_side.into())
+                .await
+                .map_err(|e| match e {
+                    e @ InspectError::WrongType { .. } => {
+                        CliError::usage(format!("{e}; give --broker pubsub for a channel"))
+                    }
+                    e => CliError::runtime(e),
+                })?;
+            let kind = kind.map(|k| match k {
+                QueueKind::Stream => BrokerKind::Stream,
+                _ => BrokerKind::List,
+            });
+            (dlq, kind)
+        }
     };
     Ok((dlq, kind))
 }
@@ -158,49 +162,20 @@ fn describe(kind: Option<BrokerKind>, q: &str) -> String {
     }
 }
 
-/// One dead letter as `pythia dlq list --json` prints it (the body as lossy UTF-8, cut to
-/// `preview` characters).
-pub(crate) fn dead_letter_json(d: &DeadLetter, preview: usize) -> Json {
-    let body = String::from_utf8_lossy(d.message.body());
-    json!({
-        "id": d.message.id(),
-        "entry_id": d.location.entry_id(),
-        "original_entry_id": d.location.original_entry_id(),
-        "attempts": d.message.attempt(),
-        "failed_at": d.failed_at.map(rfc3339),
-        "failed_at_ms": d.failed_at.map(pythia::message::unix_millis),
-        "error": d.reason,
-        "headers": d.message.headers().iter().collect::<std::collections::BTreeMap<_, _>>(),
-        "body": body.chars().take(preview).collect::<String>(),
-        "body_bytes": d.message.body().len(),
-    })
-}
-
-/// The `--json` document of `pythia dlq list` with `letters` (the newest of `total`).
-pub(crate) fn list_json(
-    q: &str,
-    dlq: &DeadLetterQueue,
-    kind: Option<BrokerKind>,
-    total: u64,
-    letters: &[DeadLetter],
-    preview: usize,
-) -> Json {
-    json!({
-        "queue": q,
-        "broker": kind.map(BrokerKind::as_str),
-        "key": dlq.key(),
-        "total": total,
-        "dead_letters": letters.iter().map(|d| dead_letter_json(d, preview)).collect::<Vec<_>>(),
-    })
-}
-
 async fn list(args: DlqListArgs) -> Result<(), CliError> {
     let (_conn, dlq, kind) = open(&args.target).await?;
     let q = args.target.single()?;
     let total = dlq.len().await.map_err(CliError::runtime)?;
     let letters = dlq.newest(args.limit).await.map_err(CliError::runtime)?;
     if args.json {
-        let doc = list_json(q, &dlq, kind, total, &letters, args.preview);
+        let doc = dead_letters_json(
+            q,
+            dlq.key(),
+            kind.map(BrokerKind::as_str),
+            total,
+            &letters,
+            args.preview,
+        );
         crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&doc).expect("JSON values serialise")
@@ -260,17 +235,7 @@ pub(crate) async fn select(
     dlq: &DeadLetterQueue,
     ids: &[String],
 ) -> Result<Vec<DeadLetter>, CliError> {
-    let matches =
-        |d: &DeadLetter, id: &str| d.message.id() == id || d.location.entry_id() == Some(id);
-    let found = dlq
-        .find(|d| ids.iter().any(|id| matches(d, id)))
-        .await
-        .map_err(CliError::runtime)?;
-    let missing: Vec<&str> = ids
-        .iter()
-        .filter(|id| !found.iter().any(|d| matches(d, id)))
-        .map(String::as_str)
-        .collect();
+    let (found, missing) = dlq.find_ids(ids).await.map_err(CliError::runtime)?;
     if !missing.is_empty() {
         return Err(CliError::usage(format!(
             "no dead letter with id {} in {} (see `pythia dlq list`); nothing done",

@@ -6,9 +6,9 @@ use std::fmt::Write as _;
 
 use clap::Args;
 use pythia::redis::{JobEvent, JobStatus, JobStatusStore};
-use serde_json::json;
+use pythia_dashboard::documents::{job_event_json, job_json};
 
-use super::{escaped_preview, rfc3339};
+use super::{escaped_preview, hex, rfc3339};
 use crate::cli::RedisArgs;
 use crate::error::CliError;
 
@@ -71,8 +71,8 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::runtime)?;
     if args.json {
-        let mut j = to_json(&status);
-        j["events"] = events.iter().map(event_json).collect();
+        let mut j = job_json(&status);
+        j["events"] = events.iter().map(job_event_json).collect();
         crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&j).expect("JSON values serialise")
@@ -81,15 +81,6 @@ pub(crate) async fn job(args: JobArgs) -> Result<(), CliError> {
         crate::output::out!("{}{}", to_text(&status), timeline(&events))?;
     }
     Ok(())
-}
-
-pub(crate) fn event_json(e: &JobEvent) -> serde_json::Value {
-    let mut o = serde_json::Map::new();
-    o.insert("at".into(), json!(rfc3339(e.at)));
-    o.insert("kind".into(), json!(e.kind));
-    o.insert("attempt".into(), json!(e.attempt));
-    o.extend(e.fields.clone());
-    serde_json::Value::Object(o)
 }
 
 /// One line per event: time, kind, attempt, then its other fields.
@@ -118,34 +109,6 @@ fn timeline(events: &[JobEvent]) -> String {
         let _ = writeln!(out, "{}", line.trim_end());
     }
     out
-}
-
-fn time(t: Option<std::time::SystemTime>) -> serde_json::Value {
-    t.map_or(serde_json::Value::Null, |t| json!(rfc3339(t)))
-}
-
-pub(crate) fn to_json(s: &JobStatus) -> serde_json::Value {
-    let (result, result_hex) = match &s.result {
-        None => (None, None),
-        Some(r) => match std::str::from_utf8(r) {
-            Ok(text) => (Some(text.to_owned()), None),
-            Err(_) => (None, Some(hex(r))),
-        },
-    };
-    json!({
-        "id": s.id,
-        "queue": s.queue,
-        "state": s.state.as_str(),
-        "attempts": s.attempts,
-        "queued_at": time(s.queued_at),
-        "started_at": time(s.started_at),
-        "finished_at": time(s.finished_at),
-        "updated_at": time(s.updated_at),
-        "progress": s.progress.map(|p| p.to_string()),
-        "last_error": s.last_error,
-        "result": result,
-        "result_hex": result_hex,
-    })
 }
 
 fn to_text(s: &JobStatus) -> String {
@@ -187,8 +150,4 @@ fn to_text(s: &JobStatus) -> String {
         },
     );
     out
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

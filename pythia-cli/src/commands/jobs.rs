@@ -56,7 +56,10 @@ pub(crate) async fn jobs(args: JobsArgs) -> Result<(), CliError> {
         .await
         .map_err(CliError::runtime)?;
     if args.json {
-        let all: Vec<serde_json::Value> = jobs.iter().map(super::job::to_json).collect();
+        let all: Vec<serde_json::Value> = jobs
+            .iter()
+            .map(pythia_dashboard::documents::job_json)
+            .collect();
         crate::output::outln!(
             "{}",
             serde_json::to_string_pretty(&all).expect("JSON values serialise")

@@ -26,7 +26,11 @@ import time
 import urllib.request
 
 from selenium import webdriver
-from selenium.common.exceptions import NoAlertPresentException, TimeoutException
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    StaleElementReferenceException,
+    TimeoutException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -148,8 +152,11 @@ def browser(user_data_dir):
 
 
 def wait_for(driver, fn, what, timeout=WAIT):
+    # An element found while a form's POST navigates away goes stale: look again.
     try:
-        return WebDriverWait(driver, timeout, poll_frequency=0.2).until(lambda d: fn(d))
+        return WebDriverWait(
+            driver, timeout, poll_frequency=0.2, ignored_exceptions=(StaleElementReferenceException,)
+        ).until(lambda d: fn(d))
     except TimeoutException:
         raise AssertionError(f"timed out after {timeout}s waiting for {what}") from None
 

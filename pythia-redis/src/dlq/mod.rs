@@ -233,6 +233,23 @@ impl DeadLetterQueue {
         }
     }
 
+    /// The dead letters named by `ids` (a message id, or a stream dead-letter entry id), and
+    /// the ids not found.
+    pub async fn find_ids(
+        &self,
+        ids: &[String],
+    ) -> Result<(Vec<DeadLetter>, Vec<String>), BrokerError> {
+        let named =
+            |d: &DeadLetter, id: &str| d.message.id() == id || d.location.entry_id() == Some(id);
+        let found = self.find(|d| ids.iter().any(|id| named(d, id))).await?;
+        let missing = ids
+            .iter()
+            .filter(|id| !found.iter().any(|d| named(d, id)))
+            .cloned()
+            .collect();
+        Ok((found, missing))
+    }
+
     /// Every dead letter `keep` selects, oldest first, read in pages (dead letters added or
     /// removed while it reads may be missed).
     pub async fn find(

@@ -11,12 +11,15 @@
 //!   ([`QueueKeys::paused`]), re-exported from [`gate`](crate::gate), whose `QueueGate` obeys it.
 //! * [`counters`]: processed / failed / retried per queue and UTC day, kept by a
 //!   [`CountingBroker`] around any broker and flushed with one pipeline every few seconds.
-//! * [`report`]: [`QueueReport`] and friends, what `pythia queues`, `pythia inspect` and the
-//!   dashboard show.
+//! * [`report`]: [`QueueReport`] and friends, one row per queue: what `pythia queues` and the
+//!   dashboard's overview show.
+//! * [`inspect`]: [`QueueInspection`](inspect::QueueInspection), one queue down to each
+//!   consumer: what `pythia inspect` and the dashboard's queue page show.
 //!
 //! [`QueueKeys::paused`]: crate::QueueKeys::paused
 
 pub mod counters;
+pub mod inspect;
 pub mod registry;
 pub mod report;
 

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use futures_util::future::try_join_all;
 use pythia_core::{Broker, BrokerError, QueueStats};
-use redis::streams::StreamInfoGroupsReply;
+use redis::streams::{StreamInfoGroup, StreamInfoGroupsReply};
 use serde::Serialize;
 
 use super::counters::{DailyCounts, utc_day};
@@ -180,36 +180,21 @@ async fn stream_stats(
     conn: &RedisConnection,
     stream: &str,
 ) -> Result<(QueueStats, Vec<GroupReport>), BrokerError> {
-    let keys = QueueKeys::new(conn.config().key_prefix(), stream);
-    let mut m = conn.manager();
-    let (t, length, scheduled, dead): (String, u64, u64, u64) = redis::pipe()
-        .cmd("TYPE")
-        .arg(stream)
-        .xlen(stream)
-        .zcard(keys.scheduled())
-        .xlen(keys.dead_letters())
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("XLEN", e))?;
+    let (t, length, scheduled, dead) = stream_totals(conn, stream).await?;
     let mut total = QueueStats::default();
     total.scheduled = scheduled;
     total.dead_letters = dead;
     if t != "stream" {
         return Ok((total, Vec::new()));
     }
-    let info: StreamInfoGroupsReply = redis::cmd("XINFO")
-        .arg("GROUPS")
-        .arg(stream)
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("XINFO GROUPS", e))?;
-    if info.groups.is_empty() {
+    let info = stream_groups(conn, stream).await?;
+    if info.is_empty() {
         total.depth = length;
         return Ok((total, Vec::new()));
     }
-    let mut groups = Vec::with_capacity(info.groups.len());
+    let mut groups = Vec::with_capacity(info.len());
     let mut oldest: Option<Duration> = None;
-    for g in info.groups {
+    for g in info {
         let s = stats_of(StreamBroker::new(conn, stream, &g.name)).await?;
         total.depth += s.depth;
         total.in_flight += s.in_flight;
@@ -227,18 +212,61 @@ async fn stream_stats(
     Ok((total, groups))
 }
 
+/// The type of `stream`'s key (`none` when it does not exist), its length, and its scheduled
+/// retries and dead letters: one pipeline.
+pub(super) async fn stream_totals(
+    conn: &RedisConnection,
+    stream: &str,
+) -> Result<(String, u64, u64, u64), BrokerError> {
+    let keys = QueueKeys::new(conn.config().key_prefix(), stream);
+    let mut m = conn.manager();
+    redis::pipe()
+        .cmd("TYPE")
+        .arg(stream)
+        .xlen(stream)
+        .zcard(keys.scheduled())
+        .xlen(keys.dead_letters())
+        .query_async(&mut m)
+        .await
+        .map_err(|e| conn.error("XLEN", e))
+}
+
+/// The consumer groups of the stream `stream` (`XINFO GROUPS`; the key must exist).
+pub(super) async fn stream_groups(
+    conn: &RedisConnection,
+    stream: &str,
+) -> Result<Vec<StreamInfoGroup>, BrokerError> {
+    let mut m = conn.manager();
+    let info: StreamInfoGroupsReply = redis::cmd("XINFO")
+        .arg("GROUPS")
+        .arg(stream)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| conn.error("XINFO GROUPS", e))?;
+    Ok(info.groups)
+}
+
+/// The layout stored for the sharded queue `queue`: its shards' streams, one a line (`None`
+/// before any producer or consumer ran).
+pub(super) async fn stored_layout(
+    conn: &RedisConnection,
+    queue: &str,
+) -> Result<Option<String>, BrokerError> {
+    let layout = QueueKeys::new(conn.config().key_prefix(), queue).shard_layout();
+    let mut m = conn.manager();
+    redis::cmd("GET")
+        .arg(&layout)
+        .query_async(&mut m)
+        .await
+        .map_err(|e| conn.error("GET shard layout", e))
+}
+
 /// A sharded queue's totals and groups: its shards' (from its layout key) summed.
 async fn sharded_stats(
     conn: &RedisConnection,
     queue: &str,
 ) -> Result<(QueueStats, Vec<GroupReport>), BrokerError> {
-    let layout = QueueKeys::new(conn.config().key_prefix(), queue).shard_layout();
-    let mut m = conn.manager();
-    let shards: Option<String> = redis::cmd("GET")
-        .arg(&layout)
-        .query_async(&mut m)
-        .await
-        .map_err(|e| conn.error("GET shard layout", e))?;
+    let shards = stored_layout(conn, queue).await?;
     let mut total = QueueStats::default();
     let mut groups: BTreeMap<String, GroupReport> = BTreeMap::new();
     for shard in shards.as_deref().unwrap_or("").lines() {

@@ -12,14 +12,14 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
-use pythia::redis::{DeadLetter, DeadLetterQueue, ReplayReport};
+use pythia_redis::queues::QueueKind;
+use pythia_redis::queues::inspect::{InspectError, QueueInspection, dead_letters_of};
+use pythia_redis::{DeadLetter, DeadLetterQueue, ReplayReport};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-use super::{App, OVERVIEW_SPARK_POINTS, html};
-use crate::cli::BrokerKind;
-use crate::commands::{dlq, inspect};
-use crate::error::CliError;
+use crate::documents::{History, Overview, dead_letter_json, dead_letters_json};
+use crate::{App, OVERVIEW_SPARK_POINTS, html};
 
 /// Dead letters listed when no `limit` is given.
 pub(super) const DEFAULT_LIMIT: usize = 50;
@@ -30,7 +30,7 @@ const DEFAULT_PREVIEW: usize = 200;
 /// Most characters of a body shown.
 const MAX_PREVIEW: usize = 10_000;
 /// Characters of a body shown on the confirmation page.
-const CONFIRM_PREVIEW: usize = 2000;
+pub(super) const CONFIRM_PREVIEW: usize = 2000;
 /// Bytes of a binary body shown as hex.
 const HEX_BYTES: usize = 64;
 
@@ -49,14 +49,20 @@ impl Failure {
         }
     }
 
-    /// Bad input (exit 2 in the CLI) is a 400; a Redis failure a 502.
-    pub(super) fn from_cli(e: CliError) -> Self {
-        let status = if e.code == 2 {
+    /// Asking for what is not there (a key of another type, a missing group) is a 400; a
+    /// Redis failure a 502.
+    pub(super) fn from_inspect(e: InspectError) -> Self {
+        let status = if e.is_usage() {
             StatusCode::BAD_REQUEST
         } else {
             StatusCode::BAD_GATEWAY
         };
-        Self::new(status, e.message)
+        Self::new(status, e.to_string())
+    }
+
+    /// Redis failed: a 502.
+    pub(super) fn redis(e: impl std::fmt::Display) -> Self {
+        Self::new(StatusCode::BAD_GATEWAY, e.to_string())
     }
 
     /// As the API answers: `{"error": …}`.
@@ -75,29 +81,35 @@ impl Failure {
     }
 }
 
-/// The `pythia inspect --json` document of `queue`; a queue that exists is tracked from then on.
-pub(super) async fn report(app: &App, queue: &str) -> Result<Value, Failure> {
-    let r = inspect::report(&app.conn, &app.sampler.target(queue), None)
+/// The inspection of `queue` (`pythia inspect`'s); a queue that exists is tracked from then on.
+pub(super) async fn report(app: &App, queue: &str) -> Result<QueueInspection, Failure> {
+    let r = app
+        .sampler
+        .inspect(queue)
         .await
-        .map_err(Failure::from_cli)?;
-    let m = &r["memory_bytes"];
-    let exists = m["queue"].as_u64().is_none_or(|n| n > 0)
-        || m["pythia_keys"].as_u64().is_none_or(|n| n > 0);
-    if exists {
+        .map_err(Failure::from_inspect)?;
+    if r.exists() {
         app.sampler.track(queue);
     }
     Ok(r)
 }
 
-/// The dead-letter queue of `queue`, as `pythia dlq` opens it.
-async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<BrokerKind>), Failure> {
-    dlq::open_on(&app.conn, &app.sampler.target(queue))
+/// The dead-letter queue of `queue`, as `pythia dlq` opens it, and the kind of the queue
+/// when its key exists.
+async fn open(app: &App, queue: &str) -> Result<(DeadLetterQueue, Option<QueueKind>), Failure> {
+    dead_letters_of(&app.conn, queue, app.sampler.side())
         .await
-        .map_err(Failure::from_cli)
+        .map_err(|e| match e {
+            e @ InspectError::WrongType { .. } => Failure::new(
+                StatusCode::BAD_REQUEST,
+                format!("{e}; give --broker pubsub for a channel"),
+            ),
+            e => Failure::from_inspect(e),
+        })
 }
 
 /// Whether a body is shown as hex: not UTF-8, or control characters other than white space.
-fn is_binary(body: &[u8]) -> bool {
+pub(super) fn is_binary(body: &[u8]) -> bool {
     match std::str::from_utf8(body) {
         Err(_) => true,
         Ok(s) => s
@@ -106,29 +118,29 @@ fn is_binary(body: &[u8]) -> bool {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 3);
-    for (i, b) in bytes.iter().enumerate() {
+/// The first [`HEX_BYTES`] of a binary body as hex, `…` after them when there are more.
+pub(super) fn hex_preview(body: &[u8]) -> String {
+    let mut out = String::with_capacity(HEX_BYTES * 3 + 4);
+    for (i, b) in body.iter().take(HEX_BYTES).enumerate() {
         if i > 0 {
             out.push(' ');
         }
         let _ = write!(out, "{b:02x}");
+    }
+    if body.len() > HEX_BYTES {
+        out.push_str(" …");
     }
     out
 }
 
 /// One dead letter as `pythia dlq list --json` has it, plus `body_binary` and `body_hex`.
 fn dead_letter(d: &DeadLetter, preview: usize) -> Value {
-    let mut j = dlq::dead_letter_json(d, preview);
+    let mut j = dead_letter_json(d, preview);
     let body = d.message.body();
     let binary = is_binary(body);
     j["body_binary"] = json!(binary);
     j["body_hex"] = if binary {
-        let mut h = hex(&body[..body.len().min(HEX_BYTES)]);
-        if body.len() > HEX_BYTES {
-            h.push_str(" …");
-        }
-        json!(h)
+        json!(hex_preview(body))
     } else {
         Value::Null
     };
@@ -147,55 +159,98 @@ impl ListQuery {
         self.limit.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT)
     }
 
-    fn preview(&self) -> usize {
+    pub(super) fn preview(&self) -> usize {
         self.preview.unwrap_or(DEFAULT_PREVIEW).min(MAX_PREVIEW)
     }
 }
 
-/// The `pythia dlq list --json` document of `queue`, newest first.
-pub(super) async fn dead_letters(app: &App, queue: &str, q: &ListQuery) -> Result<Value, Failure> {
+/// The newest dead letters of a queue, as the DLQ page and API list them.
+#[derive(Debug)]
+pub(super) struct DeadLetterList {
+    pub(super) queue: String,
+    pub(super) dlq: DeadLetterQueue,
+    /// The kind of the queue, when its key exists.
+    pub(super) kind: Option<QueueKind>,
+    /// Dead letters in all.
+    pub(super) total: u64,
+    /// The newest of them, newest first.
+    pub(super) letters: Vec<DeadLetter>,
+    /// Characters of a body shown.
+    pub(super) preview: usize,
+}
+
+impl DeadLetterList {
+    /// The `pythia dlq list --json` document, each dead letter with `body_binary` and
+    /// `body_hex`.
+    fn json(&self) -> Value {
+        let mut doc = dead_letters_json(
+            &self.queue,
+            self.dlq.key(),
+            self.kind.map(QueueKind::as_str),
+            self.total,
+            &self.letters,
+            self.preview,
+        );
+        doc["dead_letters"] = self
+            .letters
+            .iter()
+            .map(|d| dead_letter(d, self.preview))
+            .collect();
+        doc
+    }
+}
+
+/// The newest dead letters of `queue`.
+pub(super) async fn dead_letters(
+    app: &App,
+    queue: &str,
+    q: &ListQuery,
+) -> Result<DeadLetterList, Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let cli = |e| Failure::from_cli(CliError::runtime(e));
-    let total = dlq.len().await.map_err(cli)?;
-    let letters = dlq.newest(q.limit()).await.map_err(cli)?;
-    let mut doc = dlq::list_json(queue, &dlq, kind, total, &letters, q.preview());
-    doc["dead_letters"] = letters
-        .iter()
-        .map(|d| dead_letter(d, q.preview()))
-        .collect();
+    let total = dlq.len().await.map_err(Failure::redis)?;
+    let letters = dlq.newest(q.limit()).await.map_err(Failure::redis)?;
     if total > 0 {
         app.sampler.track(queue);
     }
-    Ok(doc)
+    Ok(DeadLetterList {
+        queue: queue.to_owned(),
+        dlq,
+        kind,
+        total,
+        letters,
+        preview: q.preview(),
+    })
 }
 
-/// The dead letter of `queue` with this id (message id or stream entry id), as listed, and
-/// whether the kind of the queue is known (its key exists).
-pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(Value, bool), Failure> {
+/// The dead letter of `queue` with this id (message id or stream entry id), and whether the
+/// kind of the queue is known (its key exists).
+pub(super) async fn one(app: &App, queue: &str, id: &str) -> Result<(DeadLetter, bool), Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let found = select(&dlq, &[id.to_owned()]).await?;
-    Ok((dead_letter(&found[0], CONFIRM_PREVIEW), kind.is_some()))
+    let mut found = select(&dlq, &[id.to_owned()]).await?;
+    Ok((found.swap_remove(0), kind.is_some()))
 }
 
 /// How many dead letters `queue` has, and whether the kind of the queue is known.
 pub(super) async fn count(app: &App, queue: &str) -> Result<(u64, bool), Failure> {
     let (dlq, kind) = open(app, queue).await?;
-    let n = dlq
-        .len()
-        .await
-        .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    let n = dlq.len().await.map_err(Failure::redis)?;
     Ok((n, kind.is_some()))
 }
 
 /// The dead letters named by `ids`; 404 when one is not there.
 async fn select(dlq: &DeadLetterQueue, ids: &[String]) -> Result<Vec<DeadLetter>, Failure> {
-    dlq::select(dlq, ids).await.map_err(|e| {
-        if e.code == 2 {
-            Failure::new(StatusCode::NOT_FOUND, e.message)
-        } else {
-            Failure::from_cli(e)
-        }
-    })
+    let (found, missing) = dlq.find_ids(ids).await.map_err(Failure::redis)?;
+    if !missing.is_empty() {
+        return Err(Failure::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "no dead letter with id {} in {} (see `pythia dlq list`); nothing done",
+                missing.join(", "),
+                dlq.key()
+            ),
+        ));
+    }
+    Ok(found)
 }
 
 /// Which dead letters an action is about.
@@ -219,7 +274,7 @@ pub(super) async fn replay(
             dlq.replay(&found).await
         }
     }
-    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    .map_err(Failure::redis)?;
     tracing::info!(
         queue,
         replayed = report.replayed,
@@ -240,16 +295,16 @@ pub(super) async fn delete(app: &App, queue: &str, which: &Selection) -> Result<
             dlq.delete(&found).await
         }
     }
-    .map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    .map_err(Failure::redis)?;
     tracing::info!(queue, deleted, "dashboard: dead letters deleted");
     Ok(deleted)
 }
 
 /// Whether `queue` is paused (its flag, read now).
 pub(super) async fn paused(app: &App, queue: &str) -> Result<bool, Failure> {
-    pythia::redis::queues::is_paused(&app.conn, queue)
+    pythia_redis::queues::is_paused(&app.conn, queue)
         .await
-        .map_err(|e| Failure::from_cli(CliError::runtime(e)))
+        .map_err(Failure::redis)
 }
 
 /// Pauses or resumes `queue` (the library's `pause` / `resume`).
@@ -258,15 +313,15 @@ pub(super) async fn set_paused(app: &App, queue: &str, on: bool) -> Result<(), F
         return Err(Failure::new(StatusCode::BAD_REQUEST, "no queue named"));
     }
     let done = if on {
-        pythia::redis::queues::pause(&app.conn, queue)
+        pythia_redis::queues::pause(&app.conn, queue)
             .await
             .map(drop)
     } else {
-        pythia::redis::queues::resume(&app.conn, queue)
+        pythia_redis::queues::resume(&app.conn, queue)
             .await
             .map(drop)
     };
-    done.map_err(|e| Failure::from_cli(CliError::runtime(e)))?;
+    done.map_err(Failure::redis)?;
     tracing::info!(queue, paused = on, "dashboard: pause flag set");
     Ok(())
 }
@@ -294,7 +349,7 @@ pub(super) async fn resume_api(
 }
 
 /// `GET /api/overview`.
-pub(super) async fn overview(State(app): State<App>) -> Json<Value> {
+pub(super) async fn overview(State(app): State<App>) -> Json<Overview> {
     Json(app.sampler.overview(OVERVIEW_SPARK_POINTS))
 }
 
@@ -307,7 +362,7 @@ pub(super) async fn csrf(State(app): State<App>) -> Json<Value> {
 pub(super) async fn queue(
     State(app): State<App>,
     Path(queue): Path<String>,
-) -> Result<Json<Value>, Response> {
+) -> Result<Json<QueueInspection>, Response> {
     report(&app, &queue).await.map(Json).map_err(Failure::json)
 }
 
@@ -315,7 +370,7 @@ pub(super) async fn queue(
 pub(super) async fn history(
     State(app): State<App>,
     Path(queue): Path<String>,
-) -> Result<Json<Value>, Response> {
+) -> Result<Json<History>, Response> {
     if let Some(h) = app.sampler.history(&queue) {
         return Ok(Json(h));
     }
@@ -337,7 +392,7 @@ pub(super) async fn dlq(
 ) -> Result<Json<Value>, Response> {
     dead_letters(&app, &queue, &q)
         .await
-        .map(Json)
+        .map(|list| Json(list.json()))
         .map_err(Failure::json)
 }
 
@@ -399,6 +454,7 @@ mod tests {
         assert!(!is_binary("héllo <script>".as_bytes()));
         assert!(is_binary(b"\xff\xfe"));
         assert!(is_binary(b"a\x00b"));
-        assert_eq!(hex(b"\x00\xffA"), "00 ff 41");
+        assert_eq!(hex_preview(b"\x00\xffA"), "00 ff 41");
+        assert!(hex_preview(&[7; 65]).ends_with("07 …"));
     }
 }

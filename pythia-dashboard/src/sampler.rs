@@ -21,16 +21,18 @@
 //! runs, even once its keys are gone (a drained list is an empty list).
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Arc, RwLock};
+use std::sync::{RwLock, Weak};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::StreamExt;
-use pythia::redis::RedisConnection;
-use pythia::redis::queues::{discovered_queues, registered_queues};
-use serde_json::{Value as Json, json};
+use pythia_redis::RedisConnection;
+use pythia_redis::queues::inspect::QueueInspection;
+use pythia_redis::queues::{discovered_queues, registered_queues};
 
-use crate::cli::{RedisArgs, Side, TargetArgs};
-use crate::commands::inspect;
+use crate::documents::{CircuitBreakers, History, Overview, row, series};
+
+use pythia_redis::ListSide;
+use pythia_redis::queues::inspect::{InspectError, InspectOptions, inspect_queue};
 
 /// How often the key space is scanned for new queues.
 const DISCOVER_EVERY: Duration = Duration::from_secs(10);
@@ -69,30 +71,18 @@ impl Sample {
         self.depth + self.in_flight + self.scheduled
     }
 
-    /// The sample an `inspect` report describes.
-    fn from_report(t_ms: u64, r: &Json) -> Self {
-        let n = |v: &Json| v.as_u64().unwrap_or(0);
-        let (depth, in_flight) = if r["broker"] == "stream" {
-            let groups = r["groups"].as_array().cloned().unwrap_or_default();
-            if groups.is_empty() {
-                (n(&r["length"]), 0)
-            } else {
-                (
-                    groups.iter().map(|g| n(&g["lag"])).sum(),
-                    groups.iter().map(|g| n(&g["pending"])).sum(),
-                )
-            }
-        } else {
-            (n(&r["depth"]), n(&r["in_flight"]))
-        };
+    /// The sample an inspection describes (a stream's depth and in-flight summed over its
+    /// groups, as `QueueInspection::depth` counts them).
+    fn from_report(t_ms: u64, r: &QueueInspection) -> Self {
+        let today = r.today().copied().unwrap_or_default();
         Self {
             t_ms,
-            depth,
-            in_flight,
-            scheduled: n(&r["scheduled"]),
-            dead_letters: n(&r["dead_letters"]),
-            processed: n(&r["today"]["processed"]),
-            failed: n(&r["today"]["failed"]),
+            depth: r.depth(),
+            in_flight: r.in_flight(),
+            scheduled: r.scheduled(),
+            dead_letters: r.dead_letters(),
+            processed: today.processed,
+            failed: today.failed,
         }
     }
 }
@@ -136,12 +126,15 @@ pub(super) fn rates(samples: &VecDeque<Sample>) -> (Option<f64>, Option<f64>) {
 
 /// One queue as the sampler knows it.
 #[derive(Debug, Default)]
-struct Tracked {
-    report: Option<Json>,
+pub(super) struct Tracked {
+    /// The last inspection.
+    pub(super) report: Option<QueueInspection>,
     /// Whether the queue's pause flag was set at the last sample.
-    paused: bool,
-    error: Option<String>,
-    samples: VecDeque<Sample>,
+    pub(super) paused: bool,
+    /// Why the last inspection failed.
+    pub(super) error: Option<String>,
+    /// The samples, oldest first.
+    pub(super) samples: VecDeque<Sample>,
 }
 
 #[derive(Debug, Default)]
@@ -158,7 +151,7 @@ struct State {
 pub(super) struct Sampler {
     conn: RedisConnection,
     prefix: String,
-    side: Side,
+    side: ListSide,
     interval: Duration,
     capacity: usize,
     state: RwLock<State>,
@@ -168,7 +161,7 @@ impl Sampler {
     pub(super) fn new(
         conn: RedisConnection,
         prefix: &str,
-        side: Side,
+        side: ListSide,
         interval: Duration,
         history: Duration,
         queues: &[String],
@@ -188,25 +181,20 @@ impl Sampler {
         s
     }
 
+    /// The end of a list consumers pop.
+    pub(super) fn side(&self) -> ListSide {
+        self.side
+    }
+
     /// The sampling interval.
     pub(super) fn interval(&self) -> Duration {
         self.interval
     }
 
-    /// The `inspect` target of `queue` (the broker kind read from its key).
-    pub(super) fn target(&self, queue: &str) -> TargetArgs {
-        TargetArgs {
-            redis: RedisArgs {
-                redis_url: String::new(),
-                topology: Default::default(),
-                key_prefix: self.prefix.clone(),
-                connect_timeout: None,
-                config: None,
-            },
-            broker: None,
-            queue: vec![queue.to_owned()],
-            list_side: self.side,
-        }
+    /// The inspection of `queue`, as `pythia inspect` makes it (the kind read from its key).
+    pub(super) async fn inspect(&self, queue: &str) -> Result<QueueInspection, InspectError> {
+        let options = InspectOptions::new().with_side(self.side);
+        inspect_queue(&self.conn, queue, &options).await
     }
 
     /// Starts tracking `queue` (no effect when known, or when [`MAX_QUEUES`] are tracked).
@@ -223,23 +211,30 @@ impl Sampler {
     }
 
     /// Samples forever, every interval (a round that overruns delays the next one).
-    pub(super) async fn run(self: Arc<Self>) {
-        let mut tick = tokio::time::interval(self.interval);
+    /// Stops once the dashboard is dropped (only `weak` is left).
+    pub(super) async fn run(weak: Weak<Self>) {
+        let Some(interval) = weak.upgrade().map(|s| s.interval) else {
+            return;
+        };
+        let mut tick = tokio::time::interval(interval);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let mut discovered: Option<Instant> = None;
         loop {
             tick.tick().await;
+            let Some(this) = weak.upgrade() else {
+                return;
+            };
             if discovered.is_none_or(|t| t.elapsed() >= DISCOVER_EVERY) {
                 discovered = Some(Instant::now());
-                let found = self.discover().await;
-                let mut st = self.state.write().expect("sampler lock");
+                let found = this.discover().await;
+                let mut st = this.state.write().expect("sampler lock");
                 st.discovery_error = found.as_ref().err().cloned();
                 drop(st);
                 for q in found.unwrap_or_default() {
-                    self.track(&q);
+                    this.track(&q);
                 }
             }
-            self.sample_all().await;
+            this.sample_all().await;
         }
     }
 
@@ -253,18 +248,17 @@ impl Sampler {
             .keys()
             .cloned()
             .collect();
-        let t_ms = pythia::message::unix_millis(SystemTime::now());
-        // The report carries the pause flag and today's counters (see `inspect::report`).
-        let results: Vec<(String, Result<Json, String>)> = futures_util::stream::iter(names)
-            .map(|q| async move {
-                let r = inspect::report(&self.conn, &self.target(&q), None)
-                    .await
-                    .map_err(|e| e.to_string());
-                (q, r)
-            })
-            .buffer_unordered(PARALLEL)
-            .collect()
-            .await;
+        let t_ms = pythia_core::message::unix_millis(SystemTime::now());
+        // The report carries the pause flag and today's counters (see `Sampler::inspect`).
+        let results: Vec<(String, Result<QueueInspection, String>)> =
+            futures_util::stream::iter(names)
+                .map(|q| async move {
+                    let r = self.inspect(&q).await.map_err(|e| e.to_string());
+                    (q, r)
+                })
+                .buffer_unordered(PARALLEL)
+                .collect()
+                .await;
         let mut st = self.state.write().expect("sampler lock");
         st.sampled_at_ms = Some(t_ms);
         for (q, r) in results {
@@ -276,7 +270,7 @@ impl Sampler {
                     tracked
                         .samples
                         .push_back(Sample::from_report(t_ms, &report));
-                    tracked.paused = report["paused"].as_bool() == Some(true);
+                    tracked.paused = report.paused() == Some(true);
                     while tracked.samples.len() > self.capacity {
                         tracked.samples.pop_front();
                     }
@@ -307,116 +301,44 @@ impl Sampler {
 
     /// The overview document (see `pythia dashboard --help`), with the last `points` samples
     /// of each queue.
-    pub(super) fn overview(&self, points: usize) -> Json {
+    pub(super) fn overview(&self, points: usize) -> Overview {
         let st = self.state.read().expect("sampler lock");
-        let queues: Vec<Json> = st
-            .queues
-            .iter()
-            .map(|(name, t)| row(name, t, points))
-            .collect();
-        json!({
-            "prefix": self.prefix,
-            "sampled_at_ms": st.sampled_at_ms,
-            "interval_ms": self.interval.as_millis() as u64,
-            "rate_window_seconds": RATE_WINDOW.as_secs(),
-            "discovery_error": st.discovery_error,
-            "queues_capped": st.overflow.then_some(MAX_QUEUES),
-            "circuit_breakers": {
-                "shared_in_redis": false,
-                "note": "By default each worker keeps its circuit breaker in its own process; \
-                    workers run with --breaker-shared keep it in Redis (pythia:{<queue>}:breaker), \
-                    which this dashboard does not read yet. Each worker reports its breaker as \
-                    pythia_circuit_breaker_state (0 closed, 1 half-open, 2 open) on its /metrics \
-                    endpoint.",
-            },
-            "queues": queues,
-        })
+        Overview {
+            prefix: self.prefix.clone(),
+            sampled_at_ms: st.sampled_at_ms,
+            interval_ms: self.interval.as_millis() as u64,
+            rate_window_seconds: RATE_WINDOW.as_secs(),
+            discovery_error: st.discovery_error.clone(),
+            queues_capped: st.overflow.then_some(MAX_QUEUES),
+            circuit_breakers: CircuitBreakers::default(),
+            queues: st
+                .queues
+                .iter()
+                .map(|(name, t)| row(name, t, points))
+                .collect(),
+        }
     }
 
     /// The history document of one queue (`None` when it is not tracked).
-    pub(super) fn history(&self, queue: &str) -> Option<Json> {
+    pub(super) fn history(&self, queue: &str) -> Option<History> {
         let st = self.state.read().expect("sampler lock");
         let t = st.queues.get(queue)?;
         let (drain, dead) = rates(&t.samples);
         let last = t.samples.back();
-        Some(json!({
-            "queue": queue,
-            "paused": t.paused,
-            "processed_today": last.map(|s| s.processed),
-            "failed_today": last.map(|s| s.failed),
-            "processed_per_second": counter_rate(&t.samples, |s| s.processed),
-            "failed_per_second": counter_rate(&t.samples, |s| s.failed),
-            "interval_ms": self.interval.as_millis() as u64,
-            "rate_window_seconds": RATE_WINDOW.as_secs(),
-            "net_drain_per_second": drain,
-            "dead_lettered_per_second": dead,
-            "history": series(&t.samples, usize::MAX),
-        }))
+        Some(History {
+            queue: queue.to_owned(),
+            paused: t.paused,
+            processed_today: last.map(|s| s.processed),
+            failed_today: last.map(|s| s.failed),
+            processed_per_second: counter_rate(&t.samples, |s| s.processed),
+            failed_per_second: counter_rate(&t.samples, |s| s.failed),
+            interval_ms: self.interval.as_millis() as u64,
+            rate_window_seconds: RATE_WINDOW.as_secs(),
+            net_drain_per_second: drain,
+            dead_lettered_per_second: dead,
+            history: series(&t.samples, usize::MAX),
+        })
     }
-}
-
-/// The samples as columns: `{t_ms: [...], depth: [...], ...}`, the last `points` of them.
-fn series(samples: &VecDeque<Sample>, points: usize) -> Json {
-    let skip = samples.len().saturating_sub(points);
-    let col = |f: fn(&Sample) -> u64| samples.iter().skip(skip).map(f).collect::<Vec<u64>>();
-    json!({
-        "t_ms": col(|s| s.t_ms),
-        "depth": col(|s| s.depth),
-        "in_flight": col(|s| s.in_flight),
-        "scheduled": col(|s| s.scheduled),
-        "dead_letters": col(|s| s.dead_letters),
-    })
-}
-
-/// One queue's overview row.
-fn row(name: &str, t: &Tracked, points: usize) -> Json {
-    let r = t.report.as_ref();
-    let last = t.samples.back();
-    let (drain, dead) = rates(&t.samples);
-    let consumers: Vec<&Json> = match r {
-        Some(r) if r["broker"] == "stream" => r["groups"]
-            .as_array()
-            .into_iter()
-            .flatten()
-            .flat_map(|g| g["consumers"].as_array().into_iter().flatten())
-            .collect(),
-        Some(r) => r["consumers"].as_array().into_iter().flatten().collect(),
-        None => Vec::new(),
-    };
-    let oldest = r.and_then(|r| {
-        if r["broker"] == "stream" {
-            r["groups"]
-                .as_array()
-                .into_iter()
-                .flatten()
-                .filter_map(|g| g["oldest_age_seconds"].as_f64())
-                .reduce(f64::max)
-        } else {
-            r["oldest_age_seconds"].as_f64()
-        }
-    });
-    json!({
-        "queue": name,
-        "broker": r.map(|r| r["broker"].clone()),
-        "length": r.and_then(|r| r.get("length").cloned()),
-        "groups": r.and_then(|r| r["groups"].as_array().map(Vec::len)),
-        "depth": last.map(|s| s.depth),
-        "in_flight": last.map(|s| s.in_flight),
-        "scheduled": last.map(|s| s.scheduled),
-        "dead_letters": last.map(|s| s.dead_letters),
-        "oldest_age_seconds": oldest,
-        "consumers": consumers.len(),
-        "consumers_alive": consumers.iter().filter(|c| c["alive"] == true).count(),
-        "net_drain_per_second": drain,
-        "dead_lettered_per_second": dead,
-        "paused": t.paused,
-        "processed_today": last.map(|s| s.processed),
-        "failed_today": last.map(|s| s.failed),
-        "processed_per_second": counter_rate(&t.samples, |s| s.processed),
-        "failed_per_second": counter_rate(&t.samples, |s| s.failed),
-        "error": t.error,
-        "history": series(&t.samples, points),
-    })
 }
 
 #[cfg(test)]
@@ -467,27 +389,5 @@ mod tests {
         let v: VecDeque<Sample> = [s(0, 10_000, 0), s(30_000, 50, 0), s(90_000, 50, 0)].into();
         let (drain, _) = rates(&v);
         assert!(drain.unwrap().abs() < 1e-9, "{drain:?}");
-    }
-
-    #[test]
-    fn samples_of_streams_sum_their_groups() {
-        let r = json!({"broker": "stream", "length": 9, "scheduled": 1, "dead_letters": 2,
-            "groups": [{"lag": 3, "pending": 1}, {"lag": 4, "pending": 2}]});
-        let s = Sample::from_report(5, &r);
-        assert_eq!(
-            (s.depth, s.in_flight, s.scheduled, s.dead_letters),
-            (7, 3, 1, 2)
-        );
-        let r = json!({"broker": "stream", "length": 9, "scheduled": 0, "dead_letters": 0, "groups": []});
-        assert_eq!(Sample::from_report(5, &r).depth, 9);
-    }
-
-    #[test]
-    fn samples_carry_the_daily_counters_of_the_report() {
-        let r = json!({"broker": "list", "depth": 1, "in_flight": 0, "scheduled": 0,
-            "dead_letters": 0, "paused": true,
-            "today": {"processed": 12, "failed": 3, "retried": 1}});
-        let s = Sample::from_report(5, &r);
-        assert_eq!((s.processed, s.failed), (12, 3));
     }
 }

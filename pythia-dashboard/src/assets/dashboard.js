@@ -61,8 +61,10 @@
     var list = root.querySelectorAll('[data-f="' + name + '"]');
     for (var i = 0; i < list.length; i++) list[i].textContent = text;
   }
-  function queuePath(q) { return '/queues/' + encodeURIComponent(q); }
-  function apiPath(q) { return '/api/queues/' + encodeURIComponent(q); }
+  // Where the dashboard is mounted ('' at the root of its server).
+  var base = body.getAttribute('data-base') || '';
+  function queuePath(q) { return base + '/queues/' + encodeURIComponent(q); }
+  function apiPath(q) { return base + '/api/queues/' + encodeURIComponent(q); }
 
   // ---- charts ----
 
@@ -315,7 +317,7 @@
   }
 
   if (page === 'overview') {
-    every(function () { return getJSON('/api/overview').then(updateOverview); });
+    every(function () { return getJSON(base + '/api/overview').then(updateOverview); });
   } else if (page === 'queue' && queue !== null) {
     every(function () {
       return Promise.all([getJSON(apiPath(queue)), getJSON(apiPath(queue) + '/history')])

@@ -1,4 +1,5 @@
-//! The accept loop: hyper's HTTP/1 connections with bounds that axum's `serve` does not set.
+//! [`serve`]: an accept loop of hyper's HTTP/1 connections with bounds that axum's `serve` does
+//! not set.
 //!
 //! * at most [`MAX_CONNECTIONS`] at once (more wait in the listen backlog);
 //! * a request head must arrive within [`HEAD_TIMEOUT`] and fit in [`MAX_HEAD`] bytes;
@@ -29,12 +30,12 @@ const CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// Time a closing connection gets to finish its request.
 const CLOSE_GRACE: Duration = Duration::from_secs(30);
 
-/// Serves `router` on `listener` until `shutdown` completes.
-pub(super) async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()>,
-) {
+/// Serves `router` (the dashboard's, or any) on `listener` until `shutdown` completes: what
+/// `pythia dashboard` runs. At most 128 connections at once (more wait in the listen
+/// backlog); a request head must arrive within 10 s and fit in 16 KiB; a connection lives at
+/// most a minute, then closes after its current request (30 s of grace). A service that mounts
+/// the [`router`](crate::router) in its own server sets its own bounds.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()>) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
     let mut shutdown = pin!(shutdown);
     loop {

@@ -49,13 +49,13 @@ pub(super) struct Security {
 }
 
 impl Security {
-    /// Fresh random secrets for a server on `addr`, requiring `token` when given.
-    pub(super) fn new(addr: SocketAddr, token: Option<String>) -> Result<Self, String> {
+    /// Fresh random secrets for a server on `addr` (when known), requiring `token` when given.
+    pub(super) fn new(addr: Option<SocketAddr>, token: Option<String>) -> Result<Self, String> {
         Ok(Self {
             token,
             session: random_hex()?,
             csrf: random_hex()?,
-            hosts: loopback_hosts(addr),
+            hosts: addr.and_then(loopback_hosts),
         })
     }
 
@@ -232,7 +232,7 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
         {
             if sec.token_matches(&given) {
                 // Log in, and drop the token from the address bar and the history.
-                let mut r = Redirect::to(&without_token(&path, query)).into_response();
+                let mut r = Redirect::to(&app.url(&without_token(&path, query))).into_response();
                 if let Ok(v) = HeaderValue::from_str(&sec.session_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
@@ -406,7 +406,7 @@ mod tests {
         assert!(hosts.contains(&"localhost:9191".to_owned()));
         assert!(!hosts.contains(&"localhost".to_owned()));
         assert!(loopback_hosts("0.0.0.0:9191".parse().unwrap()).is_none());
-        let s = Security::new("127.0.0.1:1".parse().unwrap(), None).unwrap();
+        let s = Security::new(Some("127.0.0.1:1".parse().unwrap()), None).unwrap();
         assert!(s.host_allowed(&with(&[(header::HOST, "LOCALHOST:1")])));
         assert!(!s.host_allowed(&with(&[(header::HOST, "rebound.example:1")])));
         assert!(!s.host_allowed(&HeaderMap::new()));
@@ -414,7 +414,7 @@ mod tests {
 
     #[test]
     fn tokens_and_cookies() {
-        let s = Security::new("127.0.0.1:1".parse().unwrap(), Some("sekret".into())).unwrap();
+        let s = Security::new(Some("127.0.0.1:1".parse().unwrap()), Some("sekret".into())).unwrap();
         assert_ne!(s.csrf(), s.session);
         assert!(!s.authenticated(&HeaderMap::new()));
         assert!(s.authenticated(&with(&[(header::AUTHORIZATION, "Bearer sekret")])));

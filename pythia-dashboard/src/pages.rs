@@ -25,17 +25,20 @@ pub(super) async fn queue(
     Path(queue): Path<String>,
 ) -> Result<Html<String>, Response> {
     let r = api::report(&app, &queue).await.map_err(|f| f.page(&app))?;
-    let rates = app
-        .sampler
-        .history(&queue)
-        .unwrap_or(serde_json::Value::Null);
-    // The report of a list or stream holds the pause flag already (`inspect`'s `paused`); only
-    // a channel's is read on its own.
-    let paused = match r["paused"].as_bool() {
+    let rates = app.sampler.history(&queue);
+    // The inspection of a list or stream holds the pause flag already; only a channel's is
+    // read on its own.
+    let paused = match r.paused() {
         Some(p) => p,
         None => api::paused(&app, &queue).await.map_err(|f| f.page(&app))?,
     };
-    Ok(Html(html::queue_page(&app, &queue, &r, &rates, paused)))
+    Ok(Html(html::queue_page(
+        &app,
+        &queue,
+        &r,
+        rates.as_ref(),
+        paused,
+    )))
 }
 
 /// `POST /queues/<queue>/pause` (its `csrf` field was checked by the guard), then back to the
@@ -47,7 +50,7 @@ pub(super) async fn pause(
     api::set_paused(&app, &queue, true)
         .await
         .map_err(|f| f.page(&app))?;
-    Ok(Redirect::to(&html::queue_path(&queue)))
+    Ok(Redirect::to(&app.url(&html::queue_path(&queue))))
 }
 
 /// `POST /queues/<queue>/resume`.
@@ -58,7 +61,7 @@ pub(super) async fn resume(
     api::set_paused(&app, &queue, false)
         .await
         .map_err(|f| f.page(&app))?;
-    Ok(Redirect::to(&html::queue_path(&queue)))
+    Ok(Redirect::to(&app.url(&html::queue_path(&queue))))
 }
 
 /// `/queues/<queue>/dlq`.
@@ -150,7 +153,7 @@ pub(super) async fn replay(
         .map_err(|f| f.page(&app))?;
     Ok(Redirect::to(&format!(
         "{}/dlq?replayed={}&missing={}&unheard={}",
-        html::queue_path(&queue),
+        app.url(&html::queue_path(&queue)),
         r.replayed,
         r.missing,
         r.unheard
@@ -169,7 +172,7 @@ pub(super) async fn delete(
         .map_err(|f| f.page(&app))?;
     Ok(Redirect::to(&format!(
         "{}/dlq?deleted={n}",
-        html::queue_path(&queue)
+        app.url(&html::queue_path(&queue))
     )))
 }
 
@@ -192,7 +195,7 @@ pub(super) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
         .filter(|n| n.starts_with('/') && !n.starts_with("//") && !n.contains('\\'))
         .unwrap_or_else(|| "/".to_owned());
     if !app.security.requires_token() {
-        return Redirect::to(&next).into_response();
+        return Redirect::to(&app.url(&next)).into_response();
     }
     if !app.security.token_matches(&form.token) {
         return (
@@ -201,7 +204,7 @@ pub(super) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
         )
             .into_response();
     }
-    let mut r = Redirect::to(&next).into_response();
+    let mut r = Redirect::to(&app.url(&next)).into_response();
     if let Ok(v) = HeaderValue::from_str(&app.security.session_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
