@@ -56,7 +56,7 @@ pub(crate) enum Command {
     Produce(crate::commands::produce::ProduceArgs),
     /// Show a queue's state: depth, consumers and their heartbeats, retries, dead letters,
     /// memory (lists and streams), or subscriber counts (pub/sub).
-    Inspect(InspectArgs),
+    Inspect(crate::commands::inspect::InspectArgs),
     /// List every queue under the key prefix: type, depth, in flight, scheduled, dead letters,
     /// consumers, oldest message, paused, processed and failed today.
     Queues(crate::commands::queues::QueuesArgs),
@@ -83,7 +83,7 @@ pub(crate) enum Command {
     Doctor(crate::commands::doctor::DoctorArgs),
     /// Serve a web dashboard of every queue under the key prefix: depth, consumers, rates and
     /// charts, dead letters to replay or delete, and the JSON API behind it.
-    Dashboard(DashboardArgs),
+    Dashboard(crate::dashboard::DashboardArgs),
     /// One command that shows Pythia working: a local Redis, a batch of messages, a worker.
     Quickstart(crate::commands::quickstart::QuickstartArgs),
     /// Measure throughput, CPU, memory and latency of each delivery mode against the bare
@@ -378,115 +378,6 @@ impl TargetArgs {
             ))),
         }
     }
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(
-    after_long_help = "JSON fields (--json), lists and reliable lists: queue, broker, \
-    depth, in_flight, scheduled, dead_letters, oldest_age_seconds (null when empty or unknown), \
-    consumers[] {name, in_flight, staged, alive, heartbeat_ttl_ms (null when dead)}, \
-    memory_bytes {queue, pythia_keys}, paused, today {processed, failed, retried}.\n\
-    Streams: queue, broker, length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, \
-    paused, today {processed, failed, retried}, \
-    groups[] {name, lag (null when Redis cannot tell), lag_lower_bound, pending, \
-    last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
-    heartbeat_ttl_ms}}.\n\
-    Pub/sub: broker, channels[] {channel, subscribers, dead_letters}, pattern_subscriptions.\n\
-    Sharded streams (--shards N, N > 1): queue (the logical name), broker, shard_count, layout \
-    {key, stored_shards (null when not stored yet), matches (null likewise)}, totals over the \
-    shards: length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, groups[] {name, \
-    lag, lag_lower_bound, pending, shards_with_group} (summed over the shards that have the \
-    group); and shards[]: each shard's stream report as above, with shard (its index).\n\
-    Memory is MEMORY USAGE (sampled for big keys) of the queue key and of Pythia's keys for it \
-    (retry schedule, dead letters, consumer set, in-flight, staging and heartbeat keys)."
-)]
-pub(crate) struct InspectArgs {
-    #[command(flatten)]
-    pub(crate) target: TargetArgs,
-
-    /// Streams: show this consumer group only (default: every group).
-    #[arg(long, env = "PYTHIA_GROUP")]
-    pub(crate) group: Option<String>,
-
-    /// A sharded stream queue of this many shards (as `run --shards`): each shard's stream
-    /// report, and totals. 1 is the plain queue. Implies --broker stream.
-    #[arg(long, env = "PYTHIA_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub(crate) shards: u16,
-
-    /// Print one JSON document instead of tables.
-    #[arg(long)]
-    pub(crate) json: bool,
-}
-
-#[derive(Debug, Clone, Args)]
-#[command(after_long_help = "\
-Pages: / (every queue), /queues/<queue> (consumers and charts), /queues/<queue>/dlq (dead \
-letters, with replay and delete after a confirmation page). Numbers and charts refresh every 2 s \
-from the JSON API below; nothing is loaded from outside this server.
-
-JSON API (<queue> percent-encoded; every response is JSON):
-  GET  /api/overview               every queue: broker, depth (streams: lag of all groups), \
-in_flight (streams: pending), scheduled, dead_letters, oldest_age_seconds, consumers, \
-consumers_alive, net_drain_per_second, dead_lettered_per_second, error, history {t_ms, depth, \
-in_flight, scheduled, dead_letters}; and circuit_breakers {shared_in_redis: false, note}
-  GET  /api/queues/<queue>         the document of `pythia inspect --queue <queue> --json`
-  GET  /api/queues/<queue>/history the samples kept in memory and the rates
-  GET  /api/queues/<queue>/dlq     the document of `pythia dlq list --json` (?limit=50, \
-?preview=200), each dead letter with body_binary and body_hex (the first bytes) as well
-  GET  /api/csrf                   {csrf_token}
-  POST /api/queues/<queue>/dlq/replay  body {\"ids\": [...]} or {\"all\": true}: {replayed, \
-missing, unheard}
-  POST /api/queues/<queue>/dlq/delete  body {\"ids\": [...]} or {\"all\": true}: {deleted}
-Errors: {error} with 400 (bad request), 401 (no or wrong token), 403 (CSRF or Origin), 404 \
-(unknown dead letter), 502 (Redis failed).
-
-Security: every POST needs the header X-CSRF-Token (or the form field csrf) with this process's \
-random CSRF token, and a browser's Origin or Referer must be this server (403 otherwise). With \
---token, every request needs `Authorization: Bearer <token>` or the session cookie that \
-opening /?token=<token> (or the login form) sets (401 otherwise). On a loopback address only \
-Host headers naming that address are served (no DNS rebinding). Another address than loopback \
-requires --token. Responses carry Content-Security-Policy: default-src 'self' and \
-X-Content-Type-Options: nosniff; message bodies and errors are shown HTML-escaped and cut, \
-binary bodies as hex.
-
-Rates are computed by this process from its samples (every --interval, kept for --history, lost \
-on restart): net drain = decrease per second of depth + in flight + scheduled over the last \
-minute (negative: the backlog grows; it is not the processing rate, which each worker's /metrics \
-reports as pythia_messages_total); dead-lettered = increase per second of the dead letters. \
-Queues are found by SCANning <prefix>:{*}:* and <prefix>:q:* every 10 s and by --queue; a list queue that never \
-retried or dead-lettered anything leaves no key of Pythia's: name it with --queue.")]
-pub(crate) struct DashboardArgs {
-    #[command(flatten)]
-    pub(crate) redis: RedisArgs,
-
-    /// Address to serve on. Loopback by default; any other address requires --token.
-    #[arg(long, env = "PYTHIA_DASHBOARD_ADDR", default_value = "127.0.0.1:9191")]
-    pub(crate) addr: std::net::SocketAddr,
-
-    /// Require this token on every request: the header `Authorization: Bearer <token>`, or a
-    /// session cookie set by opening /?token=<token> once (or the login form). Prefer the
-    /// environment variable: a flag is visible to every user of the machine in `ps`.
-    #[arg(long, env = "PYTHIA_DASHBOARD_TOKEN", hide_env_values = true)]
-    pub(crate) token: Option<String>,
-
-    /// Always show this queue (repeatable, or comma-separated), besides those found from
-    /// Pythia's keys.
-    #[arg(long, short = 'q', env = "PYTHIA_QUEUE", value_delimiter = ',')]
-    pub(crate) queue: Vec<String>,
-
-    /// Which end of the list consumers pop: decides which message is the oldest, and where
-    /// replayed dead letters are pushed (the other end, behind the backlog).
-    #[arg(long, value_enum, env = "PYTHIA_LIST_SIDE", default_value_t = Side::Right)]
-    pub(crate) list_side: Side,
-
-    /// How often every queue is sampled for the charts and rates.
-    #[arg(long, default_value = "2s", value_parser = parse_duration)]
-    pub(crate) interval: Duration,
-
-    /// How long samples are kept in memory (the span of the charts; at most 10,000 samples
-    /// per queue).
-    #[arg(long, default_value = "15m", value_parser = parse_duration)]
-    pub(crate) history: Duration,
 }
 
 /// Parses a duration in humantime's syntax (`250ms`, `30s`, `2m`, `1h30m`, `1d`, `500us`), or

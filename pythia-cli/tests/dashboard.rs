@@ -17,9 +17,9 @@ use pythia::{Message, envelope};
 use serde_json::Value as Json;
 use support::{RedisServer, burst, cmd};
 
-/// A dashboard process, killed when dropped.
+/// A dashboard process, killed when dropped (none: a router served by the test itself).
 struct Dashboard {
-    child: Child,
+    child: Option<Child>,
     /// `127.0.0.1:<port>`.
     addr: String,
 }
@@ -53,7 +53,10 @@ impl Dashboard {
             .and_then(|r| r.split('/').next())
             .unwrap_or_else(|| panic!("no address in {line:?}"))
             .to_owned();
-        Self { child, addr }
+        Self {
+            child: Some(child),
+            addr,
+        }
     }
 
     fn get(&self, path: &str, headers: &[(&str, &str)]) -> Response {
@@ -129,8 +132,10 @@ impl Dashboard {
 
 impl Drop for Dashboard {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(child) = &mut self.child {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }
 
@@ -534,6 +539,7 @@ async fn a_token_guards_every_request() {
         "{cookie}"
     );
     assert!(!cookie.contains("s3cret"), "{cookie}");
+    assert!(cookie.contains("; Path=/;"), "at the root: {cookie}");
     let session = cookie.split(';').next().unwrap().to_owned();
     let r = d.get("/queues/jobs/dlq", &[("Cookie", &session)]);
     assert_eq!(r.status, 200);
@@ -575,6 +581,59 @@ async fn a_token_guards_every_request() {
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert_eq!(r.json()["replayed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_base_path_the_session_cookie_is_sent_back_there_only() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let local = listener.local_addr().unwrap();
+    let config = pythia_dashboard::DashboardConfig::new(conn)
+        .with_local_addr(local)
+        .with_token("s3cret")
+        .with_base_path("/ops/queues/")
+        .unwrap();
+    // Served at the root: what is checked is what the router answers, nested or not.
+    let app = pythia_dashboard::router(config).unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let served = tokio::spawn(pythia_dashboard::serve(listener, app, async {
+        let _ = stopped.await;
+    }));
+    let d = Dashboard {
+        child: None,
+        addr: local.to_string(),
+    };
+    let (login, form) = tokio::task::spawn_blocking(move || {
+        let login = d.get("/queues/jobs/dlq?token=s3cret", &[]);
+        let origin = format!("http://{}", d.addr);
+        let form = d.post(
+            "/login",
+            &[
+                ("Content-Type", "application/x-www-form-urlencoded"),
+                ("Origin", &origin),
+            ],
+            "token=s3cret&next=%2F",
+        );
+        (login, form)
+    })
+    .await
+    .unwrap();
+    for (how, r) in [("?token=", &login), ("the login form", &form)] {
+        assert_eq!(r.status, 303, "{how}: {}", r.body);
+        let cookie = r.header("set-cookie").unwrap_or_default();
+        assert!(
+            cookie.starts_with("pythia_dashboard=") && cookie.contains("; Path=/ops/queues;"),
+            "{how}: {cookie}"
+        );
+    }
+    assert_eq!(
+        login.header("location"),
+        Some("/ops/queues/queues/jobs/dlq")
+    );
+    assert_eq!(form.header("location"), Some("/ops/queues"));
+    let _ = stop.send(());
+    served.await.unwrap();
 }
 
 #[tokio::test]

@@ -542,6 +542,24 @@ async fn doctor_checks_the_named_queue() {
             .unwrap()
             .contains("--broker stream")
     );
+    // A consumer registered and heartbeating that has not read yet (Redis does not list it
+    // in the group) is alive all the same.
+    let _: i64 = cmd(
+        &conn,
+        &["SADD", "pythia:{events}:consumers:billing", "early"],
+    )
+    .await;
+    let _: String = cmd(
+        &conn,
+        &["SET", "pythia:{events}:heartbeat:early", "1", "PX", "60000"],
+    )
+    .await;
+    let consumers = check(&doctor("events"), "consumers");
+    let detail = consumers["detail"].as_str().unwrap();
+    assert!(
+        detail.starts_with("1 alive, 1 without a heartbeat, holding 2"),
+        "{detail}"
+    );
 
     // A sharded stream of 2 shards whose only consumer lost its heartbeat on each shard while
     // it holds all 4 entries: one consumer, counted once.

@@ -64,6 +64,11 @@ impl AppState {
         }
         format!("{}{path}", self.base)
     }
+
+    /// `Set-Cookie` of a logged-in browser, its `Path` the base path (`/` at the root).
+    fn session_cookie(&self) -> String {
+        self.security.session_cookie(&self.url("/"))
+    }
 }
 
 /// The handlers' state.
@@ -177,7 +182,8 @@ impl DashboardConfig {
 
     /// The path the router is [`nest`](Router::nest)ed under (`/ops/queues`, without a
     /// trailing `/`), which its pages' links, the script's requests and its redirects start
-    /// with. Letters, digits and `-._~/` only.
+    /// with, and the session cookie's `Path` (so that the service it is nested in does not get
+    /// it on its other routes). Letters, digits and `-._~/` only.
     pub fn with_base_path(mut self, path: &str) -> Result<Self, DashboardError> {
         self.base_path = base_path(path).ok_or_else(|| {
             DashboardError(format!(

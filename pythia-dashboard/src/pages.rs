@@ -205,7 +205,7 @@ pub(super) async fn login(State(app): State<App>, Form(form): Form<LoginForm>) -
             .into_response();
     }
     let mut r = Redirect::to(&app.url(&next)).into_response();
-    if let Ok(v) = HeaderValue::from_str(&app.security.session_cookie()) {
+    if let Ok(v) = HeaderValue::from_str(&app.session_cookie()) {
         r.headers_mut().insert(header::SET_COOKIE, v);
     }
     r

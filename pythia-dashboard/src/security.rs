@@ -6,8 +6,8 @@
 //!   `Authorization: Bearer <token>` or the session cookie. A browser gets the cookie by opening
 //!   any page with `?token=<token>` (redirected to the same page without it, however the name
 //!   is percent-encoded) or through the login form. The cookie holds a random per-process
-//!   session secret, never the token, and is `HttpOnly; SameSite=Lax`: a restart logs everyone
-//!   out. Without it: 401.
+//!   session secret, never the token, and is `HttpOnly; SameSite=Lax`, its `Path` the base
+//!   path (`/` without one): a restart logs everyone out. Without it: 401.
 //! * **CSRF.** Every POST but the login needs this process's random CSRF token, in the header
 //!   `X-CSRF-Token` or the form field `csrf` (the pages embed it), and a browser's `Origin`
 //!   (else `Referer`) must be this server: 403 otherwise. A client that sends neither header is
@@ -76,9 +76,14 @@ impl Security {
             .is_some_and(|t| ct_eq(t.as_bytes(), given.as_bytes()))
     }
 
-    /// `Set-Cookie` of a logged-in browser.
-    pub(super) fn session_cookie(&self) -> String {
-        format!("{COOKIE}={}; Path=/; HttpOnly; SameSite=Lax", self.session)
+    /// `Set-Cookie` of a logged-in browser, sent back on `path` and below it only (the base
+    /// path the dashboard is mounted under, `/` at the root): a service that nests the dashboard
+    /// does not get its session on its other routes.
+    pub(super) fn session_cookie(&self, path: &str) -> String {
+        format!(
+            "{COOKIE}={}; Path={path}; HttpOnly; SameSite=Lax",
+            self.session
+        )
     }
 
     fn authenticated(&self, headers: &HeaderMap) -> bool {
@@ -233,7 +238,7 @@ pub(super) async fn guard(State(app): State<App>, req: Request, next: Next) -> R
             if sec.token_matches(&given) {
                 // Log in, and drop the token from the address bar and the history.
                 let mut r = Redirect::to(&app.url(&without_token(&path, query))).into_response();
-                if let Ok(v) = HeaderValue::from_str(&sec.session_cookie()) {
+                if let Ok(v) = HeaderValue::from_str(&app.session_cookie()) {
                     r.headers_mut().insert(header::SET_COOKIE, v);
                 }
                 return r;
@@ -422,6 +427,11 @@ mod tests {
         let cookie = format!("a=b; {COOKIE}={}", s.session);
         assert!(s.authenticated(&with(&[(header::COOKIE, &cookie)])));
         assert!(!s.authenticated(&with(&[(header::COOKIE, "pythia_dashboard=sekret")])));
+        assert!(s.session_cookie("/").contains("; Path=/; "));
+        assert!(
+            s.session_cookie("/ops/queues")
+                .contains("; Path=/ops/queues; ")
+        );
         assert!(form_has_csrf(
             format!("id=1&csrf={}", s.csrf()).as_bytes(),
             s.csrf()

@@ -11,7 +11,7 @@ use pythia_redis::queues::inspect::{
 };
 use pythia_redis::queues::{QueueKind, pause};
 use pythia_redis::{
-    GroupStart, ListProducer, ReliableListBroker, ShardedQueue, ShardedStreamBroker,
+    GroupStart, ListProducer, QueueKeys, ReliableListBroker, ShardedQueue, ShardedStreamBroker,
     ShardedStreamProducer, StreamBroker, StreamProducer,
 };
 use support::{RedisServer, cmd};
@@ -149,6 +149,10 @@ async fn a_stream_shows_its_groups_and_consumers_and_refuses_what_is_not_there()
         g.last_delivered_id.as_str()
     );
     assert!(doc.get("shard").is_none(), "{doc}");
+    assert!(
+        doc["groups"][0].get("unlisted_consumers").is_none(),
+        "every registered consumer is listed: {doc}"
+    );
 
     let only = InspectOptions::new().with_group("nope");
     match inspect_queue(&conn, "events", &only).await {
@@ -176,6 +180,73 @@ async fn a_stream_shows_its_groups_and_consumers_and_refuses_what_is_not_there()
         e.to_string(),
         "\"plain\" is a Redis string, not a queue (a list or a stream)"
     );
+}
+
+#[tokio::test]
+async fn a_stream_group_shows_the_registered_consumers_redis_does_not_list() {
+    let server = RedisServer::start();
+    let conn = server.connect().await;
+    StreamProducer::new(&conn, "events")
+        .add_many(&[Message::new("e0"), Message::new("e1")])
+        .await
+        .unwrap();
+    let reader = StreamBroker::new(&conn, "events", "billing").with_start(GroupStart::Beginning);
+    let mut got = 0;
+    while got < 2 {
+        got += reader.fetch(2 - got).await.unwrap().len();
+    }
+    // One registered and heartbeating that has not read yet; one left registered, dead, after
+    // its group was recreated: Redis lists neither in the group.
+    let keys = QueueKeys::new("pythia", "events");
+    let _: i64 = cmd(
+        &conn,
+        &["SADD", &keys.group_consumers("billing"), "early", "stale"],
+    )
+    .await;
+    let _: String = cmd(
+        &conn,
+        &["SET", &keys.heartbeat("early"), "1", "PX", "60000"],
+    )
+    .await;
+
+    let got = inspect_queue(&conn, "events", &InspectOptions::new())
+        .await
+        .unwrap();
+    let QueueInspection::Stream(s) = &got else {
+        panic!("not a stream: {got:?}")
+    };
+    let g = &s.groups[0];
+    let listed: Vec<&str> = g.consumers.iter().map(|c| c.name.as_str()).collect();
+    assert_eq!(listed, [reader.consumer()]);
+    let unlisted: Vec<_> = g
+        .unlisted_consumers
+        .iter()
+        .map(|c| (c.name.as_str(), c.pending, c.idle_ms, c.pythia, c.alive))
+        .collect();
+    assert_eq!(
+        unlisted,
+        [
+            ("early", 0, None, true, Some(true)),
+            ("stale", 0, None, true, Some(false))
+        ]
+    );
+    assert!(
+        g.unlisted_consumers[0]
+            .heartbeat_ttl_ms
+            .is_some_and(|ms| ms > 0)
+    );
+    assert_eq!(g.unlisted_consumers[1].heartbeat(), Heartbeat::Dead);
+    // The consumers Redis lists keep their meaning: the heartbeats are theirs only.
+    assert_eq!(got.heartbeats().len(), 1);
+    let doc = serde_json::to_value(&got).unwrap();
+    let names: Vec<&str> = doc["groups"][0]["unlisted_consumers"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{doc}"))
+        .iter()
+        .map(|c| c["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["early", "stale"]);
+    assert!(doc["groups"][0]["unlisted_consumers"][1]["idle_ms"].is_null());
 }
 
 #[tokio::test]

@@ -11,10 +11,11 @@
 //! * pub/sub: subscribers per channel, pattern subscriptions of the server and each
 //!   channel's dead letters.
 //!
-//! This file holds the arguments' handling and the text rendering.
+//! This file holds the arguments (`InspectArgs`), their handling and the text rendering.
 
 use std::time::Duration;
 
+use clap::Args;
 use pythia::redis::RedisConnection;
 use pythia::redis::queues::QueueKind;
 use pythia::redis::queues::inspect::{
@@ -25,8 +26,46 @@ use pythia::redis::queues::inspect::{
 use redis::Value;
 
 use super::{human_age, human_bytes, human_duration, table};
-use crate::cli::{BrokerKind, InspectArgs, TargetArgs, sharded_queue};
+use crate::cli::{BrokerKind, TargetArgs, sharded_queue};
 use crate::error::CliError;
+
+#[derive(Debug, Clone, Args)]
+#[command(
+    after_long_help = "JSON fields (--json), lists and reliable lists: queue, broker, \
+    depth, in_flight, scheduled, dead_letters, oldest_age_seconds (null when empty or unknown), \
+    consumers[] {name, in_flight, staged, alive, heartbeat_ttl_ms (null when dead)}, \
+    memory_bytes {queue, pythia_keys}, paused, today {processed, failed, retried}.\n\
+    Streams: queue, broker, length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, \
+    paused, today {processed, failed, retried}, \
+    groups[] {name, lag (null when Redis cannot tell), lag_lower_bound, pending, \
+    last_delivered_id, oldest_age_seconds, consumers[] {name, pending, idle_ms, pythia, alive, \
+    heartbeat_ttl_ms}}.\n\
+    Pub/sub: broker, channels[] {channel, subscribers, dead_letters}, pattern_subscriptions.\n\
+    Sharded streams (--shards N, N > 1): queue (the logical name), broker, shard_count, layout \
+    {key, stored_shards (null when not stored yet), matches (null likewise)}, totals over the \
+    shards: length, scheduled, dead_letters, memory_bytes {queue, pythia_keys}, groups[] {name, \
+    lag, lag_lower_bound, pending, shards_with_group} (summed over the shards that have the \
+    group); and shards[]: each shard's stream report as above, with shard (its index).\n\
+    Memory is MEMORY USAGE (sampled for big keys) of the queue key and of Pythia's keys for it \
+    (retry schedule, dead letters, consumer set, in-flight, staging and heartbeat keys)."
+)]
+pub(crate) struct InspectArgs {
+    #[command(flatten)]
+    pub(crate) target: TargetArgs,
+
+    /// Streams: show this consumer group only (default: every group).
+    #[arg(long, env = "PYTHIA_GROUP")]
+    pub(crate) group: Option<String>,
+
+    /// A sharded stream queue of this many shards (as `run --shards`): each shard's stream
+    /// report, and totals. 1 is the plain queue. Implies --broker stream.
+    #[arg(long, env = "PYTHIA_SHARDS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub(crate) shards: u16,
+
+    /// Print one JSON document instead of tables.
+    #[arg(long)]
+    pub(crate) json: bool,
+}
 
 pub(crate) async fn inspect(args: InspectArgs) -> Result<(), CliError> {
     let t = &args.target;

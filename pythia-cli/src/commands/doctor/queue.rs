@@ -1,14 +1,17 @@
 //! `pythia doctor --queue Q`'s checks of the queue itself, read from the library's
 //! [`QueueReport`] (kind, depth, in flight, scheduled, oldest age, pause flag, dead letters,
-//! today's counts): is it known, is it paused, does it hold dead letters, and are its
-//! consumers alive, or do consumers without a heartbeat hold in-flight messages?
+//! today's counts): is it known, is it paused, does it hold dead letters; and, from its
+//! [`QueueInspection`] (each consumer with its heartbeat), are its consumers alive, or do
+//! consumers without a heartbeat hold in-flight messages?
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use pythia::redis::RedisConnection;
+use pythia::redis::queues::inspect::{
+    InspectError, InspectOptions, QueueInspection, StreamInspection, inspect_queue,
+};
 use pythia::redis::queues::{QueueKind, QueueReport, queue_report};
-use pythia::redis::{QueueKeys, RedisConnection};
-use redis::streams::StreamPendingReply;
 
 use super::report::{Check, Status};
 use crate::commands::human_duration;
@@ -137,108 +140,61 @@ struct Liveness {
     dead: Vec<(String, u64)>,
 }
 
-async fn liveness(conn: &RedisConnection, r: &QueueReport) -> Result<Liveness, String> {
-    let prefix = conn.config().key_prefix();
-    let mut m = conn.manager();
-    let err = |what: &str, e: redis::RedisError| conn.error(what, e).to_string();
-    // Consumer → (a heartbeat of it exists, messages held where it has none). A consumer of
-    // several groups or shards counts once: alive when any of its heartbeats is.
-    let mut seen: BTreeMap<String, (bool, u64)> = BTreeMap::new();
-    let mut tally = |c: String, alive: bool, held: u64| {
-        let e = seen.entry(c).or_default();
-        e.0 |= alive;
-        if !alive {
-            e.1 += held;
-        }
-    };
-    let streams: Vec<String> = match r.kind {
-        QueueKind::Stream => vec![r.name.clone()],
-        QueueKind::ShardedStream => {
-            let layout: Option<String> = redis::cmd("GET")
-                .arg(QueueKeys::new(prefix, &r.name).shard_layout())
-                .query_async(&mut m)
-                .await
-                .map_err(|e| err("GET shard layout", e))?;
-            layout
-                .unwrap_or_default()
-                .lines()
-                .map(str::to_owned)
-                .collect()
-        }
-        _ => {
-            let keys = QueueKeys::new(prefix, &r.name);
-            let names: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(keys.consumers())
-                .query_async(&mut m)
-                .await
-                .map_err(|e| err("SMEMBERS", e))?;
-            let mut pipe = redis::pipe();
-            for c in &names {
-                pipe.exists(keys.heartbeat(c))
-                    .hlen(keys.in_flight(c))
-                    .llen(keys.staging(c));
+/// The liveness of the queue's consumers, from the library's inspection of it. A stream
+/// without a consumer group has no consumer to inspect (nor has a sharded queue without a
+/// stored layout, which has no groups either).
+async fn liveness(conn: &RedisConnection, r: &QueueReport) -> Result<Liveness, InspectError> {
+    let streams = matches!(r.kind, QueueKind::Stream | QueueKind::ShardedStream);
+    if streams && r.groups.is_empty() {
+        return Ok(Liveness::default());
+    }
+    let options = InspectOptions::new().with_kind(r.kind);
+    Ok(Liveness::of(&inspect_queue(conn, &r.name, &options).await?))
+}
+
+impl Liveness {
+    /// Every Pythia consumer of `inspection`: a list's registered ones; a stream's (every
+    /// shard's) in each group, listed by Redis or registered only. A consumer of several
+    /// groups or shards counts once: alive when any of its heartbeats is, holding what it
+    /// holds in each where it has none.
+    fn of<'a>(inspection: &'a QueueInspection) -> Self {
+        let mut seen: BTreeMap<&'a str, (bool, u64)> = BTreeMap::new();
+        let mut tally = |c: &'a str, alive: bool, held: u64| {
+            let e = seen.entry(c).or_default();
+            e.0 |= alive;
+            if !alive {
+                e.1 += held;
             }
-            let n: Vec<u64> = if names.is_empty() {
+        };
+        let streams: Vec<&StreamInspection> = match inspection {
+            QueueInspection::List(l) => {
+                for c in &l.consumers {
+                    tally(&c.name, c.alive, c.in_flight + c.staged);
+                }
                 Vec::new()
+            }
+            QueueInspection::Stream(s) => vec![s],
+            QueueInspection::Sharded(s) => s.shards.iter().collect(),
+            _ => Vec::new(),
+        };
+        for g in streams.into_iter().flat_map(|s| &s.groups) {
+            // `alive` is `None` for a consumer of another library: not Pythia's to judge.
+            for c in g.consumers.iter().chain(&g.unlisted_consumers) {
+                if let Some(alive) = c.alive {
+                    tally(&c.name, alive, c.pending);
+                }
+            }
+        }
+        let mut out = Self::default();
+        for (c, (alive, held)) in seen {
+            if alive {
+                out.alive += 1;
             } else {
-                pipe.query_async(&mut m)
-                    .await
-                    .map_err(|e| err("consumers", e))?
-            };
-            for (c, n) in names.into_iter().zip(n.chunks(3)) {
-                tally(c, n[0] > 0, n[1] + n[2]);
-            }
-            Vec::new()
-        }
-    };
-    for stream in &streams {
-        let keys = QueueKeys::new(prefix, stream);
-        for group in &r.groups {
-            let names: Vec<String> = redis::cmd("SMEMBERS")
-                .arg(keys.group_consumers(&group.name))
-                .query_async(&mut m)
-                .await
-                .map_err(|e| err("SMEMBERS", e))?;
-            if names.is_empty() {
-                continue;
-            }
-            let pending: StreamPendingReply = redis::cmd("XPENDING")
-                .arg(stream)
-                .arg(&group.name)
-                .query_async(&mut m)
-                .await
-                .map_err(|e| err("XPENDING", e))?;
-            let held = |c: &str| match &pending {
-                StreamPendingReply::Data(d) => d
-                    .consumers
-                    .iter()
-                    .find(|p| p.name == c)
-                    .map_or(0, |p| p.pending as u64),
-                _ => 0,
-            };
-            let mut pipe = redis::pipe();
-            for c in &names {
-                pipe.exists(keys.heartbeat(c));
-            }
-            let alive: Vec<bool> = pipe
-                .query_async(&mut m)
-                .await
-                .map_err(|e| err("EXISTS", e))?;
-            for (c, alive) in names.into_iter().zip(alive) {
-                let n = held(&c);
-                tally(c, alive, n);
+                out.dead.push((c.to_owned(), held));
             }
         }
+        out
     }
-    let mut out = Liveness::default();
-    for (c, (alive, held)) in seen {
-        if alive {
-            out.alive += 1;
-        } else {
-            out.dead.push((c, held));
-        }
-    }
-    Ok(out)
 }
 
 fn consumers(r: &QueueReport, l: &Liveness) -> Check {

@@ -242,6 +242,14 @@ pub struct GroupInspection {
     pub oldest_age_seconds: Option<f64>,
     /// Its consumers, as Redis lists them.
     pub consumers: Vec<GroupConsumerReport>,
+    /// Pythia consumers registered for the group that Redis does not list in it: one that has
+    /// heartbeated and not read yet, or one left registered when its group was deleted and
+    /// created again. None holds an entry (Redis would list it); each is
+    /// [`pythia`](GroupConsumerReport::pythia), with no [`idle_ms`](GroupConsumerReport::idle_ms).
+    /// Not in [`QueueInspection::heartbeats`], which counts the consumers Redis lists; left
+    /// out of the JSON when empty.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub unlisted_consumers: Vec<GroupConsumerReport>,
 }
 
 /// One consumer of a stream's group.
@@ -252,7 +260,8 @@ pub struct GroupConsumerReport {
     pub name: String,
     /// Entries delivered to it and not acknowledged.
     pub pending: u64,
-    /// Time since its last read or claim, in ms.
+    /// Time since its last read or claim, in ms (`None`: one of the
+    /// [`unlisted_consumers`](GroupInspection::unlisted_consumers)).
     pub idle_ms: Option<u64>,
     /// Whether it is a Pythia consumer (registered, or with a heartbeat key).
     pub pythia: bool,
@@ -437,6 +446,7 @@ mod tests {
                     heartbeat_ttl_ms: None,
                 })
                 .collect(),
+            unlisted_consumers: Vec::new(),
         }
     }
 

@@ -89,17 +89,24 @@ pub(super) async fn inspect(
             .await
             .map_err(|e| conn.error("SMEMBERS", e))?;
         own.push(keys.group_consumers(&info.name));
+        // Registered consumers Redis does not list have their heartbeat read too.
+        let unlisted: Vec<String> = members
+            .iter()
+            .filter(|m| !consumers.consumers.iter().any(|c| &c.name == *m))
+            .cloned()
+            .collect();
         let mut pipe = redis::pipe();
-        for c in &consumers.consumers {
-            pipe.pttl(keys.heartbeat(&c.name));
+        for name in consumers.consumers.iter().map(|c| &c.name).chain(&unlisted) {
+            pipe.pttl(keys.heartbeat(name));
         }
-        let ttls: Vec<i64> = if consumers.consumers.is_empty() {
+        let mut ttls: Vec<i64> = if consumers.consumers.is_empty() && unlisted.is_empty() {
             Vec::new()
         } else {
             pipe.query_async(&mut m)
                 .await
                 .map_err(|e| conn.error("PTTL", e))?
         };
+        let unlisted_ttls = ttls.split_off(consumers.consumers.len().min(ttls.len()));
         let mut out_consumers = Vec::new();
         for (c, ttl) in consumers.consumers.into_iter().zip(ttls) {
             // A consumer of another library has neither a registration nor a heartbeat.
@@ -120,6 +127,21 @@ pub(super) async fn inspect(
                 heartbeat_ttl_ms,
             });
         }
+        let unlisted_consumers = unlisted
+            .into_iter()
+            .zip(unlisted_ttls)
+            .map(|(name, ttl)| {
+                let (alive, heartbeat_ttl_ms) = Heartbeat::from_pttl(ttl);
+                GroupConsumerReport {
+                    name,
+                    pending: 0,
+                    idle_ms: None,
+                    pythia: true,
+                    alive: Some(alive),
+                    heartbeat_ttl_ms,
+                }
+            })
+            .collect();
         out.push(GroupInspection {
             name: info.name,
             lag,
@@ -128,6 +150,7 @@ pub(super) async fn inspect(
             last_delivered_id: info.last_delivered_id,
             oldest_age_seconds: oldest.map(|d| d.as_secs_f64()),
             consumers: out_consumers,
+            unlisted_consumers,
         });
     }
     Ok(StreamInspection {
