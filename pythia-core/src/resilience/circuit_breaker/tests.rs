@@ -1,3 +1,5 @@
+//! Tests of the circuit breaker: its states, probes, cool-downs and the shared-state seam.
+
 use std::collections::HashMap;
 use std::future::poll_fn;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};

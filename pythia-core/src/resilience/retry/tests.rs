@@ -1,3 +1,5 @@
+//! Tests of the in-process retry layer: attempts, backoff and what it does not retry.
+
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

@@ -1,3 +1,5 @@
+//! Tests of the timeout layer: a handler cut off at its deadline, and one that finishes in time.
+
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
