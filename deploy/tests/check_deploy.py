@@ -13,7 +13,7 @@ Docker is not needed: files are parsed and cross-checked.
 * deploy/Dockerfile builds the binary with exactly the cargo command CI uses (.ci/run), with
   the `tls` feature (rediss://).
 * Every PYTHIA_* / REDIS_URL variable and every --flag given to `pythia` in compose or
-  Kubernetes exists in pythia-cli/src/cli.rs for that subcommand, with a valid value.
+  Kubernetes exists in the CLI's arguments (pythia-cli/src) for that subcommand, with a valid value.
 * The Redis configs say what they must (and load in a real redis-server when one is installed).
 
 Prints one line per check and a final `N passed, M failed`; exits 1 on any failure.
@@ -42,6 +42,14 @@ ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "k8s"
 CLI_RS = ROOT / "pythia-cli" / "src" / "cli.rs"
+CLI_SRC = ROOT / "pythia-cli" / "src"
+
+
+def cli_text() -> str:
+    """The CLI's argument definitions: cli.rs (`Cli`, `Command`, the shared flags) and every
+    other source file of the binary, where each command's own `…Args` live."""
+    rest = sorted(p for p in CLI_SRC.glob("**/*.rs") if p != CLI_RS)
+    return "\n".join(p.read_text() for p in [CLI_RS, *rest])
 README = ROOT / "README.md"
 CI_RUN = ROOT / ".ci" / "run"
 COMPOSE = DEPLOY / "docker-compose.yml"
@@ -269,7 +277,7 @@ class Cli:
             name, body = m.group(1), m.group(2)
             # `#[value(name = "x")]` / `#[command(name = "x")]` rename a variant.
             # A variant's arguments may be boxed: `Run(Box<RunArgs>)`.
-            variants = re.findall(r'(?:#\[(?:value|command)\(name = "([^"]+)"\)\]\s*)?^    (\w+)(?:\((?:Box<)?(\w+)>?\))?,', body, re.M)
+            variants = re.findall(r'(?:#\[(?:value|command)\(name = "([^"]+)"\)\]\s*)?^    (\w+)(?:\((?:Box<)?(?:[\w:]+::)?(\w+)>?\))?,', body, re.M)
             if name == "Command":
                 for renamed, v, args in variants:
                     self.subcommands[renamed or kebab(v)] = args
@@ -321,9 +329,9 @@ _CLI: Cli | None = None
 def cli() -> Cli:
     global _CLI
     if _CLI is None:
-        _CLI = Cli(CLI_RS.read_text())
+        _CLI = Cli(cli_text())
         if "run" not in _CLI.subcommands or not _CLI.args_of("run"):
-            raise Fail(f"could not read the `run` options from {rel(CLI_RS)}")
+            raise Fail(f"could not read the `run` options from {rel(CLI_SRC)}")
     return _CLI
 
 
@@ -363,7 +371,7 @@ def check_invocation(where: str, argv: list[str], env: dict[str, str]) -> list[s
             name, eq, value = tok[2:].partition("=")
             a = by_long.get(name)
             if a is None:
-                problems.append(f"{where}: `pythia {sub}` has no option --{name} (pythia-cli/src/cli.rs)")
+                problems.append(f"{where}: `pythia {sub}` has no option --{name} (pythia-cli/src)")
                 i += 1
                 continue
             given.add(a.field)
@@ -406,7 +414,7 @@ def check_invocation(where: str, argv: list[str], env: dict[str, str]) -> list[s
 
 def effective(subcommand: str, long: str, argv: list[str], env: dict[str, str]) -> str | None:
     """The value `pythia <subcommand>` uses for --<long>: the flag, else its variable, else the
-    default declared in cli.rs."""
+    default declared in the CLI's arguments."""
     a = next((a for a in cli().args_of(subcommand) if a.long == long), None)
     if a is None:
         raise Fail(f"`pythia {subcommand}` has no option --{long}")
@@ -432,7 +440,7 @@ def shutdown_grace(argv: list[str], env: dict[str, str]) -> float:
             return parse_duration(v) or 0
     if "PYTHIA_SHUTDOWN_GRACE" in env:
         return parse_duration(env["PYTHIA_SHUTDOWN_GRACE"]) or 0
-    m = re.search(r'env = "PYTHIA_SHUTDOWN_GRACE", default_value = "([^"]+)"', CLI_RS.read_text())
+    m = re.search(r'env = "PYTHIA_SHUTDOWN_GRACE", default_value = "([^"]+)"', cli_text())
     return parse_duration(m.group(1)) if m else 30
 
 
@@ -444,7 +452,7 @@ def metrics_port(argv: list[str], env: dict[str, str]) -> int | None:
     else:
         v = env.get("PYTHIA_METRICS_ADDR")
         if v is None:
-            m = re.search(r'env = "PYTHIA_METRICS_ADDR", default_value = "([^"]+)"', CLI_RS.read_text())
+            m = re.search(r'env = "PYTHIA_METRICS_ADDR", default_value = "([^"]+)"', cli_text())
             v = m.group(1) if m else "0.0.0.0:9090"
     m = re.search(r":(\d+)$", str(v))
     return int(m.group(1)) if m else None
@@ -1688,13 +1696,13 @@ def main() -> int:
         ("k8s CRD: PrometheusRule (monitoring.coreos.com/v1) alerts are well formed", check_k8s_prometheusrule),
         ("k8s CRD: KEDA ScaledObjects/TriggerAuthentication and the HPA target the Deployment and queue", check_k8s_autoscalers),
         ("k8s: kustomization.yaml lists the core resources", check_k8s_kustomization),
-        ("cli: the Deployment's args and PYTHIA_*/REDIS_URL variables exist in cli.rs", check_k8s_cli),
+        ("cli: the Deployment's args and PYTHIA_*/REDIS_URL variables exist in the CLI's arguments", check_k8s_cli),
         ("compose: images/builds set, referenced files exist", check_compose_files),
         ("compose: ports are sane", check_compose_ports),
         ("compose: durable queue Redis, REDIS_URL and backup use its password, the cache its own", check_compose_redis),
         ("compose: every ${VARIABLE} is documented in .env.example", check_compose_env_documented),
         ("compose: worker stop grace and Prometheus/Grafana wiring", check_compose_worker),
-        ("cli: compose commands' --flags and variables exist in cli.rs", check_compose_cli),
+        ("cli: compose commands' --flags and variables exist in the CLI's arguments", check_compose_cli),
     ]:
         run_check(name, fn)
     documented = readme_metrics()
