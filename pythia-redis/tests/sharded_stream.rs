@@ -53,12 +53,28 @@ type Seen = Arc<Mutex<Vec<Message>>>;
 struct Recorder {
     seen: Seen,
     delay: Duration,
+    /// Once this many messages are recorded, later handlers hang (until a shutdown cuts them
+    /// off): `usize::MAX` never.
+    hang_after: usize,
+}
+
+impl Recorder {
+    /// Handlers started once `n` messages are recorded never finish by themselves.
+    fn hanging_after(self, n: usize) -> Self {
+        Self {
+            hang_after: n,
+            ..self
+        }
+    }
 }
 
 impl Worker for Recorder {
     async fn process_message(&self, msg: &Message) -> Result<(), WorkerError> {
         if !self.delay.is_zero() {
             tokio::time::sleep(self.delay).await;
+        }
+        if self.seen.lock().unwrap().len() >= self.hang_after {
+            std::future::pending::<()>().await;
         }
         self.seen.lock().unwrap().push(msg.clone());
         Ok(())
@@ -67,7 +83,14 @@ impl Worker for Recorder {
 
 fn recorder(delay: Duration) -> (Seen, Recorder) {
     let seen: Seen = Arc::new(Mutex::new(Vec::new()));
-    (seen.clone(), Recorder { seen, delay })
+    (
+        seen.clone(),
+        Recorder {
+            seen,
+            delay,
+            hang_after: usize::MAX,
+        },
+    )
 }
 
 fn numbered(n: usize) -> Vec<Message> {
@@ -440,16 +463,22 @@ async fn a_shutdown_strands_nothing(conn: &RedisConnection, name: &str) {
     producer.add_many(&msgs).await.unwrap();
     let ids: Vec<String> = msgs.iter().map(|m| m.id().to_owned()).collect();
 
+    // After 40, handlers hang: the shutdown surely finds some running, to cut off.
     let (seen, slow) = recorder(Duration::from_millis(20));
-    let rt = WorkerRuntime::new(fast(conn, &queue), slow)
+    let rt = WorkerRuntime::new(fast(conn, &queue), slow.hanging_after(40))
         .with_signal_handling(false)
         .with_concurrency(8)
         .with_batch_size(64)
         .with_shutdown_grace(Duration::ZERO); // cut off what runs, hand it back
     let stop = rt.cancellation_token();
+    let status = rt.status();
     let h = tokio::spawn(rt.run());
     support::eventually(Duration::from_secs(20), "40 processed", || async {
         seen.lock().unwrap().len() >= 40
+    })
+    .await;
+    support::eventually(Duration::from_secs(20), "handlers running", || async {
+        status.in_flight() > 0
     })
     .await;
     stop.cancel();
