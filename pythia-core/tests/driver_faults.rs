@@ -1,110 +1,17 @@
-//! The driver's error paths, deterministic in paused time: a broker that fails exactly where
-//! a test scripts it (fetch, settle, release) in front of a [`MemoryBroker`], recording when
-//! and with what it was called. Fetch backoff and its reset, a fatal fetch error, the order in
+//! The driver's error paths, deterministic in paused time, on the fault broker of
+//! `tests/common` (a memory broker that fails exactly where a test scripts it and records when
+//! and with what it was called). Fetch backoff and its reset, a fatal fetch error, the order in
 //! which failed settles are retried, and a release that fails at shutdown.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex};
+mod common;
+
 use std::time::Duration;
 
-use pythia_core::{
-    Broker, BrokerError, BrokerErrorKind, CancellationToken, Delivery, DeliveryGuarantee,
-    MemoryBroker, Message, RuntimeError, Settlement, Source, WorkerRuntime, worker_fn,
-};
+use common::FaultBroker;
+use pythia_core::{BrokerErrorKind, CancellationToken, RuntimeError, WorkerRuntime, worker_fn};
 use tokio::time::Instant;
 
-/// One scripted answer of a [`FaultyBroker`] operation: fail with this kind, or pass through.
-type Script = Arc<Mutex<VecDeque<Option<BrokerErrorKind>>>>;
-
-/// Calls of one operation as recorded: what each was given and whether it failed.
-type Calls<T> = Arc<Mutex<Vec<(T, bool)>>>;
-
-/// A [`MemoryBroker`] whose fetch, settle and release fail as scripted (each call takes the next
-/// entry of its script; an empty script passes through), recording its calls.
-#[derive(Clone)]
-struct FaultyBroker {
-    inner: MemoryBroker,
-    fetch_faults: Script,
-    settle_faults: Script,
-    release_faults: Script,
-    /// When each fetch was called, and whether it failed.
-    fetches: Calls<Instant>,
-    /// The message ids of each settle call, and whether it failed.
-    settles: Calls<Vec<String>>,
-    releases: Arc<Mutex<Vec<usize>>>,
-}
-
-impl FaultyBroker {
-    fn with_messages(n: usize) -> Self {
-        let inner = MemoryBroker::new("faulty");
-        inner.push_many((0..n).map(|i| Message::new(format!("{i}")).with_id(format!("m{i}"))));
-        Self {
-            inner,
-            fetch_faults: Script::default(),
-            settle_faults: Script::default(),
-            release_faults: Script::default(),
-            fetches: Arc::default(),
-            settles: Arc::default(),
-            releases: Arc::default(),
-        }
-    }
-
-    fn script(script: &Script, faults: impl IntoIterator<Item = Option<BrokerErrorKind>>) {
-        script.lock().unwrap().extend(faults);
-    }
-
-    fn next(script: &Script) -> Option<BrokerErrorKind> {
-        script.lock().unwrap().pop_front().flatten()
-    }
-}
-
-impl Broker for FaultyBroker {
-    type Token = u64;
-
-    fn guarantee(&self) -> DeliveryGuarantee {
-        DeliveryGuarantee::AtLeastOnce
-    }
-
-    fn source(&self) -> &Source {
-        self.inner.source()
-    }
-
-    async fn fetch(&self, max: usize) -> Result<Vec<Delivery<u64>>, BrokerError> {
-        let fault = Self::next(&self.fetch_faults);
-        self.fetches
-            .lock()
-            .unwrap()
-            .push((Instant::now(), fault.is_some()));
-        match fault {
-            Some(kind) => Err(BrokerError::new(kind, "scripted fetch failure")),
-            None => self.inner.fetch(max).await,
-        }
-    }
-
-    async fn settle(&self, batch: &[Settlement<u64>]) -> Result<(), BrokerError> {
-        let fault = Self::next(&self.settle_faults);
-        let ids = batch.iter().map(|s| s.message.id().to_owned()).collect();
-        self.settles.lock().unwrap().push((ids, fault.is_some()));
-        match fault {
-            Some(kind) => Err(BrokerError::new(kind, "scripted settle failure")),
-            None => self.inner.settle(batch).await,
-        }
-    }
-
-    async fn release(&self, batch: Vec<Delivery<u64>>) -> Result<(), BrokerError> {
-        self.releases.lock().unwrap().push(batch.len());
-        match Self::next(&self.release_faults) {
-            Some(kind) => Err(BrokerError::new(kind, "scripted release failure")),
-            None => self.inner.release(batch).await,
-        }
-    }
-
-    async fn is_drained(&self) -> Result<bool, BrokerError> {
-        self.inner.is_drained().await
-    }
-}
-
-fn runtime(b: &FaultyBroker) -> WorkerRuntime<FaultyBroker> {
+fn runtime(b: &FaultBroker) -> WorkerRuntime<FaultBroker> {
     WorkerRuntime::new(b.clone(), worker_fn(|_msg| async { Ok(()) }))
         .with_signal_handling(false)
         .with_stats_interval(None)
@@ -112,13 +19,13 @@ fn runtime(b: &FaultyBroker) -> WorkerRuntime<FaultyBroker> {
 
 #[tokio::test(start_paused = true)]
 async fn failing_fetches_back_off_exponentially_then_resume_and_reset_the_backoff() {
-    let b = FaultyBroker::with_messages(100);
+    let b = FaultBroker::with_messages(100);
     let down = Some(BrokerErrorKind::Connection);
     // Six failures, a success, then two more failures: the backoff after the success starts
     // from the beginning again.
-    FaultyBroker::script(&b.fetch_faults, [down; 6]);
-    FaultyBroker::script(&b.fetch_faults, [None]);
-    FaultyBroker::script(&b.fetch_faults, [down; 2]);
+    FaultBroker::script(&b.fetch_faults, [down; 6]);
+    FaultBroker::script(&b.fetch_faults, [None]);
+    FaultBroker::script(&b.fetch_faults, [down; 2]);
     let summary = runtime(&b).with_burst(true).run().await.unwrap();
     assert_eq!(summary.acked, 100, "nothing is lost to failing fetches");
 
@@ -150,8 +57,8 @@ async fn failing_fetches_back_off_exponentially_then_resume_and_reset_the_backof
 
 #[tokio::test(start_paused = true)]
 async fn a_configuration_error_on_fetch_stops_the_worker_at_once() {
-    let b = FaultyBroker::with_messages(10);
-    FaultyBroker::script(&b.fetch_faults, [Some(BrokerErrorKind::Config)]);
+    let b = FaultBroker::with_messages(10);
+    FaultBroker::script(&b.fetch_faults, [Some(BrokerErrorKind::Config)]);
     let started = Instant::now();
     let err = runtime(&b).run().await.unwrap_err();
     assert!(
@@ -166,9 +73,9 @@ async fn a_configuration_error_on_fetch_stops_the_worker_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn a_failed_settle_batch_is_retried_first_and_whole_then_later_outcomes_follow() {
-    let b = FaultyBroker::with_messages(200);
+    let b = FaultBroker::with_messages(200);
     let down = Some(BrokerErrorKind::Connection);
-    FaultyBroker::script(&b.settle_faults, [down; 3]);
+    FaultBroker::script(&b.settle_faults, [down; 3]);
     let summary = runtime(&b)
         .with_concurrency(8)
         .with_batch_size(4)
@@ -210,8 +117,8 @@ async fn a_failed_settle_batch_is_retried_first_and_whole_then_later_outcomes_fo
 
 #[tokio::test(start_paused = true)]
 async fn a_release_that_fails_at_shutdown_counts_what_it_held_as_unsettled() {
-    let b = FaultyBroker::with_messages(1000);
-    FaultyBroker::script(&b.release_faults, [Some(BrokerErrorKind::Connection)]);
+    let b = FaultBroker::with_messages(1000);
+    FaultBroker::script(&b.release_faults, [Some(BrokerErrorKind::Connection)]);
     let stop = CancellationToken::new();
     // Handlers that never finish: at the end of the grace every one of them is handed back.
     let rt = WorkerRuntime::new(
